@@ -1,0 +1,102 @@
+//! Plain configuration structs for the relay core, with documented defaults. Only the binary
+//! reads files, flags or the environment; it fills these in.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use crate::policy::PeerPolicy;
+
+/// Everything the sans-IO [`crate::Server`] needs to know.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// REALM sent in 401 responses and used in the long-term key. Default `cloudproxy`.
+    pub realm: String,
+    /// Credential sources.
+    pub auth: AuthConfig,
+    /// Which peers the relay may forward to. Default: deny everything.
+    pub peer_policy: PeerPolicy,
+    /// Address relayed transport addresses are bound on (IPv4). `None` disables IPv4 relaying.
+    pub relay_ipv4: Option<Ipv4Addr>,
+    /// Address relayed transport addresses are bound on (IPv6). `None` disables IPv6 relaying.
+    pub relay_ipv6: Option<Ipv6Addr>,
+    /// The ports this server may hand out as relayed transport addresses.
+    /// Default 49152..=65535 (the dynamic range RFC 8656 §6.2 suggests).
+    pub relay_ports: RangeInclusive<u16>,
+    /// Allocations this server holds at most (486 beyond). Default 100 000.
+    pub max_allocations: usize,
+    /// Allocations one credential (the id part of the username) may hold at once (486 beyond).
+    /// Default 10.
+    pub max_allocations_per_user: usize,
+    /// Lifetimes of allocations, permissions, channels and nonces.
+    pub lifetimes: Lifetimes,
+    /// SOFTWARE attribute in responses. Default `cloudproxy/<version>`.
+    pub software: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            realm: "cloudproxy".into(),
+            auth: AuthConfig::default(),
+            peer_policy: PeerPolicy::default(),
+            relay_ipv4: Some(Ipv4Addr::LOCALHOST),
+            relay_ipv6: None,
+            relay_ports: 49152..=65535,
+            max_allocations: 100_000,
+            max_allocations_per_user: 10,
+            lifetimes: Lifetimes::default(),
+            software: Some(concat!("cloudproxy/", env!("CARGO_PKG_VERSION")).into()),
+        }
+    }
+}
+
+/// Lifetimes as RFC 8656 sets them.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// Default allocation lifetime, 600 s (RFC 8656 §3.2). Shorter requests get this.
+    pub allocation_default: Duration,
+    /// Maximum allocation lifetime, 3600 s (RFC 8656 §3.2).
+    pub allocation_max: Duration,
+    /// Permission lifetime, 300 s (RFC 8656 §9).
+    pub permission: Duration,
+    /// Channel binding lifetime, 600 s (RFC 8656 §12).
+    pub channel: Duration,
+    /// How long a nonce stays fresh before 438 Stale Nonce. Default 600 s.
+    pub nonce: Duration,
+    /// How long a channel number or peer address stays reserved after its binding expired,
+    /// 300 s (RFC 8656 §12).
+    pub channel_cooldown: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self {
+            allocation_default: Duration::from_secs(600),
+            allocation_max: Duration::from_secs(3600),
+            permission: Duration::from_secs(300),
+            channel: Duration::from_secs(600),
+            nonce: Duration::from_secs(600),
+            channel_cooldown: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Where TURN REST credentials are checked against. See [`crate::auth`] for the format.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// One shared secret, as coturn's `--use-auth-secret --static-auth-secret`.
+    pub static_secret: Option<Vec<u8>>,
+    /// Per-application keys, selected by the app id in the username.
+    pub app_keys: Vec<AppKey>,
+}
+
+/// One application's secret under one key id. Several keys per app make rotation possible.
+#[derive(Debug, Clone)]
+pub struct AppKey {
+    pub app_id: String,
+    pub key_id: String,
+    pub secret: Vec<u8>,
+    /// Unix time after which this key no longer authenticates (end of a rotation grace period).
+    pub not_after: Option<u64>,
+}
