@@ -33,6 +33,7 @@
 
 pub mod auth;
 pub mod channel;
+pub mod client;
 pub mod integrity;
 pub mod policy;
 pub mod server;

@@ -36,12 +36,24 @@ impl FromStr for PeerRule {
 
     /// Accepts `NET`, `NET:PORTS` (IPv4) or `[NET]:PORTS` (IPv6); `NET` may be a bare address.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let joined;
         let (net, ports) = if let Some(rest) = s.strip_prefix('[') {
-            let (net, after) = rest.split_once(']').ok_or(PeerRuleError::BadNet)?;
-            match after.strip_prefix(':') {
-                Some(p) => (net, Some(p)),
-                None if after.is_empty() => (net, None),
-                None => return Err(PeerRuleError::BadNet),
+            // `[2001:db8::/32]:443` or `[2001:db8::]/32:443`
+            let (addr, after) = rest.split_once(']').ok_or(PeerRuleError::BadNet)?;
+            let (prefix, after) = match after.strip_prefix('/') {
+                Some(a) => a.split_once(':').map_or((a, ""), |(p, r)| (p, r)),
+                None => ("", after.strip_prefix(':').unwrap_or(after)),
+            };
+            let net = if prefix.is_empty() {
+                addr
+            } else {
+                joined = format!("{addr}/{prefix}");
+                &joined
+            };
+            if after.is_empty() && !s.ends_with(':') {
+                (net, None)
+            } else {
+                (net, Some(after))
             }
         } else if s.matches(':').count() == 1 {
             let (n, p) = s.split_once(':').unwrap_or((s, ""));
@@ -78,9 +90,15 @@ fn parse_ports(s: &str) -> Option<RangeInclusive<u16>> {
 
 impl fmt::Display for PeerRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.net)?;
-        if self.ports != (1..=65535) {
-            write!(f, " ports {}-{}", self.ports.start(), self.ports.end())?;
+        // Printed in the form `FromStr` reads back.
+        let all = self.ports == (1..=65535);
+        match (self.net, all) {
+            (net, true) => write!(f, "{net}")?,
+            (IpNet::V4(net), false) => write!(f, "{net}:")?,
+            (IpNet::V6(net), false) => write!(f, "[{net}]:")?,
+        }
+        if !all {
+            write!(f, "{}-{}", self.ports.start(), self.ports.end())?;
         }
         Ok(())
     }

@@ -385,6 +385,11 @@ impl Server {
         self.by_client.len()
     }
 
+    /// Whether `client` holds an allocation.
+    pub fn has_allocation(&self, client: &ClientAddr) -> bool {
+        self.by_client.contains_key(client)
+    }
+
     /// Stops accepting new allocations; existing ones keep working.
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;

@@ -1,1 +1,395 @@
+//! I/O drivers for the cloudproxy relay. See ARCHITECTURE.md.
+//!
+//! [`Relay::start`] binds every listener (so bind errors come back at once, naming the
+//! address), then spawns one event loop per shard, each a thread with a single-threaded tokio
+//! runtime that owns one sans-IO [`cloudproxy_proto::Server`]. UDP and TCP listeners are bound
+//! once per shard with `SO_REUSEPORT`, so the kernel spreads clients over the shards and a
+//! client's packets always reach the shard that owns its allocation. Nothing is shared between
+//! shards on the data path but the metric counters (atomics).
 
+pub mod metrics;
+pub mod tls;
+
+mod config;
+mod shard;
+mod stream;
+mod udp;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use cloudproxy_proto::{AllocationLedger, LocalLedger};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::mpsc;
+
+pub use config::RelayConfig;
+pub use metrics::Metrics;
+
+/// The addresses the relay actually bound (port 0 in the config becomes a real port).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BoundAddrs {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("cannot bind {what} listener on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+    #[error("cannot start event loop: {0}")]
+    Runtime(#[source] io::Error),
+}
+
+#[derive(Debug)]
+pub(crate) enum Control {
+    Drain,
+    Stop,
+}
+
+/// A running relay. Dropping it stops it.
+#[derive(Debug)]
+pub struct Relay {
+    addrs: BoundAddrs,
+    metrics: Arc<Metrics>,
+    controls: Vec<mpsc::UnboundedSender<Control>>,
+    threads: Vec<JoinHandle<()>>,
+    metrics_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Relay {
+    /// Binds every listener and starts the event loops.
+    pub fn start(config: RelayConfig) -> Result<Relay, RelayError> {
+        Self::start_with_metrics(config, Arc::new(Metrics::new()))
+    }
+
+    pub fn start_with_metrics(
+        config: RelayConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Relay, RelayError> {
+        if config.server.relay_ipv4.is_none() && config.server.relay_ipv6.is_none() {
+            return Err(RelayError::Config(
+                "no relay address (IPv4 or IPv6) configured",
+            ));
+        }
+        if config.udp.is_empty() && config.tcp.is_empty() && config.tls.is_empty() {
+            return Err(RelayError::Config("no listener configured"));
+        }
+        let shards = match config.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let tls_config = if config.tls.is_empty() {
+            None
+        } else {
+            Some(tls::server_config(&config.tls_identity)?)
+        };
+
+        // Bind everything first, shard 0 resolving port 0, the others joining with SO_REUSEPORT.
+        let mut addrs = BoundAddrs::default();
+        let mut udp: Vec<Vec<UdpSocket>> = (0..shards).map(|_| Vec::new()).collect();
+        for &want in &config.udp {
+            let mut addr = want;
+            for (i, per_shard) in udp.iter_mut().enumerate() {
+                let bound = if i == 0 {
+                    probe(addr, Type::DGRAM, Protocol::UDP)
+                        .and_then(|()| bind_udp(addr, config.socket_buffer))
+                } else {
+                    bind_udp(addr, config.socket_buffer)
+                };
+                let s = bound.map_err(|source| RelayError::Bind {
+                    what: "UDP",
+                    addr,
+                    source,
+                })?;
+                if i == 0 {
+                    addr = s.local_addr().map_err(RelayError::Runtime)?;
+                    addrs.udp.push(addr);
+                }
+                per_shard.push(s);
+            }
+        }
+        let mut tcp: Vec<Vec<(TcpListener, cloudproxy_proto::Transport)>> =
+            (0..shards).map(|_| Vec::new()).collect();
+        let plain = config.tcp.iter().map(|a| (*a, false));
+        let secure = config.tls.iter().map(|a| (*a, true));
+        for (want, is_tls) in plain.chain(secure) {
+            let what = if is_tls { "TLS" } else { "TCP" };
+            let transport = if is_tls {
+                cloudproxy_proto::Transport::Tls
+            } else {
+                cloudproxy_proto::Transport::Tcp
+            };
+            let mut addr = want;
+            for (i, per_shard) in tcp.iter_mut().enumerate() {
+                let bound = if i == 0 {
+                    probe(addr, Type::STREAM, Protocol::TCP).and_then(|()| bind_tcp(addr))
+                } else {
+                    bind_tcp(addr)
+                };
+                let l = match bound {
+                    Ok(l) => l,
+                    Err(e)
+                        if i == 0
+                            && is_tls
+                            && e.kind() == io::ErrorKind::PermissionDenied
+                            && config.tls_fallback_port.is_some() =>
+                    {
+                        let port = config.tls_fallback_port.unwrap_or_default();
+                        tracing::warn!(
+                            "cannot bind TLS listener on {addr} ({e}): privileged port needs root or \
+                             CAP_NET_BIND_SERVICE; using fallback port {port} instead"
+                        );
+                        eprintln!(
+                            "warning: cannot bind TLS on {addr} ({e}); using fallback port {port}"
+                        );
+                        addr.set_port(port);
+                        bind_tcp(addr).map_err(|source| RelayError::Bind { what, addr, source })?
+                    }
+                    Err(source) => return Err(RelayError::Bind { what, addr, source }),
+                };
+                if i == 0 {
+                    addr = l.local_addr().map_err(RelayError::Runtime)?;
+                    if is_tls {
+                        addrs.tls.push(addr);
+                    } else {
+                        addrs.tcp.push(addr);
+                    }
+                }
+                per_shard.push((l, transport));
+            }
+        }
+        let metrics_listener = match config.metrics {
+            Some(addr) => {
+                let l = bind_tcp(addr).map_err(|source| RelayError::Bind {
+                    what: "metrics",
+                    addr,
+                    source,
+                })?;
+                addrs.metrics = Some(l.local_addr().map_err(RelayError::Runtime)?);
+                Some(l)
+            }
+            None => None,
+        };
+
+        let ledger: Arc<dyn AllocationLedger> = Arc::new(LocalLedger::new(
+            config.server.max_allocations_per_user,
+            config.server.max_allocations,
+        ));
+        let streams = Arc::new(stream::ConnectionLimit::new(config.max_stream_connections));
+        let mut controls = Vec::new();
+        let mut threads = Vec::new();
+        let port_ranges = split_ports(&config.server.relay_ports, shards).ok_or(
+            RelayError::Config("relay port range smaller than the number of shards"),
+        )?;
+        for (index, ((udp, tcp), ports)) in udp.into_iter().zip(tcp).zip(port_ranges).enumerate() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            controls.push(tx);
+            let mut server_config = config.server.clone();
+            server_config.relay_ports = ports;
+            let shard = shard::ShardSetup {
+                index,
+                server: server_config,
+                udp,
+                tcp,
+                tls: tls_config.clone(),
+                ledger: ledger.clone(),
+                metrics: metrics.clone(),
+                streams: streams.clone(),
+                stream_idle_timeout: config.stream_idle_timeout,
+                socket_buffer: config.socket_buffer,
+                control: rx,
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("relay-shard-{index}"))
+                .spawn(move || shard.run())
+                .map_err(RelayError::Runtime)?;
+            threads.push(t);
+        }
+        let metrics_stop = match metrics_listener {
+            Some(l) => {
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let m = metrics.clone();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(RelayError::Runtime)?;
+                let t = std::thread::Builder::new()
+                    .name("relay-metrics".into())
+                    .spawn(move || {
+                        rt.block_on(async move {
+                            let l = match tokio::net::TcpListener::from_std(l) {
+                                Ok(l) => l,
+                                Err(e) => {
+                                    tracing::error!("metrics listener: {e}");
+                                    return;
+                                }
+                            };
+                            let stop = async move {
+                                let _ = stopped.await;
+                            };
+                            if let Err(e) = metrics::serve(l, m, stop).await {
+                                tracing::error!("metrics endpoint failed: {e}");
+                            }
+                        })
+                    })
+                    .map_err(RelayError::Runtime)?;
+                threads.push(t);
+                Some(stop)
+            }
+            None => None,
+        };
+        Ok(Relay {
+            addrs,
+            metrics,
+            controls,
+            threads,
+            metrics_stop,
+        })
+    }
+
+    pub fn local_addrs(&self) -> &BoundAddrs {
+        &self.addrs
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops taking new allocations (they get 508); existing allocations keep flowing.
+    pub fn drain(&self) {
+        self.metrics.draining.set(1);
+        for c in &self.controls {
+            let _ = c.send(Control::Drain);
+        }
+    }
+
+    /// Stops every event loop and waits for them.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        for c in &self.controls {
+            let _ = c.send(Control::Stop);
+        }
+        if let Some(s) = self.metrics_stop.take() {
+            let _ = s.send(());
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// Splits the relay port range into one disjoint range per shard.
+fn split_ports(
+    range: &std::ops::RangeInclusive<u16>,
+    shards: usize,
+) -> Option<Vec<std::ops::RangeInclusive<u16>>> {
+    let (lo, hi) = (*range.start() as usize, *range.end() as usize);
+    let span = (hi + 1).checked_sub(lo)?;
+    if span < shards || shards == 0 {
+        return None;
+    }
+    let per = span / shards;
+    Some(
+        (0..shards)
+            .map(|i| {
+                let start = lo + i * per;
+                let end = if i + 1 == shards { hi } else { start + per - 1 };
+                start as u16..=end as u16
+            })
+            .collect(),
+    )
+}
+
+fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// SO_REUSEPORT would let us silently share a port with another process that also set it, so
+/// a fixed port is first probed with a plain bind, which fails if anyone holds it.
+fn probe(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())
+}
+
+pub(crate) fn bind_udp(addr: SocketAddr, buffer: Option<usize>) -> io::Result<UdpSocket> {
+    let s = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
+    if let Some(b) = buffer {
+        s.set_recv_buffer_size(b)?;
+        s.set_send_buffer_size(b)?;
+    }
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// A relayed transport address socket: no SO_REUSEPORT, so a port held by anyone else fails.
+pub(crate) fn bind_relay(addr: SocketAddr, buffer: Option<usize>) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    if let Some(b) = buffer {
+        s.set_recv_buffer_size(b)?;
+        s.set_send_buffer_size(b)?;
+    }
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = new_socket(addr, Type::STREAM, Protocol::TCP)?;
+    s.set_tcp_nodelay(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_split_without_overlap() {
+        let r = split_ports(&(49152..=65535), 2).unwrap();
+        assert_eq!(r, vec![49152..=57343, 57344..=65535]);
+        let r = split_ports(&(10..=12), 3).unwrap();
+        assert_eq!(r, vec![10..=10, 11..=11, 12..=12]);
+        assert!(split_ports(&(10..=11), 3).is_none());
+    }
+}

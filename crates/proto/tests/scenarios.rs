@@ -1,0 +1,656 @@
+//! Scenario tests of the sans-IO server on a virtual clock: no sockets, no sleeps.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloudproxy_proto::auth::{rest_password, rest_username};
+use cloudproxy_proto::client::{
+    self, Attr, ClientAuth, Response, ALLOCATE, BINDING, CHANNEL_BIND, CREATE_PERMISSION, REFRESH,
+};
+use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
+use cloudproxy_proto::server::AuthFailure;
+use cloudproxy_proto::{
+    AuthConfig, ClientAddr, Command, Event, LocalLedger, PeerAddr, RelayAddr, Server, ServerConfig,
+    Transport, HEADROOM, TAILROOM,
+};
+use rand::SeedableRng;
+use stun_types::message::TransactionId;
+
+const SECRET: &[u8] = b"s3cret";
+const T0_UNIX: u64 = 1_800_000_000;
+
+struct Harness {
+    server: Server,
+    now: Instant,
+    client: ClientAddr,
+    tid: u128,
+    auth: Option<ClientAuth>,
+    username: String,
+    password: String,
+    /// Commands the server issued, in order.
+    seen: Vec<Command>,
+}
+
+fn config(rules: &[&str]) -> ServerConfig {
+    ServerConfig {
+        realm: "example.org".into(),
+        auth: AuthConfig {
+            static_secret: Some(SECRET.to_vec()),
+            app_keys: vec![],
+        },
+        peer_policy: PeerPolicy::new(rules.iter().map(|r| r.parse::<PeerRule>().unwrap())),
+        relay_ports: 50000..=50009,
+        max_allocations_per_user: 3,
+        ..ServerConfig::default()
+    }
+}
+
+impl Harness {
+    fn new(cfg: ServerConfig) -> Self {
+        let now = Instant::now();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let ledger = Arc::new(LocalLedger::new(
+            cfg.max_allocations_per_user,
+            cfg.max_allocations,
+        ));
+        let server = Server::new(cfg, ledger, now, T0_UNIX, &mut rng);
+        let username = rest_username(T0_UNIX + 86_400, "alice");
+        let password = rest_password(SECRET, &username);
+        Self {
+            server,
+            now,
+            client: client_addr(40000),
+            tid: 1,
+            auth: None,
+            username,
+            password,
+            seen: Vec::new(),
+        }
+    }
+
+    fn advance(&mut self, secs: u64) {
+        self.now += Duration::from_secs(secs);
+        self.server.handle_timeout(self.now);
+    }
+
+    fn next_tid(&mut self) -> TransactionId {
+        self.tid += 1;
+        TransactionId::from(self.tid)
+    }
+
+    /// Sends bytes, executes bind commands successfully, returns the one response.
+    fn exchange(&mut self, bytes: &[u8]) -> Response {
+        assert!(self
+            .server
+            .handle_client_input(bytes, self.client, self.now)
+            .is_none());
+        self.run_commands(true);
+        let t = self.server.poll_transmit().expect("a response");
+        assert_eq!(t.to, self.client);
+        assert!(self.server.poll_transmit().is_none());
+        client::parse(&t.data, self.auth.as_ref().map(|a| &a.key)).unwrap()
+    }
+
+    fn run_commands(&mut self, ok: bool) -> Vec<Command> {
+        let mut seen = vec![];
+        while let Some(c) = self.server.poll_command() {
+            if let Command::BindRelay { allocation, .. } = &c {
+                self.server.handle_relay_bound(*allocation, ok, self.now);
+            }
+            seen.push(c);
+        }
+        self.seen.extend(seen.iter().cloned());
+        seen
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.server.poll_event()).collect()
+    }
+
+    /// Does the 401 dance and returns the authenticated request's response.
+    fn authed(&mut self, method: stun_types::message::Method, attrs: &[Attr]) -> Response {
+        if self.auth.is_none() {
+            let tid = self.next_tid();
+            let r = self.exchange(&client::request(
+                ALLOCATE,
+                tid,
+                &[Attr::RequestedTransportUdp],
+                None,
+            ));
+            assert_eq!(r.error.as_ref().unwrap().0, 401);
+            self.auth = Some(ClientAuth::new(
+                &self.username,
+                &self.password,
+                r.realm.as_deref().unwrap(),
+                r.nonce.as_deref().unwrap(),
+            ));
+        }
+        let tid = self.next_tid();
+        let req = client::request(method, tid, attrs, self.auth.as_ref());
+        let r = self.exchange(&req);
+        if r.error.as_ref().is_some_and(|e| e.0 == 438) {
+            // Stale nonce: retry once with the fresh one, as a client does (RFC 8489 §9.2.5).
+            self.auth.as_mut().unwrap().nonce = r.nonce.clone().unwrap();
+            let tid = self.next_tid();
+            let req = client::request(method, tid, attrs, self.auth.as_ref());
+            return self.exchange(&req);
+        }
+        r
+    }
+
+    /// Moves to another client address; nonces are bound to the address, so a new one is due.
+    fn move_to(&mut self, port: u16) {
+        self.client = client_addr(port);
+        self.auth = None;
+    }
+
+    fn allocate(&mut self) -> SocketAddr {
+        let r = self.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
+        assert!(r.success, "allocate failed: {:?}", r.error);
+        assert_eq!(r.integrity_ok, Some(true));
+        assert_eq!(r.lifetime, Some(600));
+        assert_eq!(r.mapped, Some(self.client.remote));
+        r.relayed[0]
+    }
+
+    fn peer_packet(
+        &mut self,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        payload: &[u8],
+    ) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; HEADROOM + payload.len() + TAILROOM];
+        buf[HEADROOM..HEADROOM + payload.len()].copy_from_slice(payload);
+        let (to, range) = self.server.handle_peer_input(
+            RelayAddr(relay),
+            PeerAddr(peer),
+            &mut buf,
+            payload.len(),
+            self.now,
+        )?;
+        assert_eq!(to, self.client);
+        Some(buf[range].to_vec())
+    }
+}
+
+fn client_addr(port: u16) -> ClientAddr {
+    ClientAddr {
+        transport: Transport::Udp,
+        remote: SocketAddr::from(([192, 0, 2, 10], port)),
+        local: SocketAddr::from(([127, 0, 0, 1], 3478)),
+    }
+}
+
+const PEER: &str = "127.0.0.1:3480";
+
+fn peer() -> SocketAddr {
+    PEER.parse().unwrap()
+}
+
+#[test]
+fn binding_reflects_the_client_address() {
+    let mut h = Harness::new(config(&[]));
+    let tid = h.next_tid();
+    let r = h.exchange(&client::request(BINDING, tid, &[], None));
+    assert!(r.success);
+    assert_eq!(r.mapped, Some(h.client.remote));
+}
+
+#[test]
+fn unauthenticated_allocate_is_challenged_and_leaves_no_state() {
+    let mut h = Harness::new(config(&[]));
+    for i in 0..100u16 {
+        h.client = client_addr(20000 + i);
+        let tid = h.next_tid();
+        let r = h.exchange(&client::request(
+            ALLOCATE,
+            tid,
+            &[Attr::RequestedTransportUdp],
+            None,
+        ));
+        assert_eq!(r.error.unwrap().0, 401);
+        assert_eq!(r.realm.as_deref(), Some("example.org"));
+        assert!(r.nonce.unwrap().starts_with("obMatJos2"));
+    }
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(
+        h.server.poll_timeout(),
+        None,
+        "no timers for unauthenticated clients"
+    );
+}
+
+#[test]
+fn allocate_succeeds_and_a_retransmission_gets_the_same_answer() {
+    let mut h = Harness::new(config(&[]));
+    let relay = h.allocate();
+    assert!((50000..=50009).contains(&relay.port()));
+    let created = h
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::AllocationCreated { .. }))
+        .count();
+    assert_eq!(created, 1);
+    // Same transaction id again: success again, no new allocation.
+    let tid = TransactionId::from(h.tid);
+    let again = h.exchange(&client::request(
+        ALLOCATE,
+        tid,
+        &[Attr::RequestedTransportUdp],
+        h.auth.as_ref(),
+    ));
+    assert!(again.success);
+    assert_eq!(again.relayed[0], relay);
+    // A new transaction on the same 5-tuple: 437.
+    let r = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
+    assert_eq!(r.error.unwrap().0, 437);
+    assert_eq!(h.server.allocation_count(), 1);
+}
+
+#[test]
+fn wrong_password_and_expired_credentials_get_401() {
+    let mut h = Harness::new(config(&[]));
+    h.password = "not-the-password".into();
+    let r = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
+    assert_eq!(r.error.unwrap().0, 401);
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        Event::AuthFailed {
+            reason: AuthFailure::BadIntegrity,
+            ..
+        }
+    )));
+
+    let mut h = Harness::new(config(&[]));
+    h.username = rest_username(T0_UNIX - 1, "alice");
+    h.password = rest_password(SECRET, &h.username);
+    let r = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
+    assert_eq!(r.error.unwrap().0, 401);
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn credentials_expire_on_the_virtual_clock() {
+    let mut h = Harness::new(config(&[]));
+    h.username = rest_username(T0_UNIX + 100, "alice");
+    h.password = rest_password(SECRET, &h.username);
+    h.allocate();
+    h.advance(101);
+    let r = h.authed(REFRESH, &[Attr::Lifetime(600)]);
+    let code = r.error.unwrap().0;
+    // The nonce is still fresh, so the refusal is the credential: 401.
+    assert_eq!(code, 401);
+}
+
+#[test]
+fn stale_nonce_gets_438_with_a_fresh_nonce() {
+    let mut h = Harness::new(config(&[]));
+    h.allocate();
+    h.advance(599);
+    assert!(h.authed(REFRESH, &[]).success, "nonce still fresh at 599 s");
+    h.advance(2);
+    let tid = h.next_tid();
+    let r = h.exchange(&client::request(REFRESH, tid, &[], h.auth.as_ref()));
+    assert_eq!(r.error.as_ref().unwrap().0, 438);
+    let fresh = r.nonce.unwrap();
+    assert_ne!(Some(&fresh), h.auth.as_ref().map(|a| &a.nonce));
+    h.auth.as_mut().unwrap().nonce = fresh;
+    let tid = h.next_tid();
+    let r = h.exchange(&client::request(REFRESH, tid, &[], h.auth.as_ref()));
+    assert!(r.success, "{:?}", r.error);
+}
+
+#[test]
+fn default_policy_denies_loopback_peers_with_403() {
+    let mut h = Harness::new(config(&[]));
+    h.allocate();
+    let r = h.authed(CREATE_PERMISSION, &[Attr::PeerAddress(peer())]);
+    assert_eq!(r.error.unwrap().0, 403);
+    let r = h.authed(
+        CHANNEL_BIND,
+        &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())],
+    );
+    assert_eq!(r.error.unwrap().0, 403);
+    for meta in ["169.254.169.254:80", "0.0.0.0:80", "[::ffff:127.0.0.1]:80"] {
+        let r = h.authed(
+            CREATE_PERMISSION,
+            &[Attr::PeerAddress(meta.parse().unwrap())],
+        );
+        assert!(matches!(r.error.unwrap().0, 403 | 443), "{meta}");
+    }
+}
+
+#[test]
+fn channel_data_flows_both_ways_with_an_allowed_peer() {
+    let mut h = Harness::new(config(&["127.0.0.0/8"]));
+    let relay = h.allocate();
+    let r = h.authed(
+        CHANNEL_BIND,
+        &[Attr::ChannelNumber(0x4001), Attr::PeerAddress(peer())],
+    );
+    assert!(r.success, "{:?}", r.error);
+    assert_eq!(r.integrity_ok, Some(true));
+    let frame = client::channel_data(0x4001, b"hello", false);
+    let fwd = h
+        .server
+        .handle_client_input(&frame, h.client, h.now)
+        .expect("forwarded");
+    assert_eq!(fwd.peer.0, peer());
+    assert_eq!(fwd.relay.0, relay);
+    assert_eq!(&frame[fwd.range], b"hello");
+    let back = h
+        .peer_packet(relay, peer(), b"world")
+        .expect("relayed to client");
+    assert_eq!(back, client::channel_data(0x4001, b"world", false));
+    // An unknown peer without permission is dropped.
+    assert!(h
+        .peer_packet(relay, "127.0.0.2:9".parse().unwrap(), b"x")
+        .is_none());
+}
+
+#[test]
+fn send_and_data_indications_without_a_channel() {
+    let mut h = Harness::new(config(&["127.0.0.0/8"]));
+    let relay = h.allocate();
+    let tid = h.next_tid();
+    let send = client::send_indication(tid, peer(), b"abc");
+    // No permission yet: dropped.
+    assert!(h
+        .server
+        .handle_client_input(&send, h.client, h.now)
+        .is_none());
+    let r = h.authed(CREATE_PERMISSION, &[Attr::PeerAddress(peer())]);
+    assert!(r.success);
+    let fwd = h
+        .server
+        .handle_client_input(&send, h.client, h.now)
+        .expect("forwarded");
+    assert_eq!(&send[fwd.range], b"abc");
+    let back = h.peer_packet(relay, peer(), b"hello").unwrap();
+    let ind = client::parse(&back, None).unwrap();
+    assert!(ind.is_indication);
+    assert_eq!(ind.peer, Some(peer()));
+    assert_eq!(ind.data.as_deref(), Some(&b"hello"[..]));
+}
+
+#[test]
+fn permissions_channels_and_allocations_expire_and_refresh_keeps_them() {
+    let mut h = Harness::new(config(&["127.0.0.0/8"]));
+    let relay = h.allocate();
+    assert!(
+        h.authed(
+            CHANNEL_BIND,
+            &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())]
+        )
+        .success
+    );
+    // Permission lasts 300 s.
+    h.advance(299);
+    assert!(h.peer_packet(relay, peer(), b"a").is_some());
+    h.advance(2);
+    assert!(
+        h.peer_packet(relay, peer(), b"a").is_none(),
+        "permission expired at 300 s"
+    );
+    // Re-binding refreshes both channel and permission.
+    assert!(
+        h.authed(
+            CHANNEL_BIND,
+            &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())]
+        )
+        .success
+    );
+    assert!(h.peer_packet(relay, peer(), b"a").is_some());
+    // Refresh keeps the allocation past its 600 s.
+    let r = h.authed(REFRESH, &[Attr::Lifetime(600)]);
+    assert!(r.success);
+    h.advance(500);
+    assert_eq!(h.server.allocation_count(), 1);
+    // Channel (bound at t=301 for 600 s) still live at t=801 only if its permission was
+    // refreshed; keep it alive with CreatePermission, then let the channel lapse.
+    assert!(
+        h.authed(CREATE_PERMISSION, &[Attr::PeerAddress(peer())])
+            .success
+    );
+    assert!(h.authed(REFRESH, &[Attr::Lifetime(600)]).success);
+    h.advance(150); // t = 951: channel bound at 301 expired at 901
+    let out = h.peer_packet(relay, peer(), b"z").unwrap();
+    assert!(
+        client::parse(&out, None).unwrap().is_indication,
+        "expired channel: Data indication"
+    );
+    // Without refresh the allocation dies 600 s after the last refresh (t=801+600).
+    h.advance(3600);
+    assert_eq!(h.server.allocation_count(), 0);
+    h.run_commands(true);
+    assert!(h
+        .seen
+        .iter()
+        .any(|c| matches!(c, Command::CloseRelay { v4: Some(a), .. } if *a == relay)));
+    assert!(h
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::AllocationDeleted { .. })));
+}
+
+#[test]
+fn refresh_with_lifetime_zero_deletes() {
+    let mut h = Harness::new(config(&[]));
+    h.allocate();
+    let r = h.authed(REFRESH, &[Attr::Lifetime(0)]);
+    assert!(r.success);
+    assert_eq!(r.lifetime, Some(0));
+    assert_eq!(h.server.allocation_count(), 0);
+    assert!(h
+        .seen
+        .iter()
+        .any(|c| matches!(c, Command::CloseRelay { .. })));
+    let r = h.authed(REFRESH, &[]);
+    assert_eq!(r.error.unwrap().0, 437);
+}
+
+#[test]
+fn lifetimes_are_clamped_to_default_and_max() {
+    let mut h = Harness::new(config(&[]));
+    h.allocate();
+    assert_eq!(h.authed(REFRESH, &[Attr::Lifetime(10)]).lifetime, Some(600));
+    assert_eq!(
+        h.authed(REFRESH, &[Attr::Lifetime(100_000)]).lifetime,
+        Some(3600)
+    );
+    assert_eq!(
+        h.authed(REFRESH, &[Attr::Lifetime(1200)]).lifetime,
+        Some(1200)
+    );
+}
+
+#[test]
+fn error_codes_where_they_apply() {
+    let mut h = Harness::new(config(&["127.0.0.0/8"]));
+    // 420 with UNKNOWN-ATTRIBUTES
+    let r = h.authed(
+        ALLOCATE,
+        &[Attr::RequestedTransportUdp, Attr::Raw(0x0031, b"abcd")],
+    );
+    assert_eq!(r.error.unwrap().0, 420);
+    assert_eq!(r.unknown_attributes, vec![0x0031]);
+    // 400 without REQUESTED-TRANSPORT
+    assert_eq!(h.authed(ALLOCATE, &[]).error.unwrap().0, 400);
+    // 442 for TCP
+    assert_eq!(
+        h.authed(ALLOCATE, &[Attr::Raw(0x0019, &[6, 0, 0, 0])])
+            .error
+            .unwrap()
+            .0,
+        442
+    );
+    // 440 for IPv6 when the relay has none
+    let r = h.authed(
+        ALLOCATE,
+        &[
+            Attr::RequestedTransportUdp,
+            Attr::Raw(0x0017, &[2, 0, 0, 0]),
+        ],
+    );
+    assert_eq!(r.error.unwrap().0, 440);
+    // 437 before an allocation exists
+    assert_eq!(
+        h.authed(CREATE_PERMISSION, &[Attr::PeerAddress(peer())])
+            .error
+            .unwrap()
+            .0,
+        437
+    );
+    h.allocate();
+    // 443: an IPv6 peer on an IPv4 allocation
+    let r = h.authed(
+        CREATE_PERMISSION,
+        &[Attr::PeerAddress("[2001:db8::1]:5".parse().unwrap())],
+    );
+    assert_eq!(r.error.unwrap().0, 443);
+    // 400: bad channel numbers, rebinding a number to another peer
+    let r = h.authed(
+        CHANNEL_BIND,
+        &[Attr::ChannelNumber(0x3FFF), Attr::PeerAddress(peer())],
+    );
+    assert_eq!(r.error.unwrap().0, 400);
+    assert!(
+        h.authed(
+            CHANNEL_BIND,
+            &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())]
+        )
+        .success
+    );
+    let r = h.authed(
+        CHANNEL_BIND,
+        &[
+            Attr::ChannelNumber(0x4000),
+            Attr::PeerAddress("127.0.0.1:9".parse().unwrap()),
+        ],
+    );
+    assert_eq!(r.error.unwrap().0, 400);
+    let r = h.authed(
+        CHANNEL_BIND,
+        &[Attr::ChannelNumber(0x4001), Attr::PeerAddress(peer())],
+    );
+    assert_eq!(r.error.unwrap().0, 400);
+    // 441: same 5-tuple, another username
+    let other = rest_username(T0_UNIX + 86_400, "mallory");
+    let pw = rest_password(SECRET, &other);
+    let a = h.auth.clone().unwrap();
+    h.auth = Some(ClientAuth::new(&other, &pw, &a.realm, &a.nonce));
+    assert_eq!(h.authed(REFRESH, &[]).error.unwrap().0, 441);
+}
+
+#[test]
+fn quota_and_capacity_answer_486_and_508() {
+    let mut h = Harness::new(config(&[]));
+    for i in 0..3 {
+        h.move_to(30000 + i);
+        h.allocate();
+    }
+    h.move_to(30010);
+    assert_eq!(
+        h.authed(ALLOCATE, &[Attr::RequestedTransportUdp])
+            .error
+            .unwrap()
+            .0,
+        486
+    );
+    // Other users fill the remaining 7 ports, then 508.
+    for i in 0..7u16 {
+        h.username = rest_username(T0_UNIX + 86_400, &format!("user{i}"));
+        h.password = rest_password(SECRET, &h.username);
+        h.move_to(31000 + i);
+        h.allocate();
+    }
+    h.username = rest_username(T0_UNIX + 86_400, "late");
+    h.password = rest_password(SECRET, &h.username);
+    h.move_to(32000);
+    assert_eq!(
+        h.authed(ALLOCATE, &[Attr::RequestedTransportUdp])
+            .error
+            .unwrap()
+            .0,
+        508
+    );
+}
+
+#[test]
+fn a_failed_relay_bind_retries_another_port_then_gives_508() {
+    let mut h = Harness::new(config(&[]));
+    let _ = h.authed(BINDING, &[]); // get a nonce
+    let tid = h.next_tid();
+    let req = client::request(
+        ALLOCATE,
+        tid,
+        &[Attr::RequestedTransportUdp],
+        h.auth.as_ref(),
+    );
+    assert!(h
+        .server
+        .handle_client_input(&req, h.client, h.now)
+        .is_none());
+    let cmds = h.run_commands(false);
+    assert_eq!(cmds.len(), 5, "first try plus four retries");
+    let r = client::parse(&h.server.poll_transmit().unwrap().data, None).unwrap();
+    assert_eq!(r.error.unwrap().0, 508);
+    assert_eq!(h.server.allocation_count(), 0);
+    // Ports and quota were given back: a later allocation works.
+    h.allocate();
+}
+
+#[test]
+fn draining_refuses_new_allocations_only() {
+    let mut h = Harness::new(config(&["127.0.0.0/8"]));
+    let relay = h.allocate();
+    assert!(
+        h.authed(
+            CHANNEL_BIND,
+            &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())]
+        )
+        .success
+    );
+    h.server.set_draining(true);
+    h.move_to(45000);
+    assert_eq!(
+        h.authed(ALLOCATE, &[Attr::RequestedTransportUdp])
+            .error
+            .unwrap()
+            .0,
+        508
+    );
+    h.client = client_addr(40000);
+    assert!(h.peer_packet(relay, peer(), b"still flowing").is_some());
+}
+
+#[test]
+fn garbage_is_dropped_or_answered_400() {
+    let mut h = Harness::new(config(&[]));
+    for junk in [
+        &b""[..],
+        b"\x00",
+        b"\xff\xff\xff\xff",
+        b"\x40\x00\x00\x10abc",
+        &[0u8; 20],
+    ] {
+        assert!(h
+            .server
+            .handle_client_input(junk, h.client, h.now)
+            .is_none());
+    }
+    // A request header with a broken attribute: 400.
+    let tid = h.next_tid();
+    let mut req = client::request(BINDING, tid, &[], None);
+    req[3] += 4; // claims 4 more bytes
+    req.extend_from_slice(&[0x80, 0x22, 0x00, 0x08]);
+    assert!(h
+        .server
+        .handle_client_input(&req, h.client, h.now)
+        .is_none());
+    while let Some(t) = h.server.poll_transmit() {
+        let r = client::parse(&t.data, None).unwrap();
+        assert_eq!(r.error.unwrap().0, 400);
+    }
+}

@@ -1,0 +1,257 @@
+//! One event loop: a thread, a single-threaded tokio runtime, and the sans-IO server it drives.
+//!
+//! All tasks of a shard run on its one thread and share its state through `Rc<RefCell<_>>`:
+//! no lock, no channel hop between a socket and the server. A `RefCell` borrow is never held
+//! across an `.await`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cloudproxy_proto::server::AuthFailure;
+use cloudproxy_proto::{
+    AllocationLedger, ClientAddr, Command, Event, Forward, Server, ServerConfig, Transport,
+};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+use crate::metrics::{Direction, Metrics};
+use crate::stream::{ConnectionLimit, StreamSink};
+use crate::{udp, Control};
+
+pub(crate) struct ShardSetup {
+    pub index: usize,
+    pub server: ServerConfig,
+    pub udp: Vec<UdpSocket>,
+    pub tcp: Vec<(TcpListener, Transport)>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub ledger: Arc<dyn AllocationLedger>,
+    pub metrics: Arc<Metrics>,
+    pub streams: Arc<ConnectionLimit>,
+    pub stream_idle_timeout: Duration,
+    pub socket_buffer: Option<usize>,
+    pub control: mpsc::UnboundedReceiver<Control>,
+}
+
+/// A relayed transport address and the task reading it.
+struct RelaySocket {
+    socket: Rc<tokio::net::UdpSocket>,
+    task: JoinHandle<()>,
+}
+
+pub(crate) struct Shard {
+    pub server: Server,
+    pub metrics: Arc<Metrics>,
+    /// UDP listeners, to answer a client from the address it reached.
+    listeners: Vec<(SocketAddr, Rc<tokio::net::UdpSocket>)>,
+    relays: HashMap<SocketAddr, RelaySocket>,
+    /// Outgoing queues of TCP/TLS clients.
+    pub streams: HashMap<ClientAddr, StreamSink>,
+    socket_buffer: Option<usize>,
+    /// Wakes the timer task when a deadline may have moved earlier.
+    timer: Rc<Notify>,
+}
+
+pub(crate) type SharedShard = Rc<RefCell<Shard>>;
+
+impl ShardSetup {
+    pub(crate) fn run(self) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(shard = self.index, "cannot start runtime: {e}");
+                return;
+            }
+        };
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, self.main());
+    }
+
+    async fn main(mut self) {
+        let now = Instant::now();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let server = Server::new(self.server, self.ledger, now, unix, &mut rand::rng());
+        let mut listeners = Vec::new();
+        for s in self.udp {
+            match tokio::net::UdpSocket::from_std(s).and_then(|s| Ok((s.local_addr()?, s))) {
+                Ok((a, s)) => listeners.push((a, Rc::new(s))),
+                Err(e) => tracing::error!("UDP listener: {e}"),
+            }
+        }
+        let shard = Rc::new(RefCell::new(Shard {
+            server,
+            metrics: self.metrics,
+            listeners: listeners.clone(),
+            relays: HashMap::new(),
+            streams: HashMap::new(),
+            socket_buffer: self.socket_buffer,
+            timer: Rc::new(Notify::new()),
+        }));
+        for (local, l) in listeners {
+            tokio::task::spawn_local(udp::listen(shard.clone(), l, local));
+        }
+        for (l, transport) in self.tcp {
+            match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => {
+                    let tls = match transport {
+                        Transport::Tls => self.tls.clone(),
+                        _ => None,
+                    };
+                    tokio::task::spawn_local(crate::stream::accept(
+                        shard.clone(),
+                        l,
+                        transport,
+                        tls,
+                        self.streams.clone(),
+                        self.stream_idle_timeout,
+                    ));
+                }
+                Err(e) => tracing::error!("TCP listener: {e}"),
+            }
+        }
+        tokio::task::spawn_local(timers(shard.clone()));
+        while let Some(c) = self.control.recv().await {
+            match c {
+                Control::Drain => shard.borrow_mut().server.set_draining(true),
+                Control::Stop => break,
+            }
+        }
+        tracing::debug!(shard = self.index, "event loop stopped");
+    }
+}
+
+/// Sleeps until the server's next deadline, or until woken because it may have moved.
+async fn timers(shard: SharedShard) {
+    let notify = shard.borrow().timer.clone();
+    loop {
+        let next = shard.borrow().server.poll_timeout();
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = notify.notified() => continue,
+                }
+            }
+            None => notify.notified().await,
+        }
+        let mut s = shard.borrow_mut();
+        s.server.handle_timeout(Instant::now());
+        s.flush(&shard);
+    }
+}
+
+impl Shard {
+    /// Forwards client data to a peer from the allocation's relay socket.
+    pub(crate) fn forward(&self, fwd: &Forward, bytes: &[u8], transport: Transport) {
+        let Some(relay) = self.relays.get(&fwd.relay.0) else {
+            return;
+        };
+        let payload = &bytes[fwd.range.clone()];
+        if relay.socket.try_send_to(payload, fwd.peer.0).is_ok() {
+            let t = self.metrics.traffic(Direction::ClientToPeer, transport);
+            t.packets.inc();
+            t.bytes.inc_by(payload.len() as u64);
+        }
+    }
+
+    /// Sends bytes to a client over the transport it used.
+    pub(crate) fn send_to_client(&mut self, client: &ClientAddr, data: &[u8]) -> bool {
+        match client.transport {
+            Transport::Udp => {
+                let Some((_, l)) = self.listeners.iter().find(|(a, _)| *a == client.local) else {
+                    return false;
+                };
+                l.try_send_to(data, client.remote).is_ok()
+            }
+            Transport::Tcp | Transport::Tls => match self.streams.get(client) {
+                Some(sink) => sink.push(data),
+                None => false,
+            },
+        }
+    }
+
+    /// Carries out everything the server queued: relay socket binds and closes, responses,
+    /// events. Called after every input that was not pure data.
+    pub(crate) fn flush(&mut self, shared: &SharedShard) {
+        while let Some(cmd) = self.server.poll_command() {
+            match cmd {
+                Command::BindRelay { allocation, v4, v6 } => {
+                    let mut bound = Vec::new();
+                    let mut ok = true;
+                    for addr in [v4, v6].into_iter().flatten() {
+                        match crate::bind_relay(addr, self.socket_buffer)
+                            .and_then(tokio::net::UdpSocket::from_std)
+                        {
+                            Ok(s) => bound.push((addr, Rc::new(s))),
+                            Err(e) => {
+                                tracing::debug!("cannot bind relay address {addr}: {e}");
+                                ok = false;
+                                break;
+                            }
+                        }
+                    }
+                    if ok {
+                        for (addr, socket) in bound {
+                            let task = tokio::task::spawn_local(udp::relay(
+                                shared.clone(),
+                                socket.clone(),
+                                addr,
+                            ));
+                            self.relays.insert(addr, RelaySocket { socket, task });
+                        }
+                    }
+                    self.server
+                        .handle_relay_bound(allocation, ok, Instant::now());
+                }
+                Command::CloseRelay { v4, v6 } => {
+                    for addr in [v4, v6].into_iter().flatten() {
+                        if let Some(r) = self.relays.remove(&addr) {
+                            r.task.abort();
+                        }
+                    }
+                }
+            }
+        }
+        while let Some(t) = self.server.poll_transmit() {
+            self.send_to_client(&t.to, &t.data);
+        }
+        while let Some(e) = self.server.poll_event() {
+            match e {
+                Event::AllocationCreated { client, relay } => {
+                    tracing::debug!(%client, relay = %relay.0, "allocation created");
+                    self.metrics.allocations.inc();
+                    self.metrics.allocations_created.inc();
+                }
+                Event::AllocationDeleted { client, reason } => {
+                    tracing::debug!(%client, ?reason, "allocation deleted");
+                    self.metrics.allocations.dec();
+                    if client.transport.is_stream() {
+                        // A TCP/TLS connection lives as long as its allocation.
+                        if let Some(sink) = self.streams.get(&client) {
+                            sink.close();
+                        }
+                    }
+                }
+                Event::AuthFailed { client, reason } => {
+                    match reason {
+                        AuthFailure::Credential(e) => {
+                            tracing::debug!(%client, "auth failed: {e}")
+                        }
+                        other => tracing::debug!(%client, "auth failed: {other:?}"),
+                    }
+                    self.metrics.auth_failure();
+                }
+                Event::ErrorSent { code } => self.metrics.error_sent(code),
+            }
+        }
+        self.timer.notify_one();
+    }
+}
