@@ -1,0 +1,61 @@
+//! The relay's plain configuration struct. The binary fills it from file and flags.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cloudproxy_proto::ServerConfig;
+
+use crate::tls::TlsIdentity;
+
+/// Listener addresses and driver settings around a [`ServerConfig`].
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The protocol core's settings (realm, credentials, peer policy, relay ports, limits).
+    pub server: ServerConfig,
+    /// TURN over UDP listeners. Default `127.0.0.1:3478`.
+    pub udp: Vec<SocketAddr>,
+    /// TURN over TCP listeners. Default `127.0.0.1:3478`.
+    pub tcp: Vec<SocketAddr>,
+    /// TURN over TLS listeners. Default `127.0.0.1:443`.
+    pub tls: Vec<SocketAddr>,
+    /// If a TLS listener's port cannot be bound because it is privileged (443 without root or
+    /// CAP_NET_BIND_SERVICE), bind this port instead and say so. Default `Some(5349)`, the
+    /// standard `turns:` port (RFC 7065). `None`: fail instead.
+    pub tls_fallback_port: Option<u16>,
+    /// Certificate for TLS. Default: a self-signed certificate generated at start.
+    pub tls_identity: TlsIdentity,
+    /// Prometheus `/metrics` endpoint. Default `127.0.0.1:9478`. `None` disables it.
+    pub metrics: Option<SocketAddr>,
+    /// Event loops (shards). 0 means one per core. Default 0.
+    pub shards: usize,
+    /// A TCP/TLS connection that completes no TURN transaction in this time, or stays idle
+    /// this long without an allocation, is closed. Default 10 s.
+    pub stream_idle_timeout: Duration,
+    /// TCP/TLS connections held at once, over all listeners. Default 10 000.
+    pub max_stream_connections: usize,
+    /// On SIGTERM, how long existing allocations keep flowing before the process exits.
+    /// Default 30 s.
+    pub drain_timeout: Duration,
+    /// SO_RCVBUF / SO_SNDBUF for UDP sockets, in bytes. `None` keeps the OS default.
+    pub socket_buffer: Option<usize>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        Self {
+            server: ServerConfig::default(),
+            udp: vec![local(3478)],
+            tcp: vec![local(3478)],
+            tls: vec![local(443)],
+            tls_fallback_port: Some(5349),
+            tls_identity: TlsIdentity::default(),
+            metrics: Some(local(9478)),
+            shards: 0,
+            stream_idle_timeout: Duration::from_secs(10),
+            max_stream_connections: 10_000,
+            drain_timeout: Duration::from_secs(30),
+            socket_buffer: None,
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Prometheus metrics and the `/metrics` HTTP endpoint.
+//!
+//! Nothing here is labelled per user or per client address: label values come from small fixed
+//! sets (direction, transport, STUN error code), so the series count is bounded no matter what
+//! clients send.
+//!
+//! The data path must not take a lock per packet. prometheus-client's `Family::get_or_create`
+//! takes a read lock, so the six traffic label combinations are created once in
+//! [`Metrics::new`] and their [`Counter`] handles (each an `Arc<AtomicU64>`) are kept in a fixed
+//! array; [`Metrics::traffic`] is an index into it, and counting is one relaxed atomic add.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use cloudproxy_proto::Transport;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Content type of the OpenMetrics text exposition that [`Metrics::encode`] produces.
+pub const CONTENT_TYPE_OPENMETRICS: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Which way relayed data went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the client (Send indication or ChannelData) out of a relayed transport address.
+    ClientToPeer,
+    /// From a peer into a relayed transport address, on to the client.
+    PeerToClient,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::ClientToPeer => "client_to_peer",
+            Direction::PeerToClient => "peer_to_client",
+        }
+    }
+}
+
+/// Packet and byte counters for one (direction, transport) pair. Cloning a [`Counter`] shares
+/// it, so a driver may keep its own copies.
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    pub packets: Counter,
+    pub bytes: Counter,
+}
+
+impl Traffic {
+    /// Counts one relayed packet of `len` payload bytes.
+    #[inline]
+    pub fn record(&self, len: usize) {
+        self.packets.inc();
+        self.bytes.inc_by(len as u64);
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrafficLabels {
+    direction: &'static str,
+    transport: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    code: u16,
+}
+
+const DIRECTIONS: [Direction; 2] = [Direction::ClientToPeer, Direction::PeerToClient];
+const TRANSPORTS: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+
+fn traffic_index(dir: Direction, transport: Transport) -> usize {
+    let d = match dir {
+        Direction::ClientToPeer => 0,
+        Direction::PeerToClient => 1,
+    };
+    let t = match transport {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+        Transport::Tls => 2,
+    };
+    d * TRANSPORTS.len() + t
+}
+
+/// The relay's metrics. Share it as `Arc<Metrics>`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `cloudproxy_allocations`: allocations currently held.
+    pub allocations: Gauge,
+    /// `cloudproxy_allocations_created_total`: successful Allocate requests.
+    pub allocations_created: Counter,
+    /// `cloudproxy_stream_connections`: TCP and TLS client connections currently open.
+    pub stream_connections: Gauge,
+    /// `cloudproxy_draining`: 1 while draining (no new allocations), else 0.
+    pub draining: Gauge,
+    traffic: [Traffic; 6],
+    auth_failures: Counter,
+    errors: Family<ErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+
+        let allocations = Gauge::default();
+        registry.register(
+            "cloudproxy_allocations",
+            "Allocations currently held",
+            allocations.clone(),
+        );
+        let allocations_created = Counter::default();
+        registry.register(
+            "cloudproxy_allocations_created",
+            "Allocations created",
+            allocations_created.clone(),
+        );
+        let stream_connections = Gauge::default();
+        registry.register(
+            "cloudproxy_stream_connections",
+            "TCP and TLS client connections currently open",
+            stream_connections.clone(),
+        );
+        let draining = Gauge::default();
+        registry.register(
+            "cloudproxy_draining",
+            "1 while the relay is draining (refusing new allocations), else 0",
+            draining.clone(),
+        );
+
+        let packets = Family::<TrafficLabels, Counter>::default();
+        let bytes = Family::<TrafficLabels, Counter>::default();
+        let traffic = std::array::from_fn(|i| {
+            let labels = TrafficLabels {
+                direction: DIRECTIONS[i / TRANSPORTS.len()].as_str(),
+                transport: TRANSPORTS[i % TRANSPORTS.len()].as_str(),
+            };
+            Traffic {
+                packets: packets.get_or_create(&labels).clone(),
+                bytes: bytes.get_or_create(&labels).clone(),
+            }
+        });
+        registry.register(
+            "cloudproxy_packets",
+            "Relayed packets, by direction and client transport",
+            packets,
+        );
+        registry.register(
+            "cloudproxy_bytes",
+            "Relayed payload bytes, by direction and client transport",
+            bytes,
+        );
+
+        let auth_failures = Counter::default();
+        registry.register(
+            "cloudproxy_auth_failures",
+            "Requests refused for bad credentials (wrong password, expired or unknown username)",
+            auth_failures.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "cloudproxy_errors",
+            "STUN error responses sent, by error code",
+            errors.clone(),
+        );
+
+        Self {
+            registry,
+            allocations,
+            allocations_created,
+            stream_connections,
+            draining,
+            traffic,
+            auth_failures,
+            errors,
+        }
+    }
+
+    /// The counters for one direction and client transport. Lock-free.
+    #[inline]
+    pub fn traffic(&self, dir: Direction, transport: Transport) -> &Traffic {
+        &self.traffic[traffic_index(dir, transport)]
+    }
+
+    /// Counts a request refused for bad credentials.
+    pub fn auth_failure(&self) {
+        self.auth_failures.inc();
+    }
+
+    /// Counts an error response with this STUN error code. Control path: takes the family's
+    /// lock.
+    pub fn error_sent(&self, code: u16) {
+        self.errors.get_or_create(&ErrorLabels { code }).inc();
+    }
+
+    /// Sets the draining gauge.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.set(i64::from(draining));
+    }
+
+    /// The OpenMetrics text exposition of every metric (ends with `# EOF`).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `GET /metrics` (OpenMetrics text) and a short pointer at `GET /` on `listener` until
+/// `shutdown` completes. Other paths get 404.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(get_metrics))
+        .route("/", get(get_root))
+        .with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn get_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], metrics.encode())
+}
+
+async fn get_root() -> &'static str {
+    "cloudproxy relay: Prometheus metrics at /metrics\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn traffic_handles_are_distinct_and_labelled() {
+        let m = Metrics::new();
+        m.traffic(Direction::ClientToPeer, Transport::Udp)
+            .record(100);
+        m.traffic(Direction::ClientToPeer, Transport::Udp)
+            .record(20);
+        m.traffic(Direction::PeerToClient, Transport::Tls).record(7);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"cloudproxy_packets_total{direction="client_to_peer",transport="udp"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"cloudproxy_bytes_total{direction="client_to_peer",transport="udp"} 120"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"cloudproxy_bytes_total{direction="peer_to_client",transport="tls"} 7"#
+            ),
+            "{text}"
+        );
+        // All six combinations exist from the start, at zero.
+        assert!(
+            text.contains(
+                r#"cloudproxy_packets_total{direction="peer_to_client",transport="tcp"} 0"#
+            ),
+            "{text}"
+        );
+        let mut seen = std::collections::HashSet::new();
+        for d in DIRECTIONS {
+            for t in TRANSPORTS {
+                assert!(seen.insert(traffic_index(d, t)));
+            }
+        }
+        assert_eq!(seen.len(), 6);
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// One HTTP/1.1 request over a raw socket; returns (status line, headers, body).
+    async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").expect("a complete response");
+        let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+        (
+            status.to_owned(),
+            headers.to_ascii_lowercase(),
+            body.to_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_over_http() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.allocations.set(3);
+        metrics.allocations_created.inc_by(5);
+        metrics.auth_failure();
+        metrics.error_sent(401);
+        metrics.error_sent(401);
+        metrics.error_sent(486);
+        metrics.set_draining(true);
+        metrics
+            .traffic(Direction::PeerToClient, Transport::Tcp)
+            .record(1000);
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, metrics.clone(), async {
+            let _ = stopped.await;
+        }));
+
+        let (status, headers, body) = http_get(addr, "/metrics").await;
+        assert!(status.contains(" 200 "), "{status}");
+        assert!(
+            headers.contains(&format!("content-type: {CONTENT_TYPE_OPENMETRICS}")),
+            "{headers}"
+        );
+        for line in [
+            "cloudproxy_allocations 3",
+            "cloudproxy_allocations_created_total 5",
+            "cloudproxy_auth_failures_total 1",
+            r#"cloudproxy_errors_total{code="401"} 2"#,
+            r#"cloudproxy_errors_total{code="486"} 1"#,
+            "cloudproxy_draining 1",
+            "cloudproxy_stream_connections 0",
+            r#"cloudproxy_packets_total{direction="peer_to_client",transport="tcp"} 1"#,
+            r#"cloudproxy_bytes_total{direction="peer_to_client",transport="tcp"} 1000"#,
+        ] {
+            assert!(
+                body.lines().any(|l| l == line),
+                "missing {line:?} in\n{body}"
+            );
+        }
+
+        let (status, _, body) = http_get(addr, "/").await;
+        assert!(status.contains(" 200 "), "{status}");
+        assert!(body.contains("/metrics"), "{body}");
+
+        let (status, _, _) = http_get(addr, "/nope").await;
+        assert!(status.contains(" 404 "), "{status}");
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,453 @@
+//! TLS server configuration (rustls, aws-lc-rs provider) for `turns:` listeners.
+//!
+//! The server offers ALPN `stun.turn` (RFC 7443). ALPN is optional for the client: browsers
+//! often send none for `turns:` URIs, and rustls then completes the handshake without it. No
+//! client certificates are requested; TURN authenticates with MESSAGE-INTEGRITY instead.
+//!
+//! The certificate either comes from PEM files or is generated self-signed at start (the
+//! default, fine for tests and for clients that pin or do not verify the certificate).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{aws_lc_rs, CryptoProvider};
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// ALPN protocol id for STUN/TURN over TLS (RFC 7443 §4).
+pub const ALPN_STUN_TURN: &[u8] = b"stun.turn";
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsIdentity {
+    /// Generate a self-signed certificate for these names at start. Names that parse as IP
+    /// addresses become IP subject alternative names, the others DNS names.
+    SelfSigned { names: Vec<String> },
+    /// PEM files: certificate chain (leaf first) and private key (PKCS#8, PKCS#1 or SEC1).
+    /// They may be the same file.
+    Pem { cert: PathBuf, key: PathBuf },
+}
+
+impl Default for TlsIdentity {
+    fn default() -> Self {
+        TlsIdentity::SelfSigned {
+            names: vec!["localhost".into(), "127.0.0.1".into()],
+        }
+    }
+}
+
+/// Why a TLS server configuration could not be built. Every message names the file (or the
+/// names of a self-signed certificate) and what is wrong with it, and includes the underlying
+/// cause, so printing the `Display` alone is enough.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS certificate file {}: cannot read: {reason}", path.display())]
+    CertUnreadable { path: PathBuf, reason: io::Error },
+    #[error("TLS certificate file {}: {reason}", path.display())]
+    CertPem { path: PathBuf, reason: pem::Error },
+    #[error(
+        "TLS certificate file {}: no certificate in file \
+         (expected a -----BEGIN CERTIFICATE----- section)",
+        path.display()
+    )]
+    NoCertificate { path: PathBuf },
+    #[error("TLS key file {}: cannot read: {reason}", path.display())]
+    KeyUnreadable { path: PathBuf, reason: io::Error },
+    #[error("TLS key file {}: {reason}", path.display())]
+    KeyPem { path: PathBuf, reason: pem::Error },
+    #[error(
+        "TLS key file {}: no private key in file \
+         (expected a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY section)",
+        path.display()
+    )]
+    NoKey { path: PathBuf },
+    #[error(
+        "TLS key file {} does not match the certificate in {}",
+        key.display(),
+        cert.display()
+    )]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error(
+        "TLS certificate {} / key {}: rejected: {reason}",
+        cert.display(),
+        key.display()
+    )]
+    Rejected {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: rustls::Error,
+    },
+    #[error("self-signed TLS certificate: no names given")]
+    NoNames,
+    #[error("self-signed TLS certificate for {names:?}: {reason}")]
+    SelfSigned {
+        names: Vec<String>,
+        reason: rcgen::Error,
+    },
+    #[error("TLS configuration: {0}")]
+    Config(rustls::Error),
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(aws_lc_rs::default_provider())
+}
+
+/// Builds the server configuration for TURN over TLS listeners: TLS 1.2 and 1.3, no client
+/// authentication, ALPN `stun.turn` (optional for the client).
+pub fn server_config(identity: &TlsIdentity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (certs, key) = match identity {
+        TlsIdentity::SelfSigned { names } => {
+            let (cert, key) = self_signed(names)?;
+            (vec![cert], key)
+        }
+        TlsIdentity::Pem { cert, key } => (read_certs(cert)?, read_key(key)?),
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_no_client_auth();
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|reason| match identity {
+            TlsIdentity::Pem { cert, key } => match reason {
+                rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                    TlsError::KeyMismatch {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    }
+                }
+                reason => TlsError::Rejected {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    reason,
+                },
+            },
+            TlsIdentity::SelfSigned { .. } => TlsError::Config(reason),
+        })?;
+    config.alpn_protocols = vec![ALPN_STUN_TURN.to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| cert_error(path, e))?;
+    let certs = iter
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cert_error(path, e))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { path: path.into() });
+    }
+    Ok(certs)
+}
+
+fn cert_error(path: &Path, e: pem::Error) -> TlsError {
+    match e {
+        pem::Error::Io(reason) => TlsError::CertUnreadable {
+            path: path.into(),
+            reason,
+        },
+        pem::Error::NoItemsFound => TlsError::NoCertificate { path: path.into() },
+        reason => TlsError::CertPem {
+            path: path.into(),
+            reason,
+        },
+    }
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        pem::Error::Io(reason) => TlsError::KeyUnreadable {
+            path: path.into(),
+            reason,
+        },
+        pem::Error::NoItemsFound => TlsError::NoKey { path: path.into() },
+        reason => TlsError::KeyPem {
+            path: path.into(),
+            reason,
+        },
+    })
+}
+
+fn self_signed_key(names: &[String]) -> Result<rcgen::CertifiedKey<rcgen::KeyPair>, TlsError> {
+    if names.is_empty() {
+        return Err(TlsError::NoNames);
+    }
+    rcgen::generate_simple_self_signed(names.to_vec()).map_err(|reason| TlsError::SelfSigned {
+        names: names.to_vec(),
+        reason,
+    })
+}
+
+fn self_signed(
+    names: &[String],
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
+    let ck = self_signed_key(names)?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    Ok((ck.cert.der().clone(), key))
+}
+
+/// Generates a self-signed certificate for `names` (IP literals become IP SANs) and returns
+/// `(certificate PEM, private key PEM)`. Useful for tests and for writing a throwaway
+/// certificate to disk.
+pub fn self_signed_pem<I, S>(names: I) -> Result<(String, String), TlsError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let names: Vec<String> = names.into_iter().map(Into::into).collect();
+    let ck = self_signed_key(&names)?;
+    Ok((ck.cert.pem(), ck.signing_key.serialize_pem()))
+}
+
+/// **For tests and the benchmark tool only.** A client configuration that accepts *any*
+/// server certificate for any name (handshake signatures are still checked against the
+/// presented certificate, so the handshake itself is genuine). It offers `alpn` if given.
+/// Never use it to reach a server whose identity matters.
+pub fn insecure_client_config(alpn: Option<&[u8]>) -> Arc<rustls::ClientConfig> {
+    let provider = provider();
+    let verifier = Arc::new(AcceptAnyServerCert(provider.clone()));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the aws-lc-rs default provider supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    if let Some(alpn) = alpn {
+        config.alpn_protocols = vec![alpn.to_vec()];
+    }
+    Arc::new(config)
+}
+
+/// Accepts every certificate chain; verifies handshake signatures with the provider's
+/// algorithms.
+struct AcceptAnyServerCert(Arc<CryptoProvider>);
+
+impl fmt::Debug for AcceptAnyServerCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AcceptAnyServerCert")
+    }
+}
+
+impl ServerCertVerifier for AcceptAnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    /// Handshakes over an in-memory pipe, echoes one message, returns the negotiated ALPN as
+    /// both sides saw it.
+    async fn handshake(
+        server: Arc<rustls::ServerConfig>,
+        client: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), io::Error> {
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let name = ServerName::try_from(name.to_owned()).expect("valid server name");
+        let server = async move {
+            let mut tls = TlsAcceptor::from(server).accept(s).await?;
+            let mut buf = [0u8; 4];
+            tls.read_exact(&mut buf).await?;
+            tls.write_all(&buf).await?;
+            tls.flush().await?;
+            Ok::<_, io::Error>(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
+        };
+        let client = async move {
+            let mut tls = TlsConnector::from(client).connect(name, c).await?;
+            tls.write_all(b"ping").await?;
+            tls.flush().await?;
+            let mut buf = [0u8; 4];
+            tls.read_exact(&mut buf).await?;
+            assert_eq!(&buf, b"ping");
+            Ok::<_, io::Error>(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
+        };
+        let (s, c) = tokio::join!(server, client);
+        Ok((s?, c?))
+    }
+
+    #[tokio::test]
+    async fn self_signed_handshake_with_alpn_stun_turn() {
+        let server = server_config(&TlsIdentity::default()).unwrap();
+        let client = insecure_client_config(Some(ALPN_STUN_TURN));
+        let (s, c) = handshake(server, client, "localhost").await.unwrap();
+        assert_eq!(s.as_deref(), Some(ALPN_STUN_TURN));
+        assert_eq!(c.as_deref(), Some(ALPN_STUN_TURN));
+    }
+
+    #[tokio::test]
+    async fn client_without_alpn_still_connects() {
+        let server = server_config(&TlsIdentity::default()).unwrap();
+        let client = insecure_client_config(None);
+        let (s, c) = handshake(server, client, "localhost").await.unwrap();
+        assert_eq!(s, None);
+        assert_eq!(c, None);
+    }
+
+    /// A unique scratch directory under the system temp dir, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new() -> Self {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "cloudproxy-tls-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn write(&self, name: &str, contents: &str) -> PathBuf {
+            let p = self.0.join(name);
+            std::fs::write(&p, contents).unwrap();
+            p
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn pem_files_work_and_ip_names_become_ip_sans() {
+        let dir = Scratch::new();
+        let (cert_pem, key_pem) = self_signed_pem(["relay.example", "127.0.0.1"]).unwrap();
+        let cert = dir.write("cert.pem", &cert_pem);
+        let key = dir.write("key.pem", &key_pem);
+        let server = server_config(&TlsIdentity::Pem { cert, key }).unwrap();
+
+        // A client that really verifies, trusting only this certificate: the IP SAN and the
+        // DNS SAN must both be present.
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        for name in ["127.0.0.1", "relay.example"] {
+            handshake(server.clone(), client.clone(), name)
+                .await
+                .unwrap_or_else(|e| panic!("verifying handshake to {name}: {e}"));
+        }
+        assert!(handshake(server, client, "other.example").await.is_err());
+    }
+
+    #[test]
+    fn bad_pem_paths_give_errors_naming_the_path() {
+        let dir = Scratch::new();
+        let (cert_pem, key_pem) = self_signed_pem(["localhost"]).unwrap();
+        let (_, other_key_pem) = self_signed_pem(["localhost"]).unwrap();
+        let cert = dir.write("cert.pem", &cert_pem);
+        let key = dir.write("key.pem", &key_pem);
+        let other_key = dir.write("other-key.pem", &other_key_pem);
+        let empty = dir.write("empty.pem", "");
+        let garbage = dir.write(
+            "garbage.pem",
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        );
+        let missing = dir.0.join("missing.pem");
+
+        let err = |cert: &Path, key: &Path| {
+            server_config(&TlsIdentity::Pem {
+                cert: cert.into(),
+                key: key.into(),
+            })
+            .unwrap_err()
+        };
+        let check = |e: TlsError, path: &Path, what: &str| {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&path.display().to_string()),
+                "{msg:?} should name {path:?}"
+            );
+            assert!(msg.contains(what), "{msg:?} should say {what:?}");
+        };
+
+        check(err(&missing, &key), &missing, "cannot read");
+        check(err(&cert, &missing), &missing, "cannot read");
+        check(err(&empty, &key), &empty, "no certificate");
+        check(err(&key, &key), &key, "no certificate");
+        check(err(&cert, &cert), &cert, "no private key");
+        check(err(&cert, &empty), &empty, "no private key");
+        check(err(&garbage, &key), &garbage, "certificate file");
+        let e = err(&cert, &other_key);
+        assert!(matches!(e, TlsError::KeyMismatch { .. }), "{e:?}");
+        check(e, &other_key, "does not match");
+
+        // Both in one file is fine.
+        let both = dir.write("both.pem", &format!("{cert_pem}{key_pem}"));
+        server_config(&TlsIdentity::Pem {
+            cert: both.clone(),
+            key: both,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn self_signed_needs_names() {
+        let e = server_config(&TlsIdentity::SelfSigned { names: vec![] }).unwrap_err();
+        assert!(matches!(e, TlsError::NoNames));
+        let e = server_config(&TlsIdentity::SelfSigned {
+            names: vec!["bücher.example".into()],
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("bücher.example"), "{e}");
+    }
+}
