@@ -51,8 +51,10 @@ pub(crate) struct Shard {
     /// Outgoing queues of TCP/TLS clients.
     pub streams: HashMap<ClientAddr, StreamSink>,
     socket_buffer: Option<usize>,
-    /// Wakes the timer task when a deadline may have moved earlier.
+    /// Wakes the timer task when the next deadline moved earlier than `armed`.
     timer: Rc<Notify>,
+    /// The deadline the timer task sleeps until (`None`: it waits for a wake-up).
+    armed: Option<Instant>,
 }
 
 pub(crate) type SharedShard = Rc<RefCell<Shard>>;
@@ -94,6 +96,7 @@ impl ShardSetup {
             streams: HashMap::new(),
             socket_buffer: self.socket_buffer,
             timer: Rc::new(Notify::new()),
+            armed: None,
         }));
         for (local, l) in listeners {
             tokio::task::spawn_local(udp::listen(shard.clone(), l, local));
@@ -132,7 +135,12 @@ impl ShardSetup {
 async fn timers(shard: SharedShard) {
     let notify = shard.borrow().timer.clone();
     loop {
-        let next = shard.borrow().server.poll_timeout();
+        let next = {
+            let mut s = shard.borrow_mut();
+            let next = s.server.poll_timeout();
+            s.armed = next;
+            next
+        };
         match next {
             Some(at) => {
                 tokio::select! {
@@ -140,7 +148,10 @@ async fn timers(shard: SharedShard) {
                     _ = notify.notified() => continue,
                 }
             }
-            None => notify.notified().await,
+            None => {
+                notify.notified().await;
+                continue;
+            }
         }
         let mut s = shard.borrow_mut();
         s.server.handle_timeout(Instant::now());
@@ -155,7 +166,7 @@ impl Shard {
             return;
         };
         let payload = &bytes[fwd.range.clone()];
-        if relay.socket.try_send_to(payload, fwd.peer.0).is_ok() {
+        if send_now(&relay.socket, payload, fwd.peer.0) {
             let t = self.metrics.traffic(Direction::ClientToPeer, transport);
             t.packets.inc();
             t.bytes.inc_by(payload.len() as u64);
@@ -169,7 +180,7 @@ impl Shard {
                 let Some((_, l)) = self.listeners.iter().find(|(a, _)| *a == client.local) else {
                     return false;
                 };
-                l.try_send_to(data, client.remote).is_ok()
+                send_now(l, data, client.remote)
             }
             Transport::Tcp | Transport::Tls => match self.streams.get(client) {
                 Some(sink) => sink.push(data),
@@ -252,6 +263,22 @@ impl Shard {
                 Event::ErrorSent { code } => self.metrics.error_sent(code),
             }
         }
-        self.timer.notify_one();
+        // Wake the timer task only if the next deadline is now earlier than what it sleeps for;
+        // waking it on every flush would make it spin.
+        if let Some(next) = self.server.poll_timeout() {
+            if self.armed.is_none_or(|armed| next < armed) {
+                self.armed = Some(next);
+                self.timer.notify_one();
+            }
+        }
     }
+}
+
+/// One non-blocking `sendto`, straight to the kernel. tokio's `try_send_to` would first consult
+/// its readiness cache, which is empty for a socket bound a moment ago, and drop the packet.
+/// A full socket buffer drops the datagram, as the network would.
+fn send_now(socket: &tokio::net::UdpSocket, data: &[u8], to: SocketAddr) -> bool {
+    socket2::SockRef::from(socket)
+        .send_to(data, &to.into())
+        .is_ok()
 }
