@@ -1,1 +1,238 @@
-fn main() {}
+//! The `cloudproxy` command.
+//!
+//! * `cloudproxy relay [--config FILE] [flags]`: runs the TURN relay until SIGINT (stop now) or
+//!   SIGTERM (drain, then stop).
+//! * `cloudproxy creds --secret S --id ID --ttl SECS`: prints TURN REST credentials and a
+//!   WebRTC `iceServers` entry.
+//!
+//! Exit status: 0 on success (including a signal-initiated stop), 2 for usage and
+//! configuration errors, 1 for everything else.
+
+mod config;
+mod creds;
+mod logging;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use cloudproxy_relay::tls::{self, TlsIdentity};
+use cloudproxy_relay::{BoundAddrs, Relay, RelayConfig};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::RelayArgs;
+use crate::creds::CredsArgs;
+use crate::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cloudproxy",
+    version,
+    about = "Self-hostable TURN relay (RFC 8656)"
+)]
+struct Cli {
+    /// Log line format (logs go to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter, e.g. info, debug or cloudproxy_relay=debug,warn. RUST_LOG overrides it.
+    #[arg(long, global = true, value_name = "FILTER", default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Parsed once at start; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the TURN relay.
+    Relay(RelayArgs),
+    /// Print TURN REST credentials and a WebRTC iceServers entry.
+    Creds(CredsArgs),
+}
+
+/// An error and whose fault it was.
+enum Failure {
+    /// Bad flags, config file or input: exit 2.
+    Usage(anyhow::Error),
+    /// Anything else: exit 1.
+    Runtime(anyhow::Error),
+}
+
+fn main() -> ExitCode {
+    // Prints help/version (exit 0) or a usage error (exit 2) itself.
+    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {}", render_error(&e));
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("error: {}", render_error(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Like anyhow's `{:#}` (each cause after a colon), but skips a cause whose text its parent
+/// already printed: several error types include their source in their own message.
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    logging::init(cli.log_format, &cli.log_level).map_err(Failure::Usage)?;
+    match cli.command {
+        Command::Relay(args) => relay(&args),
+        Command::Creds(args) => creds(&args),
+    }
+}
+
+fn creds(args: &CredsArgs) -> Result<(), Failure> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is before 1970")
+        .map_err(Failure::Runtime)?
+        .as_secs();
+    let creds = creds::mint(args, now).map_err(Failure::Usage)?;
+    std::io::stdout()
+        .lock()
+        .write_all(creds.render(args.json).as_bytes())
+        .context("writing to stdout")
+        .map_err(Failure::Runtime)
+}
+
+fn relay(args: &RelayArgs) -> Result<(), Failure> {
+    let config = config::relay_config(args.config.as_deref(), args).map_err(Failure::Usage)?;
+    // Unreadable or mismatched PEM files are configuration errors: catch them before binding.
+    if !config.tls.is_empty() {
+        if let TlsIdentity::Pem { .. } = &config.tls_identity {
+            tls::server_config(&config.tls_identity).map_err(|e| Failure::Usage(e.into()))?;
+        }
+    }
+    for w in config::warnings(&config) {
+        tracing::warn!("{w}");
+    }
+    run_relay(config).map_err(Failure::Runtime)
+}
+
+/// Starts the relay, announces its listeners and waits for a signal.
+///
+/// SIGINT stops at once. SIGTERM drains (no new allocations; existing ones keep flowing) for
+/// the drain timeout, cut short by a second SIGTERM or a SIGINT, then stops.
+fn run_relay(config: RelayConfig) -> anyhow::Result<()> {
+    let drain_timeout = config.drain_timeout;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("creating the signal-handling runtime")?;
+    // Handlers go in before the relay starts, so an early signal is not fatal. The relay is
+    // started outside the runtime context: it runs its own runtimes on its own threads.
+    let (mut term, mut int) = {
+        let _guard = rt.enter();
+        (
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        )
+    };
+
+    let relay = Relay::start(config).context("starting the relay")?;
+    announce(relay.local_addrs());
+
+    rt.block_on(async {
+        tokio::select! {
+            _ = term.recv() => {
+                relay.drain();
+                tracing::info!("SIGTERM: draining for {} s", drain_timeout.as_secs());
+                tokio::select! {
+                    _ = tokio::time::sleep(drain_timeout) => {
+                        tracing::info!("drain timeout over");
+                    }
+                    _ = term.recv() => tracing::info!("second SIGTERM: stopping now"),
+                    _ = int.recv() => tracing::info!("SIGINT: stopping now"),
+                }
+            }
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    });
+    relay.stop();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One line per listener on stdout (`udp 127.0.0.1:3478`), for scripts and tests, and in the
+/// log.
+fn announce(addrs: &BoundAddrs) {
+    let mut lines = String::new();
+    let listeners = [
+        ("udp", &addrs.udp),
+        ("tcp", &addrs.tcp),
+        ("tls", &addrs.tls),
+    ];
+    for (kind, list) in listeners {
+        for a in list {
+            lines.push_str(&format!("{kind} {a}\n"));
+            tracing::info!("listening: {kind} {a}");
+        }
+    }
+    if let Some(a) = addrs.metrics {
+        lines.push_str(&format!("metrics {a}\n"));
+        tracing::info!("metrics at http://{a}/metrics");
+    }
+    let mut out = std::io::stdout().lock();
+    // A closed stdout must not take the relay down.
+    if let Err(e) = out.write_all(lines.as_bytes()).and_then(|()| out.flush()) {
+        tracing::warn!("cannot print the listener addresses to stdout: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "cloudproxy",
+            "--log-format",
+            "json",
+            "relay",
+            "--udp",
+            "127.0.0.1:0",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert_eq!(cli.log_level, "debug");
+        assert!(matches!(cli.command, Command::Relay(_)));
+    }
+
+    #[test]
+    fn error_rendering_skips_repeated_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "in use");
+        let e = anyhow::Error::new(io)
+            .context("cannot bind UDP listener on 127.0.0.1:1: in use")
+            .context("starting the relay");
+        assert_eq!(
+            render_error(&e),
+            "starting the relay: cannot bind UDP listener on 127.0.0.1:1: in use"
+        );
+    }
+}

@@ -11,7 +11,8 @@ use stun_types::message::{
     TransactionId,
 };
 use turn_types::attribute::{
-    ChannelNumber, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
+    ChannelNumber, Lifetime, RequestedTransport, ReservationToken, XorPeerAddress,
+    XorRelayedAddress,
 };
 
 pub use stun_types::message::BINDING;
@@ -42,13 +43,13 @@ impl ClientAuth {
 
 /// One attribute to put in a request.
 #[derive(Debug, Clone, Copy)]
-pub enum Attr {
+pub enum Attr<'a> {
     RequestedTransportUdp,
     Lifetime(u32),
     PeerAddress(SocketAddr),
     ChannelNumber(u16),
     /// Any raw attribute, e.g. an unknown comprehension-required one for tests.
-    Raw(u16, &'static [u8]),
+    Raw(u16, &'a [u8]),
 }
 
 /// Builds a request (or, with `class`, an indication) signed with MESSAGE-INTEGRITY when `auth`
@@ -57,7 +58,7 @@ pub fn build(
     class: MessageClass,
     method: Method,
     tid: TransactionId,
-    attrs: &[Attr],
+    attrs: &[Attr<'_>],
     data: Option<&[u8]>,
     auth: Option<&ClientAuth>,
 ) -> Vec<u8> {
@@ -103,7 +104,7 @@ pub fn build(
 pub fn request(
     method: Method,
     tid: TransactionId,
-    attrs: &[Attr],
+    attrs: &[Attr<'_>],
     auth: Option<&ClientAuth>,
 ) -> Vec<u8> {
     build(MessageClass::Request, method, tid, attrs, None, auth)
@@ -147,6 +148,7 @@ pub struct Response {
     pub relayed: Vec<SocketAddr>,
     pub mapped: Option<SocketAddr>,
     pub lifetime: Option<u32>,
+    pub reservation_token: Option<u64>,
     pub peer: Option<SocketAddr>,
     pub data: Option<Vec<u8>>,
     pub unknown_attributes: Vec<u16>,
@@ -187,6 +189,7 @@ pub fn parse(bytes: &[u8], key: Option<&LongTermKey>) -> Result<Response, ParseE
         .ok()
         .map(|a| a.addr(tid));
     r.lifetime = msg.attribute::<Lifetime>().ok().map(|l| l.seconds());
+    r.reservation_token = msg.attribute::<ReservationToken>().ok().map(|t| t.token());
     r.peer = msg.attribute::<XorPeerAddress>().ok().map(|a| a.addr(tid));
     r.data = msg
         .raw_attribute(AttributeType::new(0x0013))

@@ -40,6 +40,7 @@ pub mod server;
 
 mod addr;
 mod config;
+mod ports;
 mod timer;
 
 pub use addr::{ClientAddr, PeerAddr, RelayAddr, Transport};

@@ -3,6 +3,7 @@
 //! See the crate docs for the driving contract. Handlers name the RFC section they implement.
 
 use std::collections::{HashMap, VecDeque};
+
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +22,8 @@ use stun_types::message::{
 use stun_types::AddressFamily;
 use turn_types::attribute::{
     AdditionalAddressFamily, AddressErrorCode, ChannelNumber, EvenPort, Lifetime,
-    RequestedAddressFamily, RequestedTransport, XorPeerAddress, XorRelayedAddress,
+    RequestedAddressFamily, RequestedTransport, ReservationToken, XorPeerAddress,
+    XorRelayedAddress,
 };
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 
@@ -30,6 +32,7 @@ use crate::auth::{Authenticator, CredentialError, NonceError, NonceKey};
 use crate::channel;
 use crate::config::{AppKey, ServerConfig};
 use crate::integrity::{self, IntegrityKind, KeyAlgorithm, LongTermKey};
+use crate::ports::PortPool;
 use crate::timer::TimerQueue;
 
 /// Bytes a driver must leave free in front of a peer datagram: a Data indication header with
@@ -42,6 +45,10 @@ const ATTR_MESSAGE_INTEGRITY: u16 = 0x0008;
 const ATTR_MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
 const ATTR_FINGERPRINT: u16 = 0x8028;
 const ATTR_RESERVATION_TOKEN: u16 = 0x0022;
+/// How long a port reserved by EVEN-PORT R=1 stays held (RFC 8656 §7.2: about 30 s).
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// Timer-queue slot used for reservation expiry.
+const RESERVATIONS: usize = usize::MAX;
 
 /// Comprehension-required attributes (type < 0x8000) this server understands. Anything else in
 /// a request is answered with 420 (RFC 8489 §7.3.1); USERHASH, DONT-FRAGMENT and the RFC 6062
@@ -229,6 +236,8 @@ struct PendingAllocate {
     /// IPv6 was asked for in ADDITIONAL-ADDRESS-FAMILY but is unavailable (RFC 8656 §7.2).
     v6_refused: bool,
     tries: u8,
+    /// RESERVATION-TOKEN for the port after this one (EVEN-PORT R=1).
+    token: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -317,7 +326,9 @@ pub struct Server {
     by_client: HashMap<ClientAddr, usize>,
     /// Relay port minus the range start -> slot. O(1), no hashing.
     by_port: Vec<Option<usize>>,
-    free_ports: VecDeque<u16>,
+    ports: PortPool,
+    /// Ports held for a later Allocate with RESERVATION-TOKEN (RFC 8656 §7.2, EVEN-PORT R=1).
+    reservations: HashMap<u64, (u16, Instant)>,
     timers: TimerQueue,
     transmits: VecDeque<Transmit>,
     commands: VecDeque<Command>,
@@ -347,13 +358,8 @@ impl Server {
     ) -> Self {
         let mut key = [0u8; 32];
         rng.fill_bytes(&mut key);
-        let mut ports: Vec<u16> = config.relay_ports.clone().collect();
-        // Random port order (RFC 8656 §6.2 and RFC 6056): relayed ports are not predictable.
-        for i in (1..ports.len()).rev() {
-            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-            ports.swap(i, j);
-        }
-        let span = ports.len();
+        let ports = PortPool::new(config.relay_ports.clone(), rng);
+        let span = config.relay_ports.len();
         Self {
             auth: Authenticator::new(&config.auth),
             nonce_key: NonceKey::new(key),
@@ -365,7 +371,8 @@ impl Server {
             next_generation: 1,
             by_client: HashMap::new(),
             by_port: vec![None; span],
-            free_ports: ports.into(),
+            ports,
+            reservations: HashMap::new(),
             timers: TimerQueue::default(),
             transmits: VecDeque::new(),
             commands: VecDeque::new(),
@@ -532,6 +539,17 @@ impl Server {
     /// Expires permissions, channels and allocations that are due (RFC 8656 §§7, 9, 12).
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((at, slot, generation)) = self.timers.pop_due(now) {
+            if slot == RESERVATIONS {
+                let ports = &mut self.ports;
+                self.reservations.retain(|_, (port, until)| {
+                    let keep = *until > now;
+                    if !keep {
+                        ports.give(*port);
+                    }
+                    keep
+                });
+                continue;
+            }
             let Some(alloc) = self.slots.get_mut(slot).and_then(|a| a.as_mut()) else {
                 continue;
             };
@@ -590,7 +608,7 @@ impl Server {
         self.by_client.remove(&alloc.client);
         let index = (alloc.port - *self.config.relay_ports.start()) as usize;
         self.by_port[index] = None;
-        self.free_ports.push_back(alloc.port);
+        self.ports.give(alloc.port);
         self.ledger.release(&alloc.quota_key);
         if alloc.pending.is_none() {
             let (v4, v6) = alloc.relay_addrs(&self.config);
@@ -627,7 +645,7 @@ impl Server {
         let old_port = alloc.port;
         let tries = alloc.pending.as_ref().map_or(0, |p| p.tries);
         self.by_port[(old_port - start) as usize] = None;
-        self.free_ports.push_back(old_port);
+        self.ports.give(old_port);
         let next = if tries < 4 {
             self.take_port(false)
         } else {
@@ -665,11 +683,11 @@ impl Server {
     }
 
     fn take_port(&mut self, even: bool) -> Option<u16> {
-        if !even {
-            return self.free_ports.pop_front();
+        if even {
+            self.ports.take_even()
+        } else {
+            self.ports.take()
         }
-        let i = self.free_ports.iter().position(|p| p % 2 == 0)?;
-        self.free_ports.remove(i)
     }
 
     // ---------------------------------------------------------------------------------------
@@ -985,6 +1003,7 @@ impl Server {
                             lifetime: remaining,
                             v6_refused: false,
                             tries: 0,
+                            token: None,
                         };
                         Some(self.allocate_success(slot, &pending))
                     }
@@ -1006,6 +1025,15 @@ impl Server {
         }
         let has_token = msg.has_attribute(AttributeType::new(ATTR_RESERVATION_TOKEN));
         let even = msg.attribute::<EvenPort>().ok();
+        let malformed = |t: u16| msg.has_attribute(AttributeType::new(t));
+        if (even.is_none() && malformed(0x0018))
+            || (msg.attribute::<RequestedAddressFamily>().is_err() && malformed(0x0017))
+        {
+            return Err(reject(
+                400,
+                "Bad Request: malformed EVEN-PORT or REQUESTED-ADDRESS-FAMILY",
+            ));
+        }
         let requested = msg.attribute::<RequestedAddressFamily>().ok();
         let additional = msg.attribute::<AdditionalAddressFamily>().ok();
         if has_token && (even.is_some() || requested.is_some()) {
@@ -1020,19 +1048,27 @@ impl Server {
                 "Bad Request: REQUESTED- and ADDITIONAL-ADDRESS-FAMILY together",
             ));
         }
-        if has_token {
-            // This server hands out no reservations, so no token can be valid (§7.2 step 7).
-            return Err(reject(
-                508,
-                "Insufficient Capacity: unknown reservation token",
-            ));
-        }
-        if even.as_ref().is_some_and(|e| e.requested()) {
-            return Err(reject(
-                508,
-                "Insufficient Capacity: port reservation not offered",
-            ));
-        }
+        // §7.2 step 7: a RESERVATION-TOKEN names a port held by an earlier EVEN-PORT R=1.
+        let reserved = match msg.attribute::<ReservationToken>() {
+            Ok(t) => match self.reservations.remove(&t.token()) {
+                Some((port, until)) if until > now => Some(port),
+                Some((port, _)) => {
+                    self.ports.give(port);
+                    return Err(reject(508, "Insufficient Capacity: reservation expired"));
+                }
+                None => {
+                    return Err(reject(
+                        508,
+                        "Insufficient Capacity: unknown reservation token",
+                    ))
+                }
+            },
+            Err(_) if has_token => {
+                return Err(reject(400, "Bad Request: malformed RESERVATION-TOKEN"))
+            }
+            Err(_) => None,
+        };
+        let reserve_next = even.as_ref().is_some_and(|e| e.requested());
         let has_v4 = self.config.relay_ipv4.is_some();
         let has_v6 = self.config.relay_ipv6.is_some();
         let (v4, v6, v6_refused) = match (requested.map(|r| r.family()), additional) {
@@ -1051,14 +1087,32 @@ impl Server {
             _ => (true, false, false),
         };
         let lifetime = self.desired_lifetime(msg.attribute::<Lifetime>().ok());
-        self.ledger.try_acquire(quota_key).map_err(|q| match q {
-            QuotaExceeded::User => reject(486, "Allocation Quota Reached"),
-            QuotaExceeded::Total => reject(486, "Allocation Quota Reached: server is full"),
-        })?;
-        let Some(port) = self.take_port(even.is_some()) else {
+        if let Err(q) = self.ledger.try_acquire(quota_key) {
+            if let Some(port) = reserved {
+                self.ports.give(port);
+            }
+            return Err(match q {
+                QuotaExceeded::User => reject(486, "Allocation Quota Reached"),
+                QuotaExceeded::Total => reject(486, "Allocation Quota Reached: server is full"),
+            });
+        }
+        let port = match (reserved, reserve_next) {
+            (Some(port), _) => Some(port),
+            (None, true) => self.ports.take_pair(),
+            (None, false) => self.take_port(even.is_some()),
+        };
+        let Some(port) = port else {
             self.ledger.release(quota_key);
             return Err(reject(508, "Insufficient Capacity: no relay port free"));
         };
+        let token = reserve_next.then(|| {
+            let t = self.next_tid();
+            let token = u64::from_be_bytes(t[..8].try_into().expect("8 bytes"));
+            let until = now + RESERVATION_LIFETIME;
+            self.reservations.insert(token, (port + 1, until));
+            self.timers.push(until, RESERVATIONS, 0);
+            token
+        });
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() - 1
@@ -1080,6 +1134,7 @@ impl Server {
                 lifetime,
                 v6_refused,
                 tries: 0,
+                token,
             }),
             permissions: HashMap::new(),
             channels: HashMap::new(),
@@ -1126,6 +1181,9 @@ impl Server {
             if let Ok(e) = ErrorCode::new(440, "Address Family not Supported") {
                 let _ = w.add_attribute(&AddressErrorCode::new(AddressFamily::IPV6, e));
             }
+        }
+        if let Some(token) = pending.token {
+            let _ = w.add_attribute(&ReservationToken::new(token));
         }
         let _ = w.add_attribute(&Lifetime::new(pending.lifetime.as_secs() as u32));
         let _ = w.add_attribute(&XorMappedAddress::new(alloc.client.remote, tid));

@@ -654,3 +654,73 @@ fn garbage_is_dropped_or_answered_400() {
         assert_eq!(r.error.unwrap().0, 400);
     }
 }
+
+#[test]
+fn even_port_with_reservation_then_allocate_with_the_token() {
+    let mut h = Harness::new(config(&[]));
+    let r = h.authed(
+        ALLOCATE,
+        &[Attr::RequestedTransportUdp, Attr::Raw(0x0018, &[0x80])],
+    );
+    assert!(r.success, "{:?}", r.error);
+    let rtp = r.relayed[0].port();
+    assert_eq!(rtp % 2, 0, "EVEN-PORT gives an even port");
+    let token = r.reservation_token.expect("a RESERVATION-TOKEN");
+    // A second client takes the reserved port with the token.
+    h.move_to(41000);
+    let r = h.authed(
+        ALLOCATE,
+        &[
+            Attr::RequestedTransportUdp,
+            Attr::Raw(0x0022, &token.to_be_bytes()),
+        ],
+    );
+    assert!(r.success, "{:?}", r.error);
+    assert_eq!(r.relayed[0].port(), rtp + 1);
+    // The token is single use.
+    h.move_to(41001);
+    let r = h.authed(
+        ALLOCATE,
+        &[
+            Attr::RequestedTransportUdp,
+            Attr::Raw(0x0022, &token.to_be_bytes()),
+        ],
+    );
+    assert_eq!(r.error.unwrap().0, 508);
+    // RESERVATION-TOKEN with EVEN-PORT is a bad request.
+    let r = h.authed(
+        ALLOCATE,
+        &[
+            Attr::RequestedTransportUdp,
+            Attr::Raw(0x0018, &[0]),
+            Attr::Raw(0x0022, &[0; 8]),
+        ],
+    );
+    assert_eq!(r.error.unwrap().0, 400);
+}
+
+#[test]
+fn unused_reservations_expire_and_free_the_port() {
+    let mut cfg = config(&[]);
+    cfg.relay_ports = 50000..=50001;
+    let mut h = Harness::new(cfg);
+    let r = h.authed(
+        ALLOCATE,
+        &[Attr::RequestedTransportUdp, Attr::Raw(0x0018, &[0x80])],
+    );
+    assert!(r.success);
+    h.move_to(41000);
+    assert_eq!(
+        h.authed(ALLOCATE, &[Attr::RequestedTransportUdp])
+            .error
+            .unwrap()
+            .0,
+        508,
+        "held"
+    );
+    h.advance(31);
+    assert!(
+        h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]).success,
+        "released after 30 s"
+    );
+}

@@ -231,9 +231,8 @@ impl Shard {
                 }
             }
         }
-        while let Some(t) = self.server.poll_transmit() {
-            self.send_to_client(&t.to, &t.data);
-        }
+        // Events first, so metrics are counted before the client can see the response.
+        let mut to_close = Vec::new();
         while let Some(e) = self.server.poll_event() {
             match e {
                 Event::AllocationCreated { client, relay } => {
@@ -245,10 +244,7 @@ impl Shard {
                     tracing::debug!(%client, ?reason, "allocation deleted");
                     self.metrics.allocations.dec();
                     if client.transport.is_stream() {
-                        // A TCP/TLS connection lives as long as its allocation.
-                        if let Some(sink) = self.streams.get(&client) {
-                            sink.close();
-                        }
+                        to_close.push(client);
                     }
                 }
                 Event::AuthFailed { client, reason } => {
@@ -261,6 +257,16 @@ impl Shard {
                     self.metrics.auth_failure();
                 }
                 Event::ErrorSent { code } => self.metrics.error_sent(code),
+            }
+        }
+        while let Some(t) = self.server.poll_transmit() {
+            self.send_to_client(&t.to, &t.data);
+        }
+        // A TCP/TLS connection lives as long as its allocation; it closes after the last
+        // response (e.g. to a Refresh with lifetime 0) has been queued.
+        for client in to_close {
+            if let Some(sink) = self.streams.get(&client) {
+                sink.close();
             }
         }
         // Wake the timer task only if the next deadline is now earlier than what it sleeps for;

@@ -1,0 +1,1057 @@
+//! `cloudproxy relay` configuration: an optional TOML file, then flags on top, mapped to the
+//! library's plain [`RelayConfig`].
+//!
+//! Every key is optional; a missing key keeps the default of [`RelayConfig::default`] /
+//! [`cloudproxy_proto::ServerConfig::default`]. Unknown keys are errors (a typo must not
+//! silently fall back to a default). Errors name the file and the key, e.g.
+//! `config file relay.toml: peers.allow[1]: "10.0.0.0/33": not a CIDR network ...`.
+//! List-valued flags (`--udp`, `--allow-peer`, ...) replace the file's list when given.
+//! `relay.example.toml` next to this crate's manifest documents every key.
+
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
+use cloudproxy_proto::AppKey;
+use cloudproxy_relay::tls::TlsIdentity;
+use cloudproxy_relay::RelayConfig;
+use serde::Deserialize;
+
+/// Flags of `cloudproxy relay`. Each overrides the config file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct RelayArgs {
+    /// TOML configuration file (see relay.example.toml); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// TURN over UDP listener, IP:PORT (repeatable; replaces the file's `udp`).
+    #[arg(long, value_name = "ADDR")]
+    pub udp: Vec<SocketAddr>,
+    /// TURN over TCP listener, IP:PORT (repeatable; replaces the file's `tcp`).
+    #[arg(long, value_name = "ADDR")]
+    pub tcp: Vec<SocketAddr>,
+    /// TURN over TLS listener, IP:PORT (repeatable; replaces the file's `tls`).
+    #[arg(long, value_name = "ADDR")]
+    pub tls: Vec<SocketAddr>,
+    /// TLS certificate chain, PEM (with --key; default: a self-signed certificate).
+    #[arg(long, value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// TLS private key, PEM (with --cert).
+    #[arg(long, value_name = "PEM")]
+    pub key: Option<PathBuf>,
+    /// Shared secret for TURN REST credentials (coturn's --static-auth-secret).
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "CLOUDPROXY_STATIC_SECRET",
+        hide_env_values = true
+    )]
+    pub static_secret: Option<String>,
+    /// REALM for long-term credentials.
+    #[arg(long, value_name = "REALM")]
+    pub realm: Option<String>,
+    /// Peers the relay may forward to: NET, NET:PORTS or [V6NET]:PORTS, e.g. 10.0.0.0/8,
+    /// 127.0.0.1:3480, [2001:db8::]/32:5000-6000 (repeatable; replaces the file's
+    /// peers.allow). Default: no peer at all.
+    #[arg(long = "allow-peer", value_name = "RULE")]
+    pub allow_peer: Vec<PeerRule>,
+    /// Prometheus metrics endpoint, IP:PORT.
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_metrics")]
+    pub metrics: Option<SocketAddr>,
+    /// Disable the metrics endpoint.
+    #[arg(long)]
+    pub no_metrics: bool,
+    /// Address relayed transport addresses are bound on and advertised to clients (IPv4 or
+    /// IPv6; give it twice for both families). Replaces the file's relay.ipv4 and relay.ipv6.
+    #[arg(long = "relay-ip", value_name = "IP")]
+    pub relay_ip: Vec<IpAddr>,
+    /// Relayed transport address port range, LOW-HIGH.
+    #[arg(long = "relay-ports", value_name = "LOW-HIGH", value_parser = parse_port_range)]
+    pub relay_ports: Option<RangeInclusive<u16>>,
+    /// Event loops; 0 means one per core.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// On SIGTERM, how long existing allocations keep flowing before exit.
+    #[arg(long = "drain-timeout", value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
+    /// Allocations held at most (486 beyond).
+    #[arg(long = "max-allocations", value_name = "N")]
+    pub max_allocations: Option<usize>,
+    /// Allocations one credential id may hold at once (486 beyond).
+    #[arg(long = "user-quota", value_name = "N")]
+    pub user_quota: Option<usize>,
+}
+
+/// The config file, key for key. Field names are the TOML keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    udp: Option<Vec<String>>,
+    tcp: Option<Vec<String>>,
+    tls: Option<Vec<String>>,
+    tls_fallback_port: Option<u16>,
+    metrics: Option<String>,
+    shards: Option<usize>,
+    drain_timeout_secs: Option<u64>,
+    stream_idle_timeout_secs: Option<u64>,
+    max_stream_connections: Option<usize>,
+    socket_buffer: Option<usize>,
+    tls_cert: Option<TlsCertSection>,
+    auth: Option<AuthSection>,
+    relay: Option<RelaySection>,
+    peers: Option<PeersSection>,
+    lifetimes: Option<LifetimesSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsCertSection {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    self_signed_names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    realm: Option<String>,
+    static_secret: Option<String>,
+    app_keys: Option<Vec<AppKeySection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppKeySection {
+    app_id: String,
+    key_id: String,
+    secret: String,
+    not_after: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelaySection {
+    ipv4: Option<String>,
+    ipv6: Option<String>,
+    ports: Option<String>,
+    max_allocations: Option<usize>,
+    user_quota: Option<usize>,
+    software: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeersSection {
+    allow: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifetimesSection {
+    allocation_default_secs: Option<u64>,
+    allocation_max_secs: Option<u64>,
+    permission_secs: Option<u64>,
+    channel_secs: Option<u64>,
+    nonce_secs: Option<u64>,
+    channel_cooldown_secs: Option<u64>,
+}
+
+/// Reads the config file (if any), applies the flags on top and checks the result.
+pub fn relay_config(file: Option<&Path>, flags: &RelayArgs) -> anyhow::Result<RelayConfig> {
+    let mut config = RelayConfig::default();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("config file {}: cannot read", path.display()))?;
+        let parsed: FileConfig = toml::from_str(&text)
+            .map_err(|e| anyhow!("config file {}: {}", path.display(), e.to_string().trim()))?;
+        apply_file(&mut config, parsed, path)
+            .map_err(|e| anyhow!("config file {}: {e:#}", path.display()))?;
+    }
+    apply_flags(&mut config, flags)?;
+    validate(&config)?;
+    Ok(config)
+}
+
+/// An error about one key: `key: "value": what is wrong`.
+fn bad(key: impl Display, value: &str, what: impl Display) -> anyhow::Error {
+    anyhow!("{key}: {value:?}: {what}")
+}
+
+const SOCKET_ADDR_HINT: &str =
+    "not a socket address (expected IP:PORT, e.g. 0.0.0.0:3478 or [::]:3478)";
+
+fn parse_addrs(key: &str, list: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse()
+                .map_err(|_| bad(format_args!("{key}[{i}]"), s, SOCKET_ADDR_HINT))
+        })
+        .collect()
+}
+
+/// `LOW-HIGH` with 1 <= LOW <= HIGH (a single `PORT` is a range of one).
+pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let hint = "expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535, e.g. 49152-65535";
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let lo: u16 = lo.trim().parse().map_err(|_| hint.to_owned())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| hint.to_owned())?;
+    if lo == 0 || lo > hi {
+        return Err(hint.to_owned());
+    }
+    Ok(lo..=hi)
+}
+
+fn positive(key: &str, v: u64) -> anyhow::Result<Duration> {
+    if v == 0 {
+        bail!("{key}: must be at least 1");
+    }
+    Ok(Duration::from_secs(v))
+}
+
+fn at_least_one(key: &str, v: usize) -> anyhow::Result<usize> {
+    if v == 0 {
+        bail!("{key}: must be at least 1");
+    }
+    Ok(v)
+}
+
+/// A relay address is advertised to clients in XOR-RELAYED-ADDRESS, so it must be a unicast
+/// address someone can send to.
+fn check_relay_ip(key: &str, ip: IpAddr) -> anyhow::Result<()> {
+    let bad_kind = match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V4(v4) if v4.is_multicast() || v4.is_broadcast() => Some("not unicast"),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V6(v6) if v6.is_multicast() => Some("not unicast"),
+        _ => None,
+    };
+    match bad_kind {
+        Some(kind) => Err(bad(
+            key,
+            &ip.to_string(),
+            format_args!(
+                "{kind}; relayed addresses are sent to clients, give this host's reachable address"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn secret(key: &str, s: &str) -> anyhow::Result<Vec<u8>> {
+    if s.is_empty() {
+        bail!("{key}: must not be empty");
+    }
+    Ok(s.as_bytes().to_vec())
+}
+
+fn apply_file(config: &mut RelayConfig, file: FileConfig, path: &Path) -> anyhow::Result<()> {
+    // Relative certificate paths are relative to the config file, not the working directory.
+    let base = path.parent().unwrap_or(Path::new(""));
+
+    if let Some(list) = &file.udp {
+        config.udp = parse_addrs("udp", list)?;
+    }
+    if let Some(list) = &file.tcp {
+        config.tcp = parse_addrs("tcp", list)?;
+    }
+    if let Some(list) = &file.tls {
+        config.tls = parse_addrs("tls", list)?;
+    }
+    if let Some(port) = file.tls_fallback_port {
+        config.tls_fallback_port = (port != 0).then_some(port);
+    }
+    if let Some(m) = &file.metrics {
+        config.metrics = if m.eq_ignore_ascii_case("off") {
+            None
+        } else {
+            Some(m.parse().map_err(|_| {
+                bad(
+                    "metrics",
+                    m,
+                    format_args!("{SOCKET_ADDR_HINT}, or \"off\" to disable"),
+                )
+            })?)
+        };
+    }
+    if let Some(n) = file.shards {
+        config.shards = n;
+    }
+    if let Some(s) = file.drain_timeout_secs {
+        config.drain_timeout = Duration::from_secs(s);
+    }
+    if let Some(s) = file.stream_idle_timeout_secs {
+        config.stream_idle_timeout = positive("stream_idle_timeout_secs", s)?;
+    }
+    if let Some(n) = file.max_stream_connections {
+        config.max_stream_connections = at_least_one("max_stream_connections", n)?;
+    }
+    if let Some(n) = file.socket_buffer {
+        config.socket_buffer = Some(at_least_one("socket_buffer", n)?);
+    }
+
+    if let Some(tls) = file.tls_cert {
+        match (tls.cert, tls.key, tls.self_signed_names) {
+            (Some(cert), Some(key), None) => {
+                config.tls_identity = TlsIdentity::Pem {
+                    cert: base.join(cert),
+                    key: base.join(key),
+                };
+            }
+            (None, None, Some(names)) => {
+                if names.is_empty() {
+                    bail!("tls_cert.self_signed_names: must not be empty");
+                }
+                config.tls_identity = TlsIdentity::SelfSigned { names };
+            }
+            (None, None, None) => {}
+            (Some(_), Some(_), Some(_)) => {
+                bail!("tls_cert: give either cert and key, or self_signed_names, not both")
+            }
+            (Some(_), None, _) => bail!("tls_cert: cert is set but key is missing"),
+            (None, Some(_), _) => bail!("tls_cert: key is set but cert is missing"),
+        }
+    }
+
+    if let Some(auth) = file.auth {
+        let server = &mut config.server;
+        if let Some(realm) = auth.realm {
+            if realm.is_empty() {
+                bail!("auth.realm: must not be empty");
+            }
+            server.realm = realm;
+        }
+        if let Some(s) = auth.static_secret {
+            server.auth.static_secret = Some(secret("auth.static_secret", &s)?);
+        }
+        let mut seen = HashSet::new();
+        for (i, k) in auth.app_keys.unwrap_or_default().into_iter().enumerate() {
+            let key = format!("auth.app_keys[{i}]");
+            // The username is `<expiry>:<app-id>:<key-id>[:...]`, split on ':'.
+            for (name, v) in [("app_id", &k.app_id), ("key_id", &k.key_id)] {
+                if v.is_empty() || v.contains(':') {
+                    return Err(bad(
+                        format_args!("{key}.{name}"),
+                        v,
+                        "must be non-empty and contain no ':'",
+                    ));
+                }
+            }
+            if !seen.insert((k.app_id.clone(), k.key_id.clone())) {
+                bail!(
+                    "{key}: app_id {:?} key_id {:?} appears twice",
+                    k.app_id,
+                    k.key_id
+                );
+            }
+            server.auth.app_keys.push(AppKey {
+                secret: secret(&format!("{key}.secret"), &k.secret)?,
+                app_id: k.app_id,
+                key_id: k.key_id,
+                not_after: k.not_after,
+            });
+        }
+    }
+
+    if let Some(relay) = file.relay {
+        let server = &mut config.server;
+        let ipv4 = relay
+            .ipv4
+            .map(|s| {
+                let ip: Ipv4Addr = s
+                    .parse()
+                    .map_err(|_| bad("relay.ipv4", &s, "not an IPv4 address"))?;
+                check_relay_ip("relay.ipv4", ip.into())?;
+                anyhow::Ok(ip)
+            })
+            .transpose()?;
+        let ipv6 = relay
+            .ipv6
+            .map(|s| {
+                let ip: Ipv6Addr = s
+                    .parse()
+                    .map_err(|_| bad("relay.ipv6", &s, "not an IPv6 address"))?;
+                check_relay_ip("relay.ipv6", ip.into())?;
+                anyhow::Ok(ip)
+            })
+            .transpose()?;
+        // Naming either family means "exactly these": `ipv6 = ".."` alone relays on IPv6 only.
+        if ipv4.is_some() || ipv6.is_some() {
+            server.relay_ipv4 = ipv4;
+            server.relay_ipv6 = ipv6;
+        }
+        if let Some(p) = relay.ports {
+            server.relay_ports = parse_port_range(&p).map_err(|e| bad("relay.ports", &p, e))?;
+        }
+        if let Some(n) = relay.max_allocations {
+            server.max_allocations = at_least_one("relay.max_allocations", n)?;
+        }
+        if let Some(n) = relay.user_quota {
+            server.max_allocations_per_user = at_least_one("relay.user_quota", n)?;
+        }
+        if let Some(s) = relay.software {
+            server.software = (!s.is_empty()).then_some(s);
+        }
+    }
+
+    if let Some(allow) = file.peers.and_then(|p| p.allow) {
+        let rules = allow
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.parse::<PeerRule>()
+                    .map_err(|e| bad(format_args!("peers.allow[{i}]"), s, e))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        config.server.peer_policy = PeerPolicy::new(rules);
+    }
+
+    if let Some(l) = file.lifetimes {
+        let t = &mut config.server.lifetimes;
+        let fields = [
+            (
+                "allocation_default_secs",
+                l.allocation_default_secs,
+                &mut t.allocation_default,
+            ),
+            (
+                "allocation_max_secs",
+                l.allocation_max_secs,
+                &mut t.allocation_max,
+            ),
+            ("permission_secs", l.permission_secs, &mut t.permission),
+            ("channel_secs", l.channel_secs, &mut t.channel),
+            ("nonce_secs", l.nonce_secs, &mut t.nonce),
+            (
+                "channel_cooldown_secs",
+                l.channel_cooldown_secs,
+                &mut t.channel_cooldown,
+            ),
+        ];
+        for (name, value, slot) in fields {
+            if let Some(v) = value {
+                *slot = positive(&format!("lifetimes.{name}"), v)?;
+            }
+        }
+        if t.allocation_default > t.allocation_max {
+            bail!(
+                "lifetimes: allocation_default_secs ({}) exceeds allocation_max_secs ({})",
+                t.allocation_default.as_secs(),
+                t.allocation_max.as_secs()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn apply_flags(config: &mut RelayConfig, flags: &RelayArgs) -> anyhow::Result<()> {
+    if !flags.udp.is_empty() {
+        config.udp = flags.udp.clone();
+    }
+    if !flags.tcp.is_empty() {
+        config.tcp = flags.tcp.clone();
+    }
+    if !flags.tls.is_empty() {
+        config.tls = flags.tls.clone();
+    }
+    match (&flags.cert, &flags.key) {
+        (Some(cert), Some(key)) => {
+            config.tls_identity = TlsIdentity::Pem {
+                cert: cert.clone(),
+                key: key.clone(),
+            }
+        }
+        (None, None) => {}
+        (Some(_), None) => bail!("--cert needs --key: give both, or neither"),
+        (None, Some(_)) => bail!("--key needs --cert: give both, or neither"),
+    }
+    let server = &mut config.server;
+    if let Some(s) = &flags.static_secret {
+        server.auth.static_secret = Some(secret("--static-secret", s)?);
+    }
+    if let Some(realm) = &flags.realm {
+        if realm.is_empty() {
+            bail!("--realm: must not be empty");
+        }
+        server.realm = realm.clone();
+    }
+    if !flags.allow_peer.is_empty() {
+        server.peer_policy = PeerPolicy::new(flags.allow_peer.iter().cloned());
+    }
+    if !flags.relay_ip.is_empty() {
+        let (mut v4, mut v6) = (None, None);
+        for &ip in &flags.relay_ip {
+            check_relay_ip("--relay-ip", ip)?;
+            let duplicate = match ip {
+                IpAddr::V4(a) => v4.replace(a).is_some(),
+                IpAddr::V6(a) => v6.replace(a).is_some(),
+            };
+            if duplicate {
+                bail!("--relay-ip: at most one IPv4 and one IPv6 address");
+            }
+        }
+        server.relay_ipv4 = v4;
+        server.relay_ipv6 = v6;
+    }
+    if let Some(ports) = &flags.relay_ports {
+        server.relay_ports = ports.clone();
+    }
+    if let Some(n) = flags.max_allocations {
+        server.max_allocations = at_least_one("--max-allocations", n)?;
+    }
+    if let Some(n) = flags.user_quota {
+        server.max_allocations_per_user = at_least_one("--user-quota", n)?;
+    }
+    if let Some(addr) = flags.metrics {
+        config.metrics = Some(addr);
+    }
+    if flags.no_metrics {
+        config.metrics = None;
+    }
+    if let Some(n) = flags.shards {
+        config.shards = n;
+    }
+    if let Some(s) = flags.drain_timeout {
+        config.drain_timeout = Duration::from_secs(s);
+    }
+    Ok(())
+}
+
+/// Checks that hold whatever the values came from.
+fn validate(config: &RelayConfig) -> anyhow::Result<()> {
+    let server = &config.server;
+    if server.auth.static_secret.is_none() && server.auth.app_keys.is_empty() {
+        bail!(
+            "no credentials configured: set --static-secret (or CLOUDPROXY_STATIC_SECRET), \
+             or [auth] static_secret or [[auth.app_keys]] in the config file"
+        );
+    }
+    if server.relay_ipv4.is_none() && server.relay_ipv6.is_none() {
+        bail!("no relay address: set --relay-ip, or [relay] ipv4 / ipv6 in the config file");
+    }
+    let (lo, hi) = (*server.relay_ports.start(), *server.relay_ports.end());
+    if lo == 0 || lo > hi {
+        bail!("relay port range {lo}-{hi}: need 1 <= LOW <= HIGH");
+    }
+    if config.shards > 0 && usize::from(hi - lo) + 1 < config.shards {
+        bail!(
+            "relay port range {lo}-{hi} has fewer ports than the {} shards",
+            config.shards
+        );
+    }
+    if config.udp.is_empty() && config.tcp.is_empty() && config.tls.is_empty() {
+        bail!("no listeners: give at least one of udp, tcp, tls");
+    }
+    for (name, list) in [
+        ("udp", &config.udp),
+        ("tcp", &config.tcp),
+        ("tls", &config.tls),
+    ] {
+        let mut seen = HashSet::new();
+        if let Some(dup) = list.iter().find(|a| !seen.insert(**a)) {
+            bail!("{name} listener {dup} is given twice");
+        }
+    }
+    // TCP, TLS and metrics listeners share the TCP port space (port 0 means "any", no clash).
+    let mut stream: Vec<(&str, SocketAddr)> = config.tcp.iter().map(|a| ("tcp", *a)).collect();
+    stream.extend(config.tls.iter().map(|a| ("tls", *a)));
+    stream.extend(config.metrics.iter().map(|a| ("metrics", *a)));
+    for (i, (name, a)) in stream.iter().enumerate() {
+        if a.port() == 0 {
+            continue;
+        }
+        if let Some((other, _)) = stream[i + 1..].iter().find(|(_, b)| b == a) {
+            bail!("{name} and {other} listeners both use {a}");
+        }
+    }
+    Ok(())
+}
+
+/// Things that are allowed but probably not what the operator meant.
+pub fn warnings(config: &RelayConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.server.peer_policy.rules().next().is_none() {
+        out.push(
+            "no peers are allowed (default deny): every CreatePermission will be refused; \
+             use --allow-peer or [peers] allow"
+                .to_owned(),
+        );
+    }
+    let public_listener = config
+        .udp
+        .iter()
+        .chain(&config.tcp)
+        .chain(&config.tls)
+        .any(|a| !a.ip().is_loopback());
+    let loopback_relay = config.server.relay_ipv4.is_some_and(|ip| ip.is_loopback())
+        && config.server.relay_ipv6.is_none_or(|ip| ip.is_loopback());
+    if public_listener && loopback_relay {
+        out.push(
+            "listening beyond loopback but relaying on a loopback address: remote clients \
+             cannot reach their relayed addresses; set --relay-ip or [relay] ipv4 / ipv6"
+                .to_owned(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        relay: RelayArgs,
+    }
+
+    fn flags(args: &[&str]) -> RelayArgs {
+        Flags::try_parse_from(std::iter::once("relay").chain(args.iter().copied()))
+            .unwrap()
+            .relay
+    }
+
+    /// A config file in a unique temp directory, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(contents: &str) -> Self {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "cloudproxy-cli-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("relay.toml");
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn from_file(contents: &str, args: &[&str]) -> anyhow::Result<RelayConfig> {
+        let f = TempFile::new(contents);
+        relay_config(Some(&f.0), &flags(args))
+    }
+
+    fn file_error(contents: &str) -> String {
+        let f = TempFile::new(contents);
+        let e = relay_config(Some(&f.0), &flags(&["--static-secret", "s"])).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains(&f.0.display().to_string()),
+            "{msg:?} should name the file"
+        );
+        msg
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        let c = relay_config(None, &flags(&["--static-secret", "s"])).unwrap();
+        let d = RelayConfig::default();
+        assert_eq!(c.udp, d.udp);
+        assert_eq!(c.tcp, d.tcp);
+        assert_eq!(c.tls, d.tls);
+        assert_eq!(c.metrics, d.metrics);
+        assert_eq!(c.shards, d.shards);
+        assert_eq!(c.drain_timeout, d.drain_timeout);
+        assert_eq!(c.stream_idle_timeout, d.stream_idle_timeout);
+        assert_eq!(c.tls_fallback_port, d.tls_fallback_port);
+        assert!(matches!(c.tls_identity, TlsIdentity::SelfSigned { .. }));
+        assert_eq!(c.server.realm, d.server.realm);
+        assert_eq!(c.server.relay_ipv4, d.server.relay_ipv4);
+        assert_eq!(c.server.relay_ipv6, d.server.relay_ipv6);
+        assert_eq!(c.server.relay_ports, d.server.relay_ports);
+        assert_eq!(c.server.max_allocations, d.server.max_allocations);
+        assert_eq!(c.server.peer_policy, d.server.peer_policy);
+        assert_eq!(c.server.auth.static_secret.as_deref(), Some(&b"s"[..]));
+        // An empty file is the same as no file.
+        let e = from_file("", &["--static-secret", "s"]).unwrap();
+        assert_eq!(e.udp, d.udp);
+        assert_eq!(e.server.relay_ports, d.server.relay_ports);
+    }
+
+    #[test]
+    fn no_credentials_is_an_error() {
+        let e = relay_config(None, &RelayArgs::default()).unwrap_err();
+        assert!(
+            e.to_string().starts_with("no credentials configured"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let msg = file_error("udpp = [\"127.0.0.1:3478\"]\n");
+        assert!(msg.contains("udpp"), "{msg}");
+        let msg = file_error("[relay]\nipv4 = \"127.0.0.1\"\nbogus = 1\n");
+        assert!(msg.contains("bogus"), "{msg}");
+        let msg = file_error(
+            "[[auth.app_keys]]\napp_id = \"a\"\nkey_id = \"k\"\nsecret = \"s\"\nnot_afterr = 5\n",
+        );
+        assert!(msg.contains("not_afterr"), "{msg}");
+        let msg = file_error("shards = \"four\"\n");
+        assert!(msg.contains("shards"), "{msg}");
+        let msg = file_error("udp = [\n");
+        assert!(msg.contains("TOML parse error"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let msg = file_error("[peers]\nallow = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n");
+        assert!(
+            msg.contains(r#"peers.allow[1]: "10.0.0.0/33": not a CIDR network"#),
+            "{msg}"
+        );
+        let msg = file_error("[peers]\nallow = [\"10.0.0.0/8:9-1\"]\n");
+        assert!(
+            msg.contains(r#"peers.allow[0]: "10.0.0.0/8:9-1": bad port range"#),
+            "{msg}"
+        );
+        let msg = file_error("tcp = [\"127.0.0.1:1\", \"localhost:3478\"]\n");
+        assert!(
+            msg.contains(r#"tcp[1]: "localhost:3478": not a socket address"#),
+            "{msg}"
+        );
+        let msg = file_error("[relay]\nports = \"6000-5000\"\n");
+        assert!(msg.contains(r#"relay.ports: "6000-5000""#), "{msg}");
+        let msg = file_error("[relay]\nipv4 = \"::1\"\n");
+        assert!(
+            msg.contains(r#"relay.ipv4: "::1": not an IPv4 address"#),
+            "{msg}"
+        );
+        let msg = file_error("[relay]\nipv4 = \"0.0.0.0\"\n");
+        assert!(msg.contains("relay.ipv4"), "{msg}");
+        let msg = file_error("metrics = \"nope\"\n");
+        assert!(msg.contains(r#"metrics: "nope""#), "{msg}");
+        let msg = file_error("[tls_cert]\ncert = \"c.pem\"\n");
+        assert!(
+            msg.contains("tls_cert: cert is set but key is missing"),
+            "{msg}"
+        );
+        let msg =
+            file_error("[[auth.app_keys]]\napp_id = \"a:b\"\nkey_id = \"k\"\nsecret = \"s\"\n");
+        assert!(msg.contains("auth.app_keys[0].app_id"), "{msg}");
+        let msg = file_error("[lifetimes]\npermission_secs = 0\n");
+        assert!(msg.contains("lifetimes.permission_secs"), "{msg}");
+        let msg = file_error("[lifetimes]\nallocation_default_secs = 7200\n");
+        assert!(msg.contains("allocation_default_secs"), "{msg}");
+    }
+
+    #[test]
+    fn file_values_are_mapped() {
+        let c = from_file(
+            r#"
+            udp = ["127.0.0.1:0", "[::1]:0"]
+            tcp = []
+            tls = ["127.0.0.1:5349"]
+            tls_fallback_port = 0
+            metrics = "off"
+            shards = 2
+            drain_timeout_secs = 5
+            stream_idle_timeout_secs = 3
+            [tls_cert]
+            cert = "certs/cert.pem"
+            key = "/abs/key.pem"
+            [auth]
+            realm = "example.org"
+            [[auth.app_keys]]
+            app_id = "app1"
+            key_id = "k1"
+            secret = "sekrit"
+            not_after = 1700000000
+            [relay]
+            ipv6 = "::1"
+            ports = "50000-50009"
+            user_quota = 3
+            software = ""
+            [peers]
+            allow = ["127.0.0.0/8:3480", "[2001:db8::]/32:5000-6000"]
+            [lifetimes]
+            permission_secs = 60
+            "#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.udp.len(), 2);
+        assert!(c.tcp.is_empty());
+        assert_eq!(c.tls, vec!["127.0.0.1:5349".parse().unwrap()]);
+        assert_eq!(c.tls_fallback_port, None);
+        assert_eq!(c.metrics, None);
+        assert_eq!(c.shards, 2);
+        assert_eq!(c.drain_timeout, Duration::from_secs(5));
+        assert_eq!(c.stream_idle_timeout, Duration::from_secs(3));
+        match &c.tls_identity {
+            TlsIdentity::Pem { cert, key } => {
+                assert!(cert.ends_with("certs/cert.pem") && cert.is_absolute());
+                assert_eq!(key, Path::new("/abs/key.pem"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.server.realm, "example.org");
+        assert_eq!(c.server.auth.static_secret, None);
+        assert_eq!(c.server.auth.app_keys.len(), 1);
+        assert_eq!(c.server.auth.app_keys[0].secret, b"sekrit");
+        assert_eq!(c.server.auth.app_keys[0].not_after, Some(1700000000));
+        assert_eq!(c.server.relay_ipv4, None, "naming only ipv6 disables ipv4");
+        assert_eq!(c.server.relay_ipv6, Some(Ipv6Addr::LOCALHOST));
+        assert_eq!(c.server.relay_ports, 50000..=50009);
+        assert_eq!(c.server.max_allocations_per_user, 3);
+        assert_eq!(c.server.software, None);
+        assert!(c
+            .server
+            .peer_policy
+            .permits("127.0.0.1".parse().unwrap(), 3480));
+        assert!(!c
+            .server
+            .peer_policy
+            .permits("127.0.0.1".parse().unwrap(), 3481));
+        assert!(c
+            .server
+            .peer_policy
+            .permits("2001:db8::7".parse().unwrap(), 5500));
+        assert_eq!(c.server.lifetimes.permission, Duration::from_secs(60));
+        assert_eq!(
+            c.server.lifetimes.allocation_default,
+            Duration::from_secs(600)
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = r#"
+            udp = ["127.0.0.1:3478"]
+            metrics = "127.0.0.1:9000"
+            shards = 4
+            [auth]
+            static_secret = "from-file"
+            realm = "file.example"
+            [relay]
+            ipv4 = "127.0.0.1"
+            ports = "40000-40100"
+            max_allocations = 10
+            [peers]
+            allow = ["10.0.0.0/8"]
+        "#;
+        let c = from_file(
+            file,
+            &[
+                "--udp",
+                "127.0.0.1:0",
+                "--udp",
+                "[::1]:0",
+                "--static-secret",
+                "from-flag",
+                "--realm",
+                "flag.example",
+                "--allow-peer",
+                "127.0.0.1:3480",
+                "--no-metrics",
+                "--relay-ip",
+                "::1",
+                "--relay-ports",
+                "50000-50010",
+                "--shards",
+                "1",
+                "--drain-timeout",
+                "7",
+                "--max-allocations",
+                "99",
+                "--user-quota",
+                "2",
+                "--cert",
+                "c.pem",
+                "--key",
+                "k.pem",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.udp,
+            vec![
+                "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+                "[::1]:0".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.metrics, None);
+        assert_eq!(c.shards, 1);
+        assert_eq!(c.drain_timeout, Duration::from_secs(7));
+        assert_eq!(
+            c.server.auth.static_secret.as_deref(),
+            Some(&b"from-flag"[..])
+        );
+        assert_eq!(c.server.realm, "flag.example");
+        assert!(c
+            .server
+            .peer_policy
+            .permits("127.0.0.1".parse().unwrap(), 3480));
+        assert!(!c
+            .server
+            .peer_policy
+            .permits("10.0.0.1".parse().unwrap(), 3480));
+        assert_eq!(c.server.relay_ipv4, None);
+        assert_eq!(c.server.relay_ipv6, Some(Ipv6Addr::LOCALHOST));
+        assert_eq!(c.server.relay_ports, 50000..=50010);
+        assert_eq!(c.server.max_allocations, 99);
+        assert_eq!(c.server.max_allocations_per_user, 2);
+        assert!(matches!(c.tls_identity, TlsIdentity::Pem { .. }));
+
+        // Unset flags leave the file's values alone.
+        let c = from_file(file, &[]).unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(c.shards, 4);
+        assert_eq!(
+            c.server.auth.static_secret.as_deref(),
+            Some(&b"from-file"[..])
+        );
+        assert_eq!(c.server.relay_ports, 40000..=40100);
+    }
+
+    #[test]
+    fn flag_errors_are_clear() {
+        let e =
+            relay_config(None, &flags(&["--static-secret", "s", "--cert", "c.pem"])).unwrap_err();
+        assert!(e.to_string().contains("--cert needs --key"), "{e}");
+        let e = relay_config(
+            None,
+            &flags(&[
+                "--static-secret",
+                "s",
+                "--relay-ip",
+                "127.0.0.1",
+                "--relay-ip",
+                "127.0.0.2",
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--relay-ip"), "{e}");
+        let e = relay_config(None, &flags(&["--static-secret", ""])).unwrap_err();
+        assert!(e.to_string().contains("--static-secret"), "{e}");
+        let e = relay_config(
+            None,
+            &flags(&["--static-secret", "s", "--tcp", "127.0.0.1:9478"]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("127.0.0.1:9478"), "{e}");
+        // Parse errors are clap's, naming the flag.
+        for bad in [
+            &["--allow-peer", "10.0.0.0/33"][..],
+            &["--relay-ports", "9-1"],
+            &["--udp", "localhost:1"],
+            &["--metrics", "127.0.0.1:1", "--no-metrics"],
+        ] {
+            let e = match Flags::try_parse_from(std::iter::once("relay").chain(bad.iter().copied()))
+            {
+                Ok(_) => panic!("{bad:?} should not parse"),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.contains(bad[0]), "{e}");
+        }
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("49152-65535"), Ok(49152..=65535));
+        assert_eq!(parse_port_range("5000"), Ok(5000..=5000));
+        assert!(parse_port_range("0-10").is_err());
+        assert!(parse_port_range("10-9").is_err());
+        assert!(parse_port_range("1-70000").is_err());
+        assert!(parse_port_range("a-b").is_err());
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("relay.example.toml");
+        // The example keeps its secret commented out, so it needs one from a flag.
+        let c = relay_config(Some(&path), &flags(&["--static-secret", "s"]))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        // The example documents the defaults; spot-check that it says what the code does.
+        let d = RelayConfig::default();
+        assert_eq!(c.udp, d.udp);
+        assert_eq!(c.server.relay_ports, d.server.relay_ports);
+        assert_eq!(c.server.lifetimes.channel, d.server.lifetimes.channel);
+        assert_eq!(c.drain_timeout, d.drain_timeout);
+        assert!(c.server.auth.static_secret.is_some());
+
+        // Every key is documented (set or commented out).
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in [
+            "udp",
+            "tcp",
+            "tls",
+            "tls_fallback_port",
+            "metrics",
+            "shards",
+            "drain_timeout_secs",
+            "stream_idle_timeout_secs",
+            "max_stream_connections",
+            "socket_buffer",
+            "[tls_cert]",
+            "cert",
+            "key",
+            "self_signed_names",
+            "[auth]",
+            "realm",
+            "static_secret",
+            "[[auth.app_keys]]",
+            "app_id",
+            "key_id",
+            "secret",
+            "not_after",
+            "[relay]",
+            "ipv4",
+            "ipv6",
+            "ports",
+            "max_allocations",
+            "user_quota",
+            "software",
+            "[peers]",
+            "allow",
+            "[lifetimes]",
+            "allocation_default_secs",
+            "allocation_max_secs",
+            "permission_secs",
+            "channel_secs",
+            "nonce_secs",
+            "channel_cooldown_secs",
+        ] {
+            let documented = text.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l == key || l.starts_with(&format!("{key} = "))
+            });
+            assert!(documented, "relay.example.toml does not document {key}");
+        }
+    }
+
+    #[test]
+    fn warns_about_likely_mistakes() {
+        let c = relay_config(
+            None,
+            &flags(&["--static-secret", "s", "--udp", "0.0.0.0:3478"]),
+        )
+        .unwrap();
+        let w = warnings(&c);
+        assert_eq!(w.len(), 2, "{w:?}");
+        let c = relay_config(
+            None,
+            &flags(&["--static-secret", "s", "--allow-peer", "127.0.0.1"]),
+        )
+        .unwrap();
+        assert!(warnings(&c).is_empty());
+    }
+}

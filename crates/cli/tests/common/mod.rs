@@ -1,0 +1,899 @@
+//! Helpers for tests that drive real processes: our relay binary, coturn's `turnserver`,
+//! `turnutils_peer` and `turnutils_uclient`.
+//!
+//! Every child is owned by a guard that kills it on drop, so a failing assertion never leaves a
+//! process behind, and every run is bounded by a deadline, so a hang can never stall CI.
+//! Ports come from below the kernel's ephemeral range (which the clients' own sockets use) and
+//! are checked free before use; starting a server is retried on other ports if it fails.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const LOCALHOST: &str = "127.0.0.1";
+
+// ------------------------------------------------------------------------------------------
+// Environment
+
+/// Whether we run under CI (`CI` set to anything but empty, `0` or `false`).
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| !matches!(v.trim(), "" | "0" | "false" | "FALSE" | "False"))
+        .unwrap_or(false)
+}
+
+/// Full path of `program` on `PATH`, if there is an executable file by that name.
+pub fn which(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// `true` if coturn's tools are installed. If not: under CI this panics (a missing coturn must
+/// fail the run, `.ci/run` installs it); elsewhere it prints a loud notice and the caller skips.
+pub fn require_coturn(test: &str) -> bool {
+    let missing: Vec<&str> = ["turnutils_uclient", "turnutils_peer", "turnserver"]
+        .into_iter()
+        .filter(|p| which(p).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if in_ci() {
+        panic!("{test}: coturn tools {missing:?} are not installed, and CI is set: failing");
+    }
+    eprintln!();
+    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    eprintln!("!! SKIPPED {test}: {missing:?} not installed (apt-get install coturn).");
+    eprintln!("!! This interop test did NOT run. Under CI=true it would fail instead.");
+    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    eprintln!();
+    false
+}
+
+/// Interop tests run one at a time: each pushes thousands of packets through loopback, and two
+/// at once on a 2-core machine make loss and timeouts that are not the relay's fault.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ------------------------------------------------------------------------------------------
+// Ports
+
+/// Ports handed out by this process, never reused within it.
+fn taken() -> &'static Mutex<HashSet<u16>> {
+    static TAKEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    TAKEN.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// Where we look for ports: below the ephemeral range, which uclient's own sockets draw from.
+fn port_window() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > 12_000 {
+        (10_000, ephemeral_low - 1)
+    } else {
+        // Unusual kernel settings: fall back to the top of the port space.
+        (61_000, 65_000)
+    }
+}
+
+fn port_is_free(port: u16, tcp_too: bool) -> bool {
+    let udp = UdpSocket::bind((LOCALHOST, port)).is_ok();
+    udp && (!tcp_too || TcpListener::bind((LOCALHOST, port)).is_ok())
+}
+
+/// Reserves `n` consecutive ports, all free on 127.0.0.1 for UDP (and TCP if `tcp_too`) at the
+/// time of the check. The start is spread by process id so parallel test processes rarely meet.
+pub fn reserve_ports(n: u16, tcp_too: bool) -> Vec<u16> {
+    static CURSOR: AtomicU16 = AtomicU16::new(0);
+    let (low, high) = port_window();
+    let span = high - low;
+    assert!(n > 0 && n < span / 4);
+    let seed = (std::process::id() as u64)
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() as u64)
+                .unwrap_or(0),
+        );
+    let _ = CURSOR.compare_exchange(
+        0,
+        (seed % span as u64) as u16 + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..2_000 {
+        let offset = CURSOR.fetch_add(n, Ordering::SeqCst) % (span - n);
+        let start = low + offset;
+        let ports: Vec<u16> = (start..start + n).collect();
+        let mut taken = taken().lock().unwrap_or_else(|p| p.into_inner());
+        if ports.iter().any(|p| taken.contains(p)) {
+            continue;
+        }
+        if ports.iter().all(|&p| port_is_free(p, tcp_too)) {
+            taken.extend(ports.iter().copied());
+            return ports;
+        }
+    }
+    panic!("could not find {n} free consecutive ports in {low}..{high}");
+}
+
+pub fn reserve_port() -> u16 {
+    reserve_ports(1, true)[0]
+}
+
+// ------------------------------------------------------------------------------------------
+// Processes
+
+/// Output collected from a child's stdout and stderr by background threads.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<String>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn push_line(&self, stream: &str, line: &str) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Keep memory bounded if something logs without end.
+        if s.len() < 4 << 20 {
+            s.push_str(stream);
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+
+    /// Reads `r` line by line into this buffer until EOF, optionally forwarding each line.
+    fn drain(
+        &self,
+        r: impl Read + Send + 'static,
+        prefix: &'static str,
+        tx: Option<mpsc::Sender<String>>,
+    ) -> thread::JoinHandle<()> {
+        let this = self.clone();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(r);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf);
+                        let line = line.trim_end_matches(['\r', '\n']);
+                        this.push_line(prefix, line);
+                        if let Some(tx) = &tx {
+                            let _ = tx.send(line.to_owned());
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// The last `n` lines, for failure messages.
+    pub fn tail(&self, n: usize) -> String {
+        let text = self.text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// A child process that is killed (and reaped) when the guard drops. If the thread is
+/// panicking, the child's captured output is printed to help explain the failure.
+pub struct ChildGuard {
+    name: String,
+    child: Option<Child>,
+    pid: u32,
+    readers: Vec<thread::JoinHandle<()>>,
+    pub output: Captured,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with stdout and stderr captured. Lines of stdout are also sent on the
+    /// returned receiver (for readiness lines).
+    pub fn spawn(name: &str, mut cmd: Command) -> std::io::Result<(Self, mpsc::Receiver<String>)> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let output = Captured::default();
+        let (tx, rx) = mpsc::channel();
+        let stdout: ChildStdout = child.stdout.take().expect("piped");
+        let readers = vec![
+            output.drain(stdout, "", Some(tx)),
+            output.drain(child.stderr.take().expect("piped"), "[stderr] ", None),
+        ];
+        Ok((
+            Self {
+                name: name.to_owned(),
+                pid: child.id(),
+                child: Some(child),
+                readers,
+                output,
+            },
+            rx,
+        ))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits (bounded) for the output readers to reach EOF after the child is gone.
+    fn join_readers(&mut self, limit: Duration) {
+        let start = Instant::now();
+        for handle in std::mem::take(&mut self.readers) {
+            while !handle.is_finished() && start.elapsed() < limit {
+                thread::sleep(Duration::from_millis(5));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
+        }
+    }
+
+    /// `Some(status)` if the child has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let was_running = self.try_wait().is_none();
+        self.kill();
+        if thread::panicking() {
+            eprintln!(
+                "---- {} (pid {}, {}) output, last 60 lines ----\n{}\n---- end of {} ----",
+                self.name,
+                self.pid(),
+                if was_running {
+                    "killed by the test"
+                } else {
+                    "had exited"
+                },
+                self.output.tail(60),
+                self.name
+            );
+        }
+    }
+}
+
+/// The result of a bounded run.
+#[derive(Debug, Clone)]
+pub struct BoundedRun {
+    /// `None` if the process was killed at the deadline.
+    pub status: Option<ExitStatus>,
+    pub elapsed: Duration,
+    /// stdout and stderr interleaved by line; stderr lines start with `[stderr] `.
+    pub output: String,
+}
+
+impl BoundedRun {
+    pub fn timed_out(&self) -> bool {
+        self.status.is_none()
+    }
+
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+}
+
+/// Runs `cmd` to completion or kills it at `deadline`, capturing its output.
+pub fn run_bounded(name: &str, cmd: Command, deadline: Duration) -> BoundedRun {
+    let start = Instant::now();
+    let (mut guard, _lines) =
+        ChildGuard::spawn(name, cmd).unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let status = loop {
+        if let Some(status) = guard.try_wait() {
+            break Some(status);
+        }
+        if start.elapsed() >= deadline {
+            guard.kill();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    // The pipes close when the child is gone; collect everything it wrote.
+    guard.join_readers(Duration::from_secs(2));
+    let output = guard.output.text();
+    BoundedRun {
+        status,
+        elapsed: start.elapsed(),
+        output,
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The relay under test
+
+/// Options for `cloudproxy relay`.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    pub secret: String,
+    pub realm: String,
+    /// `--allow-peer` values; empty means the relay's default (deny every peer).
+    pub allow_peers: Vec<String>,
+    /// How many relay ports to give it (`--relay-ports`).
+    pub relay_port_count: u16,
+    pub extra_args: Vec<String>,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            secret: "interop-secret".into(),
+            realm: "example.org".into(),
+            allow_peers: vec!["127.0.0.0/8".into()],
+            relay_port_count: 100,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A running relay (ours or coturn's) and where it listens.
+pub struct Relay {
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub tls: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub relay_ports: (u16, u16),
+    pub secret: String,
+    pub process: ChildGuard,
+}
+
+impl Relay {
+    pub fn logs(&self) -> String {
+        self.process.output.text()
+    }
+
+    /// Panics with the relay's output if it has died.
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.process.try_wait() {
+            panic!(
+                "relay exited with {status} during the test; its output:\n{}",
+                self.process.output.tail(80)
+            );
+        }
+    }
+}
+
+/// The binary under test, as cargo built it for this test target.
+pub fn cloudproxy_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_cloudproxy"))
+}
+
+/// How long a server gets to print its listener lines.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Starts `cloudproxy relay` on fresh ports and waits (bounded) until it has printed a line for
+/// each listener: `udp ADDR`, `tcp ADDR`, `tls ADDR`, `metrics ADDR`. Retries on other ports if
+/// it exits early (e.g. a port was taken between our check and its bind).
+pub fn start_cloudproxy(opts: &RelayOptions) -> Relay {
+    let mut last_error = String::new();
+    for attempt in 1..=3 {
+        let listen = reserve_ports(4, true);
+        let relay = reserve_ports(opts.relay_port_count, false);
+        let (low, high) = (relay[0], *relay.last().expect("n > 0"));
+        let addr = |p: u16| format!("{LOCALHOST}:{p}");
+        let mut cmd = Command::new(cloudproxy_bin());
+        cmd.arg("relay")
+            .args(["--udp", &addr(listen[0])])
+            .args(["--tcp", &addr(listen[1])])
+            .args(["--tls", &addr(listen[2])])
+            .args(["--metrics", &addr(listen[3])])
+            .args(["--static-secret", &opts.secret])
+            .args(["--realm", &opts.realm])
+            .args(["--relay-ip", LOCALHOST])
+            .args(["--relay-ports", &format!("{low}-{high}")]);
+        for peer in &opts.allow_peers {
+            cmd.args(["--allow-peer", peer]);
+        }
+        cmd.args(&opts.extra_args);
+        // Keep logs useful for a failure report without flooding.
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let description = format!("{cmd:?}");
+        let (mut guard, lines) = match ChildGuard::spawn("cloudproxy relay", cmd) {
+            Ok(g) => g,
+            Err(e) => panic!("cannot start {}: {e}", cloudproxy_bin().display()),
+        };
+        match wait_for_listeners(&mut guard, &lines, &["udp", "tcp", "tls", "metrics"]) {
+            Ok(found) => {
+                let get = |k: &str| found.iter().find(|(n, _)| n == k).map(|(_, a)| *a);
+                return Relay {
+                    udp: get("udp").expect("waited for it"),
+                    tcp: get("tcp").expect("waited for it"),
+                    tls: get("tls"),
+                    metrics: get("metrics"),
+                    relay_ports: (low, high),
+                    secret: opts.secret.clone(),
+                    process: guard,
+                };
+            }
+            Err(why) => {
+                last_error = format!(
+                    "attempt {attempt}: {why}\ncommand: {description}\noutput:\n{}",
+                    guard.output.tail(40)
+                );
+                guard.kill();
+                // Only an early exit (port clash?) is worth another try; a hang is not.
+                if !why.starts_with("exited") {
+                    break;
+                }
+            }
+        }
+    }
+    panic!("cloudproxy relay did not come up:\n{last_error}");
+}
+
+/// Waits for `NAME ADDR` lines on stdout for every name in `names`.
+fn wait_for_listeners(
+    guard: &mut ChildGuard,
+    lines: &mpsc::Receiver<String>,
+    names: &[&str],
+) -> Result<Vec<(String, SocketAddr)>, String> {
+    let start = Instant::now();
+    let mut found: Vec<(String, SocketAddr)> = Vec::new();
+    while found.len() < names.len() {
+        if let Some(status) = guard.try_wait() {
+            return Err(format!(
+                "exited with {status} before printing its listeners"
+            ));
+        }
+        let left = STARTUP_DEADLINE.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(format!(
+                "no listener lines for {:?} within {STARTUP_DEADLINE:?} (saw {found:?})",
+                names
+                    .iter()
+                    .filter(|n| !found.iter().any(|(f, _)| f == *n))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        match lines.recv_timeout(left.min(Duration::from_millis(100))) {
+            Ok(line) => {
+                if let Some((name, addr)) = parse_listener_line(&line) {
+                    if names.contains(&name.as_str()) && !found.iter().any(|(n, _)| *n == name) {
+                        found.push((name, addr));
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Parses `udp 127.0.0.1:3478` (also tolerating extra words after the address).
+pub fn parse_listener_line(line: &str) -> Option<(String, SocketAddr)> {
+    let mut words = line.split_whitespace();
+    let name = words.next()?;
+    let addr = words.next()?.parse().ok()?;
+    Some((name.to_ascii_lowercase(), addr))
+}
+
+/// Starts coturn's own `turnserver` (UDP and TCP, no TLS), as a reference relay that validates
+/// this harness: if uclient fails against coturn too, the fault is not our relay's.
+pub fn start_coturn(opts: &RelayOptions, workdir: &Path) -> Relay {
+    let listen = reserve_ports(2, true);
+    let relay = reserve_ports(opts.relay_port_count, false);
+    let (low, high) = (relay[0], *relay.last().expect("n > 0"));
+    let mut cmd = Command::new("turnserver");
+    cmd.arg("-n")
+        .arg(format!("--listening-ip={LOCALHOST}"))
+        .arg(format!("--relay-ip={LOCALHOST}"))
+        .arg(format!("--listening-port={}", listen[0]))
+        .arg(format!("--alt-listening-port={}", listen[1]))
+        .arg("--use-auth-secret")
+        .arg(format!("--static-auth-secret={}", opts.secret))
+        .arg(format!("--realm={}", opts.realm))
+        .arg(format!("--min-port={low}"))
+        .arg(format!("--max-port={high}"))
+        .arg("--no-cli")
+        .arg("--no-tls")
+        .arg("--no-dtls")
+        .arg(format!(
+            "--pidfile={}",
+            workdir.join("turnserver.pid").display()
+        ))
+        .arg("--log-file=stdout")
+        .arg("--simple-log");
+    if opts.allow_peers.iter().any(|p| p.starts_with("127.")) {
+        cmd.arg("--allow-loopback-peers");
+    }
+    let (mut guard, _lines) = ChildGuard::spawn("turnserver", cmd).expect("start turnserver");
+    // It prints no single "ready" line; wait until its TCP listener accepts.
+    let start = Instant::now();
+    let addr: SocketAddr = format!("{LOCALHOST}:{}", listen[0]).parse().expect("addr");
+    loop {
+        if let Some(status) = guard.try_wait() {
+            panic!(
+                "turnserver exited with {status}:\n{}",
+                guard.output.tail(40)
+            );
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            break;
+        }
+        assert!(
+            start.elapsed() < STARTUP_DEADLINE,
+            "turnserver did not listen on {addr}:\n{}",
+            guard.output.tail(40)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // The UDP listener comes up with the TCP one; give its threads a moment anyway.
+    thread::sleep(Duration::from_millis(200));
+    Relay {
+        udp: addr,
+        tcp: addr,
+        tls: None,
+        metrics: None,
+        relay_ports: (low, high),
+        secret: opts.secret.clone(),
+        process: guard,
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// coturn's test peer and client
+
+/// `turnutils_peer`: a UDP echo server, the peer uclient talks to through the relay.
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub process: ChildGuard,
+}
+
+/// Starts `turnutils_peer -L 127.0.0.1 -p PORT` and waits until it echoes a datagram.
+pub fn start_peer() -> Peer {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let port = reserve_ports(1, false)[0];
+        let mut cmd = Command::new("turnutils_peer");
+        cmd.args(["-L", LOCALHOST, "-p", &port.to_string()]);
+        let (mut guard, _lines) =
+            ChildGuard::spawn("turnutils_peer", cmd).expect("start turnutils_peer");
+        let addr: SocketAddr = format!("{LOCALHOST}:{port}").parse().expect("addr");
+        match wait_for_echo(&mut guard, addr) {
+            Ok(()) => {
+                return Peer {
+                    addr,
+                    process: guard,
+                }
+            }
+            Err(e) => last = format!("{e}\n{}", guard.output.tail(20)),
+        }
+    }
+    panic!("turnutils_peer did not come up: {last}");
+}
+
+fn wait_for_echo(guard: &mut ChildGuard, addr: SocketAddr) -> Result<(), String> {
+    let sock = UdpSocket::bind((LOCALHOST, 0)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    while start.elapsed() < STARTUP_DEADLINE {
+        if let Some(status) = guard.try_wait() {
+            return Err(format!("turnutils_peer exited with {status}"));
+        }
+        let _ = sock.send_to(b"cloudproxy-harness-ping", addr);
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if from == addr && &buf[..n] == b"cloudproxy-harness-ping" {
+                return Ok(());
+            }
+        }
+    }
+    Err(format!("no echo from {addr} within {STARTUP_DEADLINE:?}"))
+}
+
+/// How a uclient run reached the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// One `turnutils_uclient` run.
+#[derive(Debug, Clone)]
+pub struct Uclient {
+    pub transport: ClientTransport,
+    pub secret: String,
+    pub user: String,
+    pub clients: u32,
+    pub messages: u32,
+    pub length: u32,
+    /// `-s`: Send/Data indications instead of ChannelData.
+    pub send_indications: bool,
+    /// `-c`: no RTCP allocations (by default every client also allocates an RTCP relay, with
+    /// EVEN-PORT and RESERVATION-TOKEN).
+    pub no_rtcp: bool,
+    pub verbose: bool,
+    pub deadline: Duration,
+}
+
+impl Uclient {
+    /// The run described in the project README: 10 clients × 200 messages of 170 bytes.
+    pub fn new(transport: ClientTransport, secret: &str) -> Self {
+        Self {
+            transport,
+            secret: secret.to_owned(),
+            user: "user".into(),
+            clients: 10,
+            messages: 200,
+            length: 170,
+            send_indications: false,
+            no_rtcp: false,
+            verbose: false,
+            deadline: Duration::from_secs(60),
+        }
+    }
+
+    pub fn args(&self, relay: &Relay, peer: SocketAddr) -> Vec<String> {
+        let server = match self.transport {
+            ClientTransport::Udp => relay.udp,
+            ClientTransport::Tcp => relay.tcp,
+            ClientTransport::Tls => relay.tls.expect("this relay has a TLS listener"),
+        };
+        let mut args: Vec<String> = Vec::new();
+        match self.transport {
+            ClientTransport::Udp => {}
+            ClientTransport::Tcp => args.push("-t".into()),
+            ClientTransport::Tls => args.extend(["-t".into(), "-S".into()]),
+        }
+        if self.send_indications {
+            args.push("-s".into());
+        }
+        if self.no_rtcp {
+            args.push("-c".into());
+        }
+        if self.verbose {
+            args.push("-v".into());
+        }
+        args.extend([
+            "-e".into(),
+            peer.ip().to_string(),
+            "-r".into(),
+            peer.port().to_string(),
+            "-W".into(),
+            self.secret.clone(),
+            "-u".into(),
+            self.user.clone(),
+            "-m".into(),
+            self.clients.to_string(),
+            "-n".into(),
+            self.messages.to_string(),
+            "-l".into(),
+            self.length.to_string(),
+            "-p".into(),
+            server.port().to_string(),
+            server.ip().to_string(),
+        ]);
+        args
+    }
+
+    pub fn run(&self, relay: &Relay, peer: SocketAddr) -> UclientReport {
+        let args = self.args(relay, peer);
+        let mut cmd = Command::new("turnutils_uclient");
+        cmd.args(&args);
+        let run = run_bounded("turnutils_uclient", cmd, self.deadline);
+        let mut report = UclientReport::parse(&run.output);
+        report.command = format!("turnutils_uclient {}", args.join(" "));
+        report.run = Some(run);
+        report
+    }
+}
+
+/// What `turnutils_uclient` (coturn 4.6.1) said at the end of a run. Its closing lines are
+///
+/// ```text
+/// 9: : start_mclient: tot_send_msgs=2000, tot_recv_msgs=2000
+/// 9: : start_mclient: tot_send_bytes ~ 340000, tot_recv_bytes ~ 340000
+/// 9: : Total transmit time is 9
+/// 9: : Total lost packets 0 (0.000000%), total send dropped 0 (0.000000%)
+/// ```
+///
+/// and errors look like `0: : ERROR: Cannot complete Allocation` or
+/// `0: : channel bind: error 403 (Forbidden IP)` (followed by exit status 255).
+#[derive(Debug, Clone, Default)]
+pub struct UclientReport {
+    pub sent: Option<u64>,
+    pub received: Option<u64>,
+    pub sent_bytes: Option<u64>,
+    pub received_bytes: Option<u64>,
+    pub lost: Option<u64>,
+    pub send_dropped: Option<u64>,
+    /// Lines that mention an error.
+    pub errors: Vec<String>,
+    pub command: String,
+    pub run: Option<BoundedRun>,
+}
+
+impl UclientReport {
+    pub fn parse(output: &str) -> Self {
+        let mut r = Self::default();
+        for line in output.lines() {
+            // Drop the "<seconds>: : " prefix coturn's logger puts on every line.
+            let text = line
+                .split_once(": : ")
+                .map(|(_, rest)| rest)
+                .unwrap_or(line)
+                .trim();
+            if let Some(rest) = text.strip_prefix("start_mclient: tot_send_msgs=") {
+                // Final totals (the periodic lines start with "msz=" and are skipped).
+                r.sent = number_after(rest, "");
+                r.received = number_after(rest, "tot_recv_msgs=");
+            } else if let Some(rest) = text.strip_prefix("start_mclient: tot_send_bytes ~ ") {
+                r.sent_bytes = number_after(rest, "");
+                r.received_bytes = number_after(rest, "tot_recv_bytes ~ ");
+            } else if let Some(rest) = text.strip_prefix("Total lost packets ") {
+                r.lost = number_after(rest, "");
+                r.send_dropped = number_after(rest, "total send dropped ");
+            } else {
+                let lower = text.to_ascii_lowercase();
+                if lower.contains("error") || lower.contains("cannot") {
+                    r.errors.push(text.to_owned());
+                }
+            }
+        }
+        r
+    }
+
+    /// uclient printed its closing statistics.
+    pub fn completed(&self) -> bool {
+        self.sent.is_some() && self.received.is_some() && self.lost.is_some()
+    }
+
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.run.as_ref().and_then(|r| r.status)
+    }
+
+    pub fn timed_out(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| r.timed_out())
+    }
+
+    /// A one-paragraph account for assertion messages: command, outcome, figures, errors and
+    /// the tail of the output.
+    pub fn describe(&self) -> String {
+        let run = self.run.as_ref();
+        let outcome = match run {
+            None => "not run".to_owned(),
+            Some(r) if r.timed_out() => format!("killed at the deadline after {:?}", r.elapsed),
+            Some(r) => format!(
+                "exited with {} after {:?}",
+                r.status.expect("exited"),
+                r.elapsed
+            ),
+        };
+        let tail: String = run
+            .map(|r| {
+                let lines: Vec<&str> = r
+                    .output
+                    .lines()
+                    .filter(|l| !l.contains("start_mclient: msz="))
+                    .collect();
+                lines[lines.len().saturating_sub(25)..].join("\n")
+            })
+            .unwrap_or_default();
+        format!(
+            "{}\n  {outcome}; sent={:?} received={:?} lost={:?} send_dropped={:?}\n  errors: {:?}\n  output tail:\n{tail}",
+            self.command, self.sent, self.received, self.lost, self.send_dropped, self.errors
+        )
+    }
+}
+
+/// The first unsigned number after `key` in `s` (`key` may be empty).
+fn number_after(s: &str, key: &str) -> Option<u64> {
+    let start = s.find(key)? + key.len();
+    let digits: String = s[start..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU16 = AtomicU16::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cloudproxy-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_clean_uclient_run() {
+        let out = "\
+0: : Total connect time is 1
+2: : start_mclient: msz=10, tot_send_msgs=45, tot_recv_msgs=45, tot_send_bytes ~ 7650, tot_recv_bytes ~ 7650
+9: : start_mclient: tot_send_msgs=2000, tot_recv_msgs=1998
+9: : start_mclient: tot_send_bytes ~ 340000, tot_recv_bytes ~ 339660
+9: : Total transmit time is 9
+9: : Total lost packets 2 (0.100000%), total send dropped 0 (0.000000%)
+9: : Average round trip delay 0.009000 ms; min = 0 ms, max = 3 ms
+";
+        let r = UclientReport::parse(out);
+        assert!(r.completed());
+        assert_eq!(r.sent, Some(2000));
+        assert_eq!(r.received, Some(1998));
+        assert_eq!(r.sent_bytes, Some(340_000));
+        assert_eq!(r.received_bytes, Some(339_660));
+        assert_eq!(r.lost, Some(2));
+        assert_eq!(r.send_dropped, Some(0));
+        assert!(r.errors.is_empty());
+    }
+
+    #[test]
+    fn parses_uclient_errors() {
+        let r = UclientReport::parse(
+            "0: : channel bind: error 403 (Forbidden IP)\n0: : ERROR: Cannot complete Allocation\n",
+        );
+        assert!(!r.completed());
+        assert_eq!(r.errors.len(), 2);
+        assert!(r.errors[0].contains("403"));
+    }
+
+    #[test]
+    fn parses_listener_lines() {
+        assert_eq!(
+            parse_listener_line("udp 127.0.0.1:3478"),
+            Some(("udp".into(), "127.0.0.1:3478".parse().unwrap()))
+        );
+        assert_eq!(parse_listener_line("starting"), None);
+    }
+}
