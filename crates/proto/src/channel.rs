@@ -1,17 +1,23 @@
 //! ChannelData framing (RFC 8656 §12.4): a 4-byte header (channel number, length) and the
 //! application data, padded to a multiple of 4 on stream transports (§12.5).
 
-/// Lowest and highest channel numbers a client may bind (RFC 8656 §12).
+/// Lowest and highest channel numbers a client may bind.
+///
+/// RFC 8656 §12 narrowed the range to 0x4000..=0x4FFF, but RFC 5766 allowed 0x4000..=0x7FFE
+/// and clients written to it still pick numbers up there (coturn's own `turnutils_uclient`
+/// does). A relay port only ever carries STUN and ChannelData, so accepting the older range
+/// costs nothing and keeps those clients working, as coturn does.
 pub const MIN_CHANNEL: u16 = 0x4000;
-pub const MAX_CHANNEL: u16 = 0x4FFF;
+pub const MAX_CHANNEL: u16 = 0x7FFE;
 
-/// Whether the first byte of a packet says ChannelData (RFC 7983: 64..=79).
+/// Whether the first byte of a packet says ChannelData: 0x40..=0x7F (RFC 7983 gives 64..=79 to
+/// TURN channels; see [`MAX_CHANNEL`] for the rest).
 pub fn is_channel_data(first: u8) -> bool {
-    (64..=79).contains(&first)
+    (0x40..=0x7F).contains(&first)
 }
 
 /// Parses a ChannelData header: channel number and data length. `None` if shorter than 4 bytes
-/// or the number is outside 0x4000..=0x4FFF.
+/// or the number is outside [`MIN_CHANNEL`]..=[`MAX_CHANNEL`].
 pub fn parse_header(buf: &[u8]) -> Option<(u16, usize)> {
     let h = buf.get(..4)?;
     let number = u16::from_be_bytes([h[0], h[1]]);

@@ -26,7 +26,8 @@ pub struct ServerConfig {
     /// Allocations this server holds at most (486 beyond). Default 100 000.
     pub max_allocations: usize,
     /// Allocations one credential (the id part of the username) may hold at once (486 beyond).
-    /// Default 10.
+    /// Default 32: a WebRTC client makes one allocation per ICE server URL and component, and
+    /// a user may have several tabs or devices on one credential.
     pub max_allocations_per_user: usize,
     /// Lifetimes of allocations, permissions, channels and nonces.
     pub lifetimes: Lifetimes,
@@ -44,7 +45,7 @@ impl Default for ServerConfig {
             relay_ipv6: None,
             relay_ports: 49152..=65535,
             max_allocations: 100_000,
-            max_allocations_per_user: 10,
+            max_allocations_per_user: 32,
             lifetimes: Lifetimes::default(),
             software: Some(concat!("cloudproxy/", env!("CARGO_PKG_VERSION")).into()),
         }

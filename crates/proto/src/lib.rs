@@ -40,11 +40,12 @@ pub mod server;
 
 mod addr;
 mod config;
-mod ports;
+pub mod ports;
 mod timer;
 
 pub use addr::{ClientAddr, PeerAddr, RelayAddr, Transport};
 pub use config::{AppKey, AuthConfig, Lifetimes, ServerConfig};
 pub use server::{
-    AllocationLedger, Command, Event, Forward, LocalLedger, Server, Transmit, HEADROOM, TAILROOM,
+    AllocationLedger, Command, Event, Forward, LocalLedger, Server, Shared, Transmit, HEADROOM,
+    TAILROOM,
 };

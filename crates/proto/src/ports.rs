@@ -4,8 +4,90 @@
 //! [`PortPool::take_pair`]), which `take` skips. Every operation is O(1) but `take_even` and
 //! `take_pair`, which scan and are only used for EVEN-PORT requests.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ops::RangeInclusive;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// The relay port range shared by every shard of a process, with the reservations made by
+/// EVEN-PORT R=1. Shared because a client's RTP and RTCP sockets may land on different shards
+/// (SO_REUSEPORT hashes each 5-tuple), and the RESERVATION-TOKEN must work on either. Locked
+/// only on Allocate and allocation deletion, never per packet.
+#[derive(Debug)]
+pub struct RelayPorts {
+    range: RangeInclusive<u16>,
+    // std Mutex: held for a few operations on the control path, never across an await.
+    inner: Mutex<(PortPool, HashMap<u64, (u16, Instant)>)>,
+}
+
+/// Why a RESERVATION-TOKEN could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimError {
+    Unknown,
+    Expired,
+}
+
+impl RelayPorts {
+    pub fn new(range: RangeInclusive<u16>, rng: &mut impl rand::RngCore) -> Self {
+        Self {
+            inner: Mutex::new((PortPool::new(range.clone(), rng), HashMap::new())),
+            range,
+        }
+    }
+
+    pub fn range(&self) -> RangeInclusive<u16> {
+        self.range.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (PortPool, HashMap<u64, (u16, Instant)>)> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn take(&self) -> Option<u16> {
+        self.lock().0.take()
+    }
+
+    pub(crate) fn take_even(&self) -> Option<u16> {
+        self.lock().0.take_even()
+    }
+
+    /// Takes an even port and reserves the next one under `token` until `until`.
+    pub(crate) fn take_pair(&self, token: u64, until: Instant) -> Option<u16> {
+        let mut g = self.lock();
+        let port = g.0.take_pair()?;
+        g.1.insert(token, (port + 1, until));
+        Some(port)
+    }
+
+    pub(crate) fn give(&self, port: u16) {
+        self.lock().0.give(port);
+    }
+
+    pub(crate) fn claim(&self, token: u64, now: Instant) -> Result<u16, ClaimError> {
+        let mut g = self.lock();
+        match g.1.remove(&token) {
+            Some((port, until)) if until > now => Ok(port),
+            Some((port, _)) => {
+                g.0.give(port);
+                Err(ClaimError::Expired)
+            }
+            None => Err(ClaimError::Unknown),
+        }
+    }
+
+    /// Frees the ports of reservations that ran out (RFC 8656 §7.2: about 30 s).
+    pub(crate) fn expire(&self, now: Instant) {
+        let mut g = self.lock();
+        let (pool, reservations) = &mut *g;
+        reservations.retain(|_, (port, until)| {
+            let keep = *until > now;
+            if !keep {
+                pool.give(*port);
+            }
+            keep
+        });
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct PortPool {

@@ -32,7 +32,7 @@ use crate::auth::{Authenticator, CredentialError, NonceError, NonceKey};
 use crate::channel;
 use crate::config::{AppKey, ServerConfig};
 use crate::integrity::{self, IntegrityKind, KeyAlgorithm, LongTermKey};
-use crate::ports::PortPool;
+use crate::ports::{ClaimError, RelayPorts};
 use crate::timer::TimerQueue;
 
 /// Bytes a driver must leave free in front of a peer datagram: a Data indication header with
@@ -140,6 +140,26 @@ impl AllocationLedger for LocalLedger {
                 users.remove(user);
             }
             self.total.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the servers of one process share: the allocation counts and the relay port range.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub ledger: Arc<dyn AllocationLedger>,
+    pub ports: Arc<RelayPorts>,
+}
+
+impl Shared {
+    /// Shares built from a config: its limits and its relay port range.
+    pub fn from_config(config: &ServerConfig, rng: &mut impl rand::RngCore) -> Self {
+        Self {
+            ledger: Arc::new(LocalLedger::new(
+                config.max_allocations_per_user,
+                config.max_allocations,
+            )),
+            ports: Arc::new(RelayPorts::new(config.relay_ports.clone(), rng)),
         }
     }
 }
@@ -326,9 +346,8 @@ pub struct Server {
     by_client: HashMap<ClientAddr, usize>,
     /// Relay port minus the range start -> slot. O(1), no hashing.
     by_port: Vec<Option<usize>>,
-    ports: PortPool,
-    /// Ports held for a later Allocate with RESERVATION-TOKEN (RFC 8656 §7.2, EVEN-PORT R=1).
-    reservations: HashMap<u64, (u16, Instant)>,
+    ports: Arc<RelayPorts>,
+    port_base: u16,
     timers: TimerQueue,
     transmits: VecDeque<Transmit>,
     commands: VecDeque<Command>,
@@ -348,19 +367,21 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// `now`/`now_unix` anchor the wall clock; `rng` seeds the nonce key and the port order.
+    /// `now`/`now_unix` anchor the wall clock; `rng` seeds the nonce key. `ledger` and `ports`
+    /// are shared by every shard of the process.
     pub fn new(
         config: ServerConfig,
-        ledger: Arc<dyn AllocationLedger>,
+        shared: Shared,
         now: Instant,
         now_unix: u64,
         rng: &mut impl rand::RngCore,
     ) -> Self {
         let mut key = [0u8; 32];
         rng.fill_bytes(&mut key);
-        let ports = PortPool::new(config.relay_ports.clone(), rng);
-        let span = config.relay_ports.len();
+        let Shared { ledger, ports } = shared;
+        let span = ports.range().len();
         Self {
+            port_base: *ports.range().start(),
             auth: Authenticator::new(&config.auth),
             nonce_key: NonceKey::new(key),
             anchor: now,
@@ -372,7 +393,6 @@ impl Server {
             by_client: HashMap::new(),
             by_port: vec![None; span],
             ports,
-            reservations: HashMap::new(),
             timers: TimerQueue::default(),
             transmits: VecDeque::new(),
             commands: VecDeque::new(),
@@ -487,10 +507,7 @@ impl Server {
         len: usize,
         now: Instant,
     ) -> Option<(ClientAddr, Range<usize>)> {
-        let index = relay
-            .0
-            .port()
-            .checked_sub(*self.config.relay_ports.start())? as usize;
+        let index = relay.0.port().checked_sub(self.port_base)? as usize;
         let slot = (*self.by_port.get(index)?)?;
         let alloc = self.slots[slot].as_ref()?;
         if alloc.pending.is_some() || !alloc.permitted(peer.0.ip(), now) {
@@ -540,14 +557,7 @@ impl Server {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((at, slot, generation)) = self.timers.pop_due(now) {
             if slot == RESERVATIONS {
-                let ports = &mut self.ports;
-                self.reservations.retain(|_, (port, until)| {
-                    let keep = *until > now;
-                    if !keep {
-                        ports.give(*port);
-                    }
-                    keep
-                });
+                self.ports.expire(now);
                 continue;
             }
             let Some(alloc) = self.slots.get_mut(slot).and_then(|a| a.as_mut()) else {
@@ -606,7 +616,7 @@ impl Server {
         };
         self.free_slots.push(slot);
         self.by_client.remove(&alloc.client);
-        let index = (alloc.port - *self.config.relay_ports.start()) as usize;
+        let index = (alloc.port - self.port_base) as usize;
         self.by_port[index] = None;
         self.ports.give(alloc.port);
         self.ledger.release(&alloc.quota_key);
@@ -641,7 +651,7 @@ impl Server {
             return;
         }
         // The port was taken by someone else: try another one a few times, then 508.
-        let start = *self.config.relay_ports.start();
+        let start = self.port_base;
         let old_port = alloc.port;
         let tries = alloc.pending.as_ref().map_or(0, |p| p.tries);
         self.by_port[(old_port - start) as usize] = None;
@@ -1050,13 +1060,12 @@ impl Server {
         }
         // §7.2 step 7: a RESERVATION-TOKEN names a port held by an earlier EVEN-PORT R=1.
         let reserved = match msg.attribute::<ReservationToken>() {
-            Ok(t) => match self.reservations.remove(&t.token()) {
-                Some((port, until)) if until > now => Some(port),
-                Some((port, _)) => {
-                    self.ports.give(port);
-                    return Err(reject(508, "Insufficient Capacity: reservation expired"));
+            Ok(t) => match self.ports.claim(t.token(), now) {
+                Ok(port) => Some(port),
+                Err(ClaimError::Expired) => {
+                    return Err(reject(508, "Insufficient Capacity: reservation expired"))
                 }
-                None => {
+                Err(ClaimError::Unknown) => {
                     return Err(reject(
                         508,
                         "Insufficient Capacity: unknown reservation token",
@@ -1096,23 +1105,23 @@ impl Server {
                 QuotaExceeded::Total => reject(486, "Allocation Quota Reached: server is full"),
             });
         }
-        let port = match (reserved, reserve_next) {
+        let token = reserve_next.then(|| {
+            let t = self.next_tid();
+            u64::from_be_bytes(t[..8].try_into().expect("8 bytes"))
+        });
+        let until = now + RESERVATION_LIFETIME;
+        let port = match (reserved, token) {
             (Some(port), _) => Some(port),
-            (None, true) => self.ports.take_pair(),
-            (None, false) => self.take_port(even.is_some()),
+            (None, Some(token)) => self.ports.take_pair(token, until),
+            (None, None) => self.take_port(even.is_some()),
         };
         let Some(port) = port else {
             self.ledger.release(quota_key);
             return Err(reject(508, "Insufficient Capacity: no relay port free"));
         };
-        let token = reserve_next.then(|| {
-            let t = self.next_tid();
-            let token = u64::from_be_bytes(t[..8].try_into().expect("8 bytes"));
-            let until = now + RESERVATION_LIFETIME;
-            self.reservations.insert(token, (port + 1, until));
+        if token.is_some() {
             self.timers.push(until, RESERVATIONS, 0);
-            token
-        });
+        }
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() - 1
@@ -1144,7 +1153,7 @@ impl Server {
         let (a4, a6) = alloc.relay_addrs(&self.config);
         self.slots[slot] = Some(alloc);
         self.by_client.insert(client, slot);
-        self.by_port[(port - *self.config.relay_ports.start()) as usize] = Some(slot);
+        self.by_port[(port - self.port_base) as usize] = Some(slot);
         self.commands.push_back(Command::BindRelay {
             allocation: AllocationHandle { slot, generation },
             v4: a4,

@@ -1,7 +1,6 @@
 //! Scenario tests of the sans-IO server on a virtual clock: no sockets, no sleeps.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudproxy_proto::auth::{rest_password, rest_username};
@@ -11,7 +10,7 @@ use cloudproxy_proto::client::{
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::server::AuthFailure;
 use cloudproxy_proto::{
-    AuthConfig, ClientAddr, Command, Event, LocalLedger, PeerAddr, RelayAddr, Server, ServerConfig,
+    AuthConfig, ClientAddr, Command, Event, PeerAddr, RelayAddr, Server, ServerConfig, Shared,
     Transport, HEADROOM, TAILROOM,
 };
 use rand::SeedableRng;
@@ -50,11 +49,8 @@ impl Harness {
     fn new(cfg: ServerConfig) -> Self {
         let now = Instant::now();
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let ledger = Arc::new(LocalLedger::new(
-            cfg.max_allocations_per_user,
-            cfg.max_allocations,
-        ));
-        let server = Server::new(cfg, ledger, now, T0_UNIX, &mut rng);
+        let shared = Shared::from_config(&cfg, &mut rng);
+        let server = Server::new(cfg, shared, now, T0_UNIX, &mut rng);
         let username = rest_username(T0_UNIX + 86_400, "alice");
         let password = rest_password(SECRET, &username);
         Self {

@@ -20,7 +20,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use cloudproxy_proto::{AllocationLedger, LocalLedger};
+use cloudproxy_proto::Shared;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 
@@ -185,28 +185,20 @@ impl Relay {
             None => None,
         };
 
-        let ledger: Arc<dyn AllocationLedger> = Arc::new(LocalLedger::new(
-            config.server.max_allocations_per_user,
-            config.server.max_allocations,
-        ));
+        let shared = Shared::from_config(&config.server, &mut rand::rng());
         let streams = Arc::new(stream::ConnectionLimit::new(config.max_stream_connections));
         let mut controls = Vec::new();
         let mut threads = Vec::new();
-        let port_ranges = split_ports(&config.server.relay_ports, shards).ok_or(
-            RelayError::Config("relay port range smaller than the number of shards"),
-        )?;
-        for (index, ((udp, tcp), ports)) in udp.into_iter().zip(tcp).zip(port_ranges).enumerate() {
+        for (index, (udp, tcp)) in udp.into_iter().zip(tcp).enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
             controls.push(tx);
-            let mut server_config = config.server.clone();
-            server_config.relay_ports = ports;
             let shard = shard::ShardSetup {
                 index,
-                server: server_config,
+                server: config.server.clone(),
                 udp,
                 tcp,
                 tls: tls_config.clone(),
-                ledger: ledger.clone(),
+                shared: shared.clone(),
                 metrics: metrics.clone(),
                 streams: streams.clone(),
                 stream_idle_timeout: config.stream_idle_timeout,
@@ -301,28 +293,6 @@ impl Drop for Relay {
     }
 }
 
-/// Splits the relay port range into one disjoint range per shard.
-fn split_ports(
-    range: &std::ops::RangeInclusive<u16>,
-    shards: usize,
-) -> Option<Vec<std::ops::RangeInclusive<u16>>> {
-    let (lo, hi) = (*range.start() as usize, *range.end() as usize);
-    let span = (hi + 1).checked_sub(lo)?;
-    if span < shards || shards == 0 {
-        return None;
-    }
-    let per = span / shards;
-    Some(
-        (0..shards)
-            .map(|i| {
-                let start = lo + i * per;
-                let end = if i + 1 == shards { hi } else { start + per - 1 };
-                start as u16..=end as u16
-            })
-            .collect(),
-    )
-}
-
 fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     if addr.is_ipv6() {
@@ -343,6 +313,10 @@ fn probe(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<()> {
     let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
+    }
+    if ty == Type::STREAM {
+        // Lets the probe pass old TIME_WAIT connections; a listener still makes it fail.
+        s.set_reuse_address(true)?;
     }
     s.bind(&addr.into())
 }
@@ -378,18 +352,4 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     s.bind(&addr.into())?;
     s.listen(1024)?;
     Ok(s.into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_ranges_split_without_overlap() {
-        let r = split_ports(&(49152..=65535), 2).unwrap();
-        assert_eq!(r, vec![49152..=57343, 57344..=65535]);
-        let r = split_ports(&(10..=12), 3).unwrap();
-        assert_eq!(r, vec![10..=10, 11..=11, 12..=12]);
-        assert!(split_ports(&(10..=11), 3).is_none());
-    }
 }

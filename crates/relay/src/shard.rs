@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cloudproxy_proto::server::AuthFailure;
 use cloudproxy_proto::{
-    AllocationLedger, ClientAddr, Command, Event, Forward, Server, ServerConfig, Transport,
+    ClientAddr, Command, Event, Forward, Server, ServerConfig, Shared, Transport,
 };
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -28,7 +28,7 @@ pub(crate) struct ShardSetup {
     pub udp: Vec<UdpSocket>,
     pub tcp: Vec<(TcpListener, Transport)>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub ledger: Arc<dyn AllocationLedger>,
+    pub shared: Shared,
     pub metrics: Arc<Metrics>,
     pub streams: Arc<ConnectionLimit>,
     pub stream_idle_timeout: Duration,
@@ -80,7 +80,7 @@ impl ShardSetup {
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let server = Server::new(self.server, self.ledger, now, unix, &mut rand::rng());
+        let server = Server::new(self.server, self.shared, now, unix, &mut rand::rng());
         let mut listeners = Vec::new();
         for s in self.udp {
             match tokio::net::UdpSocket::from_std(s).and_then(|s| Ok((s.local_addr()?, s))) {

@@ -347,6 +347,9 @@ pub struct RelayOptions {
     pub allow_peers: Vec<String>,
     /// How many relay ports to give it (`--relay-ports`).
     pub relay_port_count: u16,
+    /// `--user-quota`: uclient runs all its clients under one username, and with RTCP pairs
+    /// 10 clients hold 20 allocations, above the relay's default of 10 per credential.
+    pub user_quota: Option<u32>,
     pub extra_args: Vec<String>,
 }
 
@@ -357,6 +360,7 @@ impl Default for RelayOptions {
             realm: "example.org".into(),
             allow_peers: vec!["127.0.0.0/8".into()],
             relay_port_count: 100,
+            user_quota: Some(100),
             extra_args: Vec::new(),
         }
     }
@@ -420,11 +424,15 @@ pub fn start_cloudproxy(opts: &RelayOptions) -> Relay {
         for peer in &opts.allow_peers {
             cmd.args(["--allow-peer", peer]);
         }
+        if let Some(quota) = opts.user_quota {
+            cmd.args(["--user-quota", &quota.to_string()]);
+        }
         cmd.args(&opts.extra_args);
         // Keep logs useful for a failure report without flooding.
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        cmd.env("NO_COLOR", "1");
         let description = format!("{cmd:?}");
         let (mut guard, lines) = match ChildGuard::spawn("cloudproxy relay", cmd) {
             Ok(g) => g,
@@ -578,6 +586,20 @@ pub fn start_coturn(opts: &RelayOptions, workdir: &Path) -> Relay {
 pub struct Peer {
     pub addr: SocketAddr,
     pub process: ChildGuard,
+}
+
+impl Peer {
+    /// Panics if the echo peer is gone: a run against a dead peer says nothing about the relay.
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.process.try_wait() {
+            panic!(
+                "turnutils_peer on {} exited with {status} during the test (killed from outside?); \
+                 its output:\n{}",
+                self.addr,
+                self.process.output.tail(20)
+            );
+        }
+    }
 }
 
 /// Starts `turnutils_peer -L 127.0.0.1 -p PORT` and waits until it echoes a datagram.
