@@ -7,15 +7,14 @@ use stun_types::attribute::{
     AttributeType, ErrorCode, Nonce, RawAttribute, Realm, Username, XorMappedAddress,
 };
 use stun_types::message::{
-    Message, MessageClass, MessageType, MessageWrite, MessageWriteExt, MessageWriteVec, Method,
-    TransactionId,
+    Message, MessageClass, MessageType, MessageWrite, MessageWriteExt, MessageWriteVec,
 };
 use turn_types::attribute::{
     ChannelNumber, Lifetime, RequestedTransport, ReservationToken, XorPeerAddress,
     XorRelayedAddress,
 };
 
-pub use stun_types::message::BINDING;
+pub use stun_types::message::{Method, TransactionId, BINDING};
 pub use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 
 use crate::channel;

@@ -3,22 +3,17 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloudproxy_proto::auth::{rest_password, rest_username};
-use cloudproxy_proto::channel::stream_frame_len;
 use cloudproxy_proto::client::{
-    self, Attr, ClientAuth, Response, ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH,
+    self, Attr, TransactionId, ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH,
 };
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::{AuthConfig, ServerConfig};
+use cloudproxy_relay::blocking::{Conn, EchoPeer, TurnClient, TIMEOUT};
 use cloudproxy_relay::{Relay, RelayConfig};
-use stun_types::message::TransactionId;
 
 const SECRET: &str = "integration-secret";
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn relay(allow: &[&str]) -> Relay {
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -44,173 +39,11 @@ fn relay(allow: &[&str]) -> Relay {
     Relay::start(config).expect("relay starts")
 }
 
-/// A UDP echo peer on loopback that stops when dropped.
-struct EchoPeer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl EchoPeer {
-    fn start() -> Self {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let addr = s.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = s.recv_from(&mut buf) {
-                    let _ = s.send_to(&buf[..n], from);
-                }
-            }
-        });
-        Self { addr, stop }
-    }
-}
-
-impl Drop for EchoPeer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-enum Conn {
-    Udp(UdpSocket, SocketAddr),
-    Tcp(TcpStream, Vec<u8>),
-    Tls(
-        Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
-        Vec<u8>,
-    ),
-}
-
-impl Conn {
-    fn udp(server: SocketAddr) -> Self {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        Conn::Udp(s, server)
-    }
-
-    fn tcp(server: SocketAddr) -> Self {
-        let s = TcpStream::connect_timeout(&server, TIMEOUT).unwrap();
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        Conn::Tcp(s, Vec::new())
-    }
-
-    fn tls(server: SocketAddr, alpn: Option<&[u8]>) -> Self {
-        let s = TcpStream::connect_timeout(&server, TIMEOUT).unwrap();
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let config = cloudproxy_relay::tls::insecure_client_config(alpn);
-        let name = "localhost".try_into().unwrap();
-        let conn = rustls::ClientConnection::new(config, name).unwrap();
-        Conn::Tls(Box::new(rustls::StreamOwned::new(conn, s)), Vec::new())
-    }
-
-    fn is_stream(&self) -> bool {
-        !matches!(self, Conn::Udp(..))
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        match self {
-            Conn::Udp(s, to) => {
-                s.send_to(bytes, *to).unwrap();
-            }
-            Conn::Tcp(s, _) => s.write_all(bytes).unwrap(),
-            Conn::Tls(s, _) => {
-                s.write_all(bytes).unwrap();
-                s.flush().unwrap();
-            }
-        }
-    }
-
-    fn recv(&mut self) -> Vec<u8> {
-        fn frame<R: Read>(r: &mut R, pending: &mut Vec<u8>) -> Vec<u8> {
-            loop {
-                if let Ok(Some(n)) = stream_frame_len(pending) {
-                    return pending.drain(..n).collect();
-                }
-                let mut buf = [0u8; 4096];
-                let n = r.read(&mut buf).expect("read within the timeout");
-                assert!(n > 0, "server closed the connection");
-                pending.extend_from_slice(&buf[..n]);
-            }
-        }
-        match self {
-            Conn::Udp(s, _) => {
-                let mut buf = [0u8; 2048];
-                let (n, _) = s.recv_from(&mut buf).expect("datagram within the timeout");
-                buf[..n].to_vec()
-            }
-            Conn::Tcp(s, p) => frame(s, p),
-            Conn::Tls(s, p) => frame(s.as_mut(), p),
-        }
-    }
-}
-
-struct Client {
-    conn: Conn,
-    auth: Option<ClientAuth>,
-    tid: u128,
-    username: String,
-    password: String,
-}
-
-impl Client {
-    fn new(conn: Conn, secret: &str) -> Self {
-        let expiry = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600;
-        let username = rest_username(expiry, "it-user");
-        let password = rest_password(secret.as_bytes(), &username);
-        Self {
-            conn,
-            auth: None,
-            tid: 0x1000,
-            username,
-            password,
-        }
-    }
-
-    fn transact(&mut self, method: stun_types::message::Method, attrs: &[Attr]) -> Response {
-        for _ in 0..2 {
-            self.tid += 1;
-            let req = client::request(
-                method,
-                TransactionId::from(self.tid),
-                attrs,
-                self.auth.as_ref(),
-            );
-            self.conn.send(&req);
-            let r = client::parse(&self.conn.recv(), self.auth.as_ref().map(|a| &a.key)).unwrap();
-            assert_eq!(r.transaction, self.tid);
-            match r.error.as_ref().map(|e| e.0) {
-                Some(401) | Some(438)
-                    if self.auth.is_none() || r.error.as_ref().unwrap().0 == 438 =>
-                {
-                    let realm = r.realm.clone().unwrap();
-                    let nonce = r.nonce.clone().unwrap();
-                    self.auth = Some(ClientAuth::new(
-                        &self.username,
-                        &self.password,
-                        &realm,
-                        &nonce,
-                    ));
-                }
-                _ => return r,
-            }
-        }
-        panic!("no answer after the challenge");
-    }
-}
-
 /// Allocate, bind a channel to the echo peer, send `n` packets and get each echoed back
 /// through the relay as ChannelData.
 fn relay_roundtrip(conn: Conn, peer: SocketAddr, n: usize) -> SocketAddr {
     let stream = conn.is_stream();
-    let mut c = Client::new(conn, SECRET);
+    let mut c = TurnClient::with_secret(conn, SECRET);
     let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
     assert!(r.success, "allocate: {:?}", r.error);
     assert_eq!(r.integrity_ok, Some(true));
@@ -267,7 +100,7 @@ fn metric(relay: &Relay, name_and_labels: &str) -> u64 {
 #[test]
 fn udp_tcp_and_tls_relay_channel_data_and_metrics_count_it() {
     let relay = relay(&["127.0.0.0/8"]);
-    let peer = EchoPeer::start();
+    let peer = EchoPeer::start("127.0.0.1:0").unwrap();
     let addrs = relay.local_addrs().clone();
     relay_roundtrip(Conn::udp(addrs.udp[0]), peer.addr, 50);
     relay_roundtrip(Conn::tcp(addrs.tcp[0]), peer.addr, 30);
@@ -292,8 +125,8 @@ fn udp_tcp_and_tls_relay_channel_data_and_metrics_count_it() {
 #[test]
 fn loopback_peer_is_forbidden_by_default() {
     let relay = relay(&[]);
-    let peer = EchoPeer::start();
-    let mut c = Client::new(Conn::udp(relay.local_addrs().udp[0]), SECRET);
+    let peer = EchoPeer::start("127.0.0.1:0").unwrap();
+    let mut c = TurnClient::with_secret(Conn::udp(relay.local_addrs().udp[0]), SECRET);
     assert!(c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]).success);
     let r = c.transact(CREATE_PERMISSION, &[Attr::PeerAddress(peer.addr)]);
     assert_eq!(r.error.unwrap().0, 403);
@@ -304,7 +137,7 @@ fn loopback_peer_is_forbidden_by_default() {
 #[test]
 fn wrong_secret_is_refused_and_counted() {
     let relay = relay(&["127.0.0.0/8"]);
-    let mut c = Client::new(Conn::tcp(relay.local_addrs().tcp[0]), "wrong-secret");
+    let mut c = TurnClient::with_secret(Conn::tcp(relay.local_addrs().tcp[0]), "wrong-secret");
     let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
     assert_eq!(r.error.unwrap().0, 401);
     assert_eq!(metric(&relay, "cloudproxy_auth_failures_total"), 1);
@@ -313,7 +146,7 @@ fn wrong_secret_is_refused_and_counted() {
 #[test]
 fn garbage_on_a_stream_closes_only_that_connection() {
     let relay = relay(&["127.0.0.0/8"]);
-    let peer = EchoPeer::start();
+    let peer = EchoPeer::start("127.0.0.1:0").unwrap();
     let tcp = relay.local_addrs().tcp[0];
     let mut bad = TcpStream::connect_timeout(&tcp, TIMEOUT).unwrap();
     bad.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -352,7 +185,7 @@ fn silent_connections_are_timed_out() {
 #[test]
 fn garbage_datagrams_do_not_disturb_the_relay() {
     let relay = relay(&["127.0.0.0/8"]);
-    let peer = EchoPeer::start();
+    let peer = EchoPeer::start("127.0.0.1:0").unwrap();
     let udp = relay.local_addrs().udp[0];
     let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut x: u32 = 12345;

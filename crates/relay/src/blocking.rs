@@ -1,0 +1,184 @@
+//! A small blocking TURN client and a UDP echo peer, over real sockets, for tests and
+//! diagnostics. It speaks only standard TURN (via [`cloudproxy_proto::client`]), so it works
+//! against any TURN server. Every read is bounded by [`TIMEOUT`]; failures panic with a
+//! message, which is what a test wants.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudproxy_proto::auth::{rest_password, rest_username};
+use cloudproxy_proto::channel::stream_frame_len;
+use cloudproxy_proto::client::{self, Attr, ClientAuth, Response, TransactionId};
+
+/// How long any read waits.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A UDP echo peer on loopback that stops when dropped.
+pub struct EchoPeer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl EchoPeer {
+    /// Binds `bind` (e.g. `127.0.0.1:0`) and echoes every datagram back to its sender.
+    pub fn start(bind: &str) -> std::io::Result<Self> {
+        let s = UdpSocket::bind(bind)?;
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = s.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(&buf[..n], from);
+                }
+            }
+        });
+        Ok(Self { addr, stop })
+    }
+}
+
+impl Drop for EchoPeer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A connection to a TURN server over one transport.
+pub enum Conn {
+    Udp(UdpSocket, SocketAddr),
+    Tcp(TcpStream, Vec<u8>),
+    Tls(
+        Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+        Vec<u8>,
+    ),
+}
+
+impl Conn {
+    pub fn udp(server: SocketAddr) -> Self {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Conn::Udp(s, server)
+    }
+
+    pub fn tcp(server: SocketAddr) -> Self {
+        let s = TcpStream::connect_timeout(&server, TIMEOUT).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Conn::Tcp(s, Vec::new())
+    }
+
+    pub fn tls(server: SocketAddr, alpn: Option<&[u8]>) -> Self {
+        let s = TcpStream::connect_timeout(&server, TIMEOUT).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let config = crate::tls::insecure_client_config(alpn);
+        let name = "localhost".try_into().expect("valid name");
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        Conn::Tls(Box::new(rustls::StreamOwned::new(conn, s)), Vec::new())
+    }
+
+    pub fn is_stream(&self) -> bool {
+        !matches!(self, Conn::Udp(..))
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        match self {
+            Conn::Udp(s, to) => {
+                s.send_to(bytes, *to).unwrap();
+            }
+            Conn::Tcp(s, _) => s.write_all(bytes).unwrap(),
+            Conn::Tls(s, _) => {
+                s.write_all(bytes).unwrap();
+                s.flush().unwrap();
+            }
+        }
+    }
+
+    pub fn recv(&mut self) -> Vec<u8> {
+        fn frame<R: Read>(r: &mut R, pending: &mut Vec<u8>) -> Vec<u8> {
+            loop {
+                if let Ok(Some(n)) = stream_frame_len(pending) {
+                    return pending.drain(..n).collect();
+                }
+                let mut buf = [0u8; 4096];
+                let n = r.read(&mut buf).expect("read within the timeout");
+                assert!(n > 0, "server closed the connection");
+                pending.extend_from_slice(&buf[..n]);
+            }
+        }
+        match self {
+            Conn::Udp(s, _) => {
+                let mut buf = [0u8; 2048];
+                let (n, _) = s.recv_from(&mut buf).expect("datagram within the timeout");
+                buf[..n].to_vec()
+            }
+            Conn::Tcp(s, p) => frame(s, p),
+            Conn::Tls(s, p) => frame(s.as_mut(), p),
+        }
+    }
+}
+
+/// A blocking TURN client that answers 401/438 challenges by itself.
+pub struct TurnClient {
+    pub conn: Conn,
+    pub auth: Option<ClientAuth>,
+    pub tid: u128,
+    pub username: String,
+    pub password: String,
+}
+
+impl TurnClient {
+    /// A client with TURN REST credentials for `id`, valid for an hour, minted with `secret`.
+    pub fn with_secret(conn: Conn, secret: &str) -> Self {
+        let expiry = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let username = rest_username(expiry, "it-user");
+        let password = rest_password(secret.as_bytes(), &username);
+        Self {
+            conn,
+            auth: None,
+            tid: 0x1000,
+            username,
+            password,
+        }
+    }
+
+    /// Sends a request (signed once a challenge gave realm and nonce) and returns the answer.
+    pub fn transact(&mut self, method: client::Method, attrs: &[Attr]) -> Response {
+        for _ in 0..2 {
+            self.tid += 1;
+            let req = client::request(
+                method,
+                TransactionId::from(self.tid),
+                attrs,
+                self.auth.as_ref(),
+            );
+            self.conn.send(&req);
+            let r = client::parse(&self.conn.recv(), self.auth.as_ref().map(|a| &a.key)).unwrap();
+            assert_eq!(r.transaction, self.tid);
+            match r.error.as_ref().map(|e| e.0) {
+                Some(401) | Some(438)
+                    if self.auth.is_none() || r.error.as_ref().unwrap().0 == 438 =>
+                {
+                    let realm = r.realm.clone().unwrap();
+                    let nonce = r.nonce.clone().unwrap();
+                    self.auth = Some(ClientAuth::new(
+                        &self.username,
+                        &self.password,
+                        &realm,
+                        &nonce,
+                    ));
+                }
+                _ => return r,
+            }
+        }
+        panic!("no answer after the challenge");
+    }
+}
