@@ -127,6 +127,19 @@ fn relay(args: &RelayArgs) -> Result<(), Failure> {
     for w in config::warnings(&config) {
         tracing::warn!("{w}");
     }
+    let mut config = config;
+    if config.server.auth.static_secret.is_none() && config.server.auth.app_keys.is_empty() {
+        // Embedded defaults: a relay that refuses everyone is of no use to a newcomer, and a
+        // well-known default secret would be an open door. A random one per run is neither.
+        let secret = generated_secret();
+        eprintln!(
+            "no credentials configured: generated a static secret for this run: {secret}\n\
+             mint a credential with: cloudproxy creds --secret {secret} --id demo --ttl 3600\n\
+             (set --static-secret, CLOUDPROXY_STATIC_SECRET or [auth] in a config file to keep one)"
+        );
+        tracing::warn!("no credentials configured: using a generated static secret");
+        config.server.auth.static_secret = Some(secret.into_bytes());
+    }
     run_relay(config).map_err(Failure::Runtime)
 }
 
@@ -235,4 +248,12 @@ mod tests {
             "starting the relay: cannot bind UDP listener on 127.0.0.1:1: in use"
         );
     }
+}
+
+/// 18 random bytes (144 bits) as 36 hex digits.
+fn generated_secret() -> String {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 18];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
