@@ -213,6 +213,14 @@ fn announce(addrs: &BoundAddrs) {
     }
 }
 
+/// 18 random bytes (144 bits) as 36 hex digits.
+fn generated_secret() -> String {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 18];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,12 +256,4 @@ mod tests {
             "starting the relay: cannot bind UDP listener on 127.0.0.1:1: in use"
         );
     }
-}
-
-/// 18 random bytes (144 bits) as 36 hex digits.
-fn generated_secret() -> String {
-    use rand::RngCore as _;
-    let mut bytes = [0u8; 18];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

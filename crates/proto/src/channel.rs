@@ -51,7 +51,7 @@ pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
     let total = match first >> 6 {
         0 => {
-            if len % 4 != 0 {
+            if !len.is_multiple_of(4) {
                 return Err(FrameError::BadStunLength);
             }
             20 + len

@@ -132,7 +132,7 @@ pub fn verify(
 ) -> bool {
     let ok_len = match kind {
         IntegrityKind::Sha1 => value.len() == 20,
-        IntegrityKind::Sha256 => (16..=32).contains(&value.len()) && value.len() % 4 == 0,
+        IntegrityKind::Sha256 => (16..=32).contains(&value.len()) && value.len().is_multiple_of(4),
     };
     if !ok_len || attr_offset + 4 + value.len() > msg.len() {
         return false;

@@ -9,6 +9,9 @@ use std::ops::RangeInclusive;
 use std::sync::Mutex;
 use std::time::Instant;
 
+/// RESERVATION-TOKEN -> (reserved port, valid until).
+type Reservations = HashMap<u64, (u16, Instant)>;
+
 /// The relay port range shared by every shard of a process, with the reservations made by
 /// EVEN-PORT R=1. Shared because a client's RTP and RTCP sockets may land on different shards
 /// (SO_REUSEPORT hashes each 5-tuple), and the RESERVATION-TOKEN must work on either. Locked
@@ -17,7 +20,7 @@ use std::time::Instant;
 pub struct RelayPorts {
     range: RangeInclusive<u16>,
     // std Mutex: held for a few operations on the control path, never across an await.
-    inner: Mutex<(PortPool, HashMap<u64, (u16, Instant)>)>,
+    inner: Mutex<(PortPool, Reservations)>,
 }
 
 /// Why a RESERVATION-TOKEN could not be used.
@@ -39,7 +42,7 @@ impl RelayPorts {
         self.range.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (PortPool, HashMap<u64, (u16, Instant)>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (PortPool, Reservations)> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 

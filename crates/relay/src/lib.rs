@@ -187,7 +187,10 @@ impl Relay {
         };
 
         let shared = Shared::from_config(&config.server, &mut rand::rng());
-        let streams = Arc::new(stream::ConnectionLimit::new(config.max_stream_connections));
+        let streams = Arc::new(stream::ConnectionLimit::new(
+            config.max_stream_connections,
+            metrics.stream_connections.clone(),
+        ));
         let mut controls = Vec::new();
         let mut threads = Vec::new();
         for (index, (udp, tcp)) in udp.into_iter().zip(tcp).enumerate() {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use cloudproxy_proto::channel::stream_frame_len;
 use cloudproxy_proto::{ClientAddr, Transport};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -31,13 +32,15 @@ const READ_BUF: usize = 65_535 + 20 + 4096;
 pub(crate) struct ConnectionLimit {
     max: usize,
     open: AtomicUsize,
+    gauge: Gauge,
 }
 
 impl ConnectionLimit {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize, gauge: Gauge) -> Self {
         Self {
             max,
             open: AtomicUsize::new(0),
+            gauge,
         }
     }
 
@@ -47,6 +50,7 @@ impl ConnectionLimit {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
+        self.gauge.inc();
         Some(ConnectionSlot(self.clone()))
     }
 }
@@ -56,6 +60,7 @@ struct ConnectionSlot(Arc<ConnectionLimit>);
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.gauge.dec();
     }
 }
 
