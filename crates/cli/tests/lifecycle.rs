@@ -60,8 +60,8 @@ fn wait_exit(relay: &mut Relay, limit: Duration) -> Option<std::process::ExitSta
 }
 
 /// A client with an allocation and channel [`CHANNEL`] bound to `peer`.
-fn client_with_channel(server: SocketAddr, peer: SocketAddr) -> TurnClient {
-    let mut c = TurnClient::with_secret(Conn::udp(server), SECRET);
+fn client_with_channel(conn: Conn, peer: SocketAddr) -> TurnClient {
+    let mut c = TurnClient::with_secret(conn, SECRET);
     let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
     assert!(r.success, "allocate: {:?}", r.error);
     let r = c.transact(
@@ -74,20 +74,16 @@ fn client_with_channel(server: SocketAddr, peer: SocketAddr) -> TurnClient {
 
 /// Sends one ChannelData packet and expects it echoed back through the relay.
 fn echo(c: &mut TurnClient, payload: &[u8]) {
-    c.conn.send(&client::channel_data(CHANNEL, payload, false));
+    let msg = client::channel_data(CHANNEL, payload, c.conn.is_stream());
+    c.conn.send(&msg);
     let back = c.conn.recv();
-    assert_eq!(
-        back,
-        client::channel_data(CHANNEL, payload, false),
-        "echo of {:?}",
-        String::from_utf8_lossy(payload)
-    );
+    assert_eq!(back, msg, "echo of {:?}", String::from_utf8_lossy(payload));
 }
 
 /// A fresh client's Allocate: `Ok(())` on success (the allocation is released again), or the
 /// error code.
-fn try_allocate(server: SocketAddr) -> Result<(), u16> {
-    let mut c = TurnClient::with_secret(Conn::udp(server), SECRET);
+fn try_allocate(conn: Conn) -> Result<(), u16> {
+    let mut c = TurnClient::with_secret(conn, SECRET);
     let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
     if r.success {
         let _ = c.transact(REFRESH, &[Attr::Lifetime(0)]);
@@ -114,8 +110,11 @@ fn metrics_text(addr: SocketAddr) -> String {
 fn sigterm_refuses_new_allocations_keeps_old_ones_then_exits_zero() {
     let mut relay = start_cloudproxy(&options(&["--drain-timeout", "3"]));
     let peer = EchoPeer::start("127.0.0.1:0").unwrap();
-    let mut a = client_with_channel(relay.udp, peer.addr);
+    // Client A over UDP, and one over TCP: a stream connection must survive the drain too.
+    let mut a = client_with_channel(Conn::udp(relay.udp), peer.addr);
+    let mut a_tcp = client_with_channel(Conn::tcp(relay.tcp), peer.addr);
     echo(&mut a, b"before SIGTERM");
+    echo(&mut a_tcp, b"before SIGTERM, over TCP");
 
     let signalled = Instant::now();
     send_signal(&relay, "TERM");
@@ -123,7 +122,7 @@ fn sigterm_refuses_new_allocations_keeps_old_ones_then_exits_zero() {
     // (a) New allocations are refused with 508 once the signal has been handled. A request
     // that raced ahead of it may still succeed; it is released and the next client tries.
     let refused_at = loop {
-        match try_allocate(relay.udp) {
+        match try_allocate(Conn::udp(relay.udp)) {
             Err(508) => break signalled.elapsed(),
             Ok(()) | Err(_) if signalled.elapsed() < Duration::from_secs(2) => {
                 std::thread::sleep(Duration::from_millis(20));
@@ -138,11 +137,16 @@ fn sigterm_refuses_new_allocations_keeps_old_ones_then_exits_zero() {
     // their source port).
     for i in 0..6 {
         assert_eq!(
-            try_allocate(relay.udp),
+            try_allocate(Conn::udp(relay.udp)),
             Err(508),
-            "fresh client {i} during drain"
+            "fresh UDP client {i} during drain"
         );
     }
+    assert_eq!(
+        try_allocate(Conn::tcp(relay.tcp)),
+        Err(508),
+        "fresh TCP client during drain"
+    );
     let m = metrics_text(relay.metrics.expect("metrics listener"));
     assert!(
         m.lines().any(|l| l.trim() == "cloudproxy_draining 1"),
@@ -154,9 +158,13 @@ fn sigterm_refuses_new_allocations_keeps_old_ones_then_exits_zero() {
     let r = a.transact(REFRESH, &[Attr::Lifetime(600)]);
     assert!(r.success, "refresh during drain: {:?}", r.error);
     let mut echoed = 0;
-    while signalled.elapsed() < Duration::from_millis(2_500) {
+    while signalled.elapsed() < Duration::from_millis(2_300) {
         relay.assert_alive();
         echo(&mut a, format!("during drain, packet {echoed}").as_bytes());
+        echo(
+            &mut a_tcp,
+            format!("during drain, TCP packet {echoed}").as_bytes(),
+        );
         echoed += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -185,8 +193,8 @@ fn sigterm_refuses_new_allocations_keeps_old_ones_then_exits_zero() {
     let logs = relay.logs();
     assert!(!logs.contains("panicked"), "{logs}");
     eprintln!(
-        "SIGTERM: 508 after {refused_at:?}, {echoed} packets echoed during the drain, \
-         exit 0 after {exited_after:?}"
+        "SIGTERM: 508 after {refused_at:?}, {echoed} packets each over UDP and TCP echoed \
+         during the drain, exit 0 after {exited_after:?}"
     );
 }
 
@@ -195,8 +203,18 @@ fn sigint_stops_at_once_with_an_allocation_in_place() {
     // A long drain timeout, to show SIGINT does not wait for it.
     let mut relay = start_cloudproxy(&options(&["--drain-timeout", "30"]));
     let peer = EchoPeer::start("127.0.0.1:0").unwrap();
-    let mut a = client_with_channel(relay.udp, peer.addr);
-    echo(&mut a, b"before SIGINT");
+    // Allocations over every transport: open TCP and TLS connections must not hold up the exit.
+    let mut clients = [
+        client_with_channel(Conn::udp(relay.udp), peer.addr),
+        client_with_channel(Conn::tcp(relay.tcp), peer.addr),
+        client_with_channel(
+            Conn::tls(relay.tls.expect("TLS listener"), Some(b"stun.turn")),
+            peer.addr,
+        ),
+    ];
+    for c in &mut clients {
+        echo(c, b"before SIGINT");
+    }
 
     let signalled = Instant::now();
     send_signal(&relay, "INT");
