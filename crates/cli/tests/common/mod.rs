@@ -347,8 +347,8 @@ pub struct RelayOptions {
     pub allow_peers: Vec<String>,
     /// How many relay ports to give it (`--relay-ports`).
     pub relay_port_count: u16,
-    /// `--user-quota`: uclient runs all its clients under one username, and with RTCP pairs
-    /// 10 clients hold 20 allocations, above the relay's default of 10 per credential.
+    /// `--user-quota`; `None` keeps the relay's default (32 per credential, which covers
+    /// uclient's 10 clients with RTCP pairs: 20 allocations under one username).
     pub user_quota: Option<u32>,
     pub extra_args: Vec<String>,
 }
@@ -360,7 +360,7 @@ impl Default for RelayOptions {
             realm: "example.org".into(),
             allow_peers: vec!["127.0.0.0/8".into()],
             relay_port_count: 100,
-            user_quota: Some(100),
+            user_quota: None,
             extra_args: Vec::new(),
         }
     }
@@ -468,7 +468,7 @@ pub fn start_cloudproxy(opts: &RelayOptions) -> Relay {
 }
 
 /// Waits for `NAME ADDR` lines on stdout for every name in `names`.
-fn wait_for_listeners(
+pub fn wait_for_listeners(
     guard: &mut ChildGuard,
     lines: &mpsc::Receiver<String>,
     names: &[&str],
