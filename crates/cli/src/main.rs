@@ -8,8 +8,13 @@
 //! Exit status: 0 on success (including a signal-initiated stop), 2 for usage and
 //! configuration errors, 1 for everything else.
 
+mod cmd_diagnose;
+mod cmd_join;
+mod cmd_media;
+mod cmd_token;
 mod config;
 mod creds;
+mod failure;
 mod logging;
 
 use std::io::Write as _;
@@ -23,6 +28,7 @@ use cloudproxy_relay::{BoundAddrs, Relay, RelayConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::RelayArgs;
+use crate::failure::Failure;
 use crate::creds::CredsArgs;
 use crate::logging::LogFormat;
 
@@ -51,14 +57,14 @@ enum Command {
     Relay(RelayArgs),
     /// Print TURN REST credentials and a WebRTC iceServers entry.
     Creds(CredsArgs),
-}
-
-/// An error and whose fault it was.
-enum Failure {
-    /// Bad flags, config file or input: exit 2.
-    Usage(anyhow::Error),
-    /// Anything else: exit 1.
-    Runtime(anyhow::Error),
+    /// Run the reference media service (a UDP channel forwarder).
+    Media(cmd_media::MediaArgs),
+    /// Mint a user token for an app: TURN credential and media-service credential in one.
+    Token(cmd_token::TokenArgs),
+    /// Join a channel through the client SDK in a cloud-proxy mode, print events as JSON lines.
+    Join(cmd_join::JoinArgs),
+    /// Check every path from this network (direct UDP, relay UDP/TCP/TLS) and recommend a mode.
+    Diagnose(cmd_diagnose::DiagnoseArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +105,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Relay(args) => relay(&args),
         Command::Creds(args) => creds(&args),
+        Command::Media(args) => cmd_media::run(args),
+        Command::Token(args) => cmd_token::run(args),
+        Command::Join(args) => cmd_join::run(args),
+        Command::Diagnose(args) => cmd_diagnose::run(args),
     }
 }
 

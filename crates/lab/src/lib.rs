@@ -1,0 +1,1 @@
+//! Firewall lab — TODO(issue 3): being written this session.

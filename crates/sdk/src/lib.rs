@@ -1,0 +1,1 @@
+//! Client SDK — TODO(issue 3): being written this session.
