@@ -104,6 +104,12 @@ impl Authenticator {
         }
     }
 
+    /// The app a username names, if its id starts with a configured app id.
+    pub fn app_of<'u>(&self, username: &'u str) -> Option<&'u str> {
+        let app = username.split(':').nth(1)?;
+        self.apps.contains_key(app).then_some(app)
+    }
+
     /// Validates `username` at `now_unix` and returns the password the client must have used.
     pub fn password<'u>(
         &self,

@@ -912,11 +912,18 @@ impl Server {
             Ok((p, id)) => (p, id.id.to_owned()),
             Err(e) => {
                 tracing::debug!(%client, username = user, reason = %e, "credential refused");
+                let reason = match (self.auth.app_of(user), e) {
+                    (None, CredentialError::NoSecret) => {
+                        let named = user.split(':').nth(1).unwrap_or_default();
+                        refusal(None, &format!("unknown app '{named}'"))
+                    }
+                    (app, e) => refusal(app, &e.to_string()),
+                };
                 self.challenge(
                     client,
                     reply,
                     401,
-                    "Unauthorized",
+                    &reason,
                     Some(AuthFailure::Credential(e)),
                     now,
                 );
@@ -937,11 +944,13 @@ impl Server {
             });
         if !ok {
             tracing::debug!(%client, username = user, "message integrity check failed");
+            let app = self.auth.app_of(user);
+            let reason = refusal(app, "wrong password (forged credential or wrong secret)");
             self.challenge(
                 client,
                 reply,
                 401,
-                "Unauthorized",
+                &reason,
                 Some(AuthFailure::BadIntegrity),
                 now,
             );
@@ -957,7 +966,7 @@ impl Server {
         client: ClientAddr,
         reply: &ReplyAuth,
         code: u16,
-        reason: &'static str,
+        reason: &str,
         failure: Option<AuthFailure>,
         now: Instant,
     ) {
@@ -1438,6 +1447,19 @@ impl Server {
         }
         w.finish()
     }
+}
+
+/// The reason phrase of a 401 for a refused credential. It names the app whose key was tried
+/// (from the username the client sent), so an app developer sees which app and why; it reveals
+/// nothing about the secret.
+fn refusal(app: Option<&str>, why: &str) -> String {
+    let mut r = match app {
+        Some(app) => format!("Unauthorized: app '{app}': {why}"),
+        None => format!("Unauthorized: {why}"),
+    };
+    // STUN reason phrases are at most 128 characters (RFC 8489 §14.8).
+    r.truncate(r.char_indices().nth(127).map_or(r.len(), |(i, _)| i));
+    r
 }
 
 fn error_code(code: u16, reason: &str) -> ErrorCode {

@@ -720,3 +720,49 @@ fn unused_reservations_expire_and_free_the_port() {
         "released after 30 s"
     );
 }
+
+#[test]
+fn refusals_of_app_credentials_name_the_app() {
+    let mut cfg = config(&[]);
+    cfg.auth = AuthConfig {
+        static_secret: None,
+        app_keys: vec![cloudproxy_proto::AppKey {
+            app_id: "app1".into(),
+            key_id: "k1".into(),
+            secret: b"app-secret".to_vec(),
+            not_after: None,
+        }],
+    };
+    let cases = [
+        (
+            "app1:k1:room:7",
+            b"wrong".as_slice(),
+            "Unauthorized: app 'app1': wrong password (forged credential or wrong secret)",
+        ),
+        (
+            "app1:k9:room:7",
+            b"app-secret".as_slice(),
+            "Unauthorized: app 'app1': application has no key with this key id",
+        ),
+        (
+            "app2:k1:room:7",
+            b"app-secret".as_slice(),
+            "Unauthorized: unknown app 'app2'",
+        ),
+    ];
+    for (id, secret, want) in cases {
+        let mut h = Harness::new(cfg.clone());
+        h.username = rest_username(T0_UNIX + 60, id);
+        h.password = rest_password(secret, &h.username);
+        let r = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
+        assert_eq!(r.error.unwrap(), (401, want.to_owned()), "{id}");
+    }
+    let mut h = Harness::new(cfg);
+    h.username = rest_username(T0_UNIX - 5, "app1:k1:room:7");
+    h.password = rest_password(b"app-secret", &h.username);
+    let r = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
+    assert_eq!(
+        r.error.unwrap().1,
+        "Unauthorized: app 'app1': credential expired"
+    );
+}
