@@ -1,11 +1,207 @@
-//! `cloudproxy join`: join a channel through the SDK.
+//! `cloudproxy join`: join a channel through the client SDK in a cloud-proxy mode, exchange
+//! packets, and print the SDK's events and a summary as JSON lines. It is how a user checks a
+//! network, and how the tests drive the SDK from inside a firewall lab.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use cloudproxy_sdk::{Client, ClientConfig, CloudProxyType, Event, SdkError, TlsTrust};
+use serde_json::json;
 
 use crate::failure::Failure;
 
 #[derive(Debug, clap::Args)]
-pub(crate) struct JoinArgs {}
+pub(crate) struct JoinArgs {
+    /// The media service, as this client would reach it directly (IP:PORT).
+    #[arg(long, value_name = "ADDR")]
+    media: SocketAddr,
+    /// The app id the token was minted for (checked against the token).
+    #[arg(long)]
+    app_id: String,
+    /// Channel to join.
+    #[arg(long)]
+    channel: String,
+    /// This user's uid.
+    #[arg(long)]
+    uid: u32,
+    /// Token from `cloudproxy token` (`<username>#<password>`).
+    #[arg(long, env = "CLOUDPROXY_TOKEN", hide_env_values = true)]
+    token: String,
+    /// auto (0), udp (1 or web 3) or tcp (2 or web 5).
+    #[arg(long, default_value = "auto")]
+    mode: CloudProxyType,
+    /// Proxy address (repeatable): published UDP proxies for `udp`, published TLS 443
+    /// proxies for `tcp`, the dynamic pool for `auto`.
+    #[arg(long = "proxy", value_name = "ADDR")]
+    proxies: Vec<SocketAddr>,
+    /// Packets to send after joining (each echoed back by the media service).
+    #[arg(long, default_value_t = 10)]
+    send: u32,
+    /// Milliseconds between packets.
+    #[arg(long, default_value_t = 20)]
+    interval_ms: u64,
+    /// Payload bytes per packet.
+    #[arg(long, default_value_t = 160)]
+    size: usize,
+    /// Do not ask the media service to echo our packets (count only other members' packets).
+    #[arg(long)]
+    no_echo: bool,
+    /// CA or self-signed certificate (PEM) to verify TLS proxies with. Without it any
+    /// certificate is accepted, with a warning.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// TLS server name to verify (default: the proxy's IP address).
+    #[arg(long)]
+    tls_name: Option<String>,
+    /// Give up joining after this many milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    join_timeout_ms: u64,
+    /// JSON lines (the default output is JSON lines too; kept for scripts that pass it).
+    #[arg(long)]
+    json: bool,
+}
 
-pub(crate) fn run(_args: JoinArgs) -> Result<(), Failure> {
-    // TODO(issue 3): being written this session.
-    Err(Failure::Usage(anyhow::anyhow!("`join` is not available yet")))
+fn print(v: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+fn trust(args: &JoinArgs) -> anyhow::Result<TlsTrust> {
+    let Some(path) = &args.ca else {
+        if args.mode != CloudProxyType::UdpProxy {
+            eprintln!("warning: no --ca given: TLS proxy certificates are not verified");
+        }
+        return Ok(TlsTrust::InsecureAnyCertificate);
+    };
+    use rustls_pki_types::pem::PemObject as _;
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("--ca {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("--ca {}: not PEM certificates", path.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "--ca {}: no certificate in it",
+        path.display()
+    );
+    Ok(TlsTrust::Certificates(certs))
+}
+
+pub(crate) fn run(args: JoinArgs) -> Result<(), Failure> {
+    let token_app = args.token.split(':').nth(1).unwrap_or_default();
+    if token_app != args.app_id {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--token was minted for app {token_app:?}, not --app-id {:?}",
+            args.app_id
+        )));
+    }
+    let mut config = ClientConfig::new(args.media);
+    config.tls_trust = trust(&args).map_err(Failure::Usage)?;
+    config.tls_server_name = args.tls_name.clone();
+    config.join_timeout = Duration::from_millis(args.join_timeout_ms);
+    config.echo = !args.no_echo;
+    match args.mode {
+        CloudProxyType::None => config.proxies.auto = args.proxies.clone(),
+        CloudProxyType::UdpProxy => config.proxies.udp = args.proxies.clone(),
+        CloudProxyType::TcpProxy => config.proxies.tls = args.proxies.clone(),
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .map_err(Failure::Runtime)?;
+    rt.block_on(session(args, config))
+}
+
+async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
+    let started = Instant::now();
+    let (mut client, mut events) =
+        Client::new(config).map_err(|e| Failure::Usage(anyhow::Error::new(e)))?;
+    client
+        .set_cloud_proxy(args.mode)
+        .map_err(|e| Failure::Usage(e.into()))?;
+    let forward_events = tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            print(serde_json::to_value(&e).unwrap_or_default());
+            if matches!(e, Event::ConnectionStateChanged { .. }) {
+                // keep going: leave and failures are events too
+            }
+        }
+    });
+    let info = match client.join(&args.channel, args.uid, &args.token).await {
+        Ok(info) => info,
+        Err(SdkError::Join(e)) => {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            print(json!({
+                "event": "error",
+                "message": e.to_string(),
+                "attempts": e.attempts,
+                "retry_elsewhere": e.retry_elsewhere(),
+                "elapsed_ms": e.elapsed_ms,
+            }));
+            return Err(Failure::Runtime(anyhow::anyhow!("{e}")));
+        }
+        Err(e @ SdkError::BadToken(_)) => return Err(Failure::Usage(e.into())),
+        Err(e) => return Err(Failure::Runtime(e.into())),
+    };
+    let payload = vec![0x5Au8; args.size];
+    let mut own_echoes = 0u64;
+    let mut from_others = 0u64;
+    let mut ticker = tokio::time::interval(Duration::from_millis(args.interval_ms.max(1)));
+    let mut sent = 0u32;
+    // Send at the interval while counting what comes back; then wait up to a second for the
+    // last echoes.
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick(), if sent < args.send => {
+                if client.send(&payload).await.is_err() { break; }
+                sent += 1;
+                if sent == args.send {
+                    drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+            }
+            r = client.recv() => match r {
+                Ok(p) if p.from_uid == info.uid => own_echoes += 1,
+                Ok(_) => from_others += 1,
+                Err(_) => break,
+            },
+            _ = tokio::time::sleep_until(drain_until.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600))), if drain_until.is_some() || args.send == 0 => break,
+        }
+        if !args.no_echo && sent == args.send && own_echoes >= u64::from(args.send) {
+            break;
+        }
+    }
+    let stats = client.stats();
+    let _ = client.leave().await;
+    drop(client);
+    let _ = tokio::time::timeout(Duration::from_millis(200), forward_events).await;
+    let lost = if args.no_echo {
+        stats.lost
+    } else {
+        u64::from(sent).saturating_sub(own_echoes)
+    };
+    print(json!({
+        "event": "summary",
+        "app_id": args.app_id,
+        "channel": info.channel,
+        "uid": info.uid,
+        "mode": info.mode,
+        "path": info.path,
+        "server": info.server,
+        "seen_as": info.seen_as,
+        "join_ms": info.elapsed_ms,
+        "sent": sent,
+        "received": own_echoes + from_others,
+        "echoed": own_echoes,
+        "from_others": from_others,
+        "lost": lost,
+        "rtt_ms": stats.rtt_micros.map(|us| us as f64 / 1000.0),
+        "reconnects": stats.reconnects,
+        "elapsed_ms": started.elapsed().as_millis() as u64,
+    }));
+    Ok(())
 }

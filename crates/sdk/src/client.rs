@@ -1,0 +1,446 @@
+//! The client: mode, join, send, receive, leave, and the session task that keeps the path
+//! alive and reconnects when it drops.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::connect::{self, Credential, Joined};
+use crate::event::{ConnectionState, Event, PathKind, StateReason};
+use crate::media::{self, MediaMsg};
+use crate::pipe::Pipe;
+use crate::tls::{self, TlsTrust};
+use crate::{CloudProxyType, SdkError};
+
+/// Where things are, and how patient to be. Plain data with documented defaults.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The media service, as this client would reach it directly.
+    pub media: SocketAddr,
+    /// Proxy addresses per mode.
+    pub proxies: Proxies,
+    /// Which relay certificates to trust. Default: any (lab use); production sets `Certificates`.
+    pub tls_trust: TlsTrust,
+    /// TLS server name; default: the proxy's IP address.
+    pub tls_server_name: Option<String>,
+    /// Happy Eyeballs stagger between attempts (RFC 8305: 250 ms recommended). Default 250 ms.
+    pub stagger: Duration,
+    /// One attempt (connect, TURN set-up, media join). Default 4 s.
+    pub attempt_timeout: Duration,
+    /// A whole join, all attempts. Default 10 s.
+    pub join_timeout: Duration,
+    /// Keepalive (PING) interval. Default 1 s.
+    pub keepalive: Duration,
+    /// No packet at all from the path for this long: it dropped. Default 4 s.
+    pub path_timeout: Duration,
+    /// Reconnect attempts after a drop, with backoff 0.5 s, 1 s, 2 s, … Default 3.
+    pub reconnect_attempts: u32,
+    /// Ask the media service to echo our own data back (network checks). Default false.
+    pub echo: bool,
+}
+
+impl ClientConfig {
+    pub fn new(media: SocketAddr) -> Self {
+        Self {
+            media,
+            proxies: Proxies::default(),
+            tls_trust: TlsTrust::default(),
+            tls_server_name: None,
+            stagger: Duration::from_millis(250),
+            attempt_timeout: Duration::from_secs(4),
+            join_timeout: Duration::from_secs(10),
+            keepalive: Duration::from_secs(1),
+            path_timeout: Duration::from_secs(4),
+            reconnect_attempts: 3,
+            echo: false,
+        }
+    }
+}
+
+/// Proxy addresses. Force UDP uses `udp`, Force TCP uses `tls` (TCP 443), Auto falls back to
+/// `auto` (the dynamic pool the control plane hands out).
+#[derive(Debug, Clone, Default)]
+pub struct Proxies {
+    pub udp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    pub auto: Vec<SocketAddr>,
+}
+
+/// What a join achieved.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JoinInfo {
+    pub channel: String,
+    pub uid: u32,
+    pub mode: CloudProxyType,
+    pub path: PathKind,
+    /// The proxy, or the media service for a direct path.
+    pub server: SocketAddr,
+    /// The source address the media service saw (a relayed address through a proxy).
+    pub seen_as: SocketAddr,
+    pub members: u16,
+    pub elapsed_ms: u64,
+}
+
+/// A datagram from another member of the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub from_uid: u32,
+    pub seq: u32,
+    pub sent_micros: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Counters of a session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SessionStats {
+    pub sent: u64,
+    pub received: u64,
+    /// Sequence gaps seen per sender, summed.
+    pub lost: u64,
+    /// Latest round-trip time to the media service, through the path, in microseconds.
+    pub rtt_micros: Option<u64>,
+    pub reconnects: u32,
+}
+
+struct Session {
+    info: JoinInfo,
+    outgoing: mpsc::Sender<Vec<u8>>,
+    incoming: mpsc::Receiver<Received>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    stats: Arc<Mutex<SessionStats>>,
+}
+
+/// The SDK's client. One channel at a time.
+pub struct Client {
+    config: ClientConfig,
+    mode: CloudProxyType,
+    session: Option<Session>,
+    events: mpsc::UnboundedSender<Event>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Client {
+    /// A client and the stream of its events.
+    pub fn new(config: ClientConfig) -> Result<(Self, mpsc::UnboundedReceiver<Event>), SdkError> {
+        let tls = tls::client_config(&config.tls_trust)
+            .map_err(|e| SdkError::BadToken(format!("TLS configuration: {e}")))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok((
+            Self {
+                config,
+                mode: CloudProxyType::None,
+                session: None,
+                events: tx,
+                tls,
+            },
+            rx,
+        ))
+    }
+
+    pub fn cloud_proxy(&self) -> CloudProxyType {
+        self.mode
+    }
+
+    /// Sets the mode (vendor `setCloudProxy`). Only outside a channel; to change from one Force
+    /// mode to another, set `None` first.
+    pub fn set_cloud_proxy(&mut self, mode: CloudProxyType) -> Result<(), SdkError> {
+        if self.session.is_some() {
+            return Err(SdkError::InChannel);
+        }
+        if self.mode.is_forced() && mode.is_forced() && mode != self.mode {
+            return Err(SdkError::SetNoneFirst { current: self.mode });
+        }
+        self.mode = mode;
+        Ok(())
+    }
+
+    /// Vendor web `stopProxyServer()`: back to Auto; valid only after leave.
+    pub fn stop_proxy(&mut self) -> Result<(), SdkError> {
+        self.set_cloud_proxy(CloudProxyType::None)
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    /// Joins `channel` as `uid` with a token from `cloudproxy token` (`<username>#<password>`).
+    pub async fn join(
+        &mut self,
+        channel: &str,
+        uid: u32,
+        token: &str,
+    ) -> Result<JoinInfo, SdkError> {
+        if self.session.is_some() {
+            return Err(SdkError::AlreadyJoined);
+        }
+        let credential = Credential::for_join(token, channel, uid)?;
+        let reason = if self.mode.is_forced() {
+            StateReason::SettingProxyServer
+        } else {
+            StateReason::Joining
+        };
+        self.emit(Event::ConnectionStateChanged {
+            state: ConnectionState::Connecting,
+            reason,
+        });
+        let candidates = connect::candidates(&self.config, self.mode, 0)?;
+        let (winner, joined) =
+            match connect::race(&self.config, &self.tls, candidates, &credential).await {
+                Ok(w) => w,
+                Err(e) => {
+                    self.emit(Event::ConnectionStateChanged {
+                        state: ConnectionState::Failed,
+                        reason: StateReason::JoinFailed,
+                    });
+                    return Err(SdkError::Join(e));
+                }
+            };
+        let info = JoinInfo {
+            channel: channel.into(),
+            uid: joined.uid,
+            mode: self.mode,
+            path: winner.kind,
+            server: winner.target,
+            seen_as: joined.seen_as,
+            members: joined.members,
+            elapsed_ms: joined.elapsed.as_millis() as u64,
+        };
+        self.announce(&info);
+        let (out_tx, out_rx) = mpsc::channel(1024);
+        let (in_tx, in_rx) = mpsc::channel(1024);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let stats = Arc::new(Mutex::new(SessionStats::default()));
+        let task = tokio::spawn(run_session(SessionTask {
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+            mode: self.mode,
+            credential,
+            info: info.clone(),
+            pipe: joined.pipe,
+            outgoing: out_rx,
+            incoming: in_tx,
+            stop: stop_rx,
+            events: self.events.clone(),
+            stats: stats.clone(),
+        }));
+        self.session = Some(Session {
+            info: info.clone(),
+            outgoing: out_tx,
+            incoming: in_rx,
+            stop: Some(stop_tx),
+            task,
+            stats,
+        });
+        Ok(info)
+    }
+
+    fn announce(&self, info: &JoinInfo) {
+        self.emit(Event::ConnectionStateChanged {
+            state: ConnectionState::Connected,
+            reason: StateReason::JoinSuccess,
+        });
+        self.emit(Event::Joined {
+            channel: info.channel.clone(),
+            uid: info.uid,
+            path: info.path,
+            server: info.server,
+            seen_as: info.seen_as,
+            elapsed_ms: info.elapsed_ms,
+        });
+        if info.path.is_proxy() {
+            if !info.mode.is_forced() {
+                self.emit(Event::JoinFallbackToProxy { proxy: info.server });
+            }
+            self.emit(Event::ProxyConnected {
+                channel: info.channel.clone(),
+                uid: info.uid,
+                mode: info.mode,
+                proxy: info.server,
+                elapsed_ms: info.elapsed_ms,
+            });
+        }
+        self.emit(Event::IsUsingCloudProxy {
+            using: info.path.is_proxy(),
+        });
+    }
+
+    /// The current join, if any.
+    pub fn joined(&self) -> Option<&JoinInfo> {
+        self.session.as_ref().map(|s| &s.info)
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        self.session
+            .as_ref()
+            .map(|s| s.stats.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// Sends a datagram to every other member of the channel.
+    pub async fn send(&self, payload: &[u8]) -> Result<(), SdkError> {
+        let s = self.session.as_ref().ok_or(SdkError::NotJoined)?;
+        s.outgoing
+            .send(payload.to_vec())
+            .await
+            .map_err(|_| SdkError::Disconnected)
+    }
+
+    /// The next datagram from the channel.
+    pub async fn recv(&mut self) -> Result<Received, SdkError> {
+        let s = self.session.as_mut().ok_or(SdkError::NotJoined)?;
+        s.incoming.recv().await.ok_or(SdkError::Disconnected)
+    }
+
+    /// Leaves the channel; returns the session's counters.
+    pub async fn leave(&mut self) -> Result<SessionStats, SdkError> {
+        let mut s = self.session.take().ok_or(SdkError::NotJoined)?;
+        if let Some(stop) = s.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut s.task).await;
+        s.task.abort();
+        self.emit(Event::ConnectionStateChanged {
+            state: ConnectionState::Disconnected,
+            reason: StateReason::Leave,
+        });
+        let stats = s.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok(stats)
+    }
+}
+
+struct SessionTask {
+    config: ClientConfig,
+    tls: Arc<rustls::ClientConfig>,
+    mode: CloudProxyType,
+    credential: Credential,
+    info: JoinInfo,
+    pipe: Pipe,
+    outgoing: mpsc::Receiver<Vec<u8>>,
+    incoming: mpsc::Sender<Received>,
+    stop: oneshot::Receiver<()>,
+    events: mpsc::UnboundedSender<Event>,
+    stats: Arc<Mutex<SessionStats>>,
+}
+
+/// Per-sender sequence tracking for loss.
+#[derive(Default)]
+struct SeqTrack {
+    next: u32,
+}
+
+async fn run_session(mut t: SessionTask) {
+    let epoch = Instant::now();
+    let mut seq: u32 = 0;
+    let mut buf = Vec::with_capacity(2048);
+    let mut out = Vec::with_capacity(2048);
+    let mut tracks: HashMap<u32, SeqTrack> = HashMap::new();
+    let mut last_rx = Instant::now();
+    let mut tick = tokio::time::interval(t.config.keepalive);
+    let mut offset = 0usize;
+    loop {
+        tokio::select! {
+            _ = &mut t.stop => {
+                let _ = t.pipe.send(&media::leave()).await;
+                return;
+            }
+            r = t.pipe.recv(&mut buf) => {
+                if r.is_err() {
+                    last_rx = Instant::now() - t.config.path_timeout * 2;
+                    // Fall through to the reconnect check below on the next tick.
+                    tick.reset_immediately();
+                    continue;
+                }
+                last_rx = Instant::now();
+                match media::parse(&buf) {
+                    Some(MediaMsg::Data { from_uid, seq: s, sent_micros, payload }) => {
+                        let payload = buf[payload].to_vec();
+                        {
+                            let mut st = t.stats.lock().unwrap_or_else(|e| e.into_inner());
+                            st.received += 1;
+                            let track = tracks.entry(from_uid).or_default();
+                            if s >= track.next {
+                                st.lost += u64::from(s - track.next);
+                                track.next = s + 1;
+                            }
+                        }
+                        let _ = t.incoming.try_send(Received { from_uid, seq: s, sent_micros, payload });
+                    }
+                    Some(MediaMsg::Pong { t: sent }) => {
+                        let now = epoch.elapsed().as_micros() as u64;
+                        t.stats.lock().unwrap_or_else(|e| e.into_inner()).rtt_micros = Some(now.saturating_sub(sent));
+                    }
+                    Some(MediaMsg::Error { code: 404, .. }) => {
+                        // The media service forgot us (restart, timeout): join again.
+                        let _ = t.pipe.send(&media::join(&t.credential.token, t.config.echo)).await;
+                    }
+                    _ => {}
+                }
+            }
+            msg = t.outgoing.recv() => {
+                let Some(payload) = msg else { return };
+                media::data(seq, epoch.elapsed().as_micros() as u64, &payload, &mut out);
+                seq = seq.wrapping_add(1);
+                if t.pipe.send(&out).await.is_ok() {
+                    t.stats.lock().unwrap_or_else(|e| e.into_inner()).sent += 1;
+                }
+            }
+            _ = tick.tick() => {
+                if last_rx.elapsed() > t.config.path_timeout {
+                    offset += 1;
+                    match reconnect(&mut t, offset).await {
+                        Some(pipe) => {
+                            t.pipe = pipe;
+                            last_rx = Instant::now();
+                            t.stats.lock().unwrap_or_else(|e| e.into_inner()).reconnects += 1;
+                        }
+                        None => return,
+                    }
+                    continue;
+                }
+                let _ = t.pipe.send(&media::ping(epoch.elapsed().as_micros() as u64)).await;
+                let _ = t.pipe.maintain().await;
+            }
+        }
+    }
+}
+
+/// The path dropped: report it, try again (next proxy first) with bounded backoff.
+async fn reconnect(t: &mut SessionTask, offset: usize) -> Option<Pipe> {
+    let _ = t.events.send(Event::ConnectionStateChanged {
+        state: ConnectionState::Reconnecting,
+        reason: StateReason::Interrupted,
+    });
+    let mut backoff = Duration::from_millis(500);
+    for _ in 0..t.config.reconnect_attempts {
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(8));
+        let Ok(candidates) = connect::candidates(&t.config, t.mode, offset) else {
+            break;
+        };
+        if let Ok((winner, Joined { pipe, seen_as, .. })) =
+            connect::race(&t.config, &t.tls, candidates, &t.credential).await
+        {
+            t.info.path = winner.kind;
+            t.info.server = winner.target;
+            t.info.seen_as = seen_as;
+            let _ = t.events.send(Event::ConnectionStateChanged {
+                state: ConnectionState::Connected,
+                reason: StateReason::JoinSuccess,
+            });
+            let _ = t.events.send(Event::IsUsingCloudProxy {
+                using: winner.kind.is_proxy(),
+            });
+            return Some(pipe);
+        }
+    }
+    let _ = t.events.send(Event::ConnectionStateChanged {
+        state: ConnectionState::Failed,
+        reason: StateReason::JoinFailed,
+    });
+    None
+}

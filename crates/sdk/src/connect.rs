@@ -1,0 +1,247 @@
+//! Finding a path and joining the channel over it.
+//!
+//! Every mode is a list of candidate paths raced Happy-Eyeballs style (RFC 8305 §5): the first
+//! starts at once, each next one when the stagger delay passes or the previous one fails, and
+//! the first to complete a media-service join wins; the others are cancelled.
+//!
+//! | mode | candidates, in order |
+//! |---|---|
+//! | Auto | direct UDP to the media service, then the Auto proxies over TLS (TCP 443) |
+//! | Force UDP | the published proxies over TURN/UDP |
+//! | Force TCP | the published proxies over TURN/TLS on TCP 443 |
+//!
+//! In the Force modes no candidate addresses anything but a proxy: the media service is reached
+//! only through the relay, so nothing is sent to any other address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use crate::error::{JoinError, PathAttempt, PathFailure};
+use crate::event::PathKind;
+use crate::media::{self, MediaMsg};
+use crate::pipe::Pipe;
+use crate::{ClientConfig, CloudProxyType, SdkError};
+
+/// One path to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Candidate {
+    pub kind: PathKind,
+    pub target: SocketAddr,
+}
+
+/// The result of a successful join.
+pub(crate) struct Joined {
+    pub pipe: Pipe,
+    pub uid: u32,
+    pub members: u16,
+    pub seen_as: SocketAddr,
+    pub elapsed: Duration,
+}
+
+/// Credentials from a token: TURN username/password, and the whole token for the media join.
+#[derive(Debug, Clone)]
+pub(crate) struct Credential {
+    pub username: String,
+    pub password: String,
+    pub token: String,
+}
+
+impl Credential {
+    /// Splits `username#password` (see `cloudproxy_proto::token`) and checks that the token was
+    /// minted for this channel and uid (`<expiry>:<app>:<key>:<channel>:<uid>`).
+    pub(crate) fn for_join(token: &str, channel: &str, uid: u32) -> Result<Self, SdkError> {
+        let c = Self::parse(token)?;
+        let mut fields = c.username.rsplitn(3, ':');
+        let (t_uid, t_channel) = (fields.next(), fields.next());
+        if t_uid != Some(uid.to_string().as_str()) || t_channel != Some(channel) {
+            return Err(SdkError::BadToken(format!(
+                "the token is for channel {:?} uid {:?}, not channel {channel:?} uid {uid}",
+                t_channel.unwrap_or("?"),
+                t_uid.unwrap_or("?"),
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Splits `username#password`.
+    pub(crate) fn parse(token: &str) -> Result<Self, SdkError> {
+        let (username, password) = token.rsplit_once('#').ok_or_else(|| {
+            SdkError::BadToken("expected <username>#<password> (cloudproxy token)".into())
+        })?;
+        if username.is_empty() || password.is_empty() {
+            return Err(SdkError::BadToken("empty username or password".into()));
+        }
+        Ok(Self {
+            username: username.into(),
+            password: password.into(),
+            token: token.into(),
+        })
+    }
+}
+
+/// The candidates of `mode`, the list rotated by `offset` (reconnects try the next proxy first).
+pub(crate) fn candidates(
+    config: &ClientConfig,
+    mode: CloudProxyType,
+    offset: usize,
+) -> Result<Vec<Candidate>, SdkError> {
+    let rotate = |list: &[SocketAddr], kind: PathKind| -> Vec<Candidate> {
+        let n = list.len().max(1);
+        (0..list.len())
+            .map(|i| Candidate {
+                kind,
+                target: list[(i + offset) % n],
+            })
+            .collect()
+    };
+    Ok(match mode {
+        CloudProxyType::None => {
+            let mut c = vec![Candidate {
+                kind: PathKind::Direct,
+                target: config.media,
+            }];
+            c.extend(rotate(&config.proxies.auto, PathKind::TurnTls));
+            c
+        }
+        CloudProxyType::UdpProxy => {
+            if config.proxies.udp.is_empty() {
+                return Err(SdkError::NoProxies("UDP"));
+            }
+            rotate(&config.proxies.udp, PathKind::TurnUdp)
+        }
+        CloudProxyType::TcpProxy => {
+            if config.proxies.tls.is_empty() {
+                return Err(SdkError::NoProxies("TLS"));
+            }
+            rotate(&config.proxies.tls, PathKind::TurnTls)
+        }
+    })
+}
+
+/// Races `candidates` and returns the first joined path, or every failure.
+pub(crate) async fn race(
+    config: &ClientConfig,
+    tls: &Arc<rustls::ClientConfig>,
+    candidates: Vec<Candidate>,
+    credential: &Credential,
+) -> Result<(Candidate, Joined), JoinError> {
+    let started = Instant::now();
+    let deadline = started + config.join_timeout;
+    let mut pending = candidates.into_iter();
+    let mut running: JoinSet<(Candidate, Result<Joined, PathFailure>)> = JoinSet::new();
+    let mut attempts = Vec::new();
+    let mut in_flight: Vec<Candidate> = Vec::new();
+    let mut spawn_next = |running: &mut JoinSet<_>, in_flight: &mut Vec<Candidate>| -> bool {
+        let Some(c) = pending.next() else {
+            return false;
+        };
+        in_flight.push(c);
+        let config = config.clone();
+        let tls = tls.clone();
+        let credential = credential.clone();
+        running.spawn(async move {
+            let r = tokio::time::timeout(
+                config.attempt_timeout,
+                attempt(&config, &tls, c, &credential, started),
+            )
+            .await
+            .unwrap_or(Err(PathFailure::Timeout));
+            (c, r)
+        });
+        true
+    };
+    spawn_next(&mut running, &mut in_flight);
+    loop {
+        let stagger = tokio::time::sleep(config.stagger);
+        tokio::select! {
+            done = running.join_next() => match done {
+                Some(Ok((c, Ok(joined)))) => {
+                    running.abort_all();
+                    return Ok((c, joined));
+                }
+                Some(Ok((c, Err(failure)))) => {
+                    in_flight.retain(|x| *x != c);
+                    attempts.push(PathAttempt { path: c.kind, target: c.target, failure });
+                    if !spawn_next(&mut running, &mut in_flight) && running.is_empty() {
+                        return Err(JoinError::new(attempts, started.elapsed()));
+                    }
+                }
+                Some(Err(_)) | None => {
+                    if !spawn_next(&mut running, &mut in_flight) && running.is_empty() {
+                        return Err(JoinError::new(attempts, started.elapsed()));
+                    }
+                }
+            },
+            _ = stagger => {
+                spawn_next(&mut running, &mut in_flight);
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                running.abort_all();
+                for c in in_flight {
+                    attempts.push(PathAttempt { path: c.kind, target: c.target, failure: PathFailure::Timeout });
+                }
+                for c in pending {
+                    attempts.push(PathAttempt { path: c.kind, target: c.target, failure: PathFailure::Cancelled });
+                }
+                return Err(JoinError::new(attempts, started.elapsed()));
+            }
+        }
+    }
+}
+
+/// One candidate: open the pipe, then join the channel over it.
+async fn attempt(
+    config: &ClientConfig,
+    tls: &Arc<rustls::ClientConfig>,
+    c: Candidate,
+    credential: &Credential,
+    started: Instant,
+) -> Result<Joined, PathFailure> {
+    let mut pipe = match c.kind {
+        PathKind::Direct => Pipe::direct(c.target).await?,
+        kind => {
+            let name = config
+                .tls_server_name
+                .clone()
+                .unwrap_or_else(|| c.target.ip().to_string());
+            Pipe::turn(
+                kind,
+                c.target,
+                config.media,
+                &credential.username,
+                &credential.password,
+                Some((tls, &name)),
+            )
+            .await?
+        }
+    };
+    let join = media::join(&credential.token, config.echo);
+    let mut buf = Vec::with_capacity(2048);
+    loop {
+        pipe.send(&join)
+            .await
+            .map_err(|e| PathFailure::from_io(&e))?;
+        let wait = tokio::time::sleep(Duration::from_millis(400));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                r = pipe.recv(&mut buf) => {
+                    r.map_err(|e| PathFailure::from_io(&e))?;
+                    match media::parse(&buf) {
+                        Some(MediaMsg::Joined { uid, members, seen_as }) => {
+                            return Ok(Joined { pipe, uid, members, seen_as, elapsed: started.elapsed() });
+                        }
+                        Some(MediaMsg::Error { code, app_id, message, .. }) => {
+                            return Err(PathFailure::Media { code, app_id, message });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}

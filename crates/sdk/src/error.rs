@@ -1,0 +1,180 @@
+//! Errors that say what failed, whose fault it was, and whether trying elsewhere can help.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::event::PathKind;
+
+/// Why one path (one transport to one address) failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PathFailure {
+    /// No answer in time (a firewall that drops, or a dead host).
+    Timeout,
+    /// Actively refused: TCP reset or ICMP port unreachable.
+    Refused,
+    /// The TLS handshake failed.
+    Tls { detail: String },
+    /// The relay refused the credential (401).
+    Unauthorized { reason: String },
+    /// The relay refused the peer or the app's mode (403).
+    Forbidden { reason: String },
+    /// The relay's quota or capacity is exhausted (486, 508).
+    Capacity { code: u16, reason: String },
+    /// Another TURN error.
+    Turn { code: u16, reason: String },
+    /// The media service refused the join.
+    Media {
+        code: u16,
+        app_id: String,
+        message: String,
+    },
+    /// A local socket error.
+    Io { detail: String },
+    /// Not tried: the join had already succeeded or given up.
+    Cancelled,
+}
+
+impl PathFailure {
+    /// Whether another proxy or path may succeed where this one failed. A refused credential
+    /// or a forbidden app will be refused everywhere; a timeout or a full relay may not.
+    pub fn retry_elsewhere(&self) -> bool {
+        match self {
+            PathFailure::Timeout
+            | PathFailure::Refused
+            | PathFailure::Tls { .. }
+            | PathFailure::Capacity { .. }
+            | PathFailure::Io { .. }
+            | PathFailure::Cancelled => true,
+            PathFailure::Turn { code, .. } => *code >= 500,
+            PathFailure::Media { code, .. } => *code >= 500,
+            PathFailure::Unauthorized { .. } | PathFailure::Forbidden { .. } => false,
+        }
+    }
+
+    pub(crate) fn from_io(e: &std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            ConnectionRefused | ConnectionReset => PathFailure::Refused,
+            TimedOut | WouldBlock => PathFailure::Timeout,
+            _ => PathFailure::Io {
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    pub(crate) fn from_turn(code: u16, reason: String) -> Self {
+        match code {
+            401 => PathFailure::Unauthorized { reason },
+            403 => PathFailure::Forbidden { reason },
+            486 | 508 => PathFailure::Capacity { code, reason },
+            _ => PathFailure::Turn { code, reason },
+        }
+    }
+}
+
+impl fmt::Display for PathFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathFailure::Timeout => f.write_str("timed out"),
+            PathFailure::Refused => f.write_str("connection refused"),
+            PathFailure::Tls { detail } => write!(f, "TLS failure: {detail}"),
+            PathFailure::Unauthorized { reason } => write!(f, "401 {reason}"),
+            PathFailure::Forbidden { reason } => write!(f, "403 {reason}"),
+            PathFailure::Capacity { code, reason } | PathFailure::Turn { code, reason } => {
+                write!(f, "{code} {reason}")
+            }
+            PathFailure::Media {
+                code,
+                app_id,
+                message,
+            } => write!(
+                f,
+                "media service refused (app '{app_id}'): {code} {message}"
+            ),
+            PathFailure::Io { detail } => write!(f, "I/O error: {detail}"),
+            PathFailure::Cancelled => f.write_str("not needed"),
+        }
+    }
+}
+
+/// One path that was tried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathAttempt {
+    pub path: PathKind,
+    pub target: SocketAddr,
+    pub failure: PathFailure,
+}
+
+impl fmt::Display for PathAttempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} to {}: {}", self.path, self.target, self.failure)
+    }
+}
+
+/// Errors of the SDK's API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdkError {
+    #[error("the cloud proxy mode can only be set outside a channel: leave first")]
+    InChannel,
+    #[error("the cloud proxy mode is already {current}: set None (Auto) first, then the new mode")]
+    SetNoneFirst { current: crate::CloudProxyType },
+    #[error("already in a channel: leave first")]
+    AlreadyJoined,
+    #[error("not in a channel")]
+    NotJoined,
+    #[error("no {0} proxy address is configured for this mode")]
+    NoProxies(&'static str),
+    #[error("bad token: {0}")]
+    BadToken(String),
+    #[error("{0}")]
+    Join(JoinError),
+    #[error("the connection to the channel was lost and could not be restored")]
+    Disconnected,
+}
+
+/// Every path failed: each one tried, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JoinError {
+    pub attempts: Vec<PathAttempt>,
+    pub elapsed_ms: u64,
+}
+
+impl JoinError {
+    /// Whether trying again elsewhere (another network, later) may help: false when every
+    /// path was refused for a reason that holds everywhere (credentials, permission).
+    pub fn retry_elsewhere(&self) -> bool {
+        self.attempts.iter().any(|a| a.failure.retry_elsewhere())
+    }
+
+    pub(crate) fn new(attempts: Vec<PathAttempt>, elapsed: Duration) -> Self {
+        Self {
+            attempts,
+            elapsed_ms: elapsed.as_millis() as u64,
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "could not join after {} ms; tried {} path(s): ",
+            self.elapsed_ms,
+            self.attempts.len()
+        )?;
+        for (i, a) in self.attempts.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{a}")?;
+        }
+        if !self.retry_elsewhere() {
+            f.write_str(" (retrying elsewhere will not help)")?;
+        }
+        Ok(())
+    }
+}
