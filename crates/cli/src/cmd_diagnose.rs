@@ -1,11 +1,163 @@
-//! `cloudproxy diagnose`: check every path and recommend a mode.
+//! `cloudproxy diagnose`: from the current network, check each path a client could use —
+//! direct UDP to the media service, and the relay over UDP, TCP and TLS 443 — then recommend a
+//! mode. Progress goes to stderr as it runs; the report goes to stdout (text, or `--json`).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cloudproxy_sdk::{probe, ClientConfig, CloudProxyType, PathFailure, PathKind, Probe};
+use serde_json::json;
 
 use crate::failure::Failure;
 
 #[derive(Debug, clap::Args)]
-pub(crate) struct DiagnoseArgs {}
+pub(crate) struct DiagnoseArgs {
+    /// The media service, as this client would reach it directly.
+    #[arg(long, value_name = "ADDR")]
+    media: SocketAddr,
+    /// Relay TURN/UDP address (a published Force UDP proxy), IP:PORT.
+    #[arg(long, value_name = "ADDR")]
+    udp_proxy: Option<SocketAddr>,
+    /// Relay TURN/TCP address, IP:PORT.
+    #[arg(long, value_name = "ADDR")]
+    tcp_proxy: Option<SocketAddr>,
+    /// Relay TURN/TLS address (TCP 443), IP:PORT.
+    #[arg(long, value_name = "ADDR")]
+    tls_proxy: Option<SocketAddr>,
+    #[arg(long)]
+    channel: String,
+    #[arg(long)]
+    uid: u32,
+    /// Token from `cloudproxy token`.
+    #[arg(long, env = "CLOUDPROXY_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Seconds allowed per path.
+    #[arg(long, default_value_t = 4)]
+    timeout: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
 
-pub(crate) fn run(_args: DiagnoseArgs) -> Result<(), Failure> {
-    // TODO(issue 3): being written this session.
-    Err(Failure::Usage(anyhow::anyhow!("`diagnose` is not available yet")))
+/// What to use, given which paths work. Direct UDP: Auto (it will go direct). Otherwise the
+/// proxy over UDP gives better quality than TLS (no head-of-line blocking), so Force UDP; then
+/// TLS 443: Auto falls back to it on its own, Force TCP pins it to the published addresses.
+fn recommend(
+    results: &[(PathKind, Option<Result<Probe, PathFailure>>)],
+) -> (Option<CloudProxyType>, &'static str) {
+    let ok = |k: PathKind| {
+        results
+            .iter()
+            .any(|(p, r)| *p == k && matches!(r, Some(Ok(_))))
+    };
+    if ok(PathKind::Direct) {
+        (
+            Some(CloudProxyType::None),
+            "direct UDP works: use Auto (the default)",
+        )
+    } else if ok(PathKind::TurnUdp) {
+        (
+            Some(CloudProxyType::UdpProxy),
+            "UDP to the media service is blocked but UDP to the proxy works: use Force UDP",
+        )
+    } else if ok(PathKind::TurnTls) {
+        (
+            Some(CloudProxyType::TcpProxy),
+            "only TLS on TCP 443 to the proxy works: use Force TCP (Auto would also fall back to it)",
+        )
+    } else if ok(PathKind::TurnTcp) {
+        (None, "only plain TCP to the proxy works; no cloud-proxy mode uses it: ask for TCP 443 or UDP to the published addresses")
+    } else {
+        (None, "no path works: ask the network's administrators to allow the published proxy addresses (see the allow-list table)")
+    }
+}
+
+pub(crate) fn run(args: DiagnoseArgs) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .map_err(Failure::Runtime)?;
+    rt.block_on(diagnose(args))
+}
+
+async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
+    let mut config = ClientConfig::new(args.media);
+    config.attempt_timeout = Duration::from_secs(args.timeout.max(1));
+    let paths = [
+        (PathKind::Direct, Some(args.media)),
+        (PathKind::TurnUdp, args.udp_proxy),
+        (PathKind::TurnTcp, args.tcp_proxy),
+        (PathKind::TurnTls, args.tls_proxy),
+    ];
+    let mut results = Vec::new();
+    let total = paths.iter().filter(|(_, t)| t.is_some()).count();
+    let mut n = 0;
+    for (kind, target) in paths {
+        let Some(target) = target else {
+            results.push((kind, None));
+            continue;
+        };
+        n += 1;
+        eprint!("[{n}/{total}] {kind:?} to {target} ... ");
+        let _ = std::io::stderr().flush();
+        let r = probe(
+            &config,
+            kind,
+            target,
+            &args.channel,
+            args.uid,
+            &args.token,
+            5,
+        )
+        .await
+        .map_err(|e| Failure::Usage(e.into()))?;
+        match &r {
+            Ok(p) => eprintln!(
+                "ok: joined in {} ms, rtt {}",
+                p.join_ms,
+                p.rtt_ms.map_or("n/a".into(), |r| format!("{r:.1} ms"))
+            ),
+            Err(f) => eprintln!("failed: {f}"),
+        }
+        results.push((kind, Some(r)));
+    }
+    let (mode, why) = recommend(&results);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let paths: Vec<_> = results
+            .iter()
+            .map(|(kind, r)| match r {
+                None => json!({"path": kind, "checked": false}),
+                Some(Ok(p)) => json!({"path": kind, "checked": true, "ok": true, "target": p.target, "join_ms": p.join_ms, "rtt_ms": p.rtt_ms, "seen_as": p.seen_as}),
+                Some(Err(f)) => json!({"path": kind, "checked": true, "ok": false, "error": f.to_string(), "failure": f}),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({"paths": paths, "recommended_mode": mode, "why": why})
+        );
+    } else {
+        for (kind, r) in &results {
+            let line = match r {
+                None => "not checked (no address given)".to_owned(),
+                Some(Ok(p)) => format!(
+                    "ok    join {} ms, rtt {}",
+                    p.join_ms,
+                    p.rtt_ms.map_or("n/a".into(), |r| format!("{r:.1} ms"))
+                ),
+                Some(Err(f)) => format!("FAIL  {f}"),
+            };
+            let _ = writeln!(out, "{:<9} {line}", format!("{kind:?}"));
+        }
+        let _ = writeln!(
+            out,
+            "recommended: {} — {why}",
+            mode.map_or("none".to_owned(), |m| m.to_string())
+        );
+    }
+    Ok(())
 }

@@ -59,6 +59,13 @@ pub(crate) struct JoinArgs {
     /// Give up joining after this many milliseconds.
     #[arg(long, default_value_t = 10_000)]
     join_timeout_ms: u64,
+    /// Give up one path after this many milliseconds.
+    #[arg(long, default_value_t = 4_000)]
+    attempt_timeout_ms: u64,
+    /// Happy Eyeballs delay before starting the next path (RFC 8305). Setting it to the
+    /// attempt timeout gives the sequential strategy: wait for a path to fail, then try the next.
+    #[arg(long, default_value_t = 250)]
+    stagger_ms: u64,
     /// JSON lines (the default output is JSON lines too; kept for scripts that pass it).
     #[arg(long)]
     json: bool,
@@ -102,6 +109,8 @@ pub(crate) fn run(args: JoinArgs) -> Result<(), Failure> {
     config.tls_trust = trust(&args).map_err(Failure::Usage)?;
     config.tls_server_name = args.tls_name.clone();
     config.join_timeout = Duration::from_millis(args.join_timeout_ms);
+    config.attempt_timeout = Duration::from_millis(args.attempt_timeout_ms.max(1));
+    config.stagger = Duration::from_millis(args.stagger_ms);
     config.echo = !args.no_echo;
     match args.mode {
         CloudProxyType::None => config.proxies.auto = args.proxies.clone(),

@@ -1,11 +1,294 @@
-//! `cloudproxy media`: the reference media service.
+//! `cloudproxy media`: the reference media service (a UDP channel forwarder, see
+//! `cloudproxy_media`). Prints `media ADDR` per listener on stdout, then runs until SIGINT or
+//! SIGTERM.
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use cloudproxy_media::{MediaConfig, MediaService};
+use cloudproxy_proto::token::is_valid_name;
+use cloudproxy_proto::AppKey;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::failure::Failure;
 
-#[derive(Debug, clap::Args)]
-pub(crate) struct MediaArgs {}
+/// Environment variable with comma-separated KEYSPECs, used when no --app is given.
+const APPS_ENV: &str = "CLOUDPROXY_MEDIA_APPS";
 
-pub(crate) fn run(_args: MediaArgs) -> Result<(), Failure> {
-    // TODO(issue 3): being written this session.
-    Err(Failure::Usage(anyhow::anyhow!("`media` is not available yet")))
+/// Flags of `cloudproxy media`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MediaArgs {
+    /// UDP address to listen on (repeatable). Default 127.0.0.1:7000.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// An application key, APP_ID:KEY_ID:SECRET (repeatable; the secret may contain ':').
+    /// Without --app, the comma-separated list in CLOUDPROXY_MEDIA_APPS is used; without
+    /// either, an app `demo` with key `k1` and a random secret is generated and printed.
+    #[arg(long = "app", value_name = "KEYSPEC")]
+    pub apps: Vec<String>,
+    /// Seconds of silence (no data, no ping) after which a member is removed.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub member_timeout: u64,
+    /// Channels held at once; joins beyond get error 503.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_channels: usize,
+    /// Members of one channel; joins beyond get error 503.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_members_per_channel: usize,
+    /// Members in all channels; joins beyond get error 503.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_members: usize,
+}
+
+pub(crate) fn run(args: MediaArgs) -> Result<(), Failure> {
+    let env_apps = std::env::var(APPS_ENV).ok();
+    let mut config = media_config(&args, env_apps.as_deref()).map_err(Failure::Usage)?;
+    if config.auth.app_keys.is_empty() {
+        // A service that refuses everyone is of no use to a newcomer, and a well-known default
+        // secret would be an open door. A random one per run is neither.
+        let secret = generated_secret();
+        eprintln!(
+            "no apps configured: generated app 'demo' with key id 'k1' and secret {secret} for \
+             this run\nmint a token with: cloudproxy token --app-id demo --key-id k1 --secret \
+             {secret} --channel test --uid 1 --ttl 3600\n(set --app APP_ID:KEY_ID:SECRET or \
+             {APPS_ENV} to keep one)"
+        );
+        tracing::warn!("no apps configured: using a generated app 'demo'");
+        config.auth.app_keys.push(AppKey {
+            app_id: "demo".into(),
+            key_id: "k1".into(),
+            secret: secret.into_bytes(),
+            not_after: None,
+        });
+    }
+    serve(config).map_err(Failure::Runtime)
+}
+
+/// Flags (and the environment's app list) to a config. Errors name the flag.
+fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<MediaConfig> {
+    let mut config = MediaConfig::default();
+    if !args.listen.is_empty() {
+        config.listen = args.listen.clone();
+    }
+    let specs: Vec<(&str, &str)> = if args.apps.is_empty() {
+        env_apps
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| (APPS_ENV, s))
+            .collect()
+    } else {
+        args.apps.iter().map(|s| ("--app", s.as_str())).collect()
+    };
+    let mut seen = HashSet::new();
+    for (source, spec) in specs {
+        let key = app_key(spec).context(source)?;
+        if !seen.insert((key.app_id.clone(), key.key_id.clone())) {
+            bail!(
+                "{source}: app '{}' key id '{}' is given twice",
+                key.app_id,
+                key.key_id
+            );
+        }
+        config.auth.app_keys.push(key);
+    }
+    if args.member_timeout == 0 {
+        bail!("--member-timeout: must be at least 1");
+    }
+    for (flag, value) in [
+        ("--max-channels", args.max_channels),
+        ("--max-members-per-channel", args.max_members_per_channel),
+        ("--max-members", args.max_members),
+    ] {
+        if value == 0 {
+            bail!("{flag}: must be at least 1");
+        }
+    }
+    config.member_timeout = Duration::from_secs(args.member_timeout);
+    config.max_channels = args.max_channels;
+    config.max_members_per_channel = args.max_members_per_channel;
+    config.max_members = args.max_members;
+    Ok(config)
+}
+
+/// Parses `APP_ID:KEY_ID:SECRET`. Error messages never repeat the secret.
+fn app_key(spec: &str) -> anyhow::Result<AppKey> {
+    let mut parts = spec.splitn(3, ':');
+    let (Some(app_id), Some(key_id), Some(secret)) = (parts.next(), parts.next(), parts.next())
+    else {
+        bail!("expected APP_ID:KEY_ID:SECRET");
+    };
+    for (what, v) in [("app id", app_id), ("key id", key_id)] {
+        if !is_valid_name(v) {
+            bail!("{what} {v:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . -");
+        }
+    }
+    if secret.is_empty() {
+        bail!("the secret of app '{app_id}' key id '{key_id}' is empty");
+    }
+    Ok(AppKey {
+        app_id: app_id.into(),
+        key_id: key_id.into(),
+        secret: secret.as_bytes().to_vec(),
+        not_after: None,
+    })
+}
+
+/// Starts the service, announces its listeners and waits for SIGINT or SIGTERM.
+fn serve(config: MediaConfig) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("creating the signal-handling runtime")?;
+    // Handlers go in before the service starts, so an early signal is not fatal. The service
+    // runs its own runtime on its own thread.
+    let (mut term, mut int) = {
+        let _guard = rt.enter();
+        (
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        )
+    };
+    let apps: Vec<&str> = config
+        .auth
+        .app_keys
+        .iter()
+        .map(|k| k.app_id.as_str())
+        .collect();
+    tracing::info!(?apps, "starting the media service");
+    let service = MediaService::start(config).context("starting the media service")?;
+    let mut lines = String::new();
+    for a in service.local_addrs() {
+        lines.push_str(&format!("media {a}\n"));
+        tracing::info!("listening: media {a}");
+    }
+    let mut out = std::io::stdout().lock();
+    // A closed stdout must not take the service down.
+    if let Err(e) = out.write_all(lines.as_bytes()).and_then(|()| out.flush()) {
+        tracing::warn!("cannot print the listener addresses to stdout: {e}");
+    }
+    drop(out);
+    rt.block_on(async {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    });
+    service.stop();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// 18 random bytes (144 bits) as 36 hex digits.
+fn generated_secret() -> String {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 18];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        media: MediaArgs,
+    }
+
+    fn config(flags: &[&str], env: Option<&str>) -> anyhow::Result<MediaConfig> {
+        let args = Cmd::try_parse_from(std::iter::once("media").chain(flags.iter().copied()))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .media;
+        media_config(&args, env)
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = config(&[], None).unwrap();
+        assert_eq!(
+            c.listen,
+            vec!["127.0.0.1:7000".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(c.auth.app_keys.is_empty());
+        assert_eq!(c.member_timeout, Duration::from_secs(15));
+        let c = config(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--listen",
+                "[::1]:7001",
+                "--app",
+                "app1:k1:se:cret",
+                "--app",
+                "app1:k2:other",
+                "--member-timeout",
+                "30",
+                "--max-channels",
+                "5",
+                "--max-members-per-channel",
+                "3",
+            ],
+            Some("ignored:k:s"),
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        let keys: Vec<_> = c
+            .auth
+            .app_keys
+            .iter()
+            .map(|k| (k.app_id.as_str(), k.key_id.as_str(), k.secret.as_slice()))
+            .collect();
+        assert_eq!(
+            keys,
+            [("app1", "k1", &b"se:cret"[..]), ("app1", "k2", b"other")]
+        );
+        assert_eq!(
+            (
+                c.member_timeout.as_secs(),
+                c.max_channels,
+                c.max_members_per_channel
+            ),
+            (30, 5, 3)
+        );
+    }
+
+    #[test]
+    fn apps_from_the_environment() {
+        let c = config(&[], Some("a:k1:s1, b:k1:s2,")).unwrap();
+        assert_eq!(c.auth.app_keys.len(), 2);
+        assert_eq!(c.auth.app_keys[1].app_id, "b");
+        let e = config(&[], Some("a:k1")).unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            "CLOUDPROXY_MEDIA_APPS: expected APP_ID:KEY_ID:SECRET"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_flag_and_hide_the_secret() {
+        let e = |flags: &[&str]| format!("{:#}", config(flags, None).unwrap_err());
+        assert_eq!(
+            e(&["--app", "nocolon"]),
+            "--app: expected APP_ID:KEY_ID:SECRET"
+        );
+        let msg = e(&["--app", "bad/app:k:topsecret"]);
+        assert!(msg.starts_with("--app: app id \"bad/app\""), "{msg}");
+        assert!(!msg.contains("topsecret"), "{msg}");
+        assert!(e(&["--app", "a::s"]).contains("key id"));
+        assert!(e(&["--app", "a:k:"]).contains("empty"));
+        assert!(e(&["--app", "a:k:s", "--app", "a:k:t"]).contains("twice"));
+        assert!(e(&["--listen", "nonsense"]).contains("--listen"));
+        assert_eq!(
+            e(&["--member-timeout", "0"]),
+            "--member-timeout: must be at least 1"
+        );
+        assert!(e(&["--max-channels", "0"]).starts_with("--max-channels"));
+    }
 }

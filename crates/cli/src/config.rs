@@ -37,6 +37,10 @@ pub struct RelayArgs {
     /// TURN over TLS listener, IP:PORT (repeatable; replaces the file's `tls`).
     #[arg(long, value_name = "ADDR")]
     pub tls: Vec<SocketAddr>,
+    /// An application key, APP_ID:KEY_ID:SECRET (repeatable; adds to the file's
+    /// [[auth.app_keys]]). Tokens from `cloudproxy token` are checked against these.
+    #[arg(long = "app", value_name = "APP_ID:KEY_ID:SECRET")]
+    pub apps: Vec<cloudproxy_proto::AppKey>,
     /// TLS certificate chain, PEM (with --key; default: a self-signed certificate).
     #[arg(long, value_name = "PEM")]
     pub cert: Option<PathBuf>,
@@ -472,6 +476,21 @@ fn apply_flags(config: &mut RelayConfig, flags: &RelayArgs) -> anyhow::Result<()
     let server = &mut config.server;
     if let Some(s) = &flags.static_secret {
         server.auth.static_secret = Some(secret("--static-secret", s)?);
+    }
+    for key in &flags.apps {
+        if server
+            .auth
+            .app_keys
+            .iter()
+            .any(|k| k.app_id == key.app_id && k.key_id == key.key_id)
+        {
+            bail!(
+                "--app {}:{}: this app key is given twice",
+                key.app_id,
+                key.key_id
+            );
+        }
+        server.auth.app_keys.push(key.clone());
     }
     if let Some(realm) = &flags.realm {
         if realm.is_empty() {

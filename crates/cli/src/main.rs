@@ -8,6 +8,7 @@
 //! Exit status: 0 on success (including a signal-initiated stop), 2 for usage and
 //! configuration errors, 1 for everything else.
 
+mod cmd_demo;
 mod cmd_diagnose;
 mod cmd_join;
 mod cmd_media;
@@ -28,8 +29,8 @@ use cloudproxy_relay::{BoundAddrs, Relay, RelayConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::RelayArgs;
-use crate::failure::Failure;
 use crate::creds::CredsArgs;
+use crate::failure::Failure;
 use crate::logging::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -65,6 +66,8 @@ enum Command {
     Join(cmd_join::JoinArgs),
     /// Check every path from this network (direct UDP, relay UDP/TCP/TLS) and recommend a mode.
     Diagnose(cmd_diagnose::DiagnoseArgs),
+    /// Start a media service and a relay locally and have two clients talk, one through the proxy.
+    Demo(cmd_demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +112,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Token(args) => cmd_token::run(args),
         Command::Join(args) => cmd_join::run(args),
         Command::Diagnose(args) => cmd_diagnose::run(args),
+        Command::Demo(args) => cmd_demo::run(args),
     }
 }
 

@@ -101,3 +101,42 @@ pub struct AppKey {
     /// Unix time after which this key no longer authenticates (end of a rotation grace period).
     pub not_after: Option<u64>,
 }
+
+/// A malformed `APP_ID:KEY_ID:SECRET` key spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AppKeySpecError {
+    #[error("expected APP_ID:KEY_ID:SECRET")]
+    Shape,
+    #[error("app id and key id must be 1 to 64 characters of A-Z a-z 0-9 _ . -")]
+    Name,
+}
+
+impl std::str::FromStr for AppKey {
+    type Err = AppKeySpecError;
+
+    /// `APP_ID:KEY_ID:SECRET` (the secret may itself contain ':'), as the `--app` flags take it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.splitn(3, ':');
+        let (Some(app_id), Some(key_id), Some(secret)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AppKeySpecError::Shape);
+        };
+        if secret.is_empty() {
+            return Err(AppKeySpecError::Shape);
+        }
+        let name_ok = |n: &str| {
+            (1..=64).contains(&n.len())
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        };
+        if !name_ok(app_id) || !name_ok(key_id) {
+            return Err(AppKeySpecError::Name);
+        }
+        Ok(AppKey {
+            app_id: app_id.into(),
+            key_id: key_id.into(),
+            secret: secret.as_bytes().to_vec(),
+            not_after: None,
+        })
+    }
+}

@@ -37,6 +37,7 @@ pub mod client;
 pub mod integrity;
 pub mod policy;
 pub mod server;
+pub mod token;
 
 mod addr;
 mod config;

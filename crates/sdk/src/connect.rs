@@ -193,7 +193,7 @@ pub(crate) async fn race(
 }
 
 /// One candidate: open the pipe, then join the channel over it.
-async fn attempt(
+pub(crate) async fn attempt(
     config: &ClientConfig,
     tls: &Arc<rustls::ClientConfig>,
     c: Candidate,

@@ -31,10 +31,12 @@ pub mod event;
 mod media;
 pub mod mode;
 mod pipe;
+mod probe;
 pub mod tls;
 
 pub use client::{Client, ClientConfig, JoinInfo, Proxies, Received, SessionStats};
 pub use error::{JoinError, PathAttempt, PathFailure, SdkError};
 pub use event::{ConnectionState, Event, PathKind, StateReason};
 pub use mode::{CloudProxyType, UnknownProxyCode};
+pub use probe::{probe, Probe};
 pub use tls::TlsTrust;

@@ -1,0 +1,197 @@
+//! The firewall-lab world shared by the lab tests and the time-to-join benchmark: a lab with
+//! the media service and the relay running in it, and `cloudproxy join` run in the client's
+//! namespace.
+
+#![allow(dead_code)] // the test and the benchmark each use a part
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use cloudproxy_lab::{Lab, Profile, Role, MEDIA_ADDR, RELAY_ADDR, RELAY_POOL_ADDR};
+use cloudproxy_proto::token::Token;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cloudproxy");
+const APP: &str = "labapp";
+const KEY: &str = "k1";
+const SECRET: &str = "lab-app-secret";
+const MEDIA_PORT: u16 = 7000;
+
+pub fn sa(ip: std::net::Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(ip), port)
+}
+
+pub fn published_udp() -> SocketAddr {
+    sa(RELAY_ADDR, 3478)
+}
+
+pub fn published_tls() -> SocketAddr {
+    sa(RELAY_ADDR, 443)
+}
+
+pub fn pool_tls() -> SocketAddr {
+    sa(RELAY_POOL_ADDR, 443)
+}
+
+pub fn media() -> SocketAddr {
+    sa(MEDIA_ADDR, MEDIA_PORT)
+}
+
+/// A lab with the media service and the relay running in it.
+pub struct World {
+    pub lab: Lab,
+    _media: cloudproxy_lab::LabChild,
+    _relay: cloudproxy_lab::LabChild,
+}
+
+pub fn world(profile: Profile) -> Option<World> {
+    let lab = Lab::start_or_skip(profile)?;
+    let app = format!("{APP}:{KEY}:{SECRET}");
+    let media = lab
+        .spawn(
+            Role::Media,
+            BIN,
+            ["media", "--listen", &media().to_string(), "--app", &app],
+        )
+        .expect("media starts");
+    media
+        .wait_for_line(Duration::from_secs(20), |l| l.starts_with("media "))
+        .expect("media ready");
+    let relay = lab
+        .spawn(
+            Role::Relay,
+            BIN,
+            [
+                "relay",
+                "--udp",
+                &published_udp().to_string(),
+                "--tcp",
+                &published_udp().to_string(),
+                "--tls",
+                &published_tls().to_string(),
+                "--tls",
+                &pool_tls().to_string(),
+                "--relay-ip",
+                &RELAY_ADDR.to_string(),
+                "--allow-peer",
+                &format!("{MEDIA_ADDR}/32"),
+                "--app",
+                &app,
+                "--no-metrics",
+            ],
+        )
+        .expect("relay starts");
+    let mut seen = 0;
+    relay
+        .wait_for_line(Duration::from_secs(20), |l| {
+            if l.starts_with("tls ") {
+                seen += 1;
+            }
+            seen == 2
+        })
+        .expect("relay ready");
+    Some(World {
+        lab,
+        _media: media,
+        _relay: relay,
+    })
+}
+
+pub fn token(uid: u32) -> String {
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    Token::mint(APP, KEY, SECRET.as_bytes(), "lab", uid, expiry)
+        .unwrap()
+        .encode()
+}
+
+/// What `cloudproxy join` printed: its events and the final summary or error.
+pub struct JoinRun {
+    pub ok: bool,
+    pub lines: Vec<Value>,
+    pub stderr: String,
+}
+
+impl JoinRun {
+    pub fn last(&self, event: &str) -> Option<&Value> {
+        self.lines.iter().rev().find(|v| v["event"] == event)
+    }
+
+    pub fn summary(&self) -> &Value {
+        self.last("summary").unwrap_or_else(|| {
+            panic!(
+                "no summary; output:\n{:#?}\nstderr:\n{}",
+                self.lines, self.stderr
+            )
+        })
+    }
+
+    pub fn has(&self, event: &str) -> bool {
+        self.last(event).is_some()
+    }
+}
+
+pub fn join(w: &World, mode: &str, proxies: &[SocketAddr], uid: u32, send: u32) -> JoinRun {
+    join_with(w, mode, proxies, uid, send, &[])
+}
+
+/// `join` with extra flags (e.g. `--stagger-ms`).
+pub fn join_with(
+    w: &World,
+    mode: &str,
+    proxies: &[SocketAddr],
+    uid: u32,
+    send: u32,
+    extra: &[&str],
+) -> JoinRun {
+    let mut args: Vec<String> = [
+        "join",
+        "--media",
+        &media().to_string(),
+        "--app-id",
+        APP,
+        "--channel",
+        "lab",
+        "--uid",
+        &uid.to_string(),
+        "--token",
+        &token(uid),
+        "--mode",
+        mode,
+        "--send",
+        &send.to_string(),
+        "--interval-ms",
+        "10",
+        "--attempt-timeout-ms",
+        "2000",
+        "--join-timeout-ms",
+        "4000",
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for p in proxies {
+        args.push("--proxy".into());
+        args.push(p.to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = w
+        .lab
+        .spawn(Role::Client, BIN, &args)
+        .expect("join starts")
+        .finish(Duration::from_secs(30))
+        .expect("join ends within 30 s");
+    JoinRun {
+        ok: out.status.success(),
+        lines: out
+            .stdout
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+        stderr: out.stderr.join("\n"),
+    }
+}

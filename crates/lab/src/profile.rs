@@ -1,0 +1,313 @@
+//! Firewall profiles and the nftables ruleset each one becomes.
+//!
+//! The ruleset lives in the router namespace only. Its shape, for every profile:
+//!
+//! ```text
+//! table inet lab {
+//!     set published { type ipv4_addr; elements = { … } }  # the profile's proxy addresses
+//!     counter outside { }  # client packets to addresses outside `published` (dropped)
+//!     counter dropped { }  # every client packet the profile refused
+//!     counter lost { }     # packets `Loss` dropped at random, both directions
+//!     chain forward {
+//!         type filter hook forward priority filter; policy drop;
+//!         numgen random mod 100 < N counter name "lost" drop    # Loss only, before any accept
+//!         ct state established,related accept                  # return traffic
+//!         iifname "to-relay" oifname "to-media" accept          # relay ↔ media, always
+//!         iifname "to-media" oifname "to-relay" accept
+//!         iifname "to-client" jump from_client
+//!     }
+//!     chain input {                                            # the router's own addresses
+//!         type filter hook input priority filter; policy accept;
+//!         ct state established,related accept
+//!         iifname "to-client" jump from_client
+//!     }
+//!     chain from_client {
+//!         …the profile's accept rules…
+//!         ip daddr @published counter name "dropped" drop      # published address, wrong port
+//!         counter name "outside" counter name "dropped" drop   # everything else is outside
+//!     }
+//! }
+//! ```
+//!
+//! Nothing reaches the client unless the client started the conversation (relay and media
+//! answers come back as `established`); that is how the locked-down networks behave too.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::topology::{IF_CLIENT, IF_MEDIA, IF_RELAY};
+use crate::LabError;
+
+/// What the firewall between the client and everything else lets through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Profile {
+    /// The client may reach anything. (Auto should connect directly.)
+    Open,
+    /// The client's UDP is dropped; TCP to any address and port is allowed, nothing else.
+    UdpBlocked,
+    /// The client may send only UDP, and only to these published proxy addresses and ports.
+    PublishedUdpOnly {
+        /// The published proxies (IPv4).
+        proxies: Vec<SocketAddr>,
+    },
+    /// The client may open only TCP connections to port 443 of these published proxy addresses.
+    PublishedTls443Only {
+        /// The published proxies (IPv4).
+        proxies: Vec<IpAddr>,
+    },
+    /// The client may send nothing at all.
+    Nothing {
+        /// Addresses still counted as published (the client's proxies, refused like the rest),
+        /// so a test can show the client tried nothing else.
+        published: Vec<IpAddr>,
+    },
+    /// Everything is allowed, but `percent`% of forwarded packets are dropped at random, in each
+    /// direction (so about `1 - (1 - p)²` of round trips fail).
+    Loss {
+        /// 0 to 100.
+        percent: u8,
+    },
+}
+
+/// The firewall's named counters, in packets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Client packets dropped because they went to an address outside the published set.
+    pub outside: u64,
+    /// All client packets the profile refused (`outside` included; random loss not).
+    pub dropped: u64,
+    /// Packets [`Profile::Loss`] dropped at random, in both directions.
+    pub lost: u64,
+}
+
+impl Profile {
+    /// A short name for test output: `open`, `udp-blocked`, ….
+    pub fn name(&self) -> &'static str {
+        match self {
+            Profile::Open => "open",
+            Profile::UdpBlocked => "udp-blocked",
+            Profile::PublishedUdpOnly { .. } => "published-udp-only",
+            Profile::PublishedTls443Only { .. } => "published-tls443-only",
+            Profile::Nothing { .. } => "nothing",
+            Profile::Loss { .. } => "loss",
+        }
+    }
+
+    /// The published proxy addresses (the `published` set), without duplicates.
+    pub fn published(&self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = match self {
+            Profile::PublishedUdpOnly { proxies } => proxies.iter().map(SocketAddr::ip).collect(),
+            Profile::PublishedTls443Only { proxies } => proxies.clone(),
+            Profile::Nothing { published } => published.clone(),
+            _ => Vec::new(),
+        };
+        ips.sort();
+        ips.dedup();
+        ips
+    }
+
+    /// The nftables ruleset for the router namespace, as `nft -f` reads it.
+    pub fn ruleset(&self) -> Result<String, LabError> {
+        let published = self
+            .published()
+            .into_iter()
+            .map(ipv4)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut allow = Vec::new();
+        let mut loss = None;
+        match self {
+            Profile::Open => allow.push("accept".to_owned()),
+            Profile::UdpBlocked => allow.push("meta l4proto tcp accept".to_owned()),
+            Profile::PublishedUdpOnly { proxies } => {
+                for proxy in proxies {
+                    let ip = ipv4(proxy.ip())?;
+                    allow.push(format!("ip daddr {ip} udp dport {} accept", proxy.port()));
+                }
+            }
+            Profile::PublishedTls443Only { proxies } => {
+                for &proxy in proxies {
+                    allow.push(format!("ip daddr {} tcp dport 443 accept", ipv4(proxy)?));
+                }
+            }
+            Profile::Nothing { .. } => {}
+            Profile::Loss { percent } if *percent > 100 => {
+                return Err(LabError::LossPercent(*percent))
+            }
+            Profile::Loss { percent } => {
+                allow.push("accept".to_owned());
+                loss = (*percent > 0).then_some(*percent);
+            }
+        }
+        Ok(render(&published, &allow, loss))
+    }
+}
+
+fn ipv4(ip: IpAddr) -> Result<Ipv4Addr, LabError> {
+    match ip {
+        IpAddr::V4(v4) => Ok(v4),
+        IpAddr::V6(_) => Err(LabError::Ipv6(ip)),
+    }
+}
+
+fn render(published: &[Ipv4Addr], allow: &[String], loss: Option<u8>) -> String {
+    let mut s = String::new();
+    // `write!` to a String cannot fail.
+    let _ = writeln!(s, "table inet lab {{");
+    let _ = writeln!(s, "    set published {{");
+    let _ = writeln!(s, "        type ipv4_addr");
+    if !published.is_empty() {
+        let list: Vec<String> = published.iter().map(Ipv4Addr::to_string).collect();
+        let _ = writeln!(s, "        elements = {{ {} }}", list.join(", "));
+    }
+    let _ = writeln!(s, "    }}");
+    for counter in ["outside", "dropped", "lost"] {
+        let _ = writeln!(s, "    counter {counter} {{ }}");
+    }
+    let _ = writeln!(s, "    chain forward {{");
+    let _ = writeln!(
+        s,
+        "        type filter hook forward priority filter; policy drop;"
+    );
+    if let Some(percent) = loss {
+        let _ = writeln!(
+            s,
+            "        numgen random mod 100 < {percent} counter name \"lost\" drop"
+        );
+    }
+    let _ = writeln!(s, "        ct state established,related accept");
+    let _ = writeln!(
+        s,
+        "        iifname \"{IF_RELAY}\" oifname \"{IF_MEDIA}\" accept"
+    );
+    let _ = writeln!(
+        s,
+        "        iifname \"{IF_MEDIA}\" oifname \"{IF_RELAY}\" accept"
+    );
+    let _ = writeln!(s, "        iifname \"{IF_CLIENT}\" jump from_client");
+    let _ = writeln!(s, "    }}");
+    let _ = writeln!(s, "    chain input {{");
+    let _ = writeln!(
+        s,
+        "        type filter hook input priority filter; policy accept;"
+    );
+    let _ = writeln!(s, "        ct state established,related accept");
+    let _ = writeln!(s, "        iifname \"{IF_CLIENT}\" jump from_client");
+    let _ = writeln!(s, "    }}");
+    let _ = writeln!(s, "    chain from_client {{");
+    for rule in allow {
+        let _ = writeln!(s, "        {rule}");
+    }
+    let _ = writeln!(
+        s,
+        "        ip daddr @published counter name \"dropped\" drop \
+         comment \"published address, refused protocol or port\""
+    );
+    let _ = writeln!(
+        s,
+        "        counter name \"outside\" counter name \"dropped\" drop \
+         comment \"outside the published set\""
+    );
+    let _ = writeln!(s, "    }}");
+    let _ = writeln!(s, "}}");
+    s
+}
+
+/// Reads `nft list counters table inet lab`: `counter NAME {` lines, each followed by a
+/// `packets N bytes M` line.
+pub(crate) fn parse_counters(text: &str) -> Result<Counters, String> {
+    let mut counters = Counters::default();
+    let mut seen = [false; 3];
+    let mut current = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("counter ") {
+            current = rest.split_whitespace().next().map(str::to_owned);
+        } else if let Some(rest) = line.strip_prefix("packets ") {
+            let packets: u64 = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("bad packets line {line:?}"))?;
+            let (slot, index) = match current.take().as_deref() {
+                Some("outside") => (&mut counters.outside, 0),
+                Some("dropped") => (&mut counters.dropped, 1),
+                Some("lost") => (&mut counters.lost, 2),
+                _ => continue,
+            };
+            *slot = packets;
+            seen[index] = true;
+        }
+    }
+    if seen != [true; 3] {
+        return Err(format!("missing one of outside/dropped/lost in {text:?}"));
+    }
+    Ok(counters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_udp_allows_each_proxy_port_and_publishes_ips_once() {
+        let profile = Profile::PublishedUdpOnly {
+            proxies: vec![
+                "10.201.2.2:3478".parse().unwrap(),
+                "10.201.2.2:3479".parse().unwrap(),
+            ],
+        };
+        let rules = profile.ruleset().unwrap();
+        assert!(rules.contains("elements = { 10.201.2.2 }"), "{rules}");
+        assert!(rules.contains("ip daddr 10.201.2.2 udp dport 3478 accept"));
+        assert!(rules.contains("ip daddr 10.201.2.2 udp dport 3479 accept"));
+        assert!(!rules.contains("numgen"));
+        let last_rule = rules.lines().rev().nth(2).unwrap().trim();
+        assert!(
+            last_rule.starts_with("counter name \"outside\""),
+            "{last_rule}"
+        );
+    }
+
+    #[test]
+    fn loss_drops_before_accepting_and_rejects_bad_percentages() {
+        let rules = Profile::Loss { percent: 5 }.ruleset().unwrap();
+        let lost = rules.find("numgen random mod 100 < 5").unwrap();
+        assert!(lost < rules.find("ct state established").unwrap());
+        assert!(matches!(
+            Profile::Loss { percent: 101 }.ruleset(),
+            Err(LabError::LossPercent(101))
+        ));
+    }
+
+    #[test]
+    fn ipv6_proxies_are_refused() {
+        let profile = Profile::PublishedTls443Only {
+            proxies: vec!["::1".parse().unwrap()],
+        };
+        assert!(matches!(profile.ruleset(), Err(LabError::Ipv6(_))));
+    }
+
+    #[test]
+    fn nothing_has_an_empty_published_set_and_no_accept() {
+        let rules = Profile::Nothing { published: vec![] }.ruleset().unwrap();
+        assert!(!rules.contains("elements"));
+        let from_client = &rules[rules.find("chain from_client").unwrap()..];
+        assert!(!from_client.contains(" accept\n"));
+    }
+
+    #[test]
+    fn counters_parse_from_nft_text() {
+        let text = "table inet lab {\n\tcounter outside {\n\t\tpackets 3 bytes 180\n\t}\n\
+                    \tcounter dropped {\n\t\tpackets 5 bytes 300\n\t}\n\
+                    \tcounter lost {\n\t\tpackets 0 bytes 0\n\t}\n}\n";
+        let counters = parse_counters(text).unwrap();
+        assert_eq!(
+            counters,
+            Counters {
+                outside: 3,
+                dropped: 5,
+                lost: 0
+            }
+        );
+        assert!(parse_counters("table inet lab {\n}\n").is_err());
+    }
+}

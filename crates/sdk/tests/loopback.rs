@@ -1,0 +1,232 @@
+//! The SDK against a real relay and a real media service on loopback, in every mode.
+//! (The firewall lab, which blocks paths for real, is in crates/lab/tests.)
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cloudproxy_media::driver::{MediaConfig, MediaService};
+use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
+use cloudproxy_proto::token::Token;
+use cloudproxy_proto::{AppKey, AuthConfig, ServerConfig};
+use cloudproxy_relay::{Relay, RelayConfig};
+use cloudproxy_sdk::{
+    Client, ClientConfig, CloudProxyType, ConnectionState, Event, PathFailure, PathKind, SdkError,
+    StateReason,
+};
+
+const APP: &str = "app1";
+const SECRET: &[u8] = b"app1-secret";
+
+fn app_auth() -> AuthConfig {
+    AuthConfig {
+        static_secret: None,
+        app_keys: vec![AppKey {
+            app_id: APP.into(),
+            key_id: "k1".into(),
+            secret: SECRET.to_vec(),
+            not_after: None,
+        }],
+    }
+}
+
+fn any() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+struct World {
+    relay: Relay,
+    media: MediaService,
+}
+
+impl World {
+    fn start() -> Self {
+        let media = MediaService::start(MediaConfig {
+            listen: vec![any()],
+            auth: app_auth(),
+            ..MediaConfig::default()
+        })
+        .unwrap();
+        let relay = Relay::start(RelayConfig {
+            server: ServerConfig {
+                auth: app_auth(),
+                peer_policy: PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]),
+                relay_ports: 42000..=42999,
+                ..ServerConfig::default()
+            },
+            udp: vec![any()],
+            tcp: vec![any()],
+            tls: vec![any()],
+            metrics: None,
+            shards: 1,
+            ..RelayConfig::default()
+        })
+        .unwrap();
+        Self { relay, media }
+    }
+
+    fn media_addr(&self) -> SocketAddr {
+        self.media.local_addrs()[0]
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new(self.media_addr());
+        let a = self.relay.local_addrs();
+        c.proxies.udp = a.udp.clone();
+        c.proxies.tls = a.tls.clone();
+        c.proxies.auto = a.tls.clone();
+        c.echo = true;
+        c
+    }
+}
+
+fn token(channel: &str, uid: u32) -> String {
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    Token::mint(APP, "k1", SECRET, channel, uid, expiry)
+        .unwrap()
+        .encode()
+}
+
+fn drain(events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> Vec<Event> {
+    std::iter::from_fn(|| events.try_recv().ok()).collect()
+}
+
+async fn echo_roundtrip(client: &mut Client, n: usize) {
+    for i in 0..n {
+        let payload = format!("packet {i}");
+        client.send(payload.as_bytes()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(3), client.recv())
+            .await
+            .expect("echo within 3 s")
+            .unwrap();
+        assert_eq!(got.payload, payload.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn every_mode_joins_over_the_right_path_and_exchanges_media() {
+    let w = World::start();
+    let relay = w.relay.local_addrs().clone();
+    for (mode, path, server) in [
+        (CloudProxyType::None, PathKind::Direct, w.media_addr()),
+        (CloudProxyType::UdpProxy, PathKind::TurnUdp, relay.udp[0]),
+        (CloudProxyType::TcpProxy, PathKind::TurnTls, relay.tls[0]),
+    ] {
+        let (mut client, mut events) = Client::new(w.config()).unwrap();
+        client.set_cloud_proxy(mode).unwrap();
+        let info = client.join("room", 7, &token("room", 7)).await.unwrap();
+        assert_eq!((info.path, info.server), (path, server), "{mode}");
+        if path.is_proxy() {
+            // The media service saw the relay's relayed address, not the client's.
+            assert_eq!(info.seen_as.ip().to_string(), "127.0.0.1");
+            assert!((42000..=42999).contains(&info.seen_as.port()), "{info:?}");
+        }
+        echo_roundtrip(&mut client, 20).await;
+        let ev = drain(&mut events);
+        assert!(
+            ev.contains(&Event::IsUsingCloudProxy {
+                using: path.is_proxy()
+            }),
+            "{ev:?}"
+        );
+        let connecting = Event::ConnectionStateChanged {
+            state: ConnectionState::Connecting,
+            reason: if mode.is_forced() {
+                StateReason::SettingProxyServer
+            } else {
+                StateReason::Joining
+            },
+        };
+        assert_eq!(ev[0], connecting);
+        assert_eq!(
+            ev.iter().any(|e| matches!(e, Event::ProxyConnected { .. })),
+            mode.is_forced()
+        );
+        let stats = client.leave().await.unwrap();
+        assert_eq!(stats.sent, 20);
+        assert_eq!(stats.received, 20);
+        // Changing modes needs None first, and only outside a channel.
+        if mode.is_forced() {
+            let other = if mode == CloudProxyType::UdpProxy {
+                CloudProxyType::TcpProxy
+            } else {
+                CloudProxyType::UdpProxy
+            };
+            assert_eq!(
+                client.set_cloud_proxy(other),
+                Err(SdkError::SetNoneFirst { current: mode })
+            );
+            client.stop_proxy().unwrap();
+            client.set_cloud_proxy(other).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn failures_list_every_path_and_say_whether_to_retry_elsewhere() {
+    let w = World::start();
+    // Nothing listens on these.
+    let dead_udp = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let dead_tcp = {
+        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let mut config = w.config();
+    config.proxies.tls = vec![dead_tcp, w.relay.local_addrs().tls[0]];
+    config.attempt_timeout = Duration::from_secs(2);
+    let (mut client, _events) = Client::new(config.clone()).unwrap();
+    client.set_cloud_proxy(CloudProxyType::TcpProxy).unwrap();
+    // The first proxy refuses; the second works.
+    let info = client.join("room", 9, &token("room", 9)).await.unwrap();
+    assert_eq!(info.server, w.relay.local_addrs().tls[0]);
+    client.leave().await.unwrap();
+
+    // A token for another app: refused by the relay with 401 naming nothing secret.
+    let forged = Token::mint(APP, "k1", b"wrong-secret", "room", 9, u64::MAX / 2)
+        .unwrap()
+        .encode();
+    let (mut client, _events) = Client::new(config.clone()).unwrap();
+    client.set_cloud_proxy(CloudProxyType::TcpProxy).unwrap();
+    let Err(SdkError::Join(e)) = client.join("room", 9, &forged).await else {
+        panic!("must fail")
+    };
+    let last = e.attempts.last().unwrap();
+    assert!(
+        matches!(&last.failure, PathFailure::Unauthorized { reason } if reason.contains("app 'app1'")),
+        "{e}"
+    );
+    assert!(matches!(e.attempts[0].failure, PathFailure::Refused), "{e}");
+
+    // Force UDP to a dead port times out, bounded.
+    config.proxies.udp = vec![dead_udp];
+    config.join_timeout = Duration::from_secs(3);
+    let (mut client, _events) = Client::new(config).unwrap();
+    client.set_cloud_proxy(CloudProxyType::UdpProxy).unwrap();
+    let started = std::time::Instant::now();
+    let Err(SdkError::Join(e)) = client.join("room", 9, &token("room", 9)).await else {
+        panic!("must fail")
+    };
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        matches!(
+            e.attempts[0].failure,
+            PathFailure::Refused | PathFailure::Timeout
+        ),
+        "{e}"
+    );
+    assert!(e.retry_elsewhere());
+}
+
+#[tokio::test]
+async fn a_token_for_another_channel_is_refused_before_any_packet() {
+    let w = World::start();
+    let (mut client, _events) = Client::new(w.config()).unwrap();
+    let r = client.join("room", 1, &token("other-room", 1)).await;
+    assert!(matches!(r, Err(SdkError::BadToken(_))), "{r:?}");
+}
