@@ -33,6 +33,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
+    // The attempt timeout `labworld::join_with` gives every join; the sequential strategy
+    // waits this long for the direct attempt before trying TLS.
     const ATTEMPT_TIMEOUT: &str = "2000";
     let attempt_timeout = ATTEMPT_TIMEOUT;
     let cases: Vec<Case> = vec![
@@ -83,9 +85,8 @@ fn main() {
         let cli_mode = mode.split(' ').next().unwrap_or(mode);
         let mut times = Vec::new();
         for i in 0..runs {
-            let mut flags = vec!["--attempt-timeout-ms", attempt_timeout];
-            flags.extend_from_slice(extra);
-            let run = join_with(&w, cli_mode, &proxies, 100 + i as u32, 1, &flags);
+            // `join_with` already sets --attempt-timeout-ms 2000.
+            let run = join_with(&w, cli_mode, &proxies, 100 + i as u32, 1, extra);
             if let Some(ms) = run.last("summary").and_then(|s| s["join_ms"].as_u64()) {
                 times.push(ms);
             }

@@ -166,3 +166,63 @@ fn five_percent_loss_media_still_flows_in_every_mode() {
         report.join("\n  ")
     );
 }
+
+#[test]
+fn diagnose_in_a_udp_blocked_network_recommends_force_tcp() {
+    let Some(w) = world(Profile::UdpBlocked) else {
+        return;
+    };
+    let out = w
+        .lab
+        .spawn(
+            Role::Client,
+            BIN,
+            [
+                "diagnose",
+                "--media",
+                &media().to_string(),
+                "--udp-proxy",
+                &published_udp().to_string(),
+                "--tcp-proxy",
+                &published_udp().to_string(),
+                "--tls-proxy",
+                &published_tls().to_string(),
+                "--channel",
+                "lab",
+                "--uid",
+                "20",
+                "--token",
+                &token(20),
+                "--timeout",
+                "2",
+                "--json",
+            ],
+        )
+        .expect("diagnose starts")
+        .finish(std::time::Duration::from_secs(30))
+        .expect("diagnose ends");
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let report: serde_json::Value = out
+        .stdout
+        .iter()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("a JSON report");
+    let ok = |path: &str| {
+        report["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["path"] == path)
+            .map(|p| p["ok"] == true)
+            .unwrap()
+    };
+    assert!(!ok("direct") && !ok("turn_udp"), "{report}");
+    assert!(ok("turn_tcp") && ok("turn_tls"), "{report}");
+    assert_eq!(report["recommended_mode"], "tcp_proxy", "{report}");
+    // Progress went to stderr as it ran.
+    assert!(
+        out.stderr.iter().any(|l| l.contains("[4/4]")),
+        "{:?}",
+        out.stderr
+    );
+}

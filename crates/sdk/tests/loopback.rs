@@ -230,3 +230,59 @@ async fn a_token_for_another_channel_is_refused_before_any_packet() {
     let r = client.join("room", 1, &token("other-room", 1)).await;
     assert!(matches!(r, Err(SdkError::BadToken(_))), "{r:?}");
 }
+
+#[tokio::test]
+async fn a_dropped_path_reconnects_through_the_next_proxy() {
+    let w = World::start();
+    let spare = Relay::start(RelayConfig {
+        server: ServerConfig {
+            auth: app_auth(),
+            peer_policy: PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]),
+            relay_ports: 43000..=43999,
+            ..ServerConfig::default()
+        },
+        udp: vec![any()],
+        tcp: vec![],
+        tls: vec![],
+        metrics: None,
+        shards: 1,
+        ..RelayConfig::default()
+    })
+    .unwrap();
+    let mut config = w.config();
+    config.proxies.udp = vec![w.relay.local_addrs().udp[0], spare.local_addrs().udp[0]];
+    config.keepalive = Duration::from_millis(200);
+    config.path_timeout = Duration::from_millis(800);
+    let (mut client, mut events) = Client::new(config).unwrap();
+    client.set_cloud_proxy(CloudProxyType::UdpProxy).unwrap();
+    let info = client.join("room", 11, &token("room", 11)).await.unwrap();
+    assert_eq!(info.server, w.relay.local_addrs().udp[0]);
+    echo_roundtrip(&mut client, 3).await;
+    drain(&mut events);
+    // The first relay goes away; the session notices and moves to the spare.
+    let World { relay, media } = w;
+    relay.stop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while !seen.contains(&Event::ConnectionStateChanged {
+        state: ConnectionState::Connected,
+        reason: StateReason::JoinSuccess,
+    }) {
+        let e = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("reconnected within 10 s")
+            .unwrap();
+        seen.push(e);
+    }
+    assert!(
+        seen.contains(&Event::ConnectionStateChanged {
+            state: ConnectionState::Reconnecting,
+            reason: StateReason::Interrupted,
+        }),
+        "{seen:?}"
+    );
+    echo_roundtrip(&mut client, 3).await;
+    let stats = client.leave().await.unwrap();
+    assert_eq!(stats.reconnects, 1);
+    drop(media);
+}
