@@ -8,6 +8,7 @@
 //! Exit status: 0 on success (including a signal-initiated stop), 2 for usage and
 //! configuration errors, 1 for everything else.
 
+mod cmd_bench;
 mod cmd_demo;
 mod cmd_diagnose;
 mod cmd_join;
@@ -68,6 +69,8 @@ enum Command {
     Diagnose(cmd_diagnose::DiagnoseArgs),
     /// Start a media service and a relay locally and have two clients talk, one through the proxy.
     Demo(cmd_demo::DemoArgs),
+    /// Load-test any TURN server (standard TURN only) and report throughput, loss and latency.
+    Bench(cmd_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +116,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Join(args) => cmd_join::run(args),
         Command::Diagnose(args) => cmd_diagnose::run(args),
         Command::Demo(args) => cmd_demo::run(args),
+        Command::Bench(args) => cmd_bench::run(args),
     }
 }
 

@@ -1,0 +1,1 @@
+//! TURN load generator — TODO(issue 5): being written this session.
