@@ -7,5 +7,7 @@ pub(crate) struct BenchArgs {}
 
 pub(crate) fn run(_args: BenchArgs) -> Result<(), Failure> {
     // TODO(issue 5): being written this session.
-    Err(Failure::Usage(anyhow::anyhow!("`bench` is not available yet")))
+    Err(Failure::Usage(anyhow::anyhow!(
+        "`bench` is not available yet"
+    )))
 }

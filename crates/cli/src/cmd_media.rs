@@ -11,7 +11,6 @@ use anyhow::{bail, Context as _};
 use cloudproxy_media::{MediaConfig, MediaService};
 use cloudproxy_proto::token::is_valid_name;
 use cloudproxy_proto::AppKey;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::failure::Failure;
 
@@ -140,19 +139,7 @@ fn app_key(spec: &str) -> anyhow::Result<AppKey> {
 
 /// Starts the service, announces its listeners and waits for SIGINT or SIGTERM.
 fn serve(config: MediaConfig) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("creating the signal-handling runtime")?;
-    // Handlers go in before the service starts, so an early signal is not fatal. The service
-    // runs its own runtime on its own thread.
-    let (mut term, mut int) = {
-        let _guard = rt.enter();
-        (
-            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-        )
-    };
+    let (rt, mut term, mut int) = crate::signals::install()?;
     let apps: Vec<&str> = config
         .auth
         .app_keys

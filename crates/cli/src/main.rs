@@ -18,6 +18,7 @@ mod config;
 mod creds;
 mod failure;
 mod logging;
+mod signals;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -27,7 +28,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cloudproxy_relay::tls::{self, TlsIdentity};
 use cloudproxy_relay::{BoundAddrs, Relay, RelayConfig};
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::RelayArgs;
 use crate::creds::CredsArgs;
@@ -167,19 +167,7 @@ fn relay(args: &RelayArgs) -> Result<(), Failure> {
 /// the drain timeout, cut short by a second SIGTERM or a SIGINT, then stops.
 fn run_relay(config: RelayConfig) -> anyhow::Result<()> {
     let drain_timeout = config.drain_timeout;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("creating the signal-handling runtime")?;
-    // Handlers go in before the relay starts, so an early signal is not fatal. The relay is
-    // started outside the runtime context: it runs its own runtimes on its own threads.
-    let (mut term, mut int) = {
-        let _guard = rt.enter();
-        (
-            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-        )
-    };
+    let (rt, mut term, mut int) = crate::signals::install()?;
 
     let relay = Relay::start(config).context("starting the relay")?;
     announce(relay.local_addrs());
