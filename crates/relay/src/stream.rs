@@ -24,8 +24,10 @@ use crate::shard::SharedShard;
 
 /// Bytes queued toward one client before further media is dropped.
 const MAX_QUEUED: usize = 1 << 20;
-/// A frame is at most a STUN message of 65535 + 20 bytes.
-const READ_BUF: usize = 65_535 + 20 + 4096;
+/// A connection's read buffer starts small, so ten thousand idle connections cost little...
+const READ_BUF_START: usize = 4096;
+/// ...and grows once to hold the largest frame: a STUN message of 65535 + 20 bytes.
+const READ_BUF_MAX: usize = 65_535 + 20 + 4096;
 
 /// Caps TCP/TLS connections over all shards.
 #[derive(Debug)]
@@ -191,7 +193,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     idle: Duration,
     sink: &StreamSink,
 ) -> &'static str {
-    let mut buf = vec![0u8; READ_BUF];
+    let mut buf = vec![0u8; READ_BUF_START];
     let mut filled = 0;
     loop {
         if sink.queue.borrow().closed {
@@ -239,6 +241,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         buf.copy_within(start..filled, 0);
         filled -= start;
+        if filled == buf.len() && buf.len() < READ_BUF_MAX {
+            // A frame larger than the buffer is arriving.
+            buf.resize(READ_BUF_MAX, 0);
+        }
     }
 }
 

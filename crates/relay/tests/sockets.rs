@@ -204,3 +204,31 @@ fn garbage_datagrams_do_not_disturb_the_relay() {
     }
     relay_roundtrip(Conn::udp(udp), peer.addr, 5);
 }
+
+#[test]
+fn large_frames_on_a_stream_are_reassembled() {
+    // A Send indication with a 9000-byte payload: larger than a stream connection's initial
+    // read buffer, so the relay must grow it to reassemble the frame.
+    let relay = relay(&["127.0.0.0/8"]);
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut c = TurnClient::with_secret(Conn::tcp(relay.local_addrs().tcp[0]), SECRET);
+    assert!(c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]).success);
+    let peer_addr = peer.local_addr().unwrap();
+    assert!(
+        c.transact(CREATE_PERMISSION, &[Attr::PeerAddress(peer_addr)])
+            .success
+    );
+    let payload: Vec<u8> = (0..9000u32).map(|i| i as u8).collect();
+    c.tid += 1;
+    c.conn.send(&client::send_indication(
+        TransactionId::from(c.tid),
+        peer_addr,
+        &payload,
+    ));
+    let mut buf = vec![0u8; 10_000];
+    let (n, _) = peer
+        .recv_from(&mut buf)
+        .expect("the peer gets the datagram");
+    assert_eq!(&buf[..n], &payload[..]);
+}
