@@ -1,13 +1,285 @@
-//! `cloudproxy bench`: the TURN load generator.
+//! `cloudproxy bench`: the TURN load generator (crate `cloudproxy-bench`). Standard TURN only,
+//! so it drives any TURN server, coturn included.
+//!
+//! ```text
+//! cloudproxy bench --server 127.0.0.1:3478 --secret S --allocations 100 --preset audio
+//! cloudproxy bench --server 127.0.0.1:3478 --secret S --rate max --size 200 --json
+//! cloudproxy bench --server 127.0.0.1:3478 --secret S --allocations 10000 --setup-only --hold 30
+//! ```
+//!
+//! Progress goes to stderr once a second; the report (text, or one JSON object with `--json`)
+//! to stdout. With `--setup-only`, a line starting `ready:` on stderr says every allocation is
+//! up, so a script can read the server's memory then. Exit status: 0 when the run happened
+//! (loss is reported, not an error), 2 for bad flags, 1 when the server could not be used at
+//! all (no allocation could be set up).
+
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use cloudproxy_bench::{Config, Credentials, Event, Preset, Rate, Transport};
 
 use crate::failure::Failure;
 
-#[derive(Debug, clap::Args)]
-pub(crate) struct BenchArgs {}
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TransportArg {
+    Udp,
+    Tcp,
+    Tls,
+}
 
-pub(crate) fn run(_args: BenchArgs) -> Result<(), Failure> {
-    // TODO(issue 5): being written this session.
-    Err(Failure::Usage(anyhow::anyhow!(
-        "`bench` is not available yet"
-    )))
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PresetArg {
+    /// 50 packets/s × 160 bytes per allocation.
+    Audio,
+    /// 90 packets/s × 1000 bytes per allocation.
+    Video,
+}
+
+/// `--rate`: packets per second per allocation, or `max`.
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    if s.eq_ignore_ascii_case("max") {
+        return Ok(Rate::Max);
+    }
+    match s.parse::<f64>() {
+        Ok(pps) if pps > 0.0 && pps.is_finite() => Ok(Rate::PerAllocation(pps)),
+        _ => Err("expected packets per second per allocation (a number above 0) or `max`".into()),
+    }
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() && v < 1e9 => Ok(Duration::from_secs_f64(v)),
+        _ => Err("expected a number of seconds".into()),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// The TURN server: IP:PORT or HOST:PORT (port 3478, or 5349 for tls, if omitted).
+    #[arg(long, value_name = "ADDR")]
+    server: String,
+    /// TURN REST shared secret (coturn --static-auth-secret; its clients' -W).
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "CLOUDPROXY_BENCH_SECRET",
+        hide_env_values = true
+    )]
+    secret: Option<String>,
+    /// With --secret: the id in the REST usernames (`<expiry>:<user>-<i>`). Without it: the
+    /// static username, with --password.
+    #[arg(long)]
+    user: Option<String>,
+    /// Static password (with --user).
+    #[arg(long, hide_env_values = true)]
+    password: Option<String>,
+    /// REALM to use if the server's 401 has none (the 401's REALM is used otherwise).
+    #[arg(long)]
+    realm: Option<String>,
+    #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
+    transport: TransportArg,
+    /// Number of allocations, each with one channel to the echo peer.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    allocations: usize,
+    /// Payload size and per-allocation rate (--rate and --size override either).
+    #[arg(long, value_enum)]
+    preset: Option<PresetArg>,
+    /// Packets per second per allocation, or `max`: find the highest total rate with loss
+    /// under --max-loss (default: the audio preset's 50).
+    #[arg(long, value_name = "PPS|max", value_parser = parse_rate)]
+    rate: Option<Rate>,
+    /// ChannelData payload bytes (default: the audio preset's 160).
+    #[arg(long, value_name = "BYTES")]
+    size: Option<usize>,
+    /// Sending time of a fixed-rate run.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "10")]
+    duration: Duration,
+    /// Sending/receiving threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Echo peer threads.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    echo_threads: usize,
+    /// Allocations set up at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    concurrency: usize,
+    /// How long a set-up request may go unanswered.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "4")]
+    setup_timeout: Duration,
+    /// Only set up the allocations (measures the set-up rate), then keep them idle for --hold.
+    #[arg(long)]
+    setup_only: bool,
+    /// With --setup-only: how long to keep the allocations after `ready:` is printed.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "0")]
+    hold: Duration,
+    /// With --rate max: length of each step.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "2")]
+    step: Duration,
+    /// With --rate max: a step passes below this loss, in percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.1)]
+    max_loss: f64,
+    /// With --rate max: total packets per second of the first step.
+    #[arg(long, value_name = "PPS", default_value_t = 1000.0)]
+    start_rate: f64,
+    /// Address the echo peer binds (default: loopback of the server's address family).
+    #[arg(long, value_name = "IP")]
+    peer_ip: Option<IpAddr>,
+    /// Send and receive buffer of every socket.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    socket_buffer: usize,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn usage(msg: impl std::fmt::Display) -> Failure {
+    Failure::Usage(anyhow!("{msg}"))
+}
+
+fn server_addr(s: &str, transport: Transport) -> Result<SocketAddr, Failure> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let default_port = if transport == Transport::Tls {
+        5349
+    } else {
+        3478
+    };
+    let with_port = match s.parse::<IpAddr>() {
+        Ok(ip) => return Ok(SocketAddr::new(ip, default_port)),
+        Err(_) if !s.contains(':') => format!("{s}:{default_port}"),
+        Err(_) => s.to_owned(),
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| usage(format!("--server {s}: {e}")))?
+        .next()
+        .ok_or_else(|| usage(format!("--server {s}: the name has no address")))
+}
+
+fn config(args: &BenchArgs) -> Result<Config, Failure> {
+    let transport = match args.transport {
+        TransportArg::Udp => Transport::Udp,
+        TransportArg::Tcp => Transport::Tcp,
+        TransportArg::Tls => Transport::Tls,
+    };
+    let credentials = match (&args.secret, &args.user, &args.password) {
+        (Some(_), _, Some(_)) => {
+            return Err(usage(
+                "--password is for static credentials: drop it or --secret",
+            ))
+        }
+        (Some(secret), user, None) => Credentials::Rest {
+            secret: secret.clone(),
+            user: user.clone().unwrap_or_else(|| "bench".into()),
+        },
+        (None, Some(u), Some(p)) => Credentials::Static {
+            username: u.clone(),
+            password: p.clone(),
+        },
+        (None, _, _) => {
+            return Err(usage(
+                "credentials: give --secret (TURN REST) or both --user and --password",
+            ))
+        }
+    };
+    let mut c = Config::new(server_addr(&args.server, transport)?, credentials);
+    c.transport = transport;
+    c.realm = args.realm.clone();
+    let (preset_rate, preset_size) = match args.preset {
+        Some(PresetArg::Video) => Preset::Video.rate_and_size(),
+        Some(PresetArg::Audio) | None => Preset::Audio.rate_and_size(),
+    };
+    c.rate = args.rate.unwrap_or(Rate::PerAllocation(preset_rate));
+    c.size = args.size.unwrap_or(preset_size);
+    if !(cloudproxy_bench::MIN_SIZE..=cloudproxy_bench::MAX_SIZE).contains(&c.size) {
+        return Err(usage(format!(
+            "--size {}: must be {}..={} bytes (the payload carries a {}-byte probe header)",
+            c.size,
+            cloudproxy_bench::MIN_SIZE,
+            cloudproxy_bench::MAX_SIZE,
+            cloudproxy_bench::MIN_SIZE
+        )));
+    }
+    let positive = |flag: &str, v: usize| {
+        if v == 0 {
+            Err(usage(format!("{flag}: must be at least 1")))
+        } else {
+            Ok(v)
+        }
+    };
+    c.allocations = positive("--allocations", args.allocations)?;
+    c.threads = positive("--threads", args.threads.unwrap_or(c.threads))?;
+    c.echo_threads = positive("--echo-threads", args.echo_threads)?;
+    c.setup_concurrency = positive("--concurrency", args.concurrency)?;
+    c.socket_buffer = positive("--socket-buffer", args.socket_buffer)?;
+    if args.duration.is_zero() && !args.setup_only && c.rate != Rate::Max {
+        return Err(usage("--duration: must be above 0"));
+    }
+    if args.setup_timeout.is_zero() {
+        return Err(usage("--setup-timeout: must be above 0"));
+    }
+    if args.step.is_zero() {
+        return Err(usage("--step: must be above 0"));
+    }
+    if !(args.max_loss > 0.0 && args.max_loss < 100.0) {
+        return Err(usage("--max-loss: must be a percentage between 0 and 100"));
+    }
+    if !(args.start_rate >= 1.0 && args.start_rate.is_finite()) {
+        return Err(usage("--start-rate: must be at least 1 packet per second"));
+    }
+    if !args.hold.is_zero() && !args.setup_only {
+        return Err(usage("--hold: only with --setup-only"));
+    }
+    c.duration = args.duration;
+    c.setup_timeout = args.setup_timeout;
+    c.setup_only = args.setup_only;
+    c.hold = args.hold;
+    c.peer_ip = args.peer_ip;
+    c.search.step = args.step;
+    c.search.max_loss = args.max_loss / 100.0;
+    c.search.start_pps = args.start_rate;
+    Ok(c)
+}
+
+pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
+    let config = config(&args)?;
+    let quiet = args.quiet;
+    let hold = config.hold;
+    let mut observe = |event: Event| {
+        let mut err = std::io::stderr().lock();
+        let _ = match event {
+            Event::Progress(line) if !quiet => writeln!(err, "{line}"),
+            Event::Step(step) if !quiet => writeln!(err, "step {:>2}: {step}", step.step),
+            Event::Ready { up, requested } => writeln!(
+                err,
+                "ready: {up}/{requested} allocations up; holding {} s (pid {})",
+                hold.as_secs_f64(),
+                std::process::id()
+            ),
+            _ => Ok(()),
+        };
+        let _ = err.flush();
+    };
+    let report = cloudproxy_bench::run(&config, &mut observe)
+        .with_context(|| format!("bench against {} over {}", config.server, config.transport))
+        .map_err(Failure::Runtime)?;
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        let json = serde_json::to_string(&report)
+            .context("encoding the report")
+            .map_err(Failure::Runtime)?;
+        writeln!(out, "{json}")
+    } else {
+        write!(out, "{report}")
+    };
+    written
+        .and_then(|()| out.flush())
+        .context("writing the report to stdout")
+        .map_err(Failure::Runtime)
 }

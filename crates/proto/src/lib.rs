@@ -42,6 +42,7 @@ pub mod token;
 mod addr;
 mod config;
 pub mod ports;
+pub mod tables;
 mod timer;
 
 pub use addr::{ClientAddr, PeerAddr, RelayAddr, Transport};

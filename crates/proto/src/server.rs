@@ -33,6 +33,7 @@ use crate::channel;
 use crate::config::{AppKey, ServerConfig};
 use crate::integrity::{self, IntegrityKind, KeyAlgorithm, LongTermKey};
 use crate::ports::{ClaimError, RelayPorts};
+use crate::tables::{ChannelBinding, Channels, Permissions};
 use crate::timer::TimerQueue;
 
 /// Bytes a driver must leave free in front of a peer datagram: a Data indication header with
@@ -239,15 +240,6 @@ pub struct Forward {
     pub range: Range<usize>,
 }
 
-#[derive(Debug)]
-struct ChannelBinding {
-    peer: SocketAddr,
-    /// Until when data flows on it.
-    expires: Instant,
-    /// Until when the number and peer stay reserved (RFC 8656 §12: 5 minutes after expiry).
-    reserved_until: Instant,
-}
-
 /// What is needed to answer an Allocate once its relay sockets are bound.
 #[derive(Debug)]
 struct PendingAllocate {
@@ -273,9 +265,8 @@ struct Allocation {
     v6: bool,
     expires: Instant,
     pending: Option<PendingAllocate>,
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, ChannelBinding>,
-    peer_channels: HashMap<SocketAddr, u16>,
+    permissions: Permissions,
+    channels: Channels,
     /// The deadline currently in the timer queue for this allocation.
     scheduled: Option<Instant>,
 }
@@ -307,7 +298,7 @@ impl Allocation {
     }
 
     fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.get(&ip).is_some_and(|&t| t > now)
+        self.permissions.allows(ip, now)
     }
 }
 
@@ -343,7 +334,9 @@ pub struct Server {
     slots: Vec<Option<Allocation>>,
     free_slots: Vec<usize>,
     next_generation: u32,
-    by_client: HashMap<ClientAddr, usize>,
+    /// 5-tuple -> slot, with a fast per-instance seeded hash (foldhash): only authenticated
+    /// clients insert entries, so there is no collision attack to fear from lookups.
+    by_client: HashMap<ClientAddr, usize, foldhash::fast::RandomState>,
     /// Relay port minus the range start -> slot. O(1), no hashing.
     by_port: Vec<Option<usize>>,
     ports: Arc<RelayPorts>,
@@ -390,7 +383,7 @@ impl Server {
             slots: Vec::new(),
             free_slots: Vec::new(),
             next_generation: 1,
-            by_client: HashMap::new(),
+            by_client: HashMap::default(),
             by_port: vec![None; span],
             ports,
             timers: TimerQueue::default(),
@@ -484,7 +477,7 @@ impl Server {
         }
         let slot = *self.by_client.get(&client)?;
         let alloc = self.slots[slot].as_ref()?;
-        let binding = alloc.channels.get(&number)?;
+        let binding = alloc.channels.by_number(number)?;
         if binding.expires <= now || !alloc.permitted(binding.peer.ip(), now) {
             return None;
         }
@@ -518,11 +511,12 @@ impl Server {
         }
         let stream = alloc.client.transport.is_stream();
         let channel = alloc
-            .peer_channels
-            .get(&peer.0)
-            .filter(|n| alloc.channels.get(n).is_some_and(|c| c.expires > now));
+            .channels
+            .by_peer(peer.0)
+            .filter(|c| c.expires > now)
+            .map(|c| c.number);
         let end = HEADROOM + len;
-        if let Some(&number) = channel {
+        if let Some(number) = channel {
             // RFC 8656 §12.5: ChannelData, padded on stream transports.
             let start = HEADROOM - 4;
             channel::write_header(&mut buf[start..], number, len as u16);
@@ -571,20 +565,8 @@ impl Server {
                 self.delete(slot, DeleteReason::Expired);
                 continue;
             }
-            alloc.permissions.retain(|_, t| *t > now);
-            let mut gone = Vec::new();
-            alloc.channels.retain(|&n, c| {
-                let keep = c.reserved_until > now;
-                if !keep {
-                    gone.push((n, c.peer));
-                }
-                keep
-            });
-            for (n, peer) in gone {
-                if alloc.peer_channels.get(&peer) == Some(&n) {
-                    alloc.peer_channels.remove(&peer);
-                }
-            }
+            alloc.permissions.expire(now);
+            alloc.channels.expire(now);
             self.schedule(slot);
         }
     }
@@ -596,13 +578,14 @@ impl Server {
             return;
         };
         let mut next = alloc.expires;
-        for &t in alloc.permissions.values() {
+        // No wake-up is needed when a channel's data stops (data checks `expires`); only when
+        // its reservation ends, to free the number.
+        for t in alloc
+            .permissions
+            .deadlines()
+            .chain(alloc.channels.deadlines())
+        {
             next = next.min(t);
-        }
-        for c in alloc.channels.values() {
-            // Wake at expiry (data stops; nothing to do) is not needed: data checks `expires`.
-            // Wake when the reservation ends, to free the number.
-            next = next.min(c.reserved_until);
         }
         if alloc.scheduled.is_none_or(|s| next < s) {
             alloc.scheduled = Some(next);
@@ -1154,9 +1137,8 @@ impl Server {
                 tries: 0,
                 token,
             }),
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            peer_channels: HashMap::new(),
+            permissions: Permissions::default(),
+            channels: Channels::default(),
             scheduled: None,
         };
         let (a4, a6) = alloc.relay_addrs(&self.config);
@@ -1289,10 +1271,13 @@ impl Server {
         for ip in &peers {
             self.checked_peer(alloc, SocketAddr::new(*ip, 0), false)?;
         }
+        if !alloc.permissions.fits(&peers) {
+            return Err(reject(508, "Insufficient Capacity: too many permissions"));
+        }
         let until = now + self.config.lifetimes.permission;
         let alloc = self.slots[slot].as_mut().expect("indexed");
         for ip in peers {
-            alloc.permissions.insert(ip, until);
+            alloc.permissions.install(ip, until);
         }
         self.schedule(slot);
         let w = Message::builder_success(msg, MessageWriteVec::new());
@@ -1321,26 +1306,37 @@ impl Server {
         let alloc = self.slots[slot].as_ref().expect("indexed");
         // §11.2: a number stays with its peer, and a peer with its number, while bound and for
         // the 5 minutes after expiry.
-        if alloc.channels.get(&number).is_some_and(|c| c.peer != peer) {
+        if alloc
+            .channels
+            .by_number(number)
+            .is_some_and(|c| c.peer != peer)
+        {
             return Err(reject(400, "Bad Request: channel bound to another peer"));
         }
-        if alloc.peer_channels.get(&peer).is_some_and(|&n| n != number) {
+        if alloc
+            .channels
+            .by_peer(peer)
+            .is_some_and(|c| c.number != number)
+        {
             return Err(reject(400, "Bad Request: peer bound to another channel"));
+        }
+        if !alloc.permissions.fits(&[peer.ip()]) {
+            return Err(reject(508, "Insufficient Capacity: too many permissions"));
         }
         self.checked_peer(alloc, peer, true)?;
         let l = self.config.lifetimes;
         let alloc = self.slots[slot].as_mut().expect("indexed");
         let expires = now + l.channel;
-        alloc.channels.insert(
+        let bound = alloc.channels.bind(ChannelBinding {
             number,
-            ChannelBinding {
-                peer,
-                expires,
-                reserved_until: expires + l.channel_cooldown,
-            },
-        );
-        alloc.peer_channels.insert(peer, number);
-        alloc.permissions.insert(peer.ip(), now + l.permission);
+            peer,
+            expires,
+            reserved_until: expires + l.channel_cooldown,
+        });
+        if !bound {
+            return Err(reject(508, "Insufficient Capacity: too many channels"));
+        }
+        alloc.permissions.install(peer.ip(), now + l.permission);
         self.schedule(slot);
         let w = Message::builder_success(msg, MessageWriteVec::new());
         Ok(Some(self.finish(w, reply)))

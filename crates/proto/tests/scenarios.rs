@@ -766,3 +766,27 @@ fn refusals_of_app_credentials_name_the_app() {
         "Unauthorized: app 'app1': credential expired"
     );
 }
+
+#[test]
+fn permissions_per_allocation_are_capped_with_508() {
+    let mut h = Harness::new(config(&["0.0.0.0/0"]));
+    h.allocate();
+    for i in 0..cloudproxy_proto::tables::MAX_ENTRIES {
+        let ip = std::net::Ipv4Addr::new(198, 51, (i / 250) as u8, (i % 250) as u8 + 1);
+        let peer = SocketAddr::new(ip.into(), 1000 + i as u16);
+        assert!(
+            h.authed(CREATE_PERMISSION, &[Attr::PeerAddress(peer)])
+                .success,
+            "{i}"
+        );
+    }
+    let one_more = SocketAddr::from(([203, 0, 113, 1], 5000));
+    let r = h.authed(CREATE_PERMISSION, &[Attr::PeerAddress(one_more)]);
+    assert_eq!(r.error.unwrap().0, 508);
+    // Refreshing an existing one still works.
+    let again = SocketAddr::from(([198, 51, 0, 1], 5000));
+    assert!(
+        h.authed(CREATE_PERMISSION, &[Attr::PeerAddress(again)])
+            .success
+    );
+}

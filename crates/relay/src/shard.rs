@@ -47,7 +47,8 @@ pub(crate) struct Shard {
     pub metrics: Arc<Metrics>,
     /// UDP listeners, to answer a client from the address it reached.
     listeners: Vec<(SocketAddr, Rc<tokio::net::UdpSocket>)>,
-    relays: HashMap<SocketAddr, RelaySocket>,
+    /// Keyed by our own relayed addresses (locally minted), so a cheap hash does.
+    relays: HashMap<SocketAddr, RelaySocket, foldhash::fast::RandomState>,
     /// Outgoing queues of TCP/TLS clients.
     pub streams: HashMap<ClientAddr, StreamSink>,
     socket_buffer: Option<usize>,
@@ -92,7 +93,7 @@ impl ShardSetup {
             server,
             metrics: self.metrics,
             listeners: listeners.clone(),
-            relays: HashMap::new(),
+            relays: HashMap::default(),
             streams: HashMap::new(),
             socket_buffer: self.socket_buffer,
             timer: Rc::new(Notify::new()),

@@ -68,8 +68,9 @@ impl Drop for ConnectionSlot {
 
 #[derive(Default)]
 struct Queue {
-    frames: VecDeque<Vec<u8>>,
-    bytes: usize,
+    /// Whole frames, back to back: a byte ring that grows to the connection's high-water mark
+    /// once and is reused, so queueing a frame does not allocate.
+    bytes: VecDeque<u8>,
     closed: bool,
 }
 
@@ -95,12 +96,11 @@ impl StreamSink {
     /// Queues a frame; false if the queue is full or closed (the frame is dropped).
     pub(crate) fn push(&self, data: &[u8]) -> bool {
         let mut q = self.queue.borrow_mut();
-        if q.closed || q.bytes + data.len() > MAX_QUEUED {
+        if q.closed || q.bytes.len() + data.len() > MAX_QUEUED {
             return false;
         }
-        // TODO(issue 5): a per-connection ring buffer instead of a Vec per frame.
-        q.frames.push_back(data.to_vec());
-        q.bytes += data.len();
+        // Frames are only ever queued whole, so the byte stream stays framed.
+        q.bytes.extend(data);
         drop(q);
         self.wake.notify_one();
         true
@@ -249,29 +249,28 @@ async fn read_loop<R: AsyncRead + Unpin>(
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, sink: StreamSink) {
+    // Bytes move from the queue into this buffer (reused) and are written from it, so no borrow
+    // of the queue is held across an await.
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
-        let next = {
+        let closed = {
             let mut q = sink.queue.borrow_mut();
-            match q.frames.pop_front() {
-                Some(f) => {
-                    q.bytes -= f.len();
-                    Some(f)
-                }
-                None if q.closed => break,
-                None => None,
-            }
+            let n = q.bytes.len().min(64 * 1024);
+            out.clear();
+            out.extend(q.bytes.drain(..n));
+            q.closed
         };
-        match next {
-            Some(frame) => {
-                if wr.write_all(&frame).await.is_err() {
-                    sink.queue.borrow_mut().closed = true;
-                    break;
-                }
+        if out.is_empty() {
+            if closed {
+                break;
             }
-            None => {
-                let _ = wr.flush().await;
-                sink.wake.notified().await;
-            }
+            let _ = wr.flush().await;
+            sink.wake.notified().await;
+            continue;
+        }
+        if wr.write_all(&out).await.is_err() {
+            sink.queue.borrow_mut().closed = true;
+            break;
         }
     }
     let _ = wr.shutdown().await;

@@ -1,0 +1,199 @@
+//! What a run does: plain structs with documented defaults. Only the binary reads flags.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// The smallest payload: the probe header every datagram carries (see [`crate::probe`]).
+pub const MIN_SIZE: usize = crate::probe::HEADER_LEN;
+/// The largest payload. ChannelData could carry 65,535 bytes, but the receive slots are sized
+/// for this, and media never comes close.
+pub const MAX_SIZE: usize = 8192;
+
+/// How the generator reaches the TURN server (RFC 8656 §3.1). The relay-to-peer leg is UDP
+/// whatever this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+    /// TLS over TCP, ALPN `stun.turn` (RFC 7443); any certificate is accepted.
+    Tls,
+}
+
+impl Transport {
+    /// Whether ChannelData is padded to 4 bytes and framed on a byte stream (RFC 8656 §12.5).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        })
+    }
+}
+
+/// Long-term credentials for the Allocate 401 dance.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// TURN REST credentials (coturn `--use-auth-secret`, its clients' `-W`): allocation `i`
+    /// uses `username = "<now+24h>:<user>-<i>"`, `password = base64(HMAC-SHA1(secret,
+    /// username))`. One id per allocation, so a per-user quota (cloudproxy's default is 32 per
+    /// credential) does not cap the run.
+    Rest { secret: String, user: String },
+    /// One static username and password for every allocation.
+    Static { username: String, password: String },
+}
+
+impl Credentials {
+    /// The username and password of allocation `index` at `now_unix`.
+    pub fn for_allocation(&self, index: u32, now_unix: u64) -> (String, String) {
+        match self {
+            Credentials::Rest { secret, user } => {
+                let username = cloudproxy_proto::auth::rest_username(
+                    now_unix + 86_400,
+                    &format!("{user}-{index}"),
+                );
+                let password = cloudproxy_proto::auth::rest_password(secret.as_bytes(), &username);
+                (username, password)
+            }
+            Credentials::Static { username, password } => (username.clone(), password.clone()),
+        }
+    }
+}
+
+/// How fast each allocation sends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// This many ChannelData packets per second per allocation, for [`Config::duration`].
+    PerAllocation(f64),
+    /// Search for the highest total rate whose loss stays under [`Search::max_loss`].
+    Max,
+}
+
+/// Named payload-size and rate pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// 50 packets/s × 160 bytes: 20 ms frames of G.711 or Opus at 64 kbit/s.
+    Audio,
+    /// 90 packets/s × 1000 bytes: roughly 720 kbit/s of video.
+    Video,
+}
+
+impl Preset {
+    /// Packets per second per allocation and payload bytes.
+    pub fn rate_and_size(self) -> (f64, usize) {
+        match self {
+            Preset::Audio => (50.0, 160),
+            Preset::Video => (90.0, 1000),
+        }
+    }
+}
+
+/// The `--rate max` search: an exponential ramp, then bisection, over short steps.
+#[derive(Debug, Clone)]
+pub struct Search {
+    /// Length of one step. Default 2 s.
+    pub step: Duration,
+    /// A step passes when its loss is below this fraction. Default 0.001 (0.1%).
+    pub max_loss: f64,
+    /// Total packets per second of the first step. Default 1,000 (at least 10 per allocation).
+    pub start_pps: f64,
+    /// Stop bisecting when the gap between the best passing and the lowest failing rate is
+    /// below this fraction of the passing one. Default 0.05.
+    pub precision: f64,
+    /// At most this many steps. Default 30.
+    pub max_steps: usize,
+    /// Run a failed step again and count it failed only if it fails twice: one stall of
+    /// another process on a shared machine must not end the search. Default true.
+    pub confirm_failures: bool,
+}
+
+impl Default for Search {
+    fn default() -> Self {
+        Self {
+            step: Duration::from_secs(2),
+            max_loss: 0.001,
+            start_pps: 1000.0,
+            precision: 0.05,
+            max_steps: 30,
+            confirm_failures: true,
+        }
+    }
+}
+
+/// One run of the load generator.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The TURN server's listener.
+    pub server: SocketAddr,
+    /// Default UDP.
+    pub transport: Transport,
+    pub credentials: Credentials,
+    /// REALM to use if the server's 401 carries none (the 401's REALM always wins).
+    pub realm: Option<String>,
+    /// Number of allocations. Default 10.
+    pub allocations: usize,
+    /// Default 50 packets/s per allocation (the audio preset).
+    pub rate: Rate,
+    /// ChannelData payload bytes, [`MIN_SIZE`]..=[`MAX_SIZE`]. Default 160.
+    pub size: usize,
+    /// Sending time of a fixed-rate run. Default 10 s.
+    pub duration: Duration,
+    /// Sending/receiving threads; allocations are dealt to them round-robin. Default: one per
+    /// core.
+    pub threads: usize,
+    /// Echo peer threads (one `SO_REUSEPORT` socket each). Default 1.
+    pub echo_threads: usize,
+    /// Allocations being set up at once. Default 64.
+    pub setup_concurrency: usize,
+    /// How long one set-up request may go unanswered (UDP retransmits within it). Default 4 s.
+    pub setup_timeout: Duration,
+    /// Only set up the allocations, hold them idle for [`Config::hold`], and report the
+    /// set-up rate.
+    pub setup_only: bool,
+    pub hold: Duration,
+    /// Where the echo peer binds. Default: the loopback address of the server's family.
+    pub peer_ip: Option<IpAddr>,
+    /// Requested send and receive buffer of every socket. Default 4 MiB (forced past
+    /// `rmem_max` when the process may, as root may).
+    pub socket_buffer: usize,
+    pub search: Search,
+}
+
+impl Config {
+    /// A configuration with the documented defaults.
+    pub fn new(server: SocketAddr, credentials: Credentials) -> Self {
+        Self {
+            server,
+            transport: Transport::Udp,
+            credentials,
+            realm: None,
+            allocations: 10,
+            rate: Rate::PerAllocation(50.0),
+            size: 160,
+            duration: Duration::from_secs(10),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            echo_threads: 1,
+            setup_concurrency: 64,
+            setup_timeout: Duration::from_secs(4),
+            setup_only: false,
+            hold: Duration::ZERO,
+            peer_ip: None,
+            socket_buffer: 4 << 20,
+            search: Search::default(),
+        }
+    }
+
+    /// The echo peer's address family follows the server's.
+    pub fn peer_ip(&self) -> IpAddr {
+        self.peer_ip.unwrap_or(match self.server {
+            SocketAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        })
+    }
+}

@@ -1,0 +1,269 @@
+//! One run from start to report: echo peer, allocation set-up on a bounded thread pool, the
+//! workers, the phases ([`crate::phase`]), then release and tally.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, Rate};
+use crate::control::{Control, Live};
+use crate::echo::EchoPeer;
+use crate::error::{hint, BenchError, SetupError};
+use crate::histogram::Histogram;
+use crate::phase::Phases;
+use crate::report::{DataCounters, Latency, Report, SetupReport, StepReport, Verdict};
+use crate::setup::{self, Allocation, Params};
+use crate::sys;
+use crate::worker::Worker;
+
+/// What a run tells its caller as it goes.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A progress line, about once a second.
+    Progress(String),
+    /// Every allocation that could be set up is up and idle (`--setup-only`): now is the time
+    /// to read the server's memory use.
+    Ready { up: usize, requested: usize },
+    /// A step of the `--rate max` search ended (latency is filled in only in the final report).
+    Step(StepReport),
+}
+
+/// Runs the load described by `config`, reporting progress to `observe`.
+pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, BenchError> {
+    sys::raise_fd_limit();
+    let slot = (4 + config.size + 3).max(2048);
+    let ip = config.peer_ip();
+    let echo = EchoPeer::start(ip, config.echo_threads, config.socket_buffer, slot)
+        .map_err(|source| BenchError::EchoPeer { ip, source })?;
+    let params = Params {
+        server: config.server,
+        transport: config.transport,
+        credentials: config.credentials.clone(),
+        realm: config.realm.clone(),
+        peer: echo.addr(),
+        timeout: config.setup_timeout,
+        buffer: config.socket_buffer,
+        tls: (config.transport == crate::Transport::Tls).then(crate::tls::insecure_client_config),
+    };
+    let (allocations, setup, first_failure) = set_up_all(config, &params, observe)?;
+    if allocations.is_empty() {
+        let summary = setup
+            .failures
+            .iter()
+            .map(|(why, n)| format!("{why} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let skipped = match setup.not_attempted {
+            0 => String::new(),
+            n => format!(" ({n} not attempted)"),
+        };
+        let transport = config.transport.to_string();
+        return Err(BenchError::NoAllocations {
+            requested: config.allocations,
+            summary: summary + &skipped,
+            hint: first_failure
+                .map(|e| hint(&e, config.server, &transport, echo.addr()))
+                .unwrap_or_default(),
+        });
+    }
+
+    let control = Arc::new(Control::default());
+    let threads = config.threads.clamp(1, allocations.len());
+    let mut shares: Vec<Vec<Allocation>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, a) in allocations.into_iter().enumerate() {
+        shares[i % threads].push(a);
+    }
+    let lives: Vec<Arc<Live>> = (0..threads).map(|_| Arc::default()).collect();
+    let mut handles = Vec::new();
+    for (i, share) in shares.into_iter().enumerate() {
+        let worker = Worker::new(
+            share,
+            config.size,
+            echo.addr(),
+            config.transport.is_stream(),
+            control.clone(),
+            lives[i].clone(),
+        )
+        .map_err(BenchError::Poll)?;
+        let handle = std::thread::Builder::new()
+            .name(format!("bench-worker-{i}"))
+            .spawn(move || worker.run());
+        match handle {
+            Ok(h) => handles.push(h),
+            Err(source) => {
+                control.stop();
+                return Err(BenchError::Thread {
+                    what: "worker",
+                    source,
+                });
+            }
+        }
+    }
+
+    let mut phases = Phases::new(&control, &lives, observe, setup.up, config);
+    let (mode, mut steps) = if config.setup_only {
+        phases.hold(config.hold, setup.requested);
+        ("setup-only", Vec::new())
+    } else {
+        match config.rate {
+            Rate::PerAllocation(pps) => ("fixed", vec![phases.fixed(pps)]),
+            Rate::Max => ("max", phases.search(&config.search)),
+        }
+    };
+    control.stop();
+    let mut latency: Vec<Histogram> = Vec::new();
+    let mut counters = DataCounters::default();
+    for h in handles {
+        // A panicking worker loses its latency samples; its counters are in `Live` anyway.
+        if let Ok(outcome) = h.join() {
+            counters.add(&outcome.counters);
+            for (s, hist) in outcome.latency.iter().enumerate() {
+                if latency.len() <= s {
+                    latency.resize_with(s + 1, Histogram::default);
+                }
+                latency[s].merge(hist);
+            }
+        }
+    }
+    for step in &mut steps {
+        step.latency = latency.get(step.step as usize).and_then(Latency::of);
+    }
+    let result = match config.rate {
+        _ if config.setup_only => None,
+        Rate::PerAllocation(_) => steps.first().cloned(),
+        // The highest rate that kept loss under the threshold, even if the generator fell
+        // short of that step's target.
+        Rate::Max => steps
+            .iter()
+            .filter(|s| s.verdict != Verdict::Loss && s.sent > 0)
+            .max_by(|a, b| a.received_pps.total_cmp(&b.received_pps))
+            .cloned(),
+    };
+    Ok(Report {
+        server: config.server.to_string(),
+        transport: config.transport,
+        mode,
+        payload_bytes: config.size,
+        allocations: config.allocations,
+        per_allocation_pps: match config.rate {
+            Rate::PerAllocation(p) if !config.setup_only => Some(p),
+            _ => None,
+        },
+        threads,
+        echo_threads: config.echo_threads,
+        setup,
+        result,
+        steps,
+        peer_received: echo.received(),
+        counters,
+    })
+}
+
+/// Sets up every allocation, at most `setup_concurrency` at once. Gives up early when the
+/// first round of attempts all failed (a wrong secret fails 10,000 times the same way).
+fn set_up_all(
+    config: &Config,
+    params: &Params,
+    observe: &mut dyn FnMut(Event),
+) -> Result<(Vec<Allocation>, SetupReport, Option<SetupError>), BenchError> {
+    let n = config.allocations;
+    let pool = config.setup_concurrency.clamp(1, n.max(1));
+    let (next, ok, failed) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    let abort = AtomicBool::new(false);
+    let start = Instant::now();
+    let outcomes = std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for i in 0..pool {
+            let h = std::thread::Builder::new()
+                .name(format!("bench-setup-{i}"))
+                .spawn_scoped(scope, || {
+                    let (mut good, mut bad) = (Vec::new(), Vec::new());
+                    while !abort.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            break;
+                        }
+                        match setup::set_up(i as u32, params) {
+                            Ok(a) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                good.push(a);
+                            }
+                            Err(e) => {
+                                bad.push(e);
+                                let f = failed.fetch_add(1, Ordering::Relaxed) + 1;
+                                if f >= pool && ok.load(Ordering::Relaxed) == 0 {
+                                    abort.store(true, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                    (good, bad)
+                });
+            match h {
+                Ok(h) => handles.push(h),
+                Err(source) => {
+                    abort.store(true, Ordering::Relaxed);
+                    return Err(BenchError::Thread {
+                        what: "set-up",
+                        source,
+                    });
+                }
+            }
+        }
+        let mut tick = start + Duration::from_secs(1);
+        while !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+            if Instant::now() >= tick {
+                tick += Duration::from_secs(1);
+                observe(Event::Progress(format!(
+                    "[{:6.1}s] set-up: {}/{n} up, {} failed",
+                    start.elapsed().as_secs_f64(),
+                    ok.load(Ordering::Relaxed),
+                    failed.load(Ordering::Relaxed)
+                )));
+            }
+        }
+        Ok(handles
+            .into_iter()
+            .filter_map(|h| h.join().ok())
+            .collect::<Vec<_>>())
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut allocations = Vec::new();
+    let mut failures = BTreeMap::new();
+    let mut first = None;
+    let mut took = Histogram::default();
+    for (good, bad) in outcomes {
+        for a in good {
+            took.record(a.took.as_nanos() as u64);
+            allocations.push(a);
+        }
+        for e in bad {
+            *failures.entry(e.key()).or_insert(0u64) += 1;
+            first.get_or_insert(e);
+        }
+    }
+    allocations.sort_by_key(|a| a.index);
+    let failed = failures.values().sum::<u64>() as usize;
+    let up = allocations.len();
+    let report = SetupReport {
+        requested: n,
+        up,
+        failed,
+        not_attempted: n - up - failed,
+        seconds,
+        rate_per_s: if seconds > 0.0 {
+            up as f64 / seconds
+        } else {
+            0.0
+        },
+        time: Latency::of(&took),
+        failures,
+    };
+    Ok((allocations, report, first))
+}

@@ -1,0 +1,244 @@
+//! What a run found: serializable for `--json`, and readable as text.
+//!
+//! Rates count ChannelData packets the generator sent to the server (`sent`) and echoes that
+//! came back (`received`); the relay forwarded each received packet twice (client → peer and
+//! peer → client). Mbps count payload bits only, without ChannelData, UDP or IP headers.
+//! Latency is the round trip generator → relay → echo peer → relay → generator.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::config::Transport;
+use crate::histogram::Histogram;
+
+/// Data-path events other than plain sends and receipts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DataCounters {
+    /// `sendmmsg` calls that failed (e.g. the server's port went away).
+    pub send_errors: u64,
+    pub receive_errors: u64,
+    /// TCP/TLS connections the server closed (or that failed) during the run.
+    pub closed: u64,
+    /// Frames that were not our probes.
+    pub foreign: u64,
+    /// Probes that came back on another allocation's connection.
+    pub misrouted: u64,
+    pub duplicates: u64,
+    pub refresh_ok: u64,
+    pub refresh_failed: u64,
+}
+
+impl DataCounters {
+    pub fn add(&mut self, o: &DataCounters) {
+        self.send_errors += o.send_errors;
+        self.receive_errors += o.receive_errors;
+        self.closed += o.closed;
+        self.foreign += o.foreign;
+        self.misrouted += o.misrouted;
+        self.duplicates += o.duplicates;
+        self.refresh_ok += o.refresh_ok;
+        self.refresh_failed += o.refresh_failed;
+    }
+}
+
+/// Quantiles of a latency histogram, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub samples: u64,
+}
+
+impl Latency {
+    pub fn of(h: &Histogram) -> Option<Self> {
+        let ms = |q: f64| h.quantile(q).map(|ns| ns as f64 / 1e6);
+        Some(Self {
+            p50_ms: ms(0.5)?,
+            p99_ms: ms(0.99)?,
+            p999_ms: ms(0.999)?,
+            max_ms: h.max() as f64 / 1e6,
+            samples: h.count(),
+        })
+    }
+}
+
+/// How a step of the `--rate max` search ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Loss under the threshold at the target rate.
+    Pass,
+    /// Loss at or above the threshold.
+    Loss,
+    /// The generator could not send the target rate (CPU shared with the server, or a stream
+    /// backlogged): this rate is beyond what this machine can measure.
+    Short,
+}
+
+/// One constant-rate period.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub step: u16,
+    /// Total packets per second asked of all allocations together.
+    pub target_pps: f64,
+    pub seconds: f64,
+    pub sent: u64,
+    pub received: u64,
+    /// Due but not sent (socket buffer full, stream backlogged).
+    pub unsent: u64,
+    pub sent_pps: f64,
+    pub received_pps: f64,
+    pub sent_mbps: f64,
+    pub received_mbps: f64,
+    pub loss_percent: f64,
+    pub latency: Option<Latency>,
+    /// CPU cores this process used during the step (user + system time / wall time).
+    pub generator_cpu: f64,
+    pub verdict: Verdict,
+}
+
+/// Allocation set-up.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetupReport {
+    pub requested: usize,
+    pub up: usize,
+    pub failed: usize,
+    /// Not tried because every attempt so far had failed.
+    pub not_attempted: usize,
+    pub seconds: f64,
+    /// Allocations set up per second (successful ones over the whole set-up time).
+    pub rate_per_s: f64,
+    /// Time from first request to ChannelBind success, per allocation.
+    pub time: Option<Latency>,
+    /// Failures grouped by cause.
+    pub failures: BTreeMap<String, u64>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub server: String,
+    pub transport: Transport,
+    /// `fixed`, `max` or `setup-only`.
+    pub mode: &'static str,
+    pub payload_bytes: usize,
+    pub allocations: usize,
+    /// The per-allocation rate of a fixed-rate run.
+    pub per_allocation_pps: Option<f64>,
+    pub threads: usize,
+    pub echo_threads: usize,
+    pub setup: SetupReport,
+    /// The fixed-rate step, or the best passing step of `--rate max`.
+    pub result: Option<StepReport>,
+    /// Every step (one for a fixed rate).
+    pub steps: Vec<StepReport>,
+    /// Datagrams that reached the echo peer (client → peer direction), all steps.
+    pub peer_received: u64,
+    pub counters: DataCounters,
+}
+
+impl fmt::Display for StepReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "target {:>9.0} pps | sent {:>9.0} pps {:>8.2} Mbps | received {:>9.0} pps {:>8.2} \
+             Mbps | loss {:>6.3}%",
+            self.target_pps,
+            self.sent_pps,
+            self.sent_mbps,
+            self.received_pps,
+            self.received_mbps,
+            self.loss_percent
+        )?;
+        if let Some(l) = &self.latency {
+            write!(
+                f,
+                " | rtt p50 {:.3} p99 {:.3} p99.9 {:.3} ms",
+                l.p50_ms, l.p99_ms, l.p999_ms
+            )?;
+        }
+        write!(f, " | cpu {:.2} | {:?}", self.generator_cpu, self.verdict)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.setup;
+        writeln!(
+            f,
+            "server {} over {}, {} allocation(s), {} B payloads, {} thread(s) + {} echo",
+            self.server,
+            self.transport,
+            self.allocations,
+            self.payload_bytes,
+            self.threads,
+            self.echo_threads
+        )?;
+        write!(
+            f,
+            "set-up: {}/{} up in {:.3} s = {:.0} allocations/s",
+            s.up, s.requested, s.seconds, s.rate_per_s
+        )?;
+        if let Some(t) = &s.time {
+            write!(f, " (each p50 {:.2} ms, p99 {:.2} ms)", t.p50_ms, t.p99_ms)?;
+        }
+        writeln!(f)?;
+        for (why, n) in &s.failures {
+            writeln!(f, "  failed: {why} ×{n}")?;
+        }
+        if s.not_attempted > 0 {
+            writeln!(f, "  not attempted: {}", s.not_attempted)?;
+        }
+        if self.mode == "max" {
+            for step in &self.steps {
+                writeln!(f, "step {:>2}: {step}", step.step)?;
+            }
+        }
+        if let Some(r) = &self.result {
+            let what = if self.mode == "max" {
+                "max rate with loss under the threshold"
+            } else {
+                "result"
+            };
+            writeln!(f, "{what}:")?;
+            writeln!(
+                f,
+                "  sent     {:>10.0} pps {:>9.2} Mbps ({} packets in {:.2} s)",
+                r.sent_pps, r.sent_mbps, r.sent, r.seconds
+            )?;
+            writeln!(
+                f,
+                "  received {:>10.0} pps {:>9.2} Mbps ({} packets)",
+                r.received_pps, r.received_mbps, r.received
+            )?;
+            writeln!(f, "  loss     {:.4}%", r.loss_percent)?;
+            if let Some(l) = &r.latency {
+                writeln!(
+                    f,
+                    "  rtt      p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+                    l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
+                )?;
+            }
+        } else if self.mode == "max" {
+            writeln!(f, "no step passed")?;
+        }
+        let c = &self.counters;
+        writeln!(
+            f,
+            "peer received {}; duplicates {}, misrouted {}, foreign {}, send errors {}, \
+             closed {}, refreshes {} ok / {} failed",
+            self.peer_received,
+            c.duplicates,
+            c.misrouted,
+            c.foreign,
+            c.send_errors,
+            c.closed,
+            c.refresh_ok,
+            c.refresh_failed
+        )
+    }
+}

@@ -1,0 +1,278 @@
+//! Owners, applications, secret rotation and relay sync.
+//!
+//! An app owner's key reaches only its own apps: any other app id answers 404, exactly as an
+//! id that does not exist, so a key cannot even learn which ids are taken.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{check_text, AppState, Caller, JsonBody};
+use crate::error::{ApiError, ErrorBody};
+use crate::model::AppStatus;
+use crate::store::{App, CreatedApp, NewSecret, Owner, RetiringKey, SyncApp};
+use crate::time::now_unix;
+
+/// Default and longest rotation grace period.
+pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
+pub const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/owners", post(create_owner).get(list_owners))
+        .route("/v1/owners/{id}", get(get_owner))
+        .route("/v1/owners/{id}/keys", post(add_owner_key))
+        .route("/v1/apps", post(create_app).get(list_apps))
+        .route("/v1/apps/{id}", get(get_app).delete(delete_app))
+        .route("/v1/apps/{id}/suspend", post(suspend_app))
+        .route("/v1/apps/{id}/resume", post(resume_app))
+        .route("/v1/apps/{id}/rotate", post(rotate_secret))
+        .route("/v1/sync/apps", get(sync_apps))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerInput {
+    /// 1 to 100 characters.
+    pub name: String,
+}
+
+/// A new owner with its API key, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedOwner {
+    pub owner: Owner,
+    pub api_key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OwnerKey {
+    pub owner_id: String,
+    pub api_key: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppInput {
+    /// 1 to 100 characters.
+    pub name: String,
+    /// Operator only: the owner the app belongs to (absent: the operator's own app).
+    /// Owners' apps are always their own.
+    pub owner_id: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateInput {
+    /// How long the current keys keep working, in seconds: 0 to 2592000 (30 days), default
+    /// 86400.
+    pub grace_seconds: Option<i64>,
+}
+
+/// A rotation's new secret (shown once) and the keys now retiring.
+#[derive(Serialize, ToSchema)]
+pub struct Rotated {
+    pub credentials: NewSecret,
+    pub retiring: Vec<RetiringKey>,
+}
+
+/// What relays fetch.
+#[derive(Serialize, ToSchema)]
+pub struct SyncResponse {
+    pub generated_at: i64,
+    pub apps: Vec<SyncApp>,
+}
+
+#[utoipa::path(post, path = "/v1/owners", tag = "owners", request_body = OwnerInput,
+    responses((status = 201, body = CreatedOwner), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn create_owner(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(input): JsonBody<OwnerInput>,
+) -> Result<(StatusCode, Json<CreatedOwner>), ApiError> {
+    caller.require_operator()?;
+    let name = check_text("name", &input.name, 100)?;
+    let (owner, api_key) = state.store().create_owner(&name, now_unix()).await?;
+    Ok((StatusCode::CREATED, Json(CreatedOwner { owner, api_key })))
+}
+
+#[utoipa::path(get, path = "/v1/owners", tag = "owners",
+    responses((status = 200, body = Vec<Owner>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn list_owners(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Owner>>, ApiError> {
+    caller.require_operator()?;
+    Ok(Json(state.store().list_owners().await?))
+}
+
+#[utoipa::path(get, path = "/v1/owners/{id}", tag = "owners",
+    responses((status = 200, body = Owner), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn get_owner(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Owner>, ApiError> {
+    caller.require_operator()?;
+    Ok(Json(state.store().get_owner(&id).await?))
+}
+
+#[utoipa::path(post, path = "/v1/owners/{id}/keys", tag = "owners",
+    responses((status = 201, body = OwnerKey), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn add_owner_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<OwnerKey>), ApiError> {
+    caller.require_operator()?;
+    let api_key = state.store().add_owner_key(&id, now_unix()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(OwnerKey {
+            owner_id: id,
+            api_key,
+        }),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/apps", tag = "apps", request_body = AppInput,
+    responses((status = 201, body = CreatedApp), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn create_app(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(input): JsonBody<AppInput>,
+) -> Result<(StatusCode, Json<CreatedApp>), ApiError> {
+    let name = check_text("name", &input.name, 100)?;
+    let owner = match (&caller, input.owner_id.as_deref()) {
+        (Caller::Operator, owner) => owner,
+        (Caller::Owner(me), None) => Some(me.as_str()),
+        (Caller::Owner(me), Some(other)) if other == me => Some(me.as_str()),
+        (Caller::Owner(_), Some(_)) => {
+            return Err(ApiError::forbidden(
+                "app owners create apps for themselves only",
+            ))
+        }
+    };
+    let created = state.store().create_app(owner, &name, now_unix()).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[utoipa::path(get, path = "/v1/apps", tag = "apps",
+    responses((status = 200, body = Vec<App>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn list_apps(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<App>>, ApiError> {
+    Ok(Json(state.store().list_apps(caller.scope()).await?))
+}
+
+#[utoipa::path(get, path = "/v1/apps/{id}", tag = "apps",
+    responses((status = 200, body = App), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn get_app(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<App>, ApiError> {
+    Ok(Json(state.store().get_app(&id, caller.scope()).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/apps/{id}", tag = "apps",
+    responses((status = 204), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn delete_app(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store().delete_app(&id, caller.scope()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_status(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    status: AppStatus,
+) -> Result<Json<App>, ApiError> {
+    caller.require_operator()?;
+    state.store().set_app_status(id, status, now_unix()).await?;
+    Ok(Json(state.store().get_app(id, None).await?))
+}
+
+#[utoipa::path(post, path = "/v1/apps/{id}/suspend", tag = "apps",
+    responses((status = 200, body = App), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn suspend_app(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<App>, ApiError> {
+    set_status(&state, &caller, &id, AppStatus::Suspended).await
+}
+
+#[utoipa::path(post, path = "/v1/apps/{id}/resume", tag = "apps",
+    responses((status = 200, body = App), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn resume_app(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<App>, ApiError> {
+    set_status(&state, &caller, &id, AppStatus::Active).await
+}
+
+#[utoipa::path(post, path = "/v1/apps/{id}/rotate", tag = "apps", request_body = RotateInput,
+    responses((status = 200, body = Rotated), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Rotated>, ApiError> {
+    // The body is optional: an empty one means the default grace period.
+    let input: RotateInput = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateInput::default()
+    } else {
+        super::parse_json(&body)?
+    };
+    let grace = input.grace_seconds.unwrap_or(DEFAULT_GRACE_SECS);
+    if !(0..=MAX_GRACE_SECS).contains(&grace) {
+        return Err(ApiError::field(
+            "grace_seconds",
+            format!("must be between 0 and {MAX_GRACE_SECS}"),
+        ));
+    }
+    let (credentials, retiring) = state
+        .store()
+        .rotate_secret(&id, caller.scope(), grace, now_unix())
+        .await?;
+    Ok(Json(Rotated {
+        credentials,
+        retiring,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/sync/apps", tag = "sync",
+    responses((status = 200, body = SyncResponse), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn sync_apps(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<SyncResponse>, ApiError> {
+    caller.require_operator()?;
+    let now = now_unix();
+    Ok(Json(SyncResponse {
+        generated_at: now,
+        apps: state.store().sync_apps(now).await?,
+    }))
+}

@@ -1,0 +1,197 @@
+//! Enablement requests: filing the form, approval with capacity reservation, and the
+//! lifecycle after it. Owners file and activate requests for their own apps; the operator
+//! approves, rejects, suspends, resumes and revokes.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::{check_fields, check_text, AppState, Caller, JsonBody};
+use crate::enablement::{EnablementInput, EnablementRequest, Step};
+use crate::error::{ApiError, ErrorBody};
+use crate::time::now_unix;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/apps/{id}/requests",
+            post(create_request).get(list_app_requests),
+        )
+        .route("/v1/requests", get(list_requests))
+        .route("/v1/requests/{id}", get(get_request))
+        .route("/v1/requests/{id}/approve", post(approve_request))
+        .route("/v1/requests/{id}/reject", post(reject_request))
+        .route("/v1/requests/{id}/activate", post(activate_request))
+        .route("/v1/requests/{id}/suspend", post(suspend_request))
+        .route("/v1/requests/{id}/resume", post(resume_request))
+        .route("/v1/requests/{id}/revoke", post(revoke_request))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectInput {
+    /// Why, for the applicant: 1 to 500 characters.
+    pub reason: String,
+}
+
+#[utoipa::path(post, path = "/v1/apps/{id}/requests", tag = "requests",
+    request_body = EnablementInput,
+    responses((status = 201, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn create_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+    JsonBody(input): JsonBody<EnablementInput>,
+) -> Result<(StatusCode, Json<EnablementRequest>), ApiError> {
+    check_fields(input.validate())?;
+    let req = state
+        .store()
+        .create_request(&app_id, caller.scope(), &input, now_unix())
+        .await?;
+    Ok((StatusCode::CREATED, Json(req)))
+}
+
+#[utoipa::path(get, path = "/v1/apps/{id}/requests", tag = "requests",
+    responses((status = 200, body = Vec<EnablementRequest>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn list_app_requests(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+) -> Result<Json<Vec<EnablementRequest>>, ApiError> {
+    // 404 for an app the caller cannot see, rather than an empty list.
+    state.store().get_app(&app_id, caller.scope()).await?;
+    Ok(Json(
+        state
+            .store()
+            .list_requests(caller.scope(), Some(&app_id))
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/requests", tag = "requests",
+    responses((status = 200, body = Vec<EnablementRequest>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn list_requests(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<EnablementRequest>>, ApiError> {
+    Ok(Json(
+        state.store().list_requests(caller.scope(), None).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests",
+    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn get_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<EnablementRequest>, ApiError> {
+    Ok(Json(state.store().get_request(&id, caller.scope()).await?))
+}
+
+/// Approves a submitted request when its estimated bandwidth fits into the region's
+/// unreserved static-pool capacity; otherwise the request is rejected with the reason. Both
+/// outcomes answer 200 with the request: read its `state`.
+#[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests",
+    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn approve_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<EnablementRequest>, ApiError> {
+    caller.require_operator()?;
+    Ok(Json(state.store().approve_request(&id, now_unix()).await?))
+}
+
+#[utoipa::path(post, path = "/v1/requests/{id}/reject", tag = "requests",
+    request_body = RejectInput,
+    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn reject_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<RejectInput>,
+) -> Result<Json<EnablementRequest>, ApiError> {
+    caller.require_operator()?;
+    let reason = check_text("reason", &input.reason, 500)?;
+    Ok(Json(
+        state
+            .store()
+            .reject_request(&id, &reason, now_unix())
+            .await?,
+    ))
+}
+
+async fn step(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    step: Step,
+) -> Result<Json<EnablementRequest>, ApiError> {
+    if step != Step::Activate {
+        caller.require_operator()?;
+    }
+    Ok(Json(
+        state
+            .store()
+            .step_request(id, caller.scope(), step, now_unix())
+            .await?,
+    ))
+}
+
+/// approved → active (the owner or the operator).
+#[utoipa::path(post, path = "/v1/requests/{id}/activate", tag = "requests",
+    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn activate_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<EnablementRequest>, ApiError> {
+    step(&state, &caller, &id, Step::Activate).await
+}
+
+/// active → suspended (operator); the reservation is kept.
+#[utoipa::path(post, path = "/v1/requests/{id}/suspend", tag = "requests",
+    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn suspend_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<EnablementRequest>, ApiError> {
+    step(&state, &caller, &id, Step::Suspend).await
+}
+
+/// suspended → active (operator).
+#[utoipa::path(post, path = "/v1/requests/{id}/resume", tag = "requests",
+    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn resume_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<EnablementRequest>, ApiError> {
+    step(&state, &caller, &id, Step::Resume).await
+}
+
+/// approved | active | suspended → revoked (operator); the reservation is released.
+#[utoipa::path(post, path = "/v1/requests/{id}/revoke", tag = "requests",
+    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn revoke_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<EnablementRequest>, ApiError> {
+    step(&state, &caller, &id, Step::Revoke).await
+}

@@ -1,0 +1,196 @@
+//! Errors: the library's typed errors and the one JSON shape every HTTP error has.
+//!
+//! ```json
+//! {"error": {"code": "invalid_request", "message": "…",
+//!            "fields": [{"field": "max_proxy_users_per_channel", "message": "…"}]}}
+//! ```
+//!
+//! | status | code | when |
+//! |---|---|---|
+//! | 400 | `invalid_request` | bad JSON, a bad field or enum value; `fields` names each one |
+//! | 401 | `unauthorized` | no `Authorization: Bearer …`, or an unknown key |
+//! | 403 | `forbidden` | the key's role may not do this |
+//! | 404 | `not_found` | unknown id, or an app of another owner (see the crate docs) |
+//! | 405 | `method_not_allowed` | |
+//! | 409 | `conflict` | a lifecycle step the current state does not allow |
+//! | 500 | `internal` | the database failed; details are logged, not returned |
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot bind the API listener on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "unsupported database URL '{0}': expected sqlite:PATH, sqlite::memory: or postgres://…"
+    )]
+    DatabaseUrl(String),
+    #[error("cannot open the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("the operator key must be 16 to 256 printable ASCII characters without spaces")]
+    OperatorKey,
+}
+
+/// A storage operation that did not happen. Nothing is half-written: every change runs in one
+/// transaction, rolled back on any error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} '{id}' not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("a stored row does not parse: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub(crate) fn not_found(what: &'static str, id: impl Into<String>) -> Self {
+        StoreError::NotFound {
+            what,
+            id: id.into(),
+        }
+    }
+
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        StoreError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One field's problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FieldError {
+    /// The field's path in the request: `max_users_per_channel`, `listeners[1].ip`, `body`,
+    /// or a query parameter's name.
+    pub field: String,
+    pub message: String,
+}
+
+/// The error object.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_request`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
+    /// `conflict` or `internal`.
+    pub code: String,
+    pub message: String,
+    /// Field-level messages; empty unless `code` is `invalid_request`.
+    pub fields: Vec<FieldError>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// An HTTP error in the shape above.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                error: ErrorDetail {
+                    code: code.into(),
+                    message: message.into(),
+                    fields: Vec::new(),
+                },
+            },
+        }
+    }
+
+    /// 400 naming the fields.
+    pub fn fields(fields: Vec<FieldError>) -> Self {
+        let message = match fields.as_slice() {
+            [one] => format!("invalid request: {}: {}", one.field, one.message),
+            _ => format!("invalid request: {} fields are invalid", fields.len()),
+        };
+        let mut e = ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+        e.body.error.fields = fields;
+        e
+    }
+
+    /// 400 naming one field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::fields(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn method_not_allowed() -> Self {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this path does not take that method",
+        )
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    pub fn internal() -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the control plane's log has the details",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
+            StoreError::Conflict(m) => ApiError::conflict(m),
+            StoreError::Invalid { field, message } => ApiError::field(field, message),
+            StoreError::Db(_) | StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "storage failed");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}

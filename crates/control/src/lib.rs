@@ -1,0 +1,92 @@
+//! The cloudproxy control plane: applications and their secrets, Force-mode enablement
+//! requests with capacity reservation, regions and relays ("edges"), and the versioned
+//! allow-list table — an HTTP API over embedded SQLite (default) or PostgreSQL.
+//!
+//! ```no_run
+//! use cloudproxy_control::{Control, ControlConfig};
+//! let control = Control::start(ControlConfig {
+//!     listen: "127.0.0.1:0".parse().unwrap(),
+//!     database: "sqlite::memory:".into(),
+//!     ..ControlConfig::default()
+//! })?;
+//! println!("http://{} operator key {}", control.local_addr(), control.operator_key());
+//! control.stop();
+//! # Ok::<(), cloudproxy_control::ControlError>(())
+//! ```
+//!
+//! In-process tests can also build the [`api::router`] over an [`api::AppState`].
+//!
+//! ## The API
+//!
+//! Every path is under `/v1`; `/openapi.json` describes them all. Authentication is
+//! `Authorization: Bearer <key>`:
+//!
+//! - the **operator** key (configuration, or generated and printed at start) manages
+//!   everything: owners, every app, approvals, regions, edges;
+//! - an **app owner** key (`POST /v1/owners` returns one) manages only that owner's apps and
+//!   their requests.
+//!
+//! | path | who | what |
+//! |---|---|---|
+//! | `POST/GET /v1/owners`, `GET /v1/owners/{id}`, `POST /v1/owners/{id}/keys` | operator | owners and their API keys (shown once) |
+//! | `POST/GET /v1/apps`, `GET/DELETE /v1/apps/{id}` | both | apps; create returns the App ID and a secret with its key id, shown once |
+//! | `POST /v1/apps/{id}/suspend`, `…/resume` | operator | a suspended app's keys leave the relay sync |
+//! | `POST /v1/apps/{id}/rotate` | both | a new key; current keys keep working for `grace_seconds` (`not_after`) |
+//! | `POST/GET /v1/apps/{id}/requests`, `GET /v1/requests[/{id}]` | both | enablement requests (the application form) |
+//! | `POST /v1/requests/{id}/approve`, `…/reject` | operator | approval reserves bandwidth or rejects with the reason |
+//! | `POST /v1/requests/{id}/activate` | both | approved → active |
+//! | `POST /v1/requests/{id}/suspend`, `…/resume`, `…/revoke` | operator | the rest of the lifecycle |
+//! | `GET /v1/regions` | operator | capacity, reservations, relays per region |
+//! | `PUT/GET/DELETE /v1/edges/{id}`, `GET /v1/edges` | operator | relay registration |
+//! | `GET /v1/sync/apps` | operator | keys (with secrets) and active enablements for relays |
+//! | `GET /v1/allowlist[/{region}[/history]]`, `GET /allowlist` | public | the allow-list table: JSON, `?format=csv|nftables|iptables`, history, HTML |
+//!
+//! Errors all have one shape ([`error`]): 400 names each bad field (`max_users_per_channel`,
+//! `listeners[1].ip`, `body`), 401 for a missing or unknown key, 403 for the wrong role, 404
+//! for an unknown id, 409 for a lifecycle step the state does not allow.
+//!
+//! **Another owner's app is 404, not 403.** A 403 would confirm that the id exists; owners
+//! must not learn anything about each other's apps, so an app outside the caller's scope is
+//! indistinguishable from one that does not exist. 403 is kept for "your role may never do
+//! this", which reveals nothing about any id.
+//!
+//! ## Pieces
+//!
+//! - Pure, I/O-free: [`model`] (enums and the bitrate per quality tier), [`capacity`]
+//!   (bandwidth estimate and the reserve/reject decision), [`cidr`] (exact CIDR
+//!   aggregation), [`allowlist`] (building, diffing and rendering the table), [`time`].
+//! - [`store`]: SQLite and PostgreSQL behind one [`store::Store`], one transaction per change,
+//!   region locks for reservations.
+//! - [`api`]: axum handlers, authentication, JSON bodies with field-named errors, OpenAPI.
+//! - [`Control`]: the server on its own thread and runtime.
+//!
+//! ## Still to do for issue 4
+//!
+//! - `cloudproxy control` and `cloudproxy admin …` in crates/cli (flags/env: `--listen`,
+//!   `--database`, `--operator-key`; print the generated key).
+//! - Relay sync on the relay side (fetch `/v1/sync/apps`, keep the last good copy, staleness
+//!   metric), a relay role key, and the documented bound for a deleted app's credentials to
+//!   stop working (sync interval + grace).
+//! - Heartbeats with load, dropping silent relays from selection; the Auto-mode dynamic proxy
+//!   list endpoint.
+//! - Central admission with expiring leases (proxy users per channel, concurrent channels,
+//!   486), and the relay's 403 for apps not active for a mode/region.
+//! - Usage metering: idempotent reports, per-day aggregates, `GET /v1/apps/{id}/usage` + CSV.
+//! - Serving the API on the relay's TLS 443 (ALPN/SNI) and Force-UDP in-band signaling.
+//! - `cloudproxy up`, the two-process PostgreSQL test and the end-to-end test.
+
+pub mod allowlist;
+pub mod api;
+pub mod capacity;
+pub mod cidr;
+pub mod enablement;
+pub mod error;
+pub mod model;
+pub mod store;
+pub mod time;
+
+mod server;
+
+pub use api::{router, AppState};
+pub use error::{ApiError, ControlError, StoreError};
+pub use server::{Control, ControlConfig};

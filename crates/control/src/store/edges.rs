@@ -1,0 +1,289 @@
+//! Relays ("edges") and regions' capacity.
+//!
+//! A change to an edge republishes the allow-list of every region it touches, in the same
+//! transaction and under the region's lock: when the table built from the region's static
+//! relays differs from the latest version, version n+1 is appended with its changes and its
+//! effective date (see [`crate::allowlist`]).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::allowlist::republish;
+use super::{parse_wire, with_pool, with_tx, Published, Store};
+use crate::allowlist::Listener;
+use crate::capacity::RegionLoad;
+use crate::error::{FieldError, StoreError};
+use crate::model::{Pool, Region, Wire};
+
+/// A relay's registration (`PUT /v1/edges/{id}`).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeInput {
+    pub region: Region,
+    pub pool: Pool,
+    /// Relayed bandwidth this relay can carry, in kbit/s; static relays' capacities add up to
+    /// the region's reservable capacity.
+    pub capacity_kbps: u64,
+    /// Public addresses and ports per transport.
+    pub listeners: Vec<Listener>,
+    /// When the allow-list change this causes takes effect (Unix seconds); default now. A
+    /// future date announces the change ahead.
+    pub effective_at: Option<i64>,
+}
+
+impl EdgeInput {
+    /// Every field problem at once.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if self.listeners.is_empty() {
+            errors.push(FieldError {
+                field: "listeners".into(),
+                message: "must list at least one public address".into(),
+            });
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.ip.is_unspecified() || l.ip.is_multicast() {
+                errors.push(FieldError {
+                    field: format!("listeners[{i}].ip"),
+                    message: "must be a unicast address clients can reach".into(),
+                });
+            }
+            if l.port == 0 {
+                errors.push(FieldError {
+                    field: format!("listeners[{i}].port"),
+                    message: "must be between 1 and 65535".into(),
+                });
+            }
+        }
+        if i64::try_from(self.capacity_kbps).is_err() {
+            errors.push(FieldError {
+                field: "capacity_kbps".into(),
+                message: format!("must be at most {}", i64::MAX),
+            });
+        }
+        errors
+    }
+}
+
+/// A registered relay.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Edge {
+    pub id: String,
+    pub region: Region,
+    pub pool: Pool,
+    pub capacity_kbps: u64,
+    pub listeners: Vec<Listener>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What an edge change did: the edge (absent after a delete) and the allow-list versions it
+/// published.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EdgeUpdate {
+    pub edge: Option<Edge>,
+    pub published: Vec<Published>,
+}
+
+/// A region's relays and capacity.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RegionSummary {
+    pub region: Region,
+    pub name: String,
+    pub static_edges: u64,
+    pub dynamic_edges: u64,
+    /// Sum of the static relays' capacities, kbit/s.
+    pub static_capacity_kbps: u64,
+    /// Held by approved, active and suspended enablement requests.
+    pub reserved_kbps: u64,
+    pub available_kbps: u64,
+}
+
+/// (region, pool, relays, capacity) per region and pool.
+type PoolTotals = (String, String, i64, i64);
+
+#[derive(sqlx::FromRow)]
+struct EdgeRow {
+    id: String,
+    region: String,
+    pool: String,
+    capacity_kbps: i64,
+    listeners: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<EdgeRow> for Edge {
+    type Error = StoreError;
+    fn try_from(r: EdgeRow) -> Result<Edge, StoreError> {
+        Ok(Edge {
+            region: parse_wire("region", &r.region)?,
+            pool: parse_wire("pool", &r.pool)?,
+            listeners: serde_json::from_str(&r.listeners)
+                .map_err(|e| StoreError::Corrupt(format!("listeners of edge {}: {e}", r.id)))?,
+            capacity_kbps: r.capacity_kbps.max(0) as u64,
+            id: r.id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+impl Store {
+    /// Registers or replaces relay `id` and republishes the allow-lists it touches.
+    pub async fn put_edge(
+        &self,
+        id: &str,
+        input: &EdgeInput,
+        now: i64,
+    ) -> Result<EdgeUpdate, StoreError> {
+        let listeners = serde_json::to_string(&input.listeners).expect("plain data serializes");
+        let capacity = i64::try_from(input.capacity_kbps)
+            .map_err(|_| StoreError::invalid("capacity_kbps", "too large"))?;
+        let published = with_tx!(self, |tx, pg| {
+            let old: Option<(String,)> = sqlx::query_as("SELECT region FROM edges WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            // Lock regions in one order (PostgreSQL) so two moves cannot deadlock.
+            let mut regions = vec![input.region];
+            if let Some((old,)) = &old {
+                regions.push(parse_wire("region", old)?);
+            }
+            regions.sort();
+            regions.dedup();
+            if pg {
+                for r in &regions {
+                    sqlx::query("SELECT code FROM regions WHERE code = $1 FOR UPDATE")
+                        .bind(r.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            sqlx::query(
+                "INSERT INTO edges (id, region, pool, capacity_kbps, listeners, created_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id) DO UPDATE SET \
+                 region = excluded.region, pool = excluded.pool, \
+                 capacity_kbps = excluded.capacity_kbps, listeners = excluded.listeners, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(id)
+            .bind(input.region.as_str())
+            .bind(input.pool.as_str())
+            .bind(capacity)
+            .bind(&listeners)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let mut published = Vec::new();
+            for r in regions {
+                if let Some(p) = republish!(tx, pg, r, input.effective_at, now) {
+                    published.push(p);
+                }
+            }
+            published
+        });
+        Ok(EdgeUpdate {
+            edge: Some(self.get_edge(id).await?),
+            published,
+        })
+    }
+
+    /// Removes relay `id` and republishes its region's allow-list.
+    pub async fn delete_edge(
+        &self,
+        id: &str,
+        effective_at: Option<i64>,
+        now: i64,
+    ) -> Result<EdgeUpdate, StoreError> {
+        let published = with_tx!(self, |tx, pg| {
+            let old: Option<(String,)> =
+                sqlx::query_as("DELETE FROM edges WHERE id = $1 RETURNING region")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some((region,)) = old else {
+                return Err(StoreError::not_found("edge", id));
+            };
+            let region: Region = parse_wire("region", &region)?;
+            republish!(tx, pg, region, effective_at, now)
+        });
+        Ok(EdgeUpdate {
+            edge: None,
+            published: published.into_iter().collect(),
+        })
+    }
+
+    pub async fn get_edge(&self, id: &str) -> Result<Edge, StoreError> {
+        let q = "SELECT id, region, pool, capacity_kbps, listeners, created_at, updated_at \
+                 FROM edges WHERE id = $1";
+        let row: Option<EdgeRow> = with_pool!(self, |pool| sqlx::query_as(q)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?);
+        row.ok_or_else(|| StoreError::not_found("edge", id))?
+            .try_into()
+    }
+
+    /// Relays, optionally of one region, by id.
+    pub async fn list_edges(&self, region: Option<Region>) -> Result<Vec<Edge>, StoreError> {
+        let q = "SELECT id, region, pool, capacity_kbps, listeners, created_at, updated_at \
+                 FROM edges WHERE ($1 IS NULL OR region = $1) ORDER BY id";
+        let region = region.map(Region::as_str);
+        let rows: Vec<EdgeRow> = with_pool!(self, |pool| sqlx::query_as(q)
+            .bind(region)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Every region's relays, capacity and reservations.
+    pub async fn region_summaries(&self) -> Result<Vec<RegionSummary>, StoreError> {
+        let q_edges = "SELECT region, pool, CAST(COUNT(*) AS BIGINT), \
+                       CAST(COALESCE(SUM(capacity_kbps), 0) AS BIGINT) FROM edges \
+                       GROUP BY region, pool";
+        let q_reserved = "SELECT region, CAST(COALESCE(SUM(reserved_kbps), 0) AS BIGINT) \
+                          FROM enablement_requests \
+                          WHERE state IN ('approved', 'active', 'suspended') GROUP BY region";
+        let (edges, reserved): (Vec<PoolTotals>, Vec<(String, i64)>) = with_pool!(self, |pool| {
+            let e = sqlx::query_as(q_edges).fetch_all(pool).await?;
+            let r = sqlx::query_as(q_reserved).fetch_all(pool).await?;
+            (e, r)
+        });
+        Ok(Region::ALL
+            .iter()
+            .map(|&region| {
+                let mut s = RegionSummary {
+                    region,
+                    name: region.display_name().into(),
+                    static_edges: 0,
+                    dynamic_edges: 0,
+                    static_capacity_kbps: 0,
+                    reserved_kbps: 0,
+                    available_kbps: 0,
+                };
+                for (r, pool, count, capacity) in &edges {
+                    if r == region.as_str() {
+                        if pool == Pool::Static.as_str() {
+                            s.static_edges = *count as u64;
+                            s.static_capacity_kbps = (*capacity).max(0) as u64;
+                        } else {
+                            s.dynamic_edges = *count as u64;
+                        }
+                    }
+                }
+                for (r, kbps) in &reserved {
+                    if r == region.as_str() {
+                        s.reserved_kbps = (*kbps).max(0) as u64;
+                    }
+                }
+                s.available_kbps = RegionLoad {
+                    capacity_kbps: s.static_capacity_kbps,
+                    reserved_kbps: s.reserved_kbps,
+                }
+                .available_kbps();
+                s
+            })
+            .collect())
+    }
+}

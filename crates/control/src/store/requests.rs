@@ -1,0 +1,321 @@
+//! Enablement requests in the database. Approval reserves the request's estimated bandwidth
+//! against its region's static-pool capacity in one transaction that holds the region's lock
+//! (see [`crate::store`]), so concurrent approvals never reserve more than there is.
+
+use super::{parse_wire, random_hex, with_pool, with_tx, Store};
+use crate::capacity::{self, Decision, RegionLoad};
+use crate::enablement::{EnablementInput, EnablementRequest, Step, SyncEnablement};
+use crate::error::StoreError;
+use crate::model::{Region, RequestState};
+
+#[derive(sqlx::FromRow)]
+struct RequestRow {
+    id: String,
+    app_id: String,
+    region: String,
+    sdk: String,
+    use_case: String,
+    max_concurrent_channels: i64,
+    max_users_per_channel: i64,
+    max_proxy_users_per_channel: i64,
+    quality: String,
+    mode: String,
+    state: String,
+    reason: Option<String>,
+    estimated_kbps: i64,
+    reserved_kbps: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<RequestRow> for EnablementRequest {
+    type Error = StoreError;
+
+    fn try_from(r: RequestRow) -> Result<Self, StoreError> {
+        let count = |what: &str, v: i64| {
+            u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v}")))
+        };
+        Ok(EnablementRequest {
+            region: parse_wire("region", &r.region)?,
+            sdk: parse_wire("sdk", &r.sdk)?,
+            quality: parse_wire("quality", &r.quality)?,
+            mode: parse_wire("mode", &r.mode)?,
+            state: parse_wire("state", &r.state)?,
+            max_concurrent_channels: count("channels", r.max_concurrent_channels)?,
+            max_users_per_channel: count("users", r.max_users_per_channel)?,
+            max_proxy_users_per_channel: count("proxy users", r.max_proxy_users_per_channel)?,
+            estimated_kbps: r.estimated_kbps.max(0) as u64,
+            reserved_kbps: r.reserved_kbps.max(0) as u64,
+            id: r.id,
+            app_id: r.app_id,
+            use_case: r.use_case,
+            reason: r.reason,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// The request columns, then `$tail` (a literal): one SELECT text per use, all `'static`.
+macro_rules! select_requests {
+    ($tail:literal) => {
+        concat!(
+            "SELECT r.id, r.app_id, r.region, r.sdk, r.use_case, r.max_concurrent_channels, ",
+            "r.max_users_per_channel, r.max_proxy_users_per_channel, r.quality, r.mode, r.state, ",
+            "r.reason, r.estimated_kbps, r.reserved_kbps, r.created_at, r.updated_at ",
+            "FROM enablement_requests r JOIN apps a ON a.id = r.app_id ",
+            $tail
+        )
+    };
+}
+
+const BY_ID: &str = select_requests!("WHERE r.id = $1 AND ($2 IS NULL OR a.owner_id = $2)");
+const BY_ID_FOR_UPDATE: &str =
+    select_requests!("WHERE r.id = $1 AND ($2 IS NULL OR a.owner_id = $2) FOR UPDATE OF r");
+const LIST: &str = select_requests!(
+    "WHERE ($1 IS NULL OR a.owner_id = $1) AND ($2 IS NULL OR r.app_id = $2) ORDER BY r.created_at, r.id"
+);
+
+/// Reads one request (scoped to an owner when given), locking its row on PostgreSQL.
+macro_rules! fetch_request {
+    ($tx:expr, $pg:expr, $id:expr, $owner:expr) => {{
+        let row: Option<RequestRow> = sqlx::query_as(if $pg { BY_ID_FOR_UPDATE } else { BY_ID })
+            .bind($id)
+            .bind($owner)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        EnablementRequest::try_from(row.ok_or_else(|| StoreError::not_found("request", $id))?)?
+    }};
+}
+
+/// Locks a region (PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serializes writers) and
+/// reads its static-pool capacity and reservations.
+macro_rules! region_load {
+    ($tx:expr, $pg:expr, $region:expr) => {{
+        let region: Region = $region;
+        if $pg {
+            sqlx::query("SELECT code FROM regions WHERE code = $1 FOR UPDATE")
+                .bind(region.as_str())
+                .execute(&mut *$tx)
+                .await?;
+        }
+        let (capacity,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(capacity_kbps), 0) AS BIGINT) FROM edges \
+             WHERE region = $1 AND pool = 'static'",
+        )
+        .bind(region.as_str())
+        .fetch_one(&mut *$tx)
+        .await?;
+        let (reserved,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(reserved_kbps), 0) AS BIGINT) FROM enablement_requests \
+             WHERE region = $1 AND state IN ('approved', 'active', 'suspended')",
+        )
+        .bind(region.as_str())
+        .fetch_one(&mut *$tx)
+        .await?;
+        RegionLoad {
+            capacity_kbps: capacity.max(0) as u64,
+            reserved_kbps: reserved.max(0) as u64,
+        }
+    }};
+}
+
+impl Store {
+    /// Files a form for an app `owner` may see. The caller has validated it.
+    pub async fn create_request(
+        &self,
+        app_id: &str,
+        owner: Option<&str>,
+        input: &EnablementInput,
+        now: i64,
+    ) -> Result<EnablementRequest, StoreError> {
+        let id = format!("r{}", random_hex(8));
+        let estimate = input.estimate_kbps();
+        with_tx!(self, |tx, pg| {
+            let app: Option<(String,)> = sqlx::query_as(
+                "SELECT id FROM apps WHERE id = $1 AND ($2 IS NULL OR owner_id = $2)",
+            )
+            .bind(app_id)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if app.is_none() {
+                return Err(StoreError::not_found("app", app_id));
+            }
+            sqlx::query(
+                "INSERT INTO enablement_requests (id, app_id, region, sdk, use_case, \
+                 max_concurrent_channels, max_users_per_channel, max_proxy_users_per_channel, \
+                 quality, mode, state, reason, estimated_kbps, reserved_kbps, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'submitted', NULL, $11, 0, $12, $12)",
+            )
+            .bind(&id)
+            .bind(app_id)
+            .bind(input.region.as_str())
+            .bind(input.sdk.as_str())
+            .bind(input.use_case.trim())
+            .bind(i64::from(input.max_concurrent_channels))
+            .bind(i64::from(input.max_users_per_channel))
+            .bind(i64::from(input.max_proxy_users_per_channel))
+            .bind(input.quality.as_str())
+            .bind(input.mode.as_str())
+            .bind(i64::try_from(estimate).unwrap_or(i64::MAX))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        });
+        self.get_request(&id, None).await
+    }
+
+    pub async fn get_request(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+    ) -> Result<EnablementRequest, StoreError> {
+        let row: Option<RequestRow> = with_pool!(self, |pool| sqlx::query_as(BY_ID)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(pool)
+            .await?);
+        row.ok_or_else(|| StoreError::not_found("request", id))?
+            .try_into()
+    }
+
+    /// Requests `owner` may see, optionally of one app, oldest first.
+    pub async fn list_requests(
+        &self,
+        owner: Option<&str>,
+        app_id: Option<&str>,
+    ) -> Result<Vec<EnablementRequest>, StoreError> {
+        let rows: Vec<RequestRow> = with_pool!(self, |pool| sqlx::query_as(LIST)
+            .bind(owner)
+            .bind(app_id)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Approves a submitted request if its estimate fits into the region's unreserved
+    /// static-pool capacity, reserving it; otherwise rejects it with the reason.
+    pub async fn approve_request(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<EnablementRequest, StoreError> {
+        with_tx!(self, |tx, pg| {
+            let req = fetch_request!(tx, pg, id, None::<&str>);
+            if req.state != RequestState::Submitted {
+                return Err(StoreError::Conflict(format!(
+                    "request '{id}' is {}; only a submitted request can be approved",
+                    req.state
+                )));
+            }
+            let load = region_load!(tx, pg, req.region);
+            let (state, reason, reserved) =
+                match capacity::decide(req.region, req.estimated_kbps, load) {
+                    Decision::Reserve(kbps) => (RequestState::Approved, None, kbps),
+                    Decision::Reject(reason) => (RequestState::Rejected, Some(reason), 0),
+                };
+            sqlx::query(
+                "UPDATE enablement_requests SET state = $2, reason = $3, reserved_kbps = $4, \
+                 updated_at = $5 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(state.as_str())
+            .bind(reason)
+            .bind(i64::try_from(reserved).unwrap_or(i64::MAX))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        });
+        self.get_request(id, None).await
+    }
+
+    /// Rejects a submitted request.
+    pub async fn reject_request(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<EnablementRequest, StoreError> {
+        with_tx!(self, |tx, pg| {
+            let req = fetch_request!(tx, pg, id, None::<&str>);
+            if req.state != RequestState::Submitted {
+                return Err(StoreError::Conflict(format!(
+                    "request '{id}' is {}; only a submitted request can be rejected",
+                    req.state
+                )));
+            }
+            sqlx::query(
+                "UPDATE enablement_requests SET state = 'rejected', reason = $2, updated_at = $3 \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        });
+        self.get_request(id, None).await
+    }
+
+    /// Moves a request one step along its lifecycle; revoking releases its reservation.
+    pub async fn step_request(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        step: Step,
+        now: i64,
+    ) -> Result<EnablementRequest, StoreError> {
+        with_tx!(self, |tx, pg| {
+            let req = fetch_request!(tx, pg, id, owner);
+            let Some(next) = step.next(req.state) else {
+                return Err(StoreError::Conflict(format!(
+                    "request '{id}' is {}; it cannot {}",
+                    req.state,
+                    step.name()
+                )));
+            };
+            let reserved = if next.reserves() {
+                req.reserved_kbps
+            } else {
+                0
+            };
+            sqlx::query(
+                "UPDATE enablement_requests SET state = $2, reserved_kbps = $3, updated_at = $4 \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(next.as_str())
+            .bind(i64::try_from(reserved).unwrap_or(i64::MAX))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        });
+        self.get_request(id, None).await
+    }
+
+    /// Active enablements of active apps, with their app id.
+    pub(crate) async fn active_enablements(
+        &self,
+    ) -> Result<Vec<(String, SyncEnablement)>, StoreError> {
+        let q = "SELECT r.app_id, r.region, r.mode, r.max_concurrent_channels, \
+                 r.max_proxy_users_per_channel FROM enablement_requests r \
+                 JOIN apps a ON a.id = r.app_id \
+                 WHERE r.state = 'active' AND a.status = 'active' ORDER BY r.app_id, r.id";
+        let rows: Vec<(String, String, String, i64, i64)> =
+            with_pool!(self, |pool| sqlx::query_as(q).fetch_all(pool).await?);
+        rows.into_iter()
+            .map(|(app, region, mode, channels, proxy)| {
+                Ok((
+                    app,
+                    SyncEnablement {
+                        region: parse_wire("region", &region)?,
+                        mode: parse_wire("mode", &mode)?,
+                        max_concurrent_channels: channels.clamp(0, u32::MAX.into()) as u32,
+                        max_proxy_users_per_channel: proxy.clamp(0, u32::MAX.into()) as u32,
+                    },
+                ))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,383 @@
+//! Edges and the allow-list table: exactly the static relays' addresses and ports, versions
+//! with changes and effective dates, exports (the nftables one checked by `nft -c -f`), the
+//! public endpoints and the HTML page.
+
+use serde_json::json;
+
+use crate::common::{Env, OPERATOR_KEY};
+use crate::on_both_backends;
+use crate::requests::static_edge;
+
+on_both_backends!(
+    two_static_relays_exports,
+    versions_and_effective_dates,
+    edge_validation
+);
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Checks an nftables file with `nft -c -f` where nft exists (it needs root for netlink).
+fn nft_check(text: &str) {
+    let Ok(found) = std::process::Command::new("nft").arg("--version").output() else {
+        eprintln!("*** nft not installed: the nftables export was not checked with nft -c ***");
+        return;
+    };
+    assert!(found.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("allow.nft");
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new("nft")
+        .arg("-c")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && stderr.contains("Operation not permitted") {
+        eprintln!("*** nft -c needs CAP_NET_ADMIN here: the nftables export was not checked ***");
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "nft -c -f rejected the export:\n{stderr}\n{text}"
+    );
+}
+
+async fn two_static_relays_exports(env: Env) {
+    static_edge(&env, "jp-1", "japan", "203.0.113.10", 1_000).await;
+    static_edge(&env, "jp-2", "japan", "203.0.113.11", 1_000).await;
+    // Not published: a dynamic relay, and plain TURN/TCP listeners.
+    env.put("/v1/edges/jp-dyn", Some(OPERATOR_KEY), json!({"region": "japan", "pool": "dynamic", "capacity_kbps": 5,
+        "listeners": [{"transport": "udp", "ip": "198.51.100.5", "port": 3478}, {"transport": "tls", "ip": "198.51.100.5", "port": 443}]}))
+        .await.expect(200);
+    env.put(
+        "/v1/edges/jp-3",
+        Some(OPERATOR_KEY),
+        json!({"region": "japan", "pool": "static", "capacity_kbps": 5,
+        "listeners": [{"transport": "tcp", "ip": "198.51.100.9", "port": 3478}]}),
+    )
+    .await
+    .expect(200);
+
+    // Public: no key needed.
+    let list = env.get("/v1/allowlist/japan", None).await.expect(200);
+    assert_eq!(list["region"], "japan");
+    assert_eq!(list["version"], 2);
+    assert_eq!(
+        list["rows"],
+        json!([
+            {"service": "force_udp", "ips": ["203.0.113.10/31"], "protocol": "udp", "ports": [3478]},
+            {"service": "force_tcp", "ips": ["203.0.113.10/31"], "protocol": "tcp", "ports": [443]},
+        ])
+    );
+    assert!(list["effective_date"].as_str().unwrap().ends_with('Z'));
+
+    let csv = env.get("/v1/allowlist/japan?format=csv", None).await;
+    assert!(csv.content_type.starts_with("text/csv"));
+    assert_eq!(
+        csv.expect(200),
+        "service,ips,protocol,ports\nforce_udp,203.0.113.10/31,udp,3478\nforce_tcp,203.0.113.10/31,tcp,443\n"
+    );
+
+    let nft = env
+        .get("/v1/allowlist/japan?format=nftables", None)
+        .await
+        .expect(200);
+    let nft = nft.as_str().unwrap();
+    let rules: Vec<&str> = nft
+        .lines()
+        .filter(|l| l.contains(" accept"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "ip daddr { 203.0.113.10/31 } udp dport { 3478 } accept comment \"Force UDP (TURN over UDP)\"",
+            "ip daddr { 203.0.113.10/31 } tcp dport { 443 } accept comment \"Force TCP (TURN over TLS)\"",
+        ]
+    );
+    nft_check(nft);
+
+    let ipt = env
+        .get("/v1/allowlist/japan?format=iptables", None)
+        .await
+        .expect(200);
+    let rules: Vec<&str> = ipt
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("-j ACCEPT"))
+        .collect();
+    assert_eq!(rules.len(), 2);
+    assert!(rules[0].starts_with(
+        "iptables -A CLOUDPROXY_JAPAN -d 203.0.113.10/31 -p udp -m multiport --dports 3478 "
+    ));
+    assert!(rules[1].starts_with(
+        "iptables -A CLOUDPROXY_JAPAN -d 203.0.113.10/31 -p tcp -m multiport --dports 443 "
+    ));
+    assert!(!ipt.to_string().contains("198.51.100"));
+
+    // Every region, as JSON and as the HTML page; empty regions are version 0.
+    let all = env.get("/v1/allowlist", None).await.expect(200);
+    assert_eq!(all.as_array().unwrap().len(), 6);
+    let india = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["region"] == "india")
+        .unwrap();
+    assert_eq!(
+        (
+            india["version"].as_u64(),
+            india["rows"].as_array().unwrap().len()
+        ),
+        (Some(0), 0)
+    );
+    let page = env.get("/allowlist", None).await;
+    assert!(page.content_type.starts_with("text/html"));
+    let page = page.expect(200);
+    let page = page.as_str().unwrap();
+    assert!(page.contains("<h2 id=\"japan\">Japan</h2>"));
+    assert!(page.contains("<tr><td>Force UDP (TURN over UDP)</td><td>203.0.113.10/31</td><td>UDP</td><td>3478</td></tr>"));
+    assert!(!page.contains("198.51.100"));
+
+    // An empty region still exports a loadable nftables file.
+    let empty = env
+        .get("/v1/allowlist/india?format=nft", None)
+        .await
+        .expect(200);
+    nft_check(empty.as_str().unwrap());
+
+    // Bad region, format or version.
+    assert_eq!(
+        env.get("/v1/allowlist/mars", None).await.expect(404)["error"]["code"],
+        "not_found"
+    );
+    env.get("/v1/allowlist/japan?format=xml", None)
+        .await
+        .expect_field("format");
+    env.get("/v1/allowlist/japan?version=x", None)
+        .await
+        .expect_field("version");
+    env.get("/v1/allowlist/japan?version=99", None)
+        .await
+        .expect(404);
+
+    // Edges are listed for the operator only.
+    let edges = env
+        .get("/v1/edges?region=japan", Some(OPERATOR_KEY))
+        .await
+        .expect(200);
+    assert_eq!(edges.as_array().unwrap().len(), 4);
+    assert!(env
+        .get("/v1/edges?region=india", Some(OPERATOR_KEY))
+        .await
+        .expect(200)
+        .as_array()
+        .unwrap()
+        .is_empty());
+    env.get("/v1/edges?region=mars", Some(OPERATOR_KEY))
+        .await
+        .expect_field("region");
+    let e = env
+        .get("/v1/edges/jp-1", Some(OPERATOR_KEY))
+        .await
+        .expect(200);
+    assert_eq!(
+        e["listeners"][1],
+        json!({"transport": "tls", "ip": "203.0.113.10", "port": 443})
+    );
+    env.get("/v1/edges/jp-1", None).await.expect(401);
+}
+
+async fn versions_and_effective_dates(env: Env) {
+    static_edge(&env, "eu-1", "europe", "203.0.113.1", 1_000).await;
+    // Re-registering the same relay publishes nothing new.
+    let same = env.put("/v1/edges/eu-1", Some(OPERATOR_KEY), json!({"region": "europe", "pool": "static", "capacity_kbps": 2_000,
+        "listeners": [{"transport": "udp", "ip": "203.0.113.1", "port": 3478}, {"transport": "tls", "ip": "203.0.113.1", "port": 443}]}))
+        .await.expect(200);
+    assert!(same["published"].as_array().unwrap().is_empty());
+    assert_eq!(same["edge"]["capacity_kbps"], 2_000);
+
+    // A change announced an hour ahead: v2 is published but v1 stays current until then.
+    let later = now() + 3600;
+    let moved = env.put("/v1/edges/eu-1", Some(OPERATOR_KEY), json!({"region": "europe", "pool": "static", "capacity_kbps": 2_000,
+        "listeners": [{"transport": "udp", "ip": "203.0.113.2", "port": 3478}], "effective_at": later}))
+        .await.expect(200);
+    assert_eq!(
+        moved["published"],
+        json!([{"region": "europe", "version": 2, "effective_at": later}])
+    );
+    let current = env.get("/v1/allowlist/europe", None).await.expect(200);
+    assert_eq!(current["version"], 1);
+    assert_eq!(current["rows"][0]["ips"], json!(["203.0.113.1"]));
+    let v2 = env
+        .get("/v1/allowlist/europe?version=2", None)
+        .await
+        .expect(200);
+    assert_eq!(
+        v2["rows"],
+        json!([{"service": "force_udp", "ips": ["203.0.113.2"], "protocol": "udp", "ports": [3478]}])
+    );
+    let history = env
+        .get("/v1/allowlist/europe/history", None)
+        .await
+        .expect(200);
+    let history = history.as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0]["version"], 2);
+    assert_eq!(history[0]["effective_at"], later);
+    let kinds: Vec<(&str, &str)> = history[0]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap(),
+                c["row"]["service"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("removed", "force_udp"),
+            ("removed", "force_tcp"),
+            ("added", "force_udp")
+        ]
+    );
+    assert_eq!(history[1]["changes"].as_array().unwrap().len(), 2);
+
+    // A later change cannot take effect before the announced one.
+    env.put("/v1/edges/eu-2", Some(OPERATOR_KEY), json!({"region": "europe", "pool": "static", "capacity_kbps": 1,
+        "listeners": [{"transport": "udp", "ip": "203.0.113.3", "port": 3478}], "effective_at": now()}))
+        .await.expect_field("effective_at");
+    // ...and the failed request left nothing behind.
+    env.get("/v1/edges/eu-2", Some(OPERATOR_KEY))
+        .await
+        .expect(404);
+    // Without a date it follows the announced one.
+    let next = env
+        .put(
+            "/v1/edges/eu-2",
+            Some(OPERATOR_KEY),
+            json!({"region": "europe", "pool": "static", "capacity_kbps": 1,
+        "listeners": [{"transport": "udp", "ip": "203.0.113.3", "port": 3478}]}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(next["published"][0]["version"], 3);
+    assert_eq!(next["published"][0]["effective_at"], later);
+
+    // Deleting publishes too; moving a relay to another region republishes both.
+    let gone = env
+        .delete("/v1/edges/eu-2", Some(OPERATOR_KEY))
+        .await
+        .expect(200);
+    assert_eq!(gone["published"][0]["version"], 4);
+    assert_eq!(gone["edge"], serde_json::Value::Null);
+    env.delete("/v1/edges/eu-2", Some(OPERATOR_KEY))
+        .await
+        .expect(404);
+    env.delete("/v1/edges/eu-1?effective_at=soon", Some(OPERATOR_KEY))
+        .await
+        .expect_field("effective_at");
+    let moved = env
+        .put(
+            "/v1/edges/eu-1",
+            Some(OPERATOR_KEY),
+            json!({"region": "india", "pool": "static", "capacity_kbps": 1,
+        "listeners": [{"transport": "udp", "ip": "203.0.113.9", "port": 3478}]}),
+        )
+        .await
+        .expect(200);
+    let mut published: Vec<(String, u64)> = moved["published"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["region"].as_str().unwrap().to_owned(),
+                p["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    published.sort();
+    assert_eq!(
+        published,
+        [("europe".to_owned(), 5), ("india".to_owned(), 1)]
+    );
+    assert_eq!(
+        env.get("/v1/allowlist/india", None).await.expect(200)["rows"][0]["ips"],
+        json!(["203.0.113.9"])
+    );
+}
+
+async fn edge_validation(env: Env) {
+    let put = |id: &str, body: serde_json::Value| {
+        let path = format!("/v1/edges/{id}");
+        let env = &env;
+        async move { env.put(&path, Some(OPERATOR_KEY), body).await }
+    };
+    let good = json!({"region": "japan", "pool": "static", "capacity_kbps": 1,
+        "listeners": [{"transport": "udp", "ip": "203.0.113.1", "port": 3478}]});
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut b = good.clone();
+        f(&mut b);
+        b
+    };
+    put("bad id!", good.clone()).await.expect_field("id");
+    put("e", with(&|b| b["listeners"][0]["ip"] = json!("not-an-ip")))
+        .await
+        .expect_field("listeners[0].ip");
+    put("e", with(&|b| b["listeners"][0]["ip"] = json!("0.0.0.0")))
+        .await
+        .expect_field("listeners[0].ip");
+    put("e", with(&|b| b["listeners"][0]["port"] = json!(0)))
+        .await
+        .expect_field("listeners[0].port");
+    put("e", with(&|b| b["listeners"][0]["port"] = json!(70000)))
+        .await
+        .expect_field("listeners[0].port");
+    put(
+        "e",
+        with(&|b| b["listeners"][0]["transport"] = json!("sctp")),
+    )
+    .await
+    .expect_field("listeners[0].transport");
+    put("e", with(&|b| b["listeners"] = json!([])))
+        .await
+        .expect_field("listeners");
+    put("e", with(&|b| b["pool"] = json!("floating")))
+        .await
+        .expect_field("pool");
+    put("e", with(&|b| b["region"] = json!("moon")))
+        .await
+        .expect_field("region");
+    put("e", with(&|b| b["capacity_kbps"] = json!(-5)))
+        .await
+        .expect_field("capacity_kbps");
+    env.put("/v1/edges/e", None, good.clone()).await.expect(401);
+    let (_, owner) = env.owner("Acme").await;
+    env.put("/v1/edges/e", Some(&owner), good.clone())
+        .await
+        .expect(403);
+    // None of those stored anything.
+    assert!(env
+        .get("/v1/edges", Some(OPERATOR_KEY))
+        .await
+        .expect(200)
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        env.get("/v1/allowlist/japan", None).await.expect(200)["version"],
+        0
+    );
+    put("e", good).await.expect(200);
+}

@@ -1,0 +1,353 @@
+//! Test support: a control plane on SQLite or on a PostgreSQL database of its own, and a
+//! small JSON client.
+//!
+//! PostgreSQL comes from `CLOUDPROXY_TEST_POSTGRES` (a URL whose role may create databases;
+//! `.ci/run` starts one). Each test creates its own database there, so tests run in parallel,
+//! and drops it at the end. Without the variable the PostgreSQL half of each test is skipped
+//! with a loud message — unless `CI` is true, where that is a failure.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use cloudproxy_control::{Control, ControlConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sqlx::Connection;
+
+pub const OPERATOR_KEY: &str = "operator-key-for-tests-0123456789";
+/// Every test's whole body runs under this bound.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database for one test.
+pub struct Db {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    /// (admin URL, database name) to drop at the end.
+    pg: Option<(String, String)>,
+}
+
+impl Db {
+    /// `None` when PostgreSQL is not configured (and this is not CI).
+    pub async fn new(backend: Backend) -> Option<Db> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite:{}", dir.path().join("control.db").display());
+                Some(Db {
+                    url,
+                    _dir: Some(dir),
+                    pg: None,
+                })
+            }
+            Backend::Postgres => {
+                let Ok(admin) = std::env::var("CLOUDPROXY_TEST_POSTGRES") else {
+                    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+                    assert!(
+                        !ci,
+                        "CI is set but CLOUDPROXY_TEST_POSTGRES is not: the PostgreSQL half of \
+                         the control-plane tests cannot be skipped in CI"
+                    );
+                    // Straight to stderr: the test harness does not capture this.
+                    static LOUD: std::sync::Once = std::sync::Once::new();
+                    LOUD.call_once(|| {
+                        use std::io::Write;
+                        let _ = std::io::stderr().write_all(
+                            b"\n*** SKIPPING the PostgreSQL half of the control-plane API tests: \
+                              set CLOUDPROXY_TEST_POSTGRES=postgres://USER:PASS@HOST:PORT/DB (a \
+                              role that may CREATE DATABASE; .ci/run starts one). Under CI=true \
+                              this is a failure. ***\n\n",
+                        );
+                    });
+                    return None;
+                };
+                let name = format!("cp_test_{}", random_suffix());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot connect to {admin}: {e}"));
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                conn.close().await.ok();
+                Some(Db {
+                    url: with_database(&admin, &name),
+                    _dir: None,
+                    pg: Some((admin, name)),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.pg.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: drop the database from a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let q = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(q)).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn random_suffix() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 8];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// `url` with its database path replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{name}", &base[..host_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A running control plane over a test database, with an HTTP client.
+pub struct Env {
+    pub control: Option<Control>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub backend: Backend,
+    pub db: Db,
+}
+
+/// A response: status and JSON (or `Value::String` for non-JSON bodies).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub body: Value,
+    pub content_type: String,
+}
+
+impl Resp {
+    /// Asserts the status and, for errors, the one error shape; returns the body.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        if status >= 400 {
+            assert_error_shape(&self.body);
+        }
+        self.body
+    }
+
+    /// Asserts a 400 that names `field` among its field errors; returns that field's message.
+    #[track_caller]
+    pub fn expect_field(self, field: &str) -> String {
+        let body = self.expect(400);
+        assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+        let fields = body["error"]["fields"].as_array().unwrap();
+        fields
+            .iter()
+            .find(|f| f["field"] == field)
+            .unwrap_or_else(|| panic!("no error for field '{field}' in {body}"))["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+/// `{"error": {"code": str, "message": str, "fields": [{"field": str, "message": str}]}}`.
+#[track_caller]
+pub fn assert_error_shape(body: &Value) {
+    let e = &body["error"];
+    assert!(e["code"].is_string(), "no error.code in {body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    let fields = e["fields"].as_array().unwrap_or_else(|| panic!("{body}"));
+    for f in fields {
+        assert!(f["field"].is_string() && f["message"].is_string(), "{body}");
+    }
+    assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    assert_eq!(e.as_object().unwrap().len(), 3, "{body}");
+}
+
+impl Env {
+    pub async fn new(backend: Backend) -> Option<Env> {
+        let db = Db::new(backend).await?;
+        let control = start(&db.url);
+        Some(Env {
+            base: format!("http://{}", control.local_addr()),
+            control: Some(control),
+            http: client(),
+            backend,
+            db,
+        })
+    }
+
+    /// A second control plane on the same database (another "process").
+    pub fn second(&self) -> Control {
+        start(&self.db.url)
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        call(&self.http, &self.base, method, path, key, body).await
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> Resp {
+        self.call(Method::GET, path, key, None).await
+    }
+
+    pub async fn post(&self, path: &str, key: Option<&str>, body: Value) -> Resp {
+        self.call(Method::POST, path, key, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, key: Option<&str>, body: Value) -> Resp {
+        self.call(Method::PUT, path, key, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, key: Option<&str>) -> Resp {
+        self.call(Method::DELETE, path, key, None).await
+    }
+
+    /// Creates an owner; returns (owner id, API key).
+    pub async fn owner(&self, name: &str) -> (String, String) {
+        let body = self
+            .post(
+                "/v1/owners",
+                Some(OPERATOR_KEY),
+                serde_json::json!({ "name": name }),
+            )
+            .await
+            .expect(201);
+        (
+            body["owner"]["id"].as_str().unwrap().to_owned(),
+            body["api_key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Creates an app with `key`; returns the creation body.
+    pub async fn app(&self, key: &str, name: &str) -> Value {
+        self.post("/v1/apps", Some(key), serde_json::json!({ "name": name }))
+            .await
+            .expect(201)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Stop the server (closing its pool) before the database is dropped.
+        if let Some(c) = self.control.take() {
+            c.stop();
+        }
+    }
+}
+
+pub fn start(url: &str) -> Control {
+    Control::start(ControlConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: url.into(),
+        operator_key: Some(OPERATOR_KEY.into()),
+        workers: 2,
+    })
+    .unwrap_or_else(|e| panic!("control plane on {url}: {e}"))
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub async fn call(
+    http: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> Resp {
+    let mut req = http.request(method, format!("{base}{path}"));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let text = resp.text().await.expect("body");
+    let body = if content_type.starts_with("application/json") {
+        serde_json::from_str(&text).expect("JSON body")
+    } else {
+        Value::String(text)
+    };
+    Resp {
+        status,
+        body,
+        content_type,
+    }
+}
+
+/// Runs `$test(env)` once on SQLite and once on PostgreSQL, each bounded by [`TEST_TIMEOUT`].
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            use $crate::common::{Backend, Env, TEST_TIMEOUT};
+
+            async fn run(backend: Backend) {
+                let Some(env) = Env::new(backend).await else { return };
+                tokio::time::timeout(TEST_TIMEOUT, super::$test(env))
+                    .await
+                    .expect("test took too long");
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run(Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                run(Backend::Postgres).await;
+            }
+        }
+    )+};
+}

@@ -1,0 +1,10 @@
+//! The control plane's API test suite. Every test runs twice: on SQLite and on a real
+//! PostgreSQL (see `common` for how the database is chosen and when PostgreSQL is skipped).
+
+mod common;
+
+mod allowlist;
+mod apps;
+mod auth;
+mod control;
+mod requests;

@@ -1,0 +1,103 @@
+//! An allocation's permissions (RFC 8656 §9) and channel bindings (§12).
+//!
+//! An allocation holds a handful of each, and they are looked up on every relayed packet, so
+//! they live in small vectors scanned linearly: for a few entries that is faster than hashing
+//! (profiling showed SipHash dominating the per-packet cost) and needs no hasher keyed against
+//! attackers, since only the authenticated owner of the allocation adds entries. Each table is
+//! capped at [`MAX_ENTRIES`] so a scan stays short.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+/// Permissions or channels one allocation may hold; beyond it, 508 Insufficient Capacity.
+pub const MAX_ENTRIES: usize = 128;
+
+#[derive(Debug, Default)]
+pub(crate) struct Permissions(Vec<(IpAddr, Instant)>);
+
+impl Permissions {
+    /// Whether data from/to `ip` may be relayed at `now`.
+    #[inline]
+    pub(crate) fn allows(&self, ip: IpAddr, now: Instant) -> bool {
+        self.0.iter().any(|&(p, until)| p == ip && until > now)
+    }
+
+    /// Installs or refreshes; `false` if the table is full.
+    pub(crate) fn install(&mut self, ip: IpAddr, until: Instant) -> bool {
+        if let Some(e) = self.0.iter_mut().find(|(p, _)| *p == ip) {
+            e.1 = until;
+            return true;
+        }
+        if self.0.len() >= MAX_ENTRIES {
+            return false;
+        }
+        self.0.push((ip, until));
+        true
+    }
+
+    /// Whether installing all of `ips` fits.
+    pub(crate) fn fits(&self, ips: &[IpAddr]) -> bool {
+        let new = ips
+            .iter()
+            .filter(|ip| !self.0.iter().any(|(p, _)| p == *ip))
+            .count();
+        self.0.len() + new <= MAX_ENTRIES
+    }
+
+    pub(crate) fn expire(&mut self, now: Instant) {
+        self.0.retain(|&(_, until)| until > now);
+    }
+
+    pub(crate) fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.0.iter().map(|&(_, t)| t)
+    }
+}
+
+/// A channel binding: number ↔ peer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChannelBinding {
+    pub number: u16,
+    pub peer: SocketAddr,
+    /// Until when data flows on it.
+    pub expires: Instant,
+    /// Until when the number and the peer stay reserved (§12: 5 minutes after expiry).
+    pub reserved_until: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Channels(Vec<ChannelBinding>);
+
+impl Channels {
+    #[inline]
+    pub(crate) fn by_number(&self, number: u16) -> Option<&ChannelBinding> {
+        self.0.iter().find(|c| c.number == number)
+    }
+
+    #[inline]
+    pub(crate) fn by_peer(&self, peer: SocketAddr) -> Option<&ChannelBinding> {
+        self.0.iter().find(|c| c.peer == peer)
+    }
+
+    /// Binds or refreshes (the caller checked number and peer belong together); `false` if the
+    /// table is full.
+    pub(crate) fn bind(&mut self, binding: ChannelBinding) -> bool {
+        if let Some(c) = self.0.iter_mut().find(|c| c.number == binding.number) {
+            *c = binding;
+            return true;
+        }
+        if self.0.len() >= MAX_ENTRIES {
+            return false;
+        }
+        self.0.push(binding);
+        true
+    }
+
+    /// Forgets bindings whose reservation is over.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        self.0.retain(|c| c.reserved_until > now);
+    }
+
+    pub(crate) fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.0.iter().map(|c| c.reserved_until)
+    }
+}

@@ -1,0 +1,436 @@
+//! The relay's data path allocates nothing per packet (performance issue: "no per-packet
+//! allocation").
+//!
+//! A counting global allocator counts every allocation and reallocation made by any thread of
+//! the process while counting is on. A real in-process [`Relay`] (one shard, UDP and TCP
+//! listeners) gets a client allocation with a channel bound to an echo peer; after a warm-up,
+//! 100,000 ChannelData packets go client → relay → echo peer → relay → client (200,000
+//! relayed packets) with counting on. The test client and the echo peer use plain std sockets
+//! with fixed buffers, so every allocation counted is the relay's (or the runtime's under it).
+//!
+//! Over UDP and over TCP the count must be 0. The tests run one at a time, since counting is
+//! process-wide. Never asserts time; every wait is bounded. Set `NO_ALLOC_BACKTRACE=1` to print
+//! a backtrace of the first allocations seen in a window.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cloudproxy_proto::client::{Attr, ALLOCATE, CHANNEL_BIND};
+use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
+use cloudproxy_proto::{AuthConfig, ServerConfig};
+use cloudproxy_relay::blocking::{Conn, TurnClient};
+use cloudproxy_relay::{Relay, RelayConfig};
+
+// ---------------------------------------------------------------------------------------------
+// The counting allocator, process-wide
+
+struct Counting;
+
+/// Counting is on for every thread.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Allocations and reallocations seen while counting was on.
+static COUNT: AtomicU64 = AtomicU64::new(0);
+/// Print a backtrace for the first few counted allocations (`NO_ALLOC_BACKTRACE=1`).
+static TRACE: AtomicBool = AtomicBool::new(false);
+static TRACED: AtomicU64 = AtomicU64::new(0);
+const MAX_TRACES: u64 = 5;
+
+thread_local! {
+    // `const` initialisation: reading it inside the allocator never allocates.
+    /// Set while this thread is printing a backtrace (which allocates itself).
+    static IN_TRACE: Cell<bool> = const { Cell::new(false) };
+}
+
+impl Counting {
+    fn record(&self) {
+        if !ENABLED.load(Ordering::Relaxed) {
+            return;
+        }
+        if IN_TRACE.try_with(Cell::get).unwrap_or(true) {
+            return;
+        }
+        COUNT.fetch_add(1, Ordering::Relaxed);
+        if TRACE.load(Ordering::Relaxed) && TRACED.fetch_add(1, Ordering::Relaxed) < MAX_TRACES {
+            IN_TRACE.with(|t| t.set(true));
+            let thread = std::thread::current();
+            let bt = std::backtrace::Backtrace::force_capture();
+            eprintln!(
+                "counted allocation on thread {:?}:\n{bt}",
+                thread.name().unwrap_or("?")
+            );
+            IN_TRACE.with(|t| t.set(false));
+        }
+    }
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.record();
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.record();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        self.record();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Counting is process-wide, so the tests of this file run one at a time: another test's
+/// set-up must not land in a window.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `f` with counting on for the whole process and returns the allocations made.
+fn count_allocations<T>(f: impl FnOnce() -> T) -> (u64, T) {
+    TRACE.store(
+        std::env::var_os("NO_ALLOC_BACKTRACE").is_some_and(|v| v == "1"),
+        Ordering::Relaxed,
+    );
+    TRACED.store(0, Ordering::Relaxed);
+    COUNT.store(0, Ordering::SeqCst);
+    ENABLED.store(true, Ordering::SeqCst);
+    let out = f();
+    ENABLED.store(false, Ordering::SeqCst);
+    (COUNT.load(Ordering::SeqCst), out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Relay, echo peer, client
+
+const SECRET: &str = "no-alloc-secret";
+const CHANNEL: u16 = 0x4000;
+/// Round trips counted.
+const PACKETS: u64 = 100_000;
+const WARM_UP: u64 = 5_000;
+/// Payload bytes per packet (the issue's throughput benchmarks use 200).
+const PAYLOAD: usize = 200;
+/// Datagrams in flight at most: small enough never to fill a loopback socket buffer.
+const WINDOW: u64 = 32;
+/// How long one receive waits before the packets in flight are given up as lost.
+const RECV_TIMEOUT: Duration = Duration::from_millis(200);
+/// Bound on one run of packets, whatever happens.
+const RUN_DEADLINE: Duration = Duration::from_secs(120);
+/// More lost than this fails the test: on loopback with a window nothing should be lost.
+const MAX_LOST_PERMILLE: u64 = 10;
+
+fn relay() -> Relay {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let config = RelayConfig {
+        server: ServerConfig {
+            realm: "no-alloc.realm".into(),
+            auth: AuthConfig {
+                static_secret: Some(SECRET.as_bytes().to_vec()),
+                app_keys: vec![],
+            },
+            peer_policy: PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]),
+            relay_ports: 46000..=46999,
+            ..ServerConfig::default()
+        },
+        udp: vec![any],
+        tcp: vec![any],
+        tls: vec![],
+        metrics: None,
+        shards: 1,
+        ..RelayConfig::default()
+    };
+    Relay::start(config).expect("relay starts")
+}
+
+/// A UDP echo peer with a fixed buffer: it allocates nothing per packet.
+struct Echo {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<u64>>,
+}
+
+impl Echo {
+    fn start() -> Self {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let addr = s.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("echo-peer".into())
+            .spawn(move || {
+                let mut buf = [0u8; 2048];
+                let mut echoed = 0u64;
+                while !flag.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = s.recv_from(&mut buf) {
+                        if s.send_to(&buf[..n], from).is_ok() {
+                            echoed += 1;
+                        }
+                    }
+                }
+                echoed
+            })
+            .unwrap();
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Bytes of one ChannelData frame the test sends (no padding needed: `PAYLOAD` % 4 == 0).
+const FRAME: usize = 4 + PAYLOAD;
+const _: () = assert!(PAYLOAD.is_multiple_of(4));
+
+/// The client's transport once its channel is bound.
+enum Wire {
+    /// The socket and the relay's listener.
+    Udp(UdpSocket, SocketAddr),
+    /// The connection, a receive buffer and how much of it is filled.
+    Tcp(TcpStream, Box<[u8; 4096]>, usize),
+}
+
+impl Wire {
+    fn send(&mut self, frame: &[u8]) {
+        match self {
+            Wire::Udp(s, to) => {
+                s.send_to(frame, *to).expect("send to the relay");
+            }
+            Wire::Tcp(s, ..) => s.write_all(frame).expect("send to the relay"),
+        }
+    }
+
+    /// Receives one frame into `out`; `Err` on the read timeout. Allocates nothing.
+    fn recv(&mut self, out: &mut [u8; FRAME]) -> std::io::Result<()> {
+        match self {
+            Wire::Udp(s, relay) => {
+                let mut buf = [0u8; 2048];
+                let (len, from) = s.recv_from(&mut buf)?;
+                assert_eq!(from, *relay, "datagram from the relay's listener");
+                assert_eq!(len, FRAME, "echoed ChannelData length");
+                out.copy_from_slice(&buf[..FRAME]);
+                Ok(())
+            }
+            Wire::Tcp(s, buf, filled) => loop {
+                if *filled >= FRAME {
+                    out.copy_from_slice(&buf[..FRAME]);
+                    buf.copy_within(FRAME..*filled, 0);
+                    *filled -= FRAME;
+                    return Ok(());
+                }
+                let n = s.read(&mut buf[*filled..])?;
+                assert!(n > 0, "the relay closed the connection");
+                *filled += n;
+            },
+        }
+    }
+}
+
+/// A TURN client with an allocation and `CHANNEL` bound to the echo peer.
+struct Client {
+    wire: Wire,
+    frame: [u8; FRAME],
+    buf: [u8; FRAME],
+    /// Sequence number of the next packet sent.
+    next: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Run {
+    received: u64,
+    lost: u64,
+    late: u64,
+}
+
+impl Client {
+    fn new(conn: Conn, peer: SocketAddr) -> Self {
+        let mut c = TurnClient::with_secret(conn, SECRET);
+        let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
+        assert!(r.success, "allocate: {:?}", r.error);
+        let r = c.transact(
+            CHANNEL_BIND,
+            &[Attr::ChannelNumber(CHANNEL), Attr::PeerAddress(peer)],
+        );
+        assert!(r.success, "channel bind: {:?}", r.error);
+        let wire = match c.conn {
+            Conn::Udp(socket, server) => {
+                socket.set_read_timeout(Some(RECV_TIMEOUT)).unwrap();
+                Wire::Udp(socket, server)
+            }
+            Conn::Tcp(stream, pending) => {
+                assert!(pending.is_empty(), "no data before the channel is used");
+                stream.set_read_timeout(Some(RECV_TIMEOUT)).unwrap();
+                Wire::Tcp(stream, Box::new([0u8; 4096]), 0)
+            }
+            Conn::Tls(..) => unreachable!("TLS is not measured here"),
+        };
+        let mut frame = [0u8; FRAME];
+        frame[..2].copy_from_slice(&CHANNEL.to_be_bytes());
+        frame[2..4].copy_from_slice(&(PAYLOAD as u16).to_be_bytes());
+        for (i, b) in frame[4..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        Self {
+            wire,
+            frame,
+            buf: [0u8; FRAME],
+            next: 0,
+        }
+    }
+
+    /// Sends `n` ChannelData packets with at most `WINDOW` in flight and receives each echo.
+    /// Packets still out after a receive timeout are counted lost; echoes of them that come
+    /// later are counted late and ignored. Allocates nothing.
+    fn run(&mut self, n: u64) -> Run {
+        let first = self.next;
+        let end = first + n;
+        // Echoes of packets below this were given up on.
+        let mut given_up = first;
+        let mut r = Run::default();
+        let deadline = Instant::now() + RUN_DEADLINE;
+        while r.received + r.lost < n {
+            assert!(
+                Instant::now() < deadline,
+                "run did not finish in {RUN_DEADLINE:?}: {r:?}"
+            );
+            while self.next < end && self.next - first - r.received - r.lost < WINDOW {
+                self.frame[4..12].copy_from_slice(&self.next.to_be_bytes());
+                self.wire.send(&self.frame);
+                self.next += 1;
+            }
+            match self.wire.recv(&mut self.buf) {
+                Ok(()) => {
+                    assert_eq!(self.buf[..4], self.frame[..4], "ChannelData header");
+                    let mut seq = [0u8; 8];
+                    seq.copy_from_slice(&self.buf[4..12]);
+                    let seq = u64::from_be_bytes(seq);
+                    assert!(seq < self.next, "echo of a packet not sent");
+                    assert_eq!(self.buf[12..], self.frame[12..], "payload");
+                    if seq < given_up {
+                        r.late += 1;
+                    } else {
+                        r.received += 1;
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    r.lost += self.next - first - r.received - r.lost;
+                    given_up = self.next;
+                }
+                Err(e) => panic!("receive from the relay: {e}"),
+            }
+        }
+        r
+    }
+}
+
+/// Sets up a relay, an echo peer and a client over `transport`, warms up, and counts the
+/// allocations of the whole process over `PACKETS` round trips.
+fn measure(transport: &str) -> (u64, Run) {
+    let relay = relay();
+    let echo = Echo::start();
+    let addrs = relay.local_addrs().clone();
+    let conn = match transport {
+        "udp" => Conn::udp(addrs.udp[0]),
+        _ => Conn::tcp(addrs.tcp[0]),
+    };
+    let mut client = Client::new(conn, echo.addr);
+    let warm = client.run(WARM_UP);
+    assert!(
+        warm.received > 0,
+        "nothing came back in the warm-up: {warm:?}"
+    );
+
+    let (allocations, run) = count_allocations(|| client.run(PACKETS));
+
+    drop(client);
+    let echoed = echo.stop();
+    drop(relay);
+    let relayed = 2 * run.received;
+    println!(
+        "{transport} client, {PACKETS} ChannelData round trips of {PAYLOAD} B ({relayed} relayed \
+         packets): {allocations} allocations in the process = {:.4} per round trip, {:.4} per \
+         relayed packet; {run:?}; echo peer echoed {echoed} in all",
+        allocations as f64 / PACKETS as f64,
+        allocations as f64 / relayed.max(1) as f64,
+    );
+    assert!(
+        run.lost * 1000 <= PACKETS * MAX_LOST_PERMILLE,
+        "too many lost on loopback: {run:?}"
+    );
+    (allocations, run)
+}
+
+#[test]
+fn relaying_channel_data_over_udp_does_not_allocate_per_packet() {
+    let _serial = serial();
+    let (allocations, _) = measure("udp");
+    assert_eq!(
+        allocations, 0,
+        "the UDP data path allocated {allocations} times over {PACKETS} round trips; run \
+         with NO_ALLOC_BACKTRACE=1 to see where"
+    );
+}
+
+#[test]
+fn relaying_channel_data_over_tcp_does_not_allocate_per_packet() {
+    let _serial = serial();
+    let (allocations, _) = measure("tcp");
+    // Frames toward a TCP/TLS client go into a per-connection byte ring (`StreamSink`) that
+    // grows once and is reused.
+    assert_eq!(
+        allocations, 0,
+        "the TCP data path allocated {allocations} times over {PACKETS} round trips; run          with NO_ALLOC_BACKTRACE=1 to see where"
+    );
+}
+
+#[test]
+fn the_counter_counts_every_thread() {
+    let _serial = serial();
+    let go = Arc::new(AtomicBool::new(false));
+    let flag = go.clone();
+    let other = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        black_box(Vec::<u8>::with_capacity(1));
+    });
+    let (n, ()) = count_allocations(|| {
+        black_box(Vec::<u8>::with_capacity(1));
+        go.store(true, Ordering::SeqCst);
+        other.join().unwrap();
+    });
+    // This thread's Vec and the other thread's; anything else in the process only adds.
+    assert!(
+        n >= 2,
+        "allocations on two threads must both be counted, got {n}"
+    );
+}
