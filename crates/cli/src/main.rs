@@ -9,6 +9,7 @@
 //! configuration errors, 1 for everything else.
 
 mod cmd_bench;
+mod cmd_control;
 mod cmd_demo;
 mod cmd_diagnose;
 mod cmd_join;
@@ -71,6 +72,8 @@ enum Command {
     Demo(cmd_demo::DemoArgs),
     /// Load-test any TURN server (standard TURN only) and report throughput, loss and latency.
     Bench(cmd_bench::BenchArgs),
+    /// Run the control plane: apps, Force-mode enablement, regions, edges, the allow-list.
+    Control(cmd_control::ControlArgs),
 }
 
 fn main() -> ExitCode {
@@ -117,6 +120,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Diagnose(args) => cmd_diagnose::run(args),
         Command::Demo(args) => cmd_demo::run(args),
         Command::Bench(args) => cmd_bench::run(args),
+        Command::Control(args) => cmd_control::run(args),
     }
 }
 
