@@ -18,7 +18,7 @@ use cloudproxy_proto::{
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::metrics::{Direction, Metrics};
+use crate::metrics::{Direction, LocalTraffic, Metrics};
 use crate::stream::{ConnectionLimit, StreamSink};
 use crate::{udp, Control};
 
@@ -45,6 +45,8 @@ struct RelaySocket {
 pub(crate) struct Shard {
     pub server: Server,
     pub metrics: Arc<Metrics>,
+    /// Packet and byte counts not yet published to `metrics`.
+    pub traffic: LocalTraffic,
     /// UDP listeners, to answer a client from the address it reached.
     listeners: Vec<(SocketAddr, Rc<tokio::net::UdpSocket>)>,
     /// Keyed by our own relayed addresses (locally minted), so a cheap hash does.
@@ -92,6 +94,7 @@ impl ShardSetup {
         let shard = Rc::new(RefCell::new(Shard {
             server,
             metrics: self.metrics,
+            traffic: LocalTraffic::default(),
             listeners: listeners.clone(),
             relays: HashMap::default(),
             streams: HashMap::new(),
@@ -122,6 +125,7 @@ impl ShardSetup {
             }
         }
         tokio::task::spawn_local(timers(shard.clone()));
+        tokio::task::spawn_local(publish_traffic(shard.clone()));
         while let Some(c) = self.control.recv().await {
             match c {
                 Control::Drain => shard.borrow_mut().server.set_draining(true),
@@ -160,17 +164,29 @@ async fn timers(shard: SharedShard) {
     }
 }
 
+/// Publishes the shard's packet counts at least every 250 ms.
+async fn publish_traffic(shard: SharedShard) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let mut s = shard.borrow_mut();
+        let Shard {
+            traffic, metrics, ..
+        } = &mut *s;
+        traffic.publish(metrics);
+    }
+}
+
 impl Shard {
     /// Forwards client data to a peer from the allocation's relay socket.
-    pub(crate) fn forward(&self, fwd: &Forward, bytes: &[u8], transport: Transport) {
+    pub(crate) fn forward(&mut self, fwd: &Forward, bytes: &[u8], transport: Transport) {
         let Some(relay) = self.relays.get(&fwd.relay.0) else {
             return;
         };
         let payload = &bytes[fwd.range.clone()];
         if send_now(&relay.socket, payload, fwd.peer.0) {
-            let t = self.metrics.traffic(Direction::ClientToPeer, transport);
-            t.packets.inc();
-            t.bytes.inc_by(payload.len() as u64);
+            self.traffic
+                .record(Direction::ClientToPeer, transport, payload.len());
         }
     }
 
@@ -232,7 +248,12 @@ impl Shard {
                 }
             }
         }
-        // Events first, so metrics are counted before the client can see the response.
+        // Events and traffic counts first, so metrics are counted before the client can see
+        // the response.
+        let Shard {
+            traffic, metrics, ..
+        } = self;
+        traffic.publish(metrics);
         let mut to_close = Vec::new();
         while let Some(e) = self.server.poll_event() {
             match e {

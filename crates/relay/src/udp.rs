@@ -65,9 +65,8 @@ pub(crate) async fn relay(shard: SharedShard, socket: Rc<UdpSocket>, addr: Socke
         );
         if let Some((client, range)) = out {
             if s.send_to_client(&client, &buf[range]) {
-                let t = s.metrics.traffic(Direction::PeerToClient, client.transport);
-                t.packets.inc();
-                t.bytes.inc_by(n as u64);
+                s.traffic
+                    .record(Direction::PeerToClient, client.transport, n);
             }
         }
     }
