@@ -101,13 +101,17 @@ pub(crate) fn on_frame(flow: &mut Flow, tally: &mut Tally, frame: &[u8], now_ns:
         return;
     };
     let (_, what, retried) = flow.pending.swap_remove(pos);
-    if r.success {
+    if r.success && what == Request::Refresh(0) {
+        tally.counters.released += 1;
+    } else if r.success {
         tally.counters.refresh_ok += 1;
     } else if let (Some((438, _)), Some(nonce), Some(auth), false) =
         (&r.error, &r.nonce, flow.auth.as_mut(), retried)
     {
         auth.nonce = nonce.clone();
         flow.resend.push((what, true));
+    } else if what == Request::Refresh(0) {
+        tally.counters.release_failed += 1;
     } else {
         tally.counters.refresh_failed += 1;
     }

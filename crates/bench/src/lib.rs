@@ -23,10 +23,12 @@
 //! The tool shares the machine with the server it measures, so every packet must cost it
 //! little:
 //! * no async runtime: blocking set-up threads, then one plain `epoll` loop per worker thread;
-//! * batched system calls: up to 64 datagrams per `sendmmsg` on a socket and per `recvmmsg`
-//!   when draining one; the echo peer answers a whole `recvmmsg` batch with one `sendmmsg`
-//!   from the same buffers (the kernel wrote each sender's address where the reply header
-//!   points);
+//! * batched system calls: the packets due for one allocation in a round go out as one
+//!   segmented send (UDP GSO, `UDP_SEGMENT`: the stack is traversed once per run of up to 64
+//!   datagrams; it falls back to `sendmmsg` where the kernel refuses), and a readable socket is
+//!   drained 64 datagrams per `recvmmsg`; the echo peer answers a whole `recvmmsg` batch with
+//!   one `sendmmsg` from the same buffers (the kernel wrote each sender's address where the
+//!   reply header points);
 //! * pacing by a token bucket per thread, not a sleep per packet: the thread sleeps (timer
 //!   slack lowered to 10 µs) until ~150 µs of sending is due, at most 32 packets, so at 100k+
 //!   packets/s it wakes ~7,000 times a second, and at audio rates once per packet;
@@ -42,16 +44,23 @@
 //! ## Its limits — read before quoting a figure
 //!
 //! * **It shares the CPU.** On one machine the generator, its echo peer and the server compete
-//!   for the same cores; loopback also charges the sender's CPU with the receiver's kernel
-//!   work. Every step reports the generator's own CPU use (`generator_cpu`, in cores); a step
-//!   the generator could not send at full rate is marked `short`, not `pass`. Absolute
-//!   figures on a 2-core machine are far below what the server does with cores to itself;
-//!   ratios between two servers measured the same way are the meaningful result.
-//! * **One echo thread** by default: beyond ~300k echoed packets/s it saturates one core.
-//! * **Many allocations batch less.** `sendmmsg` batches per socket, and each allocation is its
-//!   own socket (its own 5-tuple), so with 1,000 allocations at 100 packets/s each most sends
-//!   are single datagrams; receiving still batches per readable socket.
-//! * **Latency includes the generator's send path** (one send timestamp per `sendmmsg` batch)
+//!   for the same cores, and on loopback the *sender* pays for delivering each datagram into
+//!   the receiver's socket and waking the receiver's thread — so part of the relay's kernel
+//!   work is charged to the generator. Measured on the 2-vCPU VM of the benchmarks, 1
+//!   allocation at 35,000 round trips/s: the worker thread used 0.27 core and the echo thread
+//!   0.24 (about 7 µs of CPU per datagram each way, almost all of it kernel). Every step
+//!   reports the generator's own CPU use (`generator_cpu`, in cores), and a step the generator
+//!   could not send at full rate is marked `short`, not `pass`. Absolute figures on a 2-core
+//!   machine are therefore far below what the server does with the cores to itself; ratios
+//!   between two servers measured the same way are the meaningful result.
+//! * **One echo thread** by default tops out near 140,000 datagrams/s at that cost;
+//!   `--echo-threads` adds more (one `SO_REUSEPORT` socket each).
+//! * **Many allocations batch less.** A send batches per socket, and each allocation is its own
+//!   socket (its own 5-tuple), so with 1,000 allocations at 100 packets/s each most sends are
+//!   single datagrams, one system call each (at 100 allocations the generator used about 0.8
+//!   core where 1 allocation needed 0.5 at the same total rate); receiving still batches per
+//!   readable socket.
+//! * **Latency includes the generator's send path** (one send timestamp per send batch)
 //!   and the echo peer's turnaround, typically tens of microseconds on an idle machine, more
 //!   under load: it is an upper bound of what the relay adds. Over UDP the receive side is the
 //!   kernel's arrival timestamp; over TCP/TLS it is when the frame is read. Timestamps are

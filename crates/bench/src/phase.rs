@@ -285,7 +285,7 @@ mod tests {
         assert_eq!(tried[7], 64e3, "a failure is confirmed once");
         let best = best.unwrap();
         assert!(
-            best <= 50_000.0 && best >= 50_000.0 / 1.05,
+            (50_000.0 / 1.05..=50_000.0).contains(&best),
             "{best} ({tried:?})"
         );
         assert!(tried.len() < 20, "{tried:?}");

@@ -28,6 +28,10 @@ pub struct DataCounters {
     pub duplicates: u64,
     pub refresh_ok: u64,
     pub refresh_failed: u64,
+    /// UDP allocations deleted at the end (Refresh, LIFETIME 0), and deletions that failed or
+    /// went unanswered (the server frees those when their lifetime runs out).
+    pub released: u64,
+    pub release_failed: u64,
 }
 
 impl DataCounters {
@@ -40,6 +44,8 @@ impl DataCounters {
         self.duplicates += o.duplicates;
         self.refresh_ok += o.refresh_ok;
         self.refresh_failed += o.refresh_failed;
+        self.released += o.released;
+        self.release_failed += o.release_failed;
     }
 }
 
@@ -230,7 +236,7 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "peer received {}; duplicates {}, misrouted {}, foreign {}, send errors {}, \
-             closed {}, refreshes {} ok / {} failed",
+             closed {}, refreshes {} ok / {} failed, released {} ({} failed)",
             self.peer_received,
             c.duplicates,
             c.misrouted,
@@ -238,7 +244,9 @@ impl fmt::Display for Report {
             c.send_errors,
             c.closed,
             c.refresh_ok,
-            c.refresh_failed
+            c.refresh_failed,
+            c.released,
+            c.release_failed
         )
     }
 }

@@ -40,6 +40,10 @@ const MAX_ROUND: usize = 1024;
 /// Refresh allocation, permission and channel this often (lifetimes are 600/300/600 s).
 const REFRESH_EVERY: Duration = Duration::from_secs(120);
 const MAINTENANCE: Duration = Duration::from_secs(1);
+/// Allocation deletions outstanding at once per thread at the end of a run.
+const RELEASE_WINDOW: usize = 64;
+/// A deletion unanswered this long is sent again.
+const RELEASE_TIMEOUT: Duration = Duration::from_millis(300);
 
 pub struct Worker {
     links: Vec<Link>,
@@ -49,6 +53,9 @@ pub struct Worker {
     epoll: Epoll,
     send: Batch,
     recv: Batch,
+    /// BATCH frames back to back, for segmented sends; `gso` until the kernel refuses one.
+    gso_buf: Vec<u8>,
+    gso: bool,
     frame: Vec<u8>,
     peer: SocketAddr,
     stream: bool,
@@ -115,6 +122,8 @@ impl Worker {
             epoll,
             send,
             recv: Batch::new(slot),
+            gso_buf: frame.repeat(BATCH),
+            gso: !stream,
             frame,
             peer,
             stream,
@@ -205,20 +214,42 @@ impl Worker {
             sent_ns: sys::now_ns(),
         };
         let Some(tx) = link.tx() else {
-            // UDP: up to BATCH datagrams per sendmmsg.
+            // UDP: up to BATCH datagrams per system call, as one segmented send (GSO) when the
+            // kernel takes it, else with sendmmsg.
+            let frame_len = self.frame.len();
+            let gso_max = (BATCH).min(65_000 / frame_len);
             let mut left = k;
             while left > 0 {
-                let c = left.min(BATCH);
-                for b in 0..c {
-                    probe.seq = flow.seq + b as u64;
-                    probe.write(&mut self.send.slot_mut(b)[4..]);
-                }
-                let frame_len = self.frame.len();
-                let sent = match self.send.send(link.fd(), c, false, |_| frame_len) {
-                    Ok(m) => m,
-                    Err(_) => {
-                        self.tally.counters.send_errors += 1;
-                        0
+                let c = left.min(if self.gso { gso_max } else { BATCH });
+                let sent = if self.gso && c >= 2 {
+                    for b in 0..c {
+                        probe.seq = flow.seq + b as u64;
+                        probe.write(&mut self.gso_buf[b * frame_len + 4..]);
+                    }
+                    let run = &self.gso_buf[..c * frame_len];
+                    match sys::send_segmented(link.fd(), run, frame_len as u16) {
+                        Ok(bytes) => bytes / frame_len,
+                        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                            self.tally.counters.send_errors += 1;
+                            0
+                        }
+                        Err(_) => {
+                            // No UDP GSO here (or not for this socket): sendmmsg from now on.
+                            self.gso = false;
+                            continue;
+                        }
+                    }
+                } else {
+                    for b in 0..c {
+                        probe.seq = flow.seq + b as u64;
+                        probe.write(&mut self.send.slot_mut(b)[4..]);
+                    }
+                    match self.send.send(link.fd(), c, false, |_| frame_len) {
+                        Ok(m) => m,
+                        Err(_) => {
+                            self.tally.counters.send_errors += 1;
+                            0
+                        }
                     }
                 };
                 flow.seq += sent as u64;
@@ -358,19 +389,50 @@ impl Worker {
     }
 
     /// Deletes UDP allocations (Refresh with lifetime 0, RFC 8656 §7.3) so the server does
-    /// not hold them for minutes, waits briefly for the answers, and hands back the tallies.
+    /// not hold them for minutes, and hands back the tallies. At most [`RELEASE_WINDOW`]
+    /// deletions are outstanding at once (10,000 at once would overflow the server's socket
+    /// buffer), and an unanswered one is sent again up to twice; the whole release is bounded.
     fn shutdown(mut self) -> Outcome {
         if !self.stream {
-            for i in 0..self.flows.len() {
-                if self.flows[i].alive {
+            let mut queue: Vec<usize> = (0..self.flows.len())
+                .filter(|&i| self.flows[i].alive)
+                .rev()
+                .collect();
+            let n = queue.len() as u64;
+            let deadline = Instant::now() + Duration::from_millis(2000 + n / 2);
+            // (flow, sent at, attempts)
+            let mut inflight: Vec<(usize, Instant, u8)> = Vec::new();
+            while (!queue.is_empty() || !inflight.is_empty()) && Instant::now() < deadline {
+                while inflight.len() < RELEASE_WINDOW {
+                    let Some(i) = queue.pop() else { break };
                     self.flows[i].pending.clear();
                     self.request(i, Request::Refresh(0), false);
+                    inflight.push((i, Instant::now(), 1));
+                }
+                self.poll(Duration::from_millis(5));
+                let now = Instant::now();
+                let mut retry = Vec::new();
+                inflight.retain(|&(i, at, tries)| {
+                    if self.flows[i].pending.is_empty() {
+                        return false;
+                    }
+                    if now.duration_since(at) < RELEASE_TIMEOUT {
+                        return true;
+                    }
+                    if tries < 3 {
+                        retry.push((i, tries + 1));
+                    } else {
+                        self.tally.counters.release_failed += 1;
+                    }
+                    false
+                });
+                for (i, tries) in retry {
+                    self.flows[i].pending.clear();
+                    self.request(i, Request::Refresh(0), false);
+                    inflight.push((i, now, tries));
                 }
             }
-            let deadline = Instant::now() + Duration::from_millis(300);
-            while Instant::now() < deadline && self.flows.iter().any(|f| !f.pending.is_empty()) {
-                self.poll(Duration::from_millis(10));
-            }
+            self.tally.counters.release_failed += (queue.len() + inflight.len()) as u64;
         }
         Outcome {
             latency: self.tally.latency,

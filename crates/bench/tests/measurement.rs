@@ -66,6 +66,10 @@ fn counts_loss_and_duplicates_exactly() {
     assert!(latency.p50_ms > 0.0 && latency.p50_ms <= latency.p99_ms);
     // UDP allocations are deleted at the end (Refresh with LIFETIME 0).
     assert_eq!(fake.tally.deletions.load(Ordering::Relaxed), 3);
+    assert_eq!(
+        (report.counters.released, report.counters.release_failed),
+        (3, 0)
+    );
     // The JSON form carries the same figures.
     let json: serde_json::Value = serde_json::to_value(&report).expect("serializable");
     assert_eq!(json["result"]["sent"], r.sent);

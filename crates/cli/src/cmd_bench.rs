@@ -73,11 +73,13 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     user: Option<String>,
     /// Static password (with --user).
-    #[arg(long, hide_env_values = true)]
+    #[arg(long)]
     password: Option<String>,
     /// REALM to use if the server's 401 has none (the 401's REALM is used otherwise).
     #[arg(long)]
     realm: Option<String>,
+    /// How to reach the server; ChannelData is padded to 4 bytes on tcp and tls, and tls
+    /// offers ALPN stun.turn and accepts any certificate. The relay-to-peer leg is UDP.
     #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
     transport: TransportArg,
     /// Number of allocations, each with one channel to the echo peer.

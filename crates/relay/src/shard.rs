@@ -47,6 +47,8 @@ pub(crate) struct Shard {
     pub metrics: Arc<Metrics>,
     /// Packet and byte counts not yet published to `metrics`.
     pub traffic: LocalTraffic,
+    /// The buffer every relay task of this shard receives peer datagrams into (in turn).
+    pub peer_buf: Vec<u8>,
     /// UDP listeners, to answer a client from the address it reached.
     listeners: Vec<(SocketAddr, Rc<tokio::net::UdpSocket>)>,
     /// Keyed by our own relayed addresses (locally minted), so a cheap hash does.
@@ -95,6 +97,7 @@ impl ShardSetup {
             server,
             metrics: self.metrics,
             traffic: LocalTraffic::default(),
+            peer_buf: udp::peer_buffer(),
             listeners: listeners.clone(),
             relays: HashMap::default(),
             streams: HashMap::new(),
