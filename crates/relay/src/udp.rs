@@ -56,39 +56,42 @@ pub(crate) async fn relay(shard: SharedShard, socket: Rc<UdpSocket>, addr: Socke
             tracing::debug!("relay socket {addr}: {e}");
             return;
         }
-        let mut guard = shard.borrow_mut();
-        let s = &mut *guard;
-        // Taken out and put back: no allocation, and `s` stays free to borrow.
-        let mut buf = std::mem::take(&mut s.peer_buf);
-        let mut handled = 0;
-        while handled < BURST {
-            handled += 1;
-            let (n, peer) = match socket.try_recv_from(&mut buf[HEADROOM..HEADROOM + MAX_DATAGRAM])
-            {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on Linux; not fatal.
-                    tracing::trace!("relay recv on {addr}: {e}");
-                    continue;
-                }
-            };
-            let out = s.server.handle_peer_input(
-                RelayAddr(addr),
-                PeerAddr(peer),
-                &mut buf,
-                n,
-                Instant::now(),
-            );
-            if let Some((client, range)) = out {
-                if s.send_to_client(&client, &buf[range]) {
-                    s.traffic
-                        .record(Direction::PeerToClient, client.transport, n);
+        // The borrow ends with this block, before any await.
+        let handled = {
+            let mut guard = shard.borrow_mut();
+            let s = &mut *guard;
+            // Taken out and put back: no allocation, and `s` stays free to borrow.
+            let mut buf = std::mem::take(&mut s.peer_buf);
+            let mut handled = 0;
+            while handled < BURST {
+                handled += 1;
+                let (n, peer) =
+                    match socket.try_recv_from(&mut buf[HEADROOM..HEADROOM + MAX_DATAGRAM]) {
+                        Ok(r) => r,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            // ICMP errors from earlier sends surface here on Linux; not fatal.
+                            tracing::trace!("relay recv on {addr}: {e}");
+                            continue;
+                        }
+                    };
+                let out = s.server.handle_peer_input(
+                    RelayAddr(addr),
+                    PeerAddr(peer),
+                    &mut buf,
+                    n,
+                    Instant::now(),
+                );
+                if let Some((client, range)) = out {
+                    if s.send_to_client(&client, &buf[range]) {
+                        s.traffic
+                            .record(Direction::PeerToClient, client.transport, n);
+                    }
                 }
             }
-        }
-        s.peer_buf = buf;
-        drop(guard);
+            s.peer_buf = buf;
+            handled
+        };
         if handled == BURST {
             // A full burst leaves readiness set: let the shard's other tasks have a turn.
             tokio::task::yield_now().await;
