@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cloudproxy_proto::client::{self, Attr, ALLOCATE, CHANNEL_BIND, REFRESH};
-use cloudproxy_relay::blocking::{Conn, EchoPeer, TurnClient, TIMEOUT};
+use cloudproxy_sdk::blocking::{Conn, EchoPeer, TurnClient, TIMEOUT};
 use common::{cloudproxy_bin, run_bounded, start_cloudproxy, BoundedRun, Relay, RelayOptions};
 
 const SECRET: &str = "lifecycle-secret";

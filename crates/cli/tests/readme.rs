@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cloudproxy_proto::client::{Attr, ALLOCATE};
-use cloudproxy_relay::blocking::{Conn, TurnClient};
+use cloudproxy_sdk::blocking::{Conn, TurnClient};
 use common::{cloudproxy_bin, in_ci, wait_for_listeners, ChildGuard};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");

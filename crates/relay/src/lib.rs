@@ -7,7 +7,6 @@
 //! client's packets always reach the shard that owns its allocation. Nothing is shared between
 //! shards on the data path but the metric counters (atomics).
 
-pub mod blocking;
 pub mod metrics;
 pub mod tls;
 

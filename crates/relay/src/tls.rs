@@ -7,16 +7,13 @@
 //! The certificate either comes from PEM files or is generated self-signed at start (the
 //! default, fine for tests and for clients that pin or do not verify the certificate).
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// ALPN protocol id for STUN/TURN over TLS (RFC 7443 §4).
 pub const ALPN_STUN_TURN: &[u8] = b"stun.turn";
@@ -202,80 +199,6 @@ where
     Ok((ck.cert.pem(), ck.signing_key.serialize_pem()))
 }
 
-/// **For tests and the benchmark tool only.** A client configuration that accepts *any*
-/// server certificate for any name (handshake signatures are still checked against the
-/// presented certificate, so the handshake itself is genuine). It offers `alpn` if given.
-/// Never use it to reach a server whose identity matters.
-pub fn insecure_client_config(alpn: Option<&[u8]>) -> Arc<rustls::ClientConfig> {
-    let provider = provider();
-    let verifier = Arc::new(AcceptAnyServerCert(provider.clone()));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("the aws-lc-rs default provider supports the default protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    if let Some(alpn) = alpn {
-        config.alpn_protocols = vec![alpn.to_vec()];
-    }
-    Arc::new(config)
-}
-
-/// Accepts every certificate chain; verifies handshake signatures with the provider's
-/// algorithms.
-struct AcceptAnyServerCert(Arc<CryptoProvider>);
-
-impl fmt::Debug for AcceptAnyServerCert {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AcceptAnyServerCert")
-    }
-}
-
-impl ServerCertVerifier for AcceptAnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,7 +216,8 @@ mod tests {
         name: &str,
     ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), io::Error> {
         let (c, s) = tokio::io::duplex(64 * 1024);
-        let name = ServerName::try_from(name.to_owned()).expect("valid server name");
+        let name =
+            rustls::pki_types::ServerName::try_from(name.to_owned()).expect("valid server name");
         let server = async move {
             let mut tls = TlsAcceptor::from(server).accept(s).await?;
             let mut buf = [0u8; 4];
@@ -318,7 +242,7 @@ mod tests {
     #[tokio::test]
     async fn self_signed_handshake_with_alpn_stun_turn() {
         let server = server_config(&TlsIdentity::default()).unwrap();
-        let client = insecure_client_config(Some(ALPN_STUN_TURN));
+        let client = cloudproxy_sdk::tls::insecure_client_config(Some(ALPN_STUN_TURN));
         let (s, c) = handshake(server, client, "localhost").await.unwrap();
         assert_eq!(s.as_deref(), Some(ALPN_STUN_TURN));
         assert_eq!(c.as_deref(), Some(ALPN_STUN_TURN));
@@ -327,7 +251,7 @@ mod tests {
     #[tokio::test]
     async fn client_without_alpn_still_connects() {
         let server = server_config(&TlsIdentity::default()).unwrap();
-        let client = insecure_client_config(None);
+        let client = cloudproxy_sdk::tls::insecure_client_config(None);
         let (s, c) = handshake(server, client, "localhost").await.unwrap();
         assert_eq!(s, None);
         assert_eq!(c, None);

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use cloudproxy_proto::client::{Attr, ALLOCATE, CHANNEL_BIND};
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::{AuthConfig, ServerConfig};
-use cloudproxy_relay::blocking::{Conn, TurnClient};
 use cloudproxy_relay::{Relay, RelayConfig};
+use cloudproxy_sdk::blocking::{Conn, TurnClient};
 
 // ---------------------------------------------------------------------------------------------
 // The counting allocator, process-wide

@@ -24,6 +24,7 @@
 //! other address: the media service is reached through the relay. When every path fails, the
 //! error lists each path tried and why, and says whether retrying elsewhere can help.
 
+pub mod blocking;
 mod client;
 mod connect;
 pub mod error;

@@ -27,24 +27,37 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// A client configuration offering ALPN `stun.turn`.
 pub fn client_config(trust: &TlsTrust) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let provider = provider();
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    let mut config = match trust {
-        TlsTrust::Certificates(certs) => {
-            let mut roots = RootCertStore::empty();
-            for c in certs {
-                roots.add(c.clone())?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+    let certs = match trust {
+        TlsTrust::Certificates(certs) => certs,
+        TlsTrust::InsecureAnyCertificate => {
+            return Ok(insecure_client_config(Some(ALPN_STUN_TURN)))
         }
-        TlsTrust::InsecureAnyCertificate => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth(),
     };
+    let mut roots = RootCertStore::empty();
+    for c in certs {
+        roots.add(c.clone())?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     config.alpn_protocols = vec![ALPN_STUN_TURN.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// **For tests, lab networks and the load generator only.** A client configuration that
+/// accepts any server certificate (handshake signatures are still checked against it), offering
+/// `alpn` if given. It gives up the relay's identity.
+pub fn insecure_client_config(alpn: Option<&[u8]>) -> Arc<rustls::ClientConfig> {
+    let provider = provider();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("the aws-lc-rs provider supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.map(|a| vec![a.to_vec()]).unwrap_or_default();
+    Arc::new(config)
 }
 
 /// Accepts any certificate chain, but still checks the handshake signatures against it.

@@ -1,5 +1,5 @@
 //! A small blocking TURN client and a UDP echo peer, over real sockets, for tests and
-//! diagnostics. It speaks only standard TURN (via [`cloudproxy_proto::client`]), so it works
+//! diagnostics (the async [`crate::Client`] is the SDK proper). It speaks only standard TURN (via [`cloudproxy_proto::client`]), so it works
 //! against any TURN server. Every read is bounded by [`TIMEOUT`]; failures panic with a
 //! message, which is what a test wants.
 
