@@ -98,7 +98,10 @@ fn trust(args: &JoinArgs) -> anyhow::Result<TlsTrust> {
 }
 
 pub(crate) fn run(args: JoinArgs) -> Result<(), Failure> {
-    let token_app = args.token.split(':').nth(1).unwrap_or_default();
+    let claims = cloudproxy_proto::token::split(&args.token)
+        .and_then(|(username, _)| cloudproxy_proto::token::claims(username))
+        .map_err(|e| Failure::Usage(anyhow::anyhow!("--token: {e}")))?;
+    let token_app = claims.app_id;
     if token_app != args.app_id {
         return Err(Failure::Usage(anyhow::anyhow!(
             "--token was minted for app {token_app:?}, not --app-id {:?}",

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use cloudproxy_media::{MediaConfig, MediaService};
-use cloudproxy_proto::token::is_valid_name;
 use cloudproxy_proto::AppKey;
 
 use crate::failure::Failure;
@@ -85,7 +84,7 @@ fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<Medi
     };
     let mut seen = HashSet::new();
     for (source, spec) in specs {
-        let key = app_key(spec).context(source)?;
+        let key = spec.parse::<AppKey>().context(source)?;
         if !seen.insert((key.app_id.clone(), key.key_id.clone())) {
             bail!(
                 "{source}: app '{}' key id '{}' is given twice",
@@ -112,29 +111,6 @@ fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<Medi
     config.max_members_per_channel = args.max_members_per_channel;
     config.max_members = args.max_members;
     Ok(config)
-}
-
-/// Parses `APP_ID:KEY_ID:SECRET`. Error messages never repeat the secret.
-fn app_key(spec: &str) -> anyhow::Result<AppKey> {
-    let mut parts = spec.splitn(3, ':');
-    let (Some(app_id), Some(key_id), Some(secret)) = (parts.next(), parts.next(), parts.next())
-    else {
-        bail!("expected APP_ID:KEY_ID:SECRET");
-    };
-    for (what, v) in [("app id", app_id), ("key id", key_id)] {
-        if !is_valid_name(v) {
-            bail!("{what} {v:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . -");
-        }
-    }
-    if secret.is_empty() {
-        bail!("the secret of app '{app_id}' key id '{key_id}' is empty");
-    }
-    Ok(AppKey {
-        app_id: app_id.into(),
-        key_id: key_id.into(),
-        secret: secret.as_bytes().to_vec(),
-        not_after: None,
-    })
 }
 
 /// Starts the service, announces its listeners and waits for SIGINT or SIGTERM.

@@ -102,35 +102,42 @@ pub struct AppKey {
     pub not_after: Option<u64>,
 }
 
-/// A malformed `APP_ID:KEY_ID:SECRET` key spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// A malformed `APP_ID:KEY_ID:SECRET` key spec. The messages never repeat the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppKeySpecError {
     #[error("expected APP_ID:KEY_ID:SECRET")]
     Shape,
-    #[error("app id and key id must be 1 to 64 characters of A-Z a-z 0-9 _ . -")]
-    Name,
+    #[error("app id {0:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . -")]
+    AppId(String),
+    #[error("key id {0:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . -")]
+    KeyId(String),
+    #[error("the secret of app '{app_id}' key id '{key_id}' is empty")]
+    EmptySecret { app_id: String, key_id: String },
 }
 
 impl std::str::FromStr for AppKey {
     type Err = AppKeySpecError;
 
-    /// `APP_ID:KEY_ID:SECRET` (the secret may itself contain ':'), as the `--app` flags take it.
+    /// `APP_ID:KEY_ID:SECRET` (the secret may itself contain ':'), as the `--app` flags of the
+    /// relay and the media service take it.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use crate::token::is_valid_name;
         let mut parts = s.splitn(3, ':');
         let (Some(app_id), Some(key_id), Some(secret)) = (parts.next(), parts.next(), parts.next())
         else {
             return Err(AppKeySpecError::Shape);
         };
-        if secret.is_empty() {
-            return Err(AppKeySpecError::Shape);
+        if !is_valid_name(app_id) {
+            return Err(AppKeySpecError::AppId(app_id.into()));
         }
-        let name_ok = |n: &str| {
-            (1..=64).contains(&n.len())
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        };
-        if !name_ok(app_id) || !name_ok(key_id) {
-            return Err(AppKeySpecError::Name);
+        if !is_valid_name(key_id) {
+            return Err(AppKeySpecError::KeyId(key_id.into()));
+        }
+        if secret.is_empty() {
+            return Err(AppKeySpecError::EmptySecret {
+                app_id: app_id.into(),
+                key_id: key_id.into(),
+            });
         }
         Ok(AppKey {
             app_id: app_id.into(),

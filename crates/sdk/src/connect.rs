@@ -50,29 +50,18 @@ pub(crate) struct Credential {
 }
 
 impl Credential {
-    /// Splits `username#password` (see `cloudproxy_proto::token`) and checks that the token was
-    /// minted for this channel and uid (`<expiry>:<app>:<key>:<channel>:<uid>`).
+    /// Splits and parses the token with `cloudproxy_proto::token` and checks that it was minted
+    /// for this channel and uid.
     pub(crate) fn for_join(token: &str, channel: &str, uid: u32) -> Result<Self, SdkError> {
-        let c = Self::parse(token)?;
-        let mut fields = c.username.rsplitn(3, ':');
-        let (t_uid, t_channel) = (fields.next(), fields.next());
-        if t_uid != Some(uid.to_string().as_str()) || t_channel != Some(channel) {
+        use cloudproxy_proto::token;
+        let bad = |e: token::TokenError| SdkError::BadToken(e.to_string());
+        let (username, password) = token::split(token).map_err(bad)?;
+        let claims = token::claims(username).map_err(bad)?;
+        if claims.channel != channel || claims.uid != uid {
             return Err(SdkError::BadToken(format!(
-                "the token is for channel {:?} uid {:?}, not channel {channel:?} uid {uid}",
-                t_channel.unwrap_or("?"),
-                t_uid.unwrap_or("?"),
+                "the token is for channel {:?} uid {}, not channel {channel:?} uid {uid}",
+                claims.channel, claims.uid,
             )));
-        }
-        Ok(c)
-    }
-
-    /// Splits `username#password`.
-    pub(crate) fn parse(token: &str) -> Result<Self, SdkError> {
-        let (username, password) = token.rsplit_once('#').ok_or_else(|| {
-            SdkError::BadToken("expected <username>#<password> (cloudproxy token)".into())
-        })?;
-        if username.is_empty() || password.is_empty() {
-            return Err(SdkError::BadToken("empty username or password".into()));
         }
         Ok(Self {
             username: username.into(),
