@@ -129,6 +129,8 @@ pub struct SyncEnablement {
     pub mode: Mode,
     pub max_concurrent_channels: u32,
     pub max_proxy_users_per_channel: u32,
+    /// The tier usage minutes are metered in.
+    pub quality: QualityTier,
 }
 
 /// A lifecycle step after approval.

@@ -12,7 +12,9 @@
 //! | 403 | `forbidden` | the key's role may not do this |
 //! | 404 | `not_found` | unknown id, or an app of another owner (see the crate docs) |
 //! | 405 | `method_not_allowed` | |
+//! | 403 | `forbidden` | also: a lease for an app not active for that mode in that region |
 //! | 409 | `conflict` | a lifecycle step the current state does not allow |
+//! | 409 | `quota_exceeded` | a lease beyond the app's proxy users per channel or concurrent channels |
 //! | 500 | `internal` | the database failed; details are logged, not returned |
 
 use axum::http::StatusCode;
@@ -40,7 +42,9 @@ pub enum ControlError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
-    #[error("the operator key must be 16 to 256 printable ASCII characters without spaces")]
+    #[error(
+        "the operator and relay keys must be 16 to 256 printable ASCII characters without spaces"
+    )]
     OperatorKey,
 }
 
@@ -52,6 +56,12 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not have this (an app not active for a mode and region).
+    #[error("{0}")]
+    Forbidden(String),
+    /// An admission limit is reached.
+    #[error("{0}")]
+    Quota(String),
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
     #[error("database: {0}")]
@@ -89,7 +99,7 @@ pub struct FieldError {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// `invalid_request`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
-    /// `conflict` or `internal`.
+    /// `conflict`, `quota_exceeded` or `internal`.
     pub code: String,
     pub message: String,
     /// Field-level messages; empty unless `code` is `invalid_request`.
@@ -166,6 +176,11 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// 409 `quota_exceeded`: an admission limit (relays answer the Allocate with 486).
+    pub fn quota(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::CONFLICT, "quota_exceeded", message)
+    }
+
     pub fn internal() -> Self {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -180,6 +195,8 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
             StoreError::Conflict(m) => ApiError::conflict(m),
+            StoreError::Forbidden(m) => ApiError::forbidden(m),
+            StoreError::Quota(m) => ApiError::quota(m),
             StoreError::Invalid { field, message } => ApiError::field(field, message),
             StoreError::Db(_) | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "storage failed");

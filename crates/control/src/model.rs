@@ -80,6 +80,21 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// The mode an allocation was used in, as usage is metered: Auto (a dynamic-pool relay) or
+    /// one of the Force modes (a static-pool relay, UDP or TCP/TLS).
+    UsageMode { Auto = "auto", ForceUdp = "force_udp", ForceTcp = "force_tcp" }
+}
+
+impl From<Mode> for UsageMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::ForceUdp => UsageMode::ForceUdp,
+            Mode::ForceTcp => UsageMode::ForceTcp,
+        }
+    }
+}
+
+wire_enum! {
     /// Video quality tier. Each has a documented bitrate budget per proxy user
     /// ([`QualityTier::kbps_per_proxy_user`]) that drives the bandwidth estimate.
     QualityTier {

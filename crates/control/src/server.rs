@@ -26,6 +26,15 @@ pub struct ControlConfig {
     /// generates one at start ([`Control::operator_key`]); it is valid until the process
     /// ends and is never stored.
     pub operator_key: Option<String>,
+    /// The relays' bearer key (sync, leases, usage, heartbeats, edge registration), 16 to 256
+    /// printable ASCII characters. `None`: relays use the operator's key.
+    pub relay_key: Option<String>,
+    /// How long an admission lease lives without renewal. Default 30 s: a crashed relay's
+    /// allocations stop counting against quotas within this time.
+    pub lease_ttl: Duration,
+    /// A relay whose last heartbeat is older than this drops out of the Auto-mode proxy list.
+    /// Default 30 s (relays beat every 10 s).
+    pub heartbeat_timeout: Duration,
     /// Runtime worker threads. Default 2.
     pub workers: usize,
 }
@@ -36,6 +45,9 @@ impl Default for ControlConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8480)),
             database: "sqlite:cloudproxy-control.db".into(),
             operator_key: None,
+            relay_key: None,
+            lease_ttl: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(30),
             workers: 2,
         }
     }
@@ -59,11 +71,15 @@ impl Control {
     /// anywhere, async code included. When the operator key was generated, the caller (the
     /// binary) prints [`Control::operator_key`]: the library never logs secrets.
     pub fn start(config: ControlConfig) -> Result<Control, ControlError> {
+        let key_ok = |key: &str| {
+            (16..=256).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+        };
+        if config.relay_key.as_deref().is_some_and(|k| !key_ok(k)) {
+            return Err(ControlError::OperatorKey);
+        }
         let (operator_key, generated_key) = match config.operator_key.clone() {
             Some(key) => {
-                let ok =
-                    (16..=256).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
-                if !ok {
+                if !key_ok(&key) {
                     return Err(ControlError::OperatorKey);
                 }
                 (key, false)
@@ -189,7 +205,17 @@ fn serve_thread(
                 return;
             }
         };
-        let app = router(AppState::new(store.clone(), &operator_key)).await;
+        let settings = crate::api::Settings {
+            lease_ttl: config.lease_ttl.as_secs().max(1) as i64,
+            heartbeat_timeout: config.heartbeat_timeout.as_secs().max(1) as i64,
+        };
+        let state = AppState::with_relays(
+            store.clone(),
+            &operator_key,
+            config.relay_key.as_deref(),
+            settings,
+        );
+        let app = router(state).await;
         let _ = ready.send(Ok(store.backend()));
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop_serving.wait_for(|stop| *stop).await;

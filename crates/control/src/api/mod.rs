@@ -4,6 +4,7 @@
 mod apps;
 mod edges;
 mod openapi;
+mod relay;
 mod requests;
 
 use std::collections::HashMap;
@@ -32,17 +33,55 @@ struct Inner {
     store: Store,
     /// SHA-256 (hex) of the operator's bearer key; the key itself is not kept.
     operator_key_hash: String,
+    /// SHA-256 (hex) of the relays' key, if one is configured.
+    relay_key_hash: Option<String>,
+    settings: Settings,
+}
+
+/// Timing of the relay protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long a lease lives without renewal (seconds).
+    pub lease_ttl: i64,
+    /// A relay whose last heartbeat is older than this (seconds) drops out of selection.
+    pub heartbeat_timeout: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            lease_ttl: 30,
+            heartbeat_timeout: 30,
+        }
+    }
 }
 
 impl AppState {
     /// State over an open store, with the operator's bearer key.
     pub fn new(store: Store, operator_key: &str) -> AppState {
+        AppState::with_relays(store, operator_key, None, Settings::default())
+    }
+
+    /// State with a key for relays (sync, leases, usage, heartbeats, registration) and the
+    /// relay protocol's timing.
+    pub fn with_relays(
+        store: Store,
+        operator_key: &str,
+        relay_key: Option<&str>,
+        settings: Settings,
+    ) -> AppState {
         AppState {
             inner: Arc::new(Inner {
                 store,
                 operator_key_hash: hash_key(operator_key),
+                relay_key_hash: relay_key.map(hash_key),
+                settings,
             }),
         }
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.inner.settings
     }
 
     pub fn store(&self) -> &Store {
@@ -58,6 +97,7 @@ pub async fn router(state: AppState) -> Router {
         .merge(apps::routes())
         .merge(requests::routes())
         .merge(edges::routes())
+        .merge(relay::routes())
         .fallback(|| async { ApiError::not_found("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)
@@ -119,8 +159,56 @@ impl FromRequestParts<AppState> for Caller {
         if constant_time_eq(hash.as_bytes(), state.inner.operator_key_hash.as_bytes()) {
             return Ok(Caller::Operator);
         }
+        if is_relay_key(state, &hash) {
+            return Err(ApiError::forbidden(
+                "the relay key may only call the relay endpoints (sync, leases, usage, \
+                 heartbeats, edge registration)",
+            ));
+        }
         match state.store().owner_for_key(key).await? {
             Some(owner) => Ok(Caller::Owner(owner)),
+            None => Err(ApiError::unauthorized("unknown API key")),
+        }
+    }
+}
+
+fn is_relay_key(state: &AppState, hash: &str) -> bool {
+    state
+        .inner
+        .relay_key_hash
+        .as_ref()
+        .is_some_and(|h| constant_time_eq(hash.as_bytes(), h.as_bytes()))
+}
+
+/// A relay, or the operator acting as one: what the relay endpoints require.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayCaller;
+
+impl FromRequestParts<AppState> for RelayCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(key) = key else {
+            return Err(ApiError::unauthorized(
+                "missing API key: send 'Authorization: Bearer <key>' with the relay key",
+            ));
+        };
+        let hash = hash_key(key);
+        if constant_time_eq(hash.as_bytes(), state.inner.operator_key_hash.as_bytes())
+            || is_relay_key(state, &hash)
+        {
+            return Ok(RelayCaller);
+        }
+        match state.store().owner_for_key(key).await? {
+            Some(_) => Err(ApiError::forbidden(
+                "this needs the relay key or the operator's key",
+            )),
             None => Err(ApiError::unauthorized("unknown API key")),
         }
     }

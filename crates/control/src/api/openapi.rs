@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{apps, edges, requests};
+use super::{apps, edges, relay, requests};
 
 /// The API's OpenAPI 3.1 description.
 #[derive(OpenApi)]
@@ -25,6 +25,8 @@ use super::{apps, edges, requests};
         edges::list_regions, edges::put_edge, edges::list_edges, edges::get_edge,
         edges::delete_edge, edges::all_allowlists, edges::region_allowlist,
         edges::allowlist_history, edges::allowlist_page,
+        relay::acquire_lease, relay::renew_leases, relay::release_leases, relay::report_usage,
+        relay::heartbeat, relay::proxies, relay::app_usage,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -35,6 +37,8 @@ use super::{apps, edges, requests};
         (name = "edges", description = "Relay registration (operator)"),
         (name = "allowlist", description = "The public allow-list table"),
         (name = "sync", description = "What relays fetch"),
+        (name = "relays", description = "Leases, usage reports, heartbeats (relay key) and the \
+                                         Auto-mode proxy list (public)"),
     )
 )]
 pub struct ApiDoc;

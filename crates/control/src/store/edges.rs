@@ -75,6 +75,20 @@ pub struct Edge {
     pub listeners: Vec<Listener>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The last heartbeat (Unix seconds), if any.
+    pub heartbeat_at: Option<i64>,
+    /// Relayed bandwidth at the last heartbeat, kbit/s.
+    pub load_kbps: u64,
+    /// Allocations at the last heartbeat.
+    pub allocations: u64,
+}
+
+/// `POST /v1/edges/{id}/heartbeat`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub load_kbps: u64,
+    pub allocations: u64,
 }
 
 /// What an edge change did: the edge (absent after a delete) and the allow-list versions it
@@ -111,6 +125,20 @@ struct EdgeRow {
     listeners: String,
     created_at: i64,
     updated_at: i64,
+    heartbeat_at: Option<i64>,
+    load_kbps: i64,
+    allocations: i64,
+}
+
+/// `SELECT` of every [`EdgeRow`] column `FROM edges`, then `$rest`.
+macro_rules! select_edges {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, region, pool, capacity_kbps, listeners, created_at, updated_at, ",
+            "heartbeat_at, load_kbps, allocations FROM edges ",
+            $rest
+        )
+    };
 }
 
 impl TryFrom<EdgeRow> for Edge {
@@ -125,6 +153,9 @@ impl TryFrom<EdgeRow> for Edge {
             id: r.id,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            heartbeat_at: r.heartbeat_at,
+            load_kbps: r.load_kbps.max(0) as u64,
+            allocations: r.allocations.max(0) as u64,
         })
     }
 }
@@ -215,8 +246,7 @@ impl Store {
     }
 
     pub async fn get_edge(&self, id: &str) -> Result<Edge, StoreError> {
-        let q = "SELECT id, region, pool, capacity_kbps, listeners, created_at, updated_at \
-                 FROM edges WHERE id = $1";
+        let q = select_edges!("WHERE id = $1");
         let row: Option<EdgeRow> = with_pool!(self, |pool| sqlx::query_as(q)
             .bind(id)
             .fetch_optional(pool)
@@ -227,12 +257,54 @@ impl Store {
 
     /// Relays, optionally of one region, by id.
     pub async fn list_edges(&self, region: Option<Region>) -> Result<Vec<Edge>, StoreError> {
-        let q = "SELECT id, region, pool, capacity_kbps, listeners, created_at, updated_at \
-                 FROM edges WHERE ($1 IS NULL OR region = $1) ORDER BY id";
+        let q = select_edges!("WHERE ($1 IS NULL OR region = $1) ORDER BY id");
         let region = region.map(Region::as_str);
         let rows: Vec<EdgeRow> = with_pool!(self, |pool| sqlx::query_as(q)
             .bind(region)
             .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Records relay `id`'s heartbeat.
+    pub async fn heartbeat(&self, id: &str, hb: &Heartbeat, now: i64) -> Result<(), StoreError> {
+        let load = i64::try_from(hb.load_kbps).unwrap_or(i64::MAX);
+        let allocations = i64::try_from(hb.allocations).unwrap_or(i64::MAX);
+        let q = "UPDATE edges SET heartbeat_at = $2, load_kbps = $3, allocations = $4 \
+                 WHERE id = $1";
+        let n = with_pool!(self, |pool| sqlx::query(q)
+            .bind(id)
+            .bind(now)
+            .bind(load)
+            .bind(allocations)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if n == 0 {
+            return Err(StoreError::not_found("edge", id));
+        }
+        Ok(())
+    }
+
+    /// Relays of `region` and `pool` that sent a heartbeat at or after `since`, least loaded
+    /// (load over capacity) first, at most `limit`.
+    pub async fn live_edges(
+        &self,
+        region: Region,
+        pool: Pool,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<Edge>, StoreError> {
+        let q = select_edges!(
+            "WHERE region = $1 AND pool = $2 AND heartbeat_at >= $3 \
+             ORDER BY CAST(load_kbps AS DOUBLE PRECISION) / (capacity_kbps + 1), id LIMIT $4"
+        );
+        let rows: Vec<EdgeRow> = with_pool!(self, |p| sqlx::query_as(q)
+            .bind(region.as_str())
+            .bind(pool.as_str())
+            .bind(since)
+            .bind(limit)
+            .fetch_all(p)
             .await?);
         rows.into_iter().map(TryInto::try_into).collect()
     }

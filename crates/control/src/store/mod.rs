@@ -24,8 +24,10 @@
 mod allowlist;
 mod apps;
 mod edges;
+mod leases;
 mod owners;
 mod requests;
+mod usage;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -37,8 +39,10 @@ use sqlx::sqlite::{
 
 pub use allowlist::Published;
 pub use apps::{App, AppKeyInfo, CreatedApp, NewSecret, RetiringKey, SyncApp, SyncKey};
-pub use edges::{Edge, EdgeInput, EdgeUpdate, RegionSummary};
+pub use edges::{Edge, EdgeInput, EdgeUpdate, Heartbeat, RegionSummary};
+pub use leases::{Lease, LeaseInput};
 pub use owners::Owner;
+pub use usage::{UsageDay, UsageRecord, UsageReport};
 
 use crate::error::{ControlError, StoreError};
 

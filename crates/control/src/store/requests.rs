@@ -299,13 +299,13 @@ impl Store {
         &self,
     ) -> Result<Vec<(String, SyncEnablement)>, StoreError> {
         let q = "SELECT r.app_id, r.region, r.mode, r.max_concurrent_channels, \
-                 r.max_proxy_users_per_channel FROM enablement_requests r \
+                 r.max_proxy_users_per_channel, r.quality FROM enablement_requests r \
                  JOIN apps a ON a.id = r.app_id \
                  WHERE r.state = 'active' AND a.status = 'active' ORDER BY r.app_id, r.id";
-        let rows: Vec<(String, String, String, i64, i64)> =
+        let rows: Vec<(String, String, String, i64, i64, String)> =
             with_pool!(self, |pool| sqlx::query_as(q).fetch_all(pool).await?);
         rows.into_iter()
-            .map(|(app, region, mode, channels, proxy)| {
+            .map(|(app, region, mode, channels, proxy, quality)| {
                 Ok((
                     app,
                     SyncEnablement {
@@ -313,6 +313,7 @@ impl Store {
                         mode: parse_wire("mode", &mode)?,
                         max_concurrent_channels: channels.clamp(0, u32::MAX.into()) as u32,
                         max_proxy_users_per_channel: proxy.clamp(0, u32::MAX.into()) as u32,
+                        quality: parse_wire("quality", &quality)?,
                     },
                 ))
             })

@@ -16,6 +16,7 @@ use serde_json::Value;
 use sqlx::Connection;
 
 pub const OPERATOR_KEY: &str = "operator-key-for-tests-0123456789";
+pub const RELAY_KEY: &str = "relay-key-for-tests-0123456789";
 /// Every test's whole body runs under this bound.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -276,7 +277,8 @@ pub fn start(url: &str) -> Control {
         listen: "127.0.0.1:0".parse().unwrap(),
         database: url.into(),
         operator_key: Some(OPERATOR_KEY.into()),
-        workers: 2,
+        relay_key: Some(RELAY_KEY.into()),
+        ..ControlConfig::default()
     })
     .unwrap_or_else(|e| panic!("control plane on {url}: {e}"))
 }

@@ -12,6 +12,7 @@ fn config(database: &str) -> ControlConfig {
         database: database.into(),
         operator_key: None,
         workers: 1,
+        ..ControlConfig::default()
     }
 }
 

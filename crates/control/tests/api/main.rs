@@ -7,4 +7,5 @@ mod allowlist;
 mod apps;
 mod auth;
 mod control;
+mod relays;
 mod requests;

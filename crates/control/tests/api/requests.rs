@@ -273,7 +273,7 @@ async fn approval_reserves_and_lifecycle(env: Env) {
         .expect(200);
     assert_eq!(
         sync["apps"][0]["enablements"],
-        json!([{"region": "japan", "mode": "force_tcp", "max_concurrent_channels": 10, "max_proxy_users_per_channel": 2}])
+        json!([{"region": "japan", "mode": "force_tcp", "max_concurrent_channels": 10, "max_proxy_users_per_channel": 2, "quality": "720p"}])
     );
     assert_eq!(
         env.post(&op("suspend", &a_id), Some(OPERATOR_KEY), json!({}))

@@ -1,0 +1,197 @@
+//! Usage metering: relays' reports, applied once each, summed per app, day, mode and tier.
+//!
+//! A report carries an id chosen by the relay (`<relay>-<boot>-<sequence>`). Applying it
+//! records the id and adds its records in one transaction, so a report retried after a lost
+//! response, or sent to a second control-plane process, counts once.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{parse_wire, with_pool, with_tx, Store};
+use crate::error::{FieldError, StoreError};
+use crate::model::{QualityTier, UsageMode};
+
+/// One relay's usage of one app in one mode and tier on one day, since its last report.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageRecord {
+    pub app_id: String,
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    pub mode: UsageMode,
+    /// The enablement's tier; absent for Auto.
+    pub quality: Option<QualityTier>,
+    /// Allocation-seconds.
+    pub seconds: u64,
+    /// Relayed bytes, both directions.
+    pub bytes: u64,
+    /// The most allocations of this app and mode the relay held at once in the period.
+    pub peak_concurrency: u64,
+}
+
+/// `POST /v1/usage`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageReport {
+    /// Unique per report; a report with a known id is acknowledged and ignored.
+    pub report_id: String,
+    pub relay_id: String,
+    pub records: Vec<UsageRecord>,
+}
+
+impl UsageReport {
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let mut bad = |field: String, message: &str| {
+            errors.push(FieldError {
+                field,
+                message: message.into(),
+            })
+        };
+        if self.report_id.is_empty() || self.report_id.len() > 200 {
+            bad("report_id".into(), "must be 1 to 200 characters");
+        }
+        if self.relay_id.is_empty() || self.relay_id.len() > 128 {
+            bad("relay_id".into(), "must be 1 to 128 characters");
+        }
+        for (i, r) in self.records.iter().enumerate() {
+            if !crate::time::is_day(&r.day) {
+                bad(format!("records[{i}].day"), "must be a date, YYYY-MM-DD");
+            }
+            if r.app_id.is_empty() || r.app_id.len() > 128 {
+                bad(
+                    format!("records[{i}].app_id"),
+                    "must be 1 to 128 characters",
+                );
+            }
+            for (name, v) in [
+                ("seconds", r.seconds),
+                ("bytes", r.bytes),
+                ("peak_concurrency", r.peak_concurrency),
+            ] {
+                if i64::try_from(v).is_err() {
+                    bad(format!("records[{i}].{name}"), "is too large");
+                }
+            }
+        }
+        errors
+    }
+}
+
+/// One row of `GET /v1/apps/{id}/usage`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UsageDay {
+    pub day: String,
+    pub mode: UsageMode,
+    pub quality: Option<QualityTier>,
+    pub seconds: u64,
+    /// `seconds / 60`.
+    pub minutes: f64,
+    pub bytes: u64,
+    /// The day's highest concurrency: for Force modes the central lease count across every
+    /// relay, for Auto the highest a single relay reported.
+    pub peak_concurrency: u64,
+}
+
+/// The stored spelling of an optional tier.
+pub(crate) fn quality_str(q: Option<QualityTier>) -> &'static str {
+    q.map_or("none", QualityTier::as_str)
+}
+
+/// Adds (seconds, bytes, peak) to a day's row inside an open transaction of either backend
+/// (a macro, so each `with_tx!` copy is checked against its own driver).
+macro_rules! add_usage_impl {
+    ($tx:expr, $pg:expr, $app:expr, $day:expr, $mode:expr, $quality:expr, $v:expr) => {{
+        let (seconds, bytes, peak): (i64, i64, i64) = $v;
+        let q = if $pg {
+            "INSERT INTO usage_daily (app_id, day, mode, quality, seconds, bytes, \
+             peak_concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (app_id, day, mode, quality) DO UPDATE SET \
+             seconds = usage_daily.seconds + excluded.seconds, \
+             bytes = usage_daily.bytes + excluded.bytes, \
+             peak_concurrency = GREATEST(usage_daily.peak_concurrency, excluded.peak_concurrency)"
+        } else {
+            "INSERT INTO usage_daily (app_id, day, mode, quality, seconds, bytes, \
+             peak_concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (app_id, day, mode, quality) DO UPDATE SET \
+             seconds = usage_daily.seconds + excluded.seconds, \
+             bytes = usage_daily.bytes + excluded.bytes, \
+             peak_concurrency = MAX(usage_daily.peak_concurrency, excluded.peak_concurrency)"
+        };
+        sqlx::query(q)
+            .bind($app)
+            .bind($day)
+            .bind($mode.as_str())
+            .bind($crate::store::usage::quality_str($quality))
+            .bind(seconds)
+            .bind(bytes)
+            .bind(peak)
+            .execute(&mut *$tx)
+            .await
+            .map(|_| ())
+    }};
+}
+
+pub(crate) use add_usage_impl as add_usage;
+
+impl Store {
+    /// Applies a report once. `Ok(false)`: its id was seen before, nothing changed.
+    pub async fn apply_usage(&self, report: &UsageReport, now: i64) -> Result<bool, StoreError> {
+        let applied = with_tx!(self, |tx, pg| {
+            let fresh = sqlx::query(
+                "INSERT INTO usage_reports (report_id, relay_id, received_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (report_id) DO NOTHING",
+            )
+            .bind(&report.report_id)
+            .bind(&report.relay_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if fresh {
+                for r in &report.records {
+                    let v = (r.seconds as i64, r.bytes as i64, r.peak_concurrency as i64);
+                    add_usage!(tx, pg, &r.app_id, &r.day, r.mode, r.quality, v)?;
+                }
+            }
+            fresh
+        });
+        Ok(applied)
+    }
+
+    /// An app's per-day usage between two days (inclusive), oldest first.
+    pub async fn usage(
+        &self,
+        app_id: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<UsageDay>, StoreError> {
+        let q = "SELECT day, mode, quality, seconds, bytes, peak_concurrency FROM usage_daily \
+                 WHERE app_id = $1 AND day >= $2 AND day <= $3 ORDER BY day, mode, quality";
+        let rows: Vec<(String, String, String, i64, i64, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(q)
+                .bind(app_id)
+                .bind(from)
+                .bind(to)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter()
+            .map(|(day, mode, quality, seconds, bytes, peak)| {
+                Ok(UsageDay {
+                    day,
+                    mode: parse_wire("usage mode", &mode)?,
+                    quality: match quality.as_str() {
+                        "none" => None,
+                        q => Some(parse_wire("quality", q)?),
+                    },
+                    seconds: seconds.max(0) as u64,
+                    minutes: seconds.max(0) as f64 / 60.0,
+                    bytes: bytes.max(0) as u64,
+                    peak_concurrency: peak.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+}
