@@ -24,6 +24,17 @@ pub(crate) struct ControlArgs {
     /// The operator's bearer key (16–256 printable characters). Default: generated and printed.
     #[arg(long, env = "CLOUDPROXY_OPERATOR_KEY", hide_env_values = true)]
     operator_key: Option<String>,
+    /// The relays' key (sync, leases, usage, heartbeats, registration only). Default: relays
+    /// use the operator's key.
+    #[arg(long, env = "CLOUDPROXY_RELAY_KEY", hide_env_values = true)]
+    relay_key: Option<String>,
+    /// Seconds an admission lease lives without renewal: a crashed relay's allocations stop
+    /// counting against quotas within this time.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_ttl: u64,
+    /// Seconds without a heartbeat after which a relay leaves the Auto-mode proxy list.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    heartbeat_timeout: u64,
 }
 
 pub(crate) fn run(args: ControlArgs) -> Result<(), Failure> {
@@ -32,6 +43,9 @@ pub(crate) fn run(args: ControlArgs) -> Result<(), Failure> {
         listen: args.listen,
         database: args.database.clone(),
         operator_key: args.operator_key,
+        relay_key: args.relay_key,
+        lease_ttl: std::time::Duration::from_secs(args.lease_ttl),
+        heartbeat_timeout: std::time::Duration::from_secs(args.heartbeat_timeout),
         ..ControlConfig::default()
     })
     .with_context(|| {

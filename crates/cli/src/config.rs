@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use cloudproxy_proto::admission::Pool;
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::AppKey;
+use cloudproxy_relay::link::LinkConfig;
 use cloudproxy_relay::tls::TlsIdentity;
 use cloudproxy_relay::RelayConfig;
 use serde::Deserialize;
@@ -88,6 +90,38 @@ pub struct RelayArgs {
     /// Allocations one credential id may hold at once (486 beyond).
     #[arg(long = "user-quota", value_name = "N")]
     pub user_quota: Option<usize>,
+    /// The control plane to register with, sync app keys from, take admission leases from and
+    /// report usage to, e.g. http://127.0.0.1:8480.
+    #[arg(long, value_name = "URL")]
+    pub control: Option<String>,
+    /// The relay key (or the operator's) for --control.
+    #[arg(
+        long,
+        env = "CLOUDPROXY_RELAY_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub control_key: Option<String>,
+    /// This relay's edge id at the control plane. Default: relay-<hostname-free random>.
+    #[arg(long, value_name = "ID")]
+    pub edge_id: Option<String>,
+    /// The region this relay serves: mainland_china, europe, india, japan, north_america,
+    /// southeast_asia.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// static (published, Force modes) or dynamic (Auto).
+    #[arg(long, value_name = "POOL")]
+    pub pool: Option<String>,
+    /// Relayed bandwidth this relay can carry, kbit/s.
+    #[arg(long, value_name = "KBPS")]
+    pub capacity_kbps: Option<u64>,
+    /// A public address clients reach, as TRANSPORT:IP:PORT (udp, tcp or tls); repeatable.
+    /// Default: the listener addresses.
+    #[arg(long = "public", value_name = "TRANSPORT:ADDR")]
+    pub public: Vec<String>,
+    /// Where to keep the last good sync across restarts.
+    #[arg(long, value_name = "FILE")]
+    pub sync_cache: Option<PathBuf>,
 }
 
 /// The config file, key for key. Field names are the TOML keys.
@@ -109,6 +143,124 @@ struct FileConfig {
     relay: Option<RelaySection>,
     peers: Option<PeersSection>,
     lifetimes: Option<LifetimesSection>,
+    control: Option<ControlSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlSection {
+    url: Option<String>,
+    key: Option<String>,
+    edge_id: Option<String>,
+    region: Option<String>,
+    pool: Option<String>,
+    capacity_kbps: Option<u64>,
+    public: Option<Vec<String>>,
+    sync_cache: Option<PathBuf>,
+    sync_interval_secs: Option<u64>,
+    heartbeat_interval_secs: Option<u64>,
+    lease_renew_interval_secs: Option<u64>,
+    usage_interval_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+}
+
+const REGIONS: [&str; 6] = [
+    "mainland_china",
+    "europe",
+    "india",
+    "japan",
+    "north_america",
+    "southeast_asia",
+];
+
+/// The control link's settings from a `[control]` section or flags (flags win).
+struct ControlValues<'a> {
+    url: Option<&'a str>,
+    key: Option<&'a str>,
+    edge_id: Option<&'a str>,
+    region: Option<&'a str>,
+    pool: Option<&'a str>,
+    capacity_kbps: Option<u64>,
+    public: &'a [String],
+    sync_cache: Option<&'a Path>,
+}
+
+fn apply_control(config: &mut RelayConfig, v: ControlValues<'_>, from: &str) -> anyhow::Result<()> {
+    let nothing = v.url.is_none()
+        && v.key.is_none()
+        && v.edge_id.is_none()
+        && v.region.is_none()
+        && v.pool.is_none()
+        && v.capacity_kbps.is_none()
+        && v.public.is_empty()
+        && v.sync_cache.is_none();
+    if nothing {
+        return Ok(());
+    }
+    let link = config.control.get_or_insert_with(LinkConfig::default);
+    if let Some(url) = v.url {
+        if !url.starts_with("http://") {
+            bail!("{from}control url '{url}': expected http://HOST:PORT");
+        }
+        link.url = url.to_owned();
+    }
+    if let Some(k) = v.key {
+        link.key = k.to_owned();
+    }
+    if let Some(id) = v.edge_id {
+        let ok = (1..=64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !ok {
+            bail!("{from}edge id '{id}': 1 to 64 of A-Z a-z 0-9 _ . -");
+        }
+        link.edge_id = id.to_owned();
+    }
+    if let Some(r) = v.region {
+        if !REGIONS.contains(&r) {
+            bail!("{from}region '{r}': expected one of {}", REGIONS.join(", "));
+        }
+        link.region = r.to_owned();
+    }
+    if let Some(p) = v.pool {
+        link.pool = match p {
+            "static" => Pool::Static,
+            "dynamic" => Pool::Dynamic,
+            _ => bail!("{from}pool '{p}': expected static or dynamic"),
+        };
+    }
+    if let Some(c) = v.capacity_kbps {
+        link.capacity_kbps = c;
+    }
+    if !v.public.is_empty() {
+        link.public = v
+            .public
+            .iter()
+            .map(|p| parse_public(p).map_err(|e| anyhow::anyhow!("{from}public '{p}': {e}")))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    if let Some(c) = v.sync_cache {
+        link.cache = Some(c.to_owned());
+    }
+    Ok(())
+}
+
+/// `udp:203.0.113.7:3478`, `tls:[2001:db8::7]:443`.
+fn parse_public(s: &str) -> Result<(String, SocketAddr), String> {
+    let (t, addr) = s
+        .split_once(':')
+        .ok_or("expected TRANSPORT:IP:PORT, e.g. tls:203.0.113.7:443")?;
+    if !["udp", "tcp", "tls"].contains(&t) {
+        return Err(format!("transport '{t}': expected udp, tcp or tls"));
+    }
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("'{addr}' is not IP:PORT"))?;
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return Err("needs a concrete address and port clients can reach".into());
+    }
+    Ok((t.to_owned(), addr))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +408,57 @@ fn secret(key: &str, s: &str) -> anyhow::Result<Vec<u8>> {
 fn apply_file(config: &mut RelayConfig, file: FileConfig, path: &Path) -> anyhow::Result<()> {
     // Relative certificate paths are relative to the config file, not the working directory.
     let base = path.parent().unwrap_or(Path::new(""));
+
+    if let Some(c) = &file.control {
+        apply_control(
+            config,
+            ControlValues {
+                url: c.url.as_deref(),
+                key: c.key.as_deref(),
+                edge_id: c.edge_id.as_deref(),
+                region: c.region.as_deref(),
+                pool: c.pool.as_deref(),
+                capacity_kbps: c.capacity_kbps,
+                public: c.public.as_deref().unwrap_or_default(),
+                sync_cache: c.sync_cache.as_deref(),
+            },
+            "[control] ",
+        )?;
+        if let Some(link) = config.control.as_mut() {
+            let fields = [
+                (
+                    "sync_interval_secs",
+                    c.sync_interval_secs,
+                    &mut link.sync_interval,
+                ),
+                (
+                    "heartbeat_interval_secs",
+                    c.heartbeat_interval_secs,
+                    &mut link.heartbeat_interval,
+                ),
+                (
+                    "lease_renew_interval_secs",
+                    c.lease_renew_interval_secs,
+                    &mut link.lease_renew_interval,
+                ),
+                (
+                    "usage_interval_secs",
+                    c.usage_interval_secs,
+                    &mut link.usage_interval,
+                ),
+                (
+                    "request_timeout_secs",
+                    c.request_timeout_secs,
+                    &mut link.request_timeout,
+                ),
+            ];
+            for (name, value, slot) in fields {
+                if let Some(v) = value {
+                    *slot = positive(&format!("control.{name}"), v)?;
+                }
+            }
+        }
+    }
 
     if let Some(list) = &file.udp {
         config.udp = parse_addrs("udp", list)?;
@@ -453,6 +656,20 @@ fn apply_file(config: &mut RelayConfig, file: FileConfig, path: &Path) -> anyhow
 }
 
 fn apply_flags(config: &mut RelayConfig, flags: &RelayArgs) -> anyhow::Result<()> {
+    apply_control(
+        config,
+        ControlValues {
+            url: flags.control.as_deref(),
+            key: flags.control_key.as_deref(),
+            edge_id: flags.edge_id.as_deref(),
+            region: flags.region.as_deref(),
+            pool: flags.pool.as_deref(),
+            capacity_kbps: flags.capacity_kbps,
+            public: &flags.public,
+            sync_cache: flags.sync_cache.as_deref(),
+        },
+        "--",
+    )?;
     if !flags.udp.is_empty() {
         config.udp = flags.udp.clone();
     }
@@ -558,6 +775,13 @@ fn validate(config: &RelayConfig) -> anyhow::Result<()> {
     }
     if config.udp.is_empty() && config.tcp.is_empty() && config.tls.is_empty() {
         bail!("no listeners: give at least one of udp, tcp, tls");
+    }
+    if let Some(link) = &config.control {
+        if link.key.is_empty() {
+            bail!(
+                "a control plane needs a key: --control-key, CLOUDPROXY_RELAY_KEY or [control] key"
+            );
+        }
     }
     for (name, list) in [
         ("udp", &config.udp),

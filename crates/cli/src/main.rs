@@ -150,7 +150,10 @@ fn relay(args: &RelayArgs) -> Result<(), Failure> {
         tracing::warn!("{w}");
     }
     let mut config = config;
-    if config.server.auth.static_secret.is_none() && config.server.auth.app_keys.is_empty() {
+    if config.server.auth.static_secret.is_none()
+        && config.server.auth.app_keys.is_empty()
+        && config.control.is_none()
+    {
         // Embedded defaults: a relay that refuses everyone is of no use to a newcomer, and a
         // well-known default secret would be an open door. A random one per run is neither.
         let secret = generated_secret();

@@ -33,6 +33,11 @@ pub struct ServerConfig {
     pub lifetimes: Lifetimes,
     /// SOFTWARE attribute in responses. Default `cloudproxy/<version>`.
     pub software: Option<String>,
+    /// `Some(pool)`: a control plane governs admission on this relay, which serves `pool`
+    /// (see [`crate::admission`]); allocations with an app's credential need the app in the
+    /// access table and a [`crate::Command::Admit`] round trip. `None` (the default): every
+    /// valid credential may allocate.
+    pub admission: Option<crate::admission::Pool>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +53,7 @@ impl Default for ServerConfig {
             max_allocations_per_user: 32,
             lifetimes: Lifetimes::default(),
             software: Some(concat!("cloudproxy/", env!("CARGO_PKG_VERSION")).into()),
+            admission: None,
         }
     }
 }
@@ -93,7 +99,7 @@ pub struct AuthConfig {
 }
 
 /// One application's secret under one key id. Several keys per app make rotation possible.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppKey {
     pub app_id: String,
     pub key_id: String,

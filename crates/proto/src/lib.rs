@@ -31,6 +31,7 @@
 //! datagrams are received [`HEADROOM`] bytes into the buffer so that the ChannelData header (or a
 //! Data indication header) is written in front of the payload without a copy.
 
+pub mod admission;
 pub mod auth;
 pub mod channel;
 pub mod client;

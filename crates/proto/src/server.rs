@@ -28,6 +28,7 @@ use turn_types::attribute::{
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 
 use crate::addr::{ClientAddr, PeerAddr, RelayAddr};
+use crate::admission::{self, Access, AdmitRequest, Mode, Verdict};
 use crate::auth::{Authenticator, CredentialError, NonceError, NonceKey};
 use crate::channel;
 use crate::config::{AppKey, ServerConfig};
@@ -182,6 +183,12 @@ pub enum Command {
         v4: Option<SocketAddr>,
         v6: Option<SocketAddr>,
     },
+    /// Check this allocation centrally (leases), then call [`Server::handle_admission`] with
+    /// `allocation` and the verdict. Only with [`ServerConfig::admission`].
+    Admit {
+        allocation: AllocationHandle,
+        request: AdmitRequest,
+    },
     /// Close the sockets on these relayed transport addresses.
     CloseRelay {
         v4: Option<SocketAddr>,
@@ -214,6 +221,10 @@ pub enum Event {
     },
     /// An error response was sent.
     ErrorSent { code: u16 },
+    /// An admitted allocation ended (any reason, also before its socket was bound): its
+    /// account's lease can go, and `bytes` were relayed since the last
+    /// [`Server::drain_usage`].
+    AccountClosed { account: u64, bytes: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +233,8 @@ pub enum DeleteReason {
     Refreshed0,
     BindFailed,
     ClientGone,
+    /// The app lost access (deleted, suspended, or its mode disabled here).
+    Revoked,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +282,14 @@ struct Allocation {
     channels: Channels,
     /// The deadline currently in the timer queue for this allocation.
     scheduled: Option<Instant>,
+    /// The mode it was admitted in (`None`: no admission, e.g. the static secret).
+    mode: Option<Mode>,
+    /// Waiting for [`Server::handle_admission`].
+    admitting: bool,
+    /// Set once admitted.
+    account: Option<u64>,
+    /// Relayed bytes (both directions) since the last [`Server::drain_usage`].
+    bytes: u64,
 }
 
 impl Allocation {
@@ -346,6 +367,8 @@ pub struct Server {
     commands: VecDeque<Command>,
     events: VecDeque<Event>,
     draining: bool,
+    /// Apps allowed here, when [`ServerConfig::admission`] is set.
+    access: Access,
     /// xorshift state for Data indication transaction ids (not security relevant).
     tid_state: u64,
 }
@@ -391,6 +414,7 @@ impl Server {
             commands: VecDeque::new(),
             events: VecDeque::new(),
             draining: false,
+            access: Access::new(),
             tid_state: rng.next_u64() | 1,
             config,
         }
@@ -418,6 +442,74 @@ impl Server {
     /// Replaces the per-application keys (control-plane sync).
     pub fn set_app_keys(&mut self, keys: &[AppKey]) {
         self.auth.set_app_keys(keys);
+    }
+
+    /// Replaces the apps allowed on this relay (control-plane sync) and ends the allocations
+    /// of apps that lost access. O(allocations), on sync only.
+    pub fn set_access(&mut self, access: Access) {
+        self.access = access;
+        let mut revoked = Vec::new();
+        for (slot, a) in self.slots.iter().enumerate() {
+            let Some(a) = a else { continue };
+            let Some(mode) = a.mode else { continue };
+            let app = a.username.split(':').nth(1).unwrap_or_default();
+            if admission::allows(self.access.get(app), mode).is_err() {
+                revoked.push(slot);
+            }
+        }
+        for slot in revoked {
+            self.delete(slot, DeleteReason::Revoked);
+        }
+    }
+
+    /// Calls `f(account, bytes)` for every admitted allocation that relayed bytes since the
+    /// last call, and resets its count. O(allocations): for periodic usage reports only.
+    pub fn drain_usage(&mut self, mut f: impl FnMut(u64, u64)) {
+        for a in self.slots.iter_mut().flatten() {
+            if let (Some(account), bytes @ 1..) = (a.account, a.bytes) {
+                f(account, bytes);
+                a.bytes = 0;
+            }
+        }
+    }
+
+    /// The outcome of a [`Command::Admit`]. Returns `false` when the allocation is gone (it
+    /// expired or its client left while waiting): the driver then releases what it granted.
+    pub fn handle_admission(
+        &mut self,
+        handle: AllocationHandle,
+        verdict: Verdict,
+        _now: Instant,
+    ) -> bool {
+        let Some(alloc) = self.slots.get_mut(handle.slot).and_then(|a| a.as_mut()) else {
+            return false;
+        };
+        if alloc.generation != handle.generation || !alloc.admitting {
+            return false;
+        }
+        alloc.admitting = false;
+        match verdict {
+            Verdict::Granted { account } => {
+                alloc.account = Some(account);
+                let (v4, v6) = alloc.relay_addrs(&self.config);
+                self.commands.push_back(Command::BindRelay {
+                    allocation: handle,
+                    v4,
+                    v6,
+                });
+            }
+            Verdict::Refused { code, reason } => {
+                let alloc = self.slots[handle.slot].take().expect("present");
+                self.free_slots.push(handle.slot);
+                self.by_client.remove(&alloc.client);
+                self.by_port[(alloc.port - self.port_base) as usize] = None;
+                self.ports.give(alloc.port);
+                self.ledger.release(&alloc.quota_key);
+                let pending = alloc.pending.expect("admitting allocations are pending");
+                self.respond_error(alloc.client, &pending.reply, code, &reason);
+            }
+        }
+        true
     }
 
     fn unix(&self, now: Instant) -> u64 {
@@ -476,12 +568,13 @@ impl Server {
             return None;
         }
         let slot = *self.by_client.get(&client)?;
-        let alloc = self.slots[slot].as_ref()?;
+        let alloc = self.slots[slot].as_mut()?;
         let binding = alloc.channels.by_number(number)?;
         if binding.expires <= now || !alloc.permitted(binding.peer.ip(), now) {
             return None;
         }
         let relay = relay_for(alloc, &self.config, binding.peer)?;
+        alloc.bytes += len as u64;
         Some(Forward {
             relay,
             peer: PeerAddr(binding.peer),
@@ -502,13 +595,14 @@ impl Server {
     ) -> Option<(ClientAddr, Range<usize>)> {
         let index = relay.0.port().checked_sub(self.port_base)? as usize;
         let slot = (*self.by_port.get(index)?)?;
-        let alloc = self.slots[slot].as_ref()?;
+        let alloc = self.slots[slot].as_mut()?;
         if alloc.pending.is_some() || !alloc.permitted(peer.0.ip(), now) {
             return None;
         }
         if len > u16::MAX as usize - 64 || buf.len() < HEADROOM + len + TAILROOM {
             return None;
         }
+        alloc.bytes += len as u64;
         let stream = alloc.client.transport.is_stream();
         let channel = alloc
             .channels
@@ -603,6 +697,12 @@ impl Server {
         self.by_port[index] = None;
         self.ports.give(alloc.port);
         self.ledger.release(&alloc.quota_key);
+        if let Some(account) = alloc.account {
+            self.events.push_back(Event::AccountClosed {
+                account,
+                bytes: alloc.bytes,
+            });
+        }
         if alloc.pending.is_none() {
             let (v4, v6) = alloc.relay_addrs(&self.config);
             self.commands.push_back(Command::CloseRelay { v4, v6 });
@@ -1019,6 +1119,7 @@ impl Server {
         if self.draining {
             return Err(reject(508, "Insufficient Capacity: server is draining"));
         }
+        let admit = self.admission_for(username, client)?;
         let transport = msg
             .attribute::<RequestedTransport>()
             .map_err(|_| reject(400, "Bad Request: REQUESTED-TRANSPORT missing"))?;
@@ -1140,19 +1241,55 @@ impl Server {
             permissions: Permissions::default(),
             channels: Channels::default(),
             scheduled: None,
+            mode: admit.as_ref().map(|a| a.mode),
+            admitting: admit.is_some(),
+            account: None,
+            bytes: 0,
         };
         let (a4, a6) = alloc.relay_addrs(&self.config);
         self.slots[slot] = Some(alloc);
         self.by_client.insert(client, slot);
         self.by_port[(port - self.port_base) as usize] = Some(slot);
-        self.commands.push_back(Command::BindRelay {
-            allocation: AllocationHandle { slot, generation },
-            v4: a4,
-            v6: a6,
+        let allocation = AllocationHandle { slot, generation };
+        // Admission first (the relay socket is bound once admitted), else bind at once.
+        self.commands.push_back(match admit {
+            Some(request) => Command::Admit {
+                allocation,
+                request,
+            },
+            None => Command::BindRelay {
+                allocation,
+                v4: a4,
+                v6: a6,
+            },
         });
         // Expire the allocation even if the driver never reports the bind.
         self.schedule(slot);
         Ok(None)
+    }
+
+    /// The central check an Allocate with `username` from `client` needs, or a 403 when its
+    /// app may not allocate here (see [`crate::admission`]).
+    fn admission_for(
+        &self,
+        username: &str,
+        client: ClientAddr,
+    ) -> Result<Option<AdmitRequest>, Reject> {
+        let Some(pool) = self.config.admission else {
+            return Ok(None);
+        };
+        let Some(app) = self.auth.app_of(username) else {
+            return Ok(None); // the operator's static secret
+        };
+        let mode = admission::mode_of(pool, client.transport);
+        admission::allows(self.access.get(app), mode).map_err(|why| reject(403, why))?;
+        let (channel, user) = admission::channel_and_user(username);
+        Ok(Some(AdmitRequest {
+            app_id: app.to_owned(),
+            mode,
+            channel: channel.to_owned(),
+            user: user.to_owned(),
+        }))
     }
 
     /// RFC 8656 §7.2 step 8 / §7.3: the client's LIFETIME, at least the default, at most the max.
@@ -1373,6 +1510,9 @@ impl Server {
         }
         let relay = relay_for(alloc, &self.config, peer)?;
         let start = offset + 4;
+        if let Some(a) = self.slots[slot].as_mut() {
+            a.bytes += raw.value.len() as u64;
+        }
         Some(Forward {
             relay,
             peer: PeerAddr(peer),

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use cloudproxy_proto::admission::{Access, AppAccess, Mode, Pool, Verdict};
 use cloudproxy_proto::auth::{rest_password, rest_username};
 use cloudproxy_proto::client::{
     self, Attr, ClientAuth, Response, ALLOCATE, BINDING, CHANNEL_BIND, CREATE_PERMISSION, REFRESH,
@@ -29,6 +30,8 @@ struct Harness {
     password: String,
     /// Commands the server issued, in order.
     seen: Vec<Command>,
+    /// The answer to give to `Command::Admit` (none: leave it waiting).
+    verdict: Option<Verdict>,
 }
 
 fn config(rules: &[&str]) -> ServerConfig {
@@ -62,6 +65,7 @@ impl Harness {
             username,
             password,
             seen: Vec::new(),
+            verdict: None,
         }
     }
 
@@ -91,8 +95,16 @@ impl Harness {
     fn run_commands(&mut self, ok: bool) -> Vec<Command> {
         let mut seen = vec![];
         while let Some(c) = self.server.poll_command() {
-            if let Command::BindRelay { allocation, .. } = &c {
-                self.server.handle_relay_bound(*allocation, ok, self.now);
+            match &c {
+                Command::BindRelay { allocation, .. } => {
+                    self.server.handle_relay_bound(*allocation, ok, self.now);
+                }
+                Command::Admit { allocation, .. } => {
+                    if let Some(v) = self.verdict.clone() {
+                        assert!(self.server.handle_admission(*allocation, v, self.now));
+                    }
+                }
+                Command::CloseRelay { .. } => {}
             }
             seen.push(c);
         }
@@ -765,6 +777,177 @@ fn refusals_of_app_credentials_name_the_app() {
         r.error.unwrap().1,
         "Unauthorized: app 'app1': credential expired"
     );
+}
+
+/// A static-pool relay governed by a control plane, with app1's key; the client uses
+/// `transport` and a credential for channel `room`, user `7`.
+fn governed(transport: Transport, access: &[(&str, AppAccess)]) -> Harness {
+    let mut cfg = config(&["127.0.0.1/32"]);
+    cfg.admission = Some(Pool::Static);
+    cfg.auth = AuthConfig {
+        static_secret: Some(SECRET.to_vec()),
+        app_keys: vec![cloudproxy_proto::AppKey {
+            app_id: "app1".into(),
+            key_id: "k1".into(),
+            secret: b"app-secret".to_vec(),
+            not_after: None,
+        }],
+    };
+    let mut h = Harness::new(cfg);
+    h.client.transport = transport;
+    h.username = rest_username(T0_UNIX + 600, "app1:k1:room:7");
+    h.password = rest_password(b"app-secret", &h.username);
+    let access: Access = access.iter().map(|(a, x)| (a.to_string(), *x)).collect();
+    h.server.set_access(access);
+    h
+}
+
+const TCP_ONLY: AppAccess = AppAccess {
+    force_udp: false,
+    force_tcp: true,
+};
+
+#[test]
+fn admission_refuses_apps_not_enabled_for_the_mode_with_403() {
+    // Enabled for Force TCP only: a UDP client (Force UDP) is refused, naming the mode.
+    let mut h = governed(Transport::Udp, &[("app1", TCP_ONLY)]);
+    let r = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
+    assert_eq!(
+        r.error.unwrap(),
+        (
+            403,
+            "Forbidden: app is not enabled for Force UDP in this region".into()
+        )
+    );
+    assert!(!h.seen.iter().any(|c| matches!(c, Command::Admit { .. })));
+    // Not in the table at all (suspended, deleted): 403 too.
+    let mut h = governed(Transport::Tls, &[]);
+    let r = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
+    assert_eq!(r.error.unwrap().0, 403);
+    // The operator's static secret is not an app's: no admission.
+    let mut h = governed(Transport::Udp, &[]);
+    h.username = rest_username(T0_UNIX + 600, "ops");
+    h.password = rest_password(SECRET, &h.username);
+    h.allocate();
+}
+
+#[test]
+fn admission_waits_for_the_verdict_and_meters_the_allocation() {
+    let mut h = governed(Transport::Tls, &[("app1", TCP_ONLY)]);
+    h.verdict = Some(Verdict::Refused {
+        code: 486,
+        reason: "Allocation Quota Reached: channel 'room' is full".into(),
+    });
+    let r = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
+    assert_eq!(
+        r.error.unwrap(),
+        (
+            486,
+            "Allocation Quota Reached: channel 'room' is full".into()
+        )
+    );
+    let admit = h.seen.iter().find_map(|c| match c {
+        Command::Admit { request, .. } => Some(request.clone()),
+        _ => None,
+    });
+    let admit = admit.expect("an Admit command");
+    assert_eq!(
+        (
+            admit.app_id.as_str(),
+            admit.mode,
+            admit.channel.as_str(),
+            admit.user.as_str()
+        ),
+        ("app1", Mode::ForceTcp, "room", "7")
+    );
+    assert_eq!(h.server.allocation_count(), 0, "a refusal leaves nothing");
+    assert!(!h
+        .seen
+        .iter()
+        .any(|c| matches!(c, Command::BindRelay { .. })));
+
+    // Granted: the relay socket is bound only now, and the allocation is metered.
+    h.verdict = Some(Verdict::Granted { account: 42 });
+    let relay = h.allocate();
+    let r = h.authed(CREATE_PERMISSION, &[Attr::PeerAddress(peer())]);
+    assert!(r.success);
+    assert!(h.peer_packet(relay, peer(), &[7u8; 100]).is_some());
+    let mut usage = vec![];
+    h.server.drain_usage(|a, b| usage.push((a, b)));
+    assert_eq!(usage, [(42, 100)]);
+    h.server
+        .drain_usage(|_, _| panic!("counts reset after a drain"));
+    assert!(h.peer_packet(relay, peer(), &[7u8; 30]).is_some());
+    h.events();
+    // Force TCP disabled at the next sync: the allocation ends, its account closes with the
+    // bytes not yet drained.
+    h.server.set_access(Access::new());
+    assert_eq!(h.server.allocation_count(), 0);
+    let events = h.events();
+    assert!(
+        events.contains(&Event::AccountClosed {
+            account: 42,
+            bytes: 30
+        }),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::AllocationDeleted {
+            reason: cloudproxy_proto::server::DeleteReason::Revoked,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_verdict_for_an_allocation_that_expired_meanwhile_is_refused() {
+    let mut h = governed(Transport::Tls, &[("app1", TCP_ONLY)]);
+    // A first refused Allocate gets the client its nonce.
+    h.verdict = Some(Verdict::Refused {
+        code: 486,
+        reason: "full".into(),
+    });
+    assert_eq!(
+        h.authed(ALLOCATE, &[Attr::RequestedTransportUdp])
+            .error
+            .unwrap()
+            .0,
+        486
+    );
+    // The next one waits for a verdict that does not come in time.
+    h.verdict = None;
+    h.seen.clear();
+    let tid = h.next_tid();
+    let req = client::request(
+        ALLOCATE,
+        tid,
+        &[Attr::RequestedTransportUdp],
+        h.auth.as_ref(),
+    );
+    assert!(h
+        .server
+        .handle_client_input(&req, h.client, h.now)
+        .is_none());
+    h.run_commands(true);
+    assert!(
+        h.server.poll_transmit().is_none(),
+        "no answer before the verdict"
+    );
+    let handle = h.seen.iter().find_map(|c| match c {
+        Command::Admit { allocation, .. } => Some(*allocation),
+        _ => None,
+    });
+    let handle = handle.expect("waiting for admission");
+    h.advance(3600);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert!(!h
+        .server
+        .handle_admission(handle, Verdict::Granted { account: 1 }, h.now));
+    assert!(h
+        .events()
+        .iter()
+        .all(|e| !matches!(e, Event::AccountClosed { .. })));
 }
 
 #[test]

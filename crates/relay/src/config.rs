@@ -38,6 +38,9 @@ pub struct RelayConfig {
     pub drain_timeout: Duration,
     /// SO_RCVBUF / SO_SNDBUF for UDP sockets, in bytes. `None` keeps the OS default.
     pub socket_buffer: Option<usize>,
+    /// The control plane this relay registers with, syncs from, takes admission leases from
+    /// and reports usage to. `None` (the default): a standalone relay with static keys.
+    pub control: Option<crate::link::LinkConfig>,
 }
 
 impl Default for RelayConfig {
@@ -56,6 +59,7 @@ impl Default for RelayConfig {
             max_stream_connections: 10_000,
             drain_timeout: Duration::from_secs(30),
             socket_buffer: None,
+            control: None,
         }
     }
 }

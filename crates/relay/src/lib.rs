@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod tls;
 
 mod config;
+pub mod link;
 mod shard;
 mod stream;
 mod udp;
@@ -50,6 +51,8 @@ pub enum RelayError {
     Tls(#[from] tls::TlsError),
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    #[error("control plane link: {0}")]
+    Control(String),
     #[error("cannot start event loop: {0}")]
     Runtime(#[source] io::Error),
 }
@@ -68,6 +71,7 @@ pub struct Relay {
     controls: Vec<mpsc::UnboundedSender<Control>>,
     threads: Vec<JoinHandle<()>>,
     metrics_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    link: Option<link::Link>,
 }
 
 impl Relay {
@@ -77,9 +81,12 @@ impl Relay {
     }
 
     pub fn start_with_metrics(
-        config: RelayConfig,
+        mut config: RelayConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Relay, RelayError> {
+        if let Some(c) = &config.control {
+            config.server.admission = Some(c.pool);
+        }
         if config.server.relay_ipv4.is_none() && config.server.relay_ipv6.is_none() {
             return Err(RelayError::Config(
                 "no relay address (IPv4 or IPv6) configured",
@@ -190,9 +197,22 @@ impl Relay {
             config.max_stream_connections,
             metrics.stream_connections.clone(),
         ));
+        let (link, mut shard_links) = match config.control.clone() {
+            Some(c) => {
+                let listeners = (addrs.udp.iter().map(|a| ("udp", *a)))
+                    .chain(addrs.tcp.iter().map(|a| ("tcp", *a)))
+                    .chain(addrs.tls.iter().map(|a| ("tls", *a)))
+                    .map(|(t, a)| (t.to_owned(), a))
+                    .collect();
+                let (link, shard_links) = link::start(c, shards, listeners, metrics.clone())?;
+                (Some(link), shard_links.into_iter().map(Some).collect())
+            }
+            None => (None, Vec::new()),
+        };
+        shard_links.resize_with(shards, || None);
         let mut controls = Vec::new();
         let mut threads = Vec::new();
-        for (index, (udp, tcp)) in udp.into_iter().zip(tcp).enumerate() {
+        for ((index, (udp, tcp)), link) in udp.into_iter().zip(tcp).enumerate().zip(shard_links) {
             let (tx, rx) = mpsc::unbounded_channel();
             controls.push(tx);
             let shard = shard::ShardSetup {
@@ -207,6 +227,7 @@ impl Relay {
                 stream_idle_timeout: config.stream_idle_timeout,
                 socket_buffer: config.socket_buffer,
                 control: rx,
+                link,
             };
             let t = std::thread::Builder::new()
                 .name(format!("relay-shard-{index}"))
@@ -253,6 +274,7 @@ impl Relay {
             controls,
             threads,
             metrics_stop,
+            link,
         })
     }
 
@@ -287,6 +309,8 @@ impl Relay {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // After the shards: its last usage report includes everything they relayed.
+        self.link.take();
     }
 }
 

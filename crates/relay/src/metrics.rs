@@ -131,6 +131,17 @@ pub struct Metrics {
     pub stream_connections: Gauge,
     /// `cloudproxy_draining`: 1 while draining (no new allocations), else 0.
     pub draining: Gauge,
+    /// `cloudproxy_control_sync_age_seconds`: seconds since the last successful sync with the
+    /// control plane (-1 before the first). Grows while the control plane is unreachable and
+    /// the relay works from its last good copy.
+    pub control_sync_age: Gauge,
+    /// `cloudproxy_control_sync_failures_total`: sync attempts that failed.
+    pub control_sync_failures: Counter,
+    /// `cloudproxy_control_unchecked_admissions_total`: Force-mode allocations admitted
+    /// without the central quota check because the control plane did not answer in time.
+    pub control_unchecked_admissions: Counter,
+    /// `cloudproxy_usage_reports_pending`: usage reports not yet acknowledged.
+    pub usage_reports_pending: Gauge,
     traffic: [Traffic; 6],
     auth_failures: Counter,
     errors: Family<ErrorLabels, Counter>,
@@ -169,6 +180,32 @@ impl Metrics {
             "cloudproxy_draining",
             "1 while the relay is draining (refusing new allocations), else 0",
             draining.clone(),
+        );
+
+        let control_sync_age = Gauge::default();
+        control_sync_age.set(-1);
+        registry.register(
+            "cloudproxy_control_sync_age_seconds",
+            "Seconds since the last successful control-plane sync (-1: none yet)",
+            control_sync_age.clone(),
+        );
+        let control_sync_failures = Counter::default();
+        registry.register(
+            "cloudproxy_control_sync_failures",
+            "Control-plane sync attempts that failed",
+            control_sync_failures.clone(),
+        );
+        let control_unchecked_admissions = Counter::default();
+        registry.register(
+            "cloudproxy_control_unchecked_admissions",
+            "Force-mode allocations admitted without the central quota check (control plane unreachable)",
+            control_unchecked_admissions.clone(),
+        );
+        let usage_reports_pending = Gauge::default();
+        registry.register(
+            "cloudproxy_usage_reports_pending",
+            "Usage reports not yet acknowledged by the control plane",
+            usage_reports_pending.clone(),
         );
 
         let packets = Family::<TrafficLabels, Counter>::default();
@@ -213,6 +250,10 @@ impl Metrics {
             allocations_created,
             stream_connections,
             draining,
+            control_sync_age,
+            control_sync_failures,
+            control_unchecked_admissions,
+            usage_reports_pending,
             traffic,
             auth_failures,
             errors,
@@ -223,6 +264,11 @@ impl Metrics {
     #[inline]
     pub fn traffic(&self, dir: Direction, transport: Transport) -> &Traffic {
         &self.traffic[traffic_index(dir, transport)]
+    }
+
+    /// Relayed payload bytes so far, every direction and transport.
+    pub fn total_bytes(&self) -> u64 {
+        self.traffic.iter().map(|t| t.bytes.get()).sum()
     }
 
     /// Counts a request refused for bad credentials.

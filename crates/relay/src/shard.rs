@@ -18,6 +18,7 @@ use cloudproxy_proto::{
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
+use crate::link::ToLink;
 use crate::metrics::{Direction, LocalTraffic, Metrics};
 use crate::stream::{ConnectionLimit, StreamSink};
 use crate::{udp, Control};
@@ -34,6 +35,7 @@ pub(crate) struct ShardSetup {
     pub stream_idle_timeout: Duration,
     pub socket_buffer: Option<usize>,
     pub control: mpsc::UnboundedReceiver<Control>,
+    pub link: Option<crate::link::ShardLink>,
 }
 
 /// A relayed transport address and the task reading it.
@@ -60,6 +62,9 @@ pub(crate) struct Shard {
     timer: Rc<Notify>,
     /// The deadline the timer task sleeps until (`None`: it waits for a wake-up).
     armed: Option<Instant>,
+    index: usize,
+    /// To the control-plane link (admissions, usage), when there is one.
+    link: Option<mpsc::UnboundedSender<ToLink>>,
 }
 
 pub(crate) type SharedShard = Rc<RefCell<Shard>>;
@@ -85,7 +90,12 @@ impl ShardSetup {
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let server = Server::new(self.server, self.shared, now, unix, &mut rand::rng());
+        let mut server = Server::new(self.server, self.shared, now, unix, &mut rand::rng());
+        if let Some(link) = &self.link {
+            let d = link.directory.borrow().clone();
+            server.set_app_keys(&d.keys);
+            server.set_access(d.access.clone());
+        }
         let mut listeners = Vec::new();
         for s in self.udp {
             match tokio::net::UdpSocket::from_std(s).and_then(|s| Ok((s.local_addr()?, s))) {
@@ -104,7 +114,12 @@ impl ShardSetup {
             socket_buffer: self.socket_buffer,
             timer: Rc::new(Notify::new()),
             armed: None,
+            index: self.index,
+            link: self.link.as_ref().map(|l| l.tx.clone()),
         }));
+        if let Some(link) = self.link.take() {
+            spawn_link_tasks(&shard, link);
+        }
         for (local, l) in listeners {
             tokio::task::spawn_local(udp::listen(shard.clone(), l, local));
         }
@@ -138,6 +153,57 @@ impl ShardSetup {
         tracing::debug!(shard = self.index, "event loop stopped");
     }
 }
+
+/// The shard's side of the control-plane link: verdicts, directory changes, usage drains.
+fn spawn_link_tasks(shard: &SharedShard, link: crate::link::ShardLink) {
+    let crate::link::ShardLink {
+        tx,
+        mut verdicts,
+        mut directory,
+    } = link;
+    let s = shard.clone();
+    let unused = tx.clone();
+    tokio::task::spawn_local(async move {
+        while let Some((allocation, verdict)) = verdicts.recv().await {
+            let granted = match &verdict {
+                cloudproxy_proto::admission::Verdict::Granted { account } => Some(*account),
+                _ => None,
+            };
+            let mut sh = s.borrow_mut();
+            let taken = sh
+                .server
+                .handle_admission(allocation, verdict, Instant::now());
+            if let (false, Some(account)) = (taken, granted) {
+                let _ = unused.send(ToLink::Unused { account });
+            }
+            sh.flush(&s);
+        }
+    });
+    let s = shard.clone();
+    tokio::task::spawn_local(async move {
+        while directory.changed().await.is_ok() {
+            let d = directory.borrow_and_update().clone();
+            let mut sh = s.borrow_mut();
+            sh.server.set_app_keys(&d.keys);
+            sh.server.set_access(d.access.clone());
+            sh.flush(&s);
+        }
+    });
+    let s = shard.clone();
+    tokio::task::spawn_local(async move {
+        let mut tick = tokio::time::interval(USAGE_DRAIN);
+        loop {
+            tick.tick().await;
+            let mut sh = s.borrow_mut();
+            sh.server.drain_usage(|account, bytes| {
+                let _ = tx.send(ToLink::Usage { account, bytes });
+            });
+        }
+    });
+}
+
+/// How often a shard hands its allocations' byte counts to the link.
+const USAGE_DRAIN: Duration = Duration::from_secs(5);
 
 /// Sleeps until the server's next deadline, or until woken because it may have moved.
 async fn timers(shard: SharedShard) {
@@ -242,6 +308,23 @@ impl Shard {
                     self.server
                         .handle_relay_bound(allocation, ok, Instant::now());
                 }
+                Command::Admit {
+                    allocation,
+                    request,
+                } => match &self.link {
+                    Some(link) => {
+                        let _ = link.send(ToLink::Admit {
+                            shard: self.index,
+                            allocation,
+                            request,
+                        });
+                    }
+                    // Admission without a link cannot be configured; admit rather than hang.
+                    None => {
+                        let v = cloudproxy_proto::admission::Verdict::Granted { account: 0 };
+                        self.server.handle_admission(allocation, v, Instant::now());
+                    }
+                },
                 Command::CloseRelay { v4, v6 } => {
                     for addr in [v4, v6].into_iter().flatten() {
                         if let Some(r) = self.relays.remove(&addr) {
@@ -282,6 +365,11 @@ impl Shard {
                     self.metrics.auth_failure();
                 }
                 Event::ErrorSent { code } => self.metrics.error_sent(code),
+                Event::AccountClosed { account, bytes } => {
+                    if let Some(link) = &self.link {
+                        let _ = link.send(ToLink::Closed { account, bytes });
+                    }
+                }
             }
         }
         while let Some(t) = self.server.poll_transmit() {

@@ -1,0 +1,521 @@
+//! The control plane and relays together, as real processes: an app is created, enabled for
+//! Force TCP in Japan and approved; a relay syncs it; a client allocates through the relay's
+//! TLS listener with the app's credential; usage appears; after suspension the next
+//! allocation is refused; with the control plane gone the relay keeps working and reports
+//! the staleness. A second test holds the proxy-users-per-channel quota across two relays and
+//! lets a crashed relay's lease expire. A third runs two `cloudproxy control` processes on
+//! one PostgreSQL.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cloudproxy_proto::client::{self, Attr, Response, ALLOCATE, CHANNEL_BIND, REFRESH};
+use cloudproxy_proto::token::Token;
+use cloudproxy_sdk::blocking::{Conn, EchoPeer, TurnClient};
+use common::{cloudproxy_bin, http, in_ci, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
+use serde_json::{json, Value};
+
+const OPERATOR: &str = "operator-key-e2e-0123456789";
+const RELAY_KEY: &str = "relay-key-e2e-0123456789";
+const PATIENCE: Duration = Duration::from_secs(30);
+
+struct ControlProc {
+    addr: String,
+    guard: ChildGuard,
+}
+
+fn start_control(database: &str, extra: &[&str]) -> ControlProc {
+    let addr = format!("127.0.0.1:{}", reserve_ports(1, true)[0]);
+    let mut cmd = Command::new(cloudproxy_bin());
+    cmd.args(["control", "--listen", &addr, "--database", database])
+        .args(["--operator-key", OPERATOR, "--relay-key", RELAY_KEY])
+        .args(extra);
+    let (guard, lines) = ChildGuard::spawn("cloudproxy control", cmd).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("control did not start:\n{}", guard.output.text()));
+        if line.starts_with("control http://") {
+            break;
+        }
+    }
+    ControlProc { addr, guard }
+}
+
+fn api(c: &ControlProc, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (code, text) = http(&c.addr, method, path, Some(key), &body);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (code, json)
+}
+
+#[track_caller]
+fn ok(c: &ControlProc, method: &str, path: &str, body: Value) -> Value {
+    let (code, json) = api(c, method, path, OPERATOR, body);
+    assert!((200..300).contains(&code), "{method} {path}: {code} {json}");
+    json
+}
+
+struct RelayProc {
+    tls: SocketAddr,
+    metrics: SocketAddr,
+    guard: ChildGuard,
+}
+
+/// A static-pool relay in Japan with 1-second sync, heartbeat, renewal and usage intervals.
+fn start_relay(control: &ControlProc, edge: &str, tls: &str, dir: &TempDir) -> RelayProc {
+    let config = dir.0.join(format!("{edge}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[control]\nurl = \"http://{}\"\nkey = \"{RELAY_KEY}\"\nedge_id = \"{edge}\"\n\
+             region = \"japan\"\npool = \"static\"\ncapacity_kbps = 1000000\n\
+             sync_interval_secs = 1\nheartbeat_interval_secs = 1\nlease_renew_interval_secs = 1\n\
+             usage_interval_secs = 1\n",
+            control.addr
+        ),
+    )
+    .unwrap();
+    let ports = reserve_ports(3, true);
+    let relay_ports = reserve_ports(20, false);
+    let mut cmd = Command::new(cloudproxy_bin());
+    cmd.arg("relay")
+        .args(["--config", config.to_str().unwrap()])
+        .args(["--udp", &format!("127.0.0.1:{}", ports[0])])
+        .args(["--tcp", &format!("127.0.0.1:{}", ports[2])])
+        .args(["--tls", tls])
+        .args(["--metrics", &format!("127.0.0.1:{}", ports[1])])
+        .args(["--relay-ip", "127.0.0.1", "--allow-peer", "127.0.0.0/8"])
+        .args([
+            "--relay-ports",
+            &format!("{}-{}", relay_ports[0], relay_ports[19]),
+        ])
+        .args(["--shards", "2"])
+        .env("RUST_LOG", "info");
+    let (mut guard, lines) = ChildGuard::spawn(&format!("relay {edge}"), cmd).unwrap();
+    let found = wait_for_listeners(&mut guard, &lines, &["udp", "tls", "metrics"])
+        .unwrap_or_else(|e| panic!("relay {edge} did not start: {e}\n{}", guard.output.text()));
+    let get = |k: &str| found.iter().find(|(n, _)| n == k).unwrap().1;
+    RelayProc {
+        tls: get("tls"),
+        metrics: get("metrics"),
+        guard,
+    }
+}
+
+/// (app id, key id, secret) of a new app.
+fn create_app(c: &ControlProc) -> (String, String, String) {
+    let app = ok(c, "POST", "/v1/apps", json!({"name": "e2e"}));
+    let cred = &app["credentials"];
+    (
+        cred["app_id"].as_str().unwrap().into(),
+        cred["key_id"].as_str().unwrap().into(),
+        cred["secret"].as_str().unwrap().into(),
+    )
+}
+
+/// Submits, approves and activates Force TCP in Japan.
+fn enable_force_tcp(c: &ControlProc, app: &str, channels: u32, proxy_users: u32) {
+    let form = json!({"region": "japan", "sdk": "web", "use_case": "1:1 video call",
+        "max_concurrent_channels": channels, "max_users_per_channel": proxy_users + 1,
+        "max_proxy_users_per_channel": proxy_users, "quality": "720p", "mode": "force_tcp"});
+    let req = ok(c, "POST", &format!("/v1/apps/{app}/requests"), form);
+    let id = req["id"].as_str().unwrap();
+    let approved = ok(c, "POST", &format!("/v1/requests/{id}/approve"), json!({}));
+    assert_eq!(approved["state"], "approved", "{approved}");
+    ok(c, "POST", &format!("/v1/requests/{id}/activate"), json!({}));
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A TURN client over TLS with a user token of the app.
+fn client(
+    relay: SocketAddr,
+    app: &(String, String, String),
+    channel: &str,
+    uid: u32,
+) -> TurnClient {
+    let token = Token::mint(&app.0, &app.1, app.2.as_bytes(), channel, uid, now() + 3600).unwrap();
+    TurnClient {
+        conn: Conn::tls(relay, None),
+        auth: None,
+        tid: 0x5000,
+        username: token.username.clone(),
+        password: token.password.clone(),
+    }
+}
+
+fn allocate(c: &mut TurnClient) -> Response {
+    c.transact(ALLOCATE, &[Attr::RequestedTransportUdp])
+}
+
+/// Retries a fresh allocation until `want(error code or 0)` holds.
+#[track_caller]
+fn allocate_until(
+    mut make: impl FnMut() -> TurnClient,
+    want: impl Fn(u16) -> bool,
+    what: &str,
+) -> (TurnClient, Response) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut c = make();
+        let r = allocate(&mut c);
+        let code = r.error.as_ref().map_or(0, |e| e.0);
+        if want(code) {
+            return (c, r);
+        }
+        assert!(Instant::now() < deadline, "{what}: still {:?}", r.error);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Binds a channel to the echo peer and checks `n` packets come back.
+fn echo(c: &mut TurnClient, peer: SocketAddr, n: usize) -> u64 {
+    let r = c.transact(
+        CHANNEL_BIND,
+        &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer)],
+    );
+    assert!(r.success, "channel bind: {:?}", r.error);
+    let mut bytes = 0;
+    for i in 0..n {
+        let payload = format!("media packet {i:04} ..............................");
+        let frame = client::channel_data(0x4000, payload.as_bytes(), true);
+        c.conn.send(&frame);
+        assert_eq!(c.conn.recv(), frame, "echo {i}");
+        bytes += 2 * payload.len() as u64;
+    }
+    bytes
+}
+
+fn metric(relay: &RelayProc, name: &str) -> i64 {
+    let (_, text) = http(&relay.metrics.to_string(), "GET", "/metrics", None, "");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {name} in\n{text}")) as i64
+}
+
+#[test]
+fn app_enabled_synced_used_metered_and_suspended() {
+    let dir = TempDir::new("e2e-control");
+    let db = format!("sqlite:{}", dir.0.join("control.db").display());
+    let mut control = start_control(&db, &[]);
+    // The relay's TLS on 443 (as root, as in CI), on an address of its own.
+    let relay = start_relay(&control, "jp-static-1", "127.0.0.44:443", &dir);
+    if relay.tls.port() != 443 {
+        assert!(!in_ci(), "CI runs as root: TLS must be on 443");
+        eprintln!("not root: TLS fell back to {}", relay.tls);
+    }
+    let peer = EchoPeer::start("127.0.0.1:0").unwrap();
+    // The relay registers itself: the allow-list of Japan lists its TLS port.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, list) = http(
+            &control.addr,
+            "GET",
+            "/v1/allowlist/japan?format=csv",
+            None,
+            "",
+        );
+        if list.contains("force_tcp,127.0.0.44")
+            && list.contains(&format!(",tcp,{}", relay.tls.port()))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay is not in the allow-list: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let app = create_app(&control);
+    // Synced, but not enabled for Force TCP in Japan: 403, not 401.
+    let (_, r) = allocate_until(
+        || client(relay.tls, &app, "room", 1),
+        |c| c == 403,
+        "403 before enablement",
+    );
+    let reason = r.error.unwrap().1;
+    assert!(reason.contains("not enabled for Force TCP"), "{reason}");
+
+    enable_force_tcp(&control, &app.0, 2, 2);
+    let (mut c, _) = allocate_until(
+        || client(relay.tls, &app, "room", 1),
+        |c| c == 0,
+        "allocation after enablement",
+    );
+    let relayed = echo(&mut c, peer.addr, 40);
+    std::thread::sleep(Duration::from_millis(2200)); // let it be metered for two seconds
+    assert!(c.transact(REFRESH, &[Attr::Lifetime(0)]).success);
+
+    // Usage appears: bytes, minutes (allocation-seconds), tier and peak.
+    let deadline = Instant::now() + PATIENCE;
+    let day = loop {
+        let (_, u) = api(
+            &control,
+            "GET",
+            &format!("/v1/apps/{}/usage", app.0),
+            OPERATOR,
+            Value::Null,
+        );
+        let day = u["days"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["mode"] == "force_tcp").cloned());
+        if let Some(d) =
+            day.filter(|d| d["bytes"].as_u64() >= Some(relayed) && d["seconds"].as_u64() >= Some(2))
+        {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "usage did not appear: {u}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(day["quality"], "720p", "{day}");
+    assert!(day["peak_concurrency"].as_u64() >= Some(1), "{day}");
+    let (code, csv) = http(
+        &control.addr,
+        "GET",
+        &format!("/v1/apps/{}/usage?format=csv", app.0),
+        Some(OPERATOR),
+        "",
+    );
+    assert_eq!(code, 200);
+    assert!(csv.contains(",force_tcp,720p,"), "{csv}");
+
+    // Suspended: the next allocation is refused within the sync interval; a held one ends.
+    let (mut held, _) = allocate_until(
+        || client(relay.tls, &app, "room", 2),
+        |c| c == 0,
+        "second allocation",
+    );
+    ok(
+        &control,
+        "POST",
+        &format!("/v1/apps/{}/suspend", app.0),
+        json!({}),
+    );
+    let (_, r) = allocate_until(
+        || client(relay.tls, &app, "room", 1),
+        |c| c == 401 || c == 403,
+        "refusal after suspension",
+    );
+    eprintln!("after suspension: {:?}", r.error);
+    // Within a sync interval the app's keys leave the relay (401 from then on) and its
+    // allocations end: the relay closes the held allocation's connection.
+    allocate_until(
+        || client(relay.tls, &app, "room", 1),
+        |c| c == 401,
+        "keys gone after suspension",
+    );
+    let Conn::Tls(stream, _) = &mut held.conn else {
+        unreachable!()
+    };
+    let mut buf = [0u8; 64];
+    match std::io::Read::read(stream, &mut buf) {
+        Ok(0) => {}
+        Err(e)
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("the suspended app's allocation is still open: {other:?}"),
+    }
+
+    // Resumed, then the control plane goes away: the relay works from its last good copy
+    // (admitting without the central check) and reports how stale it is.
+    ok(
+        &control,
+        "POST",
+        &format!("/v1/apps/{}/resume", app.0),
+        json!({}),
+    );
+    allocate_until(
+        || client(relay.tls, &app, "room", 1),
+        |c| c == 0,
+        "allocation after resume",
+    );
+    control.guard.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    let (mut c, _) = allocate_until(
+        || client(relay.tls, &app, "room", 3),
+        |c| c == 0,
+        "allocation without the control plane",
+    );
+    echo(&mut c, peer.addr, 5);
+    assert!(metric(&relay, "cloudproxy_control_sync_age_seconds") >= 2);
+    assert!(metric(&relay, "cloudproxy_control_sync_failures_total") >= 1);
+    assert!(metric(&relay, "cloudproxy_control_unchecked_admissions_total") >= 1);
+    drop(relay);
+}
+
+#[test]
+fn proxy_users_per_channel_hold_across_two_relays_and_a_crashed_relay_lets_go() {
+    let dir = TempDir::new("e2e-quota");
+    let db = format!("sqlite:{}", dir.0.join("control.db").display());
+    let control = start_control(&db, &["--lease-ttl", "3"]);
+    let mut r1 = start_relay(&control, "jp-a", "127.0.0.1:0", &dir);
+    let r2 = start_relay(&control, "jp-b", "127.0.0.1:0", &dir);
+    let app = create_app(&control);
+    enable_force_tcp(&control, &app.0, 2, 1);
+    // User 1 holds channel "c" on relay A.
+    let (_held, _) = allocate_until(
+        || client(r1.tls, &app, "c", 1),
+        |c| c == 0,
+        "user 1 on relay A",
+    );
+    // User 2 in the same channel on relay B: 486, naming the limit.
+    let (_, r) = allocate_until(
+        || client(r2.tls, &app, "c", 2),
+        |c| c == 486,
+        "user 2 refused on relay B",
+    );
+    let reason = r.error.unwrap().1;
+    assert!(reason.contains("max_proxy_users_per_channel 1"), "{reason}");
+    // Another channel is fine; a third channel is beyond max_concurrent_channels (2).
+    let _in_d = allocate_until(
+        || client(r2.tls, &app, "d", 2),
+        |c| c == 0,
+        "user 2 in channel d",
+    );
+    let (_, r) = allocate_until(
+        || client(r2.tls, &app, "e", 3),
+        |c| c == 486,
+        "third channel",
+    );
+    assert!(r.error.unwrap().1.contains("max_concurrent_channels 2"));
+    // Relay A crashes: its lease expires (TTL 3 s) and channel c has room again.
+    r1.guard.kill();
+    let started = Instant::now();
+    allocate_until(
+        || client(r2.tls, &app, "c", 4),
+        |c| c == 0,
+        "channel c after relay A crashed",
+    );
+    eprintln!(
+        "channel c freed {:?} after relay A was killed",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn two_control_processes_share_one_postgresql() {
+    let Ok(base) = std::env::var("CLOUDPROXY_TEST_POSTGRES") else {
+        assert!(
+            !in_ci(),
+            "CLOUDPROXY_TEST_POSTGRES must be set under CI (.ci/run starts PostgreSQL)"
+        );
+        eprintln!("SKIPPING: set CLOUDPROXY_TEST_POSTGRES to run the two-process PostgreSQL test");
+        return;
+    };
+    // A database of our own, made with psql.
+    let name = format!("cp_e2e_{}_{}", std::process::id(), now() % 100_000);
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args([base.as_str(), "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    psql(&format!("CREATE DATABASE {name}"));
+    let url = match base.rfind('/') {
+        Some(i) => format!("{}/{name}", &base[..i]),
+        None => panic!("CLOUDPROXY_TEST_POSTGRES has no database part: {base}"),
+    };
+    let a = start_control(&url, &[]);
+    let b = start_control(&url, &[]);
+    // Consistent: what one writes, the other reads.
+    let (app, _, _) = create_app(&a);
+    let seen = ok(&b, "GET", &format!("/v1/apps/{app}"), Value::Null);
+    assert_eq!(seen["id"], app.as_str(), "{seen}");
+    // 10 000 kbit/s of static capacity; each request needs 3 000 (one 720p proxy user).
+    ok(
+        &a,
+        "PUT",
+        "/v1/edges/jp-1",
+        json!({"region": "japan", "pool": "static", "capacity_kbps": 10_000,
+        "listeners": [{"transport": "tls", "ip": "203.0.113.1", "port": 443}]}),
+    );
+    let form = json!({"region": "japan", "sdk": "native", "use_case": "1:1", "max_concurrent_channels": 1,
+        "max_users_per_channel": 2, "max_proxy_users_per_channel": 1, "quality": "720p", "mode": "force_udp"});
+    let ids: Vec<String> = (0..12)
+        .map(|i| {
+            let via = if i % 2 == 0 { &a } else { &b };
+            ok(
+                via,
+                "POST",
+                &format!("/v1/apps/{app}/requests"),
+                form.clone(),
+            )["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    // Approvals race across both processes.
+    let approved: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let via = if i % 2 == 0 { &a } else { &b };
+                s.spawn(move || {
+                    let (code, v) = api(
+                        via,
+                        "POST",
+                        &format!("/v1/requests/{id}/approve"),
+                        OPERATOR,
+                        json!({}),
+                    );
+                    assert_eq!(code, 200, "{v}");
+                    v["state"] == "approved"
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let n = approved.iter().filter(|x| **x).count();
+    assert_eq!(
+        n, 3,
+        "exactly floor(10000 / 3000) approvals fit: {approved:?}"
+    );
+    for c in [&a, &b] {
+        let regions = ok(c, "GET", "/v1/regions", Value::Null);
+        let jp = regions
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["region"] == "japan")
+            .unwrap()
+            .clone();
+        assert_eq!(jp["reserved_kbps"], 9_000, "{jp}");
+    }
+    drop(a);
+    drop(b);
+    psql(&format!("DROP DATABASE {name}"));
+}
