@@ -8,6 +8,7 @@
 //! Exit status: 0 on success (including a signal-initiated stop), 2 for usage and
 //! configuration errors, 1 for everything else.
 
+mod cmd_admin;
 mod cmd_bench;
 mod cmd_control;
 mod cmd_demo;
@@ -74,6 +75,8 @@ enum Command {
     Bench(cmd_bench::BenchArgs),
     /// Run the control plane: apps, Force-mode enablement, regions, edges, the allow-list.
     Control(cmd_control::ControlArgs),
+    /// Manage the control plane over its API: owners, apps, requests, regions, edges, allow-list.
+    Admin(cmd_admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -121,6 +124,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo(args) => cmd_demo::run(args),
         Command::Bench(args) => cmd_bench::run(args),
         Command::Control(args) => cmd_control::run(args),
+        Command::Admin(args) => cmd_admin::run(args),
     }
 }
 

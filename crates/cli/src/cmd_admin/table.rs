@@ -1,0 +1,130 @@
+//! Human output of `cloudproxy admin`: aligned tables and label/value blocks built from the
+//! API's JSON. Reading fields from `serde_json::Value` (rather than typed mirrors of the
+//! server's structs) keeps the CLI working across additive API changes; `--json` prints the
+//! response itself for scripts.
+
+use serde_json::Value;
+
+/// Columns separated by two spaces, each as wide as its widest cell; no trailing spaces.
+pub(super) struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub(super) fn new(headers: &[&'static str]) -> Table {
+        Table {
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub(super) fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.headers.len());
+        self.rows.push(cells);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub(super) fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let headers: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
+        let mut out = String::new();
+        for row in std::iter::once(&headers).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(cell);
+                if i + 1 < row.len() {
+                    line.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `Label  value` lines with the values aligned.
+pub(super) fn fields(pairs: &[(&str, String)]) -> String {
+    let width = pairs
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    pairs
+        .iter()
+        .map(|(label, value)| format!("{label:<width$}  {value}\n"))
+        .collect()
+}
+
+/// A field as text: strings as they are, numbers, `-` for null or missing, lists joined.
+pub(super) fn text(v: &Value, key: &str) -> String {
+    cell(&v[key])
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(" "),
+        other => other.to_string(),
+    }
+}
+
+/// A Unix-seconds field as an RFC 3339 UTC date, `-` when null or missing.
+pub(super) fn date(v: &Value, key: &str) -> String {
+    match v[key].as_i64() {
+        Some(t) => cloudproxy_control::time::rfc3339(t),
+        None => "-".into(),
+    }
+}
+
+/// The elements of a JSON array (none for anything else).
+pub(super) fn items(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_without_trailing_spaces() {
+        let mut t = Table::new(&["ID", "NAME", "STATUS"]);
+        t.row(vec!["a1".into(), "demo".into(), "active".into()]);
+        t.row(vec!["b".into(), "a longer name".into(), "-".into()]);
+        assert_eq!(
+            t.render(),
+            "ID  NAME           STATUS\n\
+             a1  demo           active\n\
+             b   a longer name  -\n"
+        );
+    }
+
+    #[test]
+    fn cells_from_json() {
+        let v = serde_json::json!({"s": "x", "n": 3, "z": null, "l": ["a", 1], "t": 0});
+        assert_eq!(text(&v, "s"), "x");
+        assert_eq!(text(&v, "n"), "3");
+        assert_eq!(text(&v, "z"), "-");
+        assert_eq!(text(&v, "missing"), "-");
+        assert_eq!(text(&v, "l"), "a 1");
+        assert_eq!(date(&v, "t"), "1970-01-01T00:00:00Z");
+        assert_eq!(date(&v, "z"), "-");
+        assert_eq!(
+            fields(&[("ID", "1".into()), ("Name", "n".into())]),
+            "ID    1\nName  n\n"
+        );
+    }
+}
