@@ -162,6 +162,8 @@ struct ControlSection {
     lease_renew_interval_secs: Option<u64>,
     usage_interval_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
+    serve_api: Option<bool>,
+    api_server_name: Option<String>,
 }
 
 const REGIONS: [&str; 6] = [
@@ -456,6 +458,12 @@ fn apply_file(config: &mut RelayConfig, file: FileConfig, path: &Path) -> anyhow
                 if let Some(v) = value {
                     *slot = positive(&format!("control.{name}"), v)?;
                 }
+            }
+            if let Some(b) = c.serve_api {
+                link.serve_api = b;
+            }
+            if let Some(n) = &c.api_server_name {
+                link.api_server_name = Some(n.clone());
             }
         }
     }

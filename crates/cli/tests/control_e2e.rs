@@ -83,7 +83,7 @@ fn start_relay(control: &ControlProc, edge: &str, tls: &str, dir: &TempDir) -> R
             "[control]\nurl = \"http://{}\"\nkey = \"{RELAY_KEY}\"\nedge_id = \"{edge}\"\n\
              region = \"japan\"\npool = \"static\"\ncapacity_kbps = 1000000\n\
              sync_interval_secs = 1\nheartbeat_interval_secs = 1\nlease_renew_interval_secs = 1\n\
-             usage_interval_secs = 1\n",
+             usage_interval_secs = 1\napi_server_name = \"api.cloudproxy.test\"\n",
             control.addr
         ),
     )
@@ -204,6 +204,25 @@ fn echo(c: &mut TurnClient, peer: SocketAddr, n: usize) -> u64 {
     bytes
 }
 
+/// A GET over TLS with this ALPN and server name; the whole response.
+fn https_get(addr: SocketAddr, alpn: Option<&[u8]>, name: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let config = cloudproxy_sdk::tls::insecure_client_config(alpn);
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let conn = rustls::ClientConnection::new(config, server_name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn metric(relay: &RelayProc, name: &str) -> i64 {
     let (_, text) = http(&relay.metrics.to_string(), "GET", "/metrics", None, "");
     text.lines()
@@ -251,6 +270,16 @@ fn app_enabled_synced_used_metered_and_suspended() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The same TLS port serves the control plane's API to HTTP clients: by ALPN, or by SNI.
+    for (alpn, name) in [
+        (Some(b"http/1.1".as_slice()), "localhost"),
+        (None, "api.cloudproxy.test"),
+    ] {
+        let text = https_get(relay.tls, alpn, name, "/v1/allowlist/japan");
+        assert!(text.starts_with("HTTP/1.1 200"), "{alpn:?} {name}: {text}");
+        assert!(text.contains("\"region\":\"japan\""), "{text}");
+    }
+
     let app = create_app(&control);
     // Synced, but not enabled for Force TCP in Japan: 403, not 401.
     let (_, r) = allocate_until(
@@ -268,6 +297,16 @@ fn app_enabled_synced_used_metered_and_suspended() {
         "allocation after enablement",
     );
     let relayed = echo(&mut c, peer.addr, 40);
+    // TURN clients that offer ALPN stun.turn get TURN on the same port as well.
+    let (mut with_alpn, _) = allocate_until(
+        || TurnClient {
+            conn: Conn::tls(relay.tls, Some(b"stun.turn")),
+            ..client(relay.tls, &app, "room", 5)
+        },
+        |c| c == 0,
+        "allocation with ALPN stun.turn",
+    );
+    assert!(with_alpn.transact(REFRESH, &[Attr::Lifetime(0)]).success);
     std::thread::sleep(Duration::from_millis(2200)); // let it be metered for two seconds
     assert!(c.transact(REFRESH, &[Attr::Lifetime(0)]).success);
 

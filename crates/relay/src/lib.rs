@@ -99,10 +99,18 @@ impl Relay {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let api = config.control.as_ref().and_then(|c| {
+            let upstream = c.upstream().filter(|_| c.serve_api)?;
+            Some(Arc::new(stream::ApiRoute {
+                upstream,
+                server_name: c.api_server_name.clone(),
+            }))
+        });
         let tls_config = if config.tls.is_empty() {
             None
         } else {
-            Some(tls::server_config(&config.tls_identity)?)
+            let c = tls::server_config(&config.tls_identity)?;
+            Some(if api.is_some() { tls::with_http(&c) } else { c })
         };
 
         // Bind everything first, shard 0 resolving port 0, the others joining with SO_REUSEPORT.
@@ -221,6 +229,7 @@ impl Relay {
                 udp,
                 tcp,
                 tls: tls_config.clone(),
+                api: api.clone(),
                 shared: shared.clone(),
                 metrics: metrics.clone(),
                 streams: streams.clone(),

@@ -71,6 +71,22 @@ pub struct LinkConfig {
     pub request_timeout: Duration,
     /// Where the last good sync is kept across restarts. `None`: memory only.
     pub cache: Option<PathBuf>,
+    /// Serve the control plane's API on the relay's TLS listeners to HTTP clients, so a
+    /// Force-mode client that may reach only the published addresses can still call it.
+    /// Connections are routed by ALPN (`http/1.1`) or by SNI ([`LinkConfig::api_server_name`]);
+    /// TURN clients (ALPN `stun.turn`, or none) are unaffected. Default true.
+    pub serve_api: bool,
+    /// A TLS server name that means "the API" even without ALPN (e.g. `api.example.com`).
+    pub api_server_name: Option<String>,
+}
+
+impl LinkConfig {
+    /// `host:port` of the control plane, from [`LinkConfig::url`].
+    pub fn upstream(&self) -> Option<String> {
+        let rest = self.url.strip_prefix("http://")?;
+        let authority = rest.split('/').next()?;
+        (!authority.is_empty()).then(|| authority.to_owned())
+    }
 }
 
 impl Default for LinkConfig {
@@ -89,6 +105,8 @@ impl Default for LinkConfig {
             usage_interval: Duration::from_secs(30),
             request_timeout: Duration::from_secs(2),
             cache: None,
+            serve_api: true,
+            api_server_name: None,
         }
     }
 }
@@ -288,6 +306,9 @@ pub(crate) fn start(
     listeners: Vec<(String, SocketAddr)>,
     metrics: Arc<Metrics>,
 ) -> Result<(Link, Vec<ShardLink>), RelayError> {
+    // When another crate of the build turns on reqwest's rustls feature, reqwest needs a
+    // process-wide crypto provider: ours (aws-lc-rs), unless one is installed already.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(cfg.request_timeout)

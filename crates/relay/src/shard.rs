@@ -29,6 +29,7 @@ pub(crate) struct ShardSetup {
     pub udp: Vec<UdpSocket>,
     pub tcp: Vec<(TcpListener, Transport)>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub api: Option<Arc<crate::stream::ApiRoute>>,
     pub shared: Shared,
     pub metrics: Arc<Metrics>,
     pub streams: Arc<ConnectionLimit>,
@@ -135,6 +136,7 @@ impl ShardSetup {
                         l,
                         transport,
                         tls,
+                        self.api.clone(),
                         self.streams.clone(),
                         self.stream_idle_timeout,
                     ));

@@ -114,11 +114,56 @@ impl StreamSink {
     }
 }
 
+/// Where TLS connections that want HTTP go: the control plane's API.
+#[derive(Debug)]
+pub(crate) struct ApiRoute {
+    /// `host:port` of the control plane.
+    pub upstream: String,
+    /// A server name (SNI) that means HTTP even without ALPN.
+    pub server_name: Option<String>,
+}
+
+impl ApiRoute {
+    /// Whether a TLS connection with this ALPN and SNI is an HTTP client.
+    fn wants(&self, alpn: Option<&[u8]>, sni: Option<&str>) -> bool {
+        alpn == Some(crate::tls::ALPN_HTTP1)
+            || (sni.is_some() && sni == self.server_name.as_deref())
+    }
+}
+
+/// Carries an HTTP client's decrypted bytes to the control plane and back.
+async fn splice<S>(mut client: S, route: &ApiRoute, remote: std::net::SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut upstream = match tokio::net::TcpStream::connect(&route.upstream).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(%remote, "API client: cannot reach the control plane at {}: {e}", route.upstream);
+            let body = "{\"error\":{\"code\":\"unavailable\",\"message\":\"the control plane is unreachable from this relay\",\"fields\":[]}}";
+            let answer = format!(
+                "HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.write_all(answer.as_bytes()).await;
+            let _ = client.shutdown().await;
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => tracing::debug!(%remote, up, down, "API client done"),
+        Err(e) => tracing::debug!(%remote, "API client: {e}"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn accept(
     shard: SharedShard,
     listener: TcpListener,
     transport: Transport,
     tls: Option<Arc<rustls::ServerConfig>>,
+    api: Option<Arc<ApiRoute>>,
     limit: Arc<ConnectionLimit>,
     idle: Duration,
 ) {
@@ -152,12 +197,21 @@ pub(crate) async fn accept(
         };
         let shard = shard.clone();
         let acceptor = acceptor.clone();
+        let api = api.clone();
         tokio::task::spawn_local(async move {
             let _slot = slot;
             match acceptor {
                 None => serve(shard, tcp, client, idle).await,
                 Some(acceptor) => match tokio::time::timeout(idle, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => serve(shard, tls, client, idle).await,
+                    Ok(Ok(tls)) => {
+                        let (_, conn) = tls.get_ref();
+                        let route =
+                            api.filter(|r| r.wants(conn.alpn_protocol(), conn.server_name()));
+                        match route {
+                            Some(route) => splice(tls, &route, remote).await,
+                            None => serve(shard, tls, client, idle).await,
+                        }
+                    }
                     Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
                 },

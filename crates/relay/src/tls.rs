@@ -129,6 +129,17 @@ pub fn server_config(identity: &TlsIdentity) -> Result<Arc<rustls::ServerConfig>
     Ok(Arc::new(config))
 }
 
+/// ALPN of HTTP/1.1: with [`with_http`], such clients reach the control plane's API.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// The same server configuration, also offering `http/1.1` (after `stun.turn`, so a client
+/// offering both gets TURN).
+pub fn with_http(config: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
+    let mut c = config.clone();
+    c.alpn_protocols.push(ALPN_HTTP1.to_vec());
+    Arc::new(c)
+}
+
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let iter = CertificateDer::pem_file_iter(path).map_err(|e| cert_error(path, e))?;
     let certs = iter

@@ -284,6 +284,9 @@ pub fn start(url: &str) -> Control {
 }
 
 pub fn client() -> reqwest::Client {
+    // In a workspace build reqwest may have rustls without a provider (cloudproxy admin's
+    // HTTPS): install aws-lc-rs, as the binaries do.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
