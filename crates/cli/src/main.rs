@@ -16,6 +16,7 @@ mod cmd_diagnose;
 mod cmd_join;
 mod cmd_media;
 mod cmd_token;
+mod cmd_up;
 mod config;
 mod creds;
 mod failure;
@@ -57,6 +58,8 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the control plane, a relay and a media service together, with a ready-to-use app.
+    Up(cmd_up::UpArgs),
     /// Run the TURN relay.
     Relay(RelayArgs),
     /// Print TURN REST credentials and a WebRTC iceServers entry.
@@ -122,6 +125,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Join(args) => cmd_join::run(args),
         Command::Diagnose(args) => cmd_diagnose::run(args),
         Command::Demo(args) => cmd_demo::run(args),
+        Command::Up(args) => cmd_up::run(args),
         Command::Bench(args) => cmd_bench::run(args),
         Command::Control(args) => cmd_control::run(args),
         Command::Admin(args) => cmd_admin::run(args),

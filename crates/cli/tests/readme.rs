@@ -1,13 +1,15 @@
-//! The README's two commands, as a newcomer would run them: the run command starts a relay on
-//! embedded defaults that a client can use with the secret it prints, and `.ci/run` calls
-//! exactly the README's test command.
+//! The README's two commands, as a newcomer would run them: the run command (`cloudproxy up`)
+//! starts the control plane, a relay and a media service on embedded defaults and prints a
+//! credential that works at once, and `.ci/run` calls exactly the README's test command.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cloudproxy_proto::client::{Attr, ALLOCATE};
+use cloudproxy_proto::token::Token;
 use cloudproxy_sdk::blocking::{Conn, TurnClient};
 use common::{cloudproxy_bin, in_ci, wait_for_listeners, ChildGuard};
 
@@ -34,7 +36,7 @@ fn ci_runs_exactly_the_readme_test_command() {
 }
 
 #[test]
-fn readme_run_command_serves_turn_on_embedded_defaults() {
+fn readme_run_command_brings_everything_up_on_embedded_defaults() {
     let readme = readme();
     let line = readme
         .lines()
@@ -43,63 +45,69 @@ fn readme_run_command_serves_turn_on_embedded_defaults() {
     let args: Vec<&str> = line[RUN.len()..].split_whitespace().collect();
     assert_eq!(
         args,
-        ["relay"],
+        ["up"],
         "the run command takes no flags: embedded defaults"
     );
 
+    // A fresh working directory, as on a fresh machine: `up` keeps its state there.
+    let dir = common::TempDir::new("readme-up");
     let mut cmd = Command::new(cloudproxy_bin());
-    cmd.args(&args).env("NO_COLOR", "1");
-    let (mut guard, lines) = ChildGuard::spawn("cloudproxy relay (README)", cmd).unwrap();
-    let found = match wait_for_listeners(&mut guard, &lines, &["udp", "tcp", "tls", "metrics"]) {
-        Ok(found) => found,
-        Err(why) => {
+    cmd.args(&args).current_dir(&dir.0).env("NO_COLOR", "1");
+    let (mut guard, lines) = ChildGuard::spawn("cloudproxy up (README)", cmd).unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.iter().any(|l| l == "ready") {
+        if let Some(status) = guard.try_wait() {
             let out = guard.output.text();
             if out.contains("Address already in use") && !in_ci() {
                 eprintln!(
-                    "\n*** SKIPPED readme_run_command_serves_turn_on_embedded_defaults: the default \
-                     ports (3478, 443, 9478) are taken on this machine:\n{out}\n"
+                    "\n*** SKIPPED readme_run_command_brings_everything_up_on_embedded_defaults: \
+                     a default port (8480, 7000, 3478, 443, 9478) is taken here:\n{out}\n"
                 );
                 return;
             }
-            panic!("the README's relay did not start: {why}\n{out}");
+            panic!("cloudproxy up exited with {status}:\n{out}");
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left.min(Duration::from_millis(200))) {
+            Ok(l) => seen.push(l),
+            Err(_) if Instant::now() < deadline => {}
+            Err(_) => panic!("cloudproxy up is not ready:\n{}", guard.output.text()),
+        }
+    }
+    let value = |key: &str| {
+        seen.iter()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no '{key}' line in {seen:?}"))
+            .to_owned()
     };
-    let get = |k: &str| found.iter().find(|(n, _)| n == k).map(|(_, a)| *a).unwrap();
-    assert_eq!(get("udp"), "127.0.0.1:3478".parse().unwrap());
-    assert_eq!(get("tcp"), "127.0.0.1:3478".parse().unwrap());
+    assert_eq!(value("control"), "http://127.0.0.1:8480");
+    assert_eq!(value("udp"), "127.0.0.1:3478");
+    assert_eq!(value("media"), "127.0.0.1:7000");
+    let tls: SocketAddr = value("tls").parse().unwrap();
     assert!(
-        [443, 5349].contains(&get("tls").port()),
+        [443, 5349].contains(&tls.port()),
         "TLS on 443 or the fallback 5349"
     );
-    assert_eq!(get("metrics"), "127.0.0.1:9478".parse().unwrap());
-
-    // The secret it generated is printed on stderr.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let secret = loop {
-        let out = guard.output.text();
-        if let Some(s) = out
-            .lines()
-            .find_map(|l| l.split("generated a static secret for this run: ").nth(1))
-        {
-            break s.trim().to_owned();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no generated secret:\n{out}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let app = value("app");
+    let token = Token::decode(&value("token")).expect("a token");
+    assert_eq!(token.claims().unwrap().app_id, app);
+    // The printed credential works at once, in both Force modes: TURN over TLS and over UDP.
     for conn in [
-        Conn::udp(get("udp")),
-        Conn::tcp(get("tcp")),
-        Conn::tls(get("tls"), None),
+        Conn::tls(tls, None),
+        Conn::udp(value("udp").parse().unwrap()),
     ] {
-        let mut c = TurnClient::with_secret(conn, &secret);
+        let mut c = TurnClient {
+            conn,
+            auth: None,
+            tid: 0x7000,
+            username: token.username.clone(),
+            password: token.password.clone(),
+        };
         let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
-        assert!(r.success, "{:?}", r.error);
+        assert!(r.success, "{:?}\n{}", r.error, guard.output.text());
         assert_eq!(r.relayed[0].ip().to_string(), "127.0.0.1");
     }
-    let mut wrong = TurnClient::with_secret(Conn::udp(get("udp")), "not-the-secret");
-    let r = wrong.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
-    assert_eq!(r.error.unwrap().0, 401);
+    // And the state is where a newcomer looks for it.
+    assert!(dir.0.join("cloudproxy-data/operator.key").exists());
 }

@@ -320,24 +320,7 @@ pub(crate) fn start(
             cfg.url
         )));
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(RelayError::Runtime)?;
-    // The first sync, or the cache, before any shard starts.
-    let (initial, synced) = match rt.block_on(fetch_directory(&http, &cfg)) {
-        Ok((d, raw)) => {
-            metrics.control_sync_age.set(0);
-            write_cache(&cfg, &raw);
-            (Some(d), true)
-        }
-        Err(e) => {
-            metrics.control_sync_failures.inc();
-            tracing::warn!("control plane sync failed at start: {e}");
-            (read_cache(&cfg), false)
-        }
-    };
-    let (publish, directory) = watch::channel(Arc::new(initial.unwrap_or_default()));
+    let (publish, directory) = watch::channel(Arc::new(Directory::default()));
     let (tx, rx) = mpsc::unbounded_channel();
     let mut verdict_txs = Vec::new();
     let mut shard_links = Vec::new();
@@ -367,7 +350,7 @@ pub(crate) fn start(
         metrics,
         publish,
         verdicts: verdict_txs,
-        last_sync: synced.then(Instant::now),
+        last_sync: None,
         registered: false,
         accounts: HashMap::new(),
         next_account: 1,
@@ -378,13 +361,53 @@ pub(crate) fn start(
         listeners,
     };
     let (stop, stopped) = oneshot::channel();
+    // The thread makes the first sync (or reads the cache) before anything else, and `start`
+    // waits for that, so shards start with the current keys. All async work happens on the
+    // new thread: `start` may be called from inside another runtime.
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), RelayError>>(1);
     let thread = std::thread::Builder::new()
         .name("relay-control-link".into())
         .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(RelayError::Runtime(e)));
+                    return;
+                }
+            };
+            let mut init = init;
+            match rt.block_on(fetch_directory(&init.http, &init.cfg)) {
+                Ok((d, raw)) => {
+                    init.metrics.control_sync_age.set(0);
+                    init.last_sync = Some(Instant::now());
+                    write_cache(&init.cfg, &raw);
+                    init.publish.send_replace(Arc::new(d));
+                }
+                Err(e) => {
+                    init.metrics.control_sync_failures.inc();
+                    tracing::warn!("control plane sync failed at start: {e}");
+                    if let Some(d) = read_cache(&init.cfg) {
+                        init.publish.send_replace(Arc::new(d));
+                    }
+                }
+            }
+            let _ = ready_tx.send(Ok(()));
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, run(Rc::new(RefCell::new(init)), rx, stopped));
         })
         .map_err(RelayError::Runtime)?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(RelayError::Control(
+                "the control link thread ended during start".into(),
+            ))
+        }
+    }
     Ok((
         Link {
             stop: Some(stop),

@@ -1,0 +1,348 @@
+//! `cloudproxy up`: the control plane, a relay and a media service together on this machine,
+//! on embedded defaults (SQLite, self-signed TLS, localhost ports), with a ready-to-use app.
+//!
+//! State lives in `--data-dir` (default `./cloudproxy-data`): the control plane's SQLite
+//! database, the operator key (so `cloudproxy admin` works across runs), the demo app's
+//! credential and the relay's last good sync. On the first run the demo app is created and
+//! enabled for Force UDP and Force TCP in the region; later runs reuse it.
+//!
+//! What it prints on stdout, one per line, for scripts: `control URL`, the relay's `udp`,
+//! `tcp`, `tls` and `metrics` listeners, `media ADDR`, `app APP_ID`, `token TOKEN`, then
+//! `ready`. A human summary with a `cloudproxy join` line follows.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use cloudproxy_control::{Control, ControlConfig};
+use cloudproxy_media::driver::{MediaConfig, MediaService};
+use cloudproxy_proto::admission::Pool;
+use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
+use cloudproxy_proto::token::Token;
+use cloudproxy_proto::{AppKey, AuthConfig};
+use cloudproxy_relay::link::LinkConfig;
+use cloudproxy_relay::{Relay, RelayConfig};
+use serde_json::{json, Value};
+
+use crate::failure::Failure;
+
+/// The relay's edge id at its own control plane.
+const EDGE_ID: &str = "local-1";
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct UpArgs {
+    /// Where the database, the operator key and the demo app's credential are kept.
+    #[arg(long, value_name = "DIR", default_value = "cloudproxy-data")]
+    data_dir: PathBuf,
+    /// The region the relay serves and the demo app is enabled in.
+    #[arg(long, default_value = "japan")]
+    region: String,
+    /// The control plane's HTTP API.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8480")]
+    control: SocketAddr,
+    /// The media service's UDP address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
+    media: SocketAddr,
+    /// The relay's listeners: UDP and TCP on this address, TLS on --tls.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3478")]
+    turn: SocketAddr,
+    /// The relay's TLS listener (443 needs root; falls back to 5349).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:443")]
+    tls: SocketAddr,
+    /// The relay's metrics endpoint.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9478")]
+    metrics: SocketAddr,
+}
+
+pub(crate) fn run(args: UpArgs) -> Result<(), Failure> {
+    let (rt, mut term, mut int) = crate::signals::install().map_err(Failure::Runtime)?;
+    let running = rt.block_on(up(&args)).map_err(Failure::Runtime)?;
+    rt.block_on(async {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    });
+    running.relay.stop();
+    running.media.stop();
+    running.control.stop();
+    Ok(())
+}
+
+struct Running {
+    control: Control,
+    relay: Relay,
+    media: MediaService,
+}
+
+/// The demo app's credential, as kept in the data directory.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DemoApp {
+    app_id: String,
+    key_id: String,
+    secret: String,
+}
+
+async fn up(args: &UpArgs) -> anyhow::Result<Running> {
+    let dir = &args.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let operator_key = match std::fs::read_to_string(dir.join("operator.key")) {
+        Ok(k) => k.trim().to_owned(),
+        Err(_) => {
+            let key = format!(
+                "cpo_{:032x}{:032x}",
+                rand::random::<u128>(),
+                rand::random::<u128>()
+            );
+            write_private(&dir.join("operator.key"), &key)?;
+            key
+        }
+    };
+    let database = format!("sqlite:{}", dir.join("control.db").display());
+    let control = Control::start(ControlConfig {
+        listen: args.control,
+        database: database.clone(),
+        operator_key: Some(operator_key.clone()),
+        ..ControlConfig::default()
+    })
+    .with_context(|| {
+        format!(
+            "starting the control plane on {} with {database}",
+            args.control
+        )
+    })?;
+    let base = format!("http://{}", control.local_addr());
+    let api = Api::new(&base, &operator_key)?;
+
+    let app = demo_app(&api, dir).await?;
+    let key = AppKey {
+        app_id: app.app_id.clone(),
+        key_id: app.key_id.clone(),
+        secret: app.secret.clone().into_bytes(),
+        not_after: None,
+    };
+    let media = MediaService::start(MediaConfig {
+        listen: vec![args.media],
+        auth: AuthConfig {
+            static_secret: None,
+            app_keys: vec![key],
+        },
+        ..MediaConfig::default()
+    })
+    .with_context(|| format!("starting the media service on {}", args.media))?;
+    let media_addr = media.local_addrs()[0];
+
+    let mut relay_config = RelayConfig {
+        udp: vec![args.turn],
+        tcp: vec![args.turn],
+        tls: vec![args.tls],
+        metrics: Some(args.metrics),
+        control: Some(LinkConfig {
+            url: base.clone(),
+            key: operator_key.clone(),
+            edge_id: EDGE_ID.into(),
+            region: args.region.clone(),
+            pool: Pool::Static,
+            capacity_kbps: 1_000_000,
+            sync_interval: Duration::from_secs(2),
+            usage_interval: Duration::from_secs(10),
+            cache: Some(dir.join("relay-sync.json")),
+            ..LinkConfig::default()
+        }),
+        ..RelayConfig::default()
+    };
+    relay_config.server.peer_policy = PeerPolicy::new([PeerRule {
+        net: media_addr.ip().into(),
+        ports: media_addr.port()..=media_addr.port(),
+    }]);
+    let relay = Relay::start(relay_config).context("starting the relay")?;
+    let addrs = relay.local_addrs().clone();
+
+    // The relay registers itself (its capacity makes approval possible), then the demo app is
+    // enabled for both Force modes here, and the relay's next sync picks that up.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while api.get(&format!("/v1/edges/{EDGE_ID}")).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("the relay did not register with the control plane");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut changed = false;
+    for mode in ["force_udp", "force_tcp"] {
+        changed |= enable(&api, &app.app_id, &args.region, mode).await?;
+    }
+    if changed {
+        // One sync interval, and a little.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+
+    let expiry = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 86_400;
+    let token = Token::mint(
+        &app.app_id,
+        &app.key_id,
+        app.secret.as_bytes(),
+        "demo-room",
+        1,
+        expiry,
+    )
+    .context("minting a token")?
+    .encode();
+
+    let mut out = String::new();
+    out.push_str(&format!("control {base}\n"));
+    for (kind, list) in [
+        ("udp", &addrs.udp),
+        ("tcp", &addrs.tcp),
+        ("tls", &addrs.tls),
+    ] {
+        for a in list {
+            out.push_str(&format!("{kind} {a}\n"));
+        }
+    }
+    if let Some(m) = addrs.metrics {
+        out.push_str(&format!("metrics {m}\n"));
+    }
+    out.push_str(&format!(
+        "media {media_addr}\napp {}\ntoken {token}\nready\n",
+        app.app_id
+    ));
+    let tls = addrs.tls.first().copied();
+    let udp = addrs.udp.first().copied();
+    out.push_str(&format!(
+        "\ncloudproxy is up: control plane, relay (static pool, {region}) and media service.\n\
+         \x20 operator key: {key_file} (for cloudproxy admin: --key \"$(cat {key_file})\")\n\
+         \x20 app {app_id}: Force UDP and Force TCP active in {region}; the token above is for\n\
+         \x20 channel demo-room, uid 1, valid 24 h. Try:\n\
+         \x20   cloudproxy join --media {media_addr} --app-id {app_id} --channel demo-room --uid 1 \\\n\
+         \x20     --token '{token}' --mode tcp --proxy {tls}\n\
+         \x20   (or --mode udp --proxy {udp})\n\
+         \x20 allow-list: {base}/allowlist   usage: cloudproxy admin usage {app_id}\n",
+        region = args.region,
+        key_file = dir.join("operator.key").display(),
+        app_id = app.app_id,
+        tls = tls.map_or("-".into(), |a| a.to_string()),
+        udp = udp.map_or("-".into(), |a| a.to_string()),
+    ));
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes())?;
+    stdout.flush()?;
+    Ok(Running {
+        control,
+        relay,
+        media,
+    })
+}
+
+/// The demo app of an earlier run, or a new one.
+async fn demo_app(api: &Api, dir: &Path) -> anyhow::Result<DemoApp> {
+    let file = dir.join("demo-app.json");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let app: DemoApp = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a demo app credential", file.display()))?;
+        if api.get(&format!("/v1/apps/{}", app.app_id)).await.is_ok() {
+            return Ok(app);
+        }
+        tracing::warn!(
+            "the demo app in {} is gone; creating a new one",
+            file.display()
+        );
+    }
+    let created = api.post("/v1/apps", json!({"name": "demo"})).await?;
+    let c = &created["credentials"];
+    let app = DemoApp {
+        app_id: c["app_id"].as_str().unwrap_or_default().to_owned(),
+        key_id: c["key_id"].as_str().unwrap_or_default().to_owned(),
+        secret: c["secret"].as_str().unwrap_or_default().to_owned(),
+    };
+    write_private(&file, &serde_json::to_string_pretty(&app)?)?;
+    Ok(app)
+}
+
+/// Makes sure `app` has an active enablement for `mode` in `region`; true if it changed.
+async fn enable(api: &Api, app: &str, region: &str, mode: &str) -> anyhow::Result<bool> {
+    let requests = api.get(&format!("/v1/apps/{app}/requests")).await?;
+    let active = requests.as_array().is_some_and(|rs| {
+        rs.iter()
+            .any(|r| r["region"] == region && r["mode"] == mode && r["state"] == "active")
+    });
+    if active {
+        return Ok(false);
+    }
+    let form = json!({"region": region, "sdk": "native", "use_case": "cloudproxy up demo",
+        "max_concurrent_channels": 10, "max_users_per_channel": 10,
+        "max_proxy_users_per_channel": 10, "quality": "720p", "mode": mode});
+    let r = api.post(&format!("/v1/apps/{app}/requests"), form).await?;
+    let id = r["id"].as_str().unwrap_or_default().to_owned();
+    let approved = api
+        .post(&format!("/v1/requests/{id}/approve"), json!({}))
+        .await?;
+    if approved["state"] != "approved" {
+        bail!(
+            "the demo app's {mode} request was not approved: {}",
+            approved["reason"]
+        );
+    }
+    api.post(&format!("/v1/requests/{id}/activate"), json!({}))
+        .await?;
+    Ok(true)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// A minimal client of the local control plane.
+struct Api {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(base: &str, key: &str) -> anyhow::Result<Api> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        Ok(Api {
+            base: base.to_owned(),
+            key: key.to_owned(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+        })
+    }
+
+    async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+        let resp = req
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .with_context(|| what.to_owned())?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{what}: {status}: {}", body["error"]["message"]);
+        }
+        Ok(body)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.call(req, &format!("GET {path}")).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let req = self.http.post(format!("{}{path}", self.base)).json(&body);
+        self.call(req, &format!("POST {path}")).await
+    }
+}
