@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cloudproxy_proto::client::{Attr, ALLOCATE};
 use cloudproxy_proto::token::Token;
 use cloudproxy_sdk::blocking::{Conn, TurnClient};
-use common::{cloudproxy_bin, in_ci, wait_for_listeners, ChildGuard};
+use common::{cloudproxy_bin, in_ci, ChildGuard};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const RUN: &str = "cargo run --release -p cloudproxy -- ";
