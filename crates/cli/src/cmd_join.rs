@@ -66,6 +66,11 @@ pub(crate) struct JoinArgs {
     /// attempt timeout gives the sequential strategy: wait for a path to fail, then try the next.
     #[arg(long, default_value_t = 250)]
     stagger_ms: u64,
+    /// Before joining, refresh the Force mode's proxies from this region's published
+    /// allow-list, fetched through the given proxies (in-band over UDP for udp, HTTPS on the
+    /// TLS listener for tcp).
+    #[arg(long, value_name = "REGION")]
+    refresh_proxies: Option<String>,
     /// JSON lines (the default output is JSON lines too; kept for scripts that pass it).
     #[arg(long)]
     json: bool,
@@ -143,6 +148,19 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
             }
         }
     });
+    if let Some(region) = &args.refresh_proxies {
+        match client.refresh_proxies(region, &args.token).await {
+            Ok(_) => {
+                let p = client.proxies();
+                print(json!({"event": "proxies_refreshed", "region": region,
+                    "udp": p.udp, "tls": p.tls}));
+            }
+            Err(e) => {
+                print(json!({"event": "error", "message": e.to_string()}));
+                return Err(Failure::Runtime(e.into()));
+            }
+        }
+    }
     let info = match client.join(&args.channel, args.uid, &args.token).await {
         Ok(info) => info,
         Err(SdkError::Join(e)) => {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cloudproxy_proto::client::{self, Attr, Response, ALLOCATE, CHANNEL_BIND, REFRESH};
 use cloudproxy_proto::token::Token;
 use cloudproxy_sdk::blocking::{Conn, EchoPeer, TurnClient};
+use cloudproxy_sdk::{signal, Client, ClientConfig, CloudProxyType};
 use common::{cloudproxy_bin, http, in_ci, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
 use serde_json::{json, Value};
 
@@ -69,6 +70,7 @@ fn ok(c: &ControlProc, method: &str, path: &str, body: Value) -> Value {
 }
 
 struct RelayProc {
+    udp: SocketAddr,
     tls: SocketAddr,
     metrics: SocketAddr,
     guard: ChildGuard,
@@ -109,6 +111,7 @@ fn start_relay(control: &ControlProc, edge: &str, tls: &str, dir: &TempDir) -> R
         .unwrap_or_else(|e| panic!("relay {edge} did not start: {e}\n{}", guard.output.text()));
     let get = |k: &str| found.iter().find(|(n, _)| n == k).unwrap().1;
     RelayProc {
+        udp: get("udp"),
         tls: get("tls"),
         metrics: get("metrics"),
         guard,
@@ -309,6 +312,54 @@ fn app_enabled_synced_used_metered_and_suspended() {
     assert!(with_alpn.transact(REFRESH, &[Attr::Lifetime(0)]).success);
     std::thread::sleep(Duration::from_millis(2200)); // let it be metered for two seconds
     assert!(c.transact(REFRESH, &[Attr::Lifetime(0)]).success);
+
+    // Signaling through the published addresses only: the SDK refreshes its proxies from the
+    // region's allow-list in-band over UDP (Force UDP) and over HTTPS on TLS (Force TCP).
+    let token = Token::mint(&app.0, &app.1, app.2.as_bytes(), "room", 9, now() + 600)
+        .unwrap()
+        .encode();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (mode, proxy) in [
+        (CloudProxyType::UdpProxy, relay.udp),
+        (CloudProxyType::TcpProxy, relay.tls),
+    ] {
+        let mut config = ClientConfig::new("127.0.0.1:9".parse().unwrap());
+        config.proxies.udp = vec![relay.udp];
+        config.proxies.tls = vec![relay.tls];
+        let (mut sdk, _events) = Client::new(config).unwrap();
+        sdk.set_cloud_proxy(mode).unwrap();
+        let published = rt
+            .block_on(sdk.refresh_proxies("japan", &token))
+            .unwrap_or_else(|e| panic!("{mode:?} via {proxy}: {e}"));
+        assert_eq!(published.udp, [relay.udp], "{mode:?}");
+        assert_eq!(published.tls, [relay.tls], "{mode:?}");
+    }
+    // In-band, only the public read-only paths are served, and only with a valid credential.
+    let (user, pass) = cloudproxy_proto::token::split(&token).unwrap();
+    let f = rt
+        .block_on(signal::fetch_udp(
+            relay.udp,
+            user,
+            pass,
+            "/v1/sync/apps",
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    assert_eq!(f.status, 403, "{}", String::from_utf8_lossy(&f.body));
+    let e = rt.block_on(signal::fetch_udp(
+        relay.udp,
+        user,
+        "wrong",
+        "/v1/allowlist/japan",
+        Duration::from_secs(5),
+    ));
+    assert!(
+        matches!(e, Err(signal::SignalError::Unauthorized { .. })),
+        "{e:?}"
+    );
 
     // Usage appears: bytes, minutes (allocation-seconds), tier and peak.
     let deadline = Instant::now() + PATIENCE;

@@ -104,7 +104,7 @@ impl Harness {
                         assert!(self.server.handle_admission(*allocation, v, self.now));
                     }
                 }
-                Command::CloseRelay { .. } => {}
+                Command::CloseRelay { .. } | Command::Signal { .. } => {}
             }
             seen.push(c);
         }
@@ -972,4 +972,63 @@ fn permissions_per_allocation_are_capped_with_508() {
         h.authed(CREATE_PERMISSION, &[Attr::PeerAddress(again)])
             .success
     );
+}
+
+#[test]
+fn signal_requests_are_authenticated_then_handed_to_the_driver() {
+    use cloudproxy_proto::server::{ATTR_SIGNAL_PATH, SIGNAL};
+    let mut h = Harness::new(config(&[]));
+    let path = b"/v1/allowlist/japan";
+    // First the 401 dance (authed does it with an Allocate), then the signed request.
+    let _ = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
+    let tid = h.next_tid();
+    let req = client::request(
+        SIGNAL,
+        tid,
+        &[Attr::Raw(ATTR_SIGNAL_PATH, path)],
+        h.auth.as_ref(),
+    );
+    assert!(h
+        .server
+        .handle_client_input(&req, h.client, h.now)
+        .is_none());
+    assert!(h.server.poll_transmit().is_none(), "waits for the driver");
+    let cmd = h.server.poll_command().expect("a Signal command");
+    let Command::Signal { request, path: p } = cmd else {
+        panic!("{cmd:?}")
+    };
+    assert_eq!(p, "/v1/allowlist/japan");
+    h.server
+        .handle_signal_response(request, 200, b"{\"rows\":[]}");
+    let t = h.server.poll_transmit().unwrap();
+    let r = client::parse(&t.data, h.auth.as_ref().map(|a| &a.key)).unwrap();
+    assert!(r.success, "{r:?}");
+    assert_eq!(r.integrity_ok, Some(true));
+    assert_eq!(r.data.as_deref(), Some(b"{\"rows\":[]}".as_slice()));
+    // A second answer for the same handle is ignored; errors carry the status.
+    h.server.handle_signal_response(request, 200, b"again");
+    assert!(h.server.poll_transmit().is_none());
+    let tid = h.next_tid();
+    let req = client::request(
+        SIGNAL,
+        tid,
+        &[Attr::Raw(ATTR_SIGNAL_PATH, path)],
+        h.auth.as_ref(),
+    );
+    h.server.handle_client_input(&req, h.client, h.now);
+    let Some(Command::Signal { request, .. }) = h.server.poll_command() else {
+        panic!()
+    };
+    h.server
+        .handle_signal_response(request, 404, b"Not Found: region 'mars'");
+    let t = h.server.poll_transmit().unwrap();
+    let r = client::parse(&t.data, h.auth.as_ref().map(|a| &a.key)).unwrap();
+    assert_eq!(r.error, Some((404, "Not Found: region 'mars'".into())));
+    // Unsigned: challenged, nothing handed on.
+    let tid = h.next_tid();
+    let req = client::request(SIGNAL, tid, &[Attr::Raw(ATTR_SIGNAL_PATH, path)], None);
+    h.server.handle_client_input(&req, h.client, h.now);
+    assert!(h.server.poll_command().is_none());
+    let t = h.server.poll_transmit().unwrap();
+    assert_eq!(client::parse(&t.data, None).unwrap().error.unwrap().0, 401);
 }

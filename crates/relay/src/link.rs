@@ -33,7 +33,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cloudproxy_proto::admission::{Access, AdmitRequest, AppAccess, Mode, Pool, Verdict};
-use cloudproxy_proto::server::AllocationHandle;
+use cloudproxy_proto::server::{AllocationHandle, SignalHandle};
 use cloudproxy_proto::AppKey;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -140,12 +140,35 @@ pub(crate) enum ToLink {
         account: u64,
         bytes: u64,
     },
+    /// A client's in-band request for a read-only API path.
+    Signal {
+        shard: usize,
+        request: SignalHandle,
+        path: String,
+    },
+}
+
+/// From the link to a shard.
+#[derive(Debug)]
+pub(crate) enum FromLink {
+    Verdict(AllocationHandle, Verdict),
+    Signal(SignalHandle, u16, Vec<u8>),
+}
+
+/// The paths a client may fetch in-band: the public, read-only ones.
+pub fn signal_path_allowed(path: &str) -> bool {
+    let public = path.starts_with("/v1/allowlist") || path.starts_with("/v1/proxies?");
+    public
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'#' && b != b'\\')
+        && !path.contains("..")
 }
 
 /// A shard's end of the link.
 pub(crate) struct ShardLink {
     pub tx: mpsc::UnboundedSender<ToLink>,
-    pub verdicts: mpsc::UnboundedReceiver<(AllocationHandle, Verdict)>,
+    pub verdicts: mpsc::UnboundedReceiver<FromLink>,
     pub directory: watch::Receiver<Arc<Directory>>,
 }
 
@@ -283,7 +306,7 @@ struct State {
     http: reqwest::Client,
     metrics: Arc<Metrics>,
     publish: watch::Sender<Arc<Directory>>,
-    verdicts: Vec<mpsc::UnboundedSender<(AllocationHandle, Verdict)>>,
+    verdicts: Vec<mpsc::UnboundedSender<FromLink>>,
     last_sync: Option<Instant>,
     registered: bool,
     accounts: HashMap<u64, Account>,
@@ -679,6 +702,13 @@ fn handle(state: &Shared, msg: ToLink) {
         ToLink::Unused { account } => end_account(state, account, 0),
         ToLink::Usage { account, bytes } => add_bytes(&mut state.borrow_mut(), account, bytes),
         ToLink::Closed { account, bytes } => end_account(state, account, bytes),
+        ToLink::Signal {
+            shard,
+            request,
+            path,
+        } => {
+            tokio::task::spawn_local(signal(state.clone(), shard, request, path));
+        }
     }
 }
 
@@ -816,7 +846,45 @@ async fn admit(state: Shared, shard: usize, allocation: AllocationHandle, reques
     };
     let s = state.borrow();
     if let Some(tx) = s.verdicts.get(shard) {
-        let _ = tx.send((allocation, verdict));
+        let _ = tx.send(FromLink::Verdict(allocation, verdict));
+    }
+}
+
+/// Fetches a client's in-band request from the control plane.
+async fn signal(state: Shared, shard: usize, request: SignalHandle, path: String) {
+    let (status, body) = if signal_path_allowed(&path) {
+        let req = {
+            let s = state.borrow();
+            s.http.get(url(&s, &path))
+        };
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                if (200..300).contains(&status) {
+                    (status, body)
+                } else {
+                    let message = serde_json::from_slice::<ErrorBody>(&body).map_or_else(
+                        |_| format!("control plane answered {status}"),
+                        |e| e.error.message,
+                    );
+                    (status, message.into_bytes())
+                }
+            }
+            Err(e) => {
+                tracing::debug!("in-band request {path}: {e}");
+                (
+                    502,
+                    b"Bad Gateway: the control plane is unreachable from this relay".to_vec(),
+                )
+            }
+        }
+    } else {
+        (403, b"Forbidden: only the public read-only paths (/v1/allowlist, /v1/proxies) are served in-band".to_vec())
+    };
+    let s = state.borrow();
+    if let Some(tx) = s.verdicts.get(shard) {
+        let _ = tx.send(FromLink::Signal(request, status, body));
     }
 }
 
@@ -977,6 +1045,16 @@ async fn send_reports(state: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_public_paths_are_signaled() {
+        assert!(signal_path_allowed("/v1/allowlist/japan?format=csv"));
+        assert!(signal_path_allowed("/v1/proxies?region=japan"));
+        assert!(!signal_path_allowed("/v1/sync/apps"));
+        assert!(!signal_path_allowed("/v1/apps"));
+        assert!(!signal_path_allowed("/v1/allowlist/../sync/apps"));
+        assert!(!signal_path_allowed("/v1/allowlist/japan HTTP/1.1\r\nX: y"));
+    }
 
     #[test]
     fn days() {

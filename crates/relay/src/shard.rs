@@ -166,17 +166,24 @@ fn spawn_link_tasks(shard: &SharedShard, link: crate::link::ShardLink) {
     let s = shard.clone();
     let unused = tx.clone();
     tokio::task::spawn_local(async move {
-        while let Some((allocation, verdict)) = verdicts.recv().await {
-            let granted = match &verdict {
-                cloudproxy_proto::admission::Verdict::Granted { account } => Some(*account),
-                _ => None,
-            };
+        while let Some(msg) = verdicts.recv().await {
             let mut sh = s.borrow_mut();
-            let taken = sh
-                .server
-                .handle_admission(allocation, verdict, Instant::now());
-            if let (false, Some(account)) = (taken, granted) {
-                let _ = unused.send(ToLink::Unused { account });
+            match msg {
+                crate::link::FromLink::Verdict(allocation, verdict) => {
+                    let granted = match &verdict {
+                        cloudproxy_proto::admission::Verdict::Granted { account } => Some(*account),
+                        _ => None,
+                    };
+                    let taken = sh
+                        .server
+                        .handle_admission(allocation, verdict, Instant::now());
+                    if let (false, Some(account)) = (taken, granted) {
+                        let _ = unused.send(ToLink::Unused { account });
+                    }
+                }
+                crate::link::FromLink::Signal(request, status, body) => {
+                    sh.server.handle_signal_response(request, status, &body);
+                }
             }
             sh.flush(&s);
         }
@@ -326,6 +333,20 @@ impl Shard {
                         let v = cloudproxy_proto::admission::Verdict::Granted { account: 0 };
                         self.server.handle_admission(allocation, v, Instant::now());
                     }
+                },
+                Command::Signal { request, path } => match &self.link {
+                    Some(link) => {
+                        let _ = link.send(ToLink::Signal {
+                            shard: self.index,
+                            request,
+                            path,
+                        });
+                    }
+                    None => self.server.handle_signal_response(
+                        request,
+                        404,
+                        b"Not Found: no control plane behind this relay",
+                    ),
                 },
                 Command::CloseRelay { v4, v6 } => {
                     for addr in [v4, v6].into_iter().flatten() {

@@ -164,6 +164,82 @@ impl Client {
         self.set_cloud_proxy(CloudProxyType::None)
     }
 
+    /// Refreshes this mode's proxy list from the region's published allow-list, fetched
+    /// through a proxy this client may already reach: in-band over UDP in Force UDP, HTTPS on
+    /// the TLS listener in Force TCP. The new list replaces the configured one when it is not
+    /// empty (announced address changes reach clients that may reach nothing else); each
+    /// configured proxy is tried in turn. Auto has nothing to refresh this way.
+    pub async fn refresh_proxies(
+        &mut self,
+        region: &str,
+        token: &str,
+    ) -> Result<Proxies, SdkError> {
+        if self.session.is_some() {
+            return Err(SdkError::InChannel);
+        }
+        let path = format!("/v1/allowlist/{region}");
+        let timeout = self.config.attempt_timeout;
+        let mut why = Vec::new();
+        let list = match self.mode {
+            CloudProxyType::UdpProxy => &self.config.proxies.udp,
+            CloudProxyType::TcpProxy => &self.config.proxies.tls,
+            CloudProxyType::None => return Err(SdkError::NoProxies("published")),
+        };
+        if list.is_empty() {
+            return Err(SdkError::NoProxies(
+                if self.mode == CloudProxyType::UdpProxy {
+                    "UDP"
+                } else {
+                    "TLS"
+                },
+            ));
+        }
+        for &proxy in list {
+            let fetched = if self.mode == CloudProxyType::UdpProxy {
+                let (username, password) = cloudproxy_proto::token::split(token)
+                    .map_err(|e| SdkError::BadToken(e.to_string()))?;
+                crate::signal::fetch_udp(proxy, username, password, &path, timeout).await
+            } else {
+                let name = self
+                    .config
+                    .tls_server_name
+                    .clone()
+                    .unwrap_or_else(|| proxy.ip().to_string());
+                crate::signal::fetch_tls(proxy, &self.tls, &name, &path, timeout).await
+            };
+            match fetched {
+                Ok(f) if f.status == 200 => {
+                    let published = crate::signal::published_proxies(&f.body)
+                        .map_err(|e| SdkError::Refresh(e.to_string()))?;
+                    let fresh = match self.mode {
+                        CloudProxyType::UdpProxy => &published.udp,
+                        _ => &published.tls,
+                    };
+                    if !fresh.is_empty() {
+                        let target = match self.mode {
+                            CloudProxyType::UdpProxy => &mut self.config.proxies.udp,
+                            _ => &mut self.config.proxies.tls,
+                        };
+                        *target = fresh.clone();
+                    }
+                    return Ok(published);
+                }
+                Ok(f) => why.push(format!(
+                    "{proxy}: {} {}",
+                    f.status,
+                    String::from_utf8_lossy(&f.body)
+                )),
+                Err(e) => why.push(e.to_string()),
+            }
+        }
+        Err(SdkError::Refresh(why.join("; ")))
+    }
+
+    /// The proxies this client would use now.
+    pub fn proxies(&self) -> &Proxies {
+        &self.config.proxies
+    }
+
     fn emit(&self, e: Event) {
         let _ = self.events.send(e);
     }

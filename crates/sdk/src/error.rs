@@ -134,6 +134,8 @@ pub enum SdkError {
     Join(JoinError),
     #[error("the connection to the channel was lost and could not be restored")]
     Disconnected,
+    #[error("could not refresh the published proxies: {0}")]
+    Refresh(String),
 }
 
 /// Every path failed: each one tried, and why.

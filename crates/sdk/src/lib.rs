@@ -33,6 +33,7 @@ mod media;
 pub mod mode;
 mod pipe;
 mod probe;
+pub mod signal;
 pub mod tls;
 
 pub use client::{Client, ClientConfig, JoinInfo, Proxies, Received, SessionStats};
