@@ -333,6 +333,49 @@ fn operator_and_owner_take_an_app_to_force_tcp_in_japan() {
     let out = admin(url, op, &["edges", "delete", "tokyo-2"]).ok();
     assert!(out.starts_with("Edge tokyo-2 deleted.\n"), "{out}");
     assert!(out.contains("allow-list japan version 3"), "{out}");
+
+    // Usage, as a relay reports it (the operator's key may act as a relay).
+    let report = format!(
+        r#"{{"report_id":"admin-test-1","relay_id":"tokyo-1","records":[{{"app_id":"{app_id}","day":"2026-11-28","mode":"force_tcp","quality":"720p","seconds":90,"bytes":4096,"peak_concurrency":2}}]}}"#
+    );
+    let addr = url.strip_prefix("http://").unwrap();
+    let (code, body) = common::http(addr, "POST", "/v1/usage", op, &report);
+    assert_eq!(code, 200, "{body}");
+    let out = admin(
+        url,
+        owner,
+        &[
+            "usage",
+            &app_id,
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-30",
+            "--csv",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        out,
+        "day,mode,quality,minutes,bytes,peak_concurrency\n2026-11-28,force_tcp,720p,1.50,4096,2\n"
+    );
+    let out = admin(
+        url,
+        owner,
+        &[
+            "usage",
+            &app_id,
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-30",
+        ],
+    )
+    .ok();
+    assert!(
+        out.contains("2026-11-28") && out.contains("1.5") && out.contains("4096"),
+        "{out}"
+    );
 }
 
 #[test]
