@@ -23,6 +23,8 @@
 //!
 //! - the **operator** key (configuration, or generated and printed at start) manages
 //!   everything: owners, every app, approvals, regions, edges;
+//! - the **relay** key (configuration, optional) may only call what relays call (marked
+//!   "relay" below; the operator's key may too);
 //! - an **app owner** key (`POST /v1/owners` returns one) manages only that owner's apps and
 //!   their requests.
 //!
@@ -38,7 +40,12 @@
 //! | `POST /v1/requests/{id}/suspend`, `…/resume`, `…/revoke` | operator | the rest of the lifecycle |
 //! | `GET /v1/regions` | operator | capacity, reservations, relays per region |
 //! | `PUT/GET/DELETE /v1/edges/{id}`, `GET /v1/edges` | operator | relay registration |
-//! | `GET /v1/sync/apps` | operator | keys (with secrets) and active enablements for relays |
+//! | `GET /v1/sync/apps` | relay | keys (with secrets), app status and active enablements |
+//! | `POST /v1/leases`, `…/renew`, `…/release` | relay | admission leases (403, 409 `quota_exceeded`) |
+//! | `POST /v1/usage` | relay | a usage report, applied once per `report_id` |
+//! | `POST /v1/edges/{id}/heartbeat` | relay | load and allocations; silent relays leave selection |
+//! | `GET /v1/proxies?region=` | public | the Auto-mode list: three least-loaded live dynamic relays |
+//! | `GET /v1/apps/{id}/usage` | both | per-day usage, `?from=&to=&format=csv` |
 //! | `GET /v1/allowlist[/{region}[/history]]`, `GET /allowlist` | public | the allow-list table: JSON, `?format=csv|nftables|iptables`, history, HTML |
 //!
 //! Errors all have one shape ([`error`]): 400 names each bad field (`max_users_per_channel`,
@@ -60,20 +67,12 @@
 //! - [`api`]: axum handlers, authentication, JSON bodies with field-named errors, OpenAPI.
 //! - [`Control`]: the server on its own thread and runtime.
 //!
-//! ## Still to do for issue 4
+//! ## Relays
 //!
-//! - `cloudproxy control` and `cloudproxy admin …` in crates/cli (flags/env: `--listen`,
-//!   `--database`, `--operator-key`; print the generated key).
-//! - Relay sync on the relay side (fetch `/v1/sync/apps`, keep the last good copy, staleness
-//!   metric), a relay role key, and the documented bound for a deleted app's credentials to
-//!   stop working (sync interval + grace).
-//! - Heartbeats with load, dropping silent relays from selection; the Auto-mode dynamic proxy
-//!   list endpoint.
-//! - Central admission with expiring leases (proxy users per channel, concurrent channels,
-//!   486), and the relay's 403 for apps not active for a mode/region.
-//! - Usage metering: idempotent reports, per-day aggregates, `GET /v1/apps/{id}/usage` + CSV.
-//! - Serving the API on the relay's TLS 443 (ALPN/SNI) and Force-UDP in-band signaling.
-//! - `cloudproxy up`, the two-process PostgreSQL test and the end-to-end test.
+//! The relay side lives in `cloudproxy_relay::link`: registration at start, sync every 5 s
+//! (a deleted or suspended app's credentials stop working within one interval), leases for
+//! Force-mode allocations (TTL [`ControlConfig::lease_ttl`], renewed every 10 s), usage
+//! reports every 30 s, heartbeats every 10 s.
 
 pub mod allowlist;
 pub mod api;
