@@ -29,7 +29,14 @@ struct ControlProc {
 }
 
 fn start_control(database: &str, extra: &[&str]) -> ControlProc {
-    let addr = format!("127.0.0.1:{}", reserve_ports(1, true)[0]);
+    start_control_on(
+        format!("127.0.0.1:{}", reserve_ports(1, true)[0]),
+        database,
+        extra,
+    )
+}
+
+fn start_control_on(addr: String, database: &str, extra: &[&str]) -> ControlProc {
     let mut cmd = Command::new(cloudproxy_bin());
     cmd.args(["control", "--listen", &addr, "--database", database])
         .args(["--operator-key", OPERATOR, "--relay-key", RELAY_KEY])
@@ -337,6 +344,29 @@ fn app_enabled_synced_used_metered_and_suspended() {
         assert_eq!(published.udp, [relay.udp], "{mode:?}");
         assert_eq!(published.tls, [relay.tls], "{mode:?}");
     }
+    // Auto: the dynamic list, chosen by load, over HTTPS from a relay's TLS listener.
+    let listeners = json!([{"transport": "tls", "ip": "198.51.100.7", "port": 443}]);
+    ok(
+        &control,
+        "PUT",
+        "/v1/edges/jp-dyn-1",
+        json!({"region": "japan", "pool": "dynamic",
+        "capacity_kbps": 1000, "listeners": listeners}),
+    );
+    ok(
+        &control,
+        "POST",
+        "/v1/edges/jp-dyn-1/heartbeat",
+        json!({"load_kbps": 10, "allocations": 1}),
+    );
+    let mut config = ClientConfig::new("127.0.0.1:9".parse().unwrap());
+    config.proxies.auto = vec![relay.tls];
+    let (mut sdk, _events) = Client::new(config).unwrap();
+    let fetched = rt.block_on(sdk.refresh_proxies("japan", &token)).unwrap();
+    let dynamic: SocketAddr = "198.51.100.7:443".parse().unwrap();
+    assert_eq!(fetched.auto, [dynamic]);
+    assert_eq!(sdk.proxies().auto, [dynamic]);
+
     // In-band, only the public read-only paths are served, and only with a valid credential.
     let (user, pass) = cloudproxy_proto::token::split(&token).unwrap();
     let f = rt
@@ -446,6 +476,26 @@ fn app_enabled_synced_used_metered_and_suspended() {
         |c| c == 0,
         "allocation after resume",
     );
+    let usage_bytes = |c: &ControlProc| {
+        let (_, u) = api(
+            c,
+            "GET",
+            &format!("/v1/apps/{}/usage", app.0),
+            OPERATOR,
+            Value::Null,
+        );
+        u["days"].as_array().map_or(0, |d| {
+            d.iter()
+                .filter(|d| d["mode"] == "force_tcp")
+                .map(|d| d["bytes"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        })
+    };
+    assert_eq!(
+        usage_bytes(&control),
+        relayed,
+        "usage so far is the echo traffic, once"
+    );
     control.guard.kill();
     std::thread::sleep(Duration::from_secs(3));
     let (mut c, _) = allocate_until(
@@ -453,10 +503,34 @@ fn app_enabled_synced_used_metered_and_suspended() {
         |c| c == 0,
         "allocation without the control plane",
     );
-    echo(&mut c, peer.addr, 5);
+    let during_outage = echo(&mut c, peer.addr, 5);
+    assert!(c.transact(REFRESH, &[Attr::Lifetime(0)]).success);
     assert!(metric(&relay, "cloudproxy_control_sync_age_seconds") >= 2);
     assert!(metric(&relay, "cloudproxy_control_sync_failures_total") >= 1);
     assert!(metric(&relay, "cloudproxy_control_unchecked_admissions_total") >= 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        metric(&relay, "cloudproxy_usage_reports_pending") >= 1,
+        "usage waits for the control plane"
+    );
+    // The control plane comes back (same database and address): the queued usage arrives,
+    // all of it and once.
+    let control = start_control_on(control.addr.clone(), &db, &[]);
+    let deadline = Instant::now() + PATIENCE;
+    while usage_bytes(&control) < relayed + during_outage {
+        assert!(
+            Instant::now() < deadline,
+            "usage from the outage did not arrive"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        usage_bytes(&control),
+        relayed + during_outage,
+        "no report counted twice"
+    );
+    assert_eq!(metric(&relay, "cloudproxy_usage_reports_pending"), 0);
     drop(relay);
 }
 

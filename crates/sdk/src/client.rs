@@ -164,11 +164,16 @@ impl Client {
         self.set_cloud_proxy(CloudProxyType::None)
     }
 
-    /// Refreshes this mode's proxy list from the region's published allow-list, fetched
-    /// through a proxy this client may already reach: in-band over UDP in Force UDP, HTTPS on
-    /// the TLS listener in Force TCP. The new list replaces the configured one when it is not
-    /// empty (announced address changes reach clients that may reach nothing else); each
-    /// configured proxy is tried in turn. Auto has nothing to refresh this way.
+    /// Refreshes this mode's proxy list through a proxy this client may already reach:
+    ///
+    /// - Force UDP: the region's published allow-list, in-band over the relay's UDP port;
+    /// - Force TCP: the same over HTTPS on the relay's TLS listener;
+    /// - Auto: `GET /v1/proxies?region=` over HTTPS on a known Auto proxy's TLS listener —
+    ///   the dynamic relays the control plane picks by load for this session.
+    ///
+    /// The new list replaces the configured one when it is not empty (announced address
+    /// changes reach clients that may reach nothing else); each configured proxy is tried in
+    /// turn. Returns what was fetched.
     pub async fn refresh_proxies(
         &mut self,
         region: &str,
@@ -177,24 +182,29 @@ impl Client {
         if self.session.is_some() {
             return Err(SdkError::InChannel);
         }
-        let path = format!("/v1/allowlist/{region}");
         let timeout = self.config.attempt_timeout;
-        let mut why = Vec::new();
-        let list = match self.mode {
-            CloudProxyType::UdpProxy => &self.config.proxies.udp,
-            CloudProxyType::TcpProxy => &self.config.proxies.tls,
-            CloudProxyType::None => return Err(SdkError::NoProxies("published")),
+        let (list, path, what) = match self.mode {
+            CloudProxyType::UdpProxy => (
+                &self.config.proxies.udp,
+                format!("/v1/allowlist/{region}"),
+                "UDP",
+            ),
+            CloudProxyType::TcpProxy => (
+                &self.config.proxies.tls,
+                format!("/v1/allowlist/{region}"),
+                "TLS",
+            ),
+            CloudProxyType::None => (
+                &self.config.proxies.auto,
+                format!("/v1/proxies?region={region}"),
+                "Auto",
+            ),
         };
         if list.is_empty() {
-            return Err(SdkError::NoProxies(
-                if self.mode == CloudProxyType::UdpProxy {
-                    "UDP"
-                } else {
-                    "TLS"
-                },
-            ));
+            return Err(SdkError::NoProxies(what));
         }
-        for &proxy in list {
+        let mut why = Vec::new();
+        for &proxy in list.clone().iter() {
             let fetched = if self.mode == CloudProxyType::UdpProxy {
                 let (username, password) = cloudproxy_proto::token::split(token)
                     .map_err(|e| SdkError::BadToken(e.to_string()))?;
@@ -207,30 +217,36 @@ impl Client {
                     .unwrap_or_else(|| proxy.ip().to_string());
                 crate::signal::fetch_tls(proxy, &self.tls, &name, &path, timeout).await
             };
-            match fetched {
-                Ok(f) if f.status == 200 => {
-                    let published = crate::signal::published_proxies(&f.body)
-                        .map_err(|e| SdkError::Refresh(e.to_string()))?;
-                    let fresh = match self.mode {
-                        CloudProxyType::UdpProxy => &published.udp,
-                        _ => &published.tls,
-                    };
-                    if !fresh.is_empty() {
-                        let target = match self.mode {
-                            CloudProxyType::UdpProxy => &mut self.config.proxies.udp,
-                            _ => &mut self.config.proxies.tls,
-                        };
-                        *target = fresh.clone();
-                    }
-                    return Ok(published);
+            let f = match fetched {
+                Ok(f) if f.status == 200 => f,
+                Ok(f) => {
+                    why.push(format!(
+                        "{proxy}: {} {}",
+                        f.status,
+                        String::from_utf8_lossy(&f.body)
+                    ));
+                    continue;
                 }
-                Ok(f) => why.push(format!(
-                    "{proxy}: {} {}",
-                    f.status,
-                    String::from_utf8_lossy(&f.body)
-                )),
-                Err(e) => why.push(e.to_string()),
+                Err(e) => {
+                    why.push(e.to_string());
+                    continue;
+                }
+            };
+            let parsed = if self.mode == CloudProxyType::None {
+                crate::signal::auto_proxies(&f.body)
+            } else {
+                crate::signal::published_proxies(&f.body)
+            };
+            let fetched = parsed.map_err(|e| SdkError::Refresh(e.to_string()))?;
+            let (fresh, target) = match self.mode {
+                CloudProxyType::UdpProxy => (&fetched.udp, &mut self.config.proxies.udp),
+                CloudProxyType::TcpProxy => (&fetched.tls, &mut self.config.proxies.tls),
+                CloudProxyType::None => (&fetched.auto, &mut self.config.proxies.auto),
+            };
+            if !fresh.is_empty() {
+                *target = fresh.clone();
             }
+            return Ok(fetched);
         }
         Err(SdkError::Refresh(why.join("; ")))
     }

@@ -8,7 +8,8 @@
 //!   authenticated with the user's token ([`fetch_udp`]); the relay fetches the path from the
 //!   control plane and answers with the body (up to 1100 bytes).
 //!
-//! [`published_proxies`] turns an allow-list answer into proxy addresses.
+//! [`published_proxies`] turns an allow-list answer into proxy addresses, [`auto_proxies`] the
+//! Auto-mode list (`GET /v1/proxies?region=`, fetched over HTTPS from an Auto proxy).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -228,6 +229,34 @@ pub fn published_proxies(allowlist_json: &[u8]) -> Result<crate::Proxies, Signal
     Ok(out)
 }
 
+/// Auto-mode proxies from `GET /v1/proxies?region=` (JSON): each relay's TLS listeners, in
+/// the control plane's order (least loaded first), in [`crate::Proxies::auto`].
+pub fn auto_proxies(json: &[u8]) -> Result<crate::Proxies, SignalError> {
+    #[derive(serde::Deserialize)]
+    struct List {
+        proxies: Vec<Proxy>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Proxy {
+        listeners: Vec<Listener>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Listener {
+        transport: String,
+        ip: IpAddr,
+        port: u16,
+    }
+    let list: List =
+        serde_json::from_slice(json).map_err(|e| SignalError::AllowList(e.to_string()))?;
+    let mut out = crate::Proxies::default();
+    for p in list.proxies {
+        for l in p.listeners.into_iter().filter(|l| l.transport == "tls") {
+            out.auto.push(SocketAddr::new(l.ip, l.port));
+        }
+    }
+    Ok(out)
+}
+
 /// The addresses of `ip` or `ip/len` (none when there are more than 16).
 fn hosts(s: &str) -> Result<Vec<IpAddr>, String> {
     let (ip, len) = match s.split_once('/') {
@@ -278,6 +307,18 @@ mod tests {
         );
         assert_eq!(s(&p.tls), ["[2001:db8::1]:443", "[2001:db8::1]:5349"]);
         assert!(published_proxies(b"{}").is_err());
+    }
+
+    #[test]
+    fn auto_lists_give_tls_listeners_in_order() {
+        let json = br#"{"region":"japan","proxies":[
+            {"id":"b","load":0.1,"listeners":[{"transport":"udp","ip":"198.51.100.2","port":3478},
+                                               {"transport":"tls","ip":"198.51.100.2","port":443}]},
+            {"id":"a","load":0.9,"listeners":[{"transport":"tls","ip":"198.51.100.1","port":443}]}]}"#;
+        let p = auto_proxies(json).unwrap();
+        let s: Vec<String> = p.auto.iter().map(ToString::to_string).collect();
+        assert_eq!(s, ["198.51.100.2:443", "198.51.100.1:443"]);
+        assert!(p.udp.is_empty() && p.tls.is_empty());
     }
 
     #[test]
