@@ -70,6 +70,20 @@ pub struct Lease {
     pub quality: QualityTier,
 }
 
+/// Binds a lease's eight columns, in table order, to `$1`…`$8`.
+macro_rules! bind_lease {
+    ($q:expr, $l:expr, $expires:expr) => {
+        $q.bind(&$l.lease_id)
+            .bind(&$l.app_id)
+            .bind($l.region.as_str())
+            .bind($l.mode.as_str())
+            .bind(&$l.channel)
+            .bind(&$l.user)
+            .bind(&$l.relay_id)
+            .bind($expires)
+    };
+}
+
 impl Store {
     /// Grants a lease for `l`, or refuses: [`StoreError::Forbidden`] when the app is not
     /// active for that mode in that region, [`StoreError::Quota`] when the channel is full
@@ -173,19 +187,15 @@ impl Store {
                     }
                 }
             }
-            sqlx::query(
-                "INSERT INTO leases (id, app_id, region, mode, channel, user_id, relay_id, \
-                 expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+            bind_lease!(
+                sqlx::query(
+                    "INSERT INTO leases (id, app_id, region, mode, channel, user_id, relay_id, \
+                     expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+                ),
+                l,
+                expires_at
             )
-            .bind(&l.lease_id)
-            .bind(&l.app_id)
-            .bind(l.region.as_str())
-            .bind(l.mode.as_str())
-            .bind(&l.channel)
-            .bind(&l.user)
-            .bind(&l.relay_id)
-            .bind(expires_at)
             .execute(&mut *tx)
             .await?;
             // The central count is the exact concurrency across relays: keep the day's peak.
@@ -229,20 +239,16 @@ impl Store {
                 .await?;
             let mut renewed = 0;
             for l in leases {
-                let done = sqlx::query(
-                    "INSERT INTO leases (id, app_id, region, mode, channel, user_id, relay_id, \
-                     expires_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
-                     WHERE EXISTS (SELECT 1 FROM apps WHERE id = $2) \
-                     ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+                let done = bind_lease!(
+                    sqlx::query(
+                        "INSERT INTO leases (id, app_id, region, mode, channel, user_id, \
+                         relay_id, expires_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+                         WHERE EXISTS (SELECT 1 FROM apps WHERE id = $2) \
+                         ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+                    ),
+                    l,
+                    expires_at
                 )
-                .bind(&l.lease_id)
-                .bind(&l.app_id)
-                .bind(l.region.as_str())
-                .bind(l.mode.as_str())
-                .bind(&l.channel)
-                .bind(&l.user)
-                .bind(&l.relay_id)
-                .bind(expires_at)
                 .execute(&mut *tx)
                 .await?;
                 renewed += done.rows_affected();
