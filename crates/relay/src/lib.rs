@@ -10,6 +10,7 @@
 pub mod metrics;
 pub mod tls;
 
+mod batch;
 mod config;
 mod shard;
 mod stream;

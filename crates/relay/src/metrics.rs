@@ -131,6 +131,9 @@ pub struct Metrics {
     pub stream_connections: Gauge,
     /// `cloudproxy_draining`: 1 while draining (no new allocations), else 0.
     pub draining: Gauge,
+    /// `cloudproxy_send_dropped_total`: datagrams the kernel refused to send (a send buffer
+    /// that stayed full, or an error about that datagram) and that were therefore dropped.
+    pub send_dropped: Counter,
     traffic: [Traffic; 6],
     auth_failures: Counter,
     errors: Family<ErrorLabels, Counter>,
@@ -169,6 +172,13 @@ impl Metrics {
             "cloudproxy_draining",
             "1 while the relay is draining (refusing new allocations), else 0",
             draining.clone(),
+        );
+
+        let send_dropped = Counter::default();
+        registry.register(
+            "cloudproxy_send_dropped",
+            "Relayed datagrams dropped because the kernel refused to send them",
+            send_dropped.clone(),
         );
 
         let packets = Family::<TrafficLabels, Counter>::default();
@@ -213,6 +223,7 @@ impl Metrics {
             allocations_created,
             stream_connections,
             draining,
+            send_dropped,
             traffic,
             auth_failures,
             errors,
