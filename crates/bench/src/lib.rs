@@ -79,6 +79,7 @@ pub mod driver;
 pub mod echo;
 pub mod error;
 mod flow;
+pub mod forward;
 pub mod histogram;
 pub mod link;
 pub mod phase;
