@@ -36,11 +36,13 @@ if not (os.path.exists(CERT) and os.path.exists(KEY)):
                     "-out", CERT, "-days", "30", "-subj", "/CN=localhost"],
                    check=True, capture_output=True)
 
+# Relay port ranges stay below the kernel's ephemeral range (32768-60999), which the
+# generator's own sockets use: 10,000 allocations need 10,000 ports each.
 def ours():
     return [BIN, "relay", "--udp", "127.0.0.1:29478", "--tcp", "127.0.0.1:29478",
             "--tls", "127.0.0.1:29479", "--cert", CERT, "--key", KEY,
             "--static-secret", SECRET, "--realm", "r",
-            "--allow-peer", "127.0.0.1/32", "--no-metrics", "--relay-ports", "30000-39999",
+            "--allow-peer", "127.0.0.1/32", "--no-metrics", "--relay-ports", "5000-15999",
             "--shards", "2", "--log-level", "warn"]
 
 def coturn():
@@ -48,7 +50,7 @@ def coturn():
             "--listening-port=28478", "--tls-listening-port=28479", f"--cert={CERT}",
             f"--pkey={KEY}", "--use-auth-secret", f"--static-auth-secret={SECRET}",
             "--realm=r", "--allow-loopback-peers", "--no-cli", "--no-dtls",
-            "--no-tcp-relay", "--min-port=40000", "--max-port=49999", "--relay-threads=2",
+            "--no-tcp-relay", "--min-port=16000", "--max-port=26999", "--relay-threads=2",
             "--no-software-attribute", "--log-file=/dev/null", "--no-stdout-log", "--simple-log"]
 
 def forwarder():
