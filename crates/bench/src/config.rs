@@ -159,6 +159,14 @@ pub struct Config {
     pub hold: Duration,
     /// Where the echo peer binds. Default: the loopback address of the server's family.
     pub peer_ip: Option<IpAddr>,
+    /// The echo peer's port. Default 0: any free port.
+    pub peer_port: u16,
+    /// No TURN: `server` is a plain UDP forwarder ([`crate::forward`]) that passes each
+    /// client's datagrams to the echo peer (on [`Config::peer_port`]) and back unchanged.
+    /// Every "allocation" is then one connected UDP socket, with no set-up and no refreshes;
+    /// this measures the ceiling a relay built on the same system calls could reach.
+    /// Default false.
+    pub raw: bool,
     /// Requested send and receive buffer of every socket. Default 4 MiB (forced past
     /// `rmem_max` when the process may, as root may).
     pub socket_buffer: usize,
@@ -184,6 +192,8 @@ impl Config {
             setup_only: false,
             hold: Duration::ZERO,
             peer_ip: None,
+            peer_port: 0,
+            raw: false,
             socket_buffer: 4 << 20,
             search: Search::default(),
         }

@@ -34,7 +34,8 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
     sys::raise_fd_limit();
     let slot = (4 + config.size + 3).max(2048);
     let ip = config.peer_ip();
-    let echo = EchoPeer::start(ip, config.echo_threads, config.socket_buffer, slot)
+    let at = std::net::SocketAddr::new(ip, config.peer_port);
+    let echo = EchoPeer::start_on(at, config.echo_threads, config.socket_buffer, slot)
         .map_err(|source| BenchError::EchoPeer { ip, source })?;
     let params = Params {
         server: config.server,
@@ -46,7 +47,11 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
         buffer: config.socket_buffer,
         tls: (config.transport == crate::Transport::Tls).then(crate::tls::insecure_client_config),
     };
-    let (allocations, setup, first_failure) = set_up_all(config, &params, observe)?;
+    let (allocations, setup, first_failure) = if config.raw {
+        raw_flows(config)?
+    } else {
+        set_up_all(config, &params, observe)?
+    };
     if allocations.is_empty() {
         let summary = setup
             .failures
@@ -82,6 +87,7 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
             config.size,
             echo.addr(),
             config.transport.is_stream(),
+            config.raw,
             control.clone(),
             lives[i].clone(),
         )
@@ -158,6 +164,61 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
         peer_received: echo.received(),
         counters,
     })
+}
+
+/// With [`Config::raw`]: one connected UDP socket per "allocation", nothing to set up.
+fn raw_flows(
+    config: &Config,
+) -> Result<(Vec<Allocation>, SetupReport, Option<SetupError>), BenchError> {
+    let start = Instant::now();
+    let mut allocations = Vec::new();
+    let mut failures = BTreeMap::new();
+    let mut first = None;
+    for i in 0..config.allocations {
+        let sock = std::net::UdpSocket::bind(std::net::SocketAddr::new(
+            match config.server {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            },
+            0,
+        ))
+        .and_then(|s| {
+            sys::set_buffers(&socket2::SockRef::from(&s), config.socket_buffer);
+            s.connect(config.server)?;
+            Ok(s)
+        });
+        match sock {
+            Ok(s) => allocations.push(Allocation {
+                index: i as u32,
+                link: crate::link::Link::Udp(s),
+                auth: None,
+                relayed: config.server,
+                took: Duration::ZERO,
+            }),
+            Err(source) => {
+                let e = SetupError::Io {
+                    stage: crate::error::Stage::Connect,
+                    source,
+                };
+                *failures.entry(e.key()).or_insert(0u64) += 1;
+                first.get_or_insert(e);
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let up = allocations.len();
+    let failed = failures.values().sum::<u64>() as usize;
+    let report = SetupReport {
+        requested: config.allocations,
+        up,
+        failed,
+        not_attempted: 0,
+        seconds,
+        rate_per_s: 0.0,
+        time: None,
+        failures,
+    };
+    Ok((allocations, report, first))
 }
 
 /// Sets up every allocation, at most `setup_concurrency` at once. Gives up early when the

@@ -35,9 +35,19 @@ pub struct EchoPeer {
 impl EchoPeer {
     /// Binds `ip` on a free port with `threads` sockets and starts echoing.
     pub fn start(ip: IpAddr, threads: usize, buffer: usize, slot: usize) -> std::io::Result<Self> {
+        Self::start_on(SocketAddr::new(ip, 0), threads, buffer, slot)
+    }
+
+    /// Binds `addr` (port 0: any free port) with `threads` sockets and starts echoing.
+    pub fn start_on(
+        addr: SocketAddr,
+        threads: usize,
+        buffer: usize,
+        slot: usize,
+    ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicU64::new(0));
-        let mut addr = SocketAddr::new(ip, 0);
+        let mut addr = addr;
         let mut sockets = Vec::new();
         for _ in 0..threads.max(1) {
             let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;

@@ -1,6 +1,10 @@
 //! `cloudproxy bench`: a TURN load generator that speaks only standard TURN (RFC 8656), so it
 //! drives any TURN server — ours, coturn, anything else — the same way.
 //!
+//! [`forward`] is the other half of a comparison: a batched UDP forwarder with no TURN logic
+//! (`cloudproxy bench-forward`), driven by the same generator with [`Config::raw`], whose rate
+//! is the ceiling a relay on the same system calls could reach on the same machine.
+//!
 //! ## What a run does
 //!
 //! 1. Starts its own UDP echo peer ([`echo`]) on the loopback address of the server's family
@@ -79,6 +83,7 @@ pub mod driver;
 pub mod echo;
 pub mod error;
 mod flow;
+pub mod forward;
 pub mod histogram;
 pub mod link;
 pub mod phase;

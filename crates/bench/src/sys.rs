@@ -162,6 +162,9 @@ pub struct Batch {
     /// Control-message space per slot, for the kernel's receive timestamp.
     ctrl: Box<[u64]>,
     slot: usize,
+    /// Headers for [`Batch::send_slots`], which sends slots in any order.
+    out_hdr: Box<[libc::mmsghdr]>,
+    out_iov: Box<[libc::iovec]>,
 }
 
 // SAFETY: the raw pointers only point into the batch's own boxed slices.
@@ -200,7 +203,61 @@ impl Batch {
             addr,
             ctrl,
             slot,
+            out_hdr: vec![zero_hdr; BATCH].into_boxed_slice(),
+            out_iov: vec![zero_iov; BATCH].into_boxed_slice(),
         }
+    }
+
+    /// The sender of received slot `i`.
+    pub fn addr(&self, i: usize) -> Option<std::net::SocketAddr> {
+        let mut storage = socket2::SockAddrStorage::zeroed();
+        // SAFETY: sockaddr_storage is one of this platform's sockaddr types; the kernel wrote
+        // a valid address of `msg_namelen` bytes into slot `i`'s address.
+        unsafe {
+            *storage.view_as::<libc::sockaddr_storage>() = self.addr[i];
+            socket2::SockAddr::new(storage, self.hdr[i].msg_hdr.msg_namelen)
+        }
+        .as_socket()
+    }
+
+    /// Sends received slots `slots` (at most [`BATCH`], each with its received length) with
+    /// one `sendmmsg`: to `to`, or on the connected socket if `None`. Returns how many the
+    /// kernel took; 0 when the socket is full.
+    pub fn send_slots(
+        &mut self,
+        fd: RawFd,
+        slots: impl Iterator<Item = usize>,
+        to: Option<std::net::SocketAddr>,
+    ) -> io::Result<usize> {
+        let to = to.map(socket2::SockAddr::from);
+        let mut n = 0;
+        for i in slots.take(BATCH) {
+            let len = (self.hdr[i].msg_len as usize).min(self.slot);
+            self.out_iov[n] = libc::iovec {
+                iov_base: self.buf[i * self.slot..].as_mut_ptr().cast(),
+                iov_len: len,
+            };
+            let h = &mut self.out_hdr[n].msg_hdr;
+            h.msg_iov = &mut self.out_iov[n];
+            h.msg_iovlen = 1;
+            match &to {
+                Some(a) => {
+                    h.msg_name = a.as_ptr() as *mut libc::c_void;
+                    h.msg_namelen = a.len();
+                }
+                None => {
+                    h.msg_name = std::ptr::null_mut();
+                    h.msg_namelen = 0;
+                }
+            }
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            n += 1;
+        }
+        // SAFETY: headers 0..n point at this batch's iovecs and slots, and at `to`, all of
+        // which outlive the call.
+        let sent = unsafe { libc::sendmmsg(fd, self.out_hdr.as_mut_ptr(), n as u32, 0) };
+        would_block_is_zero(sent)
     }
 
     /// Slot `i`, all `slot` bytes of it.

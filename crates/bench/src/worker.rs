@@ -59,6 +59,8 @@ pub struct Worker {
     frame: Vec<u8>,
     peer: SocketAddr,
     stream: bool,
+    /// No TURN server (a plain forwarder): no refreshes, nothing to release.
+    raw: bool,
     cursor: usize,
     ready: Vec<u64>,
     backlog: Vec<usize>,
@@ -71,6 +73,7 @@ impl Worker {
         size: usize,
         peer: SocketAddr,
         stream: bool,
+        raw: bool,
         control: Arc<Control>,
         live: Arc<Live>,
     ) -> std::io::Result<Self> {
@@ -127,6 +130,7 @@ impl Worker {
             frame,
             peer,
             stream,
+            raw,
             cursor: 0,
             ready: Vec::with_capacity(256),
             backlog: Vec::new(),
@@ -175,7 +179,7 @@ impl Worker {
             if !self.backlog.is_empty() {
                 self.flush_backlog();
             }
-            if now >= next_maintenance {
+            if now >= next_maintenance && !self.raw {
                 self.maintain(now);
                 next_maintenance = now + MAINTENANCE;
             }
@@ -393,7 +397,7 @@ impl Worker {
     /// deletions are outstanding at once (10,000 at once would overflow the server's socket
     /// buffer), and an unanswered one is sent again up to twice; the whole release is bounded.
     fn shutdown(mut self) -> Outcome {
-        if !self.stream {
+        if !self.stream && !self.raw {
             let mut queue: Vec<usize> = (0..self.flows.len())
                 .filter(|&i| self.flows[i].alive)
                 .rev()

@@ -35,6 +35,39 @@ fn echo_peer_returns_every_datagram_to_its_sender() {
     assert_eq!(peer.received(), 150);
 }
 
+/// The ceiling forwarder passes each flow's datagrams to the peer and back, unchanged and in
+/// order, from one listener address.
+#[test]
+fn forwarder_relays_each_flow_to_the_peer_and_back() {
+    let peer = EchoPeer::start(Ipv4Addr::LOCALHOST.into(), 1, 1 << 20, 2048).expect("start");
+    let fwd = cloudproxy_bench::forward::Forwarder::start(
+        "127.0.0.1:0".parse().unwrap(),
+        peer.addr(),
+        2,
+        1 << 20,
+    )
+    .expect("start");
+    let flows: Vec<UdpSocket> = (0..3)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    for (i, s) in flows.iter().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        for n in 0..40u8 {
+            s.send_to(&[i as u8, n, 0x40, 0], fwd.addr()).unwrap();
+        }
+    }
+    for (i, s) in flows.iter().enumerate() {
+        let mut buf = [0u8; 16];
+        for n in 0..40u8 {
+            let (len, from) = s.recv_from(&mut buf).expect("a reply within 2 s");
+            assert_eq!(from, fwd.addr());
+            assert_eq!(&buf[..len], &[i as u8, n, 0x40, 0]);
+        }
+    }
+    assert_eq!(peer.received(), 120);
+    fwd.stop();
+}
+
 #[test]
 fn stream_link_cuts_frames_across_reads() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");

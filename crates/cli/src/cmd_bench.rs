@@ -128,6 +128,13 @@ pub(crate) struct BenchArgs {
     /// Address the echo peer binds (default: loopback of the server's address family).
     #[arg(long, value_name = "IP")]
     peer_ip: Option<IpAddr>,
+    /// Port the echo peer binds (default: any free port).
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    peer_port: u16,
+    /// No TURN: --server is a `cloudproxy bench-forward` ceiling forwarder pointed at
+    /// --peer-port; each allocation is a plain UDP flow (UDP only, no set-up).
+    #[arg(long)]
+    raw: bool,
     /// Send and receive buffer of every socket.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     socket_buffer: usize,
@@ -243,6 +250,13 @@ fn config(args: &BenchArgs) -> Result<Config, Failure> {
     c.setup_only = args.setup_only;
     c.hold = args.hold;
     c.peer_ip = args.peer_ip;
+    c.peer_port = args.peer_port;
+    if args.raw && (transport != Transport::Udp || args.peer_port == 0) {
+        return Err(usage(
+            "--raw: UDP only, and needs --peer-port (where the forwarder sends)",
+        ));
+    }
+    c.raw = args.raw;
     c.search.step = args.step;
     c.search.max_loss = args.max_loss / 100.0;
     c.search.start_pps = args.start_rate;
@@ -284,4 +298,49 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         .and_then(|()| out.flush())
         .context("writing the report to stdout")
         .map_err(Failure::Runtime)
+}
+
+/// `cloudproxy bench-forward`: the throughput ceiling for `cloudproxy bench --raw`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ForwardArgs {
+    /// Where clients send.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3478")]
+    listen: SocketAddr,
+    /// Where every flow goes (the generator's echo peer, --peer-port).
+    #[arg(long, value_name = "ADDR")]
+    peer: SocketAddr,
+    /// Threads, each with an SO_REUSEPORT listener (default: one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Send and receive buffer of every socket.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    socket_buffer: usize,
+}
+
+pub(crate) fn forward(args: ForwardArgs) -> Result<(), Failure> {
+    let (rt, mut term, mut int) = crate::signals::install().map_err(Failure::Runtime)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let f = cloudproxy_bench::forward::Forwarder::start(
+        args.listen,
+        args.peer,
+        threads,
+        args.socket_buffer,
+    )
+    .with_context(|| format!("cannot start the forwarder on {}", args.listen))
+    .map_err(Failure::Runtime)?;
+    eprintln!(
+        "forwarding {} <-> {} ({threads} threads)",
+        f.addr(),
+        args.peer
+    );
+    rt.block_on(async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    });
+    f.stop();
+    Ok(())
 }

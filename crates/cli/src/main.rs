@@ -76,6 +76,9 @@ enum Command {
     Demo(cmd_demo::DemoArgs),
     /// Load-test any TURN server (standard TURN only) and report throughput, loss and latency.
     Bench(cmd_bench::BenchArgs),
+    /// A plain batched UDP forwarder (no TURN): the throughput ceiling for `bench --raw`.
+    #[command(hide = true)]
+    BenchForward(cmd_bench::ForwardArgs),
     /// Run the control plane: apps, Force-mode enablement, regions, edges, the allow-list.
     Control(cmd_control::ControlArgs),
     /// Manage the control plane over its API: owners, apps, requests, regions, edges, allow-list.
@@ -127,6 +130,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo(args) => cmd_demo::run(args),
         Command::Up(args) => cmd_up::run(args),
         Command::Bench(args) => cmd_bench::run(args),
+        Command::BenchForward(args) => cmd_bench::forward(args),
         Command::Control(args) => cmd_control::run(args),
         Command::Admin(args) => cmd_admin::run(args),
     }

@@ -7,6 +7,13 @@ use cloudproxy_proto::ServerConfig;
 
 use crate::tls::TlsIdentity;
 
+/// Default SO_RCVBUF / SO_SNDBUF of a UDP listener: 2 MiB (the kernel doubles it for its
+/// bookkeeping and caps it at `net.core.rmem_max`/`wmem_max`) — what coturn 4.6.1 sets on its
+/// listeners (`ss -uam` shows `rb4194304` for both). Every client of a shard shares that one
+/// queue, and the OS default (~208 KiB, about 200 small datagrams) overflows whenever the
+/// shard thread is descheduled for a millisecond or two at 50k+ packets/s.
+pub const LISTENER_BUFFER: usize = 2 << 20;
+
 /// Listener addresses and driver settings around a [`ServerConfig`].
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -36,7 +43,8 @@ pub struct RelayConfig {
     /// On SIGTERM, how long existing allocations keep flowing before the process exits.
     /// Default 30 s.
     pub drain_timeout: Duration,
-    /// SO_RCVBUF / SO_SNDBUF for UDP sockets, in bytes. `None` keeps the OS default.
+    /// SO_RCVBUF / SO_SNDBUF for UDP sockets, in bytes. `None`: [`LISTENER_BUFFER`] on the
+    /// client-facing listeners and the OS default on relay sockets.
     pub socket_buffer: Option<usize>,
     /// The control plane this relay registers with, syncs from, takes admission leases from
     /// and reports usage to. `None` (the default): a standalone relay with static keys.

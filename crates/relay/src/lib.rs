@@ -10,6 +10,7 @@
 pub mod metrics;
 pub mod tls;
 
+mod batch;
 mod config;
 pub mod link;
 mod shard;
@@ -25,7 +26,7 @@ use cloudproxy_proto::Shared;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 
-pub use config::RelayConfig;
+pub use config::{RelayConfig, LISTENER_BUFFER};
 pub use metrics::Metrics;
 
 /// The addresses the relay actually bound (port 0 in the config becomes a real port).
@@ -116,14 +117,15 @@ impl Relay {
         // Bind everything first, shard 0 resolving port 0, the others joining with SO_REUSEPORT.
         let mut addrs = BoundAddrs::default();
         let mut udp: Vec<Vec<UdpSocket>> = (0..shards).map(|_| Vec::new()).collect();
+        let listener_buffer = Some(config.socket_buffer.unwrap_or(LISTENER_BUFFER));
         for &want in &config.udp {
             let mut addr = want;
             for (i, per_shard) in udp.iter_mut().enumerate() {
                 let bound = if i == 0 {
                     probe(addr, Type::DGRAM, Protocol::UDP)
-                        .and_then(|()| bind_udp(addr, config.socket_buffer))
+                        .and_then(|()| bind_udp(addr, listener_buffer))
                 } else {
-                    bind_udp(addr, config.socket_buffer)
+                    bind_udp(addr, listener_buffer)
                 };
                 let s = bound.map_err(|source| RelayError::Bind {
                     what: "UDP",

@@ -142,6 +142,9 @@ pub struct Metrics {
     pub control_unchecked_admissions: Counter,
     /// `cloudproxy_usage_reports_pending`: usage reports not yet acknowledged.
     pub usage_reports_pending: Gauge,
+    /// `cloudproxy_send_dropped_total`: datagrams the kernel refused to send (a send buffer
+    /// that stayed full, or an error about that datagram) and that were therefore dropped.
+    pub send_dropped: Counter,
     traffic: [Traffic; 6],
     auth_failures: Counter,
     errors: Family<ErrorLabels, Counter>,
@@ -207,6 +210,12 @@ impl Metrics {
             "Usage reports not yet acknowledged by the control plane",
             usage_reports_pending.clone(),
         );
+        let send_dropped = Counter::default();
+        registry.register(
+            "cloudproxy_send_dropped",
+            "Relayed datagrams dropped because the kernel refused to send them",
+            send_dropped.clone(),
+        );
 
         let packets = Family::<TrafficLabels, Counter>::default();
         let bytes = Family::<TrafficLabels, Counter>::default();
@@ -254,6 +263,7 @@ impl Metrics {
             control_sync_failures,
             control_unchecked_admissions,
             usage_reports_pending,
+            send_dropped,
             traffic,
             auth_failures,
             errors,

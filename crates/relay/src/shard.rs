@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,6 +19,7 @@ use cloudproxy_proto::{
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
+use crate::batch::Batch;
 use crate::link::ToLink;
 use crate::metrics::{Direction, LocalTraffic, Metrics};
 use crate::stream::{ConnectionLimit, StreamSink};
@@ -41,7 +43,7 @@ pub(crate) struct ShardSetup {
 
 /// A relayed transport address and the task reading it.
 struct RelaySocket {
-    socket: Rc<tokio::net::UdpSocket>,
+    socket: Rc<udp::Socket>,
     task: JoinHandle<()>,
 }
 
@@ -50,10 +52,14 @@ pub(crate) struct Shard {
     pub metrics: Arc<Metrics>,
     /// Packet and byte counts not yet published to `metrics`.
     pub traffic: LocalTraffic,
-    /// The buffer every relay task of this shard receives peer datagrams into (in turn).
-    pub peer_buf: Vec<u8>,
+    /// The slots every UDP task of this shard receives into, and the queue of datagrams to
+    /// send from them (see `batch.rs`).
+    pub batch: Batch,
+    /// Wakes the flush task, which sends the queue once the tasks ready now have run.
+    flush_wake: Rc<Notify>,
+    flush_pending: bool,
     /// UDP listeners, to answer a client from the address it reached.
-    listeners: Vec<(SocketAddr, Rc<tokio::net::UdpSocket>)>,
+    listeners: Vec<(SocketAddr, Rc<udp::Socket>)>,
     /// Keyed by our own relayed addresses (locally minted), so a cheap hash does.
     relays: HashMap<SocketAddr, RelaySocket, foldhash::fast::RandomState>,
     /// Outgoing queues of TCP/TLS clients.
@@ -99,7 +105,7 @@ impl ShardSetup {
         }
         let mut listeners = Vec::new();
         for s in self.udp {
-            match tokio::net::UdpSocket::from_std(s).and_then(|s| Ok((s.local_addr()?, s))) {
+            match s.local_addr().and_then(|a| Ok((a, udp::register(s)?))) {
                 Ok((a, s)) => listeners.push((a, Rc::new(s))),
                 Err(e) => tracing::error!("UDP listener: {e}"),
             }
@@ -108,7 +114,9 @@ impl ShardSetup {
             server,
             metrics: self.metrics,
             traffic: LocalTraffic::default(),
-            peer_buf: udp::peer_buffer(),
+            batch: Batch::new(),
+            flush_wake: Rc::new(Notify::new()),
+            flush_pending: false,
             listeners: listeners.clone(),
             relays: HashMap::default(),
             streams: HashMap::new(),
@@ -145,6 +153,7 @@ impl ShardSetup {
             }
         }
         tokio::task::spawn_local(timers(shard.clone()));
+        tokio::task::spawn_local(flusher(shard.clone()));
         tokio::task::spawn_local(publish_traffic(shard.clone()));
         while let Some(c) = self.control.recv().await {
             match c {
@@ -242,29 +251,91 @@ async fn timers(shard: SharedShard) {
     }
 }
 
+/// Sends the shard's queued datagrams when woken by [`Shard::schedule_flush`]. Woken during a
+/// task's burst, it runs after the tasks that were already ready, so datagrams they queue for
+/// the same socket (many relay tasks answering clients through one listener) share one
+/// `sendmmsg`.
+async fn flusher(shard: SharedShard) {
+    let wake = shard.borrow().flush_wake.clone();
+    loop {
+        wake.notified().await;
+        shard.borrow_mut().flush_data();
+    }
+}
+
 /// Publishes the shard's packet counts at least every 250 ms.
 async fn publish_traffic(shard: SharedShard) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
         let mut s = shard.borrow_mut();
+        let dropped = s.batch.take_dropped();
         let Shard {
             traffic, metrics, ..
         } = &mut *s;
         traffic.publish(metrics);
+        metrics.send_dropped.inc_by(dropped);
     }
 }
 
 impl Shard {
-    /// Forwards client data to a peer from the allocation's relay socket.
+    /// Forwards client data that arrived on a TCP/TLS stream to a peer: the payload is copied
+    /// into a slot of the batch (a memcpy is cheap next to a system call) and queued, so one
+    /// read of many frames leaves with one `sendmmsg`.
     pub(crate) fn forward(&mut self, fwd: &Forward, bytes: &[u8], transport: Transport) {
-        let Some(relay) = self.relays.get(&fwd.relay.0) else {
+        let Some(fd) = self.relay_socket(fwd.relay.0) else {
             return;
         };
         let payload = &bytes[fwd.range.clone()];
-        if send_now(&relay.socket, payload, fwd.peer.0) {
-            self.traffic
-                .record(Direction::ClientToPeer, transport, payload.len());
+        let slot = match self.batch.copy_in(payload) {
+            Some(slot) => slot,
+            None => {
+                self.flush_data();
+                match self.batch.copy_in(payload) {
+                    Some(slot) => slot,
+                    None => return,
+                }
+            }
+        };
+        let len = payload.len() as u32;
+        self.batch.push(crate::batch::Out {
+            fd,
+            to: fwd.peer.0,
+            slot: slot as u16,
+            start: 0,
+            len,
+            dir: Direction::ClientToPeer,
+            transport,
+            counted: len,
+        });
+    }
+
+    /// The descriptor of one of our relay sockets.
+    pub(crate) fn relay_socket(&self, addr: SocketAddr) -> Option<RawFd> {
+        self.relays.get(&addr).map(|r| r.socket.as_raw_fd())
+    }
+
+    /// The descriptor of the UDP listener bound to `local`.
+    pub(crate) fn listener_fd(&self, local: SocketAddr) -> Option<RawFd> {
+        self.listeners
+            .iter()
+            .find(|(a, _)| *a == local)
+            .map(|(_, l)| l.as_raw_fd())
+    }
+
+    /// Sends every queued datagram now.
+    pub(crate) fn flush_data(&mut self) {
+        self.flush_pending = false;
+        if !self.batch.is_empty() {
+            self.batch.flush(&mut self.traffic);
+        }
+    }
+
+    /// Has the flush task send the queue once the tasks that are ready now have run.
+    pub(crate) fn schedule_flush(&mut self) {
+        if !self.batch.is_empty() && !self.flush_pending {
+            self.flush_pending = true;
+            self.flush_wake.notify_one();
         }
     }
 
@@ -285,17 +356,17 @@ impl Shard {
     }
 
     /// Carries out everything the server queued: relay socket binds and closes, responses,
-    /// events. Called after every input that was not pure data.
+    /// events. Called after every input that was not pure data. Queued data goes first: a
+    /// relay socket closed here must not leave its descriptor in the queue.
     pub(crate) fn flush(&mut self, shared: &SharedShard) {
+        self.flush_data();
         while let Some(cmd) = self.server.poll_command() {
             match cmd {
                 Command::BindRelay { allocation, v4, v6 } => {
                     let mut bound = Vec::new();
                     let mut ok = true;
                     for addr in [v4, v6].into_iter().flatten() {
-                        match crate::bind_relay(addr, self.socket_buffer)
-                            .and_then(tokio::net::UdpSocket::from_std)
-                        {
+                        match crate::bind_relay(addr, self.socket_buffer).and_then(udp::register) {
                             Ok(s) => bound.push((addr, Rc::new(s))),
                             Err(e) => {
                                 tracing::debug!("cannot bind relay address {addr}: {e}");
@@ -363,6 +434,7 @@ impl Shard {
             traffic, metrics, ..
         } = self;
         traffic.publish(metrics);
+        metrics.send_dropped.inc_by(self.batch.take_dropped());
         let mut to_close = Vec::new();
         while let Some(e) = self.server.poll_event() {
             match e {
@@ -416,11 +488,10 @@ impl Shard {
     }
 }
 
-/// One non-blocking `sendto`, straight to the kernel. tokio's `try_send_to` would first consult
-/// its readiness cache, which is empty for a socket bound a moment ago, and drop the packet.
-/// A full socket buffer drops the datagram, as the network would.
-fn send_now(socket: &tokio::net::UdpSocket, data: &[u8], to: SocketAddr) -> bool {
-    socket2::SockRef::from(socket)
+/// One non-blocking `sendto`, straight to the kernel, for control responses. A full socket
+/// buffer drops the datagram, as the network would; the client retransmits.
+fn send_now(socket: &udp::Socket, data: &[u8], to: SocketAddr) -> bool {
+    socket2::SockRef::from(socket.get_ref())
         .send_to(data, &to.into())
         .is_ok()
 }

@@ -293,6 +293,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
         }
+        // The frames' payloads were queued in the shard's batch: send them once the tasks
+        // that are ready now have run.
+        shard.borrow_mut().schedule_flush();
         buf.copy_within(start..filled, 0);
         filled -= start;
         if filled == buf.len() && buf.len() < READ_BUF_MAX {

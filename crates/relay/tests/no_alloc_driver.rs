@@ -9,7 +9,9 @@
 //! with fixed buffers, so every allocation counted is the relay's (or the runtime's under it).
 //!
 //! Over UDP and over TCP the count must be 0. The tests run one at a time, since counting is
-//! process-wide. Never asserts time; every wait is bounded. Set `NO_ALLOC_BACKTRACE=1` to print
+//! process-wide. The test harness's own work is not counted: libtest's main thread reports a
+//! finished test, and that test's thread captures its output, while the next test may already
+//! be counting (on a loaded machine, seen once in a few runs). Never asserts time; every wait is bounded. Set `NO_ALLOC_BACKTRACE=1` to print
 //! a backtrace of the first allocations seen in a window.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -46,6 +48,16 @@ thread_local! {
     // `const` initialisation: reading it inside the allocator never allocates.
     /// Set while this thread is printing a backtrace (which allocates itself).
     static IN_TRACE: Cell<bool> = const { Cell::new(false) };
+    /// Set on a test's thread when its test body is done: what runs there afterwards is
+    /// libtest's bookkeeping.
+    static FINISHED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// libtest's main thread (the relay and the tests run on threads of their own). `gettid` does
+/// not allocate.
+fn on_main_thread() -> bool {
+    // SAFETY: plain system calls without arguments.
+    unsafe { libc::gettid() == libc::getpid() }
 }
 
 impl Counting {
@@ -53,7 +65,10 @@ impl Counting {
         if !ENABLED.load(Ordering::Relaxed) {
             return;
         }
-        if IN_TRACE.try_with(Cell::get).unwrap_or(true) {
+        if IN_TRACE.try_with(Cell::get).unwrap_or(true)
+            || FINISHED.try_with(Cell::get).unwrap_or(true)
+            || on_main_thread()
+        {
             return;
         }
         COUNT.fetch_add(1, Ordering::Relaxed);
@@ -98,8 +113,17 @@ static ALLOCATOR: Counting = Counting;
 /// set-up must not land in a window.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+fn serial() -> Serial {
+    Serial(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Holds the lock for one test; when the test body ends, marks its thread finished.
+struct Serial(#[allow(dead_code)] MutexGuard<'static, ()>);
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        FINISHED.with(|f| f.set(true));
+    }
 }
 
 /// Runs `f` with counting on for the whole process and returns the allocations made.

@@ -1,0 +1,456 @@
+//! Batched UDP I/O for one shard: `recvmmsg` into preallocated packet slots, a queue of
+//! outgoing datagrams that point into those same slots, and one `sendmmsg` per socket to flush
+//! it.
+//!
+//! ## The scheme
+//!
+//! A shard owns one [`Batch`]: [`SLOTS`] slots of [`SLOT`] bytes, each big enough for the
+//! largest datagram plus the core's `HEADROOM` in front and `TAILROOM` behind. Slots are
+//! handed out in order: a socket's `recvmmsg` fills the next free ones (client datagrams at
+//! offset 0, peer datagrams at `HEADROOM` so the ChannelData header can be written in front),
+//! the server decides where each goes, and the driver [`Batch::push`]es an [`Out`] naming the
+//! socket, destination and byte range of the slot — no copy. [`Batch::flush`] groups the queue
+//! by socket (arrival order kept within a socket) and sends each group with one `sendmmsg`;
+//! then every slot is free again. The shard flushes when the slots run low, before any control
+//! work (which may close a relay socket, so no queued descriptor can go stale), and once per
+//! scheduler turn from a flush task, so datagrams for one socket gathered by several relay
+//! tasks go out together.
+//!
+//! ## When the kernel refuses
+//!
+//! `EAGAIN` (the socket's send buffer is full) waits for the socket to become writable with a
+//! short blocking `poll` — at most [`FULL_WAITS`] × [`FULL_WAIT_MS`] ms per flush — and resends
+//! from the first datagram not taken, so nothing is reordered. Only if the socket stays full
+//! are the remaining datagrams of that group dropped, and counted
+//! (`cloudproxy_send_dropped_total`). Any other error belongs to the one datagram that failed
+//! (a firewall's `EPERM`, `EMSGSIZE`): it is dropped and counted, and the rest still go. The
+//! wait blocks this shard's thread; the shard could not make progress toward that socket
+//! anyway, and the bound keeps one stuck socket from stalling the others for long.
+//!
+//! Everything is allocated once in [`Batch::new`]; nothing is allocated per packet.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+use cloudproxy_proto::{Transport, HEADROOM, TAILROOM};
+
+use crate::metrics::{Direction, LocalTraffic};
+
+/// Largest datagram we accept; anything longer is truncated by the kernel and then fails to
+/// parse.
+pub(crate) const MAX_DATAGRAM: usize = 65_535;
+/// Bytes per slot: headroom, the largest datagram, tailroom, rounded up to a cache line.
+pub(crate) const SLOT: usize = (HEADROOM + MAX_DATAGRAM + TAILROOM).div_ceil(64) * 64;
+/// Slots per shard.
+pub(crate) const SLOTS: usize = 64;
+/// Datagrams asked for per `recvmmsg`.
+pub(crate) const RECV_BATCH: usize = 32;
+/// How many times a flush waits for a full socket to drain before dropping the rest.
+pub(crate) const FULL_WAITS: u32 = 4;
+/// How long each of those waits may take.
+pub(crate) const FULL_WAIT_MS: i32 = 1;
+
+/// One queued datagram: `len` bytes at `start` of slot `slot`, to `to` from socket `fd`.
+#[derive(Clone, Copy)]
+pub(crate) struct Out {
+    pub fd: RawFd,
+    pub to: SocketAddr,
+    pub slot: u16,
+    pub start: u32,
+    pub len: u32,
+    /// What the traffic metrics count for it once sent.
+    pub dir: Direction,
+    pub transport: Transport,
+    pub counted: u32,
+}
+
+/// What one `recvmmsg` slot received.
+#[derive(Clone, Copy)]
+pub(crate) struct Received {
+    pub slot: usize,
+    pub len: usize,
+    pub from: SocketAddr,
+}
+
+pub(crate) struct Batch {
+    buf: Box<[u8]>,
+    /// Slots `0..used` hold datagrams received (or copied in) since the last flush.
+    used: usize,
+    out: Vec<Out>,
+    rx: Vec<Received>,
+    hdr: Box<[libc::mmsghdr]>,
+    iov: Box<[libc::iovec]>,
+    addr: Box<[libc::sockaddr_storage]>,
+    /// Datagrams dropped since the last [`Batch::take_dropped`].
+    dropped: u64,
+}
+
+impl Batch {
+    pub(crate) fn new() -> Self {
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let (zero_hdr, zero_iov, zero_addr) = unsafe {
+            (
+                std::mem::zeroed::<libc::mmsghdr>(),
+                std::mem::zeroed::<libc::iovec>(),
+                std::mem::zeroed::<libc::sockaddr_storage>(),
+            )
+        };
+        Self {
+            buf: vec![0u8; SLOT * SLOTS].into_boxed_slice(),
+            used: 0,
+            out: Vec::with_capacity(SLOTS),
+            rx: Vec::with_capacity(RECV_BATCH),
+            hdr: vec![zero_hdr; SLOTS].into_boxed_slice(),
+            iov: vec![zero_iov; SLOTS].into_boxed_slice(),
+            addr: vec![zero_addr; SLOTS].into_boxed_slice(),
+            dropped: 0,
+        }
+    }
+
+    /// Slots not yet holding a datagram.
+    pub(crate) fn free(&self) -> usize {
+        SLOTS - self.used
+    }
+
+    /// Whether nothing is queued and every slot is free.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+
+    /// All of slot `slot`.
+    pub(crate) fn slot_mut(&mut self, slot: usize) -> &mut [u8] {
+        &mut self.buf[slot * SLOT..(slot + 1) * SLOT]
+    }
+
+    /// The first `len` bytes of slot `slot` from `offset`.
+    pub(crate) fn packet(&self, slot: usize, offset: usize, len: usize) -> &[u8] {
+        let at = slot * SLOT + offset;
+        &self.buf[at..at + len]
+    }
+
+    /// What the last [`Batch::recv`] received, in order.
+    pub(crate) fn received(&self) -> &[Received] {
+        &self.rx
+    }
+
+    /// Receives up to [`RECV_BATCH`] datagrams (fewer if fewer slots are free; the caller
+    /// flushes first when it wants a full batch) without blocking, each `offset` bytes into
+    /// its slot. Returns how many; `WouldBlock` when none is waiting, so tokio's readiness can
+    /// be cleared. Read them with [`Batch::received`].
+    pub(crate) fn recv(&mut self, fd: RawFd, offset: usize) -> io::Result<usize> {
+        self.rx.clear();
+        let n = RECV_BATCH.min(self.free());
+        if n == 0 {
+            return Ok(0);
+        }
+        let first = self.used;
+        let base = self.buf.as_mut_ptr();
+        for j in 0..n {
+            // SAFETY: slot `first + j` < SLOTS lies within `buf`, and `offset + MAX_DATAGRAM`
+            // stays within the slot.
+            self.iov[j] = libc::iovec {
+                iov_base: unsafe { base.add((first + j) * SLOT + offset) }.cast(),
+                iov_len: MAX_DATAGRAM.min(SLOT - offset - TAILROOM),
+            };
+            let h = &mut self.hdr[j].msg_hdr;
+            h.msg_name = (&mut self.addr[j] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut self.iov[j];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+        }
+        // SAFETY: headers 0..n point at live iovecs, slot memory and address slots of this
+        // batch, none of which move or are freed during the call.
+        let rc = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdr.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let got = rc as usize;
+        for j in 0..got {
+            let Some(from) = from_sockaddr(&self.addr[j]) else {
+                continue;
+            };
+            self.rx.push(Received {
+                slot: first + j,
+                len: self.hdr[j].msg_len as usize,
+                from,
+            });
+        }
+        self.used += got;
+        Ok(got)
+    }
+
+    /// Copies `bytes` into the next free slot and returns it, or `None` when every slot is
+    /// taken (flush first).
+    pub(crate) fn copy_in(&mut self, bytes: &[u8]) -> Option<usize> {
+        if self.used == SLOTS || bytes.len() > SLOT {
+            return None;
+        }
+        let slot = self.used;
+        self.slot_mut(slot)[..bytes.len()].copy_from_slice(bytes);
+        self.used += 1;
+        Some(slot)
+    }
+
+    /// Queues a datagram held in a slot.
+    pub(crate) fn push(&mut self, out: Out) {
+        debug_assert!((out.slot as usize) < self.used);
+        debug_assert!(out.start as usize + out.len as usize <= SLOT);
+        // At most one datagram per slot, so the queue never outgrows its capacity.
+        if self.out.len() < SLOTS {
+            self.out.push(out);
+        }
+    }
+
+    /// Dropped datagrams counted since the last call.
+    pub(crate) fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Sends everything queued, one `sendmmsg` per socket, counting what went into `traffic`,
+    /// and frees every slot.
+    pub(crate) fn flush(&mut self, traffic: &mut LocalTraffic) {
+        if !self.out.is_empty() {
+            // Slots are handed out in arrival order and hold one datagram each, so sorting by
+            // (socket, slot) groups by socket and keeps each socket's order. Unstable sort:
+            // no allocation, and the keys are unique.
+            if !self.out.is_sorted_by_key(|o| (o.fd, o.slot)) {
+                self.out.sort_unstable_by_key(|o| (o.fd, o.slot));
+            }
+            let mut a = 0;
+            while a < self.out.len() {
+                let fd = self.out[a].fd;
+                let b = a + self.out[a..].iter().take_while(|o| o.fd == fd).count();
+                self.send_group(a, b, traffic);
+                a = b;
+            }
+            self.out.clear();
+        }
+        self.used = 0;
+    }
+
+    /// Sends queued datagrams `a..b`, all from one socket.
+    fn send_group(&mut self, a: usize, b: usize, traffic: &mut LocalTraffic) {
+        let fd = self.out[a].fd;
+        let base = self.buf.as_mut_ptr();
+        for (k, o) in self.out[a..b].iter().enumerate() {
+            // SAFETY: `push` checked that the range lies within the slot.
+            self.iov[k] = libc::iovec {
+                iov_base: unsafe { base.add(o.slot as usize * SLOT + o.start as usize) }.cast(),
+                iov_len: o.len as usize,
+            };
+            let namelen = to_sockaddr(&o.to, &mut self.addr[k]);
+            let h = &mut self.hdr[k].msg_hdr;
+            h.msg_name = (&mut self.addr[k] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = namelen;
+            h.msg_iov = &mut self.iov[k];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+        }
+        let n = b - a;
+        let (mut k, mut waits) = (0, 0);
+        while k < n {
+            // SAFETY: headers k..n point at live iovecs (into this batch's slots) and
+            // addresses of this batch.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdr[k..].as_mut_ptr(),
+                    (n - k) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if rc > 0 {
+                for o in &self.out[a + k..a + k + rc as usize] {
+                    traffic.record(o.dir, o.transport, o.counted as usize);
+                }
+                k += rc as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock if waits < FULL_WAITS => {
+                    waits += 1;
+                    wait_writable(fd, FULL_WAIT_MS);
+                }
+                io::ErrorKind::WouldBlock => {
+                    tracing::trace!("send buffer full: dropping {} datagrams", n - k);
+                    self.dropped += (n - k) as u64;
+                    return;
+                }
+                _ => {
+                    // The error is about datagram k alone; the rest may still go.
+                    tracing::trace!("send to {}: {e}", self.out[a + k].to);
+                    self.dropped += 1;
+                    k += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Waits up to `ms` for `fd` to accept more data.
+fn wait_writable(fd: RawFd, ms: i32) {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one pollfd that outlives the call.
+    unsafe { libc::poll(&mut p, 1, ms) };
+}
+
+/// Writes `addr` as a C socket address; returns its length.
+fn to_sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+            let sin =
+                unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            *sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above.
+            let sin6 =
+                unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            *sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+/// Reads a C socket address the kernel wrote.
+fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match s.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6 =
+                unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn addresses_round_trip() {
+        let mut st = unsafe { std::mem::zeroed::<libc::sockaddr_storage>() };
+        for a in ["192.0.2.7:3478", "[2001:db8::1]:49152"] {
+            let a: SocketAddr = a.parse().unwrap();
+            to_sockaddr(&a, &mut st);
+            assert_eq!(from_sockaddr(&st), Some(a));
+        }
+    }
+
+    /// Datagrams from two sockets are grouped per socket and keep their order.
+    #[test]
+    fn recv_queue_flush_in_order() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let src = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..40u8 {
+            src.send_to(&[i; 10], rx.local_addr().unwrap()).unwrap();
+        }
+        let mut b = Batch::new();
+        let mut traffic = LocalTraffic::default();
+        let mut got = 0;
+        while got < 40 {
+            match b.recv(rx.as_raw_fd(), HEADROOM) {
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+            for r in b.received().to_vec() {
+                assert_eq!(r.len, 10);
+                assert_eq!(r.from, src.local_addr().unwrap());
+                // Alternate the sending socket, so the queue needs grouping.
+                let fd = if r.slot % 2 == 0 {
+                    sink.as_raw_fd()
+                } else {
+                    other.as_raw_fd()
+                };
+                b.push(Out {
+                    fd,
+                    to: sink.local_addr().unwrap(),
+                    slot: r.slot as u16,
+                    start: HEADROOM as u32,
+                    len: r.len as u32,
+                    dir: Direction::PeerToClient,
+                    transport: Transport::Udp,
+                    counted: r.len as u32,
+                });
+            }
+        }
+        b.flush(&mut traffic);
+        assert!(b.is_empty());
+        let mut from_sink = Vec::new();
+        let mut from_other = Vec::new();
+        let mut buf = [0u8; 64];
+        sink.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        for _ in 0..40 {
+            let (n, from) = sink.recv_from(&mut buf).unwrap();
+            assert_eq!(n, 10);
+            if from == sink.local_addr().unwrap() {
+                from_sink.push(buf[0]);
+            } else {
+                from_other.push(buf[0]);
+            }
+        }
+        let even: Vec<u8> = (0..40).filter(|i| i % 2 == 0).collect();
+        let odd: Vec<u8> = (0..40).filter(|i| i % 2 == 1).collect();
+        assert_eq!(from_sink, even);
+        assert_eq!(from_other, odd);
+        assert_eq!(b.take_dropped(), 0);
+    }
+}
