@@ -31,6 +31,7 @@ impl Permissions {
         if self.0.len() >= MAX_ENTRIES {
             return false;
         }
+        first_exact(&mut self.0);
         self.0.push((ip, until));
         true
     }
@@ -88,6 +89,7 @@ impl Channels {
         if self.0.len() >= MAX_ENTRIES {
             return false;
         }
+        first_exact(&mut self.0);
         self.0.push(binding);
         true
     }
@@ -99,5 +101,13 @@ impl Channels {
 
     pub(crate) fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
         self.0.iter().map(|c| c.reserved_until)
+    }
+}
+
+/// Most allocations have one peer: the first entry gets room for exactly one (a `Vec` would
+/// reserve four), which keeps an idle allocation's memory small; later ones grow as usual.
+fn first_exact<T>(v: &mut Vec<T>) {
+    if v.capacity() == 0 {
+        v.reserve_exact(1);
     }
 }
