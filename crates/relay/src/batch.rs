@@ -46,6 +46,8 @@ pub(crate) const SLOT: usize = (HEADROOM + MAX_DATAGRAM + TAILROOM).div_ceil(64)
 pub(crate) const SLOTS: usize = 64;
 /// Datagrams asked for per `recvmmsg`.
 pub(crate) const RECV_BATCH: usize = 32;
+/// The fewest headers a `recvmmsg` is offered.
+const MIN_RECV: usize = 4;
 /// How many times a flush waits for a full socket to drain before dropping the rest.
 pub(crate) const FULL_WAITS: u32 = 4;
 /// How long each of those waits may take.
@@ -74,6 +76,11 @@ pub(crate) struct Received {
 }
 
 pub(crate) struct Batch {
+    /// Headers set up for the next `recvmmsg`: twice what the last one got (4 to
+    /// [`RECV_BATCH`]), so a lone datagram does not pay for setting up 32 of them.
+    want: usize,
+    /// Whether the last `recvmmsg` filled every header it offered (more may be waiting).
+    filled: bool,
     buf: Box<[u8]>,
     /// Slots `0..used` hold datagrams received (or copied in) since the last flush.
     used: usize,
@@ -97,6 +104,8 @@ impl Batch {
             )
         };
         Self {
+            want: MIN_RECV,
+            filled: false,
             buf: vec![0u8; SLOT * SLOTS].into_boxed_slice(),
             used: 0,
             out: Vec::with_capacity(SLOTS),
@@ -134,14 +143,16 @@ impl Batch {
         &self.rx
     }
 
-    /// Receives up to [`RECV_BATCH`] datagrams (fewer if fewer slots are free; the caller
-    /// flushes first when it wants a full batch) without blocking, each `offset` bytes into
+    /// Receives up to twice what the last call got (4 to [`RECV_BATCH`] datagrams; fewer if
+    /// fewer slots are free, and the caller flushes first when it wants a full batch; see
+    /// [`Batch::filled`]) without blocking, each `offset` bytes into
     /// its slot. Returns how many; `WouldBlock` when none is waiting, so tokio's readiness can
     /// be cleared. Read them with [`Batch::received`].
     pub(crate) fn recv(&mut self, fd: RawFd, offset: usize) -> io::Result<usize> {
         self.rx.clear();
-        let n = RECV_BATCH.min(self.free());
+        let n = self.want.min(self.free());
         if n == 0 {
+            self.filled = false;
             return Ok(0);
         }
         let first = self.used;
@@ -174,9 +185,13 @@ impl Batch {
             )
         };
         if rc < 0 {
+            self.filled = false;
+            self.want = MIN_RECV;
             return Err(io::Error::last_os_error());
         }
         let got = rc as usize;
+        self.filled = got == n;
+        self.want = (got * 2).clamp(MIN_RECV, RECV_BATCH);
         for j in 0..got {
             let Some(from) = from_sockaddr(&self.addr[j]) else {
                 continue;
@@ -189,6 +204,12 @@ impl Batch {
         }
         self.used += got;
         Ok(got)
+    }
+
+    /// Whether the last [`Batch::recv`] got as many datagrams as it asked for: if not, the
+    /// socket is drained.
+    pub(crate) fn filled(&self) -> bool {
+        self.filled
     }
 
     /// Copies `bytes` into the next free slot and returns it, or `None` when every slot is

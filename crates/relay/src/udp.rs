@@ -84,7 +84,7 @@ pub(crate) async fn listen(shard: SharedShard, socket: Rc<Socket>, local: Socket
                     }
                 }
                 handled += n;
-                if n < RECV_BATCH {
+                if !s.batch.filled() {
                     break Burst::Drained;
                 }
                 if handled >= BURST {
@@ -161,7 +161,7 @@ pub(crate) async fn relay(shard: SharedShard, socket: Rc<Socket>, addr: SocketAd
                     }
                 }
                 handled += n;
-                if n < RECV_BATCH {
+                if !s.batch.filled() {
                     break Burst::Drained;
                 }
                 if handled >= BURST {
