@@ -150,11 +150,10 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
     });
     if let Some(region) = &args.refresh_proxies {
         match client.refresh_proxies(region, &args.token).await {
-            Ok(_) => {
-                let p = client.proxies();
-                print(json!({"event": "proxies_refreshed", "region": region,
-                    "udp": p.udp, "tls": p.tls}));
-            }
+            // What was fetched: the region's published proxies (both Force modes), or the
+            // Auto list; this mode's list now replaces the configured one.
+            Ok(p) => print(json!({"event": "proxies_refreshed", "region": region,
+                "udp": p.udp, "tls": p.tls, "auto": p.auto})),
             Err(e) => {
                 print(json!({"event": "error", "message": e.to_string()}));
                 return Err(Failure::Runtime(e.into()));
