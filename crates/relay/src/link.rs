@@ -317,6 +317,8 @@ struct State {
     boot: String,
     report_seq: u64,
     listeners: Vec<(String, SocketAddr)>,
+    /// When the last heartbeat was sent and the relayed byte count then (for the load).
+    last_beat: Option<(Instant, u64)>,
 }
 
 type Shared = Rc<RefCell<State>>;
@@ -382,6 +384,7 @@ pub(crate) fn start(
         reports: VecDeque::new(),
         report_seq: 0,
         listeners,
+        last_beat: None,
     };
     let (stop, stopped) = oneshot::channel();
     // The thread makes the first sync (or reads the cache) before anything else, and `start`
@@ -452,7 +455,7 @@ async fn run(
             register(&s).await;
         }
     }));
-    tokio::task::spawn_local(every(cfg.heartbeat_interval, state.clone(), heartbeat_loop));
+    tokio::task::spawn_local(every(cfg.heartbeat_interval, state.clone(), heartbeat));
     tokio::task::spawn_local(every(
         cfg.lease_renew_interval,
         state.clone(),
@@ -645,7 +648,7 @@ async fn register(state: &Shared) {
         Ok(r) if r.status().is_success() => {
             tracing::info!(edge = %id, "registered with the control plane");
             state.borrow_mut().registered = true;
-            heartbeat_loop(state.clone()).await;
+            heartbeat(state.clone()).await;
         }
         Ok(r) => {
             let status = r.status();
@@ -656,23 +659,18 @@ async fn register(state: &Shared) {
     }
 }
 
-async fn heartbeat_loop(state: Shared) {
-    thread_local! {
-        static LAST: RefCell<Option<(Instant, u64)>> = const { RefCell::new(None) };
-    }
+/// One heartbeat: allocations and the relayed kbit/s since the previous one.
+async fn heartbeat(state: Shared) {
     let req = {
-        let s = state.borrow();
+        let mut s = state.borrow_mut();
         if !s.registered {
             return;
         }
         let bytes = s.metrics.total_bytes();
         let now = Instant::now();
-        let kbps = LAST.with(|l| {
-            let prev = l.borrow_mut().replace((now, bytes));
-            prev.map_or(0, |(at, b)| {
-                let secs = now.duration_since(at).as_secs_f64().max(0.001);
-                (bytes.saturating_sub(b) as f64 * 8.0 / 1000.0 / secs) as u64
-            })
+        let kbps = s.last_beat.replace((now, bytes)).map_or(0, |(at, b)| {
+            let secs = now.duration_since(at).as_secs_f64().max(0.001);
+            (bytes.saturating_sub(b) as f64 * 8.0 / 1000.0 / secs) as u64
         });
         let body = json!({"load_kbps": kbps, "allocations": s.metrics.allocations.get().max(0)});
         s.http

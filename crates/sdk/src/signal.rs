@@ -103,9 +103,9 @@ pub async fn fetch_udp(
                     body: answer.data.unwrap_or_default(),
                 })
             }
-            Some((401 | 438, reason))
-                if auth.is_none() || answer.error.as_ref().is_some_and(|e| e.0 == 438) =>
-            {
+            // The first 401 carries realm and nonce, a 438 a fresh nonce; a 401 to a signed
+            // request is a refusal (next arm).
+            Some((code @ (401 | 438), reason)) if *code == 438 || auth.is_none() => {
                 let (Some(realm), Some(nonce)) = (&answer.realm, &answer.nonce) else {
                     return Err(SignalError::Unauthorized {
                         proxy,
