@@ -111,3 +111,26 @@ fn first_exact<T>(v: &mut Vec<T>) {
         v.reserve_exact(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_entry_reserves_room_for_one_then_growth_is_as_usual() {
+        let now = Instant::now();
+        let mut p = Permissions::default();
+        assert!(p.install("192.0.2.1".parse().unwrap(), now));
+        assert_eq!(
+            p.0.capacity(),
+            1,
+            "an idle allocation's one peer costs one entry"
+        );
+        assert!(p.install("192.0.2.2".parse().unwrap(), now));
+        assert!(p.0.capacity() >= 2);
+        assert!(p.allows(
+            "192.0.2.1".parse().unwrap(),
+            now - std::time::Duration::from_secs(1)
+        ));
+    }
+}
