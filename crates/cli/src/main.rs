@@ -1,7 +1,7 @@
 //! The `cloudproxy` command.
 //!
 //! * `cloudproxy relay [--config FILE] [flags]`: runs the TURN relay until SIGINT (stop now) or
-//!   SIGTERM (drain, then stop).
+//!   SIGTERM (drain, then stop); SIGHUP reloads (`cmd_relay`).
 //! * `cloudproxy creds --secret S --id ID --ttl SECS`: prints TURN REST credentials and a
 //!   WebRTC `iceServers` entry.
 //!
@@ -15,6 +15,7 @@ mod cmd_demo;
 mod cmd_diagnose;
 mod cmd_join;
 mod cmd_media;
+mod cmd_relay;
 mod cmd_token;
 mod cmd_up;
 mod config;
@@ -29,8 +30,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use cloudproxy_relay::tls::{self, TlsIdentity};
-use cloudproxy_relay::{BoundAddrs, Relay, RelayConfig};
 
 use crate::config::RelayArgs;
 use crate::creds::CredsArgs;
@@ -121,7 +120,7 @@ fn render_error(e: &anyhow::Error) -> String {
 fn run(cli: Cli) -> Result<(), Failure> {
     logging::init(cli.log_format, &cli.log_level).map_err(Failure::Usage)?;
     match cli.command {
-        Command::Relay(args) => relay(&args),
+        Command::Relay(args) => cmd_relay::run(&args),
         Command::Creds(args) => creds(&args),
         Command::Media(args) => cmd_media::run(args),
         Command::Token(args) => cmd_token::run(args),
@@ -148,102 +147,6 @@ fn creds(args: &CredsArgs) -> Result<(), Failure> {
         .write_all(creds.render(args.json).as_bytes())
         .context("writing to stdout")
         .map_err(Failure::Runtime)
-}
-
-fn relay(args: &RelayArgs) -> Result<(), Failure> {
-    let config = config::relay_config(args.config.as_deref(), args).map_err(Failure::Usage)?;
-    // Unreadable or mismatched PEM files are configuration errors: catch them before binding.
-    if !config.tls.is_empty() {
-        if let TlsIdentity::Pem { .. } = &config.tls_identity {
-            tls::server_config(&config.tls_identity).map_err(|e| Failure::Usage(e.into()))?;
-        }
-    }
-    for w in config::warnings(&config) {
-        tracing::warn!("{w}");
-    }
-    let mut config = config;
-    if config.server.auth.static_secret.is_none()
-        && config.server.auth.app_keys.is_empty()
-        && config.control.is_none()
-    {
-        // Embedded defaults: a relay that refuses everyone is of no use to a newcomer, and a
-        // well-known default secret would be an open door. A random one per run is neither.
-        let secret = generated_secret();
-        eprintln!(
-            "no credentials configured: generated a static secret for this run: {secret}\n\
-             mint a credential with: cloudproxy creds --secret {secret} --id demo --ttl 3600\n\
-             (set --static-secret, CLOUDPROXY_STATIC_SECRET or [auth] in a config file to keep one)"
-        );
-        tracing::warn!("no credentials configured: using a generated static secret");
-        config.server.auth.static_secret = Some(secret.into_bytes());
-    }
-    run_relay(config).map_err(Failure::Runtime)
-}
-
-/// Starts the relay, announces its listeners and waits for a signal.
-///
-/// SIGINT stops at once. SIGTERM drains (no new allocations; existing ones keep flowing) for
-/// the drain timeout, cut short by a second SIGTERM or a SIGINT, then stops.
-fn run_relay(config: RelayConfig) -> anyhow::Result<()> {
-    let drain_timeout = config.drain_timeout;
-    let (rt, mut term, mut int) = crate::signals::install()?;
-
-    let relay = Relay::start(config).context("starting the relay")?;
-    announce(relay.local_addrs());
-
-    rt.block_on(async {
-        tokio::select! {
-            _ = term.recv() => {
-                relay.drain();
-                tracing::info!("SIGTERM: draining for {} s", drain_timeout.as_secs());
-                tokio::select! {
-                    _ = tokio::time::sleep(drain_timeout) => {
-                        tracing::info!("drain timeout over");
-                    }
-                    _ = term.recv() => tracing::info!("second SIGTERM: stopping now"),
-                    _ = int.recv() => tracing::info!("SIGINT: stopping now"),
-                }
-            }
-            _ = int.recv() => tracing::info!("SIGINT: stopping"),
-        }
-    });
-    relay.stop();
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// One line per listener on stdout (`udp 127.0.0.1:3478`), for scripts and tests, and in the
-/// log.
-fn announce(addrs: &BoundAddrs) {
-    let mut lines = String::new();
-    let listeners = [
-        ("udp", &addrs.udp),
-        ("tcp", &addrs.tcp),
-        ("tls", &addrs.tls),
-    ];
-    for (kind, list) in listeners {
-        for a in list {
-            lines.push_str(&format!("{kind} {a}\n"));
-            tracing::info!("listening: {kind} {a}");
-        }
-    }
-    if let Some(a) = addrs.metrics {
-        lines.push_str(&format!("metrics {a}\n"));
-        tracing::info!("metrics at http://{a}/metrics");
-    }
-    let mut out = std::io::stdout().lock();
-    // A closed stdout must not take the relay down.
-    if let Err(e) = out.write_all(lines.as_bytes()).and_then(|()| out.flush()) {
-        tracing::warn!("cannot print the listener addresses to stdout: {e}");
-    }
-}
-
-/// 18 random bytes (144 bits) as 36 hex digits.
-fn generated_secret() -> String {
-    use rand::RngCore as _;
-    let mut bytes = [0u8; 18];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

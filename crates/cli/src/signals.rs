@@ -20,3 +20,10 @@ pub(crate) fn install() -> anyhow::Result<(tokio::runtime::Runtime, Signal, Sign
     };
     Ok((rt, term, int))
 }
+
+/// The SIGHUP stream (configuration reload), on `rt`. Installed, SIGHUP no longer ends the
+/// process.
+pub(crate) fn hangup(rt: &tokio::runtime::Runtime) -> anyhow::Result<Signal> {
+    let _guard = rt.enter();
+    signal(SignalKind::hangup()).context("installing the SIGHUP handler")
+}

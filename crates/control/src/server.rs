@@ -86,7 +86,7 @@ impl Control {
             }
             None => (format!("cpo_{}", random_hex(32)), true),
         };
-        let listener = TcpListener::bind(config.listen).map_err(|source| ControlError::Bind {
+        let listener = bind(config.listen).map_err(|source| ControlError::Bind {
             addr: config.listen,
             source,
         })?;
@@ -94,9 +94,6 @@ impl Control {
             addr: config.listen,
             source,
         })?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| ControlError::Bind { addr, source })?;
         let (shutdown, stop_serving) = watch::channel(false);
         // Everything async happens on the new thread's runtime, so `start` works from inside
         // another runtime too; the thread reports whether the database opened.
@@ -243,4 +240,18 @@ impl Drop for Control {
     fn drop(&mut self) {
         self.stop_inner();
     }
+}
+
+/// The API listener, with SO_REUSEADDR: a restarted control plane binds again at once even
+/// while connections of the previous process sit in TIME_WAIT (std's `bind` does not set it,
+/// and a rolling restart would fail for up to 60 s). Without SO_REUSEPORT, so a port another
+/// process listens on still fails.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
 }

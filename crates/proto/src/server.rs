@@ -31,8 +31,9 @@ use crate::addr::{ClientAddr, PeerAddr, RelayAddr};
 use crate::admission::{self, Access, AdmitRequest, Mode, Verdict};
 use crate::auth::{Authenticator, CredentialError, NonceError, NonceKey};
 use crate::channel;
-use crate::config::{AppKey, ServerConfig};
+use crate::config::{AppKey, AuthConfig, ServerConfig};
 use crate::integrity::{self, IntegrityKind, KeyAlgorithm, LongTermKey};
+use crate::policy::PeerPolicy;
 use crate::ports::{ClaimError, RelayPorts};
 use crate::tables::{ChannelBinding, Channels, Permissions};
 use crate::timer::TimerQueue;
@@ -114,6 +115,9 @@ pub trait AllocationLedger: Send + Sync + std::fmt::Debug {
     /// reached (answered with 486).
     fn try_acquire(&self, user: &str) -> Result<(), QuotaExceeded>;
     fn release(&self, user: &str);
+    /// New limits (a configuration reload). Allocations already held stay, even above them;
+    /// new ones are refused until the counts are back under.
+    fn set_limits(&self, per_user_max: usize, total_max: usize);
 }
 
 /// Which limit refused an allocation.
@@ -126,8 +130,8 @@ pub enum QuotaExceeded {
 /// An in-process [`AllocationLedger`].
 #[derive(Debug)]
 pub struct LocalLedger {
-    per_user_max: usize,
-    total_max: usize,
+    per_user_max: AtomicUsize,
+    total_max: AtomicUsize,
     total: AtomicUsize,
     // A std Mutex: held only for a map update, never across an await, and only on Allocate
     // and allocation deletion.
@@ -137,8 +141,8 @@ pub struct LocalLedger {
 impl LocalLedger {
     pub fn new(per_user_max: usize, total_max: usize) -> Self {
         Self {
-            per_user_max,
-            total_max,
+            per_user_max: AtomicUsize::new(per_user_max),
+            total_max: AtomicUsize::new(total_max),
             total: AtomicUsize::new(0),
             users: Mutex::new(HashMap::new()),
         }
@@ -152,11 +156,11 @@ impl LocalLedger {
 impl AllocationLedger for LocalLedger {
     fn try_acquire(&self, user: &str) -> Result<(), QuotaExceeded> {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        if self.total.load(Ordering::Relaxed) >= self.total_max {
+        if self.total.load(Ordering::Relaxed) >= self.total_max.load(Ordering::Relaxed) {
             return Err(QuotaExceeded::Total);
         }
         let n = users.entry(user.to_owned()).or_insert(0);
-        if *n >= self.per_user_max {
+        if *n >= self.per_user_max.load(Ordering::Relaxed) {
             return Err(QuotaExceeded::User);
         }
         *n += 1;
@@ -173,6 +177,13 @@ impl AllocationLedger for LocalLedger {
             }
             self.total.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    fn set_limits(&self, per_user_max: usize, total_max: usize) {
+        // Under the map's lock, so no Allocate sees one new limit and one old.
+        let _users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        self.per_user_max.store(per_user_max, Ordering::Relaxed);
+        self.total_max.store(total_max, Ordering::Relaxed);
     }
 }
 
@@ -474,6 +485,36 @@ impl Server {
     /// Stops accepting new allocations; existing ones keep working.
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
+    }
+
+    /// Applies a reloaded configuration (SIGHUP): credentials, peer policy and the quota
+    /// fields of the config. No allocation ends. Permissions and channel bindings toward
+    /// peers the new policy denies stop relaying at once (a channel's number stays reserved
+    /// for its cooldown, RFC 8656 §12). The shared ledger's limits are the driver's to set
+    /// (once per process, [`AllocationLedger::set_limits`]). O(allocations), on reload only.
+    ///
+    /// Returns how many permissions and channel bindings were revoked.
+    pub fn reconfigure(
+        &mut self,
+        auth: &AuthConfig,
+        peer_policy: PeerPolicy,
+        max_allocations: usize,
+        max_allocations_per_user: usize,
+        now: Instant,
+    ) -> usize {
+        self.auth = Authenticator::new(auth);
+        self.config.auth = auth.clone();
+        self.config.max_allocations = max_allocations;
+        self.config.max_allocations_per_user = max_allocations_per_user;
+        let mut revoked = 0;
+        for a in self.slots.iter_mut().flatten() {
+            revoked += a.permissions.revoke(|ip| !peer_policy.permits_ip(ip));
+            revoked += a
+                .channels
+                .stop(|peer| !peer_policy.permits(peer.ip(), peer.port()), now);
+        }
+        self.config.peer_policy = peer_policy;
+        revoked
     }
 
     /// Replaces the per-application keys (control-plane sync).

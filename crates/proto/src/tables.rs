@@ -49,6 +49,13 @@ impl Permissions {
         self.0.retain(|&(_, until)| until > now);
     }
 
+    /// Removes the permissions of every `ip` for which `denied` holds; returns how many.
+    pub(crate) fn revoke(&mut self, denied: impl Fn(IpAddr) -> bool) -> usize {
+        let before = self.0.len();
+        self.0.retain(|&(ip, _)| !denied(ip));
+        before - self.0.len()
+    }
+
     pub(crate) fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
         self.0.iter().map(|&(_, t)| t)
     }
@@ -92,6 +99,21 @@ impl Channels {
         first_exact(&mut self.0);
         self.0.push(binding);
         true
+    }
+
+    /// Ends, as of `now`, the live bindings toward every peer for which `denied` holds; their
+    /// numbers stay reserved until the cooldown is over. Returns how many.
+    pub(crate) fn stop(&mut self, denied: impl Fn(SocketAddr) -> bool, now: Instant) -> usize {
+        let mut n = 0;
+        for c in self
+            .0
+            .iter_mut()
+            .filter(|c| c.expires > now && denied(c.peer))
+        {
+            c.expires = now;
+            n += 1;
+        }
+        n
     }
 
     /// Forgets bindings whose reservation is over.

@@ -1032,3 +1032,72 @@ fn signal_requests_are_authenticated_then_handed_to_the_driver() {
     let t = h.server.poll_transmit().unwrap();
     assert_eq!(client::parse(&t.data, None).unwrap().error.unwrap().0, 401);
 }
+
+#[test]
+fn a_reconfigured_policy_ends_relaying_to_denied_peers_but_keeps_the_allocation() {
+    let mut h = Harness::new(config(&["127.0.0.0/8"]));
+    let relay = h.allocate();
+    let r = h.authed(
+        CHANNEL_BIND,
+        &[Attr::ChannelNumber(0x4001), Attr::PeerAddress(peer())],
+    );
+    assert!(r.success, "{:?}", r.error);
+    let frame = client::channel_data(0x4001, b"hello", false);
+    assert!(h
+        .server
+        .handle_client_input(&frame, h.client, h.now)
+        .is_some());
+
+    // The operator narrows the policy: nothing flows either way, the allocation stays.
+    let auth = config(&[]).auth;
+    let narrowed = PeerPolicy::new(["10.0.0.0/8".parse::<PeerRule>().unwrap()]);
+    assert_eq!(h.server.reconfigure(&auth, narrowed, 100, 3, h.now), 2);
+    assert!(h
+        .server
+        .handle_client_input(&frame, h.client, h.now)
+        .is_none());
+    assert!(h.peer_packet(relay, peer(), b"world").is_none());
+    assert_eq!(h.server.allocation_count(), 1);
+    let r = h.authed(REFRESH, &[Attr::Lifetime(600)]);
+    assert!(r.success, "{:?}", r.error);
+    // The channel number stays reserved to its peer (RFC 8656 §12): rebinding it to the same
+    // peer is a refresh, which the narrowed policy refuses.
+    let r = h.authed(
+        CHANNEL_BIND,
+        &[Attr::ChannelNumber(0x4001), Attr::PeerAddress(peer())],
+    );
+    assert_eq!(r.error.map(|e| e.0), Some(403));
+
+    // Widened again: a refresh of the binding brings the flow back.
+    let widened = PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]);
+    assert_eq!(h.server.reconfigure(&auth, widened, 100, 3, h.now), 0);
+    let r = h.authed(
+        CHANNEL_BIND,
+        &[Attr::ChannelNumber(0x4001), Attr::PeerAddress(peer())],
+    );
+    assert!(r.success, "{:?}", r.error);
+    assert!(h
+        .server
+        .handle_client_input(&frame, h.client, h.now)
+        .is_some());
+}
+
+#[test]
+fn a_reconfigured_secret_authenticates_new_credentials_only() {
+    let mut h = Harness::new(config(&["127.0.0.0/8"]));
+    h.allocate();
+    let auth = AuthConfig {
+        static_secret: Some(b"rotated".to_vec()),
+        app_keys: vec![],
+    };
+    h.server
+        .reconfigure(&auth, config(&["127.0.0.0/8"]).peer_policy, 100, 3, h.now);
+    assert_eq!(h.server.allocation_count(), 1, "no allocation ends");
+    // The old credential no longer authenticates a new allocation elsewhere.
+    h.move_to(40001);
+    let r = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
+    assert_eq!(r.error.map(|e| e.0), Some(401));
+    h.move_to(40002);
+    h.password = rest_password(b"rotated", &h.username);
+    h.allocate();
+}

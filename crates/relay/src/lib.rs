@@ -61,7 +61,27 @@ pub enum RelayError {
 #[derive(Debug)]
 pub(crate) enum Control {
     Drain,
+    Reload(Arc<ServerReload>),
     Stop,
+}
+
+/// The part of a reloaded configuration each shard applies to its server.
+#[derive(Debug)]
+pub(crate) struct ServerReload {
+    auth: cloudproxy_proto::AuthConfig,
+    peer_policy: cloudproxy_proto::policy::PeerPolicy,
+    max_allocations: usize,
+    max_allocations_per_user: usize,
+}
+
+/// What a reload changed, for the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Whether the TLS listeners now present a newly read certificate.
+    pub certificate: bool,
+    /// Settings that differ in the new configuration but only take effect on a restart
+    /// (listeners, relay addresses and ports, ...): named, and left as they were.
+    pub needs_restart: Vec<&'static str>,
 }
 
 /// A running relay. Dropping it stops it.
@@ -73,6 +93,10 @@ pub struct Relay {
     threads: Vec<JoinHandle<()>>,
     metrics_stop: Option<tokio::sync::oneshot::Sender<()>>,
     link: Option<link::Link>,
+    /// The configuration in force (reloads replace the reloadable parts).
+    config: std::sync::Mutex<RelayConfig>,
+    shared: Shared,
+    certs: Option<Arc<tls::CertStore>>,
 }
 
 impl Relay {
@@ -107,11 +131,17 @@ impl Relay {
                 server_name: c.api_server_name.clone(),
             }))
         });
-        let tls_config = if config.tls.is_empty() {
+        let certs = if config.tls.is_empty() {
             None
         } else {
-            let c = tls::server_config(&config.tls_identity)?;
-            Some(if api.is_some() { tls::with_http(&c) } else { c })
+            Some(tls::CertStore::load(&config.tls_identity)?)
+        };
+        let tls_config = match &certs {
+            None => None,
+            Some(store) => {
+                let c = tls::server_config_with(store.clone())?;
+                Some(if api.is_some() { tls::with_http(&c) } else { c })
+            }
         };
 
         // Bind everything first, shard 0 resolving port 0, the others joining with SO_REUSEPORT.
@@ -286,6 +316,9 @@ impl Relay {
             threads,
             metrics_stop,
             link,
+            config: std::sync::Mutex::new(config),
+            shared,
+            certs,
         })
     }
 
@@ -303,6 +336,67 @@ impl Relay {
         for c in &self.controls {
             let _ = c.send(Control::Drain);
         }
+    }
+
+    /// Allocations held now, over every shard.
+    pub fn allocations(&self) -> i64 {
+        self.metrics.allocations.get()
+    }
+
+    /// Applies a new configuration without dropping a session: the TLS certificate and key
+    /// (new handshakes present the new one; established sessions keep theirs), static and
+    /// per-app credentials, the peer policy (permissions and channels toward peers it now
+    /// denies stop at once) and the allocation quotas. Other settings that differ are named in
+    /// [`Reloaded::needs_restart`] and left as they were.
+    ///
+    /// Everything that can fail (reading the certificate) is done before anything changes, so
+    /// an error leaves the old configuration wholly in force. Counted in
+    /// `cloudproxy_config_reloads_total{outcome}`.
+    pub fn reload(&self, new: RelayConfig) -> Result<Reloaded, RelayError> {
+        let r = self.reload_inner(new);
+        self.metrics.config_reloaded(r.is_ok());
+        r
+    }
+
+    fn reload_inner(&self, new: RelayConfig) -> Result<Reloaded, RelayError> {
+        let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = Reloaded::default();
+        // Only PEM files can be renewed; a self-signed certificate stays as generated.
+        let key = match (&self.certs, &new.tls_identity) {
+            (Some(_), identity @ tls::TlsIdentity::Pem { .. }) => {
+                Some(tls::certified_key(identity)?)
+            }
+            _ => None,
+        };
+        if new.server.relay_ipv4.is_none() && new.server.relay_ipv6.is_none() {
+            return Err(RelayError::Config(
+                "no relay address (IPv4 or IPv6) configured",
+            ));
+        }
+        done.needs_restart = restart_only_changes(&current, &new);
+        if let (Some(store), Some(key)) = (&self.certs, key) {
+            store.replace(key);
+            done.certificate = true;
+        }
+        self.shared.ledger.set_limits(
+            new.server.max_allocations_per_user,
+            new.server.max_allocations,
+        );
+        let reload = Arc::new(ServerReload {
+            auth: new.server.auth.clone(),
+            peer_policy: new.server.peer_policy.clone(),
+            max_allocations: new.server.max_allocations,
+            max_allocations_per_user: new.server.max_allocations_per_user,
+        });
+        for c in &self.controls {
+            let _ = c.send(Control::Reload(reload.clone()));
+        }
+        current.server.auth = new.server.auth;
+        current.server.peer_policy = new.server.peer_policy;
+        current.server.max_allocations = new.server.max_allocations;
+        current.server.max_allocations_per_user = new.server.max_allocations_per_user;
+        current.tls_identity = new.tls_identity;
+        Ok(done)
     }
 
     /// Stops every event loop and waits for them.
@@ -329,6 +423,40 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.stop_inner();
     }
+}
+
+/// The settings a reload cannot change in a running relay that differ between `old` and `new`.
+fn restart_only_changes(old: &RelayConfig, new: &RelayConfig) -> Vec<&'static str> {
+    let (o, n) = (&old.server, &new.server);
+    let mut changed = Vec::new();
+    let mut check = |name, differs: bool| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    check("udp listeners", old.udp != new.udp);
+    check("tcp listeners", old.tcp != new.tcp);
+    check("tls listeners", old.tls != new.tls);
+    check("metrics listener", old.metrics != new.metrics);
+    check("shards", old.shards != new.shards);
+    check("relay_ipv4", o.relay_ipv4 != n.relay_ipv4);
+    check("relay_ipv6", o.relay_ipv6 != n.relay_ipv6);
+    check("relay port range", o.relay_ports != n.relay_ports);
+    check("realm", o.realm != n.realm);
+    check(
+        "tls certificate kind (self-signed or PEM)",
+        matches!(old.tls_identity, tls::TlsIdentity::SelfSigned { .. })
+            != matches!(new.tls_identity, tls::TlsIdentity::SelfSigned { .. }),
+    );
+    check(
+        "control plane",
+        old.control.is_some() != new.control.is_some(),
+    );
+    check(
+        "max_stream_connections",
+        old.max_stream_connections != new.max_stream_connections,
+    );
+    changed
 }
 
 fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {

@@ -74,6 +74,11 @@ struct ErrorLabels {
     code: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    outcome: &'static str,
+}
+
 /// Traffic counted by one shard with plain integers and published to the shared counters in
 /// bulk (on every control-path flush, and every 250 ms), so two cores never write the same
 /// cache line for every packet.
@@ -145,9 +150,13 @@ pub struct Metrics {
     /// `cloudproxy_send_dropped_total`: datagrams the kernel refused to send (a send buffer
     /// that stayed full, or an error about that datagram) and that were therefore dropped.
     pub send_dropped: Counter,
+    /// `cloudproxy_config_last_reload_successful`: 1 if the last reload (SIGHUP) took
+    /// effect or none was tried, 0 if it was refused and the previous configuration is in force.
+    pub config_last_reload_successful: Gauge,
     traffic: [Traffic; 6],
     auth_failures: Counter,
     errors: Family<ErrorLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -253,6 +262,20 @@ impl Metrics {
             errors.clone(),
         );
 
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "cloudproxy_config_reloads",
+            "Configuration reloads (SIGHUP), by outcome: ok, or error (the old one stays in force)",
+            reloads.clone(),
+        );
+        let config_last_reload_successful = Gauge::default();
+        config_last_reload_successful.set(1);
+        registry.register(
+            "cloudproxy_config_last_reload_successful",
+            "1 if the last configuration reload took effect (or none was tried), else 0",
+            config_last_reload_successful.clone(),
+        );
+
         Self {
             registry,
             allocations,
@@ -267,7 +290,16 @@ impl Metrics {
             traffic,
             auth_failures,
             errors,
+            reloads,
+            config_last_reload_successful,
         }
+    }
+
+    /// Counts a configuration reload and sets the last-reload gauge.
+    pub fn config_reloaded(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ReloadLabels { outcome }).inc();
+        self.config_last_reload_successful.set(i64::from(ok));
     }
 
     /// The counters for one direction and client transport. Lock-free.

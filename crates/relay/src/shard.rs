@@ -126,6 +126,8 @@ impl ShardSetup {
             index: self.index,
             link: self.link.as_ref().map(|l| l.tx.clone()),
         }));
+        // Kept to re-apply the control plane's app keys after a reload.
+        let directory = self.link.as_ref().map(|l| l.directory.clone());
         if let Some(link) = self.link.take() {
             spawn_link_tasks(&shard, link);
         }
@@ -158,6 +160,28 @@ impl ShardSetup {
         while let Some(c) = self.control.recv().await {
             match c {
                 Control::Drain => shard.borrow_mut().server.set_draining(true),
+                Control::Reload(r) => {
+                    let mut sh = shard.borrow_mut();
+                    let revoked = sh.server.reconfigure(
+                        &r.auth,
+                        r.peer_policy.clone(),
+                        r.max_allocations,
+                        r.max_allocations_per_user,
+                        Instant::now(),
+                    );
+                    // Under a control plane its keys are the app keys, not the file's.
+                    if let Some(d) = &directory {
+                        sh.server.set_app_keys(&d.borrow().keys);
+                    }
+                    if revoked > 0 {
+                        tracing::info!(
+                            shard = self.index,
+                            revoked,
+                            "reload: permissions and channels toward peers now denied ended"
+                        );
+                    }
+                    sh.flush(&shard);
+                }
                 Control::Stop => break,
             }
         }

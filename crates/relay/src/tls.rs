@@ -5,15 +5,18 @@
 //! client certificates are requested; TURN authenticates with MESSAGE-INTEGRITY instead.
 //!
 //! The certificate either comes from PEM files or is generated self-signed at start (the
-//! default, fine for tests and for clients that pin or do not verify the certificate).
+//! default, fine for tests and for clients that pin or do not verify the certificate). It sits
+//! in a [`CertStore`] that a reload replaces without touching established sessions.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 /// ALPN protocol id for STUN/TURN over TLS (RFC 7443 §4).
 pub const ALPN_STUN_TURN: &[u8] = b"stun.turn";
@@ -93,9 +96,38 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(aws_lc_rs::default_provider())
 }
 
-/// Builds the server configuration for TURN over TLS listeners: TLS 1.2 and 1.3, no client
-/// authentication, ALPN `stun.turn` (optional for the client).
-pub fn server_config(identity: &TlsIdentity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// The certificate the TLS listeners present, replaceable while they run: a reload (SIGHUP)
+/// swaps it, new handshakes get the new one, and sessions already established keep theirs.
+/// Read once per handshake, never per packet, so a lock is fine here.
+#[derive(Debug)]
+pub struct CertStore(RwLock<Arc<CertifiedKey>>);
+
+impl CertStore {
+    /// The certificate of `identity` (PEM files are read now; a self-signed one is made now).
+    pub fn load(identity: &TlsIdentity) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self(RwLock::new(certified_key(identity)?))))
+    }
+
+    /// Presents `key` from the next handshake on.
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
+    }
+
+    /// The certificate presented now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// Reads (or generates) the certificate and key of `identity` and checks that they belong
+/// together, so a reload can refuse a bad pair before anything changes.
+pub fn certified_key(identity: &TlsIdentity) -> Result<Arc<CertifiedKey>, TlsError> {
     let (certs, key) = match identity {
         TlsIdentity::SelfSigned { names } => {
             let (cert, key) = self_signed(names)?;
@@ -103,28 +135,38 @@ pub fn server_config(identity: &TlsIdentity) -> Result<Arc<rustls::ServerConfig>
         }
         TlsIdentity::Pem { cert, key } => (read_certs(cert)?, read_key(key)?),
     };
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Config)?
-        .with_no_client_auth();
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|reason| match identity {
-            TlsIdentity::Pem { cert, key } => match reason {
-                rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
-                    TlsError::KeyMismatch {
-                        cert: cert.clone(),
-                        key: key.clone(),
-                    }
-                }
-                reason => TlsError::Rejected {
+    let ck = CertifiedKey::from_der(certs, key, &provider()).map_err(|reason| match identity {
+        TlsIdentity::Pem { cert, key } => match reason {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                TlsError::KeyMismatch {
                     cert: cert.clone(),
                     key: key.clone(),
-                    reason,
-                },
+                }
+            }
+            reason => TlsError::Rejected {
+                cert: cert.clone(),
+                key: key.clone(),
+                reason,
             },
-            TlsIdentity::SelfSigned { .. } => TlsError::Config(reason),
-        })?;
+        },
+        TlsIdentity::SelfSigned { .. } => TlsError::Config(reason),
+    })?;
+    Ok(Arc::new(ck))
+}
+
+/// Builds the server configuration for TURN over TLS listeners: TLS 1.2 and 1.3, no client
+/// authentication, ALPN `stun.turn` (optional for the client), the certificate of `identity`.
+pub fn server_config(identity: &TlsIdentity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_config_with(CertStore::load(identity)?)
+}
+
+/// As [`server_config`], presenting whatever `store` holds at each handshake.
+pub fn server_config_with(store: Arc<CertStore>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
     config.alpn_protocols = vec![ALPN_STUN_TURN.to_vec()];
     Ok(Arc::new(config))
 }
