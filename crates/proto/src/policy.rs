@@ -1,12 +1,26 @@
 //! Peer policy: which peers the relay may forward to.
 //!
 //! The relay is default-deny (RFC 8656 §21.3 "Open relay" concerns, coturn CVE-2020-26262):
-//! it forwards only to the configured upstream ranges. On top of that, a set of *special*
-//! ranges (unspecified, "this network" 0.0.0.0/8, loopback, link-local including the cloud
-//! metadata address 169.254.169.254, multicast, broadcast, and the IPv4-mapped IPv6 forms of all
-//! of those) is denied even when a broad rule such as `0.0.0.0/0` covers it. Such an address is
-//! reachable only through a rule that lies wholly inside a special range, e.g.
-//! `127.0.0.0/8` for tests, like coturn's `--allow-loopback-peers`.
+//! it forwards only to the configured upstream ranges. On top of the rules sit two layers of
+//! built-in denials that a broad rule such as `0.0.0.0/0` or `::/0` does not open:
+//!
+//! 1. **Special ranges**: unspecified, "this network" 0.0.0.0/8, loopback, link-local,
+//!    multicast, 240.0.0.0/4 (reserved, and the limited broadcast address). A rule that lies
+//!    wholly inside one of them opens it, e.g. `127.0.0.0/8` for tests, like coturn's
+//!    `--allow-loopback-peers`.
+//! 2. **Hard denials**: the cloud metadata and host-service addresses (169.254.169.254,
+//!    169.254.170.2, 100.100.100.200, 168.63.129.16, 192.0.0.192, fd00:ec2::/116), and the
+//!    relay's own transport addresses — every address of the host (and the advertised relay
+//!    addresses) at the relay's listener ports and relayed port range, so a client cannot make
+//!    the relay send to itself or to another allocation (a relay loop). Only a rule naming that
+//!    exact address (a /32 or /128) opens one of these; [`PeerPolicy::overrides`] lists such
+//!    rules so the relay can say so at start.
+//!
+//! IPv6 forms that embed an IPv4 address are judged as the IPv4 address they carry: mapped
+//! (`::ffff:a.b.c.d`), compatible (`::a.b.c.d`), translated (`::ffff:0:a.b.c.d`), NAT64
+//! (`64:ff9b::a.b.c.d`, `64:ff9b:1::a.b.c.d`), 6to4 (`2002:AABB:CCDD::/48`) and Teredo (the
+//! client address, de-obfuscated). So `64:ff9b::7f00:1` is loopback and `2002:a9fe:a9fe::1` is
+//! the metadata address.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -104,10 +118,40 @@ impl fmt::Display for PeerRule {
     }
 }
 
+/// The relay's own transport addresses: any of `ips` at a port in `ports`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnAddrs {
+    /// Every address of the host and the advertised relay addresses (normalized).
+    pub ips: Vec<IpAddr>,
+    /// Listener ports and the relayed port range.
+    pub ports: Vec<RangeInclusive<u16>>,
+}
+
+impl OwnAddrs {
+    fn contains(&self, ip: IpAddr, port: u16) -> bool {
+        self.ips.contains(&ip) && self.ports.iter().any(|r| r.contains(&port))
+    }
+}
+
 /// The set of allowed peers. `Default` denies every peer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerPolicy {
     rules: Vec<(PeerRule, bool)>,
+    own: OwnAddrs,
+}
+
+/// Why a peer is refused, or that it is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// No rule covers it.
+    NoRule,
+    /// A special range (loopback, link-local, ...) no rule inside it opens.
+    Special,
+    /// A cloud metadata address; only an exact rule opens it.
+    Metadata,
+    /// One of the relay's own transport addresses; only an exact rule opens it.
+    Own,
 }
 
 impl PeerPolicy {
@@ -129,59 +173,163 @@ impl PeerPolicy {
         self.rules.push((rule, explicit_special));
     }
 
+    /// Sets the relay's own transport addresses (the driver knows them once it has bound).
+    pub fn set_own(
+        &mut self,
+        ips: impl IntoIterator<Item = IpAddr>,
+        ports: Vec<RangeInclusive<u16>>,
+    ) {
+        let mut ips: Vec<IpAddr> = ips.into_iter().map(normalize_ip).collect();
+        ips.sort();
+        ips.dedup();
+        self.own = OwnAddrs { ips, ports };
+    }
+
+    pub fn own(&self) -> &OwnAddrs {
+        &self.own
+    }
+
     pub fn rules(&self) -> impl Iterator<Item = &PeerRule> {
         self.rules.iter().map(|(r, _)| r)
     }
 
-    /// Whether the relay may send to `ip` at any port (CreatePermission installs per IP).
+    /// The rules that open a built-in denial, each with what it opens, e.g.
+    /// `("127.0.0.0/8", "special range 127.0.0.0/8")`: to be logged at start.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (r, explicit) in &self.rules {
+            if *explicit {
+                let within = special_nets()
+                    .find(|s| s.contains(&r.net))
+                    .map_or_else(String::new, |s| s.to_string());
+                out.push((r.to_string(), format!("special range {within}")));
+            }
+            if let Some(ip) = exact(r) {
+                if is_metadata(ip) {
+                    out.push((r.to_string(), "a cloud metadata address".into()));
+                }
+                if self.own.ips.contains(&ip) {
+                    out.push((r.to_string(), "one of the relay's own addresses".into()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the relay may send to `ip` at any port (CreatePermission installs per IP). The
+    /// relay's own addresses pass here (other ports of the host may be fine); the port is
+    /// checked where one is known (ChannelBind, Send).
     pub fn permits_ip(&self, ip: IpAddr) -> bool {
-        let ip = normalize_ip(ip);
-        let special = is_special(ip);
-        self.rules
-            .iter()
-            .any(|(r, explicit)| r.net.contains(&ip) && (!special || *explicit))
+        self.judge(ip, None) == Verdict::Allowed
     }
 
     /// Whether the relay may send to `ip:port`.
     pub fn permits(&self, ip: IpAddr, port: u16) -> bool {
+        port != 0 && self.judge(ip, Some(port)) == Verdict::Allowed
+    }
+
+    /// The verdict for `ip` (and `port`, when known), with the reason of a refusal.
+    pub fn judge(&self, ip: IpAddr, port: Option<u16>) -> Verdict {
         let ip = normalize_ip(ip);
-        let special = is_special(ip);
-        port != 0
-            && self.rules.iter().any(|(r, explicit)| {
-                r.net.contains(&ip) && r.ports.contains(&port) && (!special || *explicit)
-            })
-    }
-}
-
-/// IPv4-mapped (`::ffff:a.b.c.d`) and IPv4-compatible (`::a.b.c.d`, deprecated) IPv6 addresses
-/// are judged as the IPv4 address they carry, so `::ffff:127.0.0.1` is loopback.
-pub fn normalize_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return IpAddr::V4(v4);
-            }
-            let s = v6.segments();
-            if s[..6] == [0; 6] && !(s[6] == 0 && s[7] <= 1) {
-                return IpAddr::V4(Ipv4Addr::new(
-                    (s[6] >> 8) as u8,
-                    s[6] as u8,
-                    (s[7] >> 8) as u8,
-                    s[7] as u8,
-                ));
-            }
-            IpAddr::V6(v6)
+        let port_ok = |r: &PeerRule| port.is_none_or(|p| r.ports.contains(&p));
+        let hard = if is_metadata(ip) {
+            Some(Verdict::Metadata)
+        } else if port.is_some_and(|p| self.own.contains(ip, p)) {
+            Some(Verdict::Own)
+        } else {
+            None
+        };
+        if let Some(why) = hard {
+            let opened = self
+                .rules
+                .iter()
+                .any(|(r, _)| exact(r) == Some(ip) && port_ok(r));
+            return if opened { Verdict::Allowed } else { why };
         }
-        v4 => v4,
+        let special = is_special(ip);
+        let covered = self
+            .rules
+            .iter()
+            .any(|(r, explicit)| r.net.contains(&ip) && port_ok(r) && (!special || *explicit));
+        match (covered, special) {
+            (true, _) => Verdict::Allowed,
+            (false, true) => Verdict::Special,
+            (false, false) => Verdict::NoRule,
+        }
     }
 }
 
+/// The one address a rule names, if it is a /32 or /128.
+fn exact(r: &PeerRule) -> Option<IpAddr> {
+    (r.net.prefix_len() == r.net.max_prefix_len()).then(|| r.net.addr())
+}
+
+/// IPv6 forms that carry an IPv4 address are judged as that address (see the module docs).
+pub fn normalize_ip(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = ip else {
+        return ip;
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| {
+        IpAddr::V4(Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        ))
+    };
+    match s {
+        // IPv4-compatible (deprecated), but not :: and ::1.
+        [0, 0, 0, 0, 0, 0, hi, lo] if !(hi == 0 && lo <= 1) => v4(hi, lo),
+        // IPv4-translated (RFC 2765 SIIT).
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] => v4(hi, lo),
+        // NAT64: the well-known prefix (RFC 6052) and the local-use one as a /96 (RFC 8215).
+        [0x64, 0xff9b, 0 | 1, 0, 0, 0, hi, lo] => v4(hi, lo),
+        // 6to4 (RFC 3056): 2002:AABB:CCDD::/48.
+        [0x2002, hi, lo, ..] => v4(hi, lo),
+        // Teredo (RFC 4380): the client's address, bit-inverted, in the last 32 bits.
+        [0x2001, 0, _, _, _, _, hi, lo] => v4(!hi, !lo),
+        _ => ip,
+    }
+}
+
+/// Cloud metadata and host-service addresses: a relay in a cloud must never reach them for
+/// a client, whatever the rules say (only an exact rule opens one).
+fn is_metadata(ip: IpAddr) -> bool {
+    const V4: [Ipv4Addr; 5] = [
+        Ipv4Addr::new(169, 254, 169, 254), // AWS, GCP, Azure, OpenStack, DigitalOcean, Oracle
+        Ipv4Addr::new(169, 254, 170, 2),   // AWS ECS task metadata
+        Ipv4Addr::new(100, 100, 100, 200), // Alibaba Cloud
+        Ipv4Addr::new(168, 63, 129, 16),   // Azure WireServer
+        Ipv4Addr::new(192, 0, 0, 192),     // Oracle Cloud (legacy)
+    ];
+    match ip {
+        IpAddr::V4(v4) => V4.contains(&v4),
+        // AWS's IPv6 service addresses (IMDS fd00:ec2::254, DNS ::253, NTP ::123): /116.
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            s[..7] == [0xfd00, 0xec2, 0, 0, 0, 0, 0] && s[7] <= 0xfff
+        }
+    }
+}
+
+/// A rule over an embedded-IPv4 form becomes the IPv4 rule it means. Only forms that carry the
+/// IPv4 address in their last 32 bits map a prefix onto an IPv4 prefix; a 6to4 or Teredo rule
+/// converts only when it names one address.
 fn normalize_net(net: IpNet) -> IpNet {
     match net {
-        IpNet::V6(n) if n.prefix_len() >= 96 => match normalize_ip(IpAddr::V6(n.addr())) {
-            IpAddr::V4(v4) => IpNet::V4(Ipv4Net::new(v4, n.prefix_len() - 96).expect("<= 32")),
-            IpAddr::V6(_) => net,
-        },
+        IpNet::V6(n)
+            if n.prefix_len() == 128
+                || (n.prefix_len() >= 96 && !matches!(n.addr().segments()[0], 0x2001 | 0x2002)) =>
+        {
+            match normalize_ip(IpAddr::V6(n.addr())) {
+                IpAddr::V4(v4) => IpNet::V4(Ipv4Net::new(v4, n.prefix_len() - 96).expect("<= 32")),
+                IpAddr::V6(_) => net,
+            }
+        }
         other => other,
     }
 }
@@ -192,7 +340,8 @@ fn special_nets() -> impl Iterator<Item = IpNet> {
         (Ipv4Addr::new(127, 0, 0, 0), 8),
         (Ipv4Addr::new(169, 254, 0, 0), 16),
         (Ipv4Addr::new(224, 0, 0, 0), 4),
-        (Ipv4Addr::new(255, 255, 255, 255), 32),
+        // Reserved (RFC 1112 "class E"), including the limited broadcast 255.255.255.255.
+        (Ipv4Addr::new(240, 0, 0, 0), 4),
     ];
     const V6: [(Ipv6Addr, u8); 4] = [
         (Ipv6Addr::UNSPECIFIED, 128),

@@ -12,13 +12,14 @@ pub mod tls;
 
 mod batch;
 mod config;
+pub mod host;
 pub mod link;
 mod shard;
 mod stream;
 mod udp;
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -232,6 +233,11 @@ impl Relay {
             None => None,
         };
 
+        set_own_addrs(&mut config, &addrs);
+        for (rule, opens) in config.server.peer_policy.overrides() {
+            tracing::warn!("peer rule {rule} opens a built-in denial: {opens}");
+        }
+
         let shared = Shared::from_config(&config.server, &mut rand::rng());
         let streams = Arc::new(stream::ConnectionLimit::new(
             config.max_stream_connections,
@@ -358,7 +364,7 @@ impl Relay {
         r
     }
 
-    fn reload_inner(&self, new: RelayConfig) -> Result<Reloaded, RelayError> {
+    fn reload_inner(&self, mut new: RelayConfig) -> Result<Reloaded, RelayError> {
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
         let mut done = Reloaded::default();
         // Only PEM files can be renewed; a self-signed certificate stays as generated.
@@ -374,6 +380,11 @@ impl Relay {
             ));
         }
         done.needs_restart = restart_only_changes(&current, &new);
+        // Interfaces may have gained or lost addresses since the start.
+        set_own_addrs(&mut new, &self.addrs);
+        for (rule, opens) in new.server.peer_policy.overrides() {
+            tracing::warn!("peer rule {rule} opens a built-in denial: {opens}");
+        }
         if let (Some(store), Some(key)) = (&self.certs, key) {
             store.replace(key);
             done.certificate = true;
@@ -423,6 +434,28 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.stop_inner();
     }
+}
+
+/// Tells the peer policy the relay's own transport addresses: every host address (and the
+/// advertised relay and listener addresses, which may be a public address a NAT maps here)
+/// at every listener port and in the relayed port range.
+fn set_own_addrs(config: &mut RelayConfig, addrs: &BoundAddrs) {
+    let mut ips = host::addresses().unwrap_or_else(|e| {
+        tracing::warn!("cannot list the host's addresses ({e}); denying only the configured ones");
+        Vec::new()
+    });
+    let listeners = addrs.udp.iter().chain(&addrs.tcp).chain(&addrs.tls);
+    ips.extend(
+        listeners
+            .clone()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified()),
+    );
+    ips.extend(config.server.relay_ipv4.map(IpAddr::V4));
+    ips.extend(config.server.relay_ipv6.map(IpAddr::V6));
+    let mut ports: Vec<_> = listeners.map(|a| a.port()..=a.port()).collect();
+    ports.push(config.server.relay_ports.clone());
+    config.server.peer_policy.set_own(ips, ports);
 }
 
 /// The settings a reload cannot change in a running relay that differ between `old` and `new`.

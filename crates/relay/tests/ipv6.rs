@@ -66,7 +66,7 @@ fn relay(listen: &[SocketAddr], relay_ipv6: Option<Ipv6Addr>) -> Relay {
             ),
             relay_ipv4: Some(Ipv4Addr::LOCALHOST),
             relay_ipv6,
-            relay_ports: 41000..=41999,
+            relay_ports: 23000..=23999,
             ..ServerConfig::default()
         },
         udp: listen.to_vec(),

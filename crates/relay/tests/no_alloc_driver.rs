@@ -180,7 +180,7 @@ fn relay() -> Relay {
                 app_keys: vec![],
             },
             peer_policy: PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]),
-            relay_ports: 46000..=46999,
+            relay_ports: 26000..=26999,
             ..ServerConfig::default()
         },
         udp: vec![any],

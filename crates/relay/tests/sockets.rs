@@ -25,7 +25,7 @@ fn relay(allow: &[&str]) -> Relay {
                 app_keys: vec![],
             },
             peer_policy: PeerPolicy::new(allow.iter().map(|r| r.parse::<PeerRule>().unwrap())),
-            relay_ports: 40000..=40999,
+            relay_ports: 22000..=22999,
             ..ServerConfig::default()
         },
         udp: vec![any],
@@ -231,4 +231,63 @@ fn large_frames_on_a_stream_are_reassembled() {
         .recv_from(&mut buf)
         .expect("the peer gets the datagram");
     assert_eq!(&buf[..n], &payload[..]);
+}
+
+/// Even with every network allowed (and loopback opened for the test), the relay will not
+/// send to itself: not to another allocation's relayed address (a relay loop), not to its own
+/// listeners. An ordinary peer on the same host, at another port, is fine.
+#[test]
+fn the_relay_refuses_its_own_addresses_as_peers() {
+    let relay = relay(&["0.0.0.0/0", "::/0", "127.0.0.0/8"]);
+    let peer = EchoPeer::start("127.0.0.1:0").unwrap();
+    let addrs = relay.local_addrs().clone();
+    let mut other = TurnClient::with_secret(Conn::udp(addrs.udp[0]), SECRET);
+    let r = other.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
+    assert!(r.success, "allocate: {:?}", r.error);
+    let other_relayed = r.relayed[0];
+
+    let mut c = TurnClient::with_secret(Conn::udp(addrs.udp[0]), SECRET);
+    let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
+    assert!(r.success, "allocate: {:?}", r.error);
+    let own_relayed = r.relayed[0];
+    let mapped = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        v6 => v6,
+    };
+    for (what, target) in [
+        ("another allocation's relayed address", other_relayed),
+        ("its own relayed address", own_relayed),
+        ("the UDP listener", addrs.udp[0]),
+        ("the TCP listener", addrs.tcp[0]),
+        ("the TLS listener", addrs.tls[0]),
+    ] {
+        let r = c.transact(
+            CHANNEL_BIND,
+            &[Attr::ChannelNumber(0x4001), Attr::PeerAddress(target)],
+        );
+        assert_eq!(
+            r.error.as_ref().map(|e| e.0),
+            Some(403),
+            "ChannelBind to {what} ({target})"
+        );
+    }
+    // An IPv4 allocation refuses an IPv6 peer first (443 Peer Address Family Mismatch); the
+    // mapped form is judged as the IPv4 address it carries in the policy tests.
+    let r = c.transact(
+        CHANNEL_BIND,
+        &[
+            Attr::ChannelNumber(0x4001),
+            Attr::PeerAddress(mapped(other_relayed)),
+        ],
+    );
+    assert!(
+        matches!(r.error.as_ref().map(|e| e.0), Some(403 | 443)),
+        "{:?}",
+        r.error
+    );
+    let r = c.transact(
+        CHANNEL_BIND,
+        &[Attr::ChannelNumber(0x4001), Attr::PeerAddress(peer.addr)],
+    );
+    assert!(r.success, "an ordinary peer on this host: {:?}", r.error);
 }

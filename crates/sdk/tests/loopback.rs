@@ -50,7 +50,7 @@ impl World {
             server: ServerConfig {
                 auth: app_auth(),
                 peer_policy: PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]),
-                relay_ports: 42000..=42999,
+                relay_ports: 24000..=24999,
                 ..ServerConfig::default()
             },
             udp: vec![any()],
@@ -122,7 +122,7 @@ async fn every_mode_joins_over_the_right_path_and_exchanges_media() {
         if path.is_proxy() {
             // The media service saw the relay's relayed address, not the client's.
             assert_eq!(info.seen_as.ip().to_string(), "127.0.0.1");
-            assert!((42000..=42999).contains(&info.seen_as.port()), "{info:?}");
+            assert!((24000..=24999).contains(&info.seen_as.port()), "{info:?}");
         }
         echo_roundtrip(&mut client, 20).await;
         let ev = drain(&mut events);
@@ -238,7 +238,7 @@ async fn a_dropped_path_reconnects_through_the_next_proxy() {
         server: ServerConfig {
             auth: app_auth(),
             peer_policy: PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]),
-            relay_ports: 43000..=43999,
+            relay_ports: 25000..=25999,
             ..ServerConfig::default()
         },
         udp: vec![any()],
