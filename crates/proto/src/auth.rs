@@ -18,13 +18,14 @@
 //!
 //! ## Nonces
 //!
-//! A nonce is `obMatJos2` + 4 base64 characters of RFC 8489 §9.2 security feature bits
-//! (password algorithms) + 16 hex digits of expiry + 24 hex digits of an HMAC-SHA256 tag over
-//! the expiry and the client's address, keyed with a per-process random key. Checking a nonce
-//! needs no table, so an unauthenticated request creates no state at all.
+//! A nonce is 16 base64url characters: 4 bytes of expiry (Unix seconds, big-endian) and the
+//! first 8 bytes of an HMAC-SHA256 tag over the expiry and the client's address, keyed with a
+//! per-process random key. When the server offers RFC 8489 §9.2's password algorithms, the
+//! nonce starts with the cookie `obMatJos2` and 4 base64 characters of security feature bits.
+//! Checking a nonce needs no table, so an unauthenticated request creates no state at all,
+//! and the challenge stays small (a 401 to a bare Allocate is at most 4× its size).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -37,6 +38,10 @@ use crate::config::{AppKey, AuthConfig};
 pub const NONCE_COOKIE: &str = "obMatJos2";
 /// Security feature set: bit 0 "Password algorithms" (the first of 24 bits, MSB first).
 const FEATURES_B64: &str = "gAAA";
+/// Characters of a nonce without the cookie: base64url of 4 + 8 bytes.
+pub const NONCE_LEN: usize = 16;
+/// Characters of a nonce with the cookie and feature bits.
+pub const NONCE_LEN_WITH_COOKIE: usize = NONCE_COOKIE.len() + FEATURES_B64.len() + NONCE_LEN;
 
 /// Builds `"<expiry>:<id>"`.
 pub fn rest_username(expiry_unix: u64, id: &str) -> String {
@@ -175,7 +180,7 @@ impl NonceKey {
         Self(key)
     }
 
-    fn tag(&self, expiry: u64, client: &std::net::SocketAddr) -> [u8; 12] {
+    fn tag(&self, expiry: u32, client: &std::net::SocketAddr) -> [u8; 8] {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length");
         mac.update(&expiry.to_be_bytes());
         match client.ip() {
@@ -183,20 +188,24 @@ impl NonceKey {
             std::net::IpAddr::V6(ip) => mac.update(&ip.octets()),
         }
         mac.update(&client.port().to_be_bytes());
-        let mut out = [0u8; 12];
-        out.copy_from_slice(&mac.finalize().into_bytes()[..12]);
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&mac.finalize().into_bytes()[..8]);
         out
     }
 
-    /// A nonce for `client`, valid until `expiry_unix`.
-    pub fn mint(&self, expiry_unix: u64, client: &std::net::SocketAddr) -> String {
-        let mut s = String::with_capacity(9 + 4 + 16 + 24);
-        s.push_str(NONCE_COOKIE);
-        s.push_str(FEATURES_B64);
-        let _ = write!(s, "{expiry_unix:016x}");
-        for b in self.tag(expiry_unix, client) {
-            let _ = write!(s, "{b:02x}");
+    /// A nonce for `client`, valid until `expiry_unix`; `features`: with the RFC 8489 cookie
+    /// announcing password algorithms.
+    pub fn mint(&self, expiry_unix: u64, client: &std::net::SocketAddr, features: bool) -> String {
+        let expiry = u32::try_from(expiry_unix).unwrap_or(u32::MAX);
+        let mut raw = [0u8; 12];
+        raw[..4].copy_from_slice(&expiry.to_be_bytes());
+        raw[4..].copy_from_slice(&self.tag(expiry, client));
+        let mut s = String::with_capacity(NONCE_LEN_WITH_COOKIE);
+        if features {
+            s.push_str(NONCE_COOKIE);
+            s.push_str(FEATURES_B64);
         }
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(raw, &mut s);
         s
     }
 
@@ -208,22 +217,27 @@ impl NonceKey {
     ) -> Result<(), NonceError> {
         let rest = nonce
             .strip_prefix(NONCE_COOKIE)
-            .and_then(|r| r.strip_prefix(FEATURES_B64))
+            .map_or(Some(nonce), |r| r.strip_prefix(FEATURES_B64))
             .ok_or(NonceError::Invalid)?;
-        if rest.len() != 16 + 24 || !rest.is_ascii() {
+        if rest.len() != NONCE_LEN {
             return Err(NonceError::Invalid);
         }
-        let expiry = u64::from_str_radix(&rest[..16], 16).map_err(|_| NonceError::Invalid)?;
-        let mut tag = [0u8; 12];
-        for (i, t) in tag.iter_mut().enumerate() {
-            *t = u8::from_str_radix(&rest[16 + 2 * i..18 + 2 * i], 16)
-                .map_err(|_| NonceError::Invalid)?;
+        let mut raw = [0u8; 12];
+        match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(rest, &mut raw) {
+            Ok(12) => {}
+            _ => return Err(NonceError::Invalid),
         }
+        let expiry = u32::from_be_bytes(raw[..4].try_into().expect("4 bytes"));
         let want = self.tag(expiry, client);
-        if want.iter().zip(tag).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
+        if want
+            .iter()
+            .zip(&raw[4..])
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            != 0
+        {
             return Err(NonceError::Invalid);
         }
-        if expiry < now_unix {
+        if u64::from(expiry) < now_unix {
             return Err(NonceError::Stale);
         }
         Ok(())
@@ -290,13 +304,26 @@ mod tests {
         let k = NonceKey::new([7; 32]);
         let a: std::net::SocketAddr = "192.0.2.1:5000".parse().unwrap();
         let b: std::net::SocketAddr = "192.0.2.1:5001".parse().unwrap();
-        let n = k.mint(100, &a);
-        assert!(n.starts_with(NONCE_COOKIE));
-        assert_eq!(k.check(&n, &a, 100), Ok(()));
-        assert_eq!(k.check(&n, &a, 101), Err(NonceError::Stale));
-        assert_eq!(k.check(&n, &b, 50), Err(NonceError::Invalid));
+        for features in [true, false] {
+            let n = k.mint(100, &a, features);
+            assert_eq!(n.starts_with(NONCE_COOKIE), features);
+            let len = if features {
+                NONCE_LEN_WITH_COOKIE
+            } else {
+                NONCE_LEN
+            };
+            assert_eq!(n.len(), len);
+            assert_eq!(k.check(&n, &a, 100), Ok(()));
+            assert_eq!(k.check(&n, &a, 101), Err(NonceError::Stale));
+            assert_eq!(k.check(&n, &b, 50), Err(NonceError::Invalid));
+            let other = NonceKey::new([8; 32]);
+            assert_eq!(other.check(&n, &a, 50), Err(NonceError::Invalid));
+        }
         assert_eq!(k.check("garbage", &a, 50), Err(NonceError::Invalid));
-        let other = NonceKey::new([8; 32]);
-        assert_eq!(other.check(&n, &a, 50), Err(NonceError::Invalid));
+        assert_eq!(
+            k.check("obMatJos2gAAA!!!!", &a, 50),
+            Err(NonceError::Invalid)
+        );
+        assert_eq!(k.check("", &a, 50), Err(NonceError::Invalid));
     }
 }

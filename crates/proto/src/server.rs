@@ -265,6 +265,11 @@ pub enum Event {
     },
     /// An error response was sent.
     ErrorSent { code: u16 },
+    /// A malformed STUN message was dropped without an answer.
+    MalformedDropped,
+    /// An answer to an unauthenticated request was not sent: it would have been more than
+    /// [`REFLECTION_FACTOR`] times the request.
+    ReflectionSuppressed,
     /// An admitted allocation ended (any reason, also before its socket was bound): its
     /// account's lease can go, and `bytes` were relayed since the last
     /// [`Server::drain_usage`].
@@ -375,7 +380,19 @@ struct ReplyAuth {
     fingerprint: bool,
     transaction: TransactionId,
     method: Method,
+    /// The request's size: an unauthenticated answer stays within
+    /// [`REFLECTION_FACTOR`] times it.
+    request_len: usize,
 }
+
+/// No answer to a request that did not authenticate is more than this many times the size of
+/// the request, so a spoofed source cannot use the relay as an amplifier (RFC 8656 §21.1.5
+/// asks servers not to be one). Answers are built small enough; the check in
+/// [`Server::send_reply`] is the backstop.
+pub const REFLECTION_FACTOR: usize = 4;
+
+/// Unknown attributes listed in a 420 at most (each listed once).
+const MAX_UNKNOWN_LISTED: usize = 16;
 
 /// An error to answer with, and whether the client's credential was good.
 struct Reject {
@@ -947,15 +964,9 @@ impl Server {
             None
         };
         let Some(msg) = msg else {
-            if class == MessageClass::Request {
-                let reply = ReplyAuth {
-                    key: None,
-                    fingerprint: false,
-                    transaction: header.transaction_id(),
-                    method: header.get_type().method(),
-                };
-                self.respond_error(client, &reply, 400, "Bad Request: malformed message");
-            }
+            // Malformed: dropped without an answer (an answer would be a free reflection, and
+            // a well-behaved client never sends one), counted for the operator.
+            self.events.push_back(Event::MalformedDropped);
             return None;
         };
         match class {
@@ -976,17 +987,23 @@ impl Server {
             fingerprint: msg.has_attribute(AttributeType::new(ATTR_FINGERPRINT)),
             transaction: msg.transaction_id(),
             method: msg.method(),
+            request_len: msg.as_bytes().len(),
         };
-        // RFC 8489 §7.3.1: unknown comprehension-required attributes -> 420.
-        let unknown: Vec<AttributeType> = msg
-            .iter_attributes()
-            .map(|(_, a)| a.get_type())
-            .filter(|t| {
-                t.comprehension_required()
-                    && !KNOWN_REQUIRED.contains(&t.value())
-                    && t.value() != ATTR_RESERVATION_TOKEN
-            })
-            .collect();
+        // RFC 8489 §7.3.1: unknown comprehension-required attributes -> 420, each listed once
+        // and at most MAX_UNKNOWN_LISTED of them.
+        let mut unknown: Vec<AttributeType> = Vec::new();
+        for t in msg.iter_attributes().map(|(_, a)| a.get_type()) {
+            if t.comprehension_required()
+                && !KNOWN_REQUIRED.contains(&t.value())
+                && t.value() != ATTR_RESERVATION_TOKEN
+                && !unknown.contains(&t)
+            {
+                unknown.push(t);
+                if unknown.len() == MAX_UNKNOWN_LISTED {
+                    break;
+                }
+            }
+        }
         if !unknown.is_empty() {
             let mut w = Message::builder_error(msg, MessageWriteVec::new());
             let _ = w.add_attribute(&error_code(420, "Unknown Attribute"));
@@ -1212,7 +1229,19 @@ impl Server {
             self.events.push_back(Event::AuthFailed { client, reason });
         }
         let expiry = self.unix(now) + self.config.lifetimes.nonce.as_secs();
-        let nonce = self.nonce_key.mint(expiry, &client.remote);
+        // RFC 8489 §9.2's password-algorithms feature (the nonce cookie and
+        // PASSWORD-ALGORITHMS) costs 44 bytes: offered when the answer stays within the
+        // reflection budget, which any real client's request (it carries
+        // REQUESTED-TRANSPORT or credentials) leaves room for.
+        let padded = |n: usize| 4 + n.div_ceil(4) * 4;
+        let with_features = 20
+            + padded(4 + reason.len())
+            + padded(self.config.realm.len())
+            + padded(crate::auth::NONCE_LEN_WITH_COOKIE)
+            + 12 // PASSWORD-ALGORITHMS with MD5 and SHA-256
+            + if reply.fingerprint { 8 } else { 0 };
+        let features = with_features <= REFLECTION_FACTOR * reply.request_len;
+        let nonce = self.nonce_key.mint(expiry, &client.remote, features);
         let mut w = Message::builder(
             MessageType::from_class_method(MessageClass::Error, reply.method),
             reply.transaction,
@@ -1225,7 +1254,9 @@ impl Server {
         if let Ok(n) = Nonce::new(&nonce) {
             let _ = w.add_attribute(&n);
         }
-        let _ = w.add_attribute(&password_algorithms());
+        if features {
+            let _ = w.add_attribute(&password_algorithms());
+        }
         let unsigned = ReplyAuth {
             key: None,
             ..reply.clone()
@@ -1690,7 +1721,25 @@ impl Server {
 
     fn respond_error(&mut self, client: ClientAddr, reply: &ReplyAuth, code: u16, reason: &str) {
         let data = self.error_response(reply, code, reason);
-        self.events.push_back(Event::ErrorSent { code });
+        self.send_reply(client, reply, data, Some(code));
+    }
+
+    /// Queues an answer; one to a request that did not authenticate goes only if it is within
+    /// [`REFLECTION_FACTOR`] times the request (else it is dropped and counted).
+    fn send_reply(
+        &mut self,
+        client: ClientAddr,
+        reply: &ReplyAuth,
+        data: Vec<u8>,
+        code: Option<u16>,
+    ) {
+        if reply.key.is_none() && data.len() > REFLECTION_FACTOR * reply.request_len {
+            self.events.push_back(Event::ReflectionSuppressed);
+            return;
+        }
+        if let Some(code) = code {
+            self.events.push_back(Event::ErrorSent { code });
+        }
         self.transmits.push_back(Transmit { to: client, data });
     }
 
@@ -1702,19 +1751,18 @@ impl Server {
         code: Option<u16>,
     ) {
         let data = self.finish(w, reply);
-        if let Some(code) = code {
-            self.events.push_back(Event::ErrorSent { code });
-        }
-        self.transmits.push_back(Transmit { to: client, data });
+        self.send_reply(client, reply, data, code);
     }
 
-    /// Adds SOFTWARE, the integrity attribute of the request's kind, and FINGERPRINT if the
-    /// request had one.
+    /// Adds SOFTWARE (to authenticated answers only: an unauthenticated one stays small and
+    /// tells a scanner nothing), the integrity attribute of the request's kind, and
+    /// FINGERPRINT if the request had one.
     fn finish(&self, mut w: MessageWriteVec, reply: &ReplyAuth) -> Vec<u8> {
         if let Some(sw) = self
             .config
             .software
             .as_deref()
+            .filter(|_| reply.key.is_some())
             .and_then(|s| Software::new(s).ok())
         {
             let _ = w.add_attribute(&sw);

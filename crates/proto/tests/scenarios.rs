@@ -634,7 +634,7 @@ fn draining_refuses_new_allocations_only() {
 }
 
 #[test]
-fn garbage_is_dropped_or_answered_400() {
+fn garbage_and_malformed_messages_are_dropped_silently() {
     let mut h = Harness::new(config(&[]));
     for junk in [
         &b""[..],
@@ -657,10 +657,9 @@ fn garbage_is_dropped_or_answered_400() {
         .server
         .handle_client_input(&req, h.client, h.now)
         .is_none());
-    while let Some(t) = h.server.poll_transmit() {
-        let r = client::parse(&t.data, None).unwrap();
-        assert_eq!(r.error.unwrap().0, 400);
-    }
+    // Malformed: no answer at all (it would be a free reflection), but counted.
+    assert!(h.server.poll_transmit().is_none());
+    assert!(h.events().contains(&Event::MalformedDropped));
 }
 
 #[test]
@@ -1100,4 +1099,127 @@ fn a_reconfigured_secret_authenticates_new_credentials_only() {
     h.move_to(40002);
     h.password = rest_password(b"rotated", &h.username);
     h.allocate();
+}
+
+/// The bytes of the one answer to `req` from a fresh address, if any.
+fn answer(h: &mut Harness, req: &[u8]) -> Option<Vec<u8>> {
+    h.move_to(41000 + (h.tid % 1000) as u16);
+    assert!(h.server.handle_client_input(req, h.client, h.now).is_none());
+    h.run_commands(true);
+    let t = h.server.poll_transmit();
+    assert!(h.server.poll_transmit().is_none());
+    t.map(|t| t.data)
+}
+
+/// A request with `attrs` raw (type, value) attributes appended, lengths fixed up.
+fn raw_request(
+    method: stun_types::message::Method,
+    tid: TransactionId,
+    attrs: &[(u16, &[u8])],
+) -> Vec<u8> {
+    // The header alone (client::request adds a FINGERPRINT).
+    let mut req = client::request(method, tid, &[], None)[..20].to_vec();
+    for (t, v) in attrs {
+        req.extend_from_slice(&t.to_be_bytes());
+        req.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        req.extend_from_slice(v);
+        req.resize(req.len().div_ceil(4) * 4, 0);
+    }
+    let len = (req.len() - 20) as u16;
+    req[2..4].copy_from_slice(&len.to_be_bytes());
+    req
+}
+
+#[test]
+fn no_unauthenticated_answer_is_more_than_four_times_its_request() {
+    let mut h = Harness::new(config(&["127.0.0.0/8"]));
+    // A bare 20-byte Allocate: the 401 drops the optional password-algorithms offer to fit.
+    let tid = h.next_tid();
+    let bare = raw_request(ALLOCATE, tid, &[]);
+    assert_eq!(bare.len(), 20);
+    let a = answer(&mut h, &bare).expect("challenged");
+    let r = client::parse(&a, None).unwrap();
+    assert_eq!(r.error.as_ref().unwrap().0, 401);
+    assert!(r.realm.is_some() && r.nonce.is_some());
+    assert!(a.len() <= 4 * bare.len(), "401: {} bytes for 20", a.len());
+
+    // A real client's first Allocate (REQUESTED-TRANSPORT): the offer fits, and the answer
+    // still authenticates end to end.
+    let tid = h.next_tid();
+    let first = client::request(ALLOCATE, tid, &[Attr::RequestedTransportUdp], None);
+    let a = answer(&mut h, &first).expect("challenged");
+    let r = client::parse(&a, None).unwrap();
+    assert!(r.nonce.as_deref().unwrap().starts_with("obMatJos2"));
+    assert!(
+        a.len() <= 4 * first.len(),
+        "401: {} bytes for {}",
+        a.len(),
+        first.len()
+    );
+    h.auth = None;
+    h.allocate();
+
+    // A Binding gets its mapped address, small.
+    let tid = h.next_tid();
+    let binding = client::request(BINDING, tid, &[], None);
+    let a = answer(&mut h, &binding).expect("a Binding answer");
+    assert!(a.len() <= 4 * binding.len(), "Binding: {} bytes", a.len());
+
+    // 1,000 unknown comprehension-required attributes, the same one and all different:
+    // each listed once, at most 16, within 4x.
+    for distinct in [false, true] {
+        let values: Vec<(u16, &[u8])> = (0..1000u16)
+            .map(|i| (if distinct { 0x4000 + i } else { 0x4000 }, &b""[..]))
+            .collect();
+        let tid = h.next_tid();
+        let req = raw_request(ALLOCATE, tid, &values);
+        let a = answer(&mut h, &req).expect("a 420");
+        let r = client::parse(&a, None).unwrap();
+        assert_eq!(r.error.as_ref().unwrap().0, 420);
+        assert!(
+            a.len() <= 4 * req.len(),
+            "420: {} bytes for {}",
+            a.len(),
+            req.len()
+        );
+        let listed = (a.len() - 20 - 8 - "Unknown Attribute".len().div_ceil(4) * 4 - 4) / 2;
+        assert!(listed <= if distinct { 16 } else { 2 }, "{listed} listed");
+    }
+    // The smallest request with one unknown attribute also fits.
+    let tid = h.next_tid();
+    let req = raw_request(ALLOCATE, tid, &[(0x4000, b"")]);
+    let a = answer(&mut h, &req).expect("a 420");
+    assert!(
+        a.len() <= 4 * req.len(),
+        "420: {} bytes for {}",
+        a.len(),
+        req.len()
+    );
+}
+
+#[test]
+fn an_answer_that_would_amplify_is_not_sent() {
+    // A realm so long that even the smallest 401 is more than 4x a bare Allocate.
+    let mut cfg = config(&["127.0.0.0/8"]);
+    cfg.realm = "r".repeat(100);
+    let mut h = Harness::new(cfg);
+    let tid = h.next_tid();
+    let bare = raw_request(ALLOCATE, tid, &[]);
+    assert!(answer(&mut h, &bare).is_none());
+    assert!(h.events().contains(&Event::ReflectionSuppressed));
+    // A larger request earns its (larger) challenge.
+    let tid = h.next_tid();
+    let first = client::request(
+        ALLOCATE,
+        tid,
+        &[
+            Attr::RequestedTransportUdp,
+            Attr::Lifetime(600),
+            Attr::Lifetime(600),
+        ],
+        None,
+    );
+    let a = answer(&mut h, &first).expect("challenged");
+    assert_eq!(client::parse(&a, None).unwrap().error.unwrap().0, 401);
+    assert!(a.len() <= 4 * first.len());
 }

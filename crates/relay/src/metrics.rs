@@ -150,6 +150,11 @@ pub struct Metrics {
     /// `cloudproxy_send_dropped_total`: datagrams the kernel refused to send (a send buffer
     /// that stayed full, or an error about that datagram) and that were therefore dropped.
     pub send_dropped: Counter,
+    /// `cloudproxy_malformed_dropped_total`: malformed STUN messages dropped without answer.
+    pub malformed_dropped: Counter,
+    /// `cloudproxy_reflection_suppressed_total`: answers to unauthenticated requests not sent
+    /// because they would have been more than 4× the request.
+    pub reflection_suppressed: Counter,
     /// `cloudproxy_config_last_reload_successful`: 1 if the last reload (SIGHUP) took
     /// effect or none was tried, 0 if it was refused and the previous configuration is in force.
     pub config_last_reload_successful: Gauge,
@@ -262,6 +267,18 @@ impl Metrics {
             errors.clone(),
         );
 
+        let malformed_dropped = Counter::default();
+        registry.register(
+            "cloudproxy_malformed_dropped",
+            "Malformed STUN messages dropped without an answer",
+            malformed_dropped.clone(),
+        );
+        let reflection_suppressed = Counter::default();
+        registry.register(
+            "cloudproxy_reflection_suppressed",
+            "Answers to unauthenticated requests not sent because they would exceed 4x the request",
+            reflection_suppressed.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "cloudproxy_config_reloads",
@@ -292,6 +309,8 @@ impl Metrics {
             errors,
             reloads,
             config_last_reload_successful,
+            malformed_dropped,
+            reflection_suppressed,
         }
     }
 

@@ -484,6 +484,12 @@ impl Shard {
                     self.metrics.auth_failure();
                 }
                 Event::ErrorSent { code } => self.metrics.error_sent(code),
+                Event::MalformedDropped => {
+                    self.metrics.malformed_dropped.inc();
+                }
+                Event::ReflectionSuppressed => {
+                    self.metrics.reflection_suppressed.inc();
+                }
                 Event::AccountClosed { account, bytes } => {
                     if let Some(link) = &self.link {
                         let _ = link.send(ToLink::Closed { account, bytes });

@@ -291,3 +291,59 @@ fn the_relay_refuses_its_own_addresses_as_peers() {
     );
     assert!(r.success, "an ordinary peer on this host: {:?}", r.error);
 }
+
+/// The relay as an amplifier, measured on the wire: the answer to each unauthenticated
+/// request, over its size. None may exceed 4×; malformed messages get no answer at all.
+#[test]
+fn unauthenticated_answers_stay_within_four_times_the_request() {
+    let relay = relay(&[]);
+    let server = relay.local_addrs().udp[0];
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ask = |req: &[u8]| -> Option<usize> {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s.send_to(req, server).unwrap();
+        let mut buf = [0u8; 65536];
+        s.recv_from(&mut buf).ok().map(|(n, _)| n)
+    };
+    let header = |method: u16, len: u16| {
+        let mut h = vec![0u8; 20];
+        h[..2].copy_from_slice(&method.to_be_bytes());
+        h[2..4].copy_from_slice(&len.to_be_bytes());
+        h[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+        h[8..20].copy_from_slice(b"reflect-test");
+        h
+    };
+    // 1. A bare Allocate (20 bytes).
+    let bare = header(0x0003, 0);
+    let n = ask(&bare).expect("a 401");
+    eprintln!(
+        "unauthenticated Allocate: {} -> {n} bytes ({:.1}x)",
+        bare.len(),
+        n as f64 / 20.0
+    );
+    assert!(n <= 4 * bare.len());
+    // 2. Malformed: an attribute running past the end.
+    let mut bad = header(0x0003, 8);
+    bad.extend_from_slice(&[0x00, 0x19, 0x00, 0x40, 0x11, 0, 0, 0]);
+    assert_eq!(ask(&bad), None, "malformed messages get no answer");
+    assert_eq!(metric(&relay, "cloudproxy_malformed_dropped_total"), 1);
+    eprintln!("malformed message: {} -> no answer", bad.len());
+    // 3. 1,000 unknown comprehension-required attributes (the same one, then all different).
+    for distinct in [false, true] {
+        let mut req = header(0x0003, 4000);
+        for i in 0..1000u16 {
+            let t = if distinct { 0x4000 + i } else { 0x4000 };
+            req.extend_from_slice(&t.to_be_bytes());
+            req.extend_from_slice(&[0, 0]);
+        }
+        let n = ask(&req).expect("a 420");
+        eprintln!(
+            "420 for 1,000 unknown attributes (distinct: {distinct}): {} -> {n} bytes ({:.3}x)",
+            req.len(),
+            n as f64 / req.len() as f64
+        );
+        assert!(n <= 4 * req.len());
+        assert!(n <= 100, "each listed once, at most 16: {n} bytes");
+    }
+}
