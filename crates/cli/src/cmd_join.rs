@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use cloudproxy_sdk::{Client, ClientConfig, CloudProxyType, Event, SdkError, TlsTrust};
+use cloudproxy_sdk::{
+    Client, ClientConfig, CloudProxyType, ConnectionState, Event, SdkError, TlsTrust,
+};
 use serde_json::json;
 
 use crate::failure::Failure;
@@ -133,6 +135,40 @@ pub(crate) fn run(args: JoinArgs) -> Result<(), Failure> {
     rt.block_on(session(args, config))
 }
 
+/// Silences in the media this client received: the longest between two packets, and for each
+/// reconnect the one it caused, from the last packet before `reconnecting` to the first after.
+#[derive(Default)]
+struct MediaGaps {
+    last_packet: Option<Instant>,
+    longest: Duration,
+    /// Set at `reconnecting`: the last packet before it (`None` if none had come yet).
+    open: Option<Option<Instant>>,
+    reconnects: Vec<Duration>,
+}
+
+impl MediaGaps {
+    fn packet(&mut self, now: Instant) {
+        if let Some(last) = self.last_packet {
+            self.longest = self.longest.max(now - last);
+        }
+        if let Some(Some(before)) = self.open.take() {
+            self.reconnects.push(now - before);
+        }
+        self.last_packet = Some(now);
+    }
+
+    fn reconnecting(&mut self) {
+        // A second `reconnecting` before media resumed extends the same gap.
+        if self.open.is_none() {
+            self.open = Some(self.last_packet);
+        }
+    }
+}
+
+fn print_event(e: &Event) {
+    print(serde_json::to_value(e).unwrap_or_default());
+}
+
 async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
     let started = Instant::now();
     let (mut client, mut events) =
@@ -140,16 +176,17 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
     client
         .set_cloud_proxy(args.mode)
         .map_err(|e| Failure::Usage(e.into()))?;
-    let forward_events = tokio::spawn(async move {
-        while let Some(e) = events.recv().await {
-            print(serde_json::to_value(&e).unwrap_or_default());
-            if matches!(e, Event::ConnectionStateChanged { .. }) {
-                // keep going: leave and failures are events too
-            }
+    // Events are printed from this task, as they come, so that a reconnect can be placed
+    // between the packets received (see `MediaGaps`).
+    let print_pending = |events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>| {
+        while let Ok(e) = events.try_recv() {
+            print_event(&e);
         }
-    });
+    };
     if let Some(region) = &args.refresh_proxies {
-        match client.refresh_proxies(region, &args.token).await {
+        let refreshed = client.refresh_proxies(region, &args.token).await;
+        print_pending(&mut events);
+        match refreshed {
             // What was fetched: the region's published proxies (both Force modes), or the
             // Auto list; this mode's list now replaces the configured one.
             Ok(p) => print(json!({"event": "proxies_refreshed", "region": region,
@@ -160,10 +197,20 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
             }
         }
     }
-    let info = match client.join(&args.channel, args.uid, &args.token).await {
+    let joined = {
+        let join = client.join(&args.channel, args.uid, &args.token);
+        tokio::pin!(join);
+        loop {
+            tokio::select! {
+                r = &mut join => break r,
+                Some(e) = events.recv() => print_event(&e),
+            }
+        }
+    };
+    print_pending(&mut events);
+    let info = match joined {
         Ok(info) => info,
         Err(SdkError::Join(e)) => {
-            tokio::time::sleep(Duration::from_millis(20)).await;
             print(json!({
                 "event": "error",
                 "message": e.to_string(),
@@ -179,6 +226,7 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
     let payload = vec![0x5Au8; args.size];
     let mut own_echoes = 0u64;
     let mut from_others = 0u64;
+    let mut gaps = MediaGaps::default();
     let mut ticker = tokio::time::interval(Duration::from_millis(args.interval_ms.max(1)));
     let mut sent = 0u32;
     // Send at the interval while counting what comes back; then wait up to a second for the
@@ -186,6 +234,9 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
     let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
+            // Packets before events: the session queues every packet of a dropped path before
+            // it reports `reconnecting`, so none of them is counted after the gap opened.
+            biased;
             _ = ticker.tick(), if sent < args.send => {
                 if client.send(&payload).await.is_err() { break; }
                 sent += 1;
@@ -194,10 +245,18 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
                 }
             }
             r = client.recv() => match r {
-                Ok(p) if p.from_uid == info.uid => own_echoes += 1,
-                Ok(_) => from_others += 1,
+                Ok(p) => {
+                    gaps.packet(Instant::now());
+                    if p.from_uid == info.uid { own_echoes += 1 } else { from_others += 1 }
+                }
                 Err(_) => break,
             },
+            Some(e) = events.recv() => {
+                if matches!(e, Event::ConnectionStateChanged { state: ConnectionState::Reconnecting, .. }) {
+                    gaps.reconnecting();
+                }
+                print_event(&e);
+            }
             _ = tokio::time::sleep_until(drain_until.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600))), if drain_until.is_some() || args.send == 0 => break,
         }
         if !args.no_echo && sent == args.send && own_echoes >= u64::from(args.send) {
@@ -207,12 +266,13 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
     let stats = client.stats();
     let _ = client.leave().await;
     drop(client);
-    let _ = tokio::time::timeout(Duration::from_millis(200), forward_events).await;
+    print_pending(&mut events);
     let lost = if args.no_echo {
         stats.lost
     } else {
         u64::from(sent).saturating_sub(own_echoes)
     };
+    let ms = |d: Duration| d.as_millis() as u64;
     print(json!({
         "event": "summary",
         "app_id": args.app_id,
@@ -230,6 +290,8 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
         "lost": lost,
         "rtt_ms": stats.rtt_micros.map(|us| us as f64 / 1000.0),
         "reconnects": stats.reconnects,
+        "max_gap_ms": ms(gaps.longest),
+        "reconnect_gaps_ms": gaps.reconnects.iter().map(|&d| ms(d)).collect::<Vec<_>>(),
         "elapsed_ms": started.elapsed().as_millis() as u64,
     }));
     Ok(())

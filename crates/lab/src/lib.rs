@@ -12,7 +12,8 @@
 //!  │ eth0         ├──────────┤ to-client  to-relay  ├──────────┤ eth0             │
 //!  │ 10.201.1.2   │          │ 10.201.1.1 10.201.2.1│          │ 10.201.2.2 (pub) │
 //!  └──────────────┘          │                      │          │ 10.201.2.3 (pool)│
-//!                            │ nft: table inet lab  │          └──────────────────┘
+//!                            │ nft: table inet lab  │          │ 10.201.2.4 (2nd) │
+//!                            │                      │          └──────────────────┘
 //!                            │ sink (veth, far end  │   veth   ┌──────────────────┐
 //!                            │ down; default route) ├──────────┤ eth0 10.201.3.2  │
 //!                            │          to-media    │          │ lo   10.201.9.2  │
@@ -31,7 +32,7 @@
 //!   the client sends to an address the lab does not route still passes the forward chain, where
 //!   it is counted, and then vanishes instead of leaving the machine. [`UNROUTED_ADDR`] (held by
 //!   the media namespace, not routed by the router) exercises that path.
-//! - A UDP server meant to answer on both relay addresses must bind each address (or use
+//! - A UDP server meant to answer on several relay addresses must bind each one (or use
 //!   `IP_PKTINFO`): bound to `0.0.0.0`, it answers datagrams sent to [`RELAY_POOL_ADDR`] from
 //!   [`RELAY_ADDR`], which neither the client nor the router's conntrack takes as the reply.
 
@@ -108,6 +109,10 @@ pub const RELAY_ADDR: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 2);
 /// A second address of the relay namespace, standing in for the dynamic, never published
 /// Auto-mode proxy pool. No profile publishes it unless a test puts it in the list.
 pub const RELAY_POOL_ADDR: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 3);
+/// A third address of the relay namespace, for a second published relay (the failover test
+/// runs one relay process on each of [`RELAY_ADDR`] and this one). Published only where a test
+/// puts it in the list.
+pub const SECOND_RELAY_ADDR: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 4);
 /// The router's address on the relay's link.
 pub const RELAY_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 1);
 /// The media service's address.

@@ -8,7 +8,7 @@ use crate::command::check;
 use crate::profile::parse_counters;
 use crate::{
     netns, Counters, LabError, Profile, Role, CLIENT_GATEWAY, LINK_PREFIX_LEN, MEDIA_GATEWAY,
-    RELAY_GATEWAY, RELAY_POOL_ADDR, UNROUTED_ADDR,
+    RELAY_GATEWAY, RELAY_POOL_ADDR, SECOND_RELAY_ADDR, UNROUTED_ADDR,
 };
 
 /// The router's end of the client's link.
@@ -136,10 +136,9 @@ impl Lab {
             )?;
         }
         let relay = self.netns(Role::Relay);
-        ip(
-            &relay,
-            &["addr", "add", &cidr(RELAY_POOL_ADDR), "dev", IF_LEAF],
-        )?;
+        for extra in [RELAY_POOL_ADDR, SECOND_RELAY_ADDR] {
+            ip(&relay, &["addr", "add", &cidr(extra), "dev", IF_LEAF])?;
+        }
         let media = self.netns(Role::Media);
         ip(
             &media,

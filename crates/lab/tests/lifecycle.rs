@@ -38,7 +38,9 @@ fn topology_matches_the_docs_and_leaves_the_host_alone() {
         "ip",
         &["-4", "addr", "show", "dev", "eth0"],
     );
-    assert!(relay.contains("10.201.2.2/24") && relay.contains("10.201.2.3/24"));
+    for addr in ["10.201.2.2/24", "10.201.2.3/24", "10.201.2.4/24"] {
+        assert!(relay.contains(addr), "{addr} missing: {relay}");
+    }
     let route = run_text(&lab, Role::Media, "ip", &["route", "show", "default"]);
     assert!(route.contains("via 10.201.3.1"), "{route}");
     let forward = |role| run_text(&lab, role, "cat", &["/proc/sys/net/ipv4/ip_forward"]);

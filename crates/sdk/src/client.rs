@@ -432,6 +432,8 @@ async fn run_session(mut t: SessionTask) {
     let mut out = Vec::with_capacity(2048);
     let mut tracks: HashMap<u32, SeqTrack> = HashMap::new();
     let mut last_rx = Instant::now();
+    // The path returned an error (connection reset, ICMP port unreachable): it is gone.
+    let mut path_failed = false;
     let mut tick = tokio::time::interval(t.config.keepalive);
     let mut offset = 0usize;
     loop {
@@ -440,10 +442,12 @@ async fn run_session(mut t: SessionTask) {
                 let _ = t.pipe.send(&media::leave()).await;
                 return;
             }
-            r = t.pipe.recv(&mut buf) => {
+            // A failed pipe is not read again: it would fail at once, every time, and starve
+            // the tick that reconnects.
+            r = t.pipe.recv(&mut buf), if !path_failed => {
                 if r.is_err() {
-                    last_rx = Instant::now() - t.config.path_timeout * 2;
-                    // Fall through to the reconnect check below on the next tick.
+                    path_failed = true;
+                    // Reconnect on the tick, now.
                     tick.reset_immediately();
                     continue;
                 }
@@ -482,11 +486,12 @@ async fn run_session(mut t: SessionTask) {
                 }
             }
             _ = tick.tick() => {
-                if last_rx.elapsed() > t.config.path_timeout {
+                if path_failed || last_rx.elapsed() > t.config.path_timeout {
                     offset += 1;
                     match reconnect(&mut t, offset).await {
                         Some(pipe) => {
                             t.pipe = pipe;
+                            path_failed = false;
                             last_rx = Instant::now();
                             t.stats.lock().unwrap_or_else(|e| e.into_inner()).reconnects += 1;
                         }

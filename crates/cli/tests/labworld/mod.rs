@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // the test and the benchmark each use a part
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use cloudproxy_lab::{Lab, Profile, Role, MEDIA_ADDR, RELAY_ADDR, RELAY_POOL_ADDR};
@@ -17,7 +17,7 @@ const KEY: &str = "k1";
 const SECRET: &str = "lab-app-secret";
 const MEDIA_PORT: u16 = 7000;
 
-pub fn sa(ip: std::net::Ipv4Addr, port: u16) -> SocketAddr {
+pub fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(ip), port)
 }
 
@@ -37,64 +37,82 @@ pub fn media() -> SocketAddr {
     sa(MEDIA_ADDR, MEDIA_PORT)
 }
 
-/// A lab with the media service and the relay running in it.
+/// A lab with the media service and the relays running in it.
 pub struct World {
     pub lab: Lab,
     _media: cloudproxy_lab::LabChild,
-    _relay: cloudproxy_lab::LabChild,
+    /// Each relay's address (TURN on UDP and TCP 3478, TLS on 443) and its process.
+    pub relays: Vec<(Ipv4Addr, cloudproxy_lab::LabChild)>,
 }
 
+/// The media service and one relay on [`RELAY_ADDR`], which also serves TLS on the pool
+/// address (the Auto proxy).
 pub fn world(profile: Profile) -> Option<World> {
+    world_with_relays(profile, &[(RELAY_ADDR, &[pool_tls()])])
+}
+
+/// The media service and one relay per entry: its address, and further TLS listeners.
+pub fn world_with_relays(profile: Profile, relays: &[(Ipv4Addr, &[SocketAddr])]) -> Option<World> {
     let lab = Lab::start_or_skip(profile)?;
-    let app = format!("{APP}:{KEY}:{SECRET}");
     let media = lab
         .spawn(
             Role::Media,
             BIN,
-            ["media", "--listen", &media().to_string(), "--app", &app],
+            ["media", "--listen", &media().to_string(), "--app", &app()],
         )
         .expect("media starts");
     media
         .wait_for_line(Duration::from_secs(20), |l| l.starts_with("media "))
         .expect("media ready");
-    let relay = lab
-        .spawn(
-            Role::Relay,
-            BIN,
-            [
-                "relay",
-                "--udp",
-                &published_udp().to_string(),
-                "--tcp",
-                &published_udp().to_string(),
-                "--tls",
-                &published_tls().to_string(),
-                "--tls",
-                &pool_tls().to_string(),
-                "--relay-ip",
-                &RELAY_ADDR.to_string(),
-                "--allow-peer",
-                &format!("{MEDIA_ADDR}/32"),
-                "--app",
-                &app,
-                "--no-metrics",
-            ],
-        )
-        .expect("relay starts");
+    let relays = relays
+        .iter()
+        .map(|&(ip, extra_tls)| (ip, relay(&lab, ip, extra_tls)))
+        .collect();
+    Some(World {
+        lab,
+        _media: media,
+        relays,
+    })
+}
+
+fn app() -> String {
+    format!("{APP}:{KEY}:{SECRET}")
+}
+
+/// `cloudproxy relay` relaying from `ip`, with TURN on `ip`:3478 (UDP and TCP) and TLS on
+/// `ip`:443 and `extra_tls`; returned once every TLS listener is up.
+fn relay(lab: &Lab, ip: Ipv4Addr, extra_tls: &[SocketAddr]) -> cloudproxy_lab::LabChild {
+    let turn = sa(ip, 3478).to_string();
+    let mut args: Vec<String> = ["relay", "--udp", &turn, "--tcp", &turn]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for tls in std::iter::once(sa(ip, 443)).chain(extra_tls.iter().copied()) {
+        args.extend(["--tls".to_owned(), tls.to_string()]);
+    }
+    args.extend(
+        [
+            "--relay-ip",
+            &ip.to_string(),
+            "--allow-peer",
+            &format!("{MEDIA_ADDR}/32"),
+            "--app",
+            &app(),
+            "--no-metrics",
+        ]
+        .map(str::to_owned),
+    );
+    let child = lab.spawn(Role::Relay, BIN, &args).expect("relay starts");
     let mut seen = 0;
-    relay
+    child
         .wait_for_line(Duration::from_secs(20), |l| {
             if l.starts_with("tls ") {
                 seen += 1;
             }
-            seen == 2
+            seen == 1 + extra_tls.len()
         })
         .expect("relay ready");
-    Some(World {
-        lab,
-        _media: media,
-        _relay: relay,
-    })
+    child
 }
 
 pub fn token(uid: u32) -> String {
@@ -116,6 +134,18 @@ pub struct JoinRun {
 }
 
 impl JoinRun {
+    /// From the process's exit and output; lines that are not JSON are left out.
+    pub fn parse(ok: bool, stdout: Vec<String>, stderr: Vec<String>) -> JoinRun {
+        JoinRun {
+            ok,
+            lines: stdout
+                .iter()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect(),
+            stderr: stderr.join("\n"),
+        }
+    }
+
     pub fn last(&self, event: &str) -> Option<&Value> {
         self.lines.iter().rev().find(|v| v["event"] == event)
     }
@@ -147,6 +177,28 @@ pub fn join_with(
     send: u32,
     extra: &[&str],
 ) -> JoinRun {
+    let out = w
+        .lab
+        .spawn(
+            Role::Client,
+            BIN,
+            join_args(mode, proxies, uid, send, extra),
+        )
+        .expect("join starts")
+        .finish(Duration::from_secs(30))
+        .expect("join ends within 30 s");
+    JoinRun::parse(out.status.success(), out.stdout, out.stderr)
+}
+
+/// The arguments of `cloudproxy join` for the lab's media service and channel, a packet every
+/// 10 ms.
+pub fn join_args(
+    mode: &str,
+    proxies: &[SocketAddr],
+    uid: u32,
+    send: u32,
+    extra: &[&str],
+) -> Vec<String> {
     let mut args: Vec<String> = [
         "join",
         "--media",
@@ -179,19 +231,5 @@ pub fn join_with(
         args.push(p.to_string());
     }
     args.extend(extra.iter().map(|s| s.to_string()));
-    let out = w
-        .lab
-        .spawn(Role::Client, BIN, &args)
-        .expect("join starts")
-        .finish(Duration::from_secs(30))
-        .expect("join ends within 30 s");
-    JoinRun {
-        ok: out.status.success(),
-        lines: out
-            .stdout
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect(),
-        stderr: out.stderr.join("\n"),
-    }
+    args
 }
