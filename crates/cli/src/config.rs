@@ -136,7 +136,9 @@ struct FileConfig {
     shards: Option<usize>,
     drain_timeout_secs: Option<u64>,
     stream_idle_timeout_secs: Option<u64>,
+    stream_frame_timeout_secs: Option<u64>,
     max_stream_connections: Option<usize>,
+    max_stream_connections_per_ip: Option<usize>,
     socket_buffer: Option<usize>,
     tls_cert: Option<TlsCertSection>,
     auth: Option<AuthSection>,
@@ -502,8 +504,14 @@ fn apply_file(config: &mut RelayConfig, file: FileConfig, path: &Path) -> anyhow
     if let Some(s) = file.stream_idle_timeout_secs {
         config.stream_idle_timeout = positive("stream_idle_timeout_secs", s)?;
     }
+    if let Some(s) = file.stream_frame_timeout_secs {
+        config.stream_frame_timeout = positive("stream_frame_timeout_secs", s)?;
+    }
     if let Some(n) = file.max_stream_connections {
         config.max_stream_connections = at_least_one("max_stream_connections", n)?;
+    }
+    if let Some(n) = file.max_stream_connections_per_ip {
+        config.max_stream_connections_per_ip = at_least_one("max_stream_connections_per_ip", n)?;
     }
     if let Some(n) = file.socket_buffer {
         config.socket_buffer = Some(at_least_one("socket_buffer", n)?);
@@ -1229,6 +1237,11 @@ mod tests {
         assert_eq!(c.server.relay_ports, d.server.relay_ports);
         assert_eq!(c.server.lifetimes.channel, d.server.lifetimes.channel);
         assert_eq!(c.drain_timeout, d.drain_timeout);
+        assert_eq!(c.stream_frame_timeout, d.stream_frame_timeout);
+        assert_eq!(
+            c.max_stream_connections_per_ip,
+            d.max_stream_connections_per_ip
+        );
         assert!(c.server.auth.static_secret.is_some());
 
         // Every key is documented (set or commented out).
@@ -1242,7 +1255,9 @@ mod tests {
             "shards",
             "drain_timeout_secs",
             "stream_idle_timeout_secs",
+            "stream_frame_timeout_secs",
             "max_stream_connections",
+            "max_stream_connections_per_ip",
             "socket_buffer",
             "[tls_cert]",
             "cert",

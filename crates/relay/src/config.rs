@@ -35,11 +35,20 @@ pub struct RelayConfig {
     pub metrics: Option<SocketAddr>,
     /// Event loops (shards). 0 means one per core. Default 0.
     pub shards: usize,
-    /// A TCP/TLS connection that completes no TURN transaction in this time, or stays idle
-    /// this long without an allocation, is closed. Default 10 s.
+    /// A TCP/TLS connection must hold an allocation within this time of connecting (the TLS
+    /// handshake included), or it is closed; bytes that arrive meanwhile do not extend it.
+    /// Default 10 s.
     pub stream_idle_timeout: Duration,
+    /// Once a message (STUN or ChannelData frame) has started to arrive on a TCP/TLS
+    /// connection, the rest must arrive within this time, or the connection is closed: a
+    /// client that trickles one byte at a time cannot hold a connection. Default 5 s.
+    pub stream_frame_timeout: Duration,
     /// TCP/TLS connections held at once, over all listeners. Default 10 000.
     pub max_stream_connections: usize,
+    /// TCP/TLS connections one source IP address may hold at once. Default 1 000: one host
+    /// cannot take every slot, while an office behind one NAT address still fits hundreds of
+    /// users.
+    pub max_stream_connections_per_ip: usize,
     /// On SIGTERM, how long existing allocations keep flowing before the process exits.
     /// Default 30 s.
     pub drain_timeout: Duration,
@@ -64,7 +73,9 @@ impl Default for RelayConfig {
             metrics: Some(local(9478)),
             shards: 0,
             stream_idle_timeout: Duration::from_secs(10),
+            stream_frame_timeout: Duration::from_secs(5),
             max_stream_connections: 10_000,
+            max_stream_connections_per_ip: 1_000,
             drain_timeout: Duration::from_secs(30),
             socket_buffer: None,
             control: None,

@@ -241,7 +241,8 @@ impl Relay {
         let shared = Shared::from_config(&config.server, &mut rand::rng());
         let streams = Arc::new(stream::ConnectionLimit::new(
             config.max_stream_connections,
-            metrics.stream_connections.clone(),
+            config.max_stream_connections_per_ip,
+            metrics.clone(),
         ));
         let (link, mut shard_links) = match config.control.clone() {
             Some(c) => {
@@ -271,7 +272,10 @@ impl Relay {
                 shared: shared.clone(),
                 metrics: metrics.clone(),
                 streams: streams.clone(),
-                stream_idle_timeout: config.stream_idle_timeout,
+                stream_deadlines: stream::Deadlines {
+                    allocate: config.stream_idle_timeout,
+                    frame: config.stream_frame_timeout,
+                },
                 socket_buffer: config.socket_buffer,
                 control: rx,
                 link,
@@ -488,6 +492,15 @@ fn restart_only_changes(old: &RelayConfig, new: &RelayConfig) -> Vec<&'static st
     check(
         "max_stream_connections",
         old.max_stream_connections != new.max_stream_connections,
+    );
+    check(
+        "max_stream_connections_per_ip",
+        old.max_stream_connections_per_ip != new.max_stream_connections_per_ip,
+    );
+    check(
+        "stream timeouts",
+        old.stream_idle_timeout != new.stream_idle_timeout
+            || old.stream_frame_timeout != new.stream_frame_timeout,
     );
     changed
 }

@@ -79,6 +79,11 @@ struct ReloadLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 /// Traffic counted by one shard with plain integers and published to the shared counters in
 /// bulk (on every control-path flush, and every 250 ms), so two cores never write the same
 /// cache line for every packet.
@@ -162,6 +167,8 @@ pub struct Metrics {
     auth_failures: Counter,
     errors: Family<ErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    stream_refused: Family<ReasonLabels, Counter>,
+    stream_timeouts: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -279,6 +286,18 @@ impl Metrics {
             "Answers to unauthenticated requests not sent because they would exceed 4x the request",
             reflection_suppressed.clone(),
         );
+        let stream_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "cloudproxy_stream_refused",
+            "TCP/TLS connections refused at accept, by reason: total_limit or per_source_limit",
+            stream_refused.clone(),
+        );
+        let stream_timeouts = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "cloudproxy_stream_timeouts",
+            "TCP/TLS connections closed by a deadline, by reason: handshake, allocate or frame",
+            stream_timeouts.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "cloudproxy_config_reloads",
@@ -311,7 +330,23 @@ impl Metrics {
             config_last_reload_successful,
             malformed_dropped,
             reflection_suppressed,
+            stream_refused,
+            stream_timeouts,
         }
+    }
+
+    /// Counts a TCP/TLS connection refused at accept. Accept path only.
+    pub fn stream_refused(&self, reason: &'static str) {
+        self.stream_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a TCP/TLS connection closed by one of its deadlines.
+    pub fn stream_timed_out(&self, reason: &'static str) {
+        self.stream_timeouts
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Counts a configuration reload and sets the last-reload gauge.

@@ -35,7 +35,7 @@ pub(crate) struct ShardSetup {
     pub shared: Shared,
     pub metrics: Arc<Metrics>,
     pub streams: Arc<ConnectionLimit>,
-    pub stream_idle_timeout: Duration,
+    pub stream_deadlines: crate::stream::Deadlines,
     pub socket_buffer: Option<usize>,
     pub control: mpsc::UnboundedReceiver<Control>,
     pub link: Option<crate::link::ShardLink>,
@@ -148,7 +148,7 @@ impl ShardSetup {
                         tls,
                         self.api.clone(),
                         self.streams.clone(),
-                        self.stream_idle_timeout,
+                        self.stream_deadlines,
                     ));
                 }
                 Err(e) => tracing::error!("TCP listener: {e}"),

@@ -5,21 +5,34 @@
 //! ChannelData ends that connection only. Output to the client goes through a bounded queue
 //! drained by the connection's writer half, so a slow client never blocks the shard: when its
 //! queue is full, media for it is dropped, as a congested UDP path would.
+//!
+//! A connection is attacker input, so it is held to deadlines that no byte extends:
+//!
+//! - it must hold an allocation within [`Deadlines::allocate`] of being accepted (the TLS
+//!   handshake included);
+//! - a frame that has started must be complete within [`Deadlines::frame`];
+//! - with an allocation it may idle between frames (TURN keeps it through refreshes).
+//!
+//! Memory follows what actually arrived, not what a header announces: the read buffer starts
+//! at 4 KiB and doubles only when full; before an allocation no frame may exceed 4 KiB (an
+//! Allocate is a few hundred bytes). Connections are capped in total and per source address;
+//! a refusal is counted and logged at most every 10 s.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cloudproxy_proto::channel::stream_frame_len;
 use cloudproxy_proto::{ClientAddr, Transport};
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use crate::metrics::Metrics;
 use crate::shard::SharedShard;
 
 /// Bytes queued toward one client before further media is dropped.
@@ -29,40 +42,112 @@ const READ_BUF_START: usize = 4096;
 /// ...and grows once to hold the largest frame: a STUN message of 65535 + 20 bytes.
 const READ_BUF_MAX: usize = 65_535 + 20 + 4096;
 
-/// Caps TCP/TLS connections over all shards.
+/// The largest frame a connection without an allocation may send.
+const PRE_ALLOCATION_FRAME: usize = READ_BUF_START;
+/// How often a refused connection may be logged at warning level.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a connection may take (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    pub allocate: Duration,
+    pub frame: Duration,
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Total,
+    PerSource,
+}
+
+/// Caps TCP/TLS connections over all shards, in total and per source address.
 #[derive(Debug)]
 pub(crate) struct ConnectionLimit {
     max: usize,
+    per_ip: usize,
     open: AtomicUsize,
-    gauge: Gauge,
+    // A std Mutex: taken on accept and close only, never across an await.
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+    metrics: Arc<Metrics>,
+    /// Refusals since the last warning, and when that was.
+    refused: Mutex<(u64, Option<Instant>)>,
 }
 
 impl ConnectionLimit {
-    pub(crate) fn new(max: usize, gauge: Gauge) -> Self {
+    pub(crate) fn new(max: usize, per_ip: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             max,
+            per_ip,
             open: AtomicUsize::new(0),
-            gauge,
+            by_ip: Mutex::new(HashMap::new()),
+            metrics,
+            refused: Mutex::new((0, None)),
         }
     }
 
-    fn try_open(self: &Arc<Self>) -> Option<ConnectionSlot> {
-        let prev = self.open.fetch_add(1, Ordering::AcqRel);
-        if prev >= self.max {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            return None;
+    fn try_open(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, Refusal> {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if self.open.load(Ordering::Acquire) >= self.max {
+            return Err(Refusal::Total);
         }
-        self.gauge.inc();
-        Some(ConnectionSlot(self.clone()))
+        let n = by_ip.entry(ip).or_insert(0);
+        if *n >= self.per_ip {
+            if *n == 0 {
+                by_ip.remove(&ip);
+            }
+            return Err(Refusal::PerSource);
+        }
+        *n += 1;
+        self.open.fetch_add(1, Ordering::AcqRel);
+        self.metrics.stream_connections.inc();
+        Ok(ConnectionSlot {
+            limit: self.clone(),
+            ip,
+        })
+    }
+
+    /// Counts a refusal, and warns about the refusals so far at most every 10 s.
+    fn refused(&self, why: Refusal, remote: std::net::SocketAddr) {
+        self.metrics.stream_refused(match why {
+            Refusal::Total => "total_limit",
+            Refusal::PerSource => "per_source_limit",
+        });
+        let mut r = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        r.0 += 1;
+        let now = Instant::now();
+        if r.1
+            .is_none_or(|last| now.duration_since(last) >= REFUSAL_LOG_EVERY)
+        {
+            tracing::warn!(
+                %remote,
+                refused = r.0,
+                "TCP/TLS connection limit reached ({} in all, {} per source address): \
+                 refusing connections (cloudproxy_stream_refused_total)",
+                self.max,
+                self.per_ip
+            );
+            *r = (0, Some(now));
+        }
     }
 }
 
-struct ConnectionSlot(Arc<ConnectionLimit>);
+struct ConnectionSlot {
+    limit: Arc<ConnectionLimit>,
+    ip: IpAddr,
+}
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-        self.0.gauge.dec();
+        let mut by_ip = self.limit.by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+        self.limit.open.fetch_sub(1, Ordering::AcqRel);
+        self.limit.metrics.stream_connections.dec();
     }
 }
 
@@ -165,7 +250,7 @@ pub(crate) async fn accept(
     tls: Option<Arc<rustls::ServerConfig>>,
     api: Option<Arc<ApiRoute>>,
     limit: Arc<ConnectionLimit>,
-    idle: Duration,
+    deadlines: Deadlines,
 ) {
     let local = match listener.local_addr() {
         Ok(a) => a,
@@ -185,10 +270,14 @@ pub(crate) async fn accept(
                 continue;
             }
         };
-        let Some(slot) = limit.try_open() else {
-            tracing::debug!(%remote, "connection limit reached; closing");
-            continue;
+        let slot = match limit.try_open(remote.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                limit.refused(why, remote);
+                continue;
+            }
         };
+        let accepted = Instant::now();
         let _ = tcp.set_nodelay(true);
         let client = ClientAddr {
             transport,
@@ -200,35 +289,48 @@ pub(crate) async fn accept(
         let api = api.clone();
         tokio::task::spawn_local(async move {
             let _slot = slot;
+            let allocate_by = accepted + deadlines.allocate;
             match acceptor {
-                None => serve(shard, tcp, client, idle).await,
-                Some(acceptor) => match tokio::time::timeout(idle, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let (_, conn) = tls.get_ref();
-                        let route =
-                            api.filter(|r| r.wants(conn.alpn_protocol(), conn.server_name()));
-                        match route {
-                            Some(route) => splice(tls, &route, remote).await,
-                            None => serve(shard, tls, client, idle).await,
+                None => serve(shard, tcp, client, deadlines, allocate_by).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout_at(allocate_by.into(), acceptor.accept(tcp));
+                    match handshake.await {
+                        Ok(Ok(tls)) => {
+                            let (_, conn) = tls.get_ref();
+                            let route =
+                                api.filter(|r| r.wants(conn.alpn_protocol(), conn.server_name()));
+                            match route {
+                                Some(route) => splice(tls, &route, remote).await,
+                                None => serve(shard, tls, client, deadlines, allocate_by).await,
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
+                        Err(_) => {
+                            shard.borrow().metrics.stream_timed_out("handshake");
+                            tracing::debug!(%remote, "TLS handshake timed out")
                         }
                     }
-                    Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
-                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                },
+                }
             }
         });
     }
 }
 
-async fn serve<S>(shard: SharedShard, stream: S, client: ClientAddr, idle: Duration)
-where
+async fn serve<S>(
+    shard: SharedShard,
+    stream: S,
+    client: ClientAddr,
+    deadlines: Deadlines,
+    allocate_by: Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let (mut rd, wr) = tokio::io::split(stream);
     let sink = StreamSink::new();
     shard.borrow_mut().streams.insert(client, sink.clone());
     let writer = tokio::task::spawn_local(write_loop(wr, sink.clone()));
-    let reason = read_loop(&shard, &mut rd, client, idle, &sink).await;
+    let reason = read_loop(&shard, &mut rd, client, deadlines, allocate_by, &sink).await;
     tracing::debug!(%client, "connection closed: {reason}");
     {
         let mut s = shard.borrow_mut();
@@ -244,29 +346,46 @@ async fn read_loop<R: AsyncRead + Unpin>(
     shard: &SharedShard,
     rd: &mut R,
     client: ClientAddr,
-    idle: Duration,
+    deadlines: Deadlines,
+    allocate_by: Instant,
     sink: &StreamSink,
 ) -> &'static str {
     let mut buf = vec![0u8; READ_BUF_START];
     let mut filled = 0;
+    // When the first byte of the frame now arriving came (None: between frames).
+    let mut frame_since: Option<Instant> = None;
     loop {
         if sink.queue.borrow().closed {
             return "allocation ended";
         }
-        // Without an allocation a connection must keep making progress; with one, it lives
-        // as long as the allocation does.
         let has_allocation = shard.borrow().server.has_allocation(&client);
+        // The earliest deadline that applies; no byte moves it.
+        let frame_by = frame_since.map(|t| t + deadlines.frame);
+        let deadline = match (has_allocation, frame_by) {
+            (false, Some(f)) => Some(f.min(allocate_by)),
+            (false, None) => Some(allocate_by),
+            (true, f) => f,
+        };
         let read = rd.read(&mut buf[filled..]);
-        let n = if has_allocation {
-            tokio::select! {
+        let n = match deadline {
+            None => tokio::select! {
                 r = read => r,
                 _ = sink.closed.notified() => return "allocation ended",
-            }
-        } else {
-            match tokio::time::timeout(idle, read).await {
-                Ok(r) => r,
-                Err(_) => return "idle timeout",
-            }
+            },
+            Some(at) => tokio::select! {
+                r = read => r,
+                _ = sink.closed.notified() => return "allocation ended",
+                _ = tokio::time::sleep_until(at.into()) => {
+                    let frame_late = frame_by.is_some_and(|f| f <= at);
+                    let (kind, why) = if frame_late {
+                        ("frame", "a frame was not completed in time")
+                    } else {
+                        ("allocate", "no allocation in time")
+                    };
+                    shard.borrow().metrics.stream_timed_out(kind);
+                    return why;
+                }
+            },
         };
         let n = match n {
             Ok(0) => return "closed by client",
@@ -298,9 +417,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
         shard.borrow_mut().schedule_flush();
         buf.copy_within(start..filled, 0);
         filled -= start;
-        if filled == buf.len() && buf.len() < READ_BUF_MAX {
-            // A frame larger than the buffer is arriving.
-            buf.resize(READ_BUF_MAX, 0);
+        frame_since = match (filled, start) {
+            (0, _) => None,
+            // A new frame began in this read.
+            (_, 1..) => Some(Instant::now()),
+            (_, 0) => frame_since.or_else(|| Some(Instant::now())),
+        };
+        if filled == buf.len() {
+            // The frame in progress fills the buffer. Grow by what arrived (doubling), up to
+            // the largest frame; before an allocation no frame needs more than 4 KiB.
+            if buf.len() >= PRE_ALLOCATION_FRAME && !shard.borrow().server.has_allocation(&client) {
+                return "frame too large before an allocation";
+            }
+            if buf.len() >= READ_BUF_MAX {
+                return "frame too large";
+            }
+            buf.resize((buf.len() * 2).min(READ_BUF_MAX), 0);
         }
     }
 }
