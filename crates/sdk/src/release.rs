@@ -219,7 +219,7 @@ async fn transaction(
     loop {
         let wait = rto.min(deadline.saturating_duration_since(Instant::now()));
         match wait_for(sock, tid, wait, buf).await {
-            Wait::Answer(r) => return Some(r),
+            Wait::Answer(r) => return Some(*r),
             Wait::Gone => return None,
             Wait::Silence if Instant::now() >= deadline => return None,
             Wait::Silence => {}
@@ -230,7 +230,7 @@ async fn transaction(
 }
 
 enum Wait {
-    Answer(Response),
+    Answer(Box<Response>),
     Silence,
     /// A socket error: ICMP port unreachable, no relay there any more.
     Gone,
@@ -246,7 +246,7 @@ async fn wait_for(sock: &UdpSocket, tid: u128, patience: Duration, buf: &mut [u8
             // Media may still arrive as ChannelData; only the answer matters.
             if let Ok(r) = client::parse(&buf[..n], None) {
                 if r.transaction == tid && !r.is_indication {
-                    return Wait::Answer(r);
+                    return Wait::Answer(Box::new(r));
                 }
             }
         }
