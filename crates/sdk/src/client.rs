@@ -532,7 +532,7 @@ async fn run_session(mut t: SessionTask) {
 
 /// LEAVE to the media service, until LEFT comes back or [`LEAVE_PATIENCE`] has passed.
 /// Whether LEFT came.
-async fn say_leave(pipe: &mut Pipe, buf: &mut Vec<u8>) -> bool {
+pub(crate) async fn say_leave(pipe: &mut Pipe, buf: &mut Vec<u8>) -> bool {
     let leave = media::leave();
     let deadline = tokio::time::Instant::now() + LEAVE_PATIENCE;
     loop {
