@@ -461,3 +461,35 @@ async fn a_reconnect_releases_the_allocation_it_replaces() {
     assert_eq!(client.leave().await.unwrap().reconnects, 1);
     settles_at(&relay, 0, Duration::from_secs(1), "after leave").await;
 }
+
+/// The runtime goes away under a Force UDP session (a program returning from `main` without
+/// leaving): the session task is cancelled, and its pipe's `Drop` still sends the Refresh with
+/// LIFETIME 0 synchronously, so the relay lets go at once instead of after 600 s.
+#[test]
+fn a_runtime_shutting_down_under_a_session_still_releases_its_allocation() {
+    let w = World::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async {
+        let (mut client, _events) = Client::new(w.config()).unwrap();
+        client.set_cloud_proxy(CloudProxyType::UdpProxy).unwrap();
+        client
+            .join("shutdown", 6, &token("shutdown", 6))
+            .await
+            .unwrap();
+        client
+    });
+    assert_eq!(allocations(&w.relay), 1);
+    drop(rt);
+    let started = std::time::Instant::now();
+    while allocations(&w.relay) != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the allocation outlived the runtime"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(client);
+}
