@@ -1,6 +1,11 @@
 //! `cloudproxy join`: join a channel through the client SDK in a cloud-proxy mode, exchange
 //! packets, and print the SDK's events and a summary as JSON lines. It is how a user checks a
 //! network, and how the tests drive the SDK from inside a firewall lab.
+//!
+//! It always leaves before it exits — also on SIGINT or SIGTERM, which end the sending early —
+//! so the relay's allocation is deleted (or its connection closed) and the media service is
+//! told, instead of both waiting for timeouts. A signal during the join cancels it; the
+//! candidates already started release what they made (see the SDK's `release.rs`).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -197,18 +202,30 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
             }
         }
     }
-    let joined = {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())
+        .context("installing the SIGTERM handler")
+        .map_err(Failure::Runtime)?;
+    let mut int = signal(SignalKind::interrupt())
+        .context("installing the SIGINT handler")
+        .map_err(Failure::Runtime)?;
+    let joining = {
         let join = client.join(&args.channel, args.uid, &args.token);
         tokio::pin!(join);
         loop {
             tokio::select! {
-                r = &mut join => break r,
+                r = &mut join => break Some(r),
                 Some(e) = events.recv() => print_event(&e),
+                _ = term.recv() => break None,
+                _ = int.recv() => break None,
             }
         }
     };
     print_pending(&mut events);
-    let info = match joined {
+    let Some(joining) = joining else {
+        return Err(interrupted(client).await);
+    };
+    let info = match joining {
         Ok(info) => info,
         Err(SdkError::Join(e)) => {
             print(json!({
@@ -232,11 +249,14 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
     // Send at the interval while counting what comes back; then wait up to a second for the
     // last echoes.
     let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut signalled = false;
     loop {
         tokio::select! {
             // Packets before events: the session queues every packet of a dropped path before
             // it reports `reconnecting`, so none of them is counted after the gap opened.
             biased;
+            _ = term.recv() => { signalled = true; break }
+            _ = int.recv() => { signalled = true; break }
             _ = ticker.tick(), if sent < args.send => {
                 if client.send(&payload).await.is_err() { break; }
                 sent += 1;
@@ -292,7 +312,17 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
         "reconnects": stats.reconnects,
         "max_gap_ms": ms(gaps.longest),
         "reconnect_gaps_ms": gaps.reconnects.iter().map(|&d| ms(d)).collect::<Vec<_>>(),
+        "signalled": signalled,
         "elapsed_ms": started.elapsed().as_millis() as u64,
     }));
     Ok(())
+}
+
+/// A signal came during the join: the candidates were dropped with the join and release what
+/// they made in the background; give those releases a moment before the runtime goes.
+async fn interrupted(client: Client) -> Failure {
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    print(json!({"event": "error", "message": "interrupted while joining"}));
+    Failure::Runtime(anyhow::anyhow!("interrupted while joining"))
 }

@@ -312,6 +312,8 @@ struct State {
     accounts: HashMap<u64, Account>,
     next_account: u64,
     releases: Vec<String>,
+    /// A lease renewal is in flight: releases wait for it (see [`renew`]).
+    renewing: bool,
     period: HashMap<UsageKey, Totals>,
     reports: VecDeque<serde_json::Value>,
     boot: String,
@@ -380,6 +382,7 @@ pub(crate) fn start(
         accounts: HashMap::new(),
         next_account: 1,
         releases: Vec::new(),
+        renewing: false,
         period: HashMap::new(),
         reports: VecDeque::new(),
         report_seq: 0,
@@ -498,6 +501,8 @@ async fn run(
             .filter_map(|a| a.lease.clone())
             .collect();
         s.releases.extend(leases);
+        // A renewal cut short with the runtime answers nothing any more.
+        s.renewing = false;
     }
     close_period(&state);
     let last = async {
@@ -886,6 +891,11 @@ async fn signal(state: Shared, shard: usize, request: SignalHandle, path: String
     }
 }
 
+/// Renewals re-create missing leases (one that expired while the control plane was out of
+/// reach comes back). A renewal still on its way when an allocation ends could therefore
+/// re-create that allocation's lease after its release, and the channel would count a user
+/// who has gone until the TTL. So releases wait while a renewal is in flight and go out when
+/// it has answered.
 async fn renew(state: &Shared) {
     let req = {
         let s = state.borrow();
@@ -912,15 +922,19 @@ async fn renew(state: &Shared) {
             .bearer_auth(&s.cfg.key)
             .json(&json!({ "leases": leases }))
     };
-    if let Err(e) = req.send().await.and_then(|r| r.error_for_status()) {
+    state.borrow_mut().renewing = true;
+    let answer = req.send().await.and_then(|r| r.error_for_status());
+    state.borrow_mut().renewing = false;
+    if let Err(e) = answer {
         tracing::warn!("lease renewal failed (leases expire unless renewed soon): {e}");
     }
+    release(state).await;
 }
 
 async fn release(state: &Shared) {
     let (req, ids) = {
         let mut s = state.borrow_mut();
-        if s.releases.is_empty() {
+        if s.releases.is_empty() || s.renewing {
             return;
         }
         let ids = std::mem::take(&mut s.releases);

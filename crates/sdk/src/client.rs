@@ -1,5 +1,11 @@
 //! The client: mode, join, send, receive, leave, and the session task that keeps the path
 //! alive and reconnects when it drops.
+//!
+//! A session holds a relay's resources exactly as long as it uses them. Leaving (or dropping
+//! the `Client`) ends the session task, which says LEAVE to the media service and waits for
+//! LEFT, then closes the path: over TURN/UDP a Refresh with LIFETIME 0 deletes the allocation,
+//! over TCP/TLS the connection closes (`release.rs`). Every wait is bounded, so a dead relay
+//! delays a leave by at most [`LEAVE_PATIENCE`] + the release's bound.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -115,7 +121,21 @@ struct Session {
     stats: Arc<Mutex<SessionStats>>,
 }
 
+/// How long a leave waits for the media service's LEFT; LEAVE is resent every
+/// [`LEAVE_RESEND`] meanwhile (it may be lost on UDP; the service answers every LEAVE).
+const LEAVE_PATIENCE: Duration = Duration::from_secs(1);
+const LEAVE_RESEND: Duration = Duration::from_millis(250);
+/// The most [`Client::leave`] waits for the session task (LEFT, then the release); past it the
+/// task is cancelled, and its path releases in the background.
+const LEAVE_BOUND: Duration = Duration::from_secs(4);
+
 /// The SDK's client. One channel at a time.
+///
+/// Dropping a `Client` without [`Client::leave`] still leaves, as far as an asynchronous
+/// drop allows: the session task sees its stop signal go and runs the same LEAVE and release
+/// on the runtime. If the runtime itself is shutting down, the task is cancelled instead and
+/// its path releases what it can at once (a Refresh with LIFETIME 0 over UDP, sent without
+/// waiting for the answer; a TCP/TLS connection is closed by the kernel) — see `release.rs`.
 pub struct Client {
     config: ClientConfig,
     mode: CloudProxyType,
@@ -388,13 +408,16 @@ impl Client {
         s.incoming.recv().await.ok_or(SdkError::Disconnected)
     }
 
-    /// Leaves the channel; returns the session's counters.
+    /// Leaves the channel; returns the session's counters. The media service is told (LEAVE,
+    /// answered with LEFT), then the relay's allocation is deleted (UDP) or the connection
+    /// closed (TCP/TLS). Bounded: a dead relay or media service makes it wait at most a few
+    /// seconds, never forever.
     pub async fn leave(&mut self) -> Result<SessionStats, SdkError> {
         let mut s = self.session.take().ok_or(SdkError::NotJoined)?;
         if let Some(stop) = s.stop.take() {
             let _ = stop.send(());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut s.task).await;
+        let _ = tokio::time::timeout(LEAVE_BOUND, &mut s.task).await;
         s.task.abort();
         self.emit(Event::ConnectionStateChanged {
             state: ConnectionState::Disconnected,
@@ -438,10 +461,8 @@ async fn run_session(mut t: SessionTask) {
     let mut offset = 0usize;
     loop {
         tokio::select! {
-            _ = &mut t.stop => {
-                let _ = t.pipe.send(&media::leave()).await;
-                return;
-            }
+            // Sent by leave(), or dropped with the Client: either way, leave.
+            _ = &mut t.stop => break,
             // A failed pipe is not read again: it would fail at once, every time, and starve
             // the tick that reconnects.
             r = t.pipe.recv(&mut buf), if !path_failed => {
@@ -478,7 +499,8 @@ async fn run_session(mut t: SessionTask) {
                 }
             }
             msg = t.outgoing.recv() => {
-                let Some(payload) = msg else { return };
+                // The Client is gone.
+                let Some(payload) = msg else { break };
                 media::data(seq, epoch.elapsed().as_micros() as u64, &payload, &mut out);
                 seq = seq.wrapping_add(1);
                 if t.pipe.send(&out).await.is_ok() {
@@ -490,11 +512,15 @@ async fn run_session(mut t: SessionTask) {
                     offset += 1;
                     match reconnect(&mut t, offset).await {
                         Some(pipe) => {
+                            // The replaced path is dropped: it says LEAVE and deletes its
+                            // allocation in the background, bounded, so a dead relay cannot
+                            // hold up the session.
                             t.pipe = pipe;
                             path_failed = false;
                             last_rx = Instant::now();
                             t.stats.lock().unwrap_or_else(|e| e.into_inner()).reconnects += 1;
                         }
+                        // Given up; the old path is dropped with the task and releases.
                         None => return,
                     }
                     continue;
@@ -502,6 +528,35 @@ async fn run_session(mut t: SessionTask) {
                 let _ = t.pipe.send(&media::ping(epoch.elapsed().as_micros() as u64)).await;
                 let _ = t.pipe.maintain().await;
             }
+        }
+    }
+    let left = say_leave(&mut t.pipe, &mut buf).await;
+    let released = t.pipe.close().await;
+    tracing::debug!(left, ?released, "session ended");
+}
+
+/// LEAVE to the media service, until LEFT comes back or [`LEAVE_PATIENCE`] has passed.
+/// Whether LEFT came.
+pub(crate) async fn say_leave(pipe: &mut Pipe, buf: &mut Vec<u8>) -> bool {
+    let leave = media::leave();
+    let deadline = tokio::time::Instant::now() + LEAVE_PATIENCE;
+    loop {
+        if pipe.send(&leave).await.is_err() {
+            return false;
+        }
+        let resend = (tokio::time::Instant::now() + LEAVE_RESEND).min(deadline);
+        loop {
+            tokio::select! {
+                r = pipe.recv(buf) => match r {
+                    Ok(()) if media::parse(buf) == Some(MediaMsg::Left) => return true,
+                    Ok(()) => {}
+                    Err(_) => return false,
+                },
+                _ = tokio::time::sleep_until(resend) => break,
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
         }
     }
 }

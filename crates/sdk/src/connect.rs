@@ -4,6 +4,11 @@
 //! starts at once, each next one when the stagger delay passes or the previous one fails, and
 //! the first to complete a media-service join wins; the others are cancelled.
 //!
+//! A cancelled candidate gives back what it made: its [`Pipe`] is dropped with the task, and a
+//! dropped pipe deletes its allocation in the background (UDP: Refresh with LIFETIME 0, after
+//! waiting for an Allocate still in flight; TCP/TLS: the connection closes), and says LEAVE to
+//! the media service if it had joined (see `release.rs`).
+//!
 //! | mode | candidates, in order |
 //! |---|---|
 //! | Auto | direct UDP to the media service, then the Auto proxies over TLS (TCP 443) |
@@ -148,6 +153,7 @@ pub(crate) async fn race(
         tokio::select! {
             done = running.join_next() => match done {
                 Some(Ok((c, Ok(joined)))) => {
+                    // The losers' pipes are dropped with their tasks and release themselves.
                     running.abort_all();
                     return Ok((c, joined));
                 }
@@ -222,6 +228,7 @@ pub(crate) async fn attempt(
                     r.map_err(|e| PathFailure::from_io(&e))?;
                     match media::parse(&buf) {
                         Some(MediaMsg::Joined { uid, members, seen_as }) => {
+                            pipe.joined_media();
                             return Ok(Joined { pipe, uid, members, seen_as, elapsed: started.elapsed() });
                         }
                         Some(MediaMsg::Error { code, app_id, message, .. }) => {

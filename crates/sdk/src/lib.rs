@@ -33,6 +33,7 @@ mod media;
 pub mod mode;
 mod pipe;
 mod probe;
+mod release;
 pub mod signal;
 pub mod tls;
 

@@ -29,6 +29,8 @@ pub(crate) enum MediaMsg {
     Pong {
         t: u64,
     },
+    /// The answer to LEAVE: the service has forgotten the member.
+    Left,
 }
 
 fn encode(p: Packet<'_>) -> Vec<u8> {
@@ -87,6 +89,7 @@ pub(crate) fn parse(b: &[u8]) -> Option<MediaMsg> {
             payload: b.len() - payload.len()..b.len(),
         },
         Packet::Pong(t) => MediaMsg::Pong { t },
+        Packet::Left => MediaMsg::Left,
         _ => return None,
     })
 }

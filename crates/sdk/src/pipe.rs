@@ -4,6 +4,10 @@
 //! Setting up a TURN pipe is: connect, Allocate (answer the 401 challenge), ChannelBind to the
 //! media service. Afterwards every media datagram travels as ChannelData, and the pipe refreshes
 //! the allocation and the channel binding before they expire.
+//!
+//! A pipe gives back what it holds when it ends: [`Pipe::close`] deletes the allocation and
+//! waits (bounded) for the answer; dropping a pipe does the same in the background
+//! (`release.rs` has the scheme and its limits).
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,6 +23,7 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use crate::error::PathFailure;
 use crate::event::PathKind;
+use crate::release::{Held, Release, Released};
 
 /// The channel number the SDK binds to the media service.
 const CHANNEL: u16 = 0x4000;
@@ -28,26 +33,36 @@ const REFRESH_EVERY: Duration = Duration::from_secs(120);
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-enum Link {
+pub(crate) enum Link {
     Udp(UdpSocket),
     Stream {
         io: Box<dyn Stream>,
         buf: Vec<u8>,
         filled: usize,
     },
+    /// Handed over to a [`Release`].
+    Released,
 }
 
-/// TURN state kept for refreshes.
+/// TURN state kept for refreshes and for the release.
 struct Turn {
     auth: ClientAuth,
     media: SocketAddr,
     next_refresh: Instant,
+    /// The relay answered the Allocate with success: there is an allocation to delete.
+    allocated: bool,
 }
 
 /// An open path to the media service.
 pub(crate) struct Pipe {
     link: Link,
+    /// Set from the authenticated Allocate on (the credentials are known from then).
     turn: Option<Turn>,
+    /// The transaction sent and not answered yet. While `turn` is set and not `allocated`,
+    /// that is the Allocate: dropped now, the relay may still make the allocation.
+    awaiting: Option<u128>,
+    /// The media service answered our JOIN: a LEAVE is owed when the pipe goes.
+    media_joined: bool,
     tid: u128,
     scratch: Vec<u8>,
 }
@@ -63,6 +78,8 @@ impl Pipe {
         Self {
             link,
             turn: None,
+            awaiting: None,
+            media_joined: false,
             tid: u128::from(rand::random::<u64>()) << 32,
             scratch: Vec::with_capacity(2048),
         }
@@ -121,7 +138,7 @@ impl Pipe {
         let first = pipe
             .transact(ALLOCATE, &[Attr::RequestedTransportUdp], None)
             .await?;
-        let mut auth = match (first.error, first.realm, first.nonce) {
+        let auth = match (first.error, first.realm, first.nonce) {
             (Some((401, _)), Some(realm), Some(nonce)) => {
                 ClientAuth::new(username, password, &realm, &nonce)
             }
@@ -133,9 +150,19 @@ impl Pipe {
                 })
             }
         };
+        pipe.turn = Some(Turn {
+            auth,
+            media,
+            next_refresh: Instant::now() + REFRESH_EVERY,
+            allocated: false,
+        });
         let r = pipe
-            .authed(ALLOCATE, &[Attr::RequestedTransportUdp], &mut auth)
+            .authed(ALLOCATE, &[Attr::RequestedTransportUdp])
             .await?;
+        if let Some(t) = pipe.turn.as_mut() {
+            // From here on, however this set-up ends, the pipe deletes the allocation.
+            t.allocated = true;
+        }
         if r.relayed.is_empty() {
             return Err(PathFailure::Turn {
                 code: 0,
@@ -145,29 +172,32 @@ impl Pipe {
         pipe.authed(
             CHANNEL_BIND,
             &[Attr::ChannelNumber(CHANNEL), Attr::PeerAddress(media)],
-            &mut auth,
         )
         .await?;
-        pipe.turn = Some(Turn {
-            auth,
-            media,
-            next_refresh: Instant::now() + REFRESH_EVERY,
-        });
         Ok(pipe)
     }
 
-    /// A request signed with `auth`, retried once with a fresh nonce on 438.
+    /// A request signed with the pipe's credentials, retried once with a fresh nonce on 438.
     async fn authed(
         &mut self,
         method: Method,
         attrs: &[Attr<'_>],
-        auth: &mut ClientAuth,
     ) -> Result<Response, PathFailure> {
         for _ in 0..2 {
-            let r = self.transact(method, attrs, Some(auth)).await?;
+            let Some(auth) = self.turn.as_ref().map(|t| t.auth.clone()) else {
+                return Err(PathFailure::Turn {
+                    code: 0,
+                    reason: "no credentials before the challenge".into(),
+                });
+            };
+            let r = self.transact(method, attrs, Some(&auth)).await?;
             match r.error {
                 None => return Ok(r),
-                Some((438, _)) => auth.nonce = r.nonce.unwrap_or_default(),
+                Some((438, _)) => {
+                    if let Some(t) = self.turn.as_mut() {
+                        t.auth.nonce = r.nonce.unwrap_or_default();
+                    }
+                }
                 Some((code, reason)) => return Err(PathFailure::from_turn(code, reason)),
             }
         }
@@ -187,6 +217,7 @@ impl Pipe {
         self.tid += 1;
         let tid = self.tid;
         let req = client::request(method, TransactionId::from(tid), attrs, auth);
+        self.awaiting = Some(tid);
         let mut rto = Duration::from_millis(500);
         let mut buf = vec![0u8; 2048];
         loop {
@@ -202,6 +233,7 @@ impl Pipe {
                         let n = frame.map_err(|e| PathFailure::from_io(&e))?;
                         if let Ok(r) = client::parse(&buf[..n], None) {
                             if r.transaction == tid {
+                                self.awaiting = None;
                                 return Ok(r);
                             }
                         }
@@ -216,6 +248,7 @@ impl Pipe {
         match &mut self.link {
             Link::Udp(s) => s.send(bytes).await.map(|_| ()),
             Link::Stream { io, .. } => io.write_all(bytes).await,
+            Link::Released => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 
@@ -244,6 +277,7 @@ impl Pipe {
                 }
                 *filled += n;
             },
+            Link::Released => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 
@@ -252,20 +286,63 @@ impl Pipe {
         if self.turn.is_none() {
             return self.write_raw(datagram).await;
         }
-        let stream = matches!(self.link, Link::Stream { .. });
         let mut framed = std::mem::take(&mut self.scratch);
-        framed.clear();
-        let pad = if stream {
+        self.frame(datagram, &mut framed);
+        let r = self.write_raw(&framed).await;
+        self.scratch = framed;
+        r
+    }
+
+    /// `datagram` as this pipe carries it: as is, or as ChannelData (padded on a stream).
+    fn frame(&self, datagram: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        if self.turn.is_none() {
+            out.extend_from_slice(datagram);
+            return;
+        }
+        let pad = if matches!(self.link, Link::Stream { .. }) {
             cloudproxy_proto::channel::stream_padding(datagram.len())
         } else {
             0
         };
-        framed.resize(4 + datagram.len() + pad, 0);
-        cloudproxy_proto::channel::write_header(&mut framed, CHANNEL, datagram.len() as u16);
-        framed[4..4 + datagram.len()].copy_from_slice(datagram);
-        let r = self.write_raw(&framed).await;
-        self.scratch = framed;
-        r
+        out.resize(4 + datagram.len() + pad, 0);
+        cloudproxy_proto::channel::write_header(out, CHANNEL, datagram.len() as u16);
+        out[4..4 + datagram.len()].copy_from_slice(datagram);
+    }
+
+    /// Records that the media service answered our JOIN over this pipe.
+    pub(crate) fn joined_media(&mut self) {
+        self.media_joined = true;
+    }
+
+    /// Ends the path and waits (bounded) until the relay confirms: deletes the allocation
+    /// over UDP, closes the connection over TCP/TLS. The caller has said LEAVE already.
+    pub(crate) async fn close(mut self) -> Released {
+        self.media_joined = false;
+        self.take_release().run().await
+    }
+
+    /// Moves what the pipe holds into a [`Release`]; the pipe is unusable afterwards.
+    fn take_release(&mut self) -> Release {
+        let farewell = self.media_joined.then(|| {
+            let mut out = Vec::new();
+            self.frame(&crate::media::leave(), &mut out);
+            out
+        });
+        self.media_joined = false;
+        let link = std::mem::replace(&mut self.link, Link::Released);
+        let held = match self.turn.take() {
+            Some(t) if t.allocated => Some(Held {
+                auth: t.auth,
+                allocate_in_flight: None,
+            }),
+            Some(t) => self.awaiting.map(|tid| Held {
+                auth: t.auth,
+                allocate_in_flight: Some(tid),
+            }),
+            None => None,
+        };
+        Release::new(link, held, farewell, self.tid)
     }
 
     /// Receives the next datagram from the media service into `out` (its payload only).
@@ -321,6 +398,17 @@ impl Pipe {
             self.write_raw(&req).await?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Pipe {
+    /// A pipe dropped without [`Pipe::close`] (a losing race candidate, a path replaced by a
+    /// reconnect, a session that was cancelled) releases in the background.
+    fn drop(&mut self) {
+        if matches!(self.link, Link::Released) {
+            return;
+        }
+        self.take_release().in_background();
     }
 }
 

@@ -25,7 +25,8 @@ pub struct Probe {
 }
 
 /// Joins over exactly one path (`kind` to `target`), measures the RTT with `pings` PINGs,
-/// and leaves. Bounded by the config's attempt timeout plus one second for the PINGs.
+/// and leaves. Bounded by the config's attempt timeout, half a second per PING, and the
+/// leave's bounds (LEFT, then the release).
 pub async fn probe(
     config: &ClientConfig,
     kind: PathKind,
@@ -76,7 +77,9 @@ pub async fn probe(
             }
         }
     }
-    let _ = pipe.send(&media::leave()).await;
+    // Leave as a session does: LEAVE answered with LEFT, then the allocation deleted.
+    crate::client::say_leave(&mut pipe, &mut buf).await;
+    pipe.close().await;
     rtts.sort_by(|a, b| a.total_cmp(b));
     Ok(Ok(Probe {
         path: kind,

@@ -286,3 +286,210 @@ async fn a_dropped_path_reconnects_through_the_next_proxy() {
     assert_eq!(stats.reconnects, 1);
     drop(media);
 }
+
+/// The relay's live allocations, as `cloudproxy_allocations` reports them.
+fn allocations(relay: &Relay) -> i64 {
+    relay.metrics().allocations.get()
+}
+
+/// Waits up to `bound` for the relay to hold `want` allocations; how long it took.
+async fn settles_at(relay: &Relay, want: i64, bound: Duration, what: &str) -> Duration {
+    let started = std::time::Instant::now();
+    while allocations(relay) != want {
+        assert!(
+            started.elapsed() < bound,
+            "{what}: {} allocation(s) after {bound:?}, want {want}",
+            allocations(relay)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn leave_tells_the_media_service_and_releases_the_allocation() {
+    let w = World::start();
+    for (n, mode) in [CloudProxyType::UdpProxy, CloudProxyType::TcpProxy]
+        .into_iter()
+        .enumerate()
+    {
+        let channel = format!("leave-{n}");
+        let (mut client, _events) = Client::new(w.config()).unwrap();
+        client.set_cloud_proxy(mode).unwrap();
+        client.join(&channel, 1, &token(&channel, 1)).await.unwrap();
+        echo_roundtrip(&mut client, 3).await;
+        assert_eq!(allocations(&w.relay), 1, "{mode}");
+        client.leave().await.unwrap();
+        // Over UDP leave() waited for the Refresh's answer; over TLS the relay sees the close.
+        let took = settles_at(&w.relay, 0, Duration::from_secs(1), &format!("{mode}")).await;
+        eprintln!("{mode}: allocation gone {took:?} after leave() returned");
+        // The media service forgot the member: the next one is alone in the channel.
+        let (mut next, _events) = Client::new(w.config()).unwrap();
+        next.set_cloud_proxy(mode).unwrap();
+        let info = next.join(&channel, 2, &token(&channel, 2)).await.unwrap();
+        assert_eq!(
+            info.members, 1,
+            "{mode}: the first member is still in the channel"
+        );
+        next.leave().await.unwrap();
+        settles_at(&w.relay, 0, Duration::from_secs(1), &format!("{mode}")).await;
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_client_releases_its_allocation() {
+    let w = World::start();
+    for mode in [CloudProxyType::UdpProxy, CloudProxyType::TcpProxy] {
+        let (mut client, _events) = Client::new(w.config()).unwrap();
+        client.set_cloud_proxy(mode).unwrap();
+        client
+            .join("dropped", 3, &token("dropped", 3))
+            .await
+            .unwrap();
+        assert_eq!(allocations(&w.relay), 1, "{mode}");
+        drop(client);
+        settles_at(
+            &w.relay,
+            0,
+            Duration::from_secs(2),
+            &format!("{mode} dropped"),
+        )
+        .await;
+    }
+}
+
+/// Two candidates raced with no stagger: the loser has usually allocated by the time the
+/// winner joins, and must delete its allocation (UDP) or close its connection (TLS).
+#[tokio::test]
+async fn losing_race_candidates_release_their_allocations() {
+    let w = World::start();
+    for mode in [CloudProxyType::UdpProxy, CloudProxyType::TcpProxy] {
+        let mut config = w.config();
+        let a = w.relay.local_addrs();
+        // The same relay twice: two candidates, two allocations from two sockets.
+        config.proxies.udp = vec![a.udp[0], a.udp[0]];
+        config.proxies.tls = vec![a.tls[0], a.tls[0]];
+        config.stagger = Duration::ZERO;
+        let mut losers_that_allocated = 0;
+        for i in 0..10 {
+            let created = w.relay.metrics().allocations_created.get();
+            let (mut client, _events) = Client::new(config.clone()).unwrap();
+            client.set_cloud_proxy(mode).unwrap();
+            client.join("race", 4, &token("race", 4)).await.unwrap();
+            // Only the winner's allocation stays while the session goes on.
+            settles_at(
+                &w.relay,
+                1,
+                Duration::from_secs(2),
+                &format!("{mode} race {i}"),
+            )
+            .await;
+            echo_roundtrip(&mut client, 2).await;
+            assert_eq!(allocations(&w.relay), 1, "{mode} race {i}");
+            if w.relay.metrics().allocations_created.get() - created == 2 {
+                losers_that_allocated += 1;
+            }
+            client.leave().await.unwrap();
+            settles_at(
+                &w.relay,
+                0,
+                Duration::from_secs(1),
+                &format!("{mode} race {i}"),
+            )
+            .await;
+        }
+        eprintln!("{mode}: the loser had allocated in {losers_that_allocated} of 10 races");
+        assert!(
+            losers_that_allocated > 0,
+            "{mode}: no loser ever allocated; the test proves nothing"
+        );
+    }
+}
+
+/// The media service restarts under a Force UDP session: the path falls silent, the session
+/// reconnects, and the allocation it replaced is deleted rather than left to expire.
+#[tokio::test]
+async fn a_reconnect_releases_the_allocation_it_replaces() {
+    let w = World::start();
+    let media_addr = w.media_addr();
+    let mut config = w.config();
+    config.keepalive = Duration::from_millis(200);
+    config.path_timeout = Duration::from_millis(800);
+    let (mut client, mut events) = Client::new(config).unwrap();
+    client.set_cloud_proxy(CloudProxyType::UdpProxy).unwrap();
+    client.join("again", 5, &token("again", 5)).await.unwrap();
+    echo_roundtrip(&mut client, 2).await;
+    assert_eq!(allocations(&w.relay), 1);
+    let World { relay, media } = w;
+    media.stop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("reconnecting within 10 s")
+            .unwrap();
+        if e == (Event::ConnectionStateChanged {
+            state: ConnectionState::Reconnecting,
+            reason: StateReason::Interrupted,
+        }) {
+            break;
+        }
+    }
+    // The service is back on its address; the session joins it through a new allocation.
+    let _media = MediaService::start(MediaConfig {
+        listen: vec![media_addr],
+        auth: app_auth(),
+        ..MediaConfig::default()
+    })
+    .unwrap();
+    loop {
+        let e = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("reconnected within 10 s")
+            .unwrap();
+        if e == (Event::ConnectionStateChanged {
+            state: ConnectionState::Connected,
+            reason: StateReason::JoinSuccess,
+        }) {
+            break;
+        }
+    }
+    echo_roundtrip(&mut client, 2).await;
+    assert!(relay.metrics().allocations_created.get() >= 2);
+    // The old allocation (600 s lifetime) is gone; only the new one is held.
+    settles_at(&relay, 1, Duration::from_secs(3), "after the reconnect").await;
+    assert_eq!(client.leave().await.unwrap().reconnects, 1);
+    settles_at(&relay, 0, Duration::from_secs(1), "after leave").await;
+}
+
+/// The runtime goes away under a Force UDP session (a program returning from `main` without
+/// leaving): the session task is cancelled, and its pipe's `Drop` still sends the Refresh with
+/// LIFETIME 0 synchronously, so the relay lets go at once instead of after 600 s.
+#[test]
+fn a_runtime_shutting_down_under_a_session_still_releases_its_allocation() {
+    let w = World::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async {
+        let (mut client, _events) = Client::new(w.config()).unwrap();
+        client.set_cloud_proxy(CloudProxyType::UdpProxy).unwrap();
+        client
+            .join("shutdown", 6, &token("shutdown", 6))
+            .await
+            .unwrap();
+        client
+    });
+    assert_eq!(allocations(&w.relay), 1);
+    drop(rt);
+    let started = std::time::Instant::now();
+    while allocations(&w.relay) != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the allocation outlived the runtime"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(client);
+}
