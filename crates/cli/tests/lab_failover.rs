@@ -1,5 +1,6 @@
 //! Failover in the firewall lab (issue 14): two published relays, `cloudproxy join` joins
-//! through one of them, and that relay is killed with SIGKILL mid-call. In each mode the client
+//! through one of them, and that relay is killed with SIGKILL mid-call — or frozen with SIGSTOP,
+//! which is what an unreachable relay looks like to the client: no reset, no ICMP, silence. In each mode the client
 //! must report `reconnecting` then `connected`, carry on through the other relay with a media gap
 //! under 2 s, and in the Force modes send nothing outside the published set.
 //!
@@ -29,6 +30,15 @@ const MAX_GAP_MS: u64 = 2000;
 
 const RELAYS: [Ipv4Addr; 2] = [RELAY_ADDR, SECOND_RELAY_ADDR];
 
+/// How the relay the client uses goes away.
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// SIGKILL: the host answers for it (TCP reset, ICMP port unreachable).
+    Killed,
+    /// SIGSTOP: it goes silent; only the client's probes can tell.
+    Frozen,
+}
+
 /// What one failover left behind.
 struct Failover {
     world: World,
@@ -38,7 +48,7 @@ struct Failover {
 
 /// Starts both relays, joins in `mode` with both as proxies on `port`, kills the relay the
 /// client joined through once the call has run for [`KILL_AFTER`], and lets the call finish.
-fn failover(profile: Profile, mode: &str, port: u16, uid: u32) -> Option<Failover> {
+fn failover(profile: Profile, mode: &str, port: u16, uid: u32, outage: Outage) -> Option<Failover> {
     let world = world_with_relays(profile, &[(RELAY_ADDR, &[]), (SECOND_RELAY_ADDR, &[])])?;
     let proxies = RELAYS.map(|ip| sa(ip, port));
     let join = world
@@ -68,7 +78,16 @@ fn failover(profile: Profile, mode: &str, port: u16, uid: u32) -> Option<Failove
         .iter()
         .find(|(ip, _)| IpAddr::V4(*ip) == server.ip())
         .unwrap_or_else(|| panic!("{mode}: joined through {server}, not a lab relay"));
-    relay.kill().expect("SIGKILL the relay");
+    match outage {
+        Outage::Killed => relay.kill().expect("SIGKILL the relay"),
+        Outage::Frozen => {
+            let status = std::process::Command::new("kill")
+                .args(["-STOP", &relay.pid().to_string()])
+                .status()
+                .expect("kill -STOP");
+            assert!(status.success(), "SIGSTOP the relay");
+        }
+    }
     let killed = *killed;
     let out = join
         .finish(Duration::from_secs(40))
@@ -127,7 +146,7 @@ fn assert_failed_over(f: &Failover, mode: &str, path: &str) -> u64 {
     assert_eq!(gaps.len(), 1, "{mode}: one gap per reconnect: {s}");
     let gap = gaps[0].as_u64().unwrap();
     eprintln!(
-        "{mode}: killed relay {}, failover gap {gap} ms (longest silence {} ms, {} of {SEND} \
+        "{mode}: relay {} gone, failover gap {gap} ms (longest silence {} ms, {} of {SEND} \
          packets lost)",
         f.killed, s["max_gap_ms"], s["lost"]
     );
@@ -162,6 +181,7 @@ fn force_udp_fails_over_to_the_other_published_relay() {
         "udp",
         3478,
         31,
+        Outage::Killed,
     ) else {
         return;
     };
@@ -178,6 +198,7 @@ fn force_tcp_fails_over_to_the_other_published_relay() {
         "tcp",
         443,
         32,
+        Outage::Killed,
     ) else {
         return;
     };
@@ -187,7 +208,7 @@ fn force_tcp_fails_over_to_the_other_published_relay() {
 
 #[test]
 fn auto_behind_a_udp_block_fails_over_to_the_other_proxy() {
-    let Some(f) = failover(Profile::UdpBlocked, "auto", 443, 33) else {
+    let Some(f) = failover(Profile::UdpBlocked, "auto", 443, 33, Outage::Killed) else {
         return;
     };
     assert_failed_over(&f, "Auto", "turn_tls");
@@ -197,4 +218,49 @@ fn auto_behind_a_udp_block_fails_over_to_the_other_proxy() {
         "Auto: {} direct packet(s) dropped by the UDP block",
         f.world.lab.outside_count().unwrap()
     );
+}
+
+// An unreachable relay: frozen, it neither resets nor answers. The client's probes (every
+// 100 ms once the path has been quiet for 500 ms) find it dead after 1.5 s of silence.
+
+#[test]
+fn force_udp_fails_over_from_a_relay_that_went_silent() {
+    let Some(f) = failover(
+        Profile::PublishedUdpOnly {
+            proxies: RELAYS.map(|ip| sa(ip, 3478)).to_vec(),
+        },
+        "udp",
+        3478,
+        34,
+        Outage::Frozen,
+    ) else {
+        return;
+    };
+    assert_failed_over(&f, "Force UDP, silent relay", "turn_udp");
+    assert_nothing_outside(&f, "Force UDP, silent relay");
+}
+
+#[test]
+fn force_tcp_fails_over_from_a_relay_that_went_silent() {
+    let Some(f) = failover(
+        Profile::PublishedTls443Only {
+            proxies: RELAYS.map(IpAddr::V4).to_vec(),
+        },
+        "tcp",
+        443,
+        35,
+        Outage::Frozen,
+    ) else {
+        return;
+    };
+    assert_failed_over(&f, "Force TCP, silent relay", "turn_tls");
+    assert_nothing_outside(&f, "Force TCP, silent relay");
+}
+
+#[test]
+fn auto_fails_over_from_a_relay_that_went_silent() {
+    let Some(f) = failover(Profile::UdpBlocked, "auto", 443, 36, Outage::Frozen) else {
+        return;
+    };
+    assert_failed_over(&f, "Auto, silent relay", "turn_tls");
 }

@@ -39,11 +39,19 @@ pub struct ClientConfig {
     pub attempt_timeout: Duration,
     /// A whole join, all attempts. Default 10 s.
     pub join_timeout: Duration,
-    /// Keepalive (PING) interval. Default 1 s.
+    /// Keepalive (PING) interval while packets keep coming. Default 1 s.
     pub keepalive: Duration,
-    /// No packet at all from the path for this long: it dropped. Default 4 s.
+    /// After this long without any packet from the path, PING every [`Self::probe_every`]
+    /// to find out whether it is alive. Default 500 ms.
+    pub probe_after: Duration,
+    /// PING interval while probing. Default 100 ms.
+    pub probe_every: Duration,
+    /// No packet at all from the path for this long, probes included: it dropped (a relay
+    /// that died or became unreachable; one that closes the connection or answers with ICMP
+    /// is noticed at once). Default 1.5 s, which keeps a failover's media gap under 2 s.
     pub path_timeout: Duration,
-    /// Reconnect attempts after a drop, with backoff 0.5 s, 1 s, 2 s, … Default 3.
+    /// Reconnect attempts after a drop: the first at once, then with backoff 0.5 s, 1 s, 2 s,
+    /// … Default 3.
     pub reconnect_attempts: u32,
     /// Ask the media service to echo our own data back (network checks). Default false.
     pub echo: bool,
@@ -60,7 +68,9 @@ impl ClientConfig {
             attempt_timeout: Duration::from_secs(4),
             join_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(1),
-            path_timeout: Duration::from_secs(4),
+            probe_after: Duration::from_millis(500),
+            probe_every: Duration::from_millis(100),
+            path_timeout: Duration::from_millis(1500),
             reconnect_attempts: 3,
             echo: false,
         }
@@ -455,11 +465,20 @@ async fn run_session(mut t: SessionTask) {
     let mut out = Vec::with_capacity(2048);
     let mut tracks: HashMap<u32, SeqTrack> = HashMap::new();
     let mut last_rx = Instant::now();
+    let mut last_ping = Instant::now();
     // The path returned an error (connection reset, ICMP port unreachable): it is gone.
     let mut path_failed = false;
-    let mut tick = tokio::time::interval(t.config.keepalive);
     let mut offset = 0usize;
     loop {
+        // The next PING: at the keepalive interval while packets come, every `probe_every`
+        // once the path has been quiet for `probe_after`; and when the silence means the path
+        // is dead. A failed path is dealt with at once.
+        let ping_at = next_ping(&t.config, last_rx, last_ping);
+        let wake = if path_failed {
+            Instant::now()
+        } else {
+            ping_at.min(last_rx + t.config.path_timeout)
+        };
         tokio::select! {
             // Sent by leave(), or dropped with the Client: either way, leave.
             _ = &mut t.stop => break,
@@ -467,9 +486,8 @@ async fn run_session(mut t: SessionTask) {
             // the tick that reconnects.
             r = t.pipe.recv(&mut buf), if !path_failed => {
                 if r.is_err() {
+                    // Reconnect at the top of the loop, now.
                     path_failed = true;
-                    // Reconnect on the tick, now.
-                    tick.reset_immediately();
                     continue;
                 }
                 last_rx = Instant::now();
@@ -507,8 +525,8 @@ async fn run_session(mut t: SessionTask) {
                     t.stats.lock().unwrap_or_else(|e| e.into_inner()).sent += 1;
                 }
             }
-            _ = tick.tick() => {
-                if path_failed || last_rx.elapsed() > t.config.path_timeout {
+            _ = tokio::time::sleep_until(wake.into()) => {
+                if path_failed || last_rx.elapsed() >= t.config.path_timeout {
                     offset += 1;
                     match reconnect(&mut t, offset).await {
                         Some(pipe) => {
@@ -518,6 +536,7 @@ async fn run_session(mut t: SessionTask) {
                             t.pipe = pipe;
                             path_failed = false;
                             last_rx = Instant::now();
+                            last_ping = Instant::now();
                             t.stats.lock().unwrap_or_else(|e| e.into_inner()).reconnects += 1;
                         }
                         // Given up; the old path is dropped with the task and releases.
@@ -525,6 +544,10 @@ async fn run_session(mut t: SessionTask) {
                     }
                     continue;
                 }
+                if Instant::now() < ping_at {
+                    continue;
+                }
+                last_ping = Instant::now();
                 let _ = t.pipe.send(&media::ping(epoch.elapsed().as_micros() as u64)).await;
                 let _ = t.pipe.maintain().await;
             }
@@ -533,6 +556,14 @@ async fn run_session(mut t: SessionTask) {
     let left = say_leave(&mut t.pipe, &mut buf).await;
     let released = t.pipe.close().await;
     tracing::debug!(left, ?released, "session ended");
+}
+
+/// When the session sends its next PING: a keepalive interval after the last one, or, once
+/// nothing has come for `probe_after`, every `probe_every` (starting right when the quiet does).
+fn next_ping(config: &ClientConfig, last_rx: Instant, last_ping: Instant) -> Instant {
+    let keepalive = last_ping + config.keepalive;
+    let probe = (last_rx + config.probe_after).max(last_ping + config.probe_every);
+    keepalive.min(probe)
 }
 
 /// LEAVE to the media service, until LEFT comes back or [`LEAVE_PATIENCE`] has passed.
@@ -567,13 +598,26 @@ async fn reconnect(t: &mut SessionTask, offset: usize) -> Option<Pipe> {
         state: ConnectionState::Reconnecting,
         reason: StateReason::Interrupted,
     });
-    let mut backoff = Duration::from_millis(500);
+    // The first attempt at once (through the next proxy: the media gap is what the user
+    // hears), then with backoff.
+    let mut backoff = Duration::ZERO;
     for _ in 0..t.config.reconnect_attempts {
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(8));
-        let Ok(candidates) = connect::candidates(&t.config, t.mode, offset) else {
+        backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(8));
+        let Ok(mut candidates) = connect::candidates(&t.config, t.mode, offset) else {
             break;
         };
+        // The path that just failed is tried last, and after a proxy failed, Auto tries the
+        // other proxies before going direct again (direct did not win at the join): the gap
+        // is what the user hears.
+        let failed = t.info.server;
+        let after_proxy = t.info.path.is_proxy();
+        candidates.sort_by_key(|c| {
+            (
+                c.target == failed,
+                after_proxy && c.kind == PathKind::Direct,
+            )
+        });
         if let Ok((winner, Joined { pipe, seen_as, .. })) =
             connect::race(&t.config, &t.tls, candidates, &t.credential).await
         {
