@@ -80,6 +80,7 @@ pub mod capacity;
 pub mod cidr;
 pub mod enablement;
 pub mod error;
+pub mod limits;
 pub mod model;
 pub mod store;
 pub mod time;

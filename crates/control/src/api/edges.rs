@@ -11,6 +11,7 @@ use super::{check_fields, AppState, Caller, JsonBody, Params};
 use crate::allowlist::render::{self, Format};
 use crate::allowlist::AllowList;
 use crate::error::{ApiError, ErrorBody};
+use crate::limits;
 use crate::model::{Region, Wire};
 use crate::store::{Edge, EdgeInput, EdgeUpdate, RegionSummary};
 use crate::time::now_unix;
@@ -116,7 +117,7 @@ pub(super) async fn get_edge(
 
 /// Deregisters a relay; `effective_at` dates the allow-list change (default now).
 #[utoipa::path(delete, path = "/v1/edges/{id}", tag = "edges",
-    params(("effective_at" = Option<i64>, Query, description = "Unix seconds")),
+    params(("effective_at" = Option<i64>, Query, description = "Unix seconds, 0 to 253402300799")),
     responses((status = 200, body = EdgeUpdate), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn delete_edge(
@@ -127,6 +128,10 @@ pub(super) async fn delete_edge(
 ) -> Result<Json<EdgeUpdate>, ApiError> {
     caller.require_operator()?;
     let effective_at = params.int::<i64>("effective_at")?;
+    if let Some(t) = effective_at {
+        limits::check("effective_at", t, 0, limits::MAX_UNIX_SECONDS)
+            .map_err(|e| ApiError::fields(vec![e]))?;
+    }
     Ok(Json(
         state
             .store()

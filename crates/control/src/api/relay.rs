@@ -156,6 +156,7 @@ pub(super) async fn heartbeat(
     JsonBody(hb): JsonBody<Heartbeat>,
 ) -> Result<StatusCode, ApiError> {
     check_edge_id(&id)?;
+    check_fields(hb.validate())?;
     state.store().heartbeat(&id, &hb, now_unix()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,8 +11,9 @@ use utoipa::ToSchema;
 use super::allowlist::republish;
 use super::{parse_wire, with_pool, with_tx, Published, Store};
 use crate::allowlist::Listener;
-use crate::capacity::RegionLoad;
+use crate::capacity::{saturating_sum, RegionLoad};
 use crate::error::{FieldError, StoreError};
+use crate::limits;
 use crate::model::{Pool, Region, Wire};
 
 /// A relay's registration (`PUT /v1/edges/{id}`).
@@ -21,13 +22,13 @@ use crate::model::{Pool, Region, Wire};
 pub struct EdgeInput {
     pub region: Region,
     pub pool: Pool,
-    /// Relayed bandwidth this relay can carry, in kbit/s; static relays' capacities add up to
-    /// the region's reservable capacity.
+    /// Relayed bandwidth this relay can carry, in kbit/s, 0 to 10⁹ (1 Tbit/s); static relays'
+    /// capacities add up to the region's reservable capacity.
     pub capacity_kbps: u64,
     /// Public addresses and ports per transport.
     pub listeners: Vec<Listener>,
-    /// When the allow-list change this causes takes effect (Unix seconds); default now. A
-    /// future date announces the change ahead.
+    /// When the allow-list change this causes takes effect (Unix seconds, 0 to 253402300799);
+    /// default now. A future date announces the change ahead.
     pub effective_at: Option<i64>,
 }
 
@@ -55,11 +56,15 @@ impl EdgeInput {
                 });
             }
         }
-        if i64::try_from(self.capacity_kbps).is_err() {
-            errors.push(FieldError {
-                field: "capacity_kbps".into(),
-                message: format!("must be at most {}", i64::MAX),
-            });
+        limits::check_into(
+            &mut errors,
+            "capacity_kbps",
+            self.capacity_kbps,
+            0,
+            limits::MAX_CAPACITY_KBPS,
+        );
+        if let Some(t) = self.effective_at {
+            limits::check_into(&mut errors, "effective_at", t, 0, limits::MAX_UNIX_SECONDS);
         }
         errors
     }
@@ -87,8 +92,28 @@ pub struct Edge {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
+    /// 0 to 10⁹ (1 Tbit/s).
     pub load_kbps: u64,
+    /// 0 to 10⁷.
     pub allocations: u64,
+}
+
+impl Heartbeat {
+    /// Every field problem at once.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let max_kbps = limits::MAX_CAPACITY_KBPS;
+        limits::check_into(&mut errors, "load_kbps", self.load_kbps, 0, max_kbps);
+        let max_allocations = limits::MAX_ALLOCATIONS;
+        limits::check_into(
+            &mut errors,
+            "allocations",
+            self.allocations,
+            0,
+            max_allocations,
+        );
+        errors
+    }
 }
 
 /// What an edge change did: the edge (absent after a delete) and the allow-list versions it
@@ -113,8 +138,8 @@ pub struct RegionSummary {
     pub available_kbps: u64,
 }
 
-/// (region, pool, relays, capacity) per region and pool.
-type PoolTotals = (String, String, i64, i64);
+/// (region, kbit/s): one row to add up.
+type RegionKbps = (String, i64);
 
 #[derive(sqlx::FromRow)]
 struct EdgeRow {
@@ -268,6 +293,7 @@ impl Store {
 
     /// Records relay `id`'s heartbeat.
     pub async fn heartbeat(&self, id: &str, hb: &Heartbeat, now: i64) -> Result<(), StoreError> {
+        // (Validated to far below i64::MAX; saturate rather than wrap if a caller did not.)
         let load = i64::try_from(hb.load_kbps).unwrap_or(i64::MAX);
         let allocations = i64::try_from(hb.allocations).unwrap_or(i64::MAX);
         let q = "UPDATE edges SET heartbeat_at = $2, load_kbps = $3, allocations = $4 \
@@ -311,44 +337,38 @@ impl Store {
 
     /// Every region's relays, capacity and reservations.
     pub async fn region_summaries(&self) -> Result<Vec<RegionSummary>, StoreError> {
-        let q_edges = "SELECT region, pool, CAST(COUNT(*) AS BIGINT), \
-                       CAST(COALESCE(SUM(capacity_kbps), 0) AS BIGINT) FROM edges \
-                       GROUP BY region, pool";
-        let q_reserved = "SELECT region, CAST(COALESCE(SUM(reserved_kbps), 0) AS BIGINT) \
-                          FROM enablement_requests \
-                          WHERE state IN ('approved', 'active', 'suspended') GROUP BY region";
-        let (edges, reserved): (Vec<PoolTotals>, Vec<(String, i64)>) = with_pool!(self, |pool| {
-            let e = sqlx::query_as(q_edges).fetch_all(pool).await?;
-            let r = sqlx::query_as(q_reserved).fetch_all(pool).await?;
-            (e, r)
-        });
+        // One row per relay and per reservation, summed here with saturating arithmetic:
+        // SQL `SUM` fails past i64 on both backends (see `crate::limits`).
+        let q_edges = "SELECT region, pool, capacity_kbps FROM edges";
+        let q_reserved = "SELECT region, reserved_kbps FROM enablement_requests \
+                          WHERE state IN ('approved', 'active', 'suspended')";
+        let (edges, reserved): (Vec<(String, String, i64)>, Vec<RegionKbps>) =
+            with_pool!(self, |pool| {
+                let e = sqlx::query_as(q_edges).fetch_all(pool).await?;
+                let r = sqlx::query_as(q_reserved).fetch_all(pool).await?;
+                (e, r)
+            });
         Ok(Region::ALL
             .iter()
             .map(|&region| {
+                let here = |r: &String| r == region.as_str();
+                let in_pool = |p: Pool| {
+                    edges
+                        .iter()
+                        .filter(move |(r, pool, _)| here(r) && pool == p.as_str())
+                        .map(|e| e.2)
+                };
                 let mut s = RegionSummary {
                     region,
                     name: region.display_name().into(),
-                    static_edges: 0,
-                    dynamic_edges: 0,
-                    static_capacity_kbps: 0,
-                    reserved_kbps: 0,
+                    static_edges: in_pool(Pool::Static).count() as u64,
+                    dynamic_edges: in_pool(Pool::Dynamic).count() as u64,
+                    static_capacity_kbps: saturating_sum(in_pool(Pool::Static)),
+                    reserved_kbps: saturating_sum(
+                        reserved.iter().filter(|(r, _)| here(r)).map(|r| r.1),
+                    ),
                     available_kbps: 0,
                 };
-                for (r, pool, count, capacity) in &edges {
-                    if r == region.as_str() {
-                        if pool == Pool::Static.as_str() {
-                            s.static_edges = *count as u64;
-                            s.static_capacity_kbps = (*capacity).max(0) as u64;
-                        } else {
-                            s.dynamic_edges = *count as u64;
-                        }
-                    }
-                }
-                for (r, kbps) in &reserved {
-                    if r == region.as_str() {
-                        s.reserved_kbps = (*kbps).max(0) as u64;
-                    }
-                }
                 s.available_kbps = RegionLoad {
                     capacity_kbps: s.static_capacity_kbps,
                     reserved_kbps: s.reserved_kbps,

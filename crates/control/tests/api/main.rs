@@ -7,5 +7,6 @@ mod allowlist;
 mod apps;
 mod auth;
 mod control;
+mod numbers;
 mod relays;
 mod requests;

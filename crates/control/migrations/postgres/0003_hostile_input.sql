@@ -1,0 +1,1 @@
+-- Hostile input. Keep in step with ../sqlite/0003_hostile_input.sql.
