@@ -1,13 +1,13 @@
 //! Regions, relay registration and the allow-list table. The allow-list endpoints and the
 //! HTML page are public (no key): firewall teams read them.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 
-use super::{check_fields, AppState, Caller, JsonBody, Params};
+use super::{check_fields, AppState, Caller, JsonBody, Params, PathId};
 use crate::allowlist::render::{self, Format};
 use crate::allowlist::AllowList;
 use crate::error::{ApiError, ErrorBody};
@@ -75,7 +75,7 @@ pub(super) async fn list_regions(
 pub(super) async fn put_edge(
     State(state): State<AppState>,
     _relay: super::RelayCaller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(input): JsonBody<EdgeInput>,
 ) -> Result<Json<EdgeUpdate>, ApiError> {
     check_edge_id(&id)?;
@@ -109,7 +109,7 @@ pub(super) async fn list_edges(
 pub(super) async fn get_edge(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Edge>, ApiError> {
     caller.require_operator()?;
     Ok(Json(state.store().get_edge(&id).await?))
@@ -123,7 +123,7 @@ pub(super) async fn get_edge(
 pub(super) async fn delete_edge(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     params: Params,
 ) -> Result<Json<EdgeUpdate>, ApiError> {
     caller.require_operator()?;
@@ -169,7 +169,7 @@ async fn current_all(state: &AppState) -> Result<Vec<AllowList>, ApiError> {
     responses((status = 200, body = AllowList), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn region_allowlist(
     State(state): State<AppState>,
-    Path(region): Path<String>,
+    PathId(region): PathId,
     params: Params,
 ) -> Result<Response, ApiError> {
     let region = region_of(&region)?;
@@ -201,7 +201,7 @@ pub(super) async fn region_allowlist(
     responses((status = 200, body = Vec<AllowList>), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn allowlist_history(
     State(state): State<AppState>,
-    Path(region): Path<String>,
+    PathId(region): PathId,
 ) -> Result<Json<Vec<AllowList>>, ApiError> {
     let region = region_of(&region)?;
     Ok(Json(state.store().allowlist_history(region).await?))
