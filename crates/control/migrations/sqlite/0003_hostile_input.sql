@@ -8,3 +8,13 @@ UPDATE usage_daily SET seconds = CAST(seconds AS INTEGER) WHERE typeof(seconds) 
 UPDATE usage_daily SET bytes = CAST(bytes AS INTEGER) WHERE typeof(bytes) <> 'integer';
 UPDATE usage_daily SET peak_concurrency = CAST(peak_concurrency AS INTEGER)
     WHERE typeof(peak_concurrency) <> 'integer';
+
+-- The address blocks the operator gave each edge: a relay key registering that edge may
+-- publish only listener addresses inside them. No row: none (the relay key may publish
+-- nothing for that edge; the operator's key may). Kept apart from `edges`, so the operator
+-- can grant before the relay first registers and a deregistration keeps the grant.
+CREATE TABLE edge_cidrs (
+    edge_id     TEXT PRIMARY KEY,
+    cidrs       TEXT NOT NULL, -- JSON array of "ADDRESS/PREFIX"
+    updated_at  INTEGER NOT NULL
+);

@@ -13,7 +13,10 @@ use crate::allowlist::AllowList;
 use crate::error::{ApiError, ErrorBody};
 use crate::limits;
 use crate::model::{Region, Wire};
-use crate::store::{Edge, EdgeInput, EdgeUpdate, RegionSummary};
+use crate::store::{
+    Edge, EdgeCidrs, EdgeCidrsInput, EdgeInput, EdgeUpdate, RegionSummary, Registrar,
+    MAX_EDGE_CIDRS,
+};
 use crate::time::now_unix;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -23,6 +26,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route(
             "/v1/edges/{id}",
             put(put_edge).get(get_edge).delete(delete_edge),
+        )
+        .route(
+            "/v1/edges/{id}/cidrs",
+            put(put_edge_cidrs).get(get_edge_cidrs),
         )
         .route("/v1/allowlist", get(all_allowlists))
         .route("/v1/allowlist/{region}", get(region_allowlist))
@@ -69,18 +76,67 @@ pub(super) async fn list_regions(
 }
 
 /// Registers or replaces a relay. Changes to static relays publish a new allow-list version.
+/// With the relay key, every listener must be inside the CIDRs the operator gave the edge
+/// (403 otherwise).
 #[utoipa::path(put, path = "/v1/edges/{id}", tag = "edges", request_body = EdgeInput,
     responses((status = 200, body = EdgeUpdate), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn put_edge(
     State(state): State<AppState>,
-    _relay: super::RelayCaller,
+    caller: super::RelayCaller,
     PathId(id): PathId,
     JsonBody(input): JsonBody<EdgeInput>,
 ) -> Result<Json<EdgeUpdate>, ApiError> {
     check_edge_id(&id)?;
     check_fields(input.validate())?;
-    Ok(Json(state.store().put_edge(&id, &input, now_unix()).await?))
+    let by = match caller {
+        super::RelayCaller::Operator => Registrar::Operator,
+        super::RelayCaller::Relay => Registrar::RelayKey,
+    };
+    Ok(Json(
+        state.store().put_edge(&id, &input, by, now_unix()).await?,
+    ))
+}
+
+/// Sets the CIDRs a relay key may publish this edge's addresses in (operator only; the edge
+/// need not be registered yet). Empty: the relay key may not register it.
+#[utoipa::path(put, path = "/v1/edges/{id}/cidrs", tag = "edges", request_body = EdgeCidrsInput,
+    responses((status = 200, body = EdgeCidrs), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn put_edge_cidrs(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    JsonBody(input): JsonBody<EdgeCidrsInput>,
+) -> Result<Json<EdgeCidrs>, ApiError> {
+    caller.require_operator()?;
+    check_edge_id(&id)?;
+    if input.cidrs.len() > MAX_EDGE_CIDRS {
+        return Err(ApiError::field(
+            "cidrs",
+            format!("at most {MAX_EDGE_CIDRS} blocks"),
+        ));
+    }
+    Ok(Json(
+        state
+            .store()
+            .set_edge_cidrs(&id, &input.cidrs, now_unix())
+            .await?,
+    ))
+}
+
+/// The CIDRs the operator gave this edge (empty when none).
+#[utoipa::path(get, path = "/v1/edges/{id}/cidrs", tag = "edges",
+    responses((status = 200, body = EdgeCidrs), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn get_edge_cidrs(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> Result<Json<EdgeCidrs>, ApiError> {
+    caller.require_operator()?;
+    check_edge_id(&id)?;
+    Ok(Json(state.store().edge_cidrs(&id).await?))
 }
 
 #[utoipa::path(get, path = "/v1/edges", tag = "edges",

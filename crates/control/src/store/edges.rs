@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::allowlist::republish;
+use super::edge_cidrs::{check_within, parse_cidrs, Registrar};
 use super::{parse_wire, with_pool, with_tx, Published, Store};
 use crate::allowlist::Listener;
 use crate::capacity::{saturating_sum, RegionLoad};
@@ -186,17 +187,28 @@ impl TryFrom<EdgeRow> for Edge {
 }
 
 impl Store {
-    /// Registers or replaces relay `id` and republishes the allow-lists it touches.
+    /// Registers or replaces relay `id` and republishes the allow-lists it touches. With the
+    /// relay key, every listener must be inside the CIDRs the operator gave the edge
+    /// (`Forbidden` otherwise; see [`super::edge_cidrs`]).
     pub async fn put_edge(
         &self,
         id: &str,
         input: &EdgeInput,
+        by: Registrar,
         now: i64,
     ) -> Result<EdgeUpdate, StoreError> {
         let listeners = serde_json::to_string(&input.listeners).expect("plain data serializes");
         let capacity = i64::try_from(input.capacity_kbps)
             .map_err(|_| StoreError::invalid("capacity_kbps", "too large"))?;
         let published = with_tx!(self, |tx, pg| {
+            if by == Registrar::RelayKey {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT cidrs FROM edge_cidrs WHERE edge_id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                check_within(id, &input.listeners, &parse_cidrs(id, row)?)?;
+            }
             let old: Option<(String,)> = sqlx::query_as("SELECT region FROM edges WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&mut *tx)

@@ -23,6 +23,7 @@
 
 mod allowlist;
 mod apps;
+mod edge_cidrs;
 mod edges;
 mod leases;
 mod owners;
@@ -39,6 +40,7 @@ use sqlx::sqlite::{
 
 pub use allowlist::Published;
 pub use apps::{App, AppKeyInfo, CreatedApp, NewSecret, RetiringKey, SyncApp, SyncKey};
+pub use edge_cidrs::{EdgeCidrs, EdgeCidrsInput, Registrar, MAX_EDGE_CIDRS};
 pub use edges::{Edge, EdgeInput, EdgeUpdate, Heartbeat, RegionSummary};
 pub use leases::{Lease, LeaseInput};
 pub use owners::Owner;

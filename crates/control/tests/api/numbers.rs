@@ -459,6 +459,13 @@ async fn every_number_is_range_checked(env: Env) {
 
     // The top of every range is accepted.
     env.put(
+        "/v1/edges/jp-1/cidrs",
+        Some(OPERATOR_KEY),
+        json!({"cidrs": ["203.0.113.0/24"]}),
+    )
+    .await
+    .expect(200);
+    env.put(
         "/v1/edges/jp-1",
         Some(RELAY_KEY),
         with(
