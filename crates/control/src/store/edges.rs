@@ -189,7 +189,7 @@ impl TryFrom<EdgeRow> for Edge {
 impl Store {
     /// Registers or replaces relay `id` and republishes the allow-lists it touches. With the
     /// relay key, every listener must be inside the CIDRs the operator gave the edge
-    /// (`Forbidden` otherwise; see [`super::edge_cidrs`]).
+    /// (`Forbidden` otherwise; see `store::edge_cidrs`).
     pub async fn put_edge(
         &self,
         id: &str,
