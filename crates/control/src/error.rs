@@ -37,6 +37,12 @@ pub enum ControlError {
         "unsupported database URL '{0}': expected sqlite:PATH, sqlite::memory: or postgres://…"
     )]
     DatabaseUrl(String),
+    #[error("cannot make {path} private to its owner (it holds app secrets): {source}")]
+    Permissions {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the database: {0}")]
     Connect(#[source] sqlx::Error),
     #[error("cannot migrate the database: {0}")]
