@@ -171,6 +171,42 @@ async fn usage_bytes_at_i64_max_keep_usage_up(env: Env) {
         .expect(200);
     assert_eq!(usage["days"][0]["bytes"], json!(I64_MAX), "{usage}");
     assert_eq!(stored_type(&env).await, "integer");
+
+    // A SQLite database from before the fix holds the sum as a REAL, which answered 500 for
+    // good. Upgrading (the migration runs again here) repairs it to i64::MAX.
+    if env.backend == Backend::Sqlite {
+        let pool = sqlx::SqlitePool::connect(&env.db.url).await.unwrap();
+        for q in [
+            "UPDATE usage_daily SET bytes = bytes + 9223372036854775807",
+            "DELETE FROM _sqlx_migrations WHERE version = 3",
+            "DROP TABLE edge_cidrs",
+        ] {
+            sqlx::query(q).execute(&pool).await.unwrap();
+        }
+        let (t,): (String,) = sqlx::query_as("SELECT typeof(bytes) FROM usage_daily")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(t, "real", "the pre-fix state");
+        pool.close().await;
+        let path = format!("/v1/apps/{app_id}/usage?from=2026-11-28&to=2026-11-28");
+        env.get(&path, Some(&owner)).await.expect(500);
+        let upgraded = env.second();
+        let base = format!("http://{}", upgraded.local_addr());
+        let r = crate::common::call(
+            &env.http,
+            &base,
+            reqwest::Method::GET,
+            &path,
+            Some(&owner),
+            None,
+        )
+        .await
+        .expect(200);
+        assert_eq!(r["days"][0]["bytes"], json!(I64_MAX), "{r}");
+        assert_eq!(stored_type(&env).await, "integer");
+        upgraded.stop();
+    }
 }
 
 /// Runs `q` with `$1 = v`, `$2 = s` straight on the test's database, as a long-lived
