@@ -325,7 +325,8 @@ impl Store {
     }
 
     /// Relays of `region` and `pool` that sent a heartbeat at or after `since`, least loaded
-    /// (load over capacity) first, at most `limit`.
+    /// (load over capacity) first, at most `limit`. (The `+ 1` is in floating point: a
+    /// capacity stored before the limits could be i64::MAX.)
     pub async fn live_edges(
         &self,
         region: Region,
@@ -334,8 +335,9 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Edge>, StoreError> {
         let q = select_edges!(
-            "WHERE region = $1 AND pool = $2 AND heartbeat_at >= $3 \
-             ORDER BY CAST(load_kbps AS DOUBLE PRECISION) / (capacity_kbps + 1), id LIMIT $4"
+            "WHERE region = $1 AND pool = $2 AND heartbeat_at >= $3 ORDER BY \
+             CAST(load_kbps AS DOUBLE PRECISION) / (CAST(capacity_kbps AS DOUBLE PRECISION) + 1), \
+             id LIMIT $4"
         );
         let rows: Vec<EdgeRow> = with_pool!(self, |p| sqlx::query_as(q)
             .bind(region.as_str())

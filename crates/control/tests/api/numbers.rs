@@ -79,6 +79,21 @@ async fn capacity_at_i64_max_keeps_regions_up(env: Env) {
 
     // Rows written before the limits existed (two edges at i64::MAX): the sum no longer
     // fails.
+    env.put(
+        "/v1/edges/dyn-a",
+        Some(OPERATOR_KEY),
+        json!({"region": "japan", "pool": "dynamic", "capacity_kbps": 1,
+               "listeners": [{"transport": "udp", "ip": "198.51.100.1", "port": 3478}]}),
+    )
+    .await
+    .expect(200);
+    env.post(
+        "/v1/edges/dyn-a/heartbeat",
+        Some(RELAY_KEY),
+        json!({"load_kbps": 1, "allocations": 1}),
+    )
+    .await
+    .expect(204);
     execute(
         &env,
         "UPDATE edges SET capacity_kbps = $1 WHERE $2 <> ''",
@@ -86,6 +101,9 @@ async fn capacity_at_i64_max_keeps_regions_up(env: Env) {
         "-",
     )
     .await;
+    // The proxy list orders by load over capacity: still 200.
+    let proxies = env.get("/v1/proxies?region=japan", None).await.expect(200);
+    assert_eq!(proxies["proxies"][0]["id"], "dyn-a", "{proxies}");
     let regions = env.get("/v1/regions", Some(OPERATOR_KEY)).await.expect(200);
     let japan = regions
         .as_array()
