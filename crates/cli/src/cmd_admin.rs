@@ -225,6 +225,16 @@ enum EdgesCommand {
     Delete {
         id: String,
     },
+    /// Show, or with CIDRs set, the address blocks the relay key may publish this edge's
+    /// listeners in (`203.0.113.0/28`, `2001:db8::/48`). `--none` takes them all away.
+    Cidrs {
+        id: String,
+        #[arg(value_name = "CIDR")]
+        cidrs: Vec<String>,
+        /// Set an empty list: the relay key may not register this edge.
+        #[arg(long, conflicts_with = "cidrs")]
+        none: bool,
+    },
 }
 
 #[derive(Debug, Args)]

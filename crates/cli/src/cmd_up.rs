@@ -1,9 +1,10 @@
 //! `cloudproxy up`: the control plane, a relay and a media service together on this machine,
 //! on embedded defaults (SQLite, self-signed TLS, localhost ports), with a ready-to-use app.
 //!
-//! State lives in `--data-dir` (default `./cloudproxy-data`): the control plane's SQLite
-//! database, the operator key (so `cloudproxy admin` works across runs), the demo app's
-//! credential and the relay's last good sync. On the first run the demo app is created and
+//! State lives in `--data-dir` (default `./cloudproxy-data`, created 0700): the control
+//! plane's SQLite database, the operator key (so `cloudproxy admin` works across runs), the
+//! demo app's credential and the relay's last good sync. Every one of them holds a secret, so
+//! each is 0600; one found wider is set to 0600 with a warning. On the first run the demo app is created and
 //! enabled for Force UDP and Force TCP in the region; later runs reuse it.
 //!
 //! What it prints on stdout, one per line, for scripts: `control URL`, the relay's `udp`,
@@ -87,7 +88,19 @@ struct DemoApp {
 
 async fn up(args: &UpArgs) -> anyhow::Result<Running> {
     let dir = &args.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // The database (the control plane) and the relay's sync cache (its link) make their own
+    // files private; these two are ours.
+    for file in ["operator.key", "demo-app.json"] {
+        tighten(&dir.join(file))?;
+    }
     let operator_key = match std::fs::read_to_string(dir.join("operator.key")) {
         Ok(k) => k.trim().to_owned(),
         Err(_) => {
@@ -289,8 +302,10 @@ async fn enable(api: &Api, app: &str, region: &str, mode: &str) -> anyhow::Resul
     Ok(true)
 }
 
+/// Writes a file that holds a secret: created 0600, and an existing one set to 0600 too.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
+    tighten(path)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -299,6 +314,27 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Sets an existing secret-holding file readable by group or others to 0600, with a warning
+/// (earlier versions and other tools may have left it so; the owner can fix it, so refusing
+/// to start would only get in the way). A missing file is fine.
+fn tighten(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private (mode {mode:04o})", path.display()))?;
+        tracing::warn!(
+            "{} holds a secret but was mode {mode:04o}; now 0600. Anyone who could read it may \
+             have it: consider rotating it",
+            path.display()
+        );
+    }
     Ok(())
 }
 

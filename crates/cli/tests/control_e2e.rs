@@ -85,6 +85,13 @@ struct RelayProc {
 
 /// A static-pool relay in Japan with 1-second sync, heartbeat, renewal and usage intervals.
 fn start_relay(control: &ControlProc, edge: &str, tls: &str, dir: &TempDir) -> RelayProc {
+    // The relay registers with the relay key: only inside the CIDRs the operator gave it.
+    ok(
+        control,
+        "PUT",
+        &format!("/v1/edges/{edge}/cidrs"),
+        json!({"cidrs": ["127.0.0.0/8"]}),
+    );
     let config = dir.0.join(format!("{edge}.toml"));
     std::fs::write(
         &config,

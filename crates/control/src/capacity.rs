@@ -34,6 +34,14 @@ impl RegionLoad {
     }
 }
 
+/// The sum of stored kbit/s values, saturating at `u64::MAX` (negative values, which the API
+/// never stores, count as 0).
+pub fn saturating_sum(values: impl IntoIterator<Item = i64>) -> u64 {
+    values
+        .into_iter()
+        .fold(0u64, |acc, v| acc.saturating_add(v.max(0) as u64))
+}
+
 /// The outcome of trying to reserve a request's bandwidth.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -75,6 +83,14 @@ mod tests {
         assert_eq!(estimate_kbps(4, 10, QualityTier::P720), Some(120_000));
         assert_eq!(estimate_kbps(1, 1, QualityTier::AudioOnly), Some(100));
         assert_eq!(estimate_kbps(u64::MAX, 2, QualityTier::AudioOnly), None);
+    }
+
+    #[test]
+    fn sums_saturate() {
+        assert_eq!(saturating_sum([i64::MAX, i64::MAX, 5]), u64::MAX);
+        assert_eq!(saturating_sum([i64::MAX, 1]), i64::MAX as u64 + 1);
+        assert_eq!(saturating_sum([3, -7, 4]), 7);
+        assert_eq!(saturating_sum([]), 0);
     }
 
     #[test]

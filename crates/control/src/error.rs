@@ -12,6 +12,7 @@
 //! | 403 | `forbidden` | the key's role may not do this |
 //! | 404 | `not_found` | unknown id, or an app of another owner (see the crate docs) |
 //! | 405 | `method_not_allowed` | |
+//! | 413 | `payload_too_large` | a body past 2 MiB |
 //! | 403 | `forbidden` | also: a lease for an app not active for that mode in that region |
 //! | 409 | `conflict` | a lifecycle step the current state does not allow |
 //! | 409 | `quota_exceeded` | a lease beyond the app's proxy users per channel or concurrent channels |
@@ -36,6 +37,12 @@ pub enum ControlError {
         "unsupported database URL '{0}': expected sqlite:PATH, sqlite::memory: or postgres://…"
     )]
     DatabaseUrl(String),
+    #[error("cannot make {path} private to its owner (it holds app secrets): {source}")]
+    Permissions {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the database: {0}")]
     Connect(#[source] sqlx::Error),
     #[error("cannot migrate the database: {0}")]
@@ -99,7 +106,7 @@ pub struct FieldError {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// `invalid_request`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
-    /// `conflict`, `quota_exceeded` or `internal`.
+    /// `payload_too_large`, `conflict`, `quota_exceeded` or `internal`.
     pub code: String,
     pub message: String,
     /// Field-level messages; empty unless `code` is `invalid_request`.
@@ -179,6 +186,15 @@ impl ApiError {
     /// 409 `quota_exceeded`: an admission limit (relays answer the Allocate with 486).
     pub fn quota(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::CONFLICT, "quota_exceeded", message)
+    }
+
+    /// 413: the body is past the limit.
+    pub fn payload_too_large() -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than the 2 MiB limit",
+        )
     }
 
     pub fn internal() -> Self {

@@ -39,7 +39,8 @@
 //! | `POST /v1/requests/{id}/activate` | both | approved → active |
 //! | `POST /v1/requests/{id}/suspend`, `…/resume`, `…/revoke` | operator | the rest of the lifecycle |
 //! | `GET /v1/regions` | operator | capacity, reservations, relays per region |
-//! | `PUT/GET/DELETE /v1/edges/{id}`, `GET /v1/edges` | operator | relay registration |
+//! | `PUT/GET/DELETE /v1/edges/{id}`, `GET /v1/edges` | operator (PUT: relay too) | relay registration; the relay key publishes only inside the edge's CIDRs |
+//! | `PUT/GET /v1/edges/{id}/cidrs` | operator | the CIDRs the relay key may publish that edge's addresses in |
 //! | `GET /v1/sync/apps` | relay | keys (with secrets), app status and active enablements |
 //! | `POST /v1/leases`, `…/renew`, `…/release` | relay | admission leases (403, 409 `quota_exceeded`) |
 //! | `POST /v1/usage` | relay | a usage report, applied once per `report_id` |
@@ -49,7 +50,7 @@
 //! | `GET /v1/allowlist[/{region}[/history]]`, `GET /allowlist` | public | the allow-list table: JSON, `?format=csv|nftables|iptables`, history, HTML |
 //!
 //! Errors all have one shape ([`error`]): 400 names each bad field (`max_users_per_channel`,
-//! `listeners[1].ip`, `body`), 401 for a missing or unknown key, 403 for the wrong role, 404
+//! `listeners[1].ip`, `body`) and, for a number, its range ([`limits`]), 401 for a missing or unknown key, 403 for the wrong role, 404
 //! for an unknown id, 409 for a lifecycle step the state does not allow.
 //!
 //! **Another owner's app is 404, not 403.** A 403 would confirm that the id exists; owners
@@ -80,6 +81,7 @@ pub mod capacity;
 pub mod cidr;
 pub mod enablement;
 pub mod error;
+pub mod limits;
 pub mod model;
 pub mod store;
 pub mod time;

@@ -103,6 +103,27 @@ pub(super) fn edges(api: &Api, out: &Out, c: EdgesCommand) -> Result<(), Failure
             let body = api.call(Method::DELETE, &path, &[], None, Auth::Key)?;
             out.emit(&body, |v| format!("Edge {id} deleted.\n{}", published(v)))
         }
+        EdgesCommand::Cidrs { id, cidrs, none } => {
+            let path = format!("/v1/edges/{}/cidrs", seg(&id));
+            let body = if cidrs.is_empty() && !none {
+                api.call(Method::GET, &path, &[], None, Auth::Key)?
+            } else {
+                let body = json!({ "cidrs": cidrs });
+                api.call(Method::PUT, &path, &[], Some(&body), Auth::Key)?
+            };
+            out.emit(&body, |v| {
+                let list: Vec<String> = items(&v["cidrs"])
+                    .iter()
+                    .map(|c| c.as_str().unwrap_or_default().to_owned())
+                    .collect();
+                let list = if list.is_empty() {
+                    "none (the relay key may not register it)".to_owned()
+                } else {
+                    list.join(", ")
+                };
+                format!("Edge {id}: the relay key may publish inside {list}\n")
+            })
+        }
     }
 }
 

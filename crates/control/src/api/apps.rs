@@ -3,14 +3,14 @@
 //! An app owner's key reaches only its own apps: any other app id answers 404, exactly as an
 //! id that does not exist, so a key cannot even learn which ids are taken.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{check_text, AppState, Caller, JsonBody};
+use super::{check_text, AppState, Caller, JsonBody, PathId};
 use crate::error::{ApiError, ErrorBody};
 use crate::model::AppStatus;
 use crate::store::{App, CreatedApp, NewSecret, Owner, RetiringKey, SyncApp};
@@ -116,7 +116,7 @@ pub(super) async fn list_owners(
 pub(super) async fn get_owner(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Owner>, ApiError> {
     caller.require_operator()?;
     Ok(Json(state.store().get_owner(&id).await?))
@@ -128,7 +128,7 @@ pub(super) async fn get_owner(
 pub(super) async fn add_owner_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<(StatusCode, Json<OwnerKey>), ApiError> {
     caller.require_operator()?;
     let api_key = state.store().add_owner_key(&id, now_unix()).await?;
@@ -180,7 +180,7 @@ pub(super) async fn list_apps(
 pub(super) async fn get_app(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<App>, ApiError> {
     Ok(Json(state.store().get_app(&id, caller.scope()).await?))
 }
@@ -191,7 +191,7 @@ pub(super) async fn get_app(
 pub(super) async fn delete_app(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     state.store().delete_app(&id, caller.scope()).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -214,7 +214,7 @@ async fn set_status(
 pub(super) async fn suspend_app(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<App>, ApiError> {
     set_status(&state, &caller, &id, AppStatus::Suspended).await
 }
@@ -225,7 +225,7 @@ pub(super) async fn suspend_app(
 pub(super) async fn resume_app(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<App>, ApiError> {
     set_status(&state, &caller, &id, AppStatus::Active).await
 }
@@ -236,15 +236,10 @@ pub(super) async fn resume_app(
 pub(super) async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Json<Rotated>, ApiError> {
+    PathId(id): PathId,
     // The body is optional: an empty one means the default grace period.
-    let input: RotateInput = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateInput::default()
-    } else {
-        super::parse_json(&body)?
-    };
+    super::OptionalJsonBody(input): super::OptionalJsonBody<RotateInput>,
+) -> Result<Json<Rotated>, ApiError> {
     let grace = input.grace_seconds.unwrap_or(DEFAULT_GRACE_SECS);
     if !(0..=MAX_GRACE_SECS).contains(&grace) {
         return Err(ApiError::field(

@@ -1,18 +1,22 @@
 //! Regions, relay registration and the allow-list table. The allow-list endpoints and the
 //! HTML page are public (no key): firewall teams read them.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 
-use super::{check_fields, AppState, Caller, JsonBody, Params};
+use super::{check_fields, AppState, Caller, JsonBody, Params, PathId};
 use crate::allowlist::render::{self, Format};
 use crate::allowlist::AllowList;
 use crate::error::{ApiError, ErrorBody};
+use crate::limits;
 use crate::model::{Region, Wire};
-use crate::store::{Edge, EdgeInput, EdgeUpdate, RegionSummary};
+use crate::store::{
+    Edge, EdgeCidrs, EdgeCidrsInput, EdgeInput, EdgeUpdate, RegionSummary, Registrar,
+    MAX_EDGE_CIDRS,
+};
 use crate::time::now_unix;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -22,6 +26,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route(
             "/v1/edges/{id}",
             put(put_edge).get(get_edge).delete(delete_edge),
+        )
+        .route(
+            "/v1/edges/{id}/cidrs",
+            put(put_edge_cidrs).get(get_edge_cidrs),
         )
         .route("/v1/allowlist", get(all_allowlists))
         .route("/v1/allowlist/{region}", get(region_allowlist))
@@ -68,18 +76,67 @@ pub(super) async fn list_regions(
 }
 
 /// Registers or replaces a relay. Changes to static relays publish a new allow-list version.
+/// With the relay key, every listener must be inside the CIDRs the operator gave the edge
+/// (403 otherwise).
 #[utoipa::path(put, path = "/v1/edges/{id}", tag = "edges", request_body = EdgeInput,
     responses((status = 200, body = EdgeUpdate), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn put_edge(
     State(state): State<AppState>,
-    _relay: super::RelayCaller,
-    Path(id): Path<String>,
+    caller: super::RelayCaller,
+    PathId(id): PathId,
     JsonBody(input): JsonBody<EdgeInput>,
 ) -> Result<Json<EdgeUpdate>, ApiError> {
     check_edge_id(&id)?;
     check_fields(input.validate())?;
-    Ok(Json(state.store().put_edge(&id, &input, now_unix()).await?))
+    let by = match caller {
+        super::RelayCaller::Operator => Registrar::Operator,
+        super::RelayCaller::Relay => Registrar::RelayKey,
+    };
+    Ok(Json(
+        state.store().put_edge(&id, &input, by, now_unix()).await?,
+    ))
+}
+
+/// Sets the CIDRs a relay key may publish this edge's addresses in (operator only; the edge
+/// need not be registered yet). Empty: the relay key may not register it.
+#[utoipa::path(put, path = "/v1/edges/{id}/cidrs", tag = "edges", request_body = EdgeCidrsInput,
+    responses((status = 200, body = EdgeCidrs), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn put_edge_cidrs(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    JsonBody(input): JsonBody<EdgeCidrsInput>,
+) -> Result<Json<EdgeCidrs>, ApiError> {
+    caller.require_operator()?;
+    check_edge_id(&id)?;
+    if input.cidrs.len() > MAX_EDGE_CIDRS {
+        return Err(ApiError::field(
+            "cidrs",
+            format!("at most {MAX_EDGE_CIDRS} blocks"),
+        ));
+    }
+    Ok(Json(
+        state
+            .store()
+            .set_edge_cidrs(&id, &input.cidrs, now_unix())
+            .await?,
+    ))
+}
+
+/// The CIDRs the operator gave this edge (empty when none).
+#[utoipa::path(get, path = "/v1/edges/{id}/cidrs", tag = "edges",
+    responses((status = 200, body = EdgeCidrs), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn get_edge_cidrs(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> Result<Json<EdgeCidrs>, ApiError> {
+    caller.require_operator()?;
+    check_edge_id(&id)?;
+    Ok(Json(state.store().edge_cidrs(&id).await?))
 }
 
 #[utoipa::path(get, path = "/v1/edges", tag = "edges",
@@ -108,7 +165,7 @@ pub(super) async fn list_edges(
 pub(super) async fn get_edge(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Edge>, ApiError> {
     caller.require_operator()?;
     Ok(Json(state.store().get_edge(&id).await?))
@@ -116,17 +173,21 @@ pub(super) async fn get_edge(
 
 /// Deregisters a relay; `effective_at` dates the allow-list change (default now).
 #[utoipa::path(delete, path = "/v1/edges/{id}", tag = "edges",
-    params(("effective_at" = Option<i64>, Query, description = "Unix seconds")),
+    params(("effective_at" = Option<i64>, Query, description = "Unix seconds, 0 to 253402300799")),
     responses((status = 200, body = EdgeUpdate), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn delete_edge(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     params: Params,
 ) -> Result<Json<EdgeUpdate>, ApiError> {
     caller.require_operator()?;
     let effective_at = params.int::<i64>("effective_at")?;
+    if let Some(t) = effective_at {
+        limits::check("effective_at", t, 0, limits::MAX_UNIX_SECONDS)
+            .map_err(|e| ApiError::fields(vec![e]))?;
+    }
     Ok(Json(
         state
             .store()
@@ -164,7 +225,7 @@ async fn current_all(state: &AppState) -> Result<Vec<AllowList>, ApiError> {
     responses((status = 200, body = AllowList), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn region_allowlist(
     State(state): State<AppState>,
-    Path(region): Path<String>,
+    PathId(region): PathId,
     params: Params,
 ) -> Result<Response, ApiError> {
     let region = region_of(&region)?;
@@ -196,7 +257,7 @@ pub(super) async fn region_allowlist(
     responses((status = 200, body = Vec<AllowList>), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn allowlist_history(
     State(state): State<AppState>,
-    Path(region): Path<String>,
+    PathId(region): PathId,
 ) -> Result<Json<Vec<AllowList>>, ApiError> {
     let region = region_of(&region)?;
     Ok(Json(state.store().allowlist_history(region).await?))

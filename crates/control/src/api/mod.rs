@@ -10,7 +10,7 @@ mod requests;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
@@ -140,20 +140,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(AUTHORIZATION) else {
-            return Err(ApiError::unauthorized(
-                "missing API key: send 'Authorization: Bearer <key>'",
-            ));
-        };
-        let key = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("malformed Authorization header: expected 'Bearer <key>'")
-            })?;
+        let key = bearer_key(parts)?;
         // Hashes compare in time independent of where the keys differ.
         let hash = hash_key(key);
         if constant_time_eq(hash.as_bytes(), state.inner.operator_key_hash.as_bytes()) {
@@ -180,30 +167,46 @@ fn is_relay_key(state: &AppState, hash: &str) -> bool {
         .is_some_and(|h| constant_time_eq(hash.as_bytes(), h.as_bytes()))
 }
 
+/// The key of `Authorization: Bearer <key>`. The scheme is case-insensitive (RFC 9110
+/// §11.1: `bearer`, `BEARER`), and one or more spaces may follow it.
+fn bearer_key(parts: &Parts) -> Result<&str, ApiError> {
+    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        return Err(ApiError::unauthorized(
+            "missing API key: send 'Authorization: Bearer <key>'",
+        ));
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized("malformed Authorization header: expected 'Bearer <key>'")
+        })
+}
+
 /// A relay, or the operator acting as one: what the relay endpoints require.
-#[derive(Debug, Clone, Copy)]
-pub struct RelayCaller;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayCaller {
+    /// The operator's key: may register any address.
+    Operator,
+    /// The relay key: may publish only addresses inside the CIDRs the operator gave the edge.
+    Relay,
+}
 
 impl FromRequestParts<AppState> for RelayCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(key) = key else {
-            return Err(ApiError::unauthorized(
-                "missing API key: send 'Authorization: Bearer <key>' with the relay key",
-            ));
-        };
+        let key = bearer_key(parts)?;
         let hash = hash_key(key);
-        if constant_time_eq(hash.as_bytes(), state.inner.operator_key_hash.as_bytes())
-            || is_relay_key(state, &hash)
-        {
-            return Ok(RelayCaller);
+        if constant_time_eq(hash.as_bytes(), state.inner.operator_key_hash.as_bytes()) {
+            return Ok(RelayCaller::Operator);
+        }
+        if is_relay_key(state, &hash) {
+            return Ok(RelayCaller::Relay);
         }
         match state.store().owner_for_key(key).await? {
             Some(_) => Err(ApiError::forbidden(
@@ -226,17 +229,50 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::field("body", e.body_text()))?;
-        parse_json(&bytes).map(JsonBody)
+        parse_json(&body_bytes(req, state).await?).map(JsonBody)
     }
+}
+
+/// A JSON body that may be left out (empty or only whitespace): then `T::default()`.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        parse_json(&bytes).map(OptionalJsonBody)
+    }
+}
+
+/// The whole body: 413 past the body limit (axum's default, 2 MiB), 400 when it cannot be
+/// read.
+async fn body_bytes<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| match e.status() {
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(),
+            _ => ApiError::field("body", e.body_text()),
+        })
 }
 
 /// Parses a JSON body, naming the offending field on error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::field("body", "a JSON body is required"));
+    }
+    if has_nul_escape(bytes) {
+        // No name, id or reason holds one, and PostgreSQL cannot store it (a 500).
+        return Err(ApiError::field(
+            "body",
+            "strings must not contain NUL (\\u0000)",
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -265,11 +301,43 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Whether the JSON text has a `\u0000` escape (JSON cannot hold a raw NUL in a string): a
+/// `u0000` after an odd number of backslashes.
+fn has_nul_escape(bytes: &[u8]) -> bool {
+    bytes.windows(5).enumerate().any(|(i, w)| {
+        w == b"u0000" && bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
+    })
+}
+
 /// serde_json appends " at line 1 column 20"; the field name says more.
 fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
+    }
+}
+
+/// The one `{id}` (or `{region}`) segment of a path. No id is empty, holds a control
+/// character or is not UTF-8, so those are a 404 with the JSON error before any query runs
+/// (PostgreSQL cannot even compare a text holding NUL: it would be a 500).
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found("the id in the path is not valid UTF-8"))?;
+        if id.is_empty() {
+            return Err(ApiError::not_found("the id in the path is empty"));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(ApiError::not_found(
+                "the id in the path holds a control character; no id does",
+            ));
+        }
+        Ok(PathId(id))
     }
 }
 
@@ -337,6 +405,14 @@ mod tests {
 
     const GOOD: &str = r#"{"region":"japan","sdk":"web","use_case":"1:1","max_concurrent_channels":1,
         "max_users_per_channel":2,"max_proxy_users_per_channel":1,"quality":"720p","mode":"force_tcp"}"#;
+
+    #[test]
+    fn nul_escapes_are_found_and_literal_backslashes_are_not() {
+        assert!(has_nul_escape(br#"{"name":"a\u0000"}"#));
+        assert!(has_nul_escape(br#"{"name":"\\\u0000"}"#));
+        assert!(!has_nul_escape(br#"{"name":"\\u0000"}"#));
+        assert!(!has_nul_escape(br#"{"name":"u0000"}"#));
+    }
 
     #[test]
     fn good_json_parses() {

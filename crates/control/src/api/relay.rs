@@ -1,7 +1,7 @@
 //! What relays call (with the relay key or the operator's): admission leases, usage reports
 //! and heartbeats; what clients call: the Auto-mode proxy list; and what owners read: usage.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::edges::check_edge_id;
-use super::{check_fields, AppState, Caller, JsonBody, Params, RelayCaller};
+use super::{check_fields, AppState, Caller, JsonBody, Params, PathId, RelayCaller};
 use crate::allowlist::Listener;
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::model::{Pool, Region, Wire};
@@ -152,10 +152,11 @@ pub(super) async fn report_usage(
 pub(super) async fn heartbeat(
     State(state): State<AppState>,
     _relay: RelayCaller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(hb): JsonBody<Heartbeat>,
 ) -> Result<StatusCode, ApiError> {
     check_edge_id(&id)?;
+    check_fields(hb.validate())?;
     state.store().heartbeat(&id, &hb, now_unix()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -239,7 +240,7 @@ pub struct Usage {
 pub(super) async fn app_usage(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
     // Another owner's app is 404, as everywhere.

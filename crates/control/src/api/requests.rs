@@ -2,14 +2,14 @@
 //! lifecycle after it. Owners file and activate requests for their own apps; the operator
 //! approves, rejects, suspends, resumes and revokes.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{check_fields, check_text, AppState, Caller, JsonBody};
+use super::{check_fields, check_text, AppState, Caller, JsonBody, PathId};
 use crate::enablement::{EnablementInput, EnablementRequest, Step};
 use crate::error::{ApiError, ErrorBody};
 use crate::time::now_unix;
@@ -44,7 +44,7 @@ pub struct RejectInput {
 pub(super) async fn create_request(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    PathId(app_id): PathId,
     JsonBody(input): JsonBody<EnablementInput>,
 ) -> Result<(StatusCode, Json<EnablementRequest>), ApiError> {
     check_fields(input.validate())?;
@@ -61,7 +61,7 @@ pub(super) async fn create_request(
 pub(super) async fn list_app_requests(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    PathId(app_id): PathId,
 ) -> Result<Json<Vec<EnablementRequest>>, ApiError> {
     // 404 for an app the caller cannot see, rather than an empty list.
     state.store().get_app(&app_id, caller.scope()).await?;
@@ -91,7 +91,7 @@ pub(super) async fn list_requests(
 pub(super) async fn get_request(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<EnablementRequest>, ApiError> {
     Ok(Json(state.store().get_request(&id, caller.scope()).await?))
 }
@@ -105,7 +105,7 @@ pub(super) async fn get_request(
 pub(super) async fn approve_request(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<EnablementRequest>, ApiError> {
     caller.require_operator()?;
     Ok(Json(state.store().approve_request(&id, now_unix()).await?))
@@ -118,7 +118,7 @@ pub(super) async fn approve_request(
 pub(super) async fn reject_request(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(input): JsonBody<RejectInput>,
 ) -> Result<Json<EnablementRequest>, ApiError> {
     caller.require_operator()?;
@@ -155,7 +155,7 @@ async fn step(
 pub(super) async fn activate_request(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<EnablementRequest>, ApiError> {
     step(&state, &caller, &id, Step::Activate).await
 }
@@ -167,7 +167,7 @@ pub(super) async fn activate_request(
 pub(super) async fn suspend_request(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<EnablementRequest>, ApiError> {
     step(&state, &caller, &id, Step::Suspend).await
 }
@@ -179,7 +179,7 @@ pub(super) async fn suspend_request(
 pub(super) async fn resume_request(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<EnablementRequest>, ApiError> {
     step(&state, &caller, &id, Step::Resume).await
 }
@@ -191,7 +191,7 @@ pub(super) async fn resume_request(
 pub(super) async fn revoke_request(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<EnablementRequest>, ApiError> {
     step(&state, &caller, &id, Step::Revoke).await
 }

@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::allowlist::republish;
+use super::edge_cidrs::{check_within, parse_cidrs, Registrar};
 use super::{parse_wire, with_pool, with_tx, Published, Store};
 use crate::allowlist::Listener;
-use crate::capacity::RegionLoad;
+use crate::capacity::{saturating_sum, RegionLoad};
 use crate::error::{FieldError, StoreError};
+use crate::limits;
 use crate::model::{Pool, Region, Wire};
 
 /// A relay's registration (`PUT /v1/edges/{id}`).
@@ -21,13 +23,13 @@ use crate::model::{Pool, Region, Wire};
 pub struct EdgeInput {
     pub region: Region,
     pub pool: Pool,
-    /// Relayed bandwidth this relay can carry, in kbit/s; static relays' capacities add up to
-    /// the region's reservable capacity.
+    /// Relayed bandwidth this relay can carry, in kbit/s, 0 to 10⁹ (1 Tbit/s); static relays'
+    /// capacities add up to the region's reservable capacity.
     pub capacity_kbps: u64,
     /// Public addresses and ports per transport.
     pub listeners: Vec<Listener>,
-    /// When the allow-list change this causes takes effect (Unix seconds); default now. A
-    /// future date announces the change ahead.
+    /// When the allow-list change this causes takes effect (Unix seconds, 0 to 253402300799);
+    /// default now. A future date announces the change ahead.
     pub effective_at: Option<i64>,
 }
 
@@ -55,11 +57,15 @@ impl EdgeInput {
                 });
             }
         }
-        if i64::try_from(self.capacity_kbps).is_err() {
-            errors.push(FieldError {
-                field: "capacity_kbps".into(),
-                message: format!("must be at most {}", i64::MAX),
-            });
+        limits::check_into(
+            &mut errors,
+            "capacity_kbps",
+            self.capacity_kbps,
+            0,
+            limits::MAX_CAPACITY_KBPS,
+        );
+        if let Some(t) = self.effective_at {
+            limits::check_into(&mut errors, "effective_at", t, 0, limits::MAX_UNIX_SECONDS);
         }
         errors
     }
@@ -87,8 +93,28 @@ pub struct Edge {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
+    /// 0 to 10⁹ (1 Tbit/s).
     pub load_kbps: u64,
+    /// 0 to 10⁷.
     pub allocations: u64,
+}
+
+impl Heartbeat {
+    /// Every field problem at once.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let max_kbps = limits::MAX_CAPACITY_KBPS;
+        limits::check_into(&mut errors, "load_kbps", self.load_kbps, 0, max_kbps);
+        let max_allocations = limits::MAX_ALLOCATIONS;
+        limits::check_into(
+            &mut errors,
+            "allocations",
+            self.allocations,
+            0,
+            max_allocations,
+        );
+        errors
+    }
 }
 
 /// What an edge change did: the edge (absent after a delete) and the allow-list versions it
@@ -113,8 +139,8 @@ pub struct RegionSummary {
     pub available_kbps: u64,
 }
 
-/// (region, pool, relays, capacity) per region and pool.
-type PoolTotals = (String, String, i64, i64);
+/// (region, kbit/s): one row to add up.
+type RegionKbps = (String, i64);
 
 #[derive(sqlx::FromRow)]
 struct EdgeRow {
@@ -161,17 +187,28 @@ impl TryFrom<EdgeRow> for Edge {
 }
 
 impl Store {
-    /// Registers or replaces relay `id` and republishes the allow-lists it touches.
+    /// Registers or replaces relay `id` and republishes the allow-lists it touches. With the
+    /// relay key, every listener must be inside the CIDRs the operator gave the edge
+    /// (`Forbidden` otherwise; see `store::edge_cidrs`).
     pub async fn put_edge(
         &self,
         id: &str,
         input: &EdgeInput,
+        by: Registrar,
         now: i64,
     ) -> Result<EdgeUpdate, StoreError> {
         let listeners = serde_json::to_string(&input.listeners).expect("plain data serializes");
         let capacity = i64::try_from(input.capacity_kbps)
             .map_err(|_| StoreError::invalid("capacity_kbps", "too large"))?;
         let published = with_tx!(self, |tx, pg| {
+            if by == Registrar::RelayKey {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT cidrs FROM edge_cidrs WHERE edge_id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                check_within(id, &input.listeners, &parse_cidrs(id, row)?)?;
+            }
             let old: Option<(String,)> = sqlx::query_as("SELECT region FROM edges WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -268,6 +305,7 @@ impl Store {
 
     /// Records relay `id`'s heartbeat.
     pub async fn heartbeat(&self, id: &str, hb: &Heartbeat, now: i64) -> Result<(), StoreError> {
+        // (Validated to far below i64::MAX; saturate rather than wrap if a caller did not.)
         let load = i64::try_from(hb.load_kbps).unwrap_or(i64::MAX);
         let allocations = i64::try_from(hb.allocations).unwrap_or(i64::MAX);
         let q = "UPDATE edges SET heartbeat_at = $2, load_kbps = $3, allocations = $4 \
@@ -287,7 +325,8 @@ impl Store {
     }
 
     /// Relays of `region` and `pool` that sent a heartbeat at or after `since`, least loaded
-    /// (load over capacity) first, at most `limit`.
+    /// (load over capacity) first, at most `limit`. (The `+ 1` is in floating point: a
+    /// capacity stored before the limits could be i64::MAX.)
     pub async fn live_edges(
         &self,
         region: Region,
@@ -296,8 +335,9 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Edge>, StoreError> {
         let q = select_edges!(
-            "WHERE region = $1 AND pool = $2 AND heartbeat_at >= $3 \
-             ORDER BY CAST(load_kbps AS DOUBLE PRECISION) / (capacity_kbps + 1), id LIMIT $4"
+            "WHERE region = $1 AND pool = $2 AND heartbeat_at >= $3 ORDER BY \
+             CAST(load_kbps AS DOUBLE PRECISION) / (CAST(capacity_kbps AS DOUBLE PRECISION) + 1), \
+             id LIMIT $4"
         );
         let rows: Vec<EdgeRow> = with_pool!(self, |p| sqlx::query_as(q)
             .bind(region.as_str())
@@ -311,44 +351,38 @@ impl Store {
 
     /// Every region's relays, capacity and reservations.
     pub async fn region_summaries(&self) -> Result<Vec<RegionSummary>, StoreError> {
-        let q_edges = "SELECT region, pool, CAST(COUNT(*) AS BIGINT), \
-                       CAST(COALESCE(SUM(capacity_kbps), 0) AS BIGINT) FROM edges \
-                       GROUP BY region, pool";
-        let q_reserved = "SELECT region, CAST(COALESCE(SUM(reserved_kbps), 0) AS BIGINT) \
-                          FROM enablement_requests \
-                          WHERE state IN ('approved', 'active', 'suspended') GROUP BY region";
-        let (edges, reserved): (Vec<PoolTotals>, Vec<(String, i64)>) = with_pool!(self, |pool| {
-            let e = sqlx::query_as(q_edges).fetch_all(pool).await?;
-            let r = sqlx::query_as(q_reserved).fetch_all(pool).await?;
-            (e, r)
-        });
+        // One row per relay and per reservation, summed here with saturating arithmetic:
+        // SQL `SUM` fails past i64 on both backends (see `crate::limits`).
+        let q_edges = "SELECT region, pool, capacity_kbps FROM edges";
+        let q_reserved = "SELECT region, reserved_kbps FROM enablement_requests \
+                          WHERE state IN ('approved', 'active', 'suspended')";
+        let (edges, reserved): (Vec<(String, String, i64)>, Vec<RegionKbps>) =
+            with_pool!(self, |pool| {
+                let e = sqlx::query_as(q_edges).fetch_all(pool).await?;
+                let r = sqlx::query_as(q_reserved).fetch_all(pool).await?;
+                (e, r)
+            });
         Ok(Region::ALL
             .iter()
             .map(|&region| {
+                let here = |r: &String| r == region.as_str();
+                let in_pool = |p: Pool| {
+                    edges
+                        .iter()
+                        .filter(move |(r, pool, _)| here(r) && pool == p.as_str())
+                        .map(|e| e.2)
+                };
                 let mut s = RegionSummary {
                     region,
                     name: region.display_name().into(),
-                    static_edges: 0,
-                    dynamic_edges: 0,
-                    static_capacity_kbps: 0,
-                    reserved_kbps: 0,
+                    static_edges: in_pool(Pool::Static).count() as u64,
+                    dynamic_edges: in_pool(Pool::Dynamic).count() as u64,
+                    static_capacity_kbps: saturating_sum(in_pool(Pool::Static)),
+                    reserved_kbps: saturating_sum(
+                        reserved.iter().filter(|(r, _)| here(r)).map(|r| r.1),
+                    ),
                     available_kbps: 0,
                 };
-                for (r, pool, count, capacity) in &edges {
-                    if r == region.as_str() {
-                        if pool == Pool::Static.as_str() {
-                            s.static_edges = *count as u64;
-                            s.static_capacity_kbps = (*capacity).max(0) as u64;
-                        } else {
-                            s.dynamic_edges = *count as u64;
-                        }
-                    }
-                }
-                for (r, kbps) in &reserved {
-                    if r == region.as_str() {
-                        s.reserved_kbps = (*kbps).max(0) as u64;
-                    }
-                }
                 s.available_kbps = RegionLoad {
                     capacity_kbps: s.static_capacity_kbps,
                     reserved_kbps: s.reserved_kbps,

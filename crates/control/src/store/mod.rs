@@ -23,9 +23,11 @@
 
 mod allowlist;
 mod apps;
+mod edge_cidrs;
 mod edges;
 mod leases;
 mod owners;
+mod private_files;
 mod requests;
 mod usage;
 
@@ -39,6 +41,7 @@ use sqlx::sqlite::{
 
 pub use allowlist::Published;
 pub use apps::{App, AppKeyInfo, CreatedApp, NewSecret, RetiringKey, SyncApp, SyncKey};
+pub use edge_cidrs::{EdgeCidrs, EdgeCidrsInput, Registrar, MAX_EDGE_CIDRS};
 pub use edges::{Edge, EdgeInput, EdgeUpdate, Heartbeat, RegionSummary};
 pub use leases::{Lease, LeaseInput};
 pub use owners::Owner;
@@ -95,7 +98,8 @@ macro_rules! with_pool {
 pub(crate) use {with_pool, with_tx};
 
 impl Store {
-    /// Opens `url` and brings its schema up to date. `sqlite:PATH` (created when missing),
+    /// Opens `url` and brings its schema up to date. `sqlite:PATH` (created when missing, 0600
+    /// in a 0700 directory; see `private_files`),
     /// `sqlite::memory:` (one connection, gone when the store is dropped) or
     /// `postgres://…`/`postgresql://…`.
     pub async fn open(url: &str) -> Result<Store, ControlError> {
@@ -115,6 +119,9 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(LOCK_WAIT);
             let memory = url.contains(":memory:") || url.contains("mode=memory");
+            if !memory {
+                private_files::prepare_sqlite(options.get_filename())?;
+            }
             let pool = if memory {
                 // Every connection to `:memory:` is its own database: keep exactly one, forever.
                 SqlitePoolOptions::new()

@@ -99,23 +99,23 @@ macro_rules! region_load {
                 .execute(&mut *$tx)
                 .await?;
         }
-        let (capacity,): (i64,) = sqlx::query_as(
-            "SELECT CAST(COALESCE(SUM(capacity_kbps), 0) AS BIGINT) FROM edges \
-             WHERE region = $1 AND pool = 'static'",
-        )
-        .bind(region.as_str())
-        .fetch_one(&mut *$tx)
-        .await?;
-        let (reserved,): (i64,) = sqlx::query_as(
-            "SELECT CAST(COALESCE(SUM(reserved_kbps), 0) AS BIGINT) FROM enablement_requests \
+        // Summed here with saturating arithmetic, not by SQL `SUM`, which fails past i64 on
+        // both backends (see `crate::limits`). Approvals are rare; the rows are few.
+        let capacity: Vec<(i64,)> =
+            sqlx::query_as("SELECT capacity_kbps FROM edges WHERE region = $1 AND pool = 'static'")
+                .bind(region.as_str())
+                .fetch_all(&mut *$tx)
+                .await?;
+        let reserved: Vec<(i64,)> = sqlx::query_as(
+            "SELECT reserved_kbps FROM enablement_requests \
              WHERE region = $1 AND state IN ('approved', 'active', 'suspended')",
         )
         .bind(region.as_str())
-        .fetch_one(&mut *$tx)
+        .fetch_all(&mut *$tx)
         .await?;
         RegionLoad {
-            capacity_kbps: capacity.max(0) as u64,
-            reserved_kbps: reserved.max(0) as u64,
+            capacity_kbps: $crate::capacity::saturating_sum(capacity.iter().map(|r| r.0)),
+            reserved_kbps: $crate::capacity::saturating_sum(reserved.iter().map(|r| r.0)),
         }
     }};
 }

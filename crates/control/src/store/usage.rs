@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::{parse_wire, with_pool, with_tx, Store};
 use crate::error::{FieldError, StoreError};
+use crate::limits;
 use crate::model::{QualityTier, UsageMode};
 
 /// One relay's usage of one app in one mode and tier on one day, since its last report.
@@ -21,11 +22,12 @@ pub struct UsageRecord {
     pub mode: UsageMode,
     /// The enablement's tier; absent for Auto.
     pub quality: Option<QualityTier>,
-    /// Allocation-seconds.
+    /// Allocation-seconds, 0 to 8.64 × 10¹¹ (10⁷ allocations for a day).
     pub seconds: u64,
-    /// Relayed bytes, both directions.
+    /// Relayed bytes, both directions, 0 to 1.08 × 10¹⁵ (100 Gbit/s for a day).
     pub bytes: u64,
-    /// The most allocations of this app and mode the relay held at once in the period.
+    /// The most allocations of this app and mode the relay held at once in the period, 0 to
+    /// 10⁷.
     pub peak_concurrency: u64,
 }
 
@@ -64,14 +66,18 @@ impl UsageReport {
                     "must be 1 to 128 characters",
                 );
             }
-            for (name, v) in [
-                ("seconds", r.seconds),
-                ("bytes", r.bytes),
-                ("peak_concurrency", r.peak_concurrency),
+        }
+        for (i, r) in self.records.iter().enumerate() {
+            for (name, v, max) in [
+                ("seconds", r.seconds, limits::MAX_RECORD_SECONDS),
+                ("bytes", r.bytes, limits::MAX_RECORD_BYTES),
+                (
+                    "peak_concurrency",
+                    r.peak_concurrency,
+                    limits::MAX_ALLOCATIONS,
+                ),
             ] {
-                if i64::try_from(v).is_err() {
-                    bad(format!("records[{i}].{name}"), "is too large");
-                }
+                limits::check_into(&mut errors, format!("records[{i}].{name}"), v, 0, max);
             }
         }
         errors
@@ -103,21 +109,21 @@ pub(crate) fn quality_str(q: Option<QualityTier>) -> &'static str {
 macro_rules! add_usage_impl {
     ($tx:expr, $pg:expr, $app:expr, $day:expr, $mode:expr, $quality:expr, $v:expr) => {{
         let (seconds, bytes, peak): (i64, i64, i64) = $v;
-        let q = if $pg {
-            "INSERT INTO usage_daily (app_id, day, mode, quality, seconds, bytes, \
-             peak_concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (app_id, day, mode, quality) DO UPDATE SET \
-             seconds = usage_daily.seconds + excluded.seconds, \
-             bytes = usage_daily.bytes + excluded.bytes, \
-             peak_concurrency = GREATEST(usage_daily.peak_concurrency, excluded.peak_concurrency)"
-        } else {
-            "INSERT INTO usage_daily (app_id, day, mode, quality, seconds, bytes, \
-             peak_concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (app_id, day, mode, quality) DO UPDATE SET \
-             seconds = usage_daily.seconds + excluded.seconds, \
-             bytes = usage_daily.bytes + excluded.bytes, \
-             peak_concurrency = MAX(usage_daily.peak_concurrency, excluded.peak_concurrency)"
-        };
+        // The sums saturate at i64::MAX (see `crate::limits`): SQLite would turn an
+        // overflowing `+` into a REAL, PostgreSQL would fail the report for good.
+        let q = concat!(
+            "INSERT INTO usage_daily (app_id, day, mode, quality, seconds, bytes, ",
+            "peak_concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7) ",
+            "ON CONFLICT (app_id, day, mode, quality) DO UPDATE SET seconds = ",
+            $crate::limits::saturating_add_sql!("usage_daily.seconds", "excluded.seconds"),
+            ", bytes = ",
+            $crate::limits::saturating_add_sql!("usage_daily.bytes", "excluded.bytes"),
+            // The larger of the two, in words both backends know (GREATEST vs MAX).
+            ", peak_concurrency = CASE WHEN excluded.peak_concurrency > ",
+            "usage_daily.peak_concurrency THEN excluded.peak_concurrency ",
+            "ELSE usage_daily.peak_concurrency END"
+        );
+        let _one_text_for_both_backends = $pg;
         sqlx::query(q)
             .bind($app)
             .bind($day)

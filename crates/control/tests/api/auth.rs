@@ -268,3 +268,140 @@ async fn errors_and_openapi(env: Env) {
         "bearer"
     );
 }
+
+on_both_backends!(smaller_gaps);
+
+/// The auth scheme is case-insensitive (RFC 9110 §11.1); an oversized body is 413; an empty
+/// id is a 404 with the JSON error, never a 500.
+async fn smaller_gaps(env: Env) {
+    for scheme in ["bearer", "BEARER", "Bearer", "bEaReR"] {
+        let r = env
+            .http
+            .get(format!("{}/v1/apps", env.base))
+            .header("authorization", format!("{scheme} {OPERATOR_KEY}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{scheme}");
+        let r = env
+            .http
+            .get(format!("{}/v1/sync/apps", env.base))
+            .header(
+                "authorization",
+                format!("{scheme}   {}", crate::common::RELAY_KEY),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{scheme} (relay)");
+    }
+    for bad in ["Basic abc", "Bearer", "Bearerx key", "Token key"] {
+        let r = env
+            .http
+            .get(format!("{}/v1/apps", env.base))
+            .header("authorization", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{bad}");
+    }
+
+    // Past the 2 MiB body limit: 413 with the error shape, on a JSON body and on the
+    // rotation's optional one.
+    let (_, key) = env.owner("acme").await;
+    let app = env.app(&key, "a").await;
+    let app_id = app["app"]["id"].as_str().unwrap();
+    for path in ["/v1/apps".to_string(), format!("/v1/apps/{app_id}/rotate")] {
+        let (status, body) = oversized_post(&env.base, &path).await;
+        assert_eq!(status, 413, "{path}: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        crate::common::assert_error_shape(&body);
+        assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    }
+
+    // Empty ids in every id position.
+    for (method, path) in [
+        ("POST", "/v1/requests//approve"),
+        ("POST", "/v1/requests//activate"),
+        ("GET", "/v1/requests/"),
+        ("GET", "/v1/apps/"),
+        ("GET", "/v1/apps//usage"),
+        ("POST", "/v1/apps//requests"),
+        ("GET", "/v1/edges/"),
+        ("PUT", "/v1/edges/"),
+        ("POST", "/v1/edges//heartbeat"),
+        ("GET", "/v1/owners/"),
+        ("GET", "/v1/allowlist/"),
+        // NUL, which PostgreSQL cannot compare, and not UTF-8.
+        ("POST", "/v1/requests/%00/approve"),
+        ("GET", "/v1/requests/%00"),
+        ("GET", "/v1/apps/%00"),
+        ("GET", "/v1/apps/%00/usage"),
+        ("GET", "/v1/owners/%00"),
+        ("GET", "/v1/edges/%00"),
+        ("GET", "/v1/apps/%ff"),
+    ] {
+        let r = env
+            .call(
+                method.parse().unwrap(),
+                path,
+                Some(OPERATOR_KEY),
+                Some(json!({})),
+            )
+            .await;
+        assert!(
+            [400, 404].contains(&r.status.as_u16()),
+            "{method} {path}: {} {}",
+            r.status,
+            r.body
+        );
+        crate::common::assert_error_shape(&r.body);
+    }
+
+    // A NUL in any string of a body is a 400, before it reaches the database.
+    let nul = "a\u{0}b";
+    env.post("/v1/apps", Some(OPERATOR_KEY), json!({ "name": nul }))
+        .await
+        .expect_field("body");
+    let report = json!({"report_id": "r", "relay_id": "r1", "records": [
+        {"app_id": nul, "day": "2026-11-28", "mode": "auto", "quality": null,
+         "seconds": 1, "bytes": 1, "peak_concurrency": 1}]});
+    env.post("/v1/usage", Some(crate::common::RELAY_KEY), report)
+        .await
+        .expect_field("body");
+    let release = json!({"relay_id": nul, "lease_ids": [nul]});
+    env.post(
+        "/v1/leases/release",
+        Some(crate::common::RELAY_KEY),
+        release,
+    )
+    .await
+    .expect_field("body");
+}
+
+/// POSTs a body announced as 3 MiB, of which only the limit and 64 KiB more are sent: the
+/// server answers once past the limit, and having read all that was sent, it closes without
+/// a reset that could lose its answer.
+async fn oversized_post(base: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {OPERATOR_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        3 << 20
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![b' '; (2 << 20) + (64 << 10)])
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(60), s.read_to_end(&mut out))
+        .await
+        .expect("an answer before the whole body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}

@@ -7,5 +7,7 @@ mod allowlist;
 mod apps;
 mod auth;
 mod control;
+mod edge_cidrs;
+mod numbers;
 mod relays;
 mod requests;

@@ -291,6 +291,14 @@ async fn heartbeats_and_proxies(env: Env) {
         ("dyn-c", "198.51.100.3", 1000),
         ("dyn-d", "198.51.100.4", 1000),
     ] {
+        // The relay key registers only inside the CIDRs the operator gave the edge.
+        env.put(
+            &format!("/v1/edges/{id}/cidrs"),
+            Some(OPERATOR_KEY),
+            json!({"cidrs": ["198.51.100.0/29"]}),
+        )
+        .await
+        .expect(200);
         env.put(
             &format!("/v1/edges/{id}"),
             k,

@@ -1,0 +1,249 @@
+//! Secrets at rest: every file that holds an app's secret (the control plane's SQLite
+//! database with its WAL and shared-memory files, the relay's sync cache, the operator key,
+//! the demo app's credential) is 0600 and a directory we create is 0700; a file found wider,
+//! as earlier versions wrote them, is set to 0600 with a warning.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{cloudproxy_bin, http, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
+use serde_json::Value;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const OPERATOR: &str = "operator-key-secrets-0123456789";
+const RELAY_KEY: &str = "relay-key-secrets-0123456789";
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn set_mode(p: &Path, m: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+}
+
+/// (name, mode) of every file in `dir`, sorted.
+fn modes(dir: &Path) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                mode(&e.path()),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Waits until `done` holds, or panics with `what` and the process's output.
+fn wait_until(guard: &ChildGuard, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}\n{}", guard.output.text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts `cloudproxy up` on private ports with `data` as its data directory and waits for
+/// `ready` and for the relay's sync cache.
+fn start_up(data: &Path) -> ChildGuard {
+    let p = reserve_ports(5, true);
+    let a = |i: usize| format!("127.0.0.1:{}", p[i]);
+    let mut cmd = Command::new(cloudproxy_bin());
+    cmd.arg("up")
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(["--control", &a(0), "--media", &a(1), "--turn", &a(2)])
+        .args(["--tls", &a(3), "--metrics", &a(4)])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    let (guard, lines) = ChildGuard::spawn("cloudproxy up", cmd).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l == "ready" => break,
+            Ok(_) => {}
+            Err(_) => panic!("cloudproxy up is not ready:\n{}", guard.output.text()),
+        }
+    }
+    let cache = data.join("relay-sync.json");
+    wait_until(&guard, "no relay-sync.json", || cache.exists());
+    guard
+}
+
+const UP_FILES: [&str; 6] = [
+    "control.db",
+    "control.db-shm",
+    "control.db-wal",
+    "demo-app.json",
+    "operator.key",
+    "relay-sync.json",
+];
+
+#[test]
+fn up_keeps_every_secret_private() {
+    let dir = TempDir::new("secrets-up");
+    let data = dir.0.join("fresh/state");
+    let mut up = start_up(&data);
+    assert_eq!(mode(&data), 0o700, "the data directory it created");
+    let found = modes(&data);
+    let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    for f in UP_FILES {
+        assert!(names.contains(&f), "{f} missing from {found:?}");
+    }
+    // Every file, not only the expected ones: nothing else may be readable either.
+    for (name, m) in &found {
+        assert_eq!(*m, 0o600, "{name} is {m:04o}: {found:?}");
+    }
+    // The demo app's secret is really in the sync cache and the database (what makes them
+    // secret-holding).
+    let demo: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("demo-app.json")).unwrap())
+            .unwrap();
+    let secret = demo["secret"].as_str().unwrap();
+    let cache = std::fs::read_to_string(data.join("relay-sync.json")).unwrap();
+    assert!(cache.contains(secret), "the cache holds the app's secret");
+    println!(
+        "up: {:?}",
+        found
+            .iter()
+            .map(|(n, m)| format!("{n} {m:04o}"))
+            .collect::<Vec<_>>()
+    );
+
+    // As an earlier version left them: everything 0644. The next start makes them 0600 and
+    // says so.
+    up.kill();
+    for (name, _) in modes(&data) {
+        set_mode(&data.join(name), 0o644);
+    }
+    let up = start_up(&data);
+    let found = modes(&data);
+    for (name, m) in &found {
+        assert_eq!(*m, 0o600, "{name} is {m:04o} after a restart: {found:?}");
+    }
+    let out = up.output.text();
+    for f in [
+        "control.db",
+        "operator.key",
+        "demo-app.json",
+        "relay-sync.json",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains("WARN") && l.contains(f) && l.contains("now 0600")),
+            "no warning for {f}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn relay_sync_cache_is_private() {
+    let dir = TempDir::new("secrets-relay");
+    let control_addr = format!("127.0.0.1:{}", reserve_ports(1, true)[0]);
+    let db = dir.0.join("db/control.db");
+    let mut cmd = Command::new(cloudproxy_bin());
+    cmd.args(["control", "--listen", &control_addr])
+        .args(["--database", &format!("sqlite:{}", db.display())])
+        .args(["--operator-key", OPERATOR, "--relay-key", RELAY_KEY])
+        .env("RUST_LOG", "info");
+    let (control, lines) = ChildGuard::spawn("cloudproxy control", cmd).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.starts_with("control http://") => break,
+            Ok(_) => {}
+            Err(_) => panic!("control did not start:\n{}", control.output.text()),
+        }
+    }
+    let api = |method: &str, path: &str, body: &str| {
+        let (code, text) = http(&control_addr, method, path, Some(OPERATOR), body);
+        assert!((200..300).contains(&code), "{method} {path}: {code} {text}");
+        let body = text.split_once("\r\n\r\n").unwrap().1;
+        serde_json::from_str::<Value>(body).unwrap()
+    };
+    api(
+        "PUT",
+        "/v1/edges/jp-secrets/cidrs",
+        r#"{"cidrs": ["127.0.0.0/8"]}"#,
+    );
+    let app = api("POST", "/v1/apps", r#"{"name": "secrets"}"#);
+    let secret = app["credentials"]["secret"].as_str().unwrap().to_owned();
+
+    // A cache left 0644 by an earlier version.
+    let cache = dir.0.join("relay-sync.json");
+    std::fs::write(&cache, "{}").unwrap();
+    set_mode(&cache, 0o644);
+    let p = reserve_ports(3, true);
+    let relay_ports = reserve_ports(4, false);
+    let mut cmd = Command::new(cloudproxy_bin());
+    cmd.arg("relay")
+        .args(["--udp", &format!("127.0.0.1:{}", p[0])])
+        .args(["--tcp", &format!("127.0.0.1:{}", p[1])])
+        .args(["--metrics", &format!("127.0.0.1:{}", p[2])])
+        .args(["--relay-ip", "127.0.0.1"])
+        .args([
+            "--relay-ports",
+            &format!("{}-{}", relay_ports[0], relay_ports[3]),
+        ])
+        .args(["--control", &format!("http://{control_addr}")])
+        .args(["--control-key", RELAY_KEY, "--edge-id", "jp-secrets"])
+        .args(["--region", "japan", "--pool", "static"])
+        .args(["--sync-cache", cache.to_str().unwrap()])
+        .env("RUST_LOG", "info");
+    let (mut relay, lines) = ChildGuard::spawn("cloudproxy relay", cmd).unwrap();
+    wait_for_listeners(&mut relay, &lines, &["udp", "metrics"])
+        .unwrap_or_else(|e| panic!("relay did not start: {e}\n{}", relay.output.text()));
+    wait_until(&relay, "the sync cache never got the app's secret", || {
+        std::fs::read_to_string(&cache).is_ok_and(|c| c.contains(&secret))
+    });
+    assert_eq!(mode(&cache), 0o600, "the sync cache");
+    let out = relay.output.text();
+    assert!(
+        out.lines()
+            .any(|l| l.contains("WARN") && l.contains("relay-sync.json") && l.contains("now 0600")),
+        "no warning for the 0644 cache:\n{out}"
+    );
+    // No other file next to it (the temporary one is renamed away).
+    let files = modes(&dir.0);
+    for (name, m) in &files {
+        if name != "db" {
+            assert_eq!(*m, 0o600, "{name} is {m:04o}: {files:?}");
+        }
+    }
+
+    // A sync with something new rewrites the cache: still 0600.
+    let second = api("POST", "/v1/apps", r#"{"name": "secrets-2"}"#);
+    let secret2 = second["credentials"]["secret"].as_str().unwrap().to_owned();
+    wait_until(&relay, "the sync cache never got the second secret", || {
+        std::fs::read_to_string(&cache).is_ok_and(|c| c.contains(&secret2))
+    });
+    assert_eq!(mode(&cache), 0o600, "the rewritten sync cache");
+
+    // `cloudproxy control`'s own SQLite files, in the directory it created.
+    assert_eq!(mode(db.parent().unwrap()), 0o700);
+    let db_files = modes(db.parent().unwrap());
+    assert!(db_files.len() >= 3, "control.db, -wal, -shm: {db_files:?}");
+    for (name, m) in &db_files {
+        assert_eq!(*m, 0o600, "{name} is {m:04o}: {db_files:?}");
+    }
+    println!(
+        "relay cache {:04o}; control db files {:?}",
+        mode(&cache),
+        db_files
+            .iter()
+            .map(|(n, m)| format!("{n} {m:04o}"))
+            .collect::<Vec<_>>()
+    );
+}
