@@ -172,6 +172,13 @@ impl RelayProc {
     /// A relay in Japan with 1-second sync, renewal and usage intervals, relaying from
     /// `relay_ip`.
     fn start(control: &Control, dir: &TempDir, edge: &str, pool: &str, relay_ip: &str) -> Self {
+        // The relay key may publish only addresses inside the edge's CIDRs.
+        ok(
+            control,
+            "PUT",
+            &format!("/v1/edges/{edge}/cidrs"),
+            json!({"cidrs": ["127.0.0.0/8"]}),
+        );
         let config = dir.0.join(format!("{edge}.toml"));
         std::fs::write(
             &config,
