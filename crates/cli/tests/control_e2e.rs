@@ -16,17 +16,13 @@ use cloudproxy_proto::client::{self, Attr, Response, ALLOCATE, CHANNEL_BIND, REF
 use cloudproxy_proto::token::Token;
 use cloudproxy_sdk::blocking::{Conn, EchoPeer, TurnClient};
 use cloudproxy_sdk::{signal, Client, ClientConfig, CloudProxyType};
+use common::control::ControlProc;
 use common::{cloudproxy_bin, http, in_ci, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
 use serde_json::{json, Value};
 
 const OPERATOR: &str = "operator-key-e2e-0123456789";
 const RELAY_KEY: &str = "relay-key-e2e-0123456789";
 const PATIENCE: Duration = Duration::from_secs(30);
-
-struct ControlProc {
-    addr: String,
-    guard: ChildGuard,
-}
 
 fn start_control(database: &str, extra: &[&str]) -> ControlProc {
     start_control_on(
@@ -37,43 +33,16 @@ fn start_control(database: &str, extra: &[&str]) -> ControlProc {
 }
 
 fn start_control_on(addr: String, database: &str, extra: &[&str]) -> ControlProc {
-    let mut cmd = Command::new(cloudproxy_bin());
-    cmd.args(["control", "--listen", &addr, "--database", database])
-        .args(["--operator-key", OPERATOR, "--relay-key", RELAY_KEY])
-        .args(extra);
-    let (guard, lines) = ChildGuard::spawn("cloudproxy control", cmd).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("control did not start:\n{}", guard.output.text()));
-        if line.starts_with("control http://") {
-            break;
-        }
-    }
-    ControlProc { addr, guard }
+    common::control::start_control_on(addr, database, OPERATOR, RELAY_KEY, extra)
 }
 
 fn api(c: &ControlProc, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let (code, text) = http(&c.addr, method, path, Some(key), &body);
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    (code, json)
+    c.api(method, path, key, body)
 }
 
 #[track_caller]
 fn ok(c: &ControlProc, method: &str, path: &str, body: Value) -> Value {
-    let (code, json) = api(c, method, path, OPERATOR, body);
-    assert!((200..300).contains(&code), "{method} {path}: {code} {json}");
-    json
+    c.ok(method, path, body)
 }
 
 struct RelayProc {

@@ -15,21 +15,33 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cloudproxy_proto::client::{self, Attr, ALLOCATE, CHANNEL_BIND, REFRESH};
 use cloudproxy_sdk::blocking::{Conn, EchoPeer, TurnClient, TIMEOUT};
+use common::turn::{echo, CHANNEL};
 use common::{
-    cloudproxy_bin, reserve_ports, start_cloudproxy, wait_for_listeners, ChildGuard, Relay,
-    RelayOptions, TempDir,
+    cloudproxy_bin, reserve_ports, send_signal, start_cloudproxy, wait_exit, wait_for_listeners,
+    ChildGuard, Relay, RelayOptions, TempDir,
 };
 
 const SECRET: &str = "drain-reload-secret";
-const CHANNEL: u16 = 0x4000;
+
+fn client_with_channel(conn: Conn, peer: SocketAddr) -> TurnClient {
+    common::turn::client_with_channel(conn, SECRET, peer)
+}
+
+fn try_allocate(conn: Conn) -> Result<(), u16> {
+    common::turn::try_allocate(conn, SECRET)
+}
+
+fn metric(relay: &Relay, series: &str) -> Option<f64> {
+    common::metric(relay.metrics.expect("metrics listener"), series)
+}
 
 fn options(extra: &[String]) -> RelayOptions {
     RelayOptions {
@@ -40,50 +52,6 @@ fn options(extra: &[String]) -> RelayOptions {
         extra_args: extra.to_vec(),
         ..RelayOptions::default()
     }
-}
-
-fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill(1)");
-    assert!(status.success(), "kill -{signal} failed: {status}");
-}
-
-/// Waits until the process exits, at most `limit`; `None` if it is still running then.
-fn wait_exit(p: &mut ChildGuard, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = p.try_wait() {
-            return Some(status);
-        }
-        if start.elapsed() >= limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// A client with an allocation and channel [`CHANNEL`] bound to `peer`.
-fn client_with_channel(conn: Conn, peer: SocketAddr) -> TurnClient {
-    let mut c = TurnClient::with_secret(conn, SECRET);
-    let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
-    assert!(r.success, "allocate: {:?}", r.error);
-    let r = c.transact(
-        CHANNEL_BIND,
-        &[Attr::ChannelNumber(CHANNEL), Attr::PeerAddress(peer)],
-    );
-    assert!(r.success, "channel bind: {:?}", r.error);
-    c
-}
-
-/// Sends one ChannelData packet and expects it echoed back through the relay.
-fn echo(c: &mut TurnClient, payload: &[u8]) {
-    let msg = client::channel_data(CHANNEL, payload, c.conn.is_stream());
-    c.conn.send(&msg);
-    let back = c.conn.recv();
-    assert_eq!(back, msg, "echo of {:?}", String::from_utf8_lossy(payload));
 }
 
 /// Whether a ChannelData packet comes back within `wait` (UDP only).
@@ -101,39 +69,6 @@ fn echoes_within(c: &mut TurnClient, payload: &[u8], wait: Duration) -> bool {
     let got = s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec());
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     got.as_deref() == Some(&msg[..])
-}
-
-/// A fresh client's Allocate: `Ok(())` on success (the allocation is deleted again), or the
-/// error code.
-fn try_allocate(conn: Conn) -> Result<(), u16> {
-    let mut c = TurnClient::with_secret(conn, SECRET);
-    let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
-    if r.success {
-        let _ = c.transact(REFRESH, &[Attr::Lifetime(0)]);
-        return Ok(());
-    }
-    Err(r.error.map_or(0, |e| e.0))
-}
-
-fn metrics_text(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).expect("metrics connect");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("metrics response");
-    body
-}
-
-/// The value of an unlabelled or fully labelled series, e.g.
-/// `cloudproxy_config_reloads_total{outcome="ok"}`.
-fn metric(relay: &Relay, series: &str) -> Option<f64> {
-    metrics_text(relay.metrics.expect("metrics listener"))
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
 /// Waits until `relay`'s output contains `needle` (bounded).

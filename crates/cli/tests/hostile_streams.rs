@@ -36,24 +36,8 @@ fn relay_with(config: &str) -> (Relay, TempDir) {
     (relay, dir)
 }
 
-fn metrics_text(relay: &Relay) -> String {
-    let mut s = TcpStream::connect(relay.metrics.expect("metrics")).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
 fn metric(relay: &Relay, series: &str) -> f64 {
-    metrics_text(relay)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    common::metric(relay.metrics.expect("metrics"), series).unwrap_or(0.0)
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -18,12 +18,23 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cloudproxy_proto::client::{self, Attr, ALLOCATE, CHANNEL_BIND, REFRESH};
-use cloudproxy_sdk::blocking::{Conn, EchoPeer, TurnClient, TIMEOUT};
-use common::{cloudproxy_bin, run_bounded, start_cloudproxy, BoundedRun, Relay, RelayOptions};
+use cloudproxy_proto::client::{Attr, ALLOCATE, REFRESH};
+use cloudproxy_sdk::blocking::{Conn, EchoPeer, TurnClient};
+use common::turn::{echo, try_allocate as allocate_with};
+use common::{
+    cloudproxy_bin, metrics_text, run_bounded, send_signal, start_cloudproxy, wait_exit,
+    BoundedRun, RelayOptions,
+};
 
 const SECRET: &str = "lifecycle-secret";
-const CHANNEL: u16 = 0x4000;
+
+fn client_with_channel(conn: Conn, peer: SocketAddr) -> TurnClient {
+    common::turn::client_with_channel(conn, SECRET, peer)
+}
+
+fn try_allocate(conn: Conn) -> Result<(), u16> {
+    allocate_with(conn, SECRET)
+}
 
 fn options(extra: &[&str]) -> RelayOptions {
     RelayOptions {
@@ -33,77 +44,6 @@ fn options(extra: &[&str]) -> RelayOptions {
         extra_args: extra.iter().map(|s| s.to_string()).collect(),
         ..RelayOptions::default()
     }
-}
-
-/// Sends `signal` (e.g. `TERM`) to the relay with `kill(1)`.
-fn send_signal(relay: &Relay, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(relay.process.pid().to_string())
-        .status()
-        .expect("run kill(1)");
-    assert!(status.success(), "kill -{signal} failed: {status}");
-}
-
-/// Waits until the relay exits, at most `limit`; `None` if it is still running then.
-fn wait_exit(relay: &mut Relay, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = relay.process.try_wait() {
-            return Some(status);
-        }
-        if start.elapsed() >= limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A client with an allocation and channel [`CHANNEL`] bound to `peer`.
-fn client_with_channel(conn: Conn, peer: SocketAddr) -> TurnClient {
-    let mut c = TurnClient::with_secret(conn, SECRET);
-    let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
-    assert!(r.success, "allocate: {:?}", r.error);
-    let r = c.transact(
-        CHANNEL_BIND,
-        &[Attr::ChannelNumber(CHANNEL), Attr::PeerAddress(peer)],
-    );
-    assert!(r.success, "channel bind: {:?}", r.error);
-    c
-}
-
-/// Sends one ChannelData packet and expects it echoed back through the relay.
-fn echo(c: &mut TurnClient, payload: &[u8]) {
-    let msg = client::channel_data(CHANNEL, payload, c.conn.is_stream());
-    c.conn.send(&msg);
-    let back = c.conn.recv();
-    assert_eq!(back, msg, "echo of {:?}", String::from_utf8_lossy(payload));
-}
-
-/// A fresh client's Allocate: `Ok(())` on success (the allocation is released again), or the
-/// error code.
-fn try_allocate(conn: Conn) -> Result<(), u16> {
-    let mut c = TurnClient::with_secret(conn, SECRET);
-    let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
-    if r.success {
-        let _ = c.transact(REFRESH, &[Attr::Lifetime(0)]);
-        return Ok(());
-    }
-    Err(r.error.map_or(0, |e| e.0))
-}
-
-fn metrics_text(addr: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, TIMEOUT).expect("metrics connect");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("metrics response");
-    body
 }
 
 #[test]
@@ -117,7 +57,7 @@ fn sigterm_refuses_new_allocations_keeps_old_ones_then_exits_zero() {
     echo(&mut a_tcp, b"before SIGTERM, over TCP");
 
     let signalled = Instant::now();
-    send_signal(&relay, "TERM");
+    send_signal(relay.process.pid(), "TERM");
 
     // (a) New allocations are refused with 508 once the signal has been handled. A request
     // that raced ahead of it may still succeed; it is released and the next client tries.
@@ -171,7 +111,7 @@ fn sigterm_refuses_new_allocations_keeps_old_ones_then_exits_zero() {
 
     // (c) Exit 0 by itself once the drain timeout is over, not before.
     let status = wait_exit(
-        &mut relay,
+        &mut relay.process,
         Duration::from_secs(10).saturating_sub(signalled.elapsed()),
     );
     let exited_after = signalled.elapsed();
@@ -217,8 +157,8 @@ fn sigint_stops_at_once_with_an_allocation_in_place() {
     }
 
     let signalled = Instant::now();
-    send_signal(&relay, "INT");
-    let status = wait_exit(&mut relay, Duration::from_secs(2));
+    send_signal(relay.process.pid(), "INT");
+    let status = wait_exit(&mut relay.process, Duration::from_secs(2));
     let stopped_after = signalled.elapsed();
     let status = status.unwrap_or_else(|| {
         panic!(

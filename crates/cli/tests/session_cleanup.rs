@@ -28,6 +28,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cloudproxy_proto::token::Token;
+use common::control::ControlProc;
 use common::{cloudproxy_bin, http, in_ci, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
 use serde_json::{json, Value};
 
@@ -41,55 +42,23 @@ const CYCLES: u32 = 200;
 // ------------------------------------------------------------------------------------------
 // The control plane, the relays, the media service
 
-struct Control {
-    addr: String,
-    _guard: ChildGuard,
-}
+type Control = ControlProc;
 
 fn start_control(dir: &TempDir) -> Control {
     let addr = format!("127.0.0.1:{}", reserve_ports(1, true)[0]);
     let db = format!("sqlite:{}", dir.0.join("control.db").display());
-    let mut cmd = Command::new(cloudproxy_bin());
     // The default lease TTL (30 s): a lease that outlived its allocation would refuse the
     // next cycle's user for far longer than a cycle takes.
-    cmd.args(["control", "--listen", &addr, "--database", &db])
-        .args(["--operator-key", OPERATOR, "--relay-key", RELAY_KEY]);
-    let (guard, lines) = ChildGuard::spawn("cloudproxy control", cmd).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("control did not start:\n{}", guard.output.text()));
-        if line.starts_with("control http://") {
-            break;
-        }
-    }
-    Control {
-        addr,
-        _guard: guard,
-    }
+    common::control::start_control_on(addr, &db, OPERATOR, RELAY_KEY, &[])
 }
 
 fn api(c: &Control, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let (code, text) = http(&c.addr, method, path, Some(key), &body);
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    (code, json)
+    c.api(method, path, key, body)
 }
 
 #[track_caller]
 fn ok(c: &Control, method: &str, path: &str, body: Value) -> Value {
-    let (code, json) = api(c, method, path, OPERATOR, body);
-    assert!((200..300).contains(&code), "{method} {path}: {code} {json}");
-    json
+    c.ok(method, path, body)
 }
 
 struct App {
@@ -724,9 +693,9 @@ fn auto_on_an_open_network_leaves_no_allocation_behind() {
         watch(uid);
     }
     // 2. The same with the TURN candidate made to allocate first: the relay's datagrams to the
-    //    media service are dropped (its candidate allocates, binds, and never joins), and the
-    //    first datagram of each direct flow is dropped (direct joins on its retransmission,
-    //    400 ms later, long after the TURN candidate has allocated).
+    //    media service are dropped (its candidate allocates, binds, and never joins), and each
+    //    direct flow is held back for its first second (direct joins on a retransmission
+    //    after it, long after the TURN candidate has allocated, even on a loaded machine).
     let rules = [
         format!(
             "ip daddr {} udp dport {} ip saddr 127.0.0.78 counter drop comment \"relayed\"",
@@ -734,12 +703,18 @@ fn auto_on_an_open_network_leaves_no_allocation_behind() {
             media.port()
         ),
         format!(
-            "ip daddr {} udp dport {} ip saddr . udp sport != @seen add @seen {{ ip saddr . udp sport }} counter drop comment \"first\"",
+            "ip daddr {} udp dport {} ip saddr . udp sport != @seen add @seen {{ ip saddr . udp sport }} add @hold {{ ip saddr . udp sport }} counter drop comment \"first\"",
+            media.ip(),
+            media.port()
+        ),
+        format!(
+            "ip daddr {} udp dport {} ip saddr . udp sport @hold counter drop comment \"held\"",
             media.ip(),
             media.port()
         ),
     ];
-    let sets = " set seen { type ipv4_addr . inet_service; flags dynamic; timeout 5m; }";
+    let sets = " set seen { type ipv4_addr . inet_service; flags dynamic; timeout 5m; }\n \
+                set hold { type ipv4_addr . inet_service; flags dynamic; timeout 1s; }";
     let Some(firewall) = Firewall::install("o", sets, &rules) else {
         return;
     };

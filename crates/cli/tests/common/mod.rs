@@ -8,6 +8,9 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod control;
+pub mod turn;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -872,6 +875,53 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Sends `signal` (e.g. `TERM`, `HUP`) to process `pid` with `kill(1)`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill(1)");
+    assert!(status.success(), "kill -{signal} {pid} failed: {status}");
+}
+
+/// Waits until the child exits, at most `limit`; `None` if it is still running then.
+pub fn wait_exit(child: &mut ChildGuard, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait() {
+            return Some(status);
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The OpenMetrics text of a `/metrics` endpoint.
+pub fn metrics_text(addr: SocketAddr) -> String {
+    use std::io::Write as _;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("metrics response");
+    body
+}
+
+/// The value of one series (name and labels exactly as exposed, e.g.
+/// `cloudproxy_stream_refused_total{reason="total_limit"}`), if present.
+pub fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    metrics_text(addr)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
 /// One HTTP/1.1 request with `Connection: close`: (status, whole response text).
