@@ -540,3 +540,61 @@ fn a_restarted_control_plane_binds_again_while_its_old_connections_are_in_time_w
     );
     assert_eq!(code, 200);
 }
+
+// ------------------------------------------------------------------------------------------
+// Health and readiness
+
+/// `GET path` on the relay's metrics listener: (status, body).
+fn probe(relay: &Relay, path: &str) -> (u16, String) {
+    let (code, text) = common::http(
+        &relay.metrics.expect("metrics listener").to_string(),
+        "GET",
+        path,
+        None,
+        "",
+    );
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim();
+    (code, body.to_owned())
+}
+
+#[test]
+fn healthz_and_readyz_follow_the_relay_through_a_drain() {
+    let relay = start_cloudproxy(&options(&[
+        "--drain-timeout".into(),
+        "60".into(),
+        "--allow-peer".into(),
+        "127.0.0.0/8".into(),
+    ]));
+    let peer = EchoPeer::start("127.0.0.1:0").unwrap();
+    assert_eq!(probe(&relay, "/healthz"), (200, "ok".into()));
+    assert_eq!(probe(&relay, "/readyz"), (200, "ready".into()));
+    let mut held = client_with_channel(Conn::udp(relay.udp), peer.addr);
+    send_signal(relay.process.pid(), "TERM");
+    wait_log(&relay, "SIGTERM: draining");
+    // Draining: alive, but a load balancer must stop sending clients.
+    assert_eq!(probe(&relay, "/healthz"), (200, "ok".into()));
+    let (code, why) = probe(&relay, "/readyz");
+    assert_eq!(code, 503);
+    assert!(why.contains("draining"), "{why}");
+    echo(&mut held, b"still relayed while not ready");
+}
+
+#[test]
+fn a_governed_relay_is_not_ready_before_it_has_a_directory() {
+    // A control plane nobody listens on, and no sync cache.
+    let nowhere = reserve_ports(1, true)[0];
+    let relay = start_cloudproxy(&options(&[
+        "--control".into(),
+        format!("http://127.0.0.1:{nowhere}"),
+        "--control-key".into(),
+        "relay-key-nobody-has-0123456789".into(),
+        "--edge-id".into(),
+        "jp-readyz".into(),
+        "--region".into(),
+        "japan".into(),
+    ]));
+    assert_eq!(probe(&relay, "/healthz"), (200, "ok".into()));
+    let (code, why) = probe(&relay, "/readyz");
+    assert_eq!(code, 503);
+    assert!(why.contains("directory"), "{why}");
+}

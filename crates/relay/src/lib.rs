@@ -244,8 +244,10 @@ impl Relay {
             config.max_stream_connections_per_ip,
             metrics.clone(),
         ));
+        metrics.expect_shards(shards);
         let (link, mut shard_links) = match config.control.clone() {
             Some(c) => {
+                metrics.set_governed();
                 let listeners = (addrs.udp.iter().map(|a| ("udp", *a)))
                     .chain(addrs.tcp.iter().map(|a| ("tcp", *a)))
                     .chain(addrs.tls.iter().map(|a| ("tls", *a)))

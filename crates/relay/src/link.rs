@@ -412,6 +412,7 @@ pub(crate) fn start(
             match rt.block_on(fetch_directory(&init.http, &init.cfg)) {
                 Ok((d, raw)) => {
                     init.metrics.control_sync_age.set(0);
+                    init.metrics.directory_loaded();
                     init.last_sync = Some(Instant::now());
                     write_cache(&init.cfg, &raw);
                     init.publish.send_replace(Arc::new(d));
@@ -420,6 +421,7 @@ pub(crate) fn start(
                     init.metrics.control_sync_failures.inc();
                     tracing::warn!("control plane sync failed at start: {e}");
                     if let Some(d) = read_cache(&init.cfg) {
+                        init.metrics.directory_loaded();
                         init.publish.send_replace(Arc::new(d));
                     }
                 }
@@ -648,6 +650,7 @@ async fn sync(state: &Shared) {
             let mut s = state.borrow_mut();
             s.last_sync = Some(Instant::now());
             s.metrics.control_sync_age.set(0);
+            s.metrics.directory_loaded();
             if **s.publish.borrow() != d {
                 tracing::info!(
                     apps = d.access.len(),

@@ -169,7 +169,16 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     stream_refused: Family<ReasonLabels, Counter>,
     stream_timeouts: Family<ReasonLabels, Counter>,
+    /// Liveness: when each event loop last beat (every 250 ms). Locked by each shard four
+    /// times a second and by `/healthz`, never per packet.
+    beats: std::sync::Mutex<Vec<std::time::Instant>>,
+    /// Readiness under a control plane: a directory (from a sync or the cache) is in force.
+    governed: std::sync::atomic::AtomicBool,
+    directory: std::sync::atomic::AtomicBool,
 }
+
+/// An event loop that has not beaten for this long is stalled (`/healthz` answers 503).
+const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -332,7 +341,71 @@ impl Metrics {
             reflection_suppressed,
             stream_refused,
             stream_timeouts,
+            beats: std::sync::Mutex::new(Vec::new()),
+            governed: std::sync::atomic::AtomicBool::new(false),
+            directory: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The relay runs `shards` event loops, each of which will call [`Metrics::beat`].
+    pub fn expect_shards(&self, shards: usize) {
+        let now = std::time::Instant::now();
+        *self.beats.lock().unwrap_or_else(|e| e.into_inner()) = vec![now; shards];
+    }
+
+    /// Event loop `shard` is alive.
+    pub fn beat(&self, shard: usize) {
+        let mut b = self.beats.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = b.get_mut(shard) {
+            *t = std::time::Instant::now();
+        }
+    }
+
+    /// A control plane governs this relay: it is ready only once a directory is in force.
+    pub fn set_governed(&self) {
+        self.governed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A directory (from a sync or the sync cache) is in force.
+    pub fn directory_loaded(&self) {
+        self.directory
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `Err(why)` when an event loop has stalled.
+    pub fn health(&self) -> Result<(), String> {
+        let b = self.beats.lock().unwrap_or_else(|e| e.into_inner());
+        let stalled: Vec<String> = b
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.elapsed() > STALLED_AFTER)
+            .map(|(i, t)| {
+                format!(
+                    "event loop {i} silent for {:.1} s",
+                    t.elapsed().as_secs_f64()
+                )
+            })
+            .collect();
+        if stalled.is_empty() {
+            Ok(())
+        } else {
+            Err(stalled.join("; "))
+        }
+    }
+
+    /// `Err(why)` when the relay should not be sent new clients: unhealthy, draining, or
+    /// governed by a control plane without a directory yet.
+    pub fn readiness(&self) -> Result<(), String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.health()?;
+        if self.draining.get() != 0 {
+            return Err("draining: new allocations are refused".into());
+        }
+        if self.governed.load(Relaxed) && !self.directory.load(Relaxed) {
+            return Err("no control-plane directory yet (no sync, no cache)".into());
+        }
+        Ok(())
     }
 
     /// Counts a TCP/TLS connection refused at accept. Accept path only.
@@ -401,6 +474,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(get_metrics))
+        .route("/healthz", get(get_healthz))
+        .route("/readyz", get(get_readyz))
         .route("/", get(get_root))
         .with_state(metrics);
     axum::serve(listener, app)
@@ -412,8 +487,29 @@ async fn get_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     ([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], metrics.encode())
 }
 
+/// Liveness: 200 while every event loop runs, 503 naming a stalled one.
+async fn get_healthz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    probe(metrics.health(), "ok")
+}
+
+/// Readiness: 200 when the relay takes new clients; 503 saying why not (draining, stalled,
+/// no control-plane directory yet), so a load balancer stops sending clients.
+async fn get_readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    probe(metrics.readiness(), "ready")
+}
+
+fn probe(r: Result<(), String>, ok: &str) -> (axum::http::StatusCode, String) {
+    match r {
+        Ok(()) => (axum::http::StatusCode::OK, format!("{ok}\n")),
+        Err(why) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("{why}\n"),
+        ),
+    }
+}
+
 async fn get_root() -> &'static str {
-    "cloudproxy relay: Prometheus metrics at /metrics\n"
+    "cloudproxy relay: Prometheus metrics at /metrics, liveness at /healthz, readiness at /readyz\n"
 }
 
 #[cfg(test)]

@@ -293,6 +293,7 @@ async fn publish_traffic(shard: SharedShard) {
     loop {
         tick.tick().await;
         let mut s = shard.borrow_mut();
+        s.metrics.beat(s.index);
         let dropped = s.batch.take_dropped();
         let Shard {
             traffic, metrics, ..
