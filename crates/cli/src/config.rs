@@ -323,17 +323,55 @@ struct LifetimesSection {
 /// Reads the config file (if any), applies the flags on top and checks the result.
 pub fn relay_config(file: Option<&Path>, flags: &RelayArgs) -> anyhow::Result<RelayConfig> {
     let mut config = RelayConfig::default();
+    let mut relay_ip_given = !flags.relay_ip.is_empty();
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("config file {}: cannot read", path.display()))?;
         let parsed: FileConfig = toml::from_str(&text)
             .map_err(|e| anyhow!("config file {}: {}", path.display(), e.to_string().trim()))?;
+        relay_ip_given |= parsed
+            .relay
+            .as_ref()
+            .is_some_and(|r| r.ipv4.is_some() || r.ipv6.is_some());
         apply_file(&mut config, parsed, path)
             .map_err(|e| anyhow!("config file {}: {e:#}", path.display()))?;
     }
     apply_flags(&mut config, flags)?;
+    if !relay_ip_given {
+        relay_ip_from_listeners(&mut config);
+    }
     validate(&config)?;
     Ok(config)
+}
+
+/// With no relay address given, a relay whose listeners all share one specific address relays
+/// on that address (as coturn does), instead of the loopback default: listening on 10.0.0.5
+/// means clients reach 10.0.0.5, so their relayed addresses must be there too.
+fn relay_ip_from_listeners(config: &mut RelayConfig) {
+    let mut ips: Vec<IpAddr> = config
+        .udp
+        .iter()
+        .chain(&config.tcp)
+        .chain(&config.tls)
+        .map(|a| a.ip())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    if let [ip] = ips[..] {
+        if ip.is_unspecified() || ip.is_multicast() {
+            return;
+        }
+        match ip {
+            IpAddr::V4(v4) => {
+                config.server.relay_ipv4 = Some(v4);
+                config.server.relay_ipv6 = None;
+            }
+            IpAddr::V6(v6) => {
+                config.server.relay_ipv4 = None;
+                config.server.relay_ipv6 = Some(v6);
+            }
+        }
+    }
 }
 
 /// An error about one key: `key: "value": what is wrong`.
@@ -1213,6 +1251,84 @@ mod tests {
             };
             assert!(e.contains(bad[0]), "{e}");
         }
+    }
+
+    #[test]
+    fn the_relay_address_follows_one_specific_listener_address() {
+        let c = relay_config(
+            None,
+            &flags(&[
+                "--static-secret",
+                "s",
+                "--udp",
+                "10.0.0.5:3478",
+                "--tcp",
+                "10.0.0.5:3478",
+                "--tls",
+                "10.0.0.5:443",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.relay_ipv4, Some(Ipv4Addr::new(10, 0, 0, 5)));
+        assert!(config_warnings_are_quiet(&c));
+        // An IPv6 listener: relay on IPv6 only.
+        let c = relay_config(
+            None,
+            &flags(&[
+                "--static-secret",
+                "s",
+                "--udp",
+                "[2001:db8::5]:3478",
+                "--tcp",
+                "[2001:db8::5]:3478",
+                "--tls",
+                "[2001:db8::5]:443",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.relay_ipv4, None);
+        assert_eq!(c.server.relay_ipv6, Some("2001:db8::5".parse().unwrap()));
+        // Several addresses, or the wildcard: the default stays (and warns).
+        let c = relay_config(
+            None,
+            &flags(&[
+                "--static-secret",
+                "s",
+                "--udp",
+                "0.0.0.0:3478",
+                "--tcp",
+                "0.0.0.0:3478",
+                "--tls",
+                "0.0.0.0:443",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.relay_ipv4, Some(Ipv4Addr::LOCALHOST));
+        assert!(!config_warnings_are_quiet(&c));
+        // A given relay address wins.
+        let c = relay_config(
+            None,
+            &flags(&[
+                "--static-secret",
+                "s",
+                "--udp",
+                "10.0.0.5:3478",
+                "--tcp",
+                "10.0.0.5:3478",
+                "--tls",
+                "10.0.0.5:443",
+                "--relay-ip",
+                "203.0.113.9",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.relay_ipv4, Some(Ipv4Addr::new(203, 0, 113, 9)));
+    }
+
+    fn config_warnings_are_quiet(c: &RelayConfig) -> bool {
+        !warnings(c)
+            .iter()
+            .any(|w| w.contains("relaying on a loopback"))
     }
 
     #[test]
