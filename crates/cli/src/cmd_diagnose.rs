@@ -1,6 +1,8 @@
 //! `cloudproxy diagnose`: from the current network, check each path a client could use —
 //! direct UDP to the media service, and the relay over UDP, TCP and TLS 443 — then recommend a
 //! mode. Progress goes to stderr as it runs; the report goes to stdout (text, or `--json`).
+//! Exit status: 0 when a mode is recommended, 1 when no cloud-proxy mode works from here, 2
+//! for usage errors.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -101,7 +103,7 @@ async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
             continue;
         };
         n += 1;
-        eprint!("[{n}/{total}] {kind:?} to {target} ... ");
+        eprint!("[{n}/{total}] {kind} to {target} ... ");
         let _ = std::io::stderr().flush();
         let r = probe(
             &config,
@@ -151,7 +153,7 @@ async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
                 ),
                 Some(Err(f)) => format!("FAIL  {f}"),
             };
-            let _ = writeln!(out, "{:<9} {line}", format!("{kind:?}"));
+            let _ = writeln!(out, "{:<9} {line}", kind.as_str());
         }
         let _ = writeln!(
             out,
@@ -159,5 +161,12 @@ async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
             mode.map_or("none".to_owned(), |m| m.to_string())
         );
     }
-    Ok(())
+    drop(out);
+    // A script must be able to tell: no mode works from here.
+    match mode {
+        Some(_) => Ok(()),
+        None => Err(Failure::Runtime(anyhow::anyhow!(
+            "no cloud-proxy mode works from this network: {why}"
+        ))),
+    }
 }

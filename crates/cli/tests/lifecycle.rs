@@ -338,3 +338,44 @@ fn creds_json_authenticates_against_the_relay_and_a_wrong_secret_does_not() {
         "allocate with a wrong secret"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// diagnose
+
+/// Nothing answers anywhere: `diagnose` says so, names the paths as `join` does, and exits 1
+/// (a script can tell), not 0.
+#[test]
+fn diagnose_exits_non_zero_when_no_path_works() {
+    let closed = common::reserve_ports(2, true);
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let token = cloudproxy_proto::token::Token::mint("app1", "k1", b"s", "room", 7, 4_000_000_000)
+        .unwrap()
+        .encode();
+    let mut cmd = Command::new(cloudproxy_bin());
+    cmd.args(["diagnose", "--media", &addr(closed[0])])
+        .args([
+            "--udp-proxy",
+            &addr(closed[1]),
+            "--tls-proxy",
+            &addr(closed[1]),
+        ])
+        .args([
+            "--channel",
+            "room",
+            "--uid",
+            "7",
+            "--token",
+            &token,
+            "--timeout",
+            "2",
+        ]);
+    let run = run_bounded("diagnose", cmd, Duration::from_secs(30));
+    let status = run.status.expect("diagnose ends");
+    assert_eq!(status.code(), Some(1), "{}", run.output);
+    assert!(run.output.contains("no path works"), "{}", run.output);
+    assert!(
+        run.output.contains("turn_udp") && !run.output.contains("TurnUdp"),
+        "{}",
+        run.output
+    );
+}

@@ -51,6 +51,22 @@ impl PathKind {
     pub fn is_proxy(self) -> bool {
         self != PathKind::Direct
     }
+
+    /// The name used everywhere a path is printed: JSON, `join`, `diagnose`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::TurnUdp => "turn_udp",
+            PathKind::TurnTcp => "turn_tcp",
+            PathKind::TurnTls => "turn_tls",
+        }
+    }
+}
+
+impl std::fmt::Display for PathKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Something the app may want to know. Serialized as JSON lines by `cloudproxy join`.
