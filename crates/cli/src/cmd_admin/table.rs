@@ -4,6 +4,12 @@
 //! response itself for scripts.
 
 use serde_json::Value;
+use unicode_width::UnicodeWidthStr as _;
+
+/// Terminal columns a cell takes: CJK characters take two, combining marks none.
+fn width(s: &str) -> usize {
+    s.width()
+}
 
 /// Columns separated by two spaces, each as wide as its widest cell; no trailing spaces.
 pub(super) struct Table {
@@ -29,10 +35,10 @@ impl Table {
     }
 
     pub(super) fn render(&self) -> String {
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| width(h)).collect();
         for row in &self.rows {
             for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
+                *w = (*w).max(width(cell));
             }
         }
         let headers: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
@@ -45,7 +51,7 @@ impl Table {
                 }
                 line.push_str(cell);
                 if i + 1 < row.len() {
-                    line.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
+                    line.extend(std::iter::repeat_n(' ', w - width(cell)));
                 }
             }
             out.push_str(line.trim_end());
@@ -57,14 +63,13 @@ impl Table {
 
 /// `Label  value` lines with the values aligned.
 pub(super) fn fields(pairs: &[(&str, String)]) -> String {
-    let width = pairs
-        .iter()
-        .map(|(l, _)| l.chars().count())
-        .max()
-        .unwrap_or(0);
+    let most = pairs.iter().map(|(l, _)| width(l)).max().unwrap_or(0);
     pairs
         .iter()
-        .map(|(label, value)| format!("{label:<width$}  {value}\n"))
+        .map(|(label, value)| {
+            let pad = " ".repeat(most - width(label));
+            format!("{label}{pad}  {value}\n")
+        })
         .collect()
 }
 
@@ -109,6 +114,24 @@ mod tests {
             "ID  NAME           STATUS\n\
              a1  demo           active\n\
              b   a longer name  -\n"
+        );
+    }
+
+    #[test]
+    fn cjk_names_align_by_display_width() {
+        let mut t = Table::new(&["ID", "NAME", "STATUS"]);
+        t.row(vec!["a1".into(), "会議アプリ".into(), "active".into()]);
+        t.row(vec!["b".into(), "demo".into(), "-".into()]);
+        // 会議アプリ is five characters, ten columns.
+        assert_eq!(
+            t.render(),
+            "ID  NAME        STATUS\n\
+             a1  会議アプリ  active\n\
+             b   demo        -\n"
+        );
+        assert_eq!(
+            fields(&[("名前", "x".into()), ("ID", "1".into())]),
+            "名前  x\nID    1\n"
         );
     }
 
