@@ -33,9 +33,10 @@
 
 pub mod blocking;
 mod channels;
+pub(crate) mod ratelimit;
 pub mod driver;
 pub mod server;
 pub mod wire;
 
 pub use driver::{MediaConfig, MediaError, MediaService};
-pub use server::{Limits, MediaServer, Stats, Transmit};
+pub use server::{JoinRate, Limits, MediaServer, Stats, Transmit};

@@ -1,11 +1,12 @@
 //! The sans-IO server on a virtual clock: joining, forwarding, echo, keepalive and timeout,
-//! leave, re-join, limits, refusals with the right app id, garbage.
+//! leave, re-join, limits, refusals with the right app id, garbage; the JOIN challenge (return
+//! routability), one member per (channel, uid), and the JOIN rate limits.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use cloudproxy_media::wire::{decode, ErrorCode, Packet, HEADROOM};
-use cloudproxy_media::{Limits, MediaServer, Transmit};
+use cloudproxy_media::wire::{decode, Cookie, ErrorCode, Packet, CHALLENGE_LEN, HEADROOM};
+use cloudproxy_media::{JoinRate, Limits, MediaServer, Transmit};
 use cloudproxy_proto::token::Token;
 use cloudproxy_proto::{AppKey, AuthConfig};
 use proptest::prelude::*;
@@ -58,9 +59,22 @@ impl Harness {
     fn new(limits: Limits) -> Self {
         let now = Instant::now();
         Self {
-            server: MediaServer::new(&auth(), limits, now, T0),
+            server: MediaServer::new(&auth(), limits, now, T0, &mut rng()),
             now,
         }
+    }
+
+    /// A server whose JOIN rates never bind: for tests of everything else that join in loops.
+    fn unlimited(limits: Limits) -> Self {
+        let unlimited = JoinRate {
+            burst: u32::MAX,
+            interval: Duration::from_millis(1),
+        };
+        Self::new(Limits {
+            joins_per_source: unlimited,
+            joins_per_token: unlimited,
+            ..limits
+        })
     }
 
     fn raw(&mut self, from: SocketAddr, bytes: &[u8]) -> Sent {
@@ -81,8 +95,32 @@ impl Harness {
         self.raw(from, &v)
     }
 
+    /// One JOIN, as sent.
+    fn join_once(
+        &mut self,
+        from: SocketAddr,
+        token: &str,
+        echo: bool,
+        cookie: Option<Cookie>,
+    ) -> Sent {
+        self.send(
+            from,
+            Packet::Join {
+                echo,
+                token,
+                cookie,
+            },
+        )
+    }
+
+    /// A whole join as a client does it: JOIN, and if a CHALLENGE comes back, JOIN with its
+    /// cookie. The reply to the last JOIN.
     fn join(&mut self, from: SocketAddr, token: &str, echo: bool) -> Sent {
-        self.send(from, Packet::Join { echo, token })
+        let sent = self.join_once(from, token, echo, None);
+        match challenge(&sent) {
+            Some(c) => self.join_once(from, token, echo, Some(c)),
+            None => sent,
+        }
     }
 
     fn data(&mut self, from: SocketAddr, seq: u32, payload: &[u8]) -> Sent {
@@ -101,6 +139,21 @@ impl Harness {
         if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
             self.server.handle_timeout(self.now);
         }
+    }
+}
+
+fn rng() -> rand::rngs::StdRng {
+    rand::SeedableRng::seed_from_u64(15)
+}
+
+/// The cookie, if the one reply is a CHALLENGE.
+fn challenge(sent: &Sent) -> Option<Cookie> {
+    match sent.as_slice() {
+        [(_, bytes)] => match decode(bytes) {
+            Ok(Packet::Challenge(c)) => Some(c),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -236,7 +289,7 @@ fn ping_answers_pong_and_keeps_a_member_in() {
 
 #[test]
 fn leave_and_rejoin_elsewhere() {
-    let mut h = Harness::new(Limits::default());
+    let mut h = Harness::unlimited(Limits::default());
     h.join(addr(1), &good("a", 1), false);
     h.join(addr(2), &good("a", 2), false);
     // Re-join into channel b: leaves a.
@@ -351,6 +404,7 @@ fn garbage_is_dropped_or_answered_400() {
         &[0x07; 9],
         &[0x09],
         &[0x16, 3, 1],
+        &[0x0a; 17],
     ] {
         assert!(h.raw(addr(9), bytes).is_empty(), "{bytes:?}");
         assert!(h.raw(addr(1), bytes).is_empty(), "{bytes:?}");
@@ -415,10 +469,27 @@ proptest! {
         for op in ops {
             let (from, request, sent) = match op {
                 Op::Join(a, c, echo) => {
+                    // Both JOINs of the handshake, each checked as a request of its own.
                     let t = good(&format!("c{c}"), u32::from(a));
                     let mut v = Vec::new();
-                    Packet::Join { echo, token: &t }.encode_vec(&mut v).unwrap();
-                    (addr(a), v.clone(), h.raw(addr(a), &v))
+                    Packet::Join { echo, token: &t, cookie: None }.encode_vec(&mut v).unwrap();
+                    let before = h.server.stats();
+                    let sent = h.raw(addr(a), &v);
+                    // A JOIN without a cookie changes nothing and gets at most a CHALLENGE (or
+                    // a 401/503 within the amplification limit, checked below for the second).
+                    prop_assert_eq!(h.server.stats().members, before.members);
+                    prop_assert_eq!(h.server.stats().joins, before.joins);
+                    for (_, b) in &sent {
+                        prop_assert!(b.len() <= v.len());
+                        prop_assert_eq!(b.len(), CHALLENGE_LEN);
+                    }
+                    match challenge(&sent) {
+                        Some(cookie) => {
+                            Packet::Join { echo, token: &t, cookie: Some(cookie) }.encode_vec(&mut v).unwrap();
+                            (addr(a), v.clone(), h.raw(addr(a), &v))
+                        }
+                        None => (addr(a), v, sent),
+                    }
                 }
                 Op::Data(a, n) => {
                     let mut v = Vec::new();
