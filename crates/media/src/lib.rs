@@ -33,8 +33,8 @@
 
 pub mod blocking;
 mod channels;
-pub(crate) mod ratelimit;
 pub mod driver;
+pub(crate) mod ratelimit;
 pub mod server;
 pub mod wire;
 

@@ -55,8 +55,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::channels::{Channels, Recipient};
-use crate::ratelimit::RateTable;
 pub use crate::ratelimit::JoinRate;
+use crate::ratelimit::RateTable;
 use crate::wire::{self, decode, Cookie, ErrorCode, Packet, WireError, HEADROOM};
 
 /// An ERROR reply is at most this many times the size of the datagram it answers.
@@ -83,7 +83,7 @@ pub struct Limits {
     /// takes two, and a client that hears nothing resends.
     pub joins_per_source: JoinRate,
     /// JOINs with one token identity (app, channel, uid), from any address. Default 20 at once,
-    /// then 5/s.
+    /// then 10/s (a race of candidate paths sends one per candidate).
     pub joins_per_token: JoinRate,
 }
 
@@ -95,7 +95,7 @@ impl Default for Limits {
             max_members_per_channel: 100,
             max_members: 100_000,
             joins_per_source: JoinRate::per_second(5, 10),
-            joins_per_token: JoinRate::per_second(5, 20),
+            joins_per_token: JoinRate::per_second(10, 20),
         }
     }
 }
@@ -451,9 +451,7 @@ impl MediaServer {
         // Would the re-joining member's old channel disappear (freeing a channel slot)?
         let frees_one = existing.is_some_and(|c| self.channels.members(c).len() == 1);
         self.text.clear();
-        if existing.is_none()
-            && replaced.is_none()
-            && self.members.len() >= self.limits.max_members
+        if existing.is_none() && replaced.is_none() && self.members.len() >= self.limits.max_members
         {
             let _ = write!(
                 self.text,

@@ -435,6 +435,197 @@ fn joined_reports_ipv4_mapped_sources_as_ipv4() {
     }
 }
 
+#[test]
+fn a_join_becomes_a_member_only_by_echoing_its_cookie_from_the_same_address() {
+    let mut h = Harness::new(Limits::default());
+    let (me, victim) = (addr(1), addr(2));
+    let tok = good("room", 1);
+    let first = h.join_once(me, &tok, false, None);
+    let cookie = challenge(&first).expect("a first JOIN is answered with a CHALLENGE");
+    let (to, bytes) = &first[0];
+    assert_eq!(*to, me);
+    assert_eq!(bytes.len(), CHALLENGE_LEN);
+    // No state: no member, no timer, no channel.
+    let s = h.server.stats();
+    assert_eq!((s.members, s.channels, s.joins, s.challenges), (0, 0, 0, 1));
+    assert_eq!(h.server.poll_timeout(), None);
+
+    // The cookie is bound to the address: echoed from elsewhere, a fresh CHALLENGE for that
+    // address, and no membership.
+    let elsewhere = h.join_once(victim, &tok, false, Some(cookie));
+    assert_ne!(challenge(&elsewhere), None);
+    assert_ne!(challenge(&elsewhere), Some(cookie));
+    assert!(!h.server.is_member(victim));
+    // ...and to the token: another uid's token with my cookie is challenged too.
+    let other = h.join_once(me, &good("room", 2), false, Some(cookie));
+    assert_ne!(challenge(&other), None);
+    // A cookie of the right length but made up.
+    assert_ne!(
+        challenge(&h.join_once(me, &tok, false, Some([7; 16]))),
+        None
+    );
+    assert_eq!(h.server.stats().bad_cookies, 3);
+    assert_eq!(h.server.stats().members, 0);
+
+    // Echoed from the address it was sent to: JOINED.
+    let sent = h.join_once(me, &tok, false, Some(cookie));
+    assert!(matches!(
+        only(&sent).1,
+        Packet::Joined {
+            uid: 1,
+            members: 1,
+            ..
+        }
+    ));
+    assert!(h.server.is_member(me));
+
+    // A spoofed JOIN claiming the victim's address, with a valid token: the victim gets one
+    // CHALLENGE (no larger than the JOIN), and no media.
+    let spoofed = h.join_once(victim, &good("room", 3), false, None);
+    assert_eq!(spoofed.len(), 1);
+    assert_eq!(spoofed[0].0, victim);
+    assert!(spoofed[0].1.len() <= 1 + 1 + 2 + good("room", 3).len());
+    assert!(
+        h.data(me, 1, b"media").is_empty(),
+        "nobody else is a member"
+    );
+    assert!(!h.server.is_member(victim));
+}
+
+#[test]
+fn a_cookie_verifies_in_its_time_slot_and_the_next_only() {
+    let mut h = Harness::new(Limits::default());
+    let tok = good("room", 1);
+    // Slots are 10 s from the server's start: a cookie from t = 0 is good until t = 20 s.
+    let cookie = challenge(&h.join_once(addr(1), &tok, false, None)).unwrap();
+    h.advance(Duration::from_millis(19_900));
+    let sent = h.join_once(addr(1), &tok, false, Some(cookie));
+    assert!(matches!(only(&sent).1, Packet::Joined { .. }), "{sent:?}");
+    h.send(addr(1), Packet::Leave);
+    h.advance(Duration::from_millis(100));
+    // t = 20 s: two slots on, stale. A fresh CHALLENGE, whose cookie works.
+    let sent = h.join_once(addr(1), &tok, false, Some(cookie));
+    let fresh = challenge(&sent).expect("a stale cookie earns a fresh CHALLENGE");
+    assert!(!h.server.is_member(addr(1)));
+    let sent = h.join_once(addr(1), &tok, false, Some(fresh));
+    assert!(matches!(only(&sent).1, Packet::Joined { .. }));
+}
+
+#[test]
+fn one_token_from_a_hundred_ports_holds_one_seat() {
+    // Two seats per channel: before, a token took every seat it had ports for.
+    let mut h = Harness::new(Limits {
+        max_members_per_channel: 2,
+        ..Limits::default()
+    });
+    let tok = good("room", 1);
+    for port in 1..=100 {
+        let sent = h.join(addr(port), &tok, false);
+        assert!(
+            matches!(
+                only(&sent).1,
+                Packet::Joined {
+                    uid: 1,
+                    members: 1,
+                    ..
+                }
+            ),
+            "port {port}: {sent:?}"
+        );
+        // Two JOINs per join, one join per 500 ms: within the per-token rate (10/s).
+        h.advance(Duration::from_millis(500));
+    }
+    assert_eq!(h.server.channel_size("app1", "room"), 1);
+    assert_eq!(h.server.stats().members, 1);
+    assert_eq!(h.server.stats().replaced, 99);
+    // The seat is the latest address's; the replaced ones get 404 and no media.
+    assert!(h.server.is_member(addr(100)));
+    assert_eq!(
+        error(&h.data(addr(7), 1, &[0; 20])).0,
+        ErrorCode::NOT_JOINED
+    );
+    // Another user still joins, and media goes between the two members only.
+    let sent = h.join(addr(200), &good("room", 2), false);
+    assert!(matches!(
+        only(&sent).1,
+        Packet::Joined {
+            uid: 2,
+            members: 2,
+            ..
+        }
+    ));
+    let to: Vec<SocketAddr> = h.data(addr(200), 1, b"x").iter().map(|s| s.0).collect();
+    assert_eq!(to, [addr(100)]);
+    // A replaced address that says LEAVE does not take the seat with it.
+    h.send(addr(7), Packet::Leave);
+    assert_eq!(h.server.channel_size("app1", "room"), 2);
+    // The full channel still takes uid 1 from a new address (its own seat), not uid 3.
+    assert!(matches!(
+        only(&h.join(addr(300), &tok, false)).1,
+        Packet::Joined { members: 2, .. }
+    ));
+    assert_eq!(
+        error(&h.join(addr(301), &good("room", 3), false)).0,
+        ErrorCode::FULL
+    );
+    assert_eq!(h.server.stats().members, 2);
+}
+
+#[test]
+fn a_member_joining_with_another_uids_token_takes_that_uids_seat() {
+    let mut h = Harness::new(Limits::default());
+    h.join(addr(1), &good("room", 1), false);
+    h.join(addr(2), &good("room", 2), false);
+    // addr(1) re-joins the same channel as uid 2: addr(2) loses the seat of uid 2.
+    assert!(matches!(
+        only(&h.join(addr(1), &good("room", 2), false)).1,
+        Packet::Joined {
+            uid: 2,
+            members: 1,
+            ..
+        }
+    ));
+    assert!(!h.server.is_member(addr(2)));
+    // uid 1 is free again: addr(3) takes it without displacing addr(1).
+    h.join(addr(3), &good("room", 1), false);
+    assert_eq!(h.server.channel_size("app1", "room"), 2);
+    assert_eq!(h.server.stats().replaced, 1);
+}
+
+#[test]
+fn join_rates_per_source_and_per_token() {
+    let mut h = Harness::new(Limits::default());
+    // Per source: 10 JOINs at once, then one per 200 ms; over it, silence.
+    let tok = good("room", 1);
+    for i in 0..10 {
+        assert!(challenge(&h.join_once(addr(1), &good("r", i), false, None)).is_some());
+    }
+    assert!(h.join_once(addr(1), &tok, false, None).is_empty());
+    assert_eq!(h.server.stats().rate_limited, 1);
+    // Another port of the same host has its own budget (relayed clients share the relay's IP).
+    assert!(challenge(&h.join_once(addr(2), &tok, false, None)).is_some());
+    h.advance(Duration::from_millis(200));
+    assert!(challenge(&h.join_once(addr(1), &tok, false, None)).is_some());
+    assert!(h.join_once(addr(1), &tok, false, None).is_empty());
+
+    // Per token identity (app, channel, uid): 20 at once, from any sources, then 10/s.
+    let busy = good("busy", 9);
+    let mut answered = 0;
+    for port in 100..130 {
+        answered += usize::from(challenge(&h.join_once(addr(port), &busy, false, None)).is_some());
+    }
+    assert_eq!(answered, 20);
+    // Another identity is unaffected, from the same sources.
+    assert!(challenge(&h.join_once(addr(100), &good("busy", 10), false, None)).is_some());
+    assert_eq!(h.server.stats().rate_limited, 2 + 10);
+    h.advance(Duration::from_millis(100));
+    assert!(challenge(&h.join_once(addr(130), &busy, false, None)).is_some());
+    assert!(h.join_once(addr(131), &busy, false, None).is_empty());
+    h.advance(Duration::from_secs(1));
+    let sent = h.join(addr(140), &busy, false);
+    assert!(matches!(only(&sent).1, Packet::Joined { uid: 9, .. }));
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Join(u16, u8, bool),
