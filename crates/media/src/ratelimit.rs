@@ -9,7 +9,7 @@
 //! per-key rate (16,384 × 5/s = 82k JOINs/s by default, more than the service can verify).
 //!
 //! Each cell is a GCRA (generic cell rate algorithm) token bucket: one "theoretical arrival
-//! time" per cell, in milliseconds since the server's start. A JOIN is allowed when that time is
+//! time" per cell, in microseconds since the server's start. A JOIN is allowed when that time is
 //! at most `burst - 1` intervals ahead of now, and then moves it one interval on.
 
 use std::time::Duration;
@@ -30,18 +30,19 @@ pub struct JoinRate {
 }
 
 impl JoinRate {
-    /// `burst` at once, then `per_second` a second.
+    /// `burst` at once, then `per_second` a second (at least 1).
     pub const fn per_second(per_second: u32, burst: u32) -> Self {
+        let per_second = if per_second == 0 { 1 } else { per_second };
         Self {
             burst,
-            interval: Duration::from_millis(1_000 / per_second as u64),
+            interval: Duration::from_micros(1_000_000 / per_second as u64),
         }
     }
 }
 
 #[derive(Debug)]
 pub(crate) struct RateTable {
-    /// Theoretical arrival time of each cell, ms since the server's anchor.
+    /// Theoretical arrival time of each cell, µs since the server's anchor.
     tat: Box<[u64]>,
     rate: JoinRate,
     /// Keys the cell index; one per table, so the two tables' collisions are independent.
@@ -57,8 +58,8 @@ impl RateTable {
         }
     }
 
-    /// Counts one JOIN for the key made of `parts`, at `now_ms`: whether it is within the rate.
-    pub fn allow(&mut self, parts: &[&[u8]], now_ms: u64) -> bool {
+    /// Counts one JOIN for the key made of `parts`, at `now_us`: whether it is within the rate.
+    pub fn allow(&mut self, parts: &[&[u8]], now_us: u64) -> bool {
         let mut mac = self.mac.clone();
         for p in parts {
             // Length-prefixed, so ("ab", "c") and ("a", "bc") are different keys.
@@ -69,13 +70,13 @@ impl RateTable {
         let mut head = [0u8; 8];
         head.copy_from_slice(&digest[..8]);
         let cell = &mut self.tat[(u64::from_be_bytes(head) as usize) & (BUCKETS - 1)];
-        let interval = self.rate.interval.as_millis() as u64;
-        let tolerance = interval * u64::from(self.rate.burst.max(1) - 1);
-        let tat = (*cell).max(now_ms);
-        if tat - now_ms > tolerance {
+        let interval = u64::try_from(self.rate.interval.as_micros()).unwrap_or(u64::MAX);
+        let tolerance = interval.saturating_mul(u64::from(self.rate.burst.max(1) - 1));
+        let tat = (*cell).max(now_us);
+        if tat - now_us > tolerance {
             return false;
         }
-        *cell = tat + interval;
+        *cell = tat.saturating_add(interval);
         true
     }
 }
@@ -88,14 +89,21 @@ mod tests {
     fn burst_then_sustained_rate_per_key() {
         let mut t = RateTable::new(JoinRate::per_second(5, 3), &[7; 32]);
         let a: &[&[u8]] = &[b"a"];
-        assert!((0..3).all(|_| t.allow(a, 1_000)));
-        assert!(!t.allow(a, 1_000));
+        let ms = |n: u64| n * 1_000;
+        assert!((0..3).all(|_| t.allow(a, ms(1_000))));
+        assert!(!t.allow(a, ms(1_000)));
         // Another key has its own budget (a collision is 1 in 16,384).
-        assert!(t.allow(&[b"b"], 1_000));
+        assert!(t.allow(&[b"b"], ms(1_000)));
         // One interval later, one more.
-        assert!(t.allow(a, 1_200));
-        assert!(!t.allow(a, 1_200));
+        assert!(!t.allow(a, ms(1_199)));
+        assert!(t.allow(a, ms(1_200)));
+        assert!(!t.allow(a, ms(1_200)));
         // After a long silence, the whole burst again and no more.
-        assert_eq!((0..10).filter(|_| t.allow(a, 60_000)).count(), 3);
+        assert_eq!((0..10).filter(|_| t.allow(a, ms(60_000))).count(), 3);
+        // Rates finer than a millisecond count too.
+        let mut fast = RateTable::new(JoinRate::per_second(4_000, 1), &[7; 32]);
+        assert!(fast.allow(a, 0));
+        assert!(!fast.allow(a, 249));
+        assert!(fast.allow(a, 250));
     }
 }

@@ -381,10 +381,10 @@ impl MediaServer {
         out: &mut impl FnMut(Transmit<'_>),
     ) {
         let since_start = now.saturating_duration_since(self.anchor);
-        let now_ms = since_start.as_millis() as u64;
+        let now_us = u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX);
         let mut source = [0u8; 19];
         let source = address_bytes(from.remote, &mut source);
-        if !self.source_rate.allow(&[source], now_ms) {
+        if !self.source_rate.allow(&[source], now_us) {
             return self.rate_limited(from.remote, "source", now);
         }
         let now_unix = self.anchor_unix + since_start.as_secs();
@@ -414,7 +414,7 @@ impl MediaServer {
         self.key.clear();
         let _ = write!(self.key, "{}/{}", claims.app_id, claims.channel);
         let uid = claims.uid.to_be_bytes();
-        if !self.token_rate.allow(&[self.key.as_bytes(), &uid], now_ms) {
+        if !self.token_rate.allow(&[self.key.as_bytes(), &uid], now_us) {
             return self.rate_limited(from.remote, "token", now);
         }
 
