@@ -150,10 +150,30 @@ fn a_cli_token_joins_directly_and_through_the_relay() {
     );
     assert!(r.success, "channel bind: {:?}", r.error);
 
+    // JOIN, answered with a CHALLENGE sent to the relayed address; the client reaches that
+    // address through its allocation, so it can echo the cookie (return routability through
+    // the relay).
+    let via_token = via["token"].as_str().unwrap();
     let mut join = Vec::new();
     Packet::Join {
         echo: false,
-        token: via["token"].as_str().unwrap(),
+        token: via_token,
+        cookie: None,
+    }
+    .encode_vec(&mut join)
+    .unwrap();
+    turn_client
+        .conn
+        .send(&turn::channel_data(0x4000, &join, false));
+    let frame = turn_client.conn.recv();
+    let cookie = match wire::decode(channel_payload(&frame)) {
+        Ok(Packet::Challenge(cookie)) => cookie,
+        other => panic!("expected a CHALLENGE through the relay, got {other:?}"),
+    };
+    Packet::Join {
+        echo: false,
+        token: via_token,
+        cookie: Some(cookie),
     }
     .encode_vec(&mut join)
     .unwrap();

@@ -29,6 +29,7 @@ pub enum Reply {
     },
     Pong(u64),
     Left,
+    Challenge(wire::Cookie),
 }
 
 /// Why a call failed.
@@ -91,18 +92,42 @@ impl Client {
         self.socket.send_to(&self.buf[..n], self.server).map(drop)
     }
 
-    /// Sends JOIN and waits for JOINED: `(uid, members, the address the service sees)`.
+    /// Joins and waits for JOINED: `(uid, members, the address the service sees)`. JOIN, then
+    /// the same JOIN with the cookie of the CHALLENGE that answers it (see [`crate::wire`]).
     pub fn join(
         &mut self,
         token: &str,
         echo: bool,
         timeout: Duration,
     ) -> Result<(u32, u16, SocketAddr), ClientError> {
-        self.send(Packet::Join { echo, token })?;
-        match self.recv_skipping_media(timeout)? {
-            Reply::Joined { uid, members, addr } => Ok((uid, members, addr)),
-            other => Err(refusal(other)),
+        let deadline = Instant::now() + timeout;
+        let mut cookie = None;
+        // A cookie can go stale between the two JOINs (the slot turned twice): go round again,
+        // a bounded number of times.
+        for _ in 0..3 {
+            self.send_join(token, echo, cookie)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv_skipping_media(left)? {
+                Reply::Joined { uid, members, addr } => return Ok((uid, members, addr)),
+                Reply::Challenge(c) => cookie = Some(c),
+                other => return Err(refusal(other)),
+            }
         }
+        Err(ClientError::Timeout(timeout))
+    }
+
+    /// Sends one JOIN, with or without a cookie (tests of the handshake itself).
+    pub fn send_join(
+        &mut self,
+        token: &str,
+        echo: bool,
+        cookie: Option<wire::Cookie>,
+    ) -> io::Result<()> {
+        self.send(Packet::Join {
+            echo,
+            token,
+            cookie,
+        })
     }
 
     /// Sends DATA with the next sequence number and the current time; returns the number.
@@ -211,6 +236,7 @@ fn owned(p: Packet<'_>) -> Option<Reply> {
         },
         Packet::Pong(t) => Reply::Pong(t),
         Packet::Left => Reply::Left,
+        Packet::Challenge(c) => Reply::Challenge(c),
         Packet::Join { .. } | Packet::Data { .. } | Packet::Ping(_) | Packet::Leave => return None,
     })
 }

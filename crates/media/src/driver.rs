@@ -13,7 +13,7 @@ use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
-use crate::server::{Limits, MediaServer, Transmit};
+use crate::server::{JoinRate, Limits, MediaServer, Transmit};
 use crate::wire::HEADROOM;
 
 /// Everything [`MediaService::start`] needs. Only the binary reads flags or the environment.
@@ -32,6 +32,10 @@ pub struct MediaConfig {
     pub max_members_per_channel: usize,
     /// Members in all channels. Default 100 000.
     pub max_members: usize,
+    /// JOIN rate of one source address (see [`Limits::joins_per_source`]).
+    pub joins_per_source: JoinRate,
+    /// JOIN rate of one token identity (see [`Limits::joins_per_token`]).
+    pub joins_per_token: JoinRate,
 }
 
 impl Default for MediaConfig {
@@ -44,6 +48,8 @@ impl Default for MediaConfig {
             max_channels: limits.max_channels,
             max_members_per_channel: limits.max_members_per_channel,
             max_members: limits.max_members,
+            joins_per_source: limits.joins_per_source,
+            joins_per_token: limits.joins_per_token,
         }
     }
 }
@@ -55,6 +61,8 @@ impl MediaConfig {
             max_channels: self.max_channels,
             max_members_per_channel: self.max_members_per_channel,
             max_members: self.max_members,
+            joins_per_source: self.joins_per_source,
+            joins_per_token: self.joins_per_token,
         }
     }
 }
@@ -119,7 +127,13 @@ impl MediaService {
                 })
                 .collect::<Result<Vec<_>, _>>()?
         };
-        let server = MediaServer::new(&config.auth, config.limits(), Instant::now(), unix_now());
+        let server = MediaServer::new(
+            &config.auth,
+            config.limits(),
+            Instant::now(),
+            unix_now(),
+            &mut rand::rng(),
+        );
         let (stop_tx, stop_rx) = oneshot::channel();
         let listeners: Vec<_> = sockets.into_iter().zip(local_addrs.clone()).collect();
         let thread = std::thread::Builder::new()

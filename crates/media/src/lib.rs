@@ -4,7 +4,9 @@
 //! a channel with a user token ([`cloudproxy_proto::token`]), the same credential it uses at
 //! the relay; then every DATA datagram it sends reaches every other member of the channel. The
 //! service tells each client the source address it sees, so a client (or a test) can verify
-//! the path: direct, or through a TURN relay's relayed address.
+//! the path: direct, or through a TURN relay's relayed address. A JOIN becomes a member only
+//! once it has echoed the service's CHALLENGE from the same address (return routability), and a
+//! token holds at most one seat per channel ([`server`] has the rules).
 //!
 //! * [`wire`]: the datagram format (sans-IO, borrowing decode, no panics).
 //! * [`server`]: [`MediaServer`], the sans-IO core (no sockets, no clock).
@@ -14,7 +16,7 @@
 //! ## Driving contract
 //!
 //! ```text
-//! let mut server = MediaServer::new(&auth, limits, Instant::now(), unix_now);
+//! let mut server = MediaServer::new(&auth, limits, Instant::now(), unix_now, &mut rand::rng());
 //! loop {
 //!     match next_event {
 //!         datagram from `from` on listener `local`, received at buf[HEADROOM..HEADROOM + n]
@@ -34,8 +36,9 @@
 pub mod blocking;
 mod channels;
 pub mod driver;
+pub(crate) mod ratelimit;
 pub mod server;
 pub mod wire;
 
 pub use driver::{MediaConfig, MediaError, MediaService};
-pub use server::{Limits, MediaServer, Stats, Transmit};
+pub use server::{JoinRate, Limits, MediaServer, Stats, Transmit};

@@ -7,8 +7,28 @@
 //!
 //! ## Rules
 //!
-//! * Members are keyed by source address. A JOIN from a joined address re-joins (possibly
-//!   another channel); state is unchanged if the re-join is refused.
+//! * Members are keyed by source address, and there is at most one per `(channel, uid)`.
+//! * Joining takes two JOINs (the wire's return-routability round trip, see [`crate::wire`]):
+//!   1. JOIN from a source over its JOIN rate, or for a token identity over its rate, is dropped
+//!      without reply (counted in [`Stats::rate_limited`], warned at most every 10 s).
+//!   2. A token that does not verify gets 401, as before.
+//!   3. A JOIN without a cookie, or with one that does not verify for this source, gets a
+//!      CHALLENGE and changes nothing: no state is kept between the two JOINs.
+//!   4. A JOIN with a valid cookie joins, and gets JOINED.
+//! * The cookie is stateless, like a TCP SYN cookie or a QUIC Retry token: the first
+//!   [`COOKIE_LEN`](wire::COOKIE_LEN) bytes of HMAC-SHA256(per-process key, time slot, source
+//!   address, token). The token names app, channel and uid (and its expiry), so a cookie is good
+//!   for one identity at one address. A slot is [`COOKIE_SLOT`]; the current and the previous
+//!   slot's cookies verify, so a cookie lives 10 to 20 s: plenty for one round trip, too short to
+//!   hoard. The key is drawn from the rng given to [`MediaServer::new`] (seeded in tests).
+//! * A validated JOIN for a `(channel, uid)` that is a member at another address replaces that
+//!   membership, as a reconnect does: a token fills at most one seat, whatever number of source
+//!   ports it is sent from. The old address is not told; its next DATA or PING gets 404.
+//! * A JOIN from a joined address re-joins (possibly another channel); state is unchanged if
+//!   the re-join is refused.
+//! * JOIN rate limits ([`Limits::joins_per_source`], [`Limits::joins_per_token`]) count every
+//!   JOIN, both round trips. The source is the whole address, port included: through a TURN
+//!   relay every client shares the relay's IP. Their memory is fixed (see `ratelimit.rs`).
 //! * DATA goes to every other member of the sender's `(app id, channel)`, and back to the
 //!   sender if it joined with the echo flag. DATA or PING keep a member in; after
 //!   [`Limits::member_timeout`] of silence, or on LEAVE, it is out.
@@ -16,9 +36,9 @@
 //! * An ERROR reply is at most [`AMPLIFICATION_FACTOR`] times the size of the datagram that
 //!   caused it (its message is cut to fit, or nothing is sent): the anti-amplification limit of
 //!   QUIC (RFC 9000 §8), so spoofed sources cannot make the service a useful reflector. Other
-//!   replies are no larger than their request (PONG, LEFT) or answer a signed JOIN.
-//!   Datagrams of unknown or service-to-client types are dropped without reply, so two
-//!   services cannot be made to talk to each other in a loop.
+//!   replies are no larger than their request (PONG, LEFT, CHALLENGE) or answer a JOIN that
+//!   proved its address (JOINED). Datagrams of unknown or service-to-client types are dropped
+//!   without reply, so two services cannot be made to talk to each other in a loop.
 //! * Timers are data: each member has `last_seen`; one min-heap holds one entry per member,
 //!   re-armed lazily when popped, and is rebuilt when stale entries pile up.
 
@@ -31,12 +51,22 @@ use std::time::{Duration, Instant};
 use cloudproxy_proto::auth::Authenticator;
 use cloudproxy_proto::token::{self, VerifyError};
 use cloudproxy_proto::{AppKey, AuthConfig};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::channels::{Channels, Recipient};
-use crate::wire::{self, decode, ErrorCode, Packet, WireError, HEADROOM};
+pub use crate::ratelimit::JoinRate;
+use crate::ratelimit::RateTable;
+use crate::wire::{self, decode, Cookie, ErrorCode, Packet, WireError, HEADROOM};
 
 /// An ERROR reply is at most this many times the size of the datagram it answers.
 pub const AMPLIFICATION_FACTOR: usize = 3;
+
+/// The time slot of a JOIN cookie: a cookie verifies in its slot and the next.
+pub const COOKIE_SLOT: Duration = Duration::from_secs(10);
+
+/// Rate-limited JOINs are warned about at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// How much the service holds at most, and how long a silent member stays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +79,12 @@ pub struct Limits {
     pub max_members_per_channel: usize,
     /// Members in all channels (503 beyond). Default 100 000.
     pub max_members: usize,
+    /// JOINs from one source address (IP and port). Default 10 at once, then 5/s: a join
+    /// takes two, and a client that hears nothing resends.
+    pub joins_per_source: JoinRate,
+    /// JOINs with one token identity (app, channel, uid), from any address. Default 20 at once,
+    /// then 10/s (a race of candidate paths sends one per candidate).
+    pub joins_per_token: JoinRate,
 }
 
 impl Default for Limits {
@@ -58,6 +94,8 @@ impl Default for Limits {
             max_channels: 10_000,
             max_members_per_channel: 100,
             max_members: 100_000,
+            joins_per_source: JoinRate::per_second(5, 10),
+            joins_per_token: JoinRate::per_second(10, 20),
         }
     }
 }
@@ -77,6 +115,14 @@ pub struct Stats {
     pub channels: usize,
     /// JOINs answered with JOINED (re-joins included).
     pub joins: u64,
+    /// JOINs answered with CHALLENGE (no cookie, or one that did not verify).
+    pub challenges: u64,
+    /// Of those, JOINs whose cookie did not verify (stale, or from another address or token).
+    pub bad_cookies: u64,
+    /// Memberships replaced by a validated JOIN of the same `(channel, uid)` from elsewhere.
+    pub replaced: u64,
+    /// JOINs dropped by the per-source or per-token rate limit.
+    pub rate_limited: u64,
     /// ERROR replies sent.
     pub errors: u64,
     /// FORWARDED datagrams handed to the sink.
@@ -107,7 +153,16 @@ pub struct MediaServer {
     anchor: Instant,
     anchor_unix: u64,
     members: HashMap<SocketAddr, Member>,
+    /// `(channel slot, uid)` -> the member's address: one member per identity.
+    by_identity: HashMap<(usize, u32), SocketAddr>,
     channels: Channels,
+    /// Keyed with the per-process cookie key; cloned per cookie.
+    cookie_mac: Hmac<Sha256>,
+    source_rate: RateTable,
+    token_rate: RateTable,
+    /// When rate-limited JOINs were last warned about, and how many since.
+    last_warning: Option<Instant>,
+    limited_since_warning: u64,
     timers: BinaryHeap<Reverse<(Instant, u64, SocketAddr)>>,
     next_generation: u64,
     /// Reused for every reply, error text and channel-key lookup.
@@ -119,15 +174,35 @@ pub struct MediaServer {
 
 impl MediaServer {
     /// Only `auth.app_keys` authenticate: a static-secret credential has no app id.
-    /// `now`/`now_unix` anchor the wall clock.
-    pub fn new(auth: &AuthConfig, limits: Limits, now: Instant, now_unix: u64) -> Self {
+    /// `now`/`now_unix` anchor the wall clock. `rng` draws the per-process keys of the JOIN
+    /// cookies and of the rate limits' hashes (a seeded one makes tests deterministic).
+    pub fn new(
+        auth: &AuthConfig,
+        limits: Limits,
+        now: Instant,
+        now_unix: u64,
+        rng: &mut impl rand::RngCore,
+    ) -> Self {
+        let mut key = || {
+            let mut k = [0u8; 32];
+            rng.fill_bytes(&mut k);
+            k
+        };
+        let cookie_key = key();
+        let (source_key, token_key) = (key(), key());
         Self {
             auth: Authenticator::new(auth),
             limits,
             anchor: now,
             anchor_unix: now_unix,
             members: HashMap::new(),
+            by_identity: HashMap::new(),
             channels: Channels::default(),
+            cookie_mac: Hmac::new_from_slice(&cookie_key).expect("HMAC takes any key length"),
+            source_rate: RateTable::new(limits.joins_per_source, &source_key),
+            token_rate: RateTable::new(limits.joins_per_token, &token_key),
+            last_warning: None,
+            limited_since_warning: 0,
             timers: BinaryHeap::new(),
             next_generation: 0,
             reply: Vec::with_capacity(256),
@@ -219,8 +294,12 @@ impl MediaServer {
             Ok(Packet::Data {
                 seq, sent_micros, ..
             }) => self.on_data(buf, reply_to, seq, sent_micros, now, out),
-            Ok(Packet::Join { echo, token }) => {
-                self.on_join(token, echo, reply_to, len, now, out);
+            Ok(Packet::Join {
+                echo,
+                token,
+                cookie,
+            }) => {
+                self.on_join(token, echo, cookie, reply_to, len, now, out);
             }
             Ok(Packet::Ping(t)) => match self.members.get_mut(&from) {
                 Some(m) => {
@@ -240,7 +319,8 @@ impl MediaServer {
                 | Packet::Error { .. }
                 | Packet::Forwarded { .. }
                 | Packet::Pong(_)
-                | Packet::Left,
+                | Packet::Left
+                | Packet::Challenge(_),
             )
             | Err(WireError::Empty | WireError::UnknownType(_)) => self.stats.dropped += 1,
             Err(_)
@@ -289,16 +369,25 @@ impl MediaServer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_join(
         &mut self,
         token: &str,
         echo: bool,
+        cookie: Option<Cookie>,
         from: Recipient,
         request_len: usize,
         now: Instant,
         out: &mut impl FnMut(Transmit<'_>),
     ) {
-        let now_unix = self.anchor_unix + now.saturating_duration_since(self.anchor).as_secs();
+        let since_start = now.saturating_duration_since(self.anchor);
+        let now_us = u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX);
+        let mut source = [0u8; 19];
+        let source = address_bytes(from.remote, &mut source);
+        if !self.source_rate.allow(&[source], now_us) {
+            return self.rate_limited(from.remote, "source", now);
+        }
+        let now_unix = self.anchor_unix + since_start.as_secs();
         let verified = token::split(token)
             .map_err(|e| VerifyError {
                 app_id: None,
@@ -324,18 +413,46 @@ impl MediaServer {
         };
         self.key.clear();
         let _ = write!(self.key, "{}/{}", claims.app_id, claims.channel);
-        let target = self.channels.find(&self.key);
-        let existing = self.members.get(&from.remote);
+        let uid = claims.uid.to_be_bytes();
+        if !self.token_rate.allow(&[self.key.as_bytes(), &uid], now_us) {
+            return self.rate_limited(from.remote, "token", now);
+        }
 
-        if let (Some(m), Some(t)) = (existing, target) {
-            if m.channel == t {
-                return self.rejoin_same_channel(from, claims.uid, echo, now, out);
+        // Return routability: only a JOIN echoing this address's cookie goes further.
+        let slot = since_start.as_secs() / COOKIE_SLOT.as_secs();
+        let valid = cookie.is_some_and(|c| {
+            self.cookie_verifies(&c, slot, source, token)
+                || (slot > 0 && self.cookie_verifies(&c, slot - 1, source, token))
+        });
+        if !valid {
+            self.stats.challenges += 1;
+            self.stats.bad_cookies += u64::from(cookie.is_some());
+            // Never more bytes back than came in (a JOIN with a token is always larger).
+            if request_len >= wire::CHALLENGE_LEN {
+                let c = self.cookie(slot, source, token);
+                self.send(from, Packet::Challenge(c), out);
             }
+            return;
+        }
+
+        let target = self.channels.find(&self.key);
+        let existing = self.members.get(&from.remote).map(|m| m.channel);
+        // The same identity joined from elsewhere: this JOIN takes its seat.
+        let replaced = target
+            .and_then(|t| self.by_identity.get(&(t, claims.uid)).copied())
+            .filter(|a| *a != from.remote);
+
+        if existing.is_some() && existing == target {
+            if let Some(old) = replaced {
+                self.replace(old);
+            }
+            return self.rejoin_same_channel(from, claims.uid, echo, now, out);
         }
         // Would the re-joining member's old channel disappear (freeing a channel slot)?
-        let frees_one = existing.is_some_and(|m| self.channels.members(m.channel).len() == 1);
+        let frees_one = existing.is_some_and(|c| self.channels.members(c).len() == 1);
         self.text.clear();
-        if existing.is_none() && self.members.len() >= self.limits.max_members {
+        if existing.is_none() && replaced.is_none() && self.members.len() >= self.limits.max_members
+        {
             let _ = write!(
                 self.text,
                 "service full ({} members)",
@@ -343,7 +460,7 @@ impl MediaServer {
             );
         } else if let Some(t) = target {
             let size = self.channels.members(t).len();
-            if size >= self.limits.max_members_per_channel {
+            if size - usize::from(replaced.is_some()) >= self.limits.max_members_per_channel {
                 let _ = write!(
                     self.text,
                     "channel '{}' of app '{}' is full ({size} members)",
@@ -358,6 +475,9 @@ impl MediaServer {
             return self.send_error(from, ErrorCode::FULL, true, claims.app_id, request_len, out);
         }
 
+        if let Some(old) = replaced {
+            self.replace(old);
+        }
         let generation = match self.remove_member(from.remote) {
             Some(old) => old.generation,
             None => {
@@ -378,8 +498,57 @@ impl MediaServer {
             generation,
         };
         self.members.insert(from.remote, member);
+        self.by_identity.insert((channel, claims.uid), from.remote);
         tracing::debug!(remote = %from.remote, key = %self.key, uid = claims.uid, "joined");
         self.joined(from, claims.uid, members, out);
+    }
+
+    /// The cookie for `source` and `token` in time slot `slot`.
+    fn cookie(&self, slot: u64, source: &[u8], token: &str) -> Cookie {
+        let tag = self.cookie_tag(slot, source, token).finalize().into_bytes();
+        let mut c = [0u8; wire::COOKIE_LEN];
+        c.copy_from_slice(&tag[..wire::COOKIE_LEN]);
+        c
+    }
+
+    /// Whether `cookie` is the one of slot `slot` (compared in constant time).
+    fn cookie_verifies(&self, cookie: &Cookie, slot: u64, source: &[u8], token: &str) -> bool {
+        self.cookie_tag(slot, source, token)
+            .verify_truncated_left(cookie)
+            .is_ok()
+    }
+
+    fn cookie_tag(&self, slot: u64, source: &[u8], token: &str) -> Hmac<Sha256> {
+        let mut mac = self.cookie_mac.clone();
+        mac.update(&slot.to_be_bytes());
+        mac.update(source);
+        mac.update(token.as_bytes());
+        mac
+    }
+
+    fn replace(&mut self, old: SocketAddr) {
+        self.remove_member(old);
+        self.stats.replaced += 1;
+        tracing::debug!(remote = %old, key = %self.key, "membership replaced by a join from elsewhere");
+    }
+
+    fn rate_limited(&mut self, remote: SocketAddr, limit: &'static str, now: Instant) {
+        self.stats.rate_limited += 1;
+        self.limited_since_warning += 1;
+        tracing::debug!(%remote, limit, "join rate-limited");
+        if self
+            .last_warning
+            .is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY)
+        {
+            tracing::warn!(
+                dropped = self.limited_since_warning,
+                last_source = %remote,
+                last_limit = limit,
+                "JOINs over the rate limit dropped"
+            );
+            self.last_warning = Some(now);
+            self.limited_since_warning = 0;
+        }
     }
 
     fn rejoin_same_channel(
@@ -393,6 +562,13 @@ impl MediaServer {
         let Some(m) = self.members.get_mut(&from.remote) else {
             return;
         };
+        if m.uid != uid {
+            // The same address with another identity's token: it moves to that identity.
+            if self.by_identity.get(&(m.channel, m.uid)) == Some(&from.remote) {
+                self.by_identity.remove(&(m.channel, m.uid));
+            }
+            self.by_identity.insert((m.channel, uid), from.remote);
+        }
         (m.uid, m.echo, m.last_seen, m.local) = (uid, echo, now, from.local);
         let Some(members) = self.channels.members_mut(m.channel) else {
             return;
@@ -423,6 +599,9 @@ impl MediaServer {
 
     fn remove_member(&mut self, remote: SocketAddr) -> Option<Member> {
         let m = self.members.remove(&remote)?;
+        if self.by_identity.get(&(m.channel, m.uid)) == Some(&remote) {
+            self.by_identity.remove(&(m.channel, m.uid));
+        }
         self.channels.leave(m.channel, remote);
         // Left and re-joined members leave stale entries behind; keep the heap near one entry
         // per member.
@@ -494,6 +673,24 @@ impl MediaServer {
     }
 }
 
+/// `remote` as bytes (family, IP, port) in `buf`: the key of per-source state and cookies.
+fn address_bytes(remote: SocketAddr, buf: &mut [u8; 19]) -> &[u8] {
+    let n = match remote.ip() {
+        std::net::IpAddr::V4(ip) => {
+            buf[0] = 4;
+            buf[1..5].copy_from_slice(&ip.octets());
+            5
+        }
+        std::net::IpAddr::V6(ip) => {
+            buf[0] = 6;
+            buf[1..17].copy_from_slice(&ip.octets());
+            17
+        }
+    };
+    buf[n..n + 2].copy_from_slice(&remote.port().to_be_bytes());
+    &buf[..n + 2]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,7 +708,17 @@ mod tests {
             static_secret: None,
             app_keys: vec![key],
         };
-        let mut s = MediaServer::new(&auth, Limits::default(), t0, 1_000);
+        let unlimited = JoinRate {
+            burst: u32::MAX,
+            interval: Duration::from_millis(1),
+        };
+        let limits = Limits {
+            joins_per_source: unlimited,
+            joins_per_token: unlimited,
+            ..Limits::default()
+        };
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+        let mut s = MediaServer::new(&auth, limits, t0, 1_000, &mut rng);
         let local: SocketAddr = "127.0.0.1:7000".parse().unwrap();
         let mut sink = |_: Transmit<'_>| {};
         let mut buf = Vec::new();
@@ -520,9 +727,12 @@ mod tests {
             let token = cloudproxy_proto::token::Token::mint("a", "k", b"s", "c", i, 2_000)
                 .unwrap()
                 .encode();
+            let mut source = [0u8; 19];
+            let cookie = s.cookie(0, address_bytes(from, &mut source), &token);
             let join = Packet::Join {
                 echo: false,
                 token: &token,
+                cookie: Some(cookie),
             };
             buf.resize(HEADROOM, 0);
             let mut v = Vec::new();

@@ -1,10 +1,13 @@
 //! The media service's datagram format. Sans-IO: [`decode`] borrows the datagram and never
 //! allocates or panics; encoders write into the caller's buffer.
 //!
-//! Every datagram starts with a type byte; integers are big-endian.
+//! Every datagram starts with a type byte; integers are big-endian. This is revision 2 of the
+//! format: revision 1 had no CHALLENGE, and its clients' JOINs are answered with a CHALLENGE
+//! they do not know, so they time out rather than join without proving their address.
 //!
 //! ```text
-//! 0x01 JOIN       [flags u8: bit0 echo][u16 len][token: Token::encode(), UTF-8]
+//! 0x01 JOIN       [flags u8: bit0 echo, bit1 cookie][u16 len][token: Token::encode(), UTF-8]
+//!                 [cookie: COOKIE_LEN bytes, present iff bit1]
 //! 0x02 JOINED     [u32 uid][u16 members incl. me][u8 family 4|6][ip 4|16][u16 port]
 //! 0x03 ERROR      [u16 code][u8 retryable 0|1][u16 len][app id][u16 len][message]
 //! 0x04 DATA       [u32 seq][u64 sent_micros][payload]            client -> service
@@ -13,7 +16,20 @@
 //! 0x07 PONG       [u64 t]                                        (PING's t echoed)
 //! 0x08 LEAVE
 //! 0x09 LEFT
+//! 0x0a CHALLENGE  [cookie: COOKIE_LEN bytes]                        service -> client
 //! ```
+//!
+//! ## Joining: return routability
+//!
+//! A JOIN without a (valid) cookie is answered with a CHALLENGE, and nothing else happens; the
+//! client repeats the JOIN with the cookie, from the same address, and only then becomes a
+//! member and gets JOINED. A host that sends JOIN claiming someone else's source address never
+//! sees the cookie, so it cannot make that address a member (and a target of media): this is
+//! QUIC's address validation (RFC 9000 §8.1, Retry) for the media service. The cookie is
+//! opaque to the client; [`crate::server`] describes what it binds. A CHALLENGE
+//! ([`CHALLENGE_LEN`] bytes) is smaller than any JOIN that can cause it, so it amplifies
+//! nothing. The round trip costs one RTT per join; a client keeps the token and answers a
+//! CHALLENGE whenever one comes (a re-join after 404 goes the same way).
 //!
 //! JOINED carries the source address the service saw: through a TURN relay, the relay's
 //! relayed transport address. Unknown JOIN flag bits are ignored (room for later options);
@@ -34,9 +50,18 @@ pub const PING: u8 = 0x06;
 pub const PONG: u8 = 0x07;
 pub const LEAVE: u8 = 0x08;
 pub const LEFT: u8 = 0x09;
+pub const CHALLENGE: u8 = 0x0a;
 
 /// JOIN flag: also send my own DATA back to me.
 pub const FLAG_ECHO: u8 = 0x01;
+/// JOIN flag: a cookie from a CHALLENGE follows the token.
+pub const FLAG_COOKIE: u8 = 0x02;
+/// Bytes of a cookie (a truncated HMAC-SHA256, see [`crate::server`]).
+pub const COOKIE_LEN: usize = 16;
+/// Bytes of a CHALLENGE.
+pub const CHALLENGE_LEN: usize = 1 + COOKIE_LEN;
+/// A cookie, as it travels.
+pub type Cookie = [u8; COOKIE_LEN];
 /// Bytes before a DATA payload.
 pub const DATA_HEADER: usize = 13;
 /// Bytes before a FORWARDED payload.
@@ -65,6 +90,8 @@ pub enum Packet<'a> {
     Join {
         echo: bool,
         token: &'a str,
+        /// The cookie of the CHALLENGE this JOIN answers; `None` on a first JOIN.
+        cookie: Option<Cookie>,
     },
     Joined {
         uid: u32,
@@ -92,6 +119,7 @@ pub enum Packet<'a> {
     Pong(u64),
     Leave,
     Left,
+    Challenge(Cookie),
 }
 
 /// Why a datagram did not decode. `&'static str` names the field.
@@ -177,10 +205,16 @@ pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, WireError> {
         JOIN => {
             let flags = r.u8("JOIN flags")?;
             let token = r.str16("JOIN token")?;
+            let cookie = if flags & FLAG_COOKIE != 0 {
+                Some(r.array::<COOKIE_LEN>("JOIN cookie")?)
+            } else {
+                None
+            };
             r.end("JOIN")?;
             Packet::Join {
                 echo: flags & FLAG_ECHO != 0,
                 token,
+                cookie,
             }
         }
         JOINED => {
@@ -244,6 +278,11 @@ pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, WireError> {
             r.end("LEFT")?;
             Packet::Left
         }
+        CHALLENGE => {
+            let cookie = r.array::<COOKIE_LEN>("CHALLENGE cookie")?;
+            r.end("CHALLENGE")?;
+            Packet::Challenge(cookie)
+        }
         other => return Err(WireError::UnknownType(other)),
     };
     Ok(packet)
@@ -278,7 +317,9 @@ impl Packet<'_> {
     /// The size of the encoded packet.
     pub fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(1 + match self {
-            Packet::Join { token, .. } => 1 + len16(token, "JOIN token")?,
+            Packet::Join { token, cookie, .. } => {
+                1 + len16(token, "JOIN token")? + cookie.map_or(0, |c| c.len())
+            }
             Packet::Joined { addr, .. } => match addr {
                 SocketAddr::V4(_) => 4 + 2 + 1 + 4 + 2,
                 SocketAddr::V6(_) => 4 + 2 + 1 + 16 + 2,
@@ -290,6 +331,7 @@ impl Packet<'_> {
             Packet::Forwarded { payload, .. } => FORWARDED_HEADER - 1 + payload.len(),
             Packet::Ping(_) | Packet::Pong(_) => 8,
             Packet::Leave | Packet::Left => 0,
+            Packet::Challenge(_) => COOKIE_LEN,
         })
     }
 
@@ -301,9 +343,18 @@ impl Packet<'_> {
         }
         let mut w = Writer { buf: out, at: 0 };
         match *self {
-            Packet::Join { echo, token } => {
-                w.put(&[JOIN, if echo { FLAG_ECHO } else { 0 }]);
+            Packet::Join {
+                echo,
+                token,
+                cookie,
+            } => {
+                let flags = if echo { FLAG_ECHO } else { 0 }
+                    | if cookie.is_some() { FLAG_COOKIE } else { 0 };
+                w.put(&[JOIN, flags]);
                 w.str16(token);
+                if let Some(c) = cookie {
+                    w.put(&c);
+                }
             }
             Packet::Joined { uid, members, addr } => {
                 w.put(&[JOINED]);
@@ -362,6 +413,10 @@ impl Packet<'_> {
             }
             Packet::Leave => w.put(&[LEAVE]),
             Packet::Left => w.put(&[LEFT]),
+            Packet::Challenge(c) => {
+                w.put(&[CHALLENGE]);
+                w.put(&c);
+            }
         }
         Ok(w.at)
     }

@@ -1,11 +1,12 @@
 //! The sans-IO server on a virtual clock: joining, forwarding, echo, keepalive and timeout,
-//! leave, re-join, limits, refusals with the right app id, garbage.
+//! leave, re-join, limits, refusals with the right app id, garbage; the JOIN challenge (return
+//! routability), one member per (channel, uid), and the JOIN rate limits.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use cloudproxy_media::wire::{decode, ErrorCode, Packet, HEADROOM};
-use cloudproxy_media::{Limits, MediaServer, Transmit};
+use cloudproxy_media::wire::{decode, Cookie, ErrorCode, Packet, CHALLENGE_LEN, HEADROOM};
+use cloudproxy_media::{JoinRate, Limits, MediaServer, Transmit};
 use cloudproxy_proto::token::Token;
 use cloudproxy_proto::{AppKey, AuthConfig};
 use proptest::prelude::*;
@@ -58,9 +59,22 @@ impl Harness {
     fn new(limits: Limits) -> Self {
         let now = Instant::now();
         Self {
-            server: MediaServer::new(&auth(), limits, now, T0),
+            server: MediaServer::new(&auth(), limits, now, T0, &mut rng()),
             now,
         }
+    }
+
+    /// A server whose JOIN rates never bind: for tests of everything else that join in loops.
+    fn unlimited(limits: Limits) -> Self {
+        let unlimited = JoinRate {
+            burst: u32::MAX,
+            interval: Duration::from_millis(1),
+        };
+        Self::new(Limits {
+            joins_per_source: unlimited,
+            joins_per_token: unlimited,
+            ..limits
+        })
     }
 
     fn raw(&mut self, from: SocketAddr, bytes: &[u8]) -> Sent {
@@ -81,8 +95,32 @@ impl Harness {
         self.raw(from, &v)
     }
 
+    /// One JOIN, as sent.
+    fn join_once(
+        &mut self,
+        from: SocketAddr,
+        token: &str,
+        echo: bool,
+        cookie: Option<Cookie>,
+    ) -> Sent {
+        self.send(
+            from,
+            Packet::Join {
+                echo,
+                token,
+                cookie,
+            },
+        )
+    }
+
+    /// A whole join as a client does it: JOIN, and if a CHALLENGE comes back, JOIN with its
+    /// cookie. The reply to the last JOIN.
     fn join(&mut self, from: SocketAddr, token: &str, echo: bool) -> Sent {
-        self.send(from, Packet::Join { echo, token })
+        let sent = self.join_once(from, token, echo, None);
+        match challenge(&sent) {
+            Some(c) => self.join_once(from, token, echo, Some(c)),
+            None => sent,
+        }
     }
 
     fn data(&mut self, from: SocketAddr, seq: u32, payload: &[u8]) -> Sent {
@@ -101,6 +139,21 @@ impl Harness {
         if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
             self.server.handle_timeout(self.now);
         }
+    }
+}
+
+fn rng() -> rand::rngs::StdRng {
+    rand::SeedableRng::seed_from_u64(15)
+}
+
+/// The cookie, if the one reply is a CHALLENGE.
+fn challenge(sent: &Sent) -> Option<Cookie> {
+    match sent.as_slice() {
+        [(_, bytes)] => match decode(bytes) {
+            Ok(Packet::Challenge(c)) => Some(c),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -236,7 +289,7 @@ fn ping_answers_pong_and_keeps_a_member_in() {
 
 #[test]
 fn leave_and_rejoin_elsewhere() {
-    let mut h = Harness::new(Limits::default());
+    let mut h = Harness::unlimited(Limits::default());
     h.join(addr(1), &good("a", 1), false);
     h.join(addr(2), &good("a", 2), false);
     // Re-join into channel b: leaves a.
@@ -351,6 +404,7 @@ fn garbage_is_dropped_or_answered_400() {
         &[0x07; 9],
         &[0x09],
         &[0x16, 3, 1],
+        &[0x0a; 17],
     ] {
         assert!(h.raw(addr(9), bytes).is_empty(), "{bytes:?}");
         assert!(h.raw(addr(1), bytes).is_empty(), "{bytes:?}");
@@ -379,6 +433,197 @@ fn joined_reports_ipv4_mapped_sources_as_ipv4() {
         Packet::Joined { addr, .. } => assert_eq!(addr, "192.0.2.7:5000".parse().unwrap()),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_join_becomes_a_member_only_by_echoing_its_cookie_from_the_same_address() {
+    let mut h = Harness::new(Limits::default());
+    let (me, victim) = (addr(1), addr(2));
+    let tok = good("room", 1);
+    let first = h.join_once(me, &tok, false, None);
+    let cookie = challenge(&first).expect("a first JOIN is answered with a CHALLENGE");
+    let (to, bytes) = &first[0];
+    assert_eq!(*to, me);
+    assert_eq!(bytes.len(), CHALLENGE_LEN);
+    // No state: no member, no timer, no channel.
+    let s = h.server.stats();
+    assert_eq!((s.members, s.channels, s.joins, s.challenges), (0, 0, 0, 1));
+    assert_eq!(h.server.poll_timeout(), None);
+
+    // The cookie is bound to the address: echoed from elsewhere, a fresh CHALLENGE for that
+    // address, and no membership.
+    let elsewhere = h.join_once(victim, &tok, false, Some(cookie));
+    assert_ne!(challenge(&elsewhere), None);
+    assert_ne!(challenge(&elsewhere), Some(cookie));
+    assert!(!h.server.is_member(victim));
+    // ...and to the token: another uid's token with my cookie is challenged too.
+    let other = h.join_once(me, &good("room", 2), false, Some(cookie));
+    assert_ne!(challenge(&other), None);
+    // A cookie of the right length but made up.
+    assert_ne!(
+        challenge(&h.join_once(me, &tok, false, Some([7; 16]))),
+        None
+    );
+    assert_eq!(h.server.stats().bad_cookies, 3);
+    assert_eq!(h.server.stats().members, 0);
+
+    // Echoed from the address it was sent to: JOINED.
+    let sent = h.join_once(me, &tok, false, Some(cookie));
+    assert!(matches!(
+        only(&sent).1,
+        Packet::Joined {
+            uid: 1,
+            members: 1,
+            ..
+        }
+    ));
+    assert!(h.server.is_member(me));
+
+    // A spoofed JOIN claiming the victim's address, with a valid token: the victim gets one
+    // CHALLENGE (no larger than the JOIN), and no media.
+    let spoofed = h.join_once(victim, &good("room", 3), false, None);
+    assert_eq!(spoofed.len(), 1);
+    assert_eq!(spoofed[0].0, victim);
+    assert!(spoofed[0].1.len() <= 1 + 1 + 2 + good("room", 3).len());
+    assert!(
+        h.data(me, 1, b"media").is_empty(),
+        "nobody else is a member"
+    );
+    assert!(!h.server.is_member(victim));
+}
+
+#[test]
+fn a_cookie_verifies_in_its_time_slot_and_the_next_only() {
+    let mut h = Harness::new(Limits::default());
+    let tok = good("room", 1);
+    // Slots are 10 s from the server's start: a cookie from t = 0 is good until t = 20 s.
+    let cookie = challenge(&h.join_once(addr(1), &tok, false, None)).unwrap();
+    h.advance(Duration::from_millis(19_900));
+    let sent = h.join_once(addr(1), &tok, false, Some(cookie));
+    assert!(matches!(only(&sent).1, Packet::Joined { .. }), "{sent:?}");
+    h.send(addr(1), Packet::Leave);
+    h.advance(Duration::from_millis(100));
+    // t = 20 s: two slots on, stale. A fresh CHALLENGE, whose cookie works.
+    let sent = h.join_once(addr(1), &tok, false, Some(cookie));
+    let fresh = challenge(&sent).expect("a stale cookie earns a fresh CHALLENGE");
+    assert!(!h.server.is_member(addr(1)));
+    let sent = h.join_once(addr(1), &tok, false, Some(fresh));
+    assert!(matches!(only(&sent).1, Packet::Joined { .. }));
+}
+
+#[test]
+fn one_token_from_a_hundred_ports_holds_one_seat() {
+    // Two seats per channel: before, a token took every seat it had ports for.
+    let mut h = Harness::new(Limits {
+        max_members_per_channel: 2,
+        ..Limits::default()
+    });
+    let tok = good("room", 1);
+    for port in 1..=100 {
+        let sent = h.join(addr(port), &tok, false);
+        assert!(
+            matches!(
+                only(&sent).1,
+                Packet::Joined {
+                    uid: 1,
+                    members: 1,
+                    ..
+                }
+            ),
+            "port {port}: {sent:?}"
+        );
+        // Two JOINs per join, one join per 500 ms: within the per-token rate (10/s).
+        h.advance(Duration::from_millis(500));
+    }
+    assert_eq!(h.server.channel_size("app1", "room"), 1);
+    assert_eq!(h.server.stats().members, 1);
+    assert_eq!(h.server.stats().replaced, 99);
+    // The seat is the latest address's; the replaced ones get 404 and no media.
+    assert!(h.server.is_member(addr(100)));
+    assert_eq!(
+        error(&h.data(addr(7), 1, &[0; 20])).0,
+        ErrorCode::NOT_JOINED
+    );
+    // Another user still joins, and media goes between the two members only.
+    let sent = h.join(addr(200), &good("room", 2), false);
+    assert!(matches!(
+        only(&sent).1,
+        Packet::Joined {
+            uid: 2,
+            members: 2,
+            ..
+        }
+    ));
+    let to: Vec<SocketAddr> = h.data(addr(200), 1, b"x").iter().map(|s| s.0).collect();
+    assert_eq!(to, [addr(100)]);
+    // A replaced address that says LEAVE does not take the seat with it.
+    h.send(addr(7), Packet::Leave);
+    assert_eq!(h.server.channel_size("app1", "room"), 2);
+    // The full channel still takes uid 1 from a new address (its own seat), not uid 3.
+    assert!(matches!(
+        only(&h.join(addr(300), &tok, false)).1,
+        Packet::Joined { members: 2, .. }
+    ));
+    assert_eq!(
+        error(&h.join(addr(301), &good("room", 3), false)).0,
+        ErrorCode::FULL
+    );
+    assert_eq!(h.server.stats().members, 2);
+}
+
+#[test]
+fn a_member_joining_with_another_uids_token_takes_that_uids_seat() {
+    let mut h = Harness::new(Limits::default());
+    h.join(addr(1), &good("room", 1), false);
+    h.join(addr(2), &good("room", 2), false);
+    // addr(1) re-joins the same channel as uid 2: addr(2) loses the seat of uid 2.
+    assert!(matches!(
+        only(&h.join(addr(1), &good("room", 2), false)).1,
+        Packet::Joined {
+            uid: 2,
+            members: 1,
+            ..
+        }
+    ));
+    assert!(!h.server.is_member(addr(2)));
+    // uid 1 is free again: addr(3) takes it without displacing addr(1).
+    h.join(addr(3), &good("room", 1), false);
+    assert_eq!(h.server.channel_size("app1", "room"), 2);
+    assert_eq!(h.server.stats().replaced, 1);
+}
+
+#[test]
+fn join_rates_per_source_and_per_token() {
+    let mut h = Harness::new(Limits::default());
+    // Per source: 10 JOINs at once, then one per 200 ms; over it, silence.
+    let tok = good("room", 1);
+    for i in 0..10 {
+        assert!(challenge(&h.join_once(addr(1), &good("r", i), false, None)).is_some());
+    }
+    assert!(h.join_once(addr(1), &tok, false, None).is_empty());
+    assert_eq!(h.server.stats().rate_limited, 1);
+    // Another port of the same host has its own budget (relayed clients share the relay's IP).
+    assert!(challenge(&h.join_once(addr(2), &tok, false, None)).is_some());
+    h.advance(Duration::from_millis(200));
+    assert!(challenge(&h.join_once(addr(1), &tok, false, None)).is_some());
+    assert!(h.join_once(addr(1), &tok, false, None).is_empty());
+
+    // Per token identity (app, channel, uid): 20 at once, from any sources, then 10/s.
+    let busy = good("busy", 9);
+    let mut answered = 0;
+    for port in 100..130 {
+        answered += usize::from(challenge(&h.join_once(addr(port), &busy, false, None)).is_some());
+    }
+    assert_eq!(answered, 20);
+    // Another identity is unaffected, from the same sources.
+    assert!(challenge(&h.join_once(addr(100), &good("busy", 10), false, None)).is_some());
+    assert_eq!(h.server.stats().rate_limited, 2 + 10);
+    h.advance(Duration::from_millis(100));
+    assert!(challenge(&h.join_once(addr(130), &busy, false, None)).is_some());
+    assert!(h.join_once(addr(131), &busy, false, None).is_empty());
+    h.advance(Duration::from_secs(1));
+    let sent = h.join(addr(140), &busy, false);
+    assert!(matches!(only(&sent).1, Packet::Joined { uid: 9, .. }));
 }
 
 #[derive(Debug, Clone)]
@@ -415,10 +660,27 @@ proptest! {
         for op in ops {
             let (from, request, sent) = match op {
                 Op::Join(a, c, echo) => {
+                    // Both JOINs of the handshake, each checked as a request of its own.
                     let t = good(&format!("c{c}"), u32::from(a));
                     let mut v = Vec::new();
-                    Packet::Join { echo, token: &t }.encode_vec(&mut v).unwrap();
-                    (addr(a), v.clone(), h.raw(addr(a), &v))
+                    Packet::Join { echo, token: &t, cookie: None }.encode_vec(&mut v).unwrap();
+                    let before = h.server.stats();
+                    let sent = h.raw(addr(a), &v);
+                    // A JOIN without a cookie changes nothing and gets at most a CHALLENGE (or
+                    // a 401/503 within the amplification limit, checked below for the second).
+                    prop_assert_eq!(h.server.stats().members, before.members);
+                    prop_assert_eq!(h.server.stats().joins, before.joins);
+                    for (_, b) in &sent {
+                        prop_assert!(b.len() <= v.len());
+                        prop_assert_eq!(b.len(), CHALLENGE_LEN);
+                    }
+                    match challenge(&sent) {
+                        Some(cookie) => {
+                            Packet::Join { echo, token: &t, cookie: Some(cookie) }.encode_vec(&mut v).unwrap();
+                            (addr(a), v.clone(), h.raw(addr(a), &v))
+                        }
+                        None => (addr(a), v, sent),
+                    }
                 }
                 Op::Data(a, n) => {
                     let mut v = Vec::new();

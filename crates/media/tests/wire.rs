@@ -18,10 +18,26 @@ fn exact_bytes() {
     assert_eq!(
         encode(Packet::Join {
             echo: true,
-            token: "ab"
+            token: "ab",
+            cookie: None,
         }),
         [1, 1, 0, 2, b'a', b'b']
     );
+    let cookie: [u8; wire::COOKIE_LEN] = std::array::from_fn(|i| i as u8 + 1);
+    let mut join = vec![1, 3, 0, 1, b'a'];
+    join.extend(cookie);
+    assert_eq!(
+        encode(Packet::Join {
+            echo: true,
+            token: "a",
+            cookie: Some(cookie),
+        }),
+        join
+    );
+    let mut challenge = vec![0x0a];
+    challenge.extend(cookie);
+    assert_eq!(encode(Packet::Challenge(cookie)), challenge);
+    assert_eq!(challenge.len(), wire::CHALLENGE_LEN);
     assert_eq!(
         encode(Packet::Joined {
             uid: 7,
@@ -96,12 +112,26 @@ fn errors_name_what_is_wrong() {
     );
     // Unknown JOIN flag bits are ignored.
     assert_eq!(
-        decode(&[1, 0xfe, 0, 0]),
+        decode(&[1, 0xfc, 0, 0]),
         Ok(Packet::Join {
             echo: false,
-            token: ""
+            token: "",
+            cookie: None,
         })
     );
+    // The cookie flag promises a whole cookie, and nothing after it.
+    assert_eq!(
+        decode(&[1, 2, 0, 0, 1, 2, 3]),
+        Err(WireError::Truncated("JOIN cookie"))
+    );
+    let mut join = vec![1, 2, 0, 0];
+    join.extend([0; 17]);
+    assert_eq!(decode(&join), Err(WireError::Trailing("JOIN")));
+    assert_eq!(
+        decode(&[0x0a; 16]),
+        Err(WireError::Truncated("CHALLENGE cookie"))
+    );
+    assert_eq!(decode(&[0x0a; 18]), Err(WireError::Trailing("CHALLENGE")));
 }
 
 #[test]
@@ -115,7 +145,8 @@ fn encode_checks_sizes() {
     assert_eq!(
         Packet::Join {
             echo: false,
-            token: &long
+            token: &long,
+            cookie: None,
         }
         .encoded_len(),
         Err(EncodeError::TooLong("JOIN token"))
@@ -160,7 +191,8 @@ fn addr() -> impl Strategy<Value = SocketAddr> {
 /// Owned inputs for every packet kind.
 #[derive(Debug, Clone)]
 enum Owned {
-    Join(bool, String),
+    Join(bool, String, Option<wire::Cookie>),
+    Challenge(wire::Cookie),
     Joined(u32, u16, SocketAddr),
     Error(u16, bool, String, String),
     Data(u32, u64, Vec<u8>),
@@ -174,7 +206,12 @@ enum Owned {
 impl Owned {
     fn packet(&self) -> Packet<'_> {
         match self {
-            Owned::Join(echo, token) => Packet::Join { echo: *echo, token },
+            Owned::Join(echo, token, cookie) => Packet::Join {
+                echo: *echo,
+                token,
+                cookie: *cookie,
+            },
+            Owned::Challenge(c) => Packet::Challenge(*c),
             Owned::Joined(uid, members, addr) => Packet::Joined {
                 uid: *uid,
                 members: *members,
@@ -208,7 +245,9 @@ impl Owned {
 fn owned() -> impl Strategy<Value = Owned> {
     let bytes = || proptest::collection::vec(any::<u8>(), 0..64);
     prop_oneof![
-        (any::<bool>(), text()).prop_map(|(e, t)| Owned::Join(e, t)),
+        (any::<bool>(), text(), any::<Option<wire::Cookie>>())
+            .prop_map(|(e, t, c)| Owned::Join(e, t, c)),
+        any::<wire::Cookie>().prop_map(Owned::Challenge),
         (any::<u32>(), any::<u16>(), addr()).prop_map(|(u, m, a)| Owned::Joined(u, m, a)),
         (any::<u16>(), any::<bool>(), text(), text())
             .prop_map(|(c, r, a, m)| Owned::Error(c, r, a, m)),

@@ -469,6 +469,7 @@ async fn run_session(mut t: SessionTask) {
     // The path returned an error (connection reset, ICMP port unreachable): it is gone.
     let mut path_failed = false;
     let mut offset = 0usize;
+    let mut rejoined: Option<Instant> = None;
     loop {
         // The next PING: at the keepalive interval while packets come, every `probe_every`
         // once the path has been quiet for `probe_after`; and when the silence means the path
@@ -509,9 +510,19 @@ async fn run_session(mut t: SessionTask) {
                         let now = epoch.elapsed().as_micros() as u64;
                         t.stats.lock().unwrap_or_else(|e| e.into_inner()).rtt_micros = Some(now.saturating_sub(sent));
                     }
-                    Some(MediaMsg::Error { code: 404, .. }) => {
-                        // The media service forgot us (restart, timeout): join again.
-                        let _ = t.pipe.send(&media::join(&t.credential.token, t.config.echo)).await;
+                    // The media service forgot us (restart, timeout, our seat taken by a join
+                    // of the same uid from elsewhere): join again. Every DATA and PING gets a
+                    // 404 until then; one JOIN per REJOIN_EVERY keeps the JOIN rate limits
+                    // for the JOIN that echoes the cookie.
+                    Some(MediaMsg::Error { code: 404, .. })
+                        if rejoined.is_none_or(|at| at.elapsed() >= media::REJOIN_EVERY) =>
+                    {
+                        rejoined = Some(Instant::now());
+                        let _ = t.pipe.send(&media::join(&t.credential.token, t.config.echo, None)).await;
+                    }
+                    Some(MediaMsg::Challenge { cookie }) => {
+                        // That join's return-routability check: echo the cookie.
+                        let _ = t.pipe.send(&media::join(&t.credential.token, t.config.echo, Some(cookie))).await;
                     }
                     _ => {}
                 }

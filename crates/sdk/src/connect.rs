@@ -2,7 +2,13 @@
 //!
 //! Every mode is a list of candidate paths raced Happy-Eyeballs style (RFC 8305 §5): the first
 //! starts at once, each next one when the stagger delay passes or the previous one fails, and
-//! the first to complete a media-service join wins; the others are cancelled.
+//! the first to reach the media service wins; the others are cancelled.
+//!
+//! A join is JOIN, answered with a CHALLENGE, then JOIN with its cookie, answered with JOINED
+//! (the media service's return-routability check, `cloudproxy_media::wire`). The CHALLENGE
+//! already proves the path both ways, so the race ends there: only the winner echoes its
+//! cookie, and the losers never become members. (Were each candidate to finish its join, a
+//! loser's late JOIN would take the uid's seat from the winner: one member per channel and uid.)
 //!
 //! A cancelled candidate gives back what it made: its [`Pipe`] is dropped with the task, and a
 //! dropped pipe deletes its allocation in the background (UDP: Refresh with LIFETIME 0, after
@@ -22,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cloudproxy_media::wire::Cookie;
 use tokio::task::JoinSet;
 
 use crate::error::{JoinError, PathAttempt, PathFailure};
@@ -115,7 +122,8 @@ pub(crate) fn candidates(
     })
 }
 
-/// Races `candidates` and returns the first joined path, or every failure.
+/// Races `candidates` to the media service's CHALLENGE, then finishes the join on the winner:
+/// the joined path, or every failure.
 pub(crate) async fn race(
     config: &ClientConfig,
     tls: &Arc<rustls::ClientConfig>,
@@ -125,7 +133,7 @@ pub(crate) async fn race(
     let started = Instant::now();
     let deadline = started + config.join_timeout;
     let mut pending = candidates.into_iter();
-    let mut running: JoinSet<(Candidate, Result<Joined, PathFailure>)> = JoinSet::new();
+    let mut running: JoinSet<(Candidate, Result<Reached, PathFailure>)> = JoinSet::new();
     let mut attempts = Vec::new();
     let mut in_flight: Vec<Candidate> = Vec::new();
     let mut spawn_next = |running: &mut JoinSet<_>, in_flight: &mut Vec<Candidate>| -> bool {
@@ -137,12 +145,10 @@ pub(crate) async fn race(
         let tls = tls.clone();
         let credential = credential.clone();
         running.spawn(async move {
-            let r = tokio::time::timeout(
-                config.attempt_timeout,
-                attempt(&config, &tls, c, &credential, started),
-            )
-            .await
-            .unwrap_or(Err(PathFailure::Timeout));
+            let r =
+                tokio::time::timeout(config.attempt_timeout, reach(&config, &tls, c, &credential))
+                    .await
+                    .unwrap_or(Err(PathFailure::Timeout));
             (c, r)
         });
         true
@@ -152,10 +158,23 @@ pub(crate) async fn race(
         let stagger = tokio::time::sleep(config.stagger);
         tokio::select! {
             done = running.join_next() => match done {
-                Some(Ok((c, Ok(joined)))) => {
+                Some(Ok((c, Ok(reached)))) => {
                     // The losers' pipes are dropped with their tasks and release themselves.
                     running.abort_all();
-                    return Ok((c, joined));
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let finished = tokio::time::timeout(
+                        left.min(config.attempt_timeout),
+                        finish(config, reached, credential, started),
+                    )
+                    .await
+                    .unwrap_or(Err(PathFailure::Timeout));
+                    return match finished {
+                        Ok(joined) => Ok((c, joined)),
+                        Err(failure) => {
+                            attempts.push(PathAttempt { path: c.kind, target: c.target, failure });
+                            Err(JoinError::new(attempts, started.elapsed()))
+                        }
+                    };
                 }
                 Some(Ok((c, Err(failure)))) => {
                     in_flight.retain(|x| *x != c);
@@ -187,7 +206,16 @@ pub(crate) async fn race(
     }
 }
 
-/// One candidate: open the pipe, then join the channel over it.
+/// A candidate that reached the media service: its pipe, and the cookie to join with.
+pub(crate) struct Reached {
+    pipe: Pipe,
+    cookie: Cookie,
+}
+
+/// How often a JOIN is resent while nothing answers it.
+const JOIN_RESEND: Duration = Duration::from_millis(400);
+
+/// One candidate, whole: open the pipe, then join the channel over it.
 pub(crate) async fn attempt(
     config: &ClientConfig,
     tls: &Arc<rustls::ClientConfig>,
@@ -195,6 +223,17 @@ pub(crate) async fn attempt(
     credential: &Credential,
     started: Instant,
 ) -> Result<Joined, PathFailure> {
+    let reached = reach(config, tls, c, credential).await?;
+    finish(config, reached, credential, started).await
+}
+
+/// Opens the pipe and sends JOIN (resent every [`JOIN_RESEND`]) until the CHALLENGE comes.
+async fn reach(
+    config: &ClientConfig,
+    tls: &Arc<rustls::ClientConfig>,
+    c: Candidate,
+    credential: &Credential,
+) -> Result<Reached, PathFailure> {
     let mut pipe = match c.kind {
         PathKind::Direct => Pipe::direct(c.target).await?,
         kind => {
@@ -213,13 +252,48 @@ pub(crate) async fn attempt(
             .await?
         }
     };
-    let join = media::join(&credential.token, config.echo);
+    let join = media::join(&credential.token, config.echo, None);
     let mut buf = Vec::with_capacity(2048);
     loop {
         pipe.send(&join)
             .await
             .map_err(|e| PathFailure::from_io(&e))?;
-        let wait = tokio::time::sleep(Duration::from_millis(400));
+        let wait = tokio::time::sleep(JOIN_RESEND);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                r = pipe.recv(&mut buf) => {
+                    r.map_err(|e| PathFailure::from_io(&e))?;
+                    match media::parse(&buf) {
+                        Some(MediaMsg::Challenge { cookie }) => return Ok(Reached { pipe, cookie }),
+                        Some(MediaMsg::Error { code, app_id, message, .. }) => {
+                            return Err(PathFailure::Media { code, app_id, message });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Echoes the cookie in a JOIN (resent every [`JOIN_RESEND`]; a stale cookie earns a fresh
+/// CHALLENGE, echoed in turn) until JOINED.
+async fn finish(
+    config: &ClientConfig,
+    reached: Reached,
+    credential: &Credential,
+    started: Instant,
+) -> Result<Joined, PathFailure> {
+    let Reached { mut pipe, cookie } = reached;
+    let mut join = media::join(&credential.token, config.echo, Some(cookie));
+    let mut buf = Vec::with_capacity(2048);
+    loop {
+        pipe.send(&join)
+            .await
+            .map_err(|e| PathFailure::from_io(&e))?;
+        let wait = tokio::time::sleep(JOIN_RESEND);
         tokio::pin!(wait);
         loop {
             tokio::select! {
@@ -230,6 +304,10 @@ pub(crate) async fn attempt(
                         Some(MediaMsg::Joined { uid, members, seen_as }) => {
                             pipe.joined_media();
                             return Ok(Joined { pipe, uid, members, seen_as, elapsed: started.elapsed() });
+                        }
+                        Some(MediaMsg::Challenge { cookie }) => {
+                            join = media::join(&credential.token, config.echo, Some(cookie));
+                            break;
                         }
                         Some(MediaMsg::Error { code, app_id, message, .. }) => {
                             return Err(PathFailure::Media { code, app_id, message });

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::time::Duration;
 
 use cloudproxy_media::wire::{self, Packet};
 
@@ -31,7 +32,15 @@ pub(crate) enum MediaMsg {
     },
     /// The answer to LEAVE: the service has forgotten the member.
     Left,
+    /// The answer to a JOIN without a (valid) cookie: repeat the JOIN with this one, from the
+    /// same address, to prove the address is ours (see `cloudproxy_media::wire`).
+    Challenge {
+        cookie: wire::Cookie,
+    },
 }
+
+/// A session re-joins after a 404 at most this often.
+pub(crate) const REJOIN_EVERY: Duration = Duration::from_millis(250);
 
 fn encode(p: Packet<'_>) -> Vec<u8> {
     let mut v = Vec::new();
@@ -40,8 +49,13 @@ fn encode(p: Packet<'_>) -> Vec<u8> {
     v
 }
 
-pub(crate) fn join(token: &str, echo: bool) -> Vec<u8> {
-    encode(Packet::Join { echo, token })
+/// JOIN; with the cookie of the CHALLENGE that answered the previous one, if any.
+pub(crate) fn join(token: &str, echo: bool, cookie: Option<wire::Cookie>) -> Vec<u8> {
+    encode(Packet::Join {
+        echo,
+        token,
+        cookie,
+    })
 }
 
 pub(crate) fn data(seq: u32, sent_micros: u64, payload: &[u8], out: &mut Vec<u8>) {
@@ -90,6 +104,7 @@ pub(crate) fn parse(b: &[u8]) -> Option<MediaMsg> {
         },
         Packet::Pong(t) => MediaMsg::Pong { t },
         Packet::Left => MediaMsg::Left,
+        Packet::Challenge(cookie) => MediaMsg::Challenge { cookie },
         _ => return None,
     })
 }

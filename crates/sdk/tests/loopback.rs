@@ -493,3 +493,55 @@ fn a_runtime_shutting_down_under_a_session_still_releases_its_allocation() {
     }
     drop(client);
 }
+
+/// The same token joins from another port and takes the session's seat (one member per
+/// channel and uid). The session's next DATA gets 404; it joins again over the same path,
+/// answering the media service's CHALLENGE, and its media flows again: no reconnect.
+#[tokio::test]
+async fn a_session_whose_seat_is_taken_joins_again_through_the_challenge() {
+    use cloudproxy_media::blocking::{Client as MediaClient, Reply};
+    use cloudproxy_media::wire::ErrorCode;
+    let w = World::start();
+    for (mode, uid) in [(CloudProxyType::None, 6), (CloudProxyType::UdpProxy, 7)] {
+        let (mut client, _events) = Client::new(w.config()).unwrap();
+        client.set_cloud_proxy(mode).unwrap();
+        let tok = token("seat", uid);
+        client.join("seat", uid, &tok).await.unwrap();
+        echo_roundtrip(&mut client, 2).await;
+
+        let mut thief = MediaClient::connect(w.media_addr()).unwrap();
+        thief.join(&tok, false, Duration::from_secs(5)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut sent = 0;
+        loop {
+            client
+                .send(format!("after {sent}").as_bytes())
+                .await
+                .unwrap();
+            sent += 1;
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), client.recv()).await
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{mode}: no echo within 5 s after the seat was taken"
+            );
+        }
+        eprintln!("{mode}: media echoed again after {sent} packet(s) once the seat was taken");
+        // The seat is the session's again: the thief's DATA gets 404.
+        thief.send_data(b"x").unwrap();
+        loop {
+            match thief.recv(Duration::from_secs(5)).unwrap() {
+                Reply::Forwarded { .. } => continue,
+                Reply::Error { code, .. } => {
+                    assert_eq!(code, ErrorCode::NOT_JOINED, "{mode}");
+                    break;
+                }
+                other => panic!("{mode}: {other:?}"),
+            }
+        }
+        assert_eq!(client.stats().reconnects, 0, "{mode}");
+        client.leave().await.unwrap();
+    }
+}
