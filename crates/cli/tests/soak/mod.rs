@@ -14,7 +14,7 @@
 //!
 //! What it reads: the relay's RSS (`VmRSS` of `/proc/<pid>/status`) when idle, `warmup`
 //! seconds after sending began (every allocation up, the data path's buffers touched: the
-//! *start*), once a second while sending (the maximum), at the last second of sending (the
+//! *start*), once a second while sending (the maximum), one second before sending ends (the
 //! *end*, with the same number of allocations as the start) and after the run; the relay's
 //! `cloudproxy_allocations` after the bench deleted its allocations; and the app's usage at
 //! the control plane (`GET /v1/apps/{id}/usage`) once the relay has no report pending.
@@ -116,6 +116,12 @@ pub struct SoakReport {
     pub relay_cpu_cores: f64,
     pub unchecked_admissions: i64,
     pub send_dropped: i64,
+    /// Datagrams the kernel dropped for a full receive buffer (`/proc/net/udp`) on the relay's
+    /// UDP listeners (the client side) and on its relayed sockets (the peer side), and on any
+    /// other loopback UDP socket (the bench's and its echo peer's), during the run.
+    pub drops_listener: u64,
+    pub drops_relayed: u64,
+    pub drops_other: u64,
     pub metered_bytes: u64,
     pub metered_seconds: u64,
     pub metered_peak: u64,
@@ -135,6 +141,7 @@ struct ControlProc {
 struct RelayProc {
     udp: SocketAddr,
     metrics: SocketAddr,
+    relay_ports: (u16, u16),
     guard: ChildGuard,
 }
 
@@ -199,6 +206,7 @@ fn start_relay(control: &ControlProc, dir: &TempDir, allocations: usize) -> Rela
     .unwrap();
     let ports = reserve_ports(4, true);
     let relay_ports = reserve_ports((allocations + allocations / 5 + 64) as u16, false);
+    let (low, high) = (relay_ports[0], *relay_ports.last().unwrap());
     let mut cmd = Command::new(cloudproxy_bin());
     cmd.arg("relay")
         .args(["--config", config.to_str().unwrap()])
@@ -207,10 +215,7 @@ fn start_relay(control: &ControlProc, dir: &TempDir, allocations: usize) -> Rela
         .args(["--tls", &format!("127.0.0.1:{}", ports[2])])
         .args(["--metrics", &format!("127.0.0.1:{}", ports[3])])
         .args(["--relay-ip", "127.0.0.1", "--allow-peer", "127.0.0.1/32"])
-        .args([
-            "--relay-ports",
-            &format!("{}-{}", relay_ports[0], relay_ports.last().unwrap()),
-        ])
+        .args(["--relay-ports", &format!("{low}-{high}")])
         .env("RUST_LOG", "warn");
     let (mut guard, lines) = ChildGuard::spawn("cloudproxy relay", cmd).unwrap();
     let found = wait_for_listeners(&mut guard, &lines, &["udp", "metrics"])
@@ -219,6 +224,7 @@ fn start_relay(control: &ControlProc, dir: &TempDir, allocations: usize) -> Rela
     RelayProc {
         udp: get("udp"),
         metrics: get("metrics"),
+        relay_ports: (low, high),
         guard,
     }
 }
@@ -317,6 +323,28 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// Receive-buffer drops of every IPv4 UDP socket now: (listener, relayed, other) for `relay`.
+/// Sockets that closed take their counts with them, so read this while they are open.
+fn udp_drops(relay: &RelayProc) -> (u64, u64, u64) {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let (low, high) = relay.relay_ports;
+    let mut drops = (0, 0, 0);
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let port = f
+            .get(1)
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+        let n: u64 = f.last().and_then(|d| d.parse().ok()).unwrap_or(0);
+        match port {
+            Some(p) if p == relay.udp.port() => drops.0 += n,
+            Some(p) if (low..=high).contains(&p) => drops.1 += n,
+            _ => drops.2 += n,
+        }
+    }
+    drops
+}
+
 /// The app's metered usage in Force UDP over every day: (bytes, seconds, peak).
 fn usage(control: &ControlProc, app: &str) -> (u64, u64, u64) {
     let (_, u) = api(
@@ -347,6 +375,7 @@ pub fn run(soak: &Soak) -> SoakReport {
     wait_for_sync(&relay, &app);
     let pid = relay.guard.pid();
     let rss_idle_kib = rss_kib(pid);
+    let drops_before = udp_drops(&relay);
 
     let mut cmd = Command::new(cloudproxy_bin());
     cmd.arg("bench")
@@ -379,6 +408,7 @@ pub fn run(soak: &Soak) -> SoakReport {
     let started = Instant::now();
     let (mut seconds_seen, mut start, mut end) = (0u64, None, None);
     let (mut rss_max_kib, mut cpu0) = (0u64, None);
+    let mut drops = drops_before;
     let mut cpu_end = Duration::ZERO;
     let status = loop {
         if let Some(status) = bench.try_wait() {
@@ -407,7 +437,13 @@ pub fn run(soak: &Soak) -> SoakReport {
             if start.is_none() && seen >= soak.warmup.min(soak.seconds) {
                 start = Some(sample);
             }
-            end = Some(sample);
+            // The last line comes as sending stops, and the deletions follow within a second:
+            // the end is read a second before, with every allocation still up.
+            if seen < soak.seconds {
+                end = Some(sample);
+                // Before the bench's sockets close (and take their counts with them).
+                drops = udp_drops(&relay);
+            }
         }
     };
     let output = bench.output.text();
@@ -488,6 +524,9 @@ pub fn run(soak: &Soak) -> SoakReport {
         relay_cpu_cores,
         unchecked_admissions: metric(&relay, "cloudproxy_control_unchecked_admissions_total"),
         send_dropped: metric(&relay, "cloudproxy_send_dropped_total"),
+        drops_listener: drops.0.saturating_sub(drops_before.0),
+        drops_relayed: drops.1.saturating_sub(drops_before.1),
+        drops_other: drops.2.saturating_sub(drops_before.2),
         metered_bytes: metered.0,
         metered_seconds: metered.1,
         metered_peak: metered.2,
@@ -555,6 +594,11 @@ impl fmt::Display for SoakReport {
             f,
             "relay CPU        {:.2} cores while sending; send dropped {}; unchecked admissions {}",
             self.relay_cpu_cores, self.send_dropped, self.unchecked_admissions
+        )?;
+        writeln!(
+            f,
+            "kernel drops     {} at the relay's listeners, {} at its relayed sockets, {} at other              UDP sockets (the bench's, its echo peer's, other processes')",
+            self.drops_listener, self.drops_relayed, self.drops_other
         )?;
         writeln!(
             f,
