@@ -105,6 +105,11 @@ pub struct SoakReport {
     /// Seconds into sending of the start and end readings.
     pub rss_start_at: u64,
     pub rss_end_at: u64,
+    /// RSS every minute of sending (KiB), for the trend.
+    pub rss_by_minute: Vec<u64>,
+    /// Seconds of sending with any loss (from the bench's per-second progress), and the worst.
+    pub lossy_seconds: u64,
+    pub worst_second_loss_percent: f64,
     /// `cloudproxy_allocations` at the start and end readings, and after the run.
     pub allocations_start: i64,
     pub allocations_end: i64,
@@ -409,6 +414,7 @@ pub fn run(soak: &Soak) -> SoakReport {
     let (mut seconds_seen, mut start, mut end) = (0u64, None, None);
     let (mut rss_max_kib, mut cpu0) = (0u64, None);
     let mut drops = drops_before;
+    let mut rss_by_minute = Vec::new();
     let mut cpu_end = Duration::ZERO;
     let status = loop {
         if let Some(status) = bench.try_wait() {
@@ -431,6 +437,9 @@ pub fn run(soak: &Soak) -> SoakReport {
             seconds_seen = seen;
             let rss = rss_kib(pid);
             rss_max_kib = rss_max_kib.max(rss);
+            if seen.is_multiple_of(60) {
+                rss_by_minute.push(rss);
+            }
             let sample = (seen, rss, metric(&relay, "cloudproxy_allocations"));
             cpu0.get_or_insert((seen, cpu_time(pid)));
             cpu_end = cpu_time(pid);
@@ -453,6 +462,14 @@ pub fn run(soak: &Soak) -> SoakReport {
         .find(|l| l.starts_with('{'))
         .unwrap_or_else(|| panic!("no JSON report in:\n{output}"));
     let report: Value = serde_json::from_str(line).expect("the report is JSON");
+    // "[ 12.0s] sent 50000 pps, received 49990 pps, loss 0.02%, 10 replaced"
+    let per_second: Vec<f64> = output
+        .lines()
+        .filter(|l| l.contains("] sent "))
+        .filter_map(|l| l.split("loss ").nth(1)?.split('%').next()?.parse().ok())
+        .collect();
+    let lossy_seconds = per_second.iter().filter(|&&l| l > 0.0).count() as u64;
+    let worst_second_loss_percent = per_second.iter().copied().fold(0.0, f64::max);
     let start = start.expect("RSS was read at the start");
     let end = end.expect("RSS was read at the end");
     let relay_cpu_cores = match cpu0 {
@@ -516,6 +533,9 @@ pub fn run(soak: &Soak) -> SoakReport {
         rss_after_kib,
         rss_start_at: start.0,
         rss_end_at: end.0,
+        rss_by_minute,
+        lossy_seconds,
+        worst_second_loss_percent,
         allocations_start: start.2,
         allocations_end: end.2,
         allocations_after,
@@ -577,6 +597,12 @@ impl fmt::Display for SoakReport {
         )?;
         writeln!(
             f,
+            "loss by second   {} of {} seconds got fewer echoes than they sent (an echo late \
+             by a second counts there too); the worst {:.2}%",
+            self.lossy_seconds, s.seconds, self.worst_second_loss_percent
+        )?;
+        writeln!(
+            f,
             "relay RSS        idle {} KiB; start {} KiB (at {} s, {} allocations); end {} KiB (at \
              {} s, {} allocations): {:+.1}%; max {} KiB; after the run {} KiB",
             self.rss_idle_kib,
@@ -590,6 +616,9 @@ impl fmt::Display for SoakReport {
             self.rss_max_kib,
             self.rss_after_kib
         )?;
+        if !self.rss_by_minute.is_empty() {
+            writeln!(f, "relay RSS/min    {:?} KiB", self.rss_by_minute)?;
+        }
         writeln!(
             f,
             "relay CPU        {:.2} cores while sending; send dropped {}; unchecked admissions {}",
@@ -597,7 +626,8 @@ impl fmt::Display for SoakReport {
         )?;
         writeln!(
             f,
-            "kernel drops     {} at the relay's listeners, {} at its relayed sockets, {} at other              UDP sockets (the bench's, its echo peer's, other processes')",
+            "kernel drops     {} at the relay's listeners, {} at its relayed sockets, {} at \
+             other UDP sockets (the bench's, its echo peer's, other processes')",
             self.drops_listener, self.drops_relayed, self.drops_other
         )?;
         writeln!(
