@@ -155,11 +155,13 @@ fn wrong_secret_exits_1_and_says_why() {
 
 #[test]
 fn usage_errors_exit_2_and_name_the_flag() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--size", "3"], "--size"),
         (&["--rate", "fast"], "--rate"),
         (&["--allocations", "0"], "--allocations"),
         (&["--hold", "5"], "--hold"),
+        (&["--churn", "5", "--rate", "max"], "--churn"),
+        (&["--churn", "7000"], "--churn"),
     ];
     for (args, flag) in cases {
         let mut cmd = Command::new(cloudproxy_bin());
