@@ -453,6 +453,8 @@ impl Worker {
         };
         while let Ok((slot, mut a)) = arrivals.try_recv() {
             if slot >= self.links.len() || prepare(&a.link).is_err() {
+                // Dropped unused: the server keeps it until its lifetime runs out.
+                self.tally.counters.release_failed += 1;
                 continue;
             }
             let mut flow = flow_of(&mut a, now);
@@ -486,13 +488,13 @@ impl Worker {
 
     /// Moves each leaving allocation on: after its drain, delete it (Refresh LIFETIME 0,
     /// resent when unanswered; on a stream, closing the connection is the deletion), and drop
-    /// it once the server answered. With `now_or_never`, the drain is over.
-    fn tend_leaving(&mut self, now: Instant, now_or_never: bool) {
+    /// it once the server answered. With `run_over`, nothing waits for echoes any more.
+    fn tend_leaving(&mut self, now: Instant, run_over: bool) {
         for k in 0..self.leaving.len() {
             let Some(l) = &mut self.leaving[k] else {
                 continue;
             };
-            let done = if now < l.delete_at && !now_or_never {
+            let done = if now < l.delete_at && !run_over {
                 false
             } else if self.stream || self.raw || !l.flow.alive {
                 true
