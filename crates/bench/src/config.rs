@@ -47,6 +47,16 @@ pub enum Credentials {
     Rest { secret: String, user: String },
     /// One static username and password for every allocation.
     Static { username: String, password: String },
+    /// A cloudproxy app key: allocation `i` uses its own user token
+    /// ([`cloudproxy_proto::token`]), channel `<channel>-<i>` and uid `i`, valid for 24 h. A
+    /// relay governed by a control plane then admits, leases and meters every allocation as
+    /// the app's, one user per channel.
+    App {
+        app_id: String,
+        key_id: String,
+        secret: String,
+        channel: String,
+    },
 }
 
 impl Credentials {
@@ -62,7 +72,45 @@ impl Credentials {
                 (username, password)
             }
             Credentials::Static { username, password } => (username.clone(), password.clone()),
+            Credentials::App {
+                app_id,
+                key_id,
+                secret,
+                channel,
+            } => cloudproxy_proto::token::Token::mint(
+                app_id,
+                key_id,
+                secret.as_bytes(),
+                &format!("{channel}-{index}"),
+                index,
+                now_unix + 86_400,
+            )
+            // Names are checked when the configuration is made (`Credentials::check`); an
+            // empty credential would only be refused with a visible 401.
+            .map_or_else(|_| Default::default(), |t| (t.username, t.password)),
         }
+    }
+
+    /// Whether every allocation's credential can be made (app ids, key ids and channel names
+    /// have a limited alphabet and length).
+    pub fn check(&self) -> Result<(), cloudproxy_proto::token::TokenError> {
+        if let Credentials::App {
+            app_id,
+            key_id,
+            secret,
+            channel,
+        } = self
+        {
+            cloudproxy_proto::token::Token::mint(
+                app_id,
+                key_id,
+                secret.as_bytes(),
+                &format!("{channel}-{}", u32::MAX),
+                u32::MAX,
+                0,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -144,6 +192,9 @@ pub struct Config {
     pub size: usize,
     /// Sending time of a fixed-rate run. Default 10 s.
     pub duration: Duration,
+    /// Join/leave churn of a fixed-rate run, in percent of the allocations per minute: that
+    /// many are deleted and replaced by new ones while sending ([`crate::churn`]). Default 0.
+    pub churn_percent_per_minute: f64,
     /// Sending/receiving threads; allocations are dealt to them round-robin. Default: one per
     /// core.
     pub threads: usize,
@@ -185,6 +236,7 @@ impl Config {
             rate: Rate::PerAllocation(50.0),
             size: 160,
             duration: Duration::from_secs(10),
+            churn_percent_per_minute: 0.0,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             echo_threads: 1,
             setup_concurrency: 64,

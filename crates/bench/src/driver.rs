@@ -1,18 +1,20 @@
 //! One run from start to report: echo peer, allocation set-up on a bounded thread pool, the
-//! workers, the phases ([`crate::phase`]), then release and tally.
+//! workers (and the churn thread, [`crate::churn`]), the phases ([`crate::phase`]), then
+//! release and tally.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::churn::{self, Churn};
 use crate::config::{Config, Rate};
 use crate::control::{Control, Live};
 use crate::echo::EchoPeer;
 use crate::error::{hint, BenchError, SetupError};
 use crate::histogram::Histogram;
 use crate::phase::Phases;
-use crate::report::{DataCounters, Latency, Report, SetupReport, StepReport, Verdict};
+use crate::report::{ChurnReport, DataCounters, Latency, Report, SetupReport, StepReport, Verdict};
 use crate::setup::{self, Allocation, Params};
 use crate::sys;
 use crate::worker::Worker;
@@ -80,8 +82,29 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
         shares[i % threads].push(a);
     }
     let lives: Vec<Arc<Live>> = (0..threads).map(|_| Arc::default()).collect();
+    // Churn only where allocations are set up (not --raw) and while a fixed rate is sent.
+    let churn_every = match config.rate {
+        Rate::PerAllocation(_) if !config.raw && !config.setup_only => churn::interval(
+            shares.iter().map(Vec::len).sum(),
+            config.churn_percent_per_minute,
+        ),
+        _ => None,
+    };
+    let (mut senders, mut receivers) = (Vec::new(), Vec::new());
+    for _ in 0..threads {
+        let (tx, rx) = match churn_every {
+            Some(_) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        senders.extend(tx);
+        receivers.push(rx);
+    }
+    let slots: Vec<usize> = shares.iter().map(Vec::len).collect();
     let mut handles = Vec::new();
-    for (i, share) in shares.into_iter().enumerate() {
+    for ((i, share), arrivals) in shares.into_iter().enumerate().zip(receivers) {
         let worker = Worker::new(
             share,
             config.size,
@@ -90,6 +113,7 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
             config.raw,
             control.clone(),
             lives[i].clone(),
+            arrivals,
         )
         .map_err(BenchError::Poll)?;
         let handle = std::thread::Builder::new()
@@ -107,7 +131,31 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
         }
     }
 
-    let mut phases = Phases::new(&control, &lives, observe, setup.up, config);
+    let churn = match churn_every {
+        Some(every) => {
+            let first = u32::try_from(config.allocations).unwrap_or(u32::MAX);
+            match Churn::spawn(params.clone(), senders, slots, first, every) {
+                Ok(c) => Some(c),
+                Err(source) => {
+                    control.stop();
+                    return Err(BenchError::Thread {
+                        what: "churn",
+                        source,
+                    });
+                }
+            }
+        }
+        None => None,
+    };
+    let switch = churn.as_ref().map(|c| c.switch.clone());
+    let mut phases = Phases::new(
+        &control,
+        &lives,
+        observe,
+        setup.up,
+        config,
+        switch.as_deref(),
+    );
     let (mode, mut steps) = if config.setup_only {
         phases.hold(config.hold, setup.requested);
         ("setup-only", Vec::new())
@@ -117,6 +165,17 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
             Rate::Max => ("max", phases.search(&config.search)),
         }
     };
+    // The churn thread first: whatever it set up reaches a worker before the workers stop,
+    // and is deleted with the rest.
+    let churn = churn.map(|c| {
+        let tally = c.finish();
+        ChurnReport {
+            percent_per_minute: config.churn_percent_per_minute,
+            joined: tally.joined,
+            join_failed: tally.failures.values().sum(),
+            failures: tally.failures,
+        }
+    });
     control.stop();
     let mut latency: Vec<Histogram> = Vec::new();
     let mut counters = DataCounters::default();
@@ -161,6 +220,7 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
         setup,
         result,
         steps,
+        churn,
         peer_received: echo.received(),
         counters,
     })

@@ -101,7 +101,11 @@ pub(crate) fn on_frame(flow: &mut Flow, tally: &mut Tally, frame: &[u8], now_ns:
         return;
     };
     let (_, what, retried) = flow.pending.swap_remove(pos);
-    if r.success && what == Request::Refresh(0) {
+    // 437 Allocation Mismatch to a deletion: the server holds no allocation on this 5-tuple
+    // any more — typically a resent deletion whose first answer was lost, after the first one
+    // deleted it (RFC 8656 §7.3). Gone is what a deletion asks for.
+    let gone = what == Request::Refresh(0) && matches!(r.error, Some((437, _)));
+    if (r.success || gone) && what == Request::Refresh(0) {
         tally.counters.released += 1;
     } else if r.success {
         tally.counters.refresh_ok += 1;

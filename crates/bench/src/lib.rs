@@ -21,6 +21,8 @@
 //! 4. Either one fixed-rate step, or `--rate max` ([`phase`]): an exponential ramp of short
 //!    steps until loss reaches 0.1%, then bisection, reporting each step; or, with
 //!    `setup_only`, holds the allocations idle (refreshed) so the server's memory can be read.
+//!    A fixed-rate step may churn ([`churn`]): a share of the allocations per minute leave
+//!    (deleted) and are replaced by new ones, as users come and go.
 //!
 //! ## How it stays out of the way
 //!
@@ -77,6 +79,7 @@
 //!   no DTLS. Refreshes every 120 s keep long runs alive; UDP allocations are deleted
 //!   (Refresh lifetime 0) at the end, TCP/TLS ones by closing the connection.
 
+pub mod churn;
 pub mod config;
 pub mod control;
 pub mod driver;
@@ -97,4 +100,4 @@ pub mod worker;
 pub use config::{Config, Credentials, Preset, Rate, Search, Transport, MAX_SIZE, MIN_SIZE};
 pub use driver::{run, Event};
 pub use error::{BenchError, SetupError, Stage};
-pub use report::{DataCounters, Latency, Report, SetupReport, StepReport, Verdict};
+pub use report::{ChurnReport, DataCounters, Latency, Report, SetupReport, StepReport, Verdict};

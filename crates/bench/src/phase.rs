@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::churn::ChurnSwitch;
 use crate::config::{Config, Search};
 use crate::control::{Control, Live, MAX_STEPS};
 use crate::driver::Event;
@@ -31,6 +32,8 @@ pub struct Phases<'a> {
     max_loss: f64,
     drain: Duration,
     start: Instant,
+    /// Replaces allocations while a fixed-rate step sends.
+    churn: Option<&'a ChurnSwitch>,
 }
 
 impl<'a> Phases<'a> {
@@ -40,6 +43,7 @@ impl<'a> Phases<'a> {
         observe: &'a mut dyn FnMut(Event),
         allocations: usize,
         config: &Config,
+        churn: Option<&'a ChurnSwitch>,
     ) -> Self {
         Self {
             control,
@@ -55,6 +59,7 @@ impl<'a> Phases<'a> {
                 Duration::from_millis(500)
             },
             start: Instant::now(),
+            churn,
         }
     }
 
@@ -72,6 +77,9 @@ impl<'a> Phases<'a> {
     /// Every allocation at `pps` for the configured duration.
     pub fn fixed(&mut self, pps: f64) -> StepReport {
         let total = pps * self.allocations as f64;
+        if let Some(churn) = self.churn {
+            churn.start();
+        }
         self.step(0, total, self.duration, "")
     }
 
@@ -141,13 +149,20 @@ impl<'a> Phases<'a> {
                 } else {
                     0.0
                 };
+                let churned = match self.churn {
+                    Some(c) => format!(", {} replaced", c.joined.load(Ordering::Relaxed)),
+                    None => String::new(),
+                };
                 (self.observe)(Event::Progress(format!(
-                    "[{:6.1}s] {label}sent {ds} pps, received {dr} pps, loss {loss:.2}%",
+                    "[{:6.1}s] {label}sent {ds} pps, received {dr} pps, loss {loss:.2}%{churned}",
                     self.start.elapsed().as_secs_f64()
                 )));
             }
         }
         self.control.set(step, 0.0);
+        if let Some(churn) = self.churn {
+            churn.stop();
+        }
         let seconds = t0.elapsed().as_secs_f64();
         let drain_end = Instant::now() + self.drain;
         loop {

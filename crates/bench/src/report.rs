@@ -28,10 +28,13 @@ pub struct DataCounters {
     pub duplicates: u64,
     pub refresh_ok: u64,
     pub refresh_failed: u64,
-    /// UDP allocations deleted at the end (Refresh, LIFETIME 0), and deletions that failed or
-    /// went unanswered (the server frees those when their lifetime runs out).
+    /// UDP allocations deleted (Refresh, LIFETIME 0) at the end or when churn replaced them,
+    /// and deletions that failed or went unanswered (the server frees those when their
+    /// lifetime runs out).
     pub released: u64,
     pub release_failed: u64,
+    /// Allocations replaced by churn during the run (each then deleted, see `released`).
+    pub left: u64,
 }
 
 impl DataCounters {
@@ -46,6 +49,7 @@ impl DataCounters {
         self.refresh_failed += o.refresh_failed;
         self.released += o.released;
         self.release_failed += o.release_failed;
+        self.left += o.left;
     }
 }
 
@@ -124,6 +128,17 @@ pub struct SetupReport {
     pub failures: BTreeMap<String, u64>,
 }
 
+/// Join/leave churn of a fixed-rate run ([`crate::churn`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ChurnReport {
+    pub percent_per_minute: f64,
+    /// New allocations set up during the run, each replacing an old one.
+    pub joined: u64,
+    /// Replacements whose set-up failed, and why.
+    pub join_failed: u64,
+    pub failures: BTreeMap<String, u64>,
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -142,6 +157,7 @@ pub struct Report {
     pub result: Option<StepReport>,
     /// Every step (one for a fixed rate).
     pub steps: Vec<StepReport>,
+    pub churn: Option<ChurnReport>,
     /// Datagrams that reached the echo peer (client → peer direction), all steps.
     pub peer_received: u64,
     pub counters: DataCounters,
@@ -231,6 +247,16 @@ impl fmt::Display for Report {
             }
         } else if self.mode == "max" {
             writeln!(f, "no step passed")?;
+        }
+        if let Some(churn) = &self.churn {
+            writeln!(
+                f,
+                "churn: {}% per minute: {} joined, {} left, {} joins failed",
+                churn.percent_per_minute, churn.joined, self.counters.left, churn.join_failed
+            )?;
+            for (why, n) in &churn.failures {
+                writeln!(f, "  join failed: {why} ×{n}")?;
+            }
         }
         let c = &self.counters;
         writeln!(

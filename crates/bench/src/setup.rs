@@ -31,6 +31,7 @@ pub const CHANNEL: u16 = 0x4000;
 const FIRST_RTO: Duration = Duration::from_millis(250);
 
 /// What every set-up shares.
+#[derive(Clone)]
 pub struct Params {
     pub server: SocketAddr,
     pub transport: Transport,

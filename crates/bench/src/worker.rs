@@ -10,14 +10,20 @@
 //! the latency exact); on streams, and when idle, it is `epoll_pwait2`, which also wakes on
 //! arrival. Per packet it writes a 24-byte probe header into a pre-built frame; nothing is
 //! allocated on this path. Counters the driver watches live in [`Live`], one per thread.
+//!
+//! With churn ([`crate::churn`]) a new allocation may arrive for a slot between rounds; the one
+//! it replaces moves to the *leaving* list: nothing more is sent on it, echoes still in flight
+//! are received and counted for [`LEAVE_DRAIN`], then it is deleted like at the end of a run.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudproxy_proto::channel;
 
+use crate::churn::Arrival;
 use crate::control::{Control, Live, Outcome, MAX_STEPS};
 use crate::flow::{on_frame, Flow, Request, Tally};
 use crate::link::Link;
@@ -44,6 +50,25 @@ const MAINTENANCE: Duration = Duration::from_secs(1);
 const RELEASE_WINDOW: usize = 64;
 /// A deletion unanswered this long is sent again.
 const RELEASE_TIMEOUT: Duration = Duration::from_millis(300);
+/// Deletions sent per allocation at most (the first and its retries): 2.4 s of patience, so a
+/// server stalled by a busy machine still gets to answer.
+const RELEASE_TRIES: u8 = 8;
+/// How long a leaving allocation keeps receiving before it is deleted: the echoes of its last
+/// packets are still on their way (the same wait as the end of a step over UDP).
+pub const LEAVE_DRAIN: Duration = Duration::from_millis(500);
+/// Epoll tokens at or above this are leaving allocations (`LEAVING + k`); below, active slots.
+const LEAVING: u64 = 1 << 40;
+
+/// An allocation on its way out ([`crate::churn`]).
+struct Leaving {
+    link: Link,
+    flow: Flow,
+    /// When its deletion is (first) sent.
+    delete_at: Instant,
+    /// Deletions sent so far, and when the last one went.
+    tries: u8,
+    sent_at: Instant,
+}
 
 pub struct Worker {
     links: Vec<Link>,
@@ -64,10 +89,61 @@ pub struct Worker {
     cursor: usize,
     ready: Vec<u64>,
     backlog: Vec<usize>,
+    /// New allocations from the churn thread.
+    arrivals: Option<Receiver<Arrival>>,
+    /// Replaced allocations being drained and deleted; `None` entries are free.
+    leaving: Vec<Option<Leaving>>,
+}
+
+/// The per-allocation state a worker keeps next to the link.
+fn flow_of(a: &mut Allocation, now: Instant) -> Flow {
+    Flow {
+        index: a.index,
+        auth: a.auth.take(),
+        seq: 0,
+        window: SeqWindow::default(),
+        pending: Vec::new(),
+        resend: Vec::new(),
+        // Spread refreshes over a minute so 10,000 allocations do not refresh at once.
+        next_refresh: now + REFRESH_EVERY + Duration::from_millis(a.index as u64 % 60_000),
+        alive: true,
+        in_backlog: false,
+    }
+}
+
+/// Makes a set-up allocation's link ready for the poll loop.
+fn prepare(link: &Link) -> std::io::Result<()> {
+    link.set_nonblocking()?;
+    if let Link::Udp(_) = link {
+        // Best effort: without it, latency is taken when the datagram is read.
+        let _ = sys::enable_rx_timestamps(link.fd());
+    }
+    Ok(())
+}
+
+/// Sends a refresh-type request on one allocation and remembers it.
+fn send_request(
+    link: &mut Link,
+    flow: &mut Flow,
+    what: Request,
+    retried: bool,
+    peer: SocketAddr,
+    counters: &mut DataCounters,
+) {
+    let msg = flow.request(what, retried, peer);
+    if link.send_control(&msg).is_err() {
+        if what == Request::Refresh(0) {
+            counters.release_failed += 1;
+        } else {
+            counters.refresh_failed += 1;
+        }
+    }
 }
 
 impl Worker {
-    /// Takes over `allocations` (made non-blocking and registered with a new epoll).
+    /// Takes over `allocations` (made non-blocking and registered with a new epoll), and
+    /// the replacements that come on `arrivals`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         allocations: Vec<Allocation>,
         size: usize,
@@ -76,6 +152,7 @@ impl Worker {
         raw: bool,
         control: Arc<Control>,
         live: Arc<Live>,
+        arrivals: Option<Receiver<Arrival>>,
     ) -> std::io::Result<Self> {
         let epoll = Epoll::new()?;
         let pad = if stream {
@@ -92,26 +169,11 @@ impl Worker {
         }
         let now = Instant::now();
         let (mut links, mut flows) = (Vec::new(), Vec::new());
-        for (i, a) in allocations.into_iter().enumerate() {
-            a.link.set_nonblocking()?;
-            if let Link::Udp(_) = a.link {
-                // Best effort: without it, latency is taken when the datagram is read.
-                let _ = sys::enable_rx_timestamps(a.link.fd());
-            }
+        for (i, mut a) in allocations.into_iter().enumerate() {
+            prepare(&a.link)?;
             epoll.add(a.link.fd(), i as u64)?;
+            flows.push(flow_of(&mut a, now));
             links.push(a.link);
-            flows.push(Flow {
-                index: a.index,
-                auth: a.auth,
-                seq: 0,
-                window: SeqWindow::default(),
-                pending: Vec::new(),
-                resend: Vec::new(),
-                // Spread refreshes over a minute so 10,000 allocations do not refresh at once.
-                next_refresh: now + REFRESH_EVERY + Duration::from_millis(a.index as u64 % 60_000),
-                alive: true,
-                in_backlog: false,
-            });
         }
         Ok(Self {
             links,
@@ -134,6 +196,8 @@ impl Worker {
             cursor: 0,
             ready: Vec::with_capacity(256),
             backlog: Vec::new(),
+            arrivals,
+            leaving: Vec::new(),
         })
     }
 
@@ -178,6 +242,10 @@ impl Worker {
             }
             if !self.backlog.is_empty() {
                 self.flush_backlog();
+            }
+            self.take_arrivals(now);
+            if !self.leaving.is_empty() {
+                self.tend_leaving(now, false);
             }
             if now >= next_maintenance && !self.raw {
                 self.maintain(now);
@@ -315,16 +383,26 @@ impl Worker {
         }
         let tokens = std::mem::take(&mut self.ready);
         for &t in &tokens {
-            self.receive(t as usize);
+            self.receive(t);
         }
         self.ready = tokens;
         self.ready.clear();
     }
 
-    /// Drains one readable connection.
-    fn receive(&mut self, i: usize) {
-        let (flow, tally) = (&mut self.flows[i], &mut self.tally);
-        match &mut self.links[i] {
+    /// Drains one readable connection: an active slot or a leaving allocation.
+    fn receive(&mut self, token: u64) {
+        let (link, flow) = if token >= LEAVING {
+            let k = (token - LEAVING) as usize;
+            match self.leaving.get_mut(k).and_then(Option::as_mut) {
+                Some(l) => (&mut l.link, &mut l.flow),
+                None => return,
+            }
+        } else {
+            let i = token as usize;
+            (&mut self.links[i], &mut self.flows[i])
+        };
+        let tally = &mut self.tally;
+        match &mut *link {
             Link::Udp(sock) => {
                 use std::os::fd::AsRawFd;
                 let fd = sock.as_raw_fd();
@@ -347,9 +425,9 @@ impl Worker {
                     }
                 }
             }
-            link => {
+            stream => {
                 let now_ns = sys::now_ns();
-                match link.read_frames(|f| on_frame(flow, tally, f, now_ns)) {
+                match stream.read_frames(|f| on_frame(flow, tally, f, now_ns)) {
                     Ok(true) => {}
                     Ok(false) | Err(_) => {
                         if flow.alive {
@@ -357,14 +435,101 @@ impl Worker {
                             tally.counters.closed += 1;
                         }
                         // Stop watching it: a closed socket stays readable forever.
-                        let _ = self.epoll.remove(link.fd());
+                        let _ = self.epoll.remove(stream.fd());
                     }
                 }
             }
         }
-        let resend = std::mem::take(&mut self.flows[i].resend);
+        let resend = std::mem::take(&mut flow.resend);
         for (what, retried) in resend {
-            self.request(i, what, retried);
+            send_request(link, flow, what, retried, self.peer, &mut tally.counters);
+        }
+    }
+
+    /// Puts each allocation the churn thread sent into its slot; the one there leaves.
+    fn take_arrivals(&mut self, now: Instant) {
+        let Some(arrivals) = &self.arrivals else {
+            return;
+        };
+        while let Ok((slot, mut a)) = arrivals.try_recv() {
+            if slot >= self.links.len() || prepare(&a.link).is_err() {
+                // Dropped unused: the server keeps it until its lifetime runs out.
+                self.tally.counters.release_failed += 1;
+                continue;
+            }
+            let mut flow = flow_of(&mut a, now);
+            let _ = self.epoll.remove(self.links[slot].fd());
+            if self.epoll.add(a.link.fd(), slot as u64).is_err() {
+                flow.alive = false;
+            }
+            let link = std::mem::replace(&mut self.links[slot], a.link);
+            let flow = std::mem::replace(&mut self.flows[slot], flow);
+            self.flows[slot].in_backlog = false;
+            self.tally.counters.left += 1;
+            let k = match self.leaving.iter().position(Option::is_none) {
+                Some(k) => k,
+                None => {
+                    self.leaving.push(None);
+                    self.leaving.len() - 1
+                }
+            };
+            if flow.alive {
+                let _ = self.epoll.add(link.fd(), LEAVING + k as u64);
+            }
+            self.leaving[k] = Some(Leaving {
+                link,
+                flow,
+                delete_at: now + LEAVE_DRAIN,
+                tries: 0,
+                sent_at: now,
+            });
+        }
+    }
+
+    /// Moves each leaving allocation on: after its drain, delete it (Refresh LIFETIME 0,
+    /// resent when unanswered; on a stream, closing the connection is the deletion), and drop
+    /// it once the server answered. With `run_over`, nothing waits for echoes any more.
+    fn tend_leaving(&mut self, now: Instant, run_over: bool) {
+        for k in 0..self.leaving.len() {
+            let Some(l) = &mut self.leaving[k] else {
+                continue;
+            };
+            let done = if now < l.delete_at && !run_over {
+                false
+            } else if self.stream || self.raw || !l.flow.alive {
+                true
+            } else if l.tries > 0 && l.flow.pending.is_empty() {
+                // Answered: `on_frame` counted it released (or refused).
+                true
+            } else if l.tries == 0 || now.duration_since(l.sent_at) >= RELEASE_TIMEOUT {
+                if l.tries >= RELEASE_TRIES {
+                    self.tally.counters.release_failed += 1;
+                    true
+                } else {
+                    l.flow.pending.clear();
+                    let c = &mut self.tally.counters;
+                    send_request(
+                        &mut l.link,
+                        &mut l.flow,
+                        Request::Refresh(0),
+                        false,
+                        self.peer,
+                        c,
+                    );
+                    l.tries += 1;
+                    l.sent_at = now;
+                    false
+                }
+            } else {
+                false
+            };
+            if done {
+                let _ = self.epoll.remove(l.link.fd());
+                self.leaving[k] = None;
+            }
+        }
+        if self.leaving.iter().all(Option::is_none) {
+            self.leaving.clear();
         }
     }
 
@@ -386,27 +551,39 @@ impl Worker {
 
     /// Sends a refresh-type request on allocation `i` and remembers it.
     fn request(&mut self, i: usize, what: Request, retried: bool) {
-        let msg = self.flows[i].request(what, retried, self.peer);
-        if self.links[i].send_control(&msg).is_err() {
-            self.tally.counters.refresh_failed += 1;
-        }
+        let c = &mut self.tally.counters;
+        send_request(
+            &mut self.links[i],
+            &mut self.flows[i],
+            what,
+            retried,
+            self.peer,
+            c,
+        );
     }
 
     /// Deletes UDP allocations (Refresh with lifetime 0, RFC 8656 §7.3) so the server does
     /// not hold them for minutes, and hands back the tallies. At most [`RELEASE_WINDOW`]
     /// deletions are outstanding at once (10,000 at once would overflow the server's socket
-    /// buffer), and an unanswered one is sent again up to twice; the whole release is bounded.
+    /// buffer), and an unanswered one is sent again, [`RELEASE_TRIES`] times in all; the whole
+    /// release is bounded.
     fn shutdown(mut self) -> Outcome {
+        // The churn thread has finished before the stop (see the driver): what it sent is
+        // here, and its allocations are deleted like the others.
+        self.take_arrivals(Instant::now());
         if !self.stream && !self.raw {
             let mut queue: Vec<usize> = (0..self.flows.len())
                 .filter(|&i| self.flows[i].alive)
                 .rev()
                 .collect();
-            let n = queue.len() as u64;
-            let deadline = Instant::now() + Duration::from_millis(2000 + n / 2);
+            let n = (queue.len() + self.leaving.len()) as u64;
+            let patience = RELEASE_TIMEOUT * RELEASE_TRIES as u32;
+            let deadline = Instant::now() + patience + Duration::from_millis(500 + n / 2);
             // (flow, sent at, attempts)
             let mut inflight: Vec<(usize, Instant, u8)> = Vec::new();
-            while (!queue.is_empty() || !inflight.is_empty()) && Instant::now() < deadline {
+            while (!queue.is_empty() || !inflight.is_empty() || !self.leaving.is_empty())
+                && Instant::now() < deadline
+            {
                 while inflight.len() < RELEASE_WINDOW {
                     let Some(i) = queue.pop() else { break };
                     self.flows[i].pending.clear();
@@ -415,6 +592,7 @@ impl Worker {
                 }
                 self.poll(Duration::from_millis(5));
                 let now = Instant::now();
+                self.tend_leaving(now, true);
                 let mut retry = Vec::new();
                 inflight.retain(|&(i, at, tries)| {
                     if self.flows[i].pending.is_empty() {
@@ -423,7 +601,7 @@ impl Worker {
                     if now.duration_since(at) < RELEASE_TIMEOUT {
                         return true;
                     }
-                    if tries < 3 {
+                    if tries < RELEASE_TRIES {
                         retry.push((i, tries + 1));
                     } else {
                         self.tally.counters.release_failed += 1;
@@ -436,7 +614,11 @@ impl Worker {
                     inflight.push((i, now, tries));
                 }
             }
-            self.tally.counters.release_failed += (queue.len() + inflight.len()) as u64;
+            let leaving = self.leaving.iter().flatten().count();
+            self.tally.counters.release_failed += (queue.len() + inflight.len() + leaving) as u64;
+        } else {
+            // Closing a stream ends its allocation; nothing to wait for.
+            self.tend_leaving(Instant::now(), true);
         }
         Outcome {
             latency: self.tally.latency,

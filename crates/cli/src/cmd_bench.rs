@@ -5,6 +5,8 @@
 //! cloudproxy bench --server 127.0.0.1:3478 --secret S --allocations 100 --preset audio
 //! cloudproxy bench --server 127.0.0.1:3478 --secret S --rate max --size 200 --json
 //! cloudproxy bench --server 127.0.0.1:3478 --secret S --allocations 10000 --setup-only --hold 30
+//! cloudproxy bench --server 127.0.0.1:3478 --app APP:KEY:SECRET --allocations 1000 \
+//!     --preset audio --duration 600 --churn 5          # the soak (crates/cli/benches/soak.rs)
 //! ```
 //!
 //! Progress goes to stderr once a second; the report (text, or one JSON object with `--json`)
@@ -68,8 +70,18 @@ pub(crate) struct BenchArgs {
         hide_env_values = true
     )]
     secret: Option<String>,
-    /// With --secret: the id in the REST usernames (`<expiry>:<user>-<i>`). Without it: the
-    /// static username, with --password.
+    /// An app key, APP_ID:KEY_ID:SECRET: every allocation uses a user token of the app
+    /// (channel <user>-<i>, uid i), as the app's users do at a relay with a control plane.
+    #[arg(
+        long,
+        value_name = "APP_ID:KEY_ID:SECRET",
+        env = "CLOUDPROXY_BENCH_APP",
+        hide_env_values = true,
+        conflicts_with_all = ["secret", "password"]
+    )]
+    app: Option<String>,
+    /// With --secret: the id in the REST usernames (`<expiry>:<user>-<i>`). With --app: the
+    /// channel prefix. Otherwise: the static username, with --password.
     #[arg(long)]
     user: Option<String>,
     /// Static password (with --user).
@@ -98,6 +110,10 @@ pub(crate) struct BenchArgs {
     /// Sending time of a fixed-rate run.
     #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "10")]
     duration: Duration,
+    /// Join/leave churn while a fixed rate is sent: this percentage of the allocations per
+    /// minute is deleted and replaced by new ones (each with a new credential).
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
+    churn: f64,
     /// Sending/receiving threads (default: one per core).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -171,13 +187,13 @@ fn server_addr(s: &str, transport: Transport) -> Result<SocketAddr, Failure> {
         .ok_or_else(|| usage(format!("--server {s}: the name has no address")))
 }
 
-fn config(args: &BenchArgs) -> Result<Config, Failure> {
-    let transport = match args.transport {
-        TransportArg::Udp => Transport::Udp,
-        TransportArg::Tcp => Transport::Tcp,
-        TransportArg::Tls => Transport::Tls,
-    };
-    let credentials = match (&args.secret, &args.user, &args.password) {
+/// `--secret` (TURN REST) or `--user` with `--password` (static).
+fn rest_or_static(
+    secret: &Option<String>,
+    user: &Option<String>,
+    password: &Option<String>,
+) -> Result<Credentials, Failure> {
+    Ok(match (secret, user, password) {
         (Some(_), _, Some(_)) => {
             return Err(usage(
                 "--password is for static credentials: drop it or --secret",
@@ -193,9 +209,37 @@ fn config(args: &BenchArgs) -> Result<Config, Failure> {
         },
         (None, _, _) => {
             return Err(usage(
-                "credentials: give --secret (TURN REST) or both --user and --password",
+                "credentials: give --secret (TURN REST), --app, or both --user and --password",
             ))
         }
+    })
+}
+
+fn config(args: &BenchArgs) -> Result<Config, Failure> {
+    let transport = match args.transport {
+        TransportArg::Udp => Transport::Udp,
+        TransportArg::Tcp => Transport::Tcp,
+        TransportArg::Tls => Transport::Tls,
+    };
+    let credentials = match (&args.app, &args.secret, &args.user, &args.password) {
+        (Some(app), ..) => {
+            let mut parts = app.splitn(3, ':');
+            let (Some(app_id), Some(key_id), Some(secret)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(usage("--app: expected APP_ID:KEY_ID:SECRET"));
+            };
+            let c = Credentials::App {
+                app_id: app_id.into(),
+                key_id: key_id.into(),
+                secret: secret.into(),
+                channel: args.user.clone().unwrap_or_else(|| "bench".into()),
+            };
+            c.check()
+                .map_err(|e| usage(format!("--app (and --user, the channel prefix): {e}")))?;
+            c
+        }
+        (None, secret, user, password) => rest_or_static(secret, user, password)?,
     };
     let mut c = Config::new(server_addr(&args.server, transport)?, credentials);
     c.transport = transport;
@@ -245,6 +289,17 @@ fn config(args: &BenchArgs) -> Result<Config, Failure> {
     if !args.hold.is_zero() && !args.setup_only {
         return Err(usage("--hold: only with --setup-only"));
     }
+    if !(0.0..=6000.0).contains(&args.churn) {
+        return Err(usage(
+            "--churn: a percentage of the allocations per minute, 0 to 6000",
+        ));
+    }
+    if args.churn > 0.0 && (args.setup_only || c.rate == Rate::Max || args.raw) {
+        return Err(usage(
+            "--churn: only with a fixed rate (not --rate max, --setup-only or --raw)",
+        ));
+    }
+    c.churn_percent_per_minute = args.churn;
     c.duration = args.duration;
     c.setup_timeout = args.setup_timeout;
     c.setup_only = args.setup_only;
