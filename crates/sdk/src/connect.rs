@@ -2,7 +2,9 @@
 //!
 //! Every mode is a list of candidate paths raced Happy-Eyeballs style (RFC 8305 §5): the first
 //! starts at once, each next one when the stagger delay passes or the previous one fails, and
-//! the first to reach the media service wins; the others are cancelled.
+//! the first to reach the media service wins; the others are cancelled. Candidates that timed
+//! out are tried again, in order, while the join's deadline leaves room: on a lossy network one
+//! lost handshake flight can cost an attempt its whole timeout.
 //!
 //! A join is JOIN, answered with a CHALLENGE, then JOIN with its cookie, answered with JOINED
 //! (the media service's return-routability check, `cloudproxy_media::wire`). The CHALLENGE
@@ -24,6 +26,7 @@
 //! In the Force modes no candidate addresses anything but a proxy: the media service is reached
 //! only through the relay, so nothing is sent to any other address.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,6 +127,9 @@ pub(crate) fn candidates(
 
 /// Races `candidates` to the media service's CHALLENGE, then finishes the join on the winner:
 /// the joined path, or every failure.
+/// Less join time than this left: a timed-out candidate is not tried again.
+const RETRY_ROOM: Duration = Duration::from_millis(500);
+
 pub(crate) async fn race(
     config: &ClientConfig,
     tls: &Arc<rustls::ClientConfig>,
@@ -132,15 +138,15 @@ pub(crate) async fn race(
 ) -> Result<(Candidate, Joined), JoinError> {
     let started = Instant::now();
     let deadline = started + config.join_timeout;
-    let mut pending = candidates.into_iter();
+    let mut pending: VecDeque<Candidate> = candidates.into();
+    // Candidates that timed out: tried again, in order, once every candidate has had its turn
+    // and while the join's deadline leaves room (on a lossy network one lost SYN or handshake
+    // flight can cost an attempt its whole timeout; the next try usually gets through).
+    let mut timed_out: Vec<Candidate> = Vec::new();
     let mut running: JoinSet<(Candidate, Result<Reached, PathFailure>)> = JoinSet::new();
     let mut attempts = Vec::new();
     let mut in_flight: Vec<Candidate> = Vec::new();
-    let mut spawn_next = |running: &mut JoinSet<_>, in_flight: &mut Vec<Candidate>| -> bool {
-        let Some(c) = pending.next() else {
-            return false;
-        };
-        in_flight.push(c);
+    let spawn = |running: &mut JoinSet<_>, c: Candidate| {
         let config = config.clone();
         let tls = tls.clone();
         let credential = credential.clone();
@@ -151,9 +157,26 @@ pub(crate) async fn race(
                     .unwrap_or(Err(PathFailure::Timeout));
             (c, r)
         });
+    };
+    let spawn_next = |running: &mut JoinSet<_>,
+                      in_flight: &mut Vec<Candidate>,
+                      pending: &mut VecDeque<Candidate>,
+                      timed_out: &mut Vec<Candidate>|
+     -> bool {
+        if pending.is_empty()
+            && in_flight.is_empty()
+            && deadline.saturating_duration_since(Instant::now()) >= RETRY_ROOM
+        {
+            pending.extend(timed_out.drain(..));
+        }
+        let Some(c) = pending.pop_front() else {
+            return false;
+        };
+        in_flight.push(c);
+        spawn(running, c);
         true
     };
-    spawn_next(&mut running, &mut in_flight);
+    spawn_next(&mut running, &mut in_flight, &mut pending, &mut timed_out);
     loop {
         let stagger = tokio::time::sleep(config.stagger);
         tokio::select! {
@@ -178,19 +201,26 @@ pub(crate) async fn race(
                 }
                 Some(Ok((c, Err(failure)))) => {
                     in_flight.retain(|x| *x != c);
+                    if matches!(failure, PathFailure::Timeout) {
+                        timed_out.push(c);
+                    }
                     attempts.push(PathAttempt { path: c.kind, target: c.target, failure });
-                    if !spawn_next(&mut running, &mut in_flight) && running.is_empty() {
+                    if !spawn_next(&mut running, &mut in_flight, &mut pending, &mut timed_out)
+                        && running.is_empty()
+                    {
                         return Err(JoinError::new(attempts, started.elapsed()));
                     }
                 }
                 Some(Err(_)) | None => {
-                    if !spawn_next(&mut running, &mut in_flight) && running.is_empty() {
+                    if !spawn_next(&mut running, &mut in_flight, &mut pending, &mut timed_out)
+                        && running.is_empty()
+                    {
                         return Err(JoinError::new(attempts, started.elapsed()));
                     }
                 }
             },
             _ = stagger => {
-                spawn_next(&mut running, &mut in_flight);
+                spawn_next(&mut running, &mut in_flight, &mut pending, &mut timed_out);
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 running.abort_all();

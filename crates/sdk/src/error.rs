@@ -111,7 +111,7 @@ pub struct PathAttempt {
 
 impl fmt::Display for PathAttempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} to {}: {}", self.path, self.target, self.failure)
+        write!(f, "{} to {}: {}", self.path, self.target, self.failure)
     }
 }
 
