@@ -4,7 +4,8 @@
 #     fuzz/run.sh <target> [libFuzzer options, e.g. -max_total_time=60]
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`). AddressSanitizer is an unstable
-# rustc flag (-Zsanitizer=address): RUSTC_BOOTSTRAP=1 lets stable rustc accept it. New inputs
+# rustc flag (-Zsanitizer=address): RUSTC_BOOTSTRAP=1 lets stable rustc accept it. Optimized,
+# with overflow checks and debug assertions on. New inputs
 # go to fuzz/corpus/<target> (not committed), the seeds are read from fuzz/seeds/<target>, and a
 # crash is written to fuzz/artifacts/<target>/.
 set -euo pipefail
@@ -16,4 +17,4 @@ fi
 target=$1
 shift
 mkdir -p "corpus/$target"
-RUSTC_BOOTSTRAP=1 exec cargo fuzz run --release "$target" "corpus/$target" "seeds/$target" -- "$@"
+RUSTC_BOOTSTRAP=1 exec cargo fuzz run --release --debug-assertions "$target" "corpus/$target" "seeds/$target" -- "$@"
