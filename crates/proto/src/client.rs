@@ -74,6 +74,12 @@ pub fn build(
             Attr::Lifetime(s) => w.add_attribute(&Lifetime::new(s)),
             Attr::PeerAddress(p) => w.add_attribute(&XorPeerAddress::new(p, tid)),
             Attr::ChannelNumber(n) => w.add_attribute(&ChannelNumber::new(n)),
+            // MESSAGE-INTEGRITY(-SHA256) or FINGERPRINT given raw (to test a server against
+            // misplaced ones) is written as is: stun-types' `add_attribute` panics on them.
+            Attr::Raw(t @ (0x0008 | 0x001C | 0x8028), d) => {
+                w.push_attribute_unchecked(&RawAttribute::new(AttributeType::new(t), d));
+                Ok(())
+            }
             Attr::Raw(t, d) => w.add_attribute(&RawAttribute::new(AttributeType::new(t), d)),
         };
     }
@@ -209,4 +215,29 @@ pub fn parse(bytes: &[u8], key: Option<&LongTermKey>) -> Result<Response, ParseE
         );
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the stun_server fuzz target: stun-types' `add_attribute` panics on these types.
+    #[test]
+    fn raw_integrity_and_fingerprint_attributes_are_written_as_given() {
+        for t in [0x0008u16, 0x001C, 0x8028] {
+            let value = [0xEA; 12];
+            let bytes = build(
+                MessageClass::Request,
+                ALLOCATE,
+                TransactionId::from(1u128),
+                &[Attr::Raw(t, &value)],
+                None,
+                None,
+            );
+            // The first attribute, as given.
+            assert_eq!(bytes[20..22], t.to_be_bytes());
+            assert_eq!(bytes[22..24], 12u16.to_be_bytes());
+            assert_eq!(bytes[24..36], value);
+        }
+    }
 }

@@ -211,8 +211,7 @@ pub(crate) struct ApiRoute {
 impl ApiRoute {
     /// Whether a TLS connection with this ALPN and SNI is an HTTP client.
     fn wants(&self, alpn: Option<&[u8]>, sni: Option<&str>) -> bool {
-        alpn == Some(crate::tls::ALPN_HTTP1)
-            || (sni.is_some() && sni == self.server_name.as_deref())
+        crate::tls::wants_api(alpn, sni, self.server_name.as_deref())
     }
 }
 

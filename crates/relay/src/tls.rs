@@ -174,6 +174,13 @@ pub fn server_config_with(store: Arc<CertStore>) -> Result<Arc<rustls::ServerCon
 /// ALPN of HTTP/1.1: with [`with_http`], such clients reach the control plane's API.
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 
+/// Whether a TLS connection is an HTTP client for the control plane's API rather than a TURN
+/// client: it negotiated ALPN `http/1.1`, or its SNI is `api_server_name`. Public for the
+/// fuzz targets, which feed it what rustls read from arbitrary ClientHellos.
+pub fn wants_api(alpn: Option<&[u8]>, sni: Option<&str>, api_server_name: Option<&str>) -> bool {
+    alpn == Some(ALPN_HTTP1) || (sni.is_some() && sni == api_server_name)
+}
+
 /// The same server configuration, also offering `http/1.1` (after `stun.turn`, so a client
 /// offering both gets TURN).
 pub fn with_http(config: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {

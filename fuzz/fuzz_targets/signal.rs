@@ -1,0 +1,4 @@
+#![no_main]
+
+// The body is `cloudproxy_fuzz::signal`, also run on the corpus by `cargo test`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cloudproxy_fuzz::signal(data));
