@@ -428,7 +428,7 @@ pub fn media_wire(data: &[u8]) {
     assert_eq!(wire::decode(&out), Ok(p));
     match p {
         Packet::Join { .. } => {
-            assert_eq!(out[1], data[1] & wire::FLAG_ECHO);
+            assert_eq!(out[1], data[1] & (wire::FLAG_ECHO | wire::FLAG_COOKIE));
             assert_eq!(out[2..], data[2..]);
         }
         _ => assert_eq!(out, data),
@@ -456,10 +456,12 @@ pub fn media_server(data: &[u8]) {
         max_channels: 2,
         max_members_per_channel: 2,
         max_members: 3,
+        ..Limits::default()
     };
     let t0 = Instant::now();
     let mut now = t0;
-    let mut server = MediaServer::new(&auth, limits, now, world::T0_UNIX);
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+    let mut server = MediaServer::new(&auth, limits, now, world::T0_UNIX, &mut rng);
     let local = SocketAddr::from(([127, 0, 0, 1], 7000));
     let sources: [SocketAddr; 3] = [
         SocketAddr::from(([192, 0, 2, 1], 1000)),
@@ -469,10 +471,13 @@ pub fn media_server(data: &[u8]) {
     let mut d = Input::new(data);
     let mut steps = 0;
     let mut buf = Vec::new();
+    // The last CHALLENGE each source got: a JOIN may echo it (and so become a member).
+    let mut cookies: [Option<wire::Cookie>; 3] = [None; 3];
     while !d.is_empty() && steps < 64 {
         steps += 1;
         let op = d.u8();
-        let from = sources[usize::from(d.u8() % 3)];
+        let source = usize::from(d.u8() % 3);
+        let from = sources[source];
         buf.clear();
         buf.resize(wire::HEADROOM, 0);
         match op % 4 {
@@ -481,13 +486,19 @@ pub fn media_server(data: &[u8]) {
                 let channel = ["c1", "c2", "c3"][usize::from(d.u8() % 3)];
                 let uid = u32::from(d.u8() % 4);
                 let expiry = world::T0_UNIX + u64::from(d.u16());
-                let echo = d.u8() & 1 == 1;
+                let flags = d.u8();
+                let echo = flags & 1 == 1;
                 let t = Token::mint(MEDIA_APP, "k1", MEDIA_SECRET, channel, uid, expiry)
                     .expect("valid parts");
                 let token = t.encode();
                 let join = Packet::Join {
                     echo,
                     token: &token,
+                    cookie: if flags & 2 != 0 {
+                        cookies[source]
+                    } else {
+                        None
+                    },
                 };
                 join.encode_vec(&mut buf).expect("fits");
             }
@@ -499,9 +510,14 @@ pub fn media_server(data: &[u8]) {
         }
         server.handle(&mut buf, local, from, now, &mut |t| {
             assert_eq!(t.local, local);
-            assert!(sources.contains(&t.to), "sent to {}", t.to);
-            if let Err(e) = wire::decode(t.bytes) {
-                panic!("the media service sent an undecodable datagram: {e}");
+            let to = sources
+                .iter()
+                .position(|s| *s == t.to)
+                .unwrap_or_else(|| panic!("sent to {}", t.to));
+            match wire::decode(t.bytes) {
+                Ok(Packet::Challenge(cookie)) => cookies[to] = Some(cookie),
+                Ok(_) => {}
+                Err(e) => panic!("the media service sent an undecodable datagram: {e}"),
             }
         });
     }

@@ -212,8 +212,18 @@ fn media(out: &mut Vec<Seed>) {
             Packet::Join {
                 echo: true,
                 token: &token,
+                cookie: None,
             },
         ),
+        (
+            "join_with_cookie",
+            Packet::Join {
+                echo: false,
+                token: &token,
+                cookie: Some([7; 16]),
+            },
+        ),
+        ("challenge", Packet::Challenge([9; 16])),
         (
             "joined_v4",
             Packet::Joined {
