@@ -123,7 +123,7 @@ fn sigterm_without_allocations_exits_at_once() {
             relay.process.output.tail(30)
         )
     });
-    eprintln!("SIGTERM with 0 allocations: exit {status} after {after:?}");
+    eprintln!("SIGTERM with 0 allocations: {status} after {after:?}");
     assert!(status.success(), "{status}");
     assert!(
         after < Duration::from_secs(1),
@@ -175,7 +175,7 @@ fn sigterm_refuses_new_allocations_and_exits_when_the_last_one_ends() {
             relay.process.output.tail(30)
         )
     });
-    eprintln!("SIGTERM with 2 allocations: exit {status} {after:?} after the last one ended");
+    eprintln!("SIGTERM with 2 allocations: {status} {after:?} after the last one ended");
     assert!(status.success(), "{status}");
     // The output is read by threads: give them the last lines (bounded).
     wait_log(&relay, "drained: no allocation left");
