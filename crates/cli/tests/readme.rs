@@ -15,7 +15,7 @@ use common::{cloudproxy_bin, in_ci, ChildGuard};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const RUN: &str = "cargo run --release -p cloudproxy -- ";
-const TEST: &str = "cargo test --workspace --locked";
+const TEST: &str = "cargo test --workspace --locked && fuzz/smoke.sh";
 
 fn readme() -> String {
     std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README.md")
