@@ -27,10 +27,7 @@ const DRAIN_POLL: Duration = Duration::from_millis(50);
 pub(crate) fn run(args: &RelayArgs) -> Result<(), Failure> {
     let mut config = load(args).map_err(Failure::Usage)?;
     let mut generated = None;
-    if config.server.auth.static_secret.is_none()
-        && config.server.auth.app_keys.is_empty()
-        && config.control.is_none()
-    {
+    if has_no_credentials(&config) {
         // Embedded defaults: a relay that refuses everyone is of no use to a newcomer, and a
         // well-known default secret would be an open door. A random one per run is neither.
         let secret = generated_secret();
@@ -44,6 +41,13 @@ pub(crate) fn run(args: &RelayArgs) -> Result<(), Failure> {
         generated = Some(secret);
     }
     run_relay(config, args, generated).map_err(Failure::Runtime)
+}
+
+/// No static secret, no app key and no control plane: nobody could authenticate.
+fn has_no_credentials(config: &RelayConfig) -> bool {
+    config.server.auth.static_secret.is_none()
+        && config.server.auth.app_keys.is_empty()
+        && config.control.is_none()
 }
 
 /// The configuration from the file and flags, checked, with its warnings logged.
@@ -143,14 +147,9 @@ fn reload(relay: &Relay, args: &RelayArgs, generated: Option<&str>) {
             return;
         }
     };
-    if let Some(secret) = generated {
-        if config.server.auth.static_secret.is_none()
-            && config.server.auth.app_keys.is_empty()
-            && config.control.is_none()
-        {
-            // Still no credentials configured: keep this run's generated secret.
-            config.server.auth.static_secret = Some(secret.as_bytes().to_vec());
-        }
+    if let Some(secret) = generated.filter(|_| has_no_credentials(&config)) {
+        // Still no credentials configured: keep this run's generated secret.
+        config.server.auth.static_secret = Some(secret.as_bytes().to_vec());
     }
     match relay.reload(config) {
         Ok(done) => {
