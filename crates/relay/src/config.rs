@@ -7,12 +7,15 @@ use cloudproxy_proto::ServerConfig;
 
 use crate::tls::TlsIdentity;
 
-/// Default SO_RCVBUF / SO_SNDBUF of a UDP listener: 2 MiB (the kernel doubles it for its
-/// bookkeeping and caps it at `net.core.rmem_max`/`wmem_max`) — what coturn 4.6.1 sets on its
-/// listeners (`ss -uam` shows `rb4194304` for both). Every client of a shard shares that one
-/// queue, and the OS default (~208 KiB, about 200 small datagrams) overflows whenever the
-/// shard thread is descheduled for a millisecond or two at 50k+ packets/s.
-pub const LISTENER_BUFFER: usize = 2 << 20;
+/// Default SO_RCVBUF / SO_SNDBUF of a UDP listener: 8 MiB, which the kernel counts as 16 MiB
+/// (its bookkeeping): about 20,000 small datagrams, 0.8 s of a shard's 25,000 packets/s.
+/// Every client of a shard shares that one queue, and whenever the shard thread is off the CPU
+/// the queue grows. The OS default (~208 KiB) overflows after a few milliseconds; coturn 4.6.1's
+/// 2 MiB (4 MiB counted, 5,000 datagrams) after 0.2 s, which a 2-core machine running the
+/// relay beside its own load generator hit every few seconds (BENCHMARKS.md, soak). Past
+/// `net.core.rmem_max` it needs CAP_NET_ADMIN; without it the relay warns and runs with what
+/// the kernel allows.
+pub const LISTENER_BUFFER: usize = 8 << 20;
 
 /// Listener addresses and driver settings around a [`ServerConfig`].
 #[derive(Debug, Clone)]

@@ -22,6 +22,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Content type of the OpenMetrics text exposition that [`Metrics::encode`] produces.
@@ -163,6 +164,12 @@ pub struct Metrics {
     /// `cloudproxy_config_last_reload_successful`: 1 if the last reload (SIGHUP) took
     /// effect or none was tried, 0 if it was refused and the previous configuration is in force.
     pub config_last_reload_successful: Gauge,
+    /// `cloudproxy_event_loop_lag_seconds`: how late an event loop's 10 ms tick ran, all
+    /// shards together. A shard that is late does not read its listener, and a listener's
+    /// buffer holds a fraction of a second of datagrams; see [`EVENT_LOOP_STALL`].
+    pub event_loop_lag: Histogram,
+    /// `cloudproxy_event_loop_stalls_total`: ticks later than [`EVENT_LOOP_STALL`].
+    pub event_loop_stalls: Counter,
     traffic: [Traffic; 6],
     auth_failures: Counter,
     errors: Family<ErrorLabels, Counter>,
@@ -176,6 +183,9 @@ pub struct Metrics {
     governed: std::sync::atomic::AtomicBool,
     directory: std::sync::atomic::AtomicBool,
 }
+
+/// A tick this late is a stall, logged with what the thread did meanwhile.
+pub const EVENT_LOOP_STALL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// An event loop that has not beaten for this long is stalled (`/healthz` answers 503).
 const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -321,8 +331,25 @@ impl Metrics {
             config_last_reload_successful.clone(),
         );
 
+        let event_loop_lag = Histogram::new([
+            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
+        ]);
+        registry.register(
+            "cloudproxy_event_loop_lag_seconds",
+            "How late the event loops' 10 ms ticks ran (all shards)",
+            event_loop_lag.clone(),
+        );
+        let event_loop_stalls = Counter::default();
+        registry.register(
+            "cloudproxy_event_loop_stalls",
+            "Event-loop ticks later than 100 ms (the shard read none of its sockets meanwhile)",
+            event_loop_stalls.clone(),
+        );
+
         Self {
             registry,
+            event_loop_lag,
+            event_loop_stalls,
             allocations,
             allocations_created,
             stream_connections,

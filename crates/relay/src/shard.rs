@@ -157,6 +157,7 @@ impl ShardSetup {
         tokio::task::spawn_local(timers(shard.clone()));
         tokio::task::spawn_local(flusher(shard.clone()));
         tokio::task::spawn_local(publish_traffic(shard.clone()));
+        tokio::task::spawn_local(watch_lag(shard.borrow().metrics.clone(), self.index));
         while let Some(c) = self.control.recv().await {
             match c {
                 Control::Drain => shard.borrow_mut().server.set_draining(true),
@@ -300,6 +301,64 @@ async fn publish_traffic(shard: SharedShard) {
         } = &mut *s;
         traffic.publish(metrics);
         metrics.send_dropped.inc_by(dropped);
+    }
+}
+
+/// The event loop's tick: short enough to see a stall that overflows a listener's buffer.
+const LAG_TICK: Duration = Duration::from_millis(10);
+
+/// Measures how late the event loop runs a 10 ms tick. A late tick means no task of this shard
+/// ran meanwhile, so no socket was read. A stall is logged with the thread's CPU time and
+/// context switches over it, which tell this loop's own work (CPU time ≈ the stall) from being
+/// descheduled (involuntary switches) or blocked in a system call (voluntary switches).
+async fn watch_lag(metrics: Arc<Metrics>, shard: usize) {
+    let mut before = ThreadUsage::now();
+    loop {
+        let due = Instant::now() + LAG_TICK;
+        tokio::time::sleep_until(due.into()).await;
+        let lag = Instant::now().saturating_duration_since(due);
+        metrics.event_loop_lag.observe(lag.as_secs_f64());
+        let usage = ThreadUsage::now();
+        if lag >= crate::metrics::EVENT_LOOP_STALL {
+            metrics.event_loop_stalls.inc();
+            tracing::warn!(
+                shard,
+                lag_ms = lag.as_millis() as u64,
+                cpu_ms = usage.cpu.saturating_sub(before.cpu).as_millis() as u64,
+                voluntary_switches = usage.voluntary.saturating_sub(before.voluntary),
+                involuntary_switches = usage.involuntary.saturating_sub(before.involuntary),
+                "event loop stalled"
+            );
+        }
+        before = usage;
+    }
+}
+
+/// The calling thread's CPU time and context switches (`getrusage(RUSAGE_THREAD)`).
+#[derive(Clone, Copy, Default)]
+struct ThreadUsage {
+    cpu: Duration,
+    voluntary: u64,
+    involuntary: u64,
+}
+
+impl ThreadUsage {
+    fn now() -> Self {
+        let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `ru` is a valid, writable rusage; RUSAGE_THREAD reports the calling thread.
+        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) } != 0 {
+            return Self::default();
+        }
+        // SAFETY: getrusage returned 0, so it filled `ru` (and it was zeroed before).
+        let ru = unsafe { ru.assume_init() };
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        Self {
+            cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+            voluntary: ru.ru_nvcsw as u64,
+            involuntary: ru.ru_nivcsw as u64,
+        }
     }
 }
 

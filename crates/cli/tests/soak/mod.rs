@@ -121,6 +121,10 @@ pub struct SoakReport {
     pub relay_cpu_cores: f64,
     pub unchecked_admissions: i64,
     pub send_dropped: i64,
+    /// Event-loop ticks later than 100 ms (`cloudproxy_event_loop_stalls_total`).
+    pub event_loop_stalls: i64,
+    /// The relay's first "event loop stalled" warnings (lag, CPU time, context switches).
+    pub stall_log: Vec<String>,
     /// Datagrams the kernel dropped for a full receive buffer (`/proc/net/udp`) on the relay's
     /// UDP listeners (the client side) and on its relayed sockets (the peer side), and on any
     /// other loopback UDP socket (the bench's and its echo peer's), during the run.
@@ -551,6 +555,16 @@ pub fn run(soak: &Soak) -> SoakReport {
         relay_cpu_cores,
         unchecked_admissions: metric(&relay, "cloudproxy_control_unchecked_admissions_total"),
         send_dropped: metric(&relay, "cloudproxy_send_dropped_total"),
+        event_loop_stalls: metric(&relay, "cloudproxy_event_loop_stalls_total"),
+        stall_log: relay
+            .guard
+            .output
+            .text()
+            .lines()
+            .filter(|l| l.contains("event loop stalled"))
+            .take(20)
+            .map(str::to_owned)
+            .collect(),
         drops_listener: drops.0.saturating_sub(drops_before.0),
         drops_relayed: drops.1.saturating_sub(drops_before.1),
         drops_other: drops.2.saturating_sub(drops_before.2),
@@ -631,6 +645,14 @@ impl fmt::Display for SoakReport {
             "relay CPU        {:.2} cores while sending; send dropped {}; unchecked admissions {}",
             self.relay_cpu_cores, self.send_dropped, self.unchecked_admissions
         )?;
+        writeln!(
+            f,
+            "event loops      {} ticks later than 100 ms",
+            self.event_loop_stalls
+        )?;
+        for l in &self.stall_log {
+            writeln!(f, "  {l}")?;
+        }
         writeln!(
             f,
             "kernel drops     {} at the relay's listeners, {} at its relayed sockets, {} at \
