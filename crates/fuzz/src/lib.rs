@@ -232,7 +232,10 @@ pub fn channel_data(data: &[u8]) {
                 } else {
                     bytes
                 };
-                let fwd = cw.w.server.handle_client_input(frame, c, cw.w.now);
+                let fwd =
+                    cw.w.server
+                        .handle_client_input(frame, c, cw.w.now)
+                        .forward();
                 match header {
                     Some((0x4000, len)) if 4 + len <= frame.len() => {
                         let fwd = fwd.expect("ChannelData on a bound channel is forwarded");

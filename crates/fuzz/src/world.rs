@@ -154,7 +154,11 @@ impl World {
 
     /// One datagram or complete frame.
     pub fn frame(&mut self, bytes: &[u8], c: ClientAddr) {
-        if let Some(fwd) = self.server.handle_client_input(bytes, c, self.now) {
+        if let Some(fwd) = self
+            .server
+            .handle_client_input(bytes, c, self.now)
+            .forward()
+        {
             assert!(fwd.range.start <= fwd.range.end && fwd.range.end <= bytes.len());
             assert!(
                 self.policy.permits(fwd.peer.0.ip(), fwd.peer.0.port()),

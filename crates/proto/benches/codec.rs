@@ -16,8 +16,8 @@ use cloudproxy_proto::client::{
 use cloudproxy_proto::integrity::{self, IntegrityKind};
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::{
-    AuthConfig, ClientAddr, Command, PeerAddr, RelayAddr, Server, ServerConfig, Shared, Transport,
-    HEADROOM, TAILROOM,
+    AuthConfig, ClientAddr, ClientInput, Command, PeerAddr, RelayAddr, Server, ServerConfig,
+    Shared, Transport, HEADROOM, TAILROOM,
 };
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::SeedableRng;
@@ -125,10 +125,7 @@ impl Fixture {
         bytes: &[u8],
         auth: Option<&ClientAuth>,
     ) -> client::Response {
-        assert!(self
-            .server
-            .handle_client_input(bytes, client, self.now)
-            .is_none());
+        assert!(self.server.handle_client_input(bytes, client, self.now) == ClientInput::Handled);
         while let Some(c) = self.server.poll_command() {
             if let Command::BindRelay { allocation, .. } = c {
                 self.server.handle_relay_bound(allocation, true, self.now);
@@ -214,9 +211,17 @@ fn codec(c: &mut Criterion) {
     let (client, relay) = f.channel;
     let now = f.now;
     let frame = client::channel_data(CHANNEL, &[0xAB; PAYLOAD], false);
-    assert!(f.server.handle_client_input(&frame, client, now).is_some());
+    assert!(f
+        .server
+        .handle_client_input(&frame, client, now)
+        .forward()
+        .is_some());
     g.bench_function("channel_data_client_to_peer", |b| {
-        b.iter(|| f.server.handle_client_input(black_box(&frame), client, now))
+        b.iter(|| {
+            f.server
+                .handle_client_input(black_box(&frame), client, now)
+                .forward()
+        })
     });
 
     let mut buf = vec![0u8; HEADROOM + PAYLOAD + TAILROOM];
@@ -238,11 +243,13 @@ fn codec(c: &mut Criterion) {
     assert!(f
         .server
         .handle_client_input(&send, plain_client, now)
+        .forward()
         .is_some());
     g.bench_function("send_indication_decode_and_forward", |b| {
         b.iter(|| {
             f.server
                 .handle_client_input(black_box(&send), plain_client, now)
+                .forward()
         })
     });
 

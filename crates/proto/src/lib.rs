@@ -13,7 +13,8 @@
 //! loop {
 //!     match next_event {
 //!         datagram/frame from a client  => server.handle_client_input(bytes, client, now)
-//!                                          -> Forward { relay, peer, range }: send bytes[range] to peer from relay
+//!                                          -> Forward(Forward { relay, peer, range }): send bytes[range] to peer from relay
+//!                                          -> Handled: apply the queued output (below); Dropped: nothing
 //!         datagram from a peer on relay => server.handle_peer_input(relay, peer, buf, payload, now)
 //!                                          -> Some((client, range)): send buf[range] to client
 //!         timer fired                   => server.handle_timeout(now)
@@ -49,6 +50,6 @@ mod timer;
 pub use addr::{ClientAddr, PeerAddr, RelayAddr, Transport};
 pub use config::{AppKey, AuthConfig, Lifetimes, ServerConfig};
 pub use server::{
-    AllocationLedger, Command, Event, Forward, LocalLedger, Server, Shared, Transmit, HEADROOM,
-    TAILROOM,
+    AllocationLedger, ClientInput, Command, Event, Forward, LocalLedger, Server, Shared, Transmit,
+    HEADROOM, TAILROOM,
 };

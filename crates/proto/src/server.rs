@@ -302,6 +302,30 @@ pub struct Forward {
     pub range: Range<usize>,
 }
 
+/// What became of one input from a client ([`Server::handle_client_input`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientInput {
+    /// Data for a peer (ChannelData, or a Send indication): send `bytes[range]` from `relay`.
+    Forward(Forward),
+    /// A STUN message the server took in. It may have queued output — a response, a command,
+    /// an event (a malformed message is counted this way) — which the driver now applies.
+    Handled,
+    /// Dropped, nothing queued: neither STUN nor ChannelData, ChannelData that is short or on
+    /// no live channel or permission, a Send indication without a permission, a response or
+    /// an indication the server does not take (RFC 8489 §6.3, RFC 8656 §11 and §12).
+    Dropped,
+}
+
+impl ClientInput {
+    /// The data to forward, if the input was data.
+    pub fn forward(self) -> Option<Forward> {
+        match self {
+            Self::Forward(f) => Some(f),
+            Self::Handled | Self::Dropped => None,
+        }
+    }
+}
+
 /// What is needed to answer an Allocate once its relay sockets are bound.
 #[derive(Debug)]
 struct PendingAllocate {
@@ -707,20 +731,25 @@ impl Server {
         }
     }
 
-    /// Input from a client: a UDP datagram or one complete stream frame.
-    /// Returns where to forward data, if it was ChannelData or a Send indication.
+    /// Input from a client: a UDP datagram or one complete stream frame. Says whether to
+    /// forward data, apply queued output, or nothing (dropped).
     pub fn handle_client_input(
         &mut self,
         bytes: &[u8],
         client: ClientAddr,
         now: Instant,
-    ) -> Option<Forward> {
-        let first = *bytes.first()?;
+    ) -> ClientInput {
+        let Some(&first) = bytes.first() else {
+            return ClientInput::Dropped;
+        };
         if channel::is_channel_data(first) {
-            return self.channel_data(bytes, client, now);
+            return match self.channel_data(bytes, client, now) {
+                Some(f) => ClientInput::Forward(f),
+                None => ClientInput::Dropped,
+            };
         }
         if first >> 6 != 0 {
-            return None;
+            return ClientInput::Dropped;
         }
         self.stun(bytes, client, now)
     }
@@ -952,9 +981,9 @@ impl Server {
     // ---------------------------------------------------------------------------------------
     // STUN requests
 
-    fn stun(&mut self, bytes: &[u8], client: ClientAddr, now: Instant) -> Option<Forward> {
+    fn stun(&mut self, bytes: &[u8], client: ClientAddr, now: Instant) -> ClientInput {
         let Ok(header) = MessageHeader::from_bytes(bytes) else {
-            return None; // not STUN: drop (RFC 8489 §6.3)
+            return ClientInput::Dropped; // not STUN: drop (RFC 8489 §6.3)
         };
         let class = header.get_type().class();
         let total = 20 + header.data_length() as usize;
@@ -967,17 +996,21 @@ impl Server {
             // Malformed: dropped without an answer (an answer would be a free reflection, and
             // a well-behaved client never sends one), counted for the operator.
             self.events.push_back(Event::MalformedDropped);
-            return None;
+            return ClientInput::Handled;
         };
         match class {
             MessageClass::Request => {
                 self.request(&msg, client, now);
-                None
+                ClientInput::Handled
             }
             MessageClass::Indication if msg.method() == SEND => {
-                self.send_indication(&msg, client, now)
+                match self.send_indication(&msg, client, now) {
+                    Some(f) => ClientInput::Forward(f),
+                    None => ClientInput::Dropped,
+                }
             }
-            _ => None, // responses and other indications are ignored (RFC 8489 §6.3)
+            // Responses and other indications are ignored (RFC 8489 §6.3).
+            _ => ClientInput::Dropped,
         }
     }
 

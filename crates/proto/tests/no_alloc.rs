@@ -24,8 +24,8 @@ use cloudproxy_proto::client::{
 };
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::{
-    AuthConfig, ClientAddr, Command, PeerAddr, RelayAddr, Server, ServerConfig, Shared, Transport,
-    HEADROOM, TAILROOM,
+    AuthConfig, ClientAddr, ClientInput, Command, PeerAddr, RelayAddr, Server, ServerConfig,
+    Shared, Transport, HEADROOM, TAILROOM,
 };
 use rand::SeedableRng;
 
@@ -196,10 +196,7 @@ impl Setup {
         bytes: &[u8],
         key: Option<&ClientAuth>,
     ) -> client::Response {
-        assert!(self
-            .server
-            .handle_client_input(bytes, client, self.now)
-            .is_none());
+        assert!(self.server.handle_client_input(bytes, client, self.now) == ClientInput::Handled);
         while let Some(c) = self.server.poll_command() {
             if let Command::BindRelay { allocation, .. } = c {
                 self.server.handle_relay_bound(allocation, true, self.now);
@@ -307,6 +304,7 @@ fn client_channel_data(w: &mut World, a: Allocated, frames: &[Vec<u8>], n: usize
         let fwd =
             w.s.server
                 .handle_client_input(black_box(frame), a.client, w.s.now)
+                .forward()
                 .expect("ChannelData forwarded");
         assert_eq!(fwd.peer, PeerAddr(peer(CHANNEL_PEER)));
         assert_eq!(fwd.relay, RelayAddr(a.relay));
@@ -363,6 +361,7 @@ fn client_send_indication(w: &mut World, a: Allocated, msgs: &[Vec<u8>], n: usiz
         let fwd =
             w.s.server
                 .handle_client_input(black_box(msg), a.client, w.s.now)
+                .forward()
                 .expect("Send indication forwarded");
         assert_eq!(fwd.peer, PeerAddr(peer(PLAIN_PEER)));
         assert_eq!(fwd.relay, RelayAddr(a.relay));

@@ -11,8 +11,8 @@ use cloudproxy_proto::client::{
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::server::AuthFailure;
 use cloudproxy_proto::{
-    AuthConfig, ClientAddr, Command, Event, PeerAddr, RelayAddr, Server, ServerConfig, Shared,
-    Transport, HEADROOM, TAILROOM,
+    AuthConfig, ClientAddr, ClientInput, Command, Event, PeerAddr, RelayAddr, Server, ServerConfig,
+    Shared, Transport, HEADROOM, TAILROOM,
 };
 use rand::SeedableRng;
 use stun_types::message::TransactionId;
@@ -81,10 +81,11 @@ impl Harness {
 
     /// Sends bytes, executes bind commands successfully, returns the one response.
     fn exchange(&mut self, bytes: &[u8]) -> Response {
-        assert!(self
-            .server
-            .handle_client_input(bytes, self.client, self.now)
-            .is_none());
+        assert!(
+            self.server
+                .handle_client_input(bytes, self.client, self.now)
+                == ClientInput::Handled
+        );
         self.run_commands(true);
         let t = self.server.poll_transmit().expect("a response");
         assert_eq!(t.to, self.client);
@@ -343,6 +344,7 @@ fn channel_data_flows_both_ways_with_an_allowed_peer() {
     let fwd = h
         .server
         .handle_client_input(&frame, h.client, h.now)
+        .forward()
         .expect("forwarded");
     assert_eq!(fwd.peer.0, peer());
     assert_eq!(fwd.relay.0, relay);
@@ -364,15 +366,13 @@ fn send_and_data_indications_without_a_channel() {
     let tid = h.next_tid();
     let send = client::send_indication(tid, peer(), b"abc");
     // No permission yet: dropped.
-    assert!(h
-        .server
-        .handle_client_input(&send, h.client, h.now)
-        .is_none());
+    assert!(h.server.handle_client_input(&send, h.client, h.now) == ClientInput::Dropped);
     let r = h.authed(CREATE_PERMISSION, &[Attr::PeerAddress(peer())]);
     assert!(r.success);
     let fwd = h
         .server
         .handle_client_input(&send, h.client, h.now)
+        .forward()
         .expect("forwarded");
     assert_eq!(&send[fwd.range], b"abc");
     let back = h.peer_packet(relay, peer(), b"hello").unwrap();
@@ -596,10 +596,7 @@ fn a_failed_relay_bind_retries_another_port_then_gives_508() {
         &[Attr::RequestedTransportUdp],
         h.auth.as_ref(),
     );
-    assert!(h
-        .server
-        .handle_client_input(&req, h.client, h.now)
-        .is_none());
+    assert!(h.server.handle_client_input(&req, h.client, h.now) == ClientInput::Handled);
     let cmds = h.run_commands(false);
     assert_eq!(cmds.len(), 5, "first try plus four retries");
     let r = client::parse(&h.server.poll_transmit().unwrap().data, None).unwrap();
@@ -646,6 +643,7 @@ fn garbage_and_malformed_messages_are_dropped_silently() {
         assert!(h
             .server
             .handle_client_input(junk, h.client, h.now)
+            .forward()
             .is_none());
     }
     // A request header with a broken attribute: 400.
@@ -653,10 +651,7 @@ fn garbage_and_malformed_messages_are_dropped_silently() {
     let mut req = client::request(BINDING, tid, &[], None);
     req[3] += 4; // claims 4 more bytes
     req.extend_from_slice(&[0x80, 0x22, 0x00, 0x08]);
-    assert!(h
-        .server
-        .handle_client_input(&req, h.client, h.now)
-        .is_none());
+    assert!(h.server.handle_client_input(&req, h.client, h.now) == ClientInput::Handled);
     // Malformed: no answer at all (it would be a free reflection), but counted.
     assert!(h.server.poll_transmit().is_none());
     assert!(h.events().contains(&Event::MalformedDropped));
@@ -924,10 +919,7 @@ fn a_verdict_for_an_allocation_that_expired_meanwhile_is_refused() {
         &[Attr::RequestedTransportUdp],
         h.auth.as_ref(),
     );
-    assert!(h
-        .server
-        .handle_client_input(&req, h.client, h.now)
-        .is_none());
+    assert!(h.server.handle_client_input(&req, h.client, h.now) == ClientInput::Handled);
     h.run_commands(true);
     assert!(
         h.server.poll_transmit().is_none(),
@@ -987,10 +979,7 @@ fn signal_requests_are_authenticated_then_handed_to_the_driver() {
         &[Attr::Raw(ATTR_SIGNAL_PATH, path)],
         h.auth.as_ref(),
     );
-    assert!(h
-        .server
-        .handle_client_input(&req, h.client, h.now)
-        .is_none());
+    assert!(h.server.handle_client_input(&req, h.client, h.now) == ClientInput::Handled);
     assert!(h.server.poll_transmit().is_none(), "waits for the driver");
     let cmd = h.server.poll_command().expect("a Signal command");
     let Command::Signal { request, path: p } = cmd else {
@@ -1014,7 +1003,9 @@ fn signal_requests_are_authenticated_then_handed_to_the_driver() {
         &[Attr::Raw(ATTR_SIGNAL_PATH, path)],
         h.auth.as_ref(),
     );
-    h.server.handle_client_input(&req, h.client, h.now);
+    h.server
+        .handle_client_input(&req, h.client, h.now)
+        .forward();
     let Some(Command::Signal { request, .. }) = h.server.poll_command() else {
         panic!()
     };
@@ -1026,7 +1017,9 @@ fn signal_requests_are_authenticated_then_handed_to_the_driver() {
     // Unsigned: challenged, nothing handed on.
     let tid = h.next_tid();
     let req = client::request(SIGNAL, tid, &[Attr::Raw(ATTR_SIGNAL_PATH, path)], None);
-    h.server.handle_client_input(&req, h.client, h.now);
+    h.server
+        .handle_client_input(&req, h.client, h.now)
+        .forward();
     assert!(h.server.poll_command().is_none());
     let t = h.server.poll_transmit().unwrap();
     assert_eq!(client::parse(&t.data, None).unwrap().error.unwrap().0, 401);
@@ -1045,16 +1038,14 @@ fn a_reconfigured_policy_ends_relaying_to_denied_peers_but_keeps_the_allocation(
     assert!(h
         .server
         .handle_client_input(&frame, h.client, h.now)
+        .forward()
         .is_some());
 
     // The operator narrows the policy: nothing flows either way, the allocation stays.
     let auth = config(&[]).auth;
     let narrowed = PeerPolicy::new(["10.0.0.0/8".parse::<PeerRule>().unwrap()]);
     assert_eq!(h.server.reconfigure(&auth, narrowed, 100, 3, h.now), 2);
-    assert!(h
-        .server
-        .handle_client_input(&frame, h.client, h.now)
-        .is_none());
+    assert!(h.server.handle_client_input(&frame, h.client, h.now) == ClientInput::Dropped);
     assert!(h.peer_packet(relay, peer(), b"world").is_none());
     assert_eq!(h.server.allocation_count(), 1);
     let r = h.authed(REFRESH, &[Attr::Lifetime(600)]);
@@ -1078,6 +1069,7 @@ fn a_reconfigured_policy_ends_relaying_to_denied_peers_but_keeps_the_allocation(
     assert!(h
         .server
         .handle_client_input(&frame, h.client, h.now)
+        .forward()
         .is_some());
 }
 
@@ -1104,7 +1096,7 @@ fn a_reconfigured_secret_authenticates_new_credentials_only() {
 /// The bytes of the one answer to `req` from a fresh address, if any.
 fn answer(h: &mut Harness, req: &[u8]) -> Option<Vec<u8>> {
     h.move_to(41000 + (h.tid % 1000) as u16);
-    assert!(h.server.handle_client_input(req, h.client, h.now).is_none());
+    assert!(h.server.handle_client_input(req, h.client, h.now) == ClientInput::Handled);
     h.run_commands(true);
     let t = h.server.poll_transmit();
     assert!(h.server.poll_transmit().is_none());

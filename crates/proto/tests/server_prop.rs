@@ -152,7 +152,11 @@ impl World {
 
     fn input(&mut self, bytes: &[u8], client: u8) {
         let c = client_addr(client);
-        if let Some(fwd) = self.server.handle_client_input(bytes, c, self.now) {
+        if let Some(fwd) = self
+            .server
+            .handle_client_input(bytes, c, self.now)
+            .forward()
+        {
             assert!(fwd.range.end <= bytes.len());
             assert!(
                 cloudproxy_proto::policy::PeerPolicy::new(["127.0.0.0/8".parse().unwrap()])

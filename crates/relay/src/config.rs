@@ -85,3 +85,12 @@ impl Default for RelayConfig {
         }
     }
 }
+
+/// The part of a reloaded configuration each shard applies to its server.
+#[derive(Debug)]
+pub(crate) struct ServerReload {
+    pub auth: cloudproxy_proto::AuthConfig,
+    pub peer_policy: cloudproxy_proto::policy::PeerPolicy,
+    pub max_allocations: usize,
+    pub max_allocations_per_user: usize,
+}

@@ -12,9 +12,12 @@ pub mod tls;
 
 mod batch;
 mod config;
+mod event_loop;
 pub mod host;
 pub mod link;
 mod shard;
+mod sink;
+mod sockets;
 mod stream;
 mod udp;
 
@@ -24,7 +27,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use cloudproxy_proto::Shared;
-use socket2::{Domain, Protocol, Socket, Type};
+use config::ServerReload;
+use event_loop::Control;
+use socket2::{Protocol, Type};
+use sockets::{bind_tcp, bind_udp, probe};
 use tokio::sync::mpsc;
 
 pub use config::{RelayConfig, LISTENER_BUFFER};
@@ -57,22 +63,6 @@ pub enum RelayError {
     Control(String),
     #[error("cannot start event loop: {0}")]
     Runtime(#[source] io::Error),
-}
-
-#[derive(Debug)]
-pub(crate) enum Control {
-    Drain,
-    Reload(Arc<ServerReload>),
-    Stop,
-}
-
-/// The part of a reloaded configuration each shard applies to its server.
-#[derive(Debug)]
-pub(crate) struct ServerReload {
-    auth: cloudproxy_proto::AuthConfig,
-    peer_policy: cloudproxy_proto::policy::PeerPolicy,
-    max_allocations: usize,
-    max_allocations_per_user: usize,
 }
 
 /// What a reload changed, for the log.
@@ -264,7 +254,7 @@ impl Relay {
         for ((index, (udp, tcp)), link) in udp.into_iter().zip(tcp).enumerate().zip(shard_links) {
             let (tx, rx) = mpsc::unbounded_channel();
             controls.push(tx);
-            let shard = shard::ShardSetup {
+            let shard = event_loop::ShardSetup {
                 index,
                 server: config.server.clone(),
                 udp,
@@ -505,133 +495,4 @@ fn restart_only_changes(old: &RelayConfig, new: &RelayConfig) -> Vec<&'static st
             || old.stream_frame_timeout != new.stream_frame_timeout,
     );
     changed
-}
-
-fn new_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
-    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
-    Ok(s)
-}
-
-/// SO_REUSEPORT would let us silently share a port with another process that also set it, so
-/// a fixed port is first probed with a plain bind, which fails if anyone holds it.
-fn probe(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<()> {
-    if addr.port() == 0 {
-        return Ok(());
-    }
-    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    if ty == Type::STREAM {
-        // Lets the probe pass old TIME_WAIT connections; a listener still makes it fail.
-        s.set_reuse_address(true)?;
-    }
-    s.bind(&addr.into())
-}
-
-pub(crate) fn bind_udp(addr: SocketAddr, buffer: Option<usize>) -> io::Result<UdpSocket> {
-    let s = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
-    if let Some(b) = buffer {
-        let got = size_buffers(&s, b)?;
-        if got < b {
-            tracing::warn!(
-                "UDP listener {addr}: the kernel capped its receive buffer at {got} bytes \
-                 ({b} asked), about {} small datagrams: a shard held off the CPU longer than \
-                 that drops client packets. Raise net.core.rmem_max and net.core.wmem_max \
-                 to at least {b} (sysctl), or run with CAP_NET_ADMIN",
-                got / SMALL_DATAGRAM_TRUESIZE
-            );
-        }
-    }
-    s.bind(&addr.into())?;
-    Ok(s.into())
-}
-
-/// What the kernel charges a buffer for one small datagram (a 164-byte ChannelData message on
-/// loopback: a 16 MiB buffer held 20,164 of them).
-const SMALL_DATAGRAM_TRUESIZE: usize = 832;
-
-/// Sets SO_RCVBUF and SO_SNDBUF to `bytes`. With CAP_NET_ADMIN (SO_RCVBUFFORCE /
-/// SO_SNDBUFFORCE) past the `net.core.rmem_max`/`wmem_max` caps, else up to them. Returns the
-/// receive buffer in force, in the units asked (the kernel reports twice what it was given:
-/// it counts its bookkeeping).
-fn size_buffers(s: &Socket, bytes: usize) -> io::Result<usize> {
-    let forced = |opt: libc::c_int| {
-        let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        // SAFETY: `s` is an open socket; the option value is a c_int that outlives the call,
-        // and its size is passed.
-        let r = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(s),
-                libc::SOL_SOCKET,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        r == 0
-    };
-    if !forced(libc::SO_RCVBUFFORCE) {
-        s.set_recv_buffer_size(bytes)?;
-    }
-    if !forced(libc::SO_SNDBUFFORCE) {
-        s.set_send_buffer_size(bytes)?;
-    }
-    Ok(s.recv_buffer_size()? / 2)
-}
-
-/// A relayed transport address socket: no SO_REUSEPORT, so a port held by anyone else fails.
-pub(crate) fn bind_relay(addr: SocketAddr, buffer: Option<usize>) -> io::Result<UdpSocket> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_nonblocking(true)?;
-    if let Some(b) = buffer {
-        size_buffers(&s, b)?;
-    }
-    s.bind(&addr.into())?;
-    Ok(s.into())
-}
-
-fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let s = new_socket(addr, Type::STREAM, Protocol::TCP)?;
-    s.set_tcp_nodelay(true)?;
-    s.bind(&addr.into())?;
-    s.listen(1024)?;
-    Ok(s.into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The listener buffer is what was asked, past `net.core.rmem_max` when privileged
-    /// (CAP_NET_ADMIN, as root in CI); without privilege, whatever the kernel allows.
-    #[test]
-    fn listener_buffer_is_forced_when_privileged() {
-        let asked = LISTENER_BUFFER;
-        let s = bind_udp("127.0.0.1:0".parse().unwrap(), Some(asked)).unwrap();
-        let got = socket2::SockRef::from(&s).recv_buffer_size().unwrap() / 2;
-        let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            assert_eq!(got, asked, "root may exceed rmem_max ({max})");
-        } else {
-            assert_eq!(
-                got,
-                asked.min(max),
-                "unprivileged: capped at rmem_max {max}"
-            );
-        }
-    }
 }

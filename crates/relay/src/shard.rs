@@ -1,50 +1,59 @@
-//! One event loop: a thread, a single-threaded tokio runtime, and the sans-IO server it drives.
+//! A shard's state and what it does with each input, synchronously: the sans-IO server, the
+//! batch arena, its sockets and its clients' stream queues. Nothing here awaits or spawns:
+//! the event loop (`event_loop.rs`) owns the tasks, and the tasks (`udp.rs`, `stream.rs`)
+//! call the `handle_*` methods below with what they read.
 //!
-//! All tasks of a shard run on its one thread and share its state through `Rc<RefCell<_>>`:
-//! no lock, no channel hop between a socket and the server. A `RefCell` borrow is never held
-//! across an `.await`.
+//! After an input the server may have output: data is queued in the batch and sent once the
+//! tasks that are ready now have run ([`Shard::schedule_send`]); anything else (responses,
+//! relay sockets to bind or close, events) is carried out at once by [`Shard::apply_output`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
+use cloudproxy_proto::admission::Verdict;
 use cloudproxy_proto::server::AuthFailure;
-use cloudproxy_proto::{
-    ClientAddr, Command, Event, Forward, Server, ServerConfig, Shared, Transport,
-};
+use cloudproxy_proto::{ClientAddr, ClientInput, Command, Event, Forward, Server, Transport};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::batch::Batch;
-use crate::link::ToLink;
+use crate::batch::{Batch, Out, Received};
+use crate::link::{Directory, FromLink, ToLink};
 use crate::metrics::{Direction, LocalTraffic, Metrics};
-use crate::stream::{ConnectionLimit, StreamSink};
-use crate::{udp, Control};
+use crate::sink::StreamSink;
+use crate::sockets;
 
-pub(crate) struct ShardSetup {
-    pub index: usize,
-    pub server: ServerConfig,
-    pub udp: Vec<UdpSocket>,
-    pub tcp: Vec<(TcpListener, Transport)>,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub api: Option<Arc<crate::stream::ApiRoute>>,
-    pub shared: Shared,
-    pub metrics: Arc<Metrics>,
-    pub streams: Arc<ConnectionLimit>,
-    pub stream_deadlines: crate::stream::Deadlines,
-    pub socket_buffer: Option<usize>,
-    pub control: mpsc::UnboundedReceiver<Control>,
-    pub link: Option<crate::link::ShardLink>,
+/// What became of one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Data queued in the batch for a peer or a client: [`Shard::schedule_send`].
+    Queued,
+    /// A message the server took in; its output waits for [`Shard::apply_output`].
+    Handled,
+    /// Dropped; nothing to do.
+    Dropped,
 }
 
-/// A relayed transport address and the task reading it.
+/// A relayed transport address and the task reading it (`None` until the event loop has
+/// spawned it).
 struct RelaySocket {
-    socket: Rc<udp::Socket>,
-    task: JoinHandle<()>,
+    socket: Rc<sockets::Udp>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The wake-ups a shard gives its event loop's tasks.
+#[derive(Clone, Default)]
+pub(crate) struct Wakes {
+    /// The sender task: send the batch once the tasks ready now have run.
+    pub send: Rc<Notify>,
+    /// The timer task: the next deadline moved earlier.
+    pub timer: Rc<Notify>,
+    /// The relay-task spawner: relay sockets were bound.
+    pub relays: Rc<Notify>,
 }
 
 pub(crate) struct Shard {
@@ -55,18 +64,17 @@ pub(crate) struct Shard {
     /// The slots every UDP task of this shard receives into, and the queue of datagrams to
     /// send from them (see `batch.rs`).
     pub batch: Batch,
-    /// Wakes the flush task, which sends the queue once the tasks ready now have run.
-    flush_wake: Rc<Notify>,
-    flush_pending: bool,
+    wakes: Wakes,
+    send_pending: bool,
     /// UDP listeners, to answer a client from the address it reached.
-    listeners: Vec<(SocketAddr, Rc<udp::Socket>)>,
+    listeners: Vec<(SocketAddr, Rc<sockets::Udp>)>,
     /// Keyed by our own relayed addresses (locally minted), so a cheap hash does.
     relays: HashMap<SocketAddr, RelaySocket, foldhash::fast::RandomState>,
+    /// Relay sockets bound and waiting for their reading task.
+    unread_relays: Vec<SocketAddr>,
     /// Outgoing queues of TCP/TLS clients.
-    pub streams: HashMap<ClientAddr, StreamSink>,
+    streams: HashMap<ClientAddr, StreamSink>,
     socket_buffer: Option<usize>,
-    /// Wakes the timer task when the next deadline moved earlier than `armed`.
-    timer: Rc<Notify>,
     /// The deadline the timer task sleeps until (`None`: it waits for a wake-up).
     armed: Option<Instant>,
     index: usize,
@@ -76,313 +84,228 @@ pub(crate) struct Shard {
 
 pub(crate) type SharedShard = Rc<RefCell<Shard>>;
 
-impl ShardSetup {
-    pub(crate) fn run(self) {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(shard = self.index, "cannot start runtime: {e}");
-                return;
-            }
-        };
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, self.main());
-    }
-
-    async fn main(mut self) {
-        let now = Instant::now();
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut server = Server::new(self.server, self.shared, now, unix, &mut rand::rng());
-        if let Some(link) = &self.link {
-            let d = link.directory.borrow().clone();
-            server.set_app_keys(&d.keys);
-            server.set_access(d.access.clone());
-        }
-        let mut listeners = Vec::new();
-        for s in self.udp {
-            match s.local_addr().and_then(|a| Ok((a, udp::register(s)?))) {
-                Ok((a, s)) => listeners.push((a, Rc::new(s))),
-                Err(e) => tracing::error!("UDP listener: {e}"),
-            }
-        }
-        let shard = Rc::new(RefCell::new(Shard {
+impl Shard {
+    pub(crate) fn new(
+        index: usize,
+        server: Server,
+        metrics: Arc<Metrics>,
+        listeners: Vec<(SocketAddr, Rc<sockets::Udp>)>,
+        socket_buffer: Option<usize>,
+        link: Option<mpsc::UnboundedSender<ToLink>>,
+    ) -> Self {
+        Self {
             server,
-            metrics: self.metrics,
+            metrics,
             traffic: LocalTraffic::default(),
             batch: Batch::new(),
-            flush_wake: Rc::new(Notify::new()),
-            flush_pending: false,
-            listeners: listeners.clone(),
+            wakes: Wakes::default(),
+            send_pending: false,
+            listeners,
             relays: HashMap::default(),
+            unread_relays: Vec::new(),
             streams: HashMap::new(),
-            socket_buffer: self.socket_buffer,
-            timer: Rc::new(Notify::new()),
+            socket_buffer,
             armed: None,
-            index: self.index,
-            link: self.link.as_ref().map(|l| l.tx.clone()),
-        }));
-        // Kept to re-apply the control plane's app keys after a reload.
-        let directory = self.link.as_ref().map(|l| l.directory.clone());
-        if let Some(link) = self.link.take() {
-            spawn_link_tasks(&shard, link);
+            index,
+            link,
         }
-        for (local, l) in listeners {
-            tokio::task::spawn_local(udp::listen(shard.clone(), l, local));
-        }
-        for (l, transport) in self.tcp {
-            match tokio::net::TcpListener::from_std(l) {
-                Ok(l) => {
-                    let tls = match transport {
-                        Transport::Tls => self.tls.clone(),
-                        _ => None,
-                    };
-                    tokio::task::spawn_local(crate::stream::accept(
-                        shard.clone(),
-                        l,
-                        transport,
-                        tls,
-                        self.api.clone(),
-                        self.streams.clone(),
-                        self.stream_deadlines,
-                    ));
-                }
-                Err(e) => tracing::error!("TCP listener: {e}"),
-            }
-        }
-        tokio::task::spawn_local(timers(shard.clone()));
-        tokio::task::spawn_local(flusher(shard.clone()));
-        tokio::task::spawn_local(publish_traffic(shard.clone()));
-        tokio::task::spawn_local(watch_lag(shard.borrow().metrics.clone(), self.index));
-        while let Some(c) = self.control.recv().await {
-            match c {
-                Control::Drain => shard.borrow_mut().server.set_draining(true),
-                Control::Reload(r) => {
-                    let mut sh = shard.borrow_mut();
-                    let revoked = sh.server.reconfigure(
-                        &r.auth,
-                        r.peer_policy.clone(),
-                        r.max_allocations,
-                        r.max_allocations_per_user,
-                        Instant::now(),
-                    );
-                    // Under a control plane its keys are the app keys, not the file's.
-                    if let Some(d) = &directory {
-                        sh.server.set_app_keys(&d.borrow().keys);
-                    }
-                    if revoked > 0 {
-                        tracing::info!(
-                            shard = self.index,
-                            revoked,
-                            "reload: permissions and channels toward peers now denied ended"
-                        );
-                    }
-                    sh.flush(&shard);
-                }
-                Control::Stop => break,
-            }
-        }
-        tracing::debug!(shard = self.index, "event loop stopped");
     }
-}
 
-/// The shard's side of the control-plane link: verdicts, directory changes, usage drains.
-fn spawn_link_tasks(shard: &SharedShard, link: crate::link::ShardLink) {
-    let crate::link::ShardLink {
-        tx,
-        mut verdicts,
-        mut directory,
-    } = link;
-    let s = shard.clone();
-    let unused = tx.clone();
-    tokio::task::spawn_local(async move {
-        while let Some(msg) = verdicts.recv().await {
-            let mut sh = s.borrow_mut();
-            match msg {
-                crate::link::FromLink::Verdict(allocation, verdict) => {
-                    let granted = match &verdict {
-                        cloudproxy_proto::admission::Verdict::Granted { account } => Some(*account),
-                        _ => None,
-                    };
-                    let taken = sh
-                        .server
-                        .handle_admission(allocation, verdict, Instant::now());
-                    if let (false, Some(account)) = (taken, granted) {
-                        let _ = unused.send(ToLink::Unused { account });
-                    }
-                }
-                crate::link::FromLink::Signal(request, status, body) => {
-                    sh.server.handle_signal_response(request, status, &body);
-                }
-            }
-            sh.flush(&s);
-        }
-    });
-    let s = shard.clone();
-    tokio::task::spawn_local(async move {
-        while directory.changed().await.is_ok() {
-            let d = directory.borrow_and_update().clone();
-            let mut sh = s.borrow_mut();
-            sh.server.set_app_keys(&d.keys);
-            sh.server.set_access(d.access.clone());
-            sh.flush(&s);
-        }
-    });
-    let s = shard.clone();
-    tokio::task::spawn_local(async move {
-        let mut tick = tokio::time::interval(USAGE_DRAIN);
-        loop {
-            tick.tick().await;
-            let mut sh = s.borrow_mut();
-            sh.server.drain_usage(|account, bytes| {
-                let _ = tx.send(ToLink::Usage { account, bytes });
-            });
-        }
-    });
-}
+    pub(crate) fn wakes(&self) -> Wakes {
+        self.wakes.clone()
+    }
 
-/// How often a shard hands its allocations' byte counts to the link.
-const USAGE_DRAIN: Duration = Duration::from_secs(5);
+    // -- Inputs --------------------------------------------------------------------------------
 
-/// Sleeps until the server's next deadline, or until woken because it may have moved.
-async fn timers(shard: SharedShard) {
-    let notify = shard.borrow().timer.clone();
-    loop {
-        let next = {
-            let mut s = shard.borrow_mut();
-            let next = s.server.poll_timeout();
-            s.armed = next;
-            next
+    /// A datagram from a UDP client, received into the batch at offset 0 (`r`) on the
+    /// listener bound to `local`.
+    pub(crate) fn handle_client_datagram(
+        &mut self,
+        r: Received,
+        local: SocketAddr,
+        now: Instant,
+    ) -> Outcome {
+        let client = ClientAddr {
+            transport: Transport::Udp,
+            remote: r.from,
+            local,
         };
-        match next {
-            Some(at) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at.into()) => {}
-                    _ = notify.notified() => continue,
+        let bytes = self.batch.packet(r.slot, 0, r.len);
+        match self.server.handle_client_input(bytes, client, now) {
+            ClientInput::Forward(fwd) => self.queue_to_peer(&fwd, r.slot, 0),
+            ClientInput::Handled => Outcome::Handled,
+            ClientInput::Dropped => Outcome::Dropped,
+        }
+    }
+
+    /// A datagram from a peer on our relayed address `relay`, received into the batch
+    /// `HEADROOM` bytes into its slot (`r`), so the server can frame it in place.
+    pub(crate) fn handle_peer_datagram(
+        &mut self,
+        relay: SocketAddr,
+        r: Received,
+        now: Instant,
+    ) -> Outcome {
+        let out = self.server.handle_peer_input(
+            cloudproxy_proto::RelayAddr(relay),
+            cloudproxy_proto::PeerAddr(r.from),
+            self.batch.slot_mut(r.slot),
+            r.len,
+            now,
+        );
+        match out {
+            Some((client, range)) => self.queue_to_client(&client, r.slot, range, r.len),
+            None => Outcome::Dropped,
+        }
+    }
+
+    /// One complete frame from a TCP/TLS client. A payload for a peer is copied into a slot
+    /// of the batch (a memcpy is cheap next to a system call), so one read of many frames
+    /// leaves with one `sendmmsg`.
+    pub(crate) fn handle_stream_frame(
+        &mut self,
+        frame: &[u8],
+        client: ClientAddr,
+        now: Instant,
+    ) -> Outcome {
+        match self.server.handle_client_input(frame, client, now) {
+            ClientInput::Forward(fwd) => self.copy_to_peer(&fwd, frame, client.transport),
+            ClientInput::Handled => Outcome::Handled,
+            ClientInput::Dropped => Outcome::Dropped,
+        }
+    }
+
+    /// A TCP/TLS client connected: its frames go into `sink`.
+    pub(crate) fn handle_stream_opened(&mut self, client: ClientAddr, sink: StreamSink) {
+        self.streams.insert(client, sink);
+    }
+
+    /// A TCP/TLS client's connection ended: its allocation goes with it.
+    pub(crate) fn handle_stream_closed(&mut self, client: ClientAddr) {
+        self.streams.remove(&client);
+        self.server.handle_client_closed(client);
+        self.apply_output();
+    }
+
+    /// The server's deadline came.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.server.handle_timeout(now);
+        self.apply_output();
+    }
+
+    /// A verdict or an in-band signal answer from the control-plane link.
+    pub(crate) fn handle_link(&mut self, msg: FromLink) {
+        match msg {
+            FromLink::Verdict(allocation, verdict) => {
+                let granted = match &verdict {
+                    Verdict::Granted { account } => Some(*account),
+                    _ => None,
+                };
+                let taken = self
+                    .server
+                    .handle_admission(allocation, verdict, Instant::now());
+                if let (false, Some(account), Some(link)) = (taken, granted, &self.link) {
+                    let _ = link.send(ToLink::Unused { account });
                 }
             }
-            None => {
-                notify.notified().await;
-                continue;
+            FromLink::Signal(request, status, body) => {
+                self.server.handle_signal_response(request, status, &body);
             }
         }
-        let mut s = shard.borrow_mut();
-        s.server.handle_timeout(Instant::now());
-        s.flush(&shard);
+        self.apply_output();
     }
-}
 
-/// Sends the shard's queued datagrams when woken by [`Shard::schedule_flush`]. Woken during a
-/// task's burst, it runs after the tasks that were already ready, so datagrams they queue for
-/// the same socket (many relay tasks answering clients through one listener) share one
-/// `sendmmsg`.
-async fn flusher(shard: SharedShard) {
-    let wake = shard.borrow().flush_wake.clone();
-    loop {
-        wake.notified().await;
-        shard.borrow_mut().flush_data();
+    /// The control plane's apps and keys changed (a sync).
+    pub(crate) fn handle_directory(&mut self, d: &Directory) {
+        self.server.set_app_keys(&d.keys);
+        self.server.set_access(d.access.clone());
+        self.apply_output();
     }
-}
 
-/// Publishes the shard's packet counts at least every 250 ms.
-async fn publish_traffic(shard: SharedShard) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tick.tick().await;
-        let mut s = shard.borrow_mut();
-        s.metrics.beat(s.index);
-        let dropped = s.batch.take_dropped();
-        let Shard {
-            traffic, metrics, ..
-        } = &mut *s;
-        traffic.publish(metrics);
-        metrics.send_dropped.inc_by(dropped);
-    }
-}
-
-/// The event loop's tick: short enough to see a stall that overflows a listener's buffer.
-const LAG_TICK: Duration = Duration::from_millis(10);
-
-/// Measures how late the event loop runs a 10 ms tick. A late tick means no task of this shard
-/// ran meanwhile, so no socket was read. A stall is logged with the thread's CPU time and
-/// context switches over it, which tell this loop's own work (CPU time ≈ the stall) from being
-/// descheduled (involuntary switches) or blocked in a system call (voluntary switches).
-async fn watch_lag(metrics: Arc<Metrics>, shard: usize) {
-    let mut before = ThreadUsage::now();
-    loop {
-        let due = Instant::now() + LAG_TICK;
-        tokio::time::sleep_until(due.into()).await;
-        let lag = Instant::now().saturating_duration_since(due);
-        metrics.event_loop_lag.observe(lag.as_secs_f64());
-        let usage = ThreadUsage::now();
-        if lag >= crate::metrics::EVENT_LOOP_STALL {
-            metrics.event_loop_stalls.inc();
-            tracing::warn!(
-                shard,
-                lag_ms = lag.as_millis() as u64,
-                cpu_ms = usage.cpu.saturating_sub(before.cpu).as_millis() as u64,
-                voluntary_switches = usage.voluntary.saturating_sub(before.voluntary),
-                involuntary_switches = usage.involuntary.saturating_sub(before.involuntary),
-                "event loop stalled"
+    /// A reloaded configuration (SIGHUP). Under a control plane its keys are the app keys,
+    /// not the file's, so `directory` is applied again on top.
+    pub(crate) fn handle_reload(
+        &mut self,
+        r: &crate::config::ServerReload,
+        directory: Option<&Directory>,
+    ) {
+        let revoked = self.server.reconfigure(
+            &r.auth,
+            r.peer_policy.clone(),
+            r.max_allocations,
+            r.max_allocations_per_user,
+            Instant::now(),
+        );
+        if let Some(d) = directory {
+            self.server.set_app_keys(&d.keys);
+        }
+        if revoked > 0 {
+            tracing::info!(
+                shard = self.index,
+                revoked,
+                "reload: permissions and channels toward peers now denied ended"
             );
         }
-        before = usage;
+        self.apply_output();
     }
-}
 
-/// The calling thread's CPU time and context switches (`getrusage(RUSAGE_THREAD)`).
-#[derive(Clone, Copy, Default)]
-struct ThreadUsage {
-    cpu: Duration,
-    voluntary: u64,
-    involuntary: u64,
-}
-
-impl ThreadUsage {
-    fn now() -> Self {
-        let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-        // SAFETY: `ru` is a valid, writable rusage; RUSAGE_THREAD reports the calling thread.
-        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) } != 0 {
-            return Self::default();
+    /// Hands the allocations' byte counts since the last call to the link.
+    pub(crate) fn drain_usage(&mut self) {
+        if let Some(link) = &self.link {
+            self.server.drain_usage(|account, bytes| {
+                let _ = link.send(ToLink::Usage { account, bytes });
+            });
         }
-        // SAFETY: getrusage returned 0, so it filled `ru` (and it was zeroed before).
-        let ru = unsafe { ru.assume_init() };
-        let tv = |t: libc::timeval| {
-            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    }
+
+    /// Publishes the shard's packet counts and says it is alive.
+    pub(crate) fn publish_traffic(&mut self) {
+        self.metrics.beat(self.index);
+        let dropped = self.batch.take_dropped();
+        self.traffic.publish(&self.metrics);
+        self.metrics.send_dropped.inc_by(dropped);
+    }
+
+    // -- Data ----------------------------------------------------------------------------------
+
+    /// Queues client data (in slot `slot`, at `fwd.range` from `offset`) for the peer, from
+    /// the allocation's relay socket.
+    fn queue_to_peer(&mut self, fwd: &Forward, slot: usize, offset: usize) -> Outcome {
+        let Some(fd) = self.relay_fd(fwd.relay.0) else {
+            return Outcome::Dropped;
         };
-        Self {
-            cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
-            voluntary: ru.ru_nvcsw as u64,
-            involuntary: ru.ru_nivcsw as u64,
-        }
+        let len = fwd.range.len() as u32;
+        self.batch.push(Out {
+            fd,
+            to: fwd.peer.0,
+            slot: slot as u16,
+            start: (offset + fwd.range.start) as u32,
+            len,
+            dir: Direction::ClientToPeer,
+            transport: Transport::Udp,
+            counted: len,
+        });
+        Outcome::Queued
     }
-}
 
-impl Shard {
-    /// Forwards client data that arrived on a TCP/TLS stream to a peer: the payload is copied
-    /// into a slot of the batch (a memcpy is cheap next to a system call) and queued, so one
-    /// read of many frames leaves with one `sendmmsg`.
-    pub(crate) fn forward(&mut self, fwd: &Forward, bytes: &[u8], transport: Transport) {
-        let Some(fd) = self.relay_socket(fwd.relay.0) else {
-            return;
+    /// Copies stream data for a peer into a free slot and queues it.
+    fn copy_to_peer(&mut self, fwd: &Forward, bytes: &[u8], transport: Transport) -> Outcome {
+        let Some(fd) = self.relay_fd(fwd.relay.0) else {
+            return Outcome::Dropped;
         };
         let payload = &bytes[fwd.range.clone()];
         let slot = match self.batch.copy_in(payload) {
             Some(slot) => slot,
             None => {
-                self.flush_data();
+                self.send_queued();
                 match self.batch.copy_in(payload) {
                     Some(slot) => slot,
-                    None => return,
+                    None => return Outcome::Dropped,
                 }
             }
         };
         let len = payload.len() as u32;
-        self.batch.push(crate::batch::Out {
+        self.batch.push(Out {
             fd,
             to: fwd.peer.0,
             slot: slot as u16,
@@ -392,15 +315,58 @@ impl Shard {
             transport,
             counted: len,
         });
+        Outcome::Queued
+    }
+
+    /// Queues peer data (slot `slot`, bytes `range`, framed by the server) for a UDP client
+    /// from the listener it reached; a TCP/TLS client's frame goes into its stream queue at
+    /// once.
+    fn queue_to_client(
+        &mut self,
+        client: &ClientAddr,
+        slot: usize,
+        range: std::ops::Range<usize>,
+        payload: usize,
+    ) -> Outcome {
+        match client.transport {
+            Transport::Udp => {
+                let Some(fd) = self.listener_fd(client.local) else {
+                    return Outcome::Dropped;
+                };
+                self.batch.push(Out {
+                    fd,
+                    to: client.remote,
+                    slot: slot as u16,
+                    start: range.start as u32,
+                    len: range.len() as u32,
+                    dir: Direction::PeerToClient,
+                    transport: Transport::Udp,
+                    counted: payload as u32,
+                });
+                Outcome::Queued
+            }
+            Transport::Tcp | Transport::Tls => {
+                let sent = match self.streams.get(client) {
+                    Some(sink) => sink.push(self.batch.packet(slot, range.start, range.len())),
+                    None => false,
+                };
+                if !sent {
+                    return Outcome::Dropped;
+                }
+                self.traffic
+                    .record(Direction::PeerToClient, client.transport, payload);
+                Outcome::Queued
+            }
+        }
     }
 
     /// The descriptor of one of our relay sockets.
-    pub(crate) fn relay_socket(&self, addr: SocketAddr) -> Option<RawFd> {
+    fn relay_fd(&self, addr: SocketAddr) -> Option<RawFd> {
         self.relays.get(&addr).map(|r| r.socket.as_raw_fd())
     }
 
     /// The descriptor of the UDP listener bound to `local`.
-    pub(crate) fn listener_fd(&self, local: SocketAddr) -> Option<RawFd> {
+    fn listener_fd(&self, local: SocketAddr) -> Option<RawFd> {
         self.listeners
             .iter()
             .find(|(a, _)| *a == local)
@@ -408,67 +374,33 @@ impl Shard {
     }
 
     /// Sends every queued datagram now.
-    pub(crate) fn flush_data(&mut self) {
-        self.flush_pending = false;
+    pub(crate) fn send_queued(&mut self) {
+        self.send_pending = false;
         if !self.batch.is_empty() {
             self.batch.flush(&mut self.traffic);
         }
     }
 
-    /// Has the flush task send the queue once the tasks that are ready now have run.
-    pub(crate) fn schedule_flush(&mut self) {
-        if !self.batch.is_empty() && !self.flush_pending {
-            self.flush_pending = true;
-            self.flush_wake.notify_one();
+    /// Has the sender task send the queue once the tasks that are ready now have run, so
+    /// datagrams several tasks queue for one socket share a `sendmmsg`.
+    pub(crate) fn schedule_send(&mut self) {
+        if !self.batch.is_empty() && !self.send_pending {
+            self.send_pending = true;
+            self.wakes.send.notify_one();
         }
     }
 
-    /// Sends bytes to a client over the transport it used.
-    pub(crate) fn send_to_client(&mut self, client: &ClientAddr, data: &[u8]) -> bool {
-        match client.transport {
-            Transport::Udp => {
-                let Some((_, l)) = self.listeners.iter().find(|(a, _)| *a == client.local) else {
-                    return false;
-                };
-                send_now(l, data, client.remote)
-            }
-            Transport::Tcp | Transport::Tls => match self.streams.get(client) {
-                Some(sink) => sink.push(data),
-                None => false,
-            },
-        }
-    }
+    // -- Output --------------------------------------------------------------------------------
 
     /// Carries out everything the server queued: relay socket binds and closes, responses,
     /// events. Called after every input that was not pure data. Queued data goes first: a
     /// relay socket closed here must not leave its descriptor in the queue.
-    pub(crate) fn flush(&mut self, shared: &SharedShard) {
-        self.flush_data();
+    pub(crate) fn apply_output(&mut self) {
+        self.send_queued();
         while let Some(cmd) = self.server.poll_command() {
             match cmd {
                 Command::BindRelay { allocation, v4, v6 } => {
-                    let mut bound = Vec::new();
-                    let mut ok = true;
-                    for addr in [v4, v6].into_iter().flatten() {
-                        match crate::bind_relay(addr, self.socket_buffer).and_then(udp::register) {
-                            Ok(s) => bound.push((addr, Rc::new(s))),
-                            Err(e) => {
-                                tracing::debug!("cannot bind relay address {addr}: {e}");
-                                ok = false;
-                                break;
-                            }
-                        }
-                    }
-                    if ok {
-                        for (addr, socket) in bound {
-                            let task = tokio::task::spawn_local(udp::relay(
-                                shared.clone(),
-                                socket.clone(),
-                                addr,
-                            ));
-                            self.relays.insert(addr, RelaySocket { socket, task });
-                        }
-                    }
+                    let ok = self.bind_relays([v4, v6].into_iter().flatten());
                     self.server
                         .handle_relay_bound(allocation, ok, Instant::now());
                 }
@@ -485,7 +417,7 @@ impl Shard {
                     }
                     // Admission without a link cannot be configured; admit rather than hang.
                     None => {
-                        let v = cloudproxy_proto::admission::Verdict::Granted { account: 0 };
+                        let v = Verdict::Granted { account: 0 };
                         self.server.handle_admission(allocation, v, Instant::now());
                     }
                 },
@@ -505,8 +437,8 @@ impl Shard {
                 },
                 Command::CloseRelay { v4, v6 } => {
                     for addr in [v4, v6].into_iter().flatten() {
-                        if let Some(r) = self.relays.remove(&addr) {
-                            r.task.abort();
+                        if let Some(task) = self.relays.remove(&addr).and_then(|r| r.task) {
+                            task.abort();
                         }
                     }
                 }
@@ -514,11 +446,8 @@ impl Shard {
         }
         // Events and traffic counts first, so metrics are counted before the client can see
         // the response.
-        let Shard {
-            traffic, metrics, ..
-        } = self;
-        traffic.publish(metrics);
-        metrics.send_dropped.inc_by(self.batch.take_dropped());
+        self.traffic.publish(&self.metrics);
+        self.metrics.send_dropped.inc_by(self.batch.take_dropped());
         let mut to_close = Vec::new();
         while let Some(e) = self.server.poll_event() {
             match e {
@@ -568,19 +497,84 @@ impl Shard {
             }
         }
         // Wake the timer task only if the next deadline is now earlier than what it sleeps for;
-        // waking it on every flush would make it spin.
+        // waking it on every apply would make it spin.
         if let Some(next) = self.server.poll_timeout() {
             if self.armed.is_none_or(|armed| next < armed) {
                 self.armed = Some(next);
-                self.timer.notify_one();
+                self.wakes.timer.notify_one();
             }
         }
+    }
+
+    /// Binds and registers an allocation's relay sockets, all or none; their reading tasks
+    /// are the event loop's to spawn ([`Shard::take_unread_relays`]).
+    fn bind_relays(&mut self, addrs: impl Iterator<Item = SocketAddr>) -> bool {
+        let mut bound = Vec::new();
+        for addr in addrs {
+            match sockets::bind_relay(addr, self.socket_buffer).and_then(sockets::register) {
+                Ok(s) => bound.push((addr, Rc::new(s))),
+                Err(e) => {
+                    tracing::debug!("cannot bind relay address {addr}: {e}");
+                    return false;
+                }
+            }
+        }
+        for (addr, socket) in bound {
+            self.relays.insert(addr, RelaySocket { socket, task: None });
+            self.unread_relays.push(addr);
+        }
+        self.wakes.relays.notify_one();
+        true
+    }
+
+    /// Relay sockets bound since the last call that are still open, for the event loop to
+    /// spawn their reading tasks.
+    pub(crate) fn take_unread_relays(&mut self) -> Vec<(SocketAddr, Rc<sockets::Udp>)> {
+        let relays = &self.relays;
+        self.unread_relays
+            .drain(..)
+            .filter_map(|a| relays.get(&a).map(|r| (a, r.socket.clone())))
+            .collect()
+    }
+
+    /// The task reading relay socket `addr`; aborted at once if the socket closed meanwhile.
+    pub(crate) fn set_relay_task(&mut self, addr: SocketAddr, task: JoinHandle<()>) {
+        match self.relays.get_mut(&addr) {
+            Some(r) => r.task = Some(task),
+            None => task.abort(),
+        }
+    }
+
+    /// Sends bytes to a client over the transport it used.
+    fn send_to_client(&mut self, client: &ClientAddr, data: &[u8]) -> bool {
+        match client.transport {
+            Transport::Udp => {
+                let Some((_, l)) = self.listeners.iter().find(|(a, _)| *a == client.local) else {
+                    return false;
+                };
+                send_now(l, data, client.remote)
+            }
+            Transport::Tcp | Transport::Tls => match self.streams.get(client) {
+                Some(sink) => sink.push(data),
+                None => false,
+            },
+        }
+    }
+
+    /// The server's next deadline, now what the timer task sleeps until.
+    pub(crate) fn arm_timer(&mut self) -> Option<Instant> {
+        self.armed = self.server.poll_timeout();
+        self.armed
+    }
+
+    pub(crate) fn has_allocation(&self, client: &ClientAddr) -> bool {
+        self.server.has_allocation(client)
     }
 }
 
 /// One non-blocking `sendto`, straight to the kernel, for control responses. A full socket
 /// buffer drops the datagram, as the network would; the client retransmits.
-fn send_now(socket: &udp::Socket, data: &[u8], to: SocketAddr) -> bool {
+fn send_now(socket: &sockets::Udp, data: &[u8], to: SocketAddr) -> bool {
     socket2::SockRef::from(socket.get_ref())
         .send_to(data, &to.into())
         .is_ok()

@@ -1,10 +1,10 @@
 //! TCP and TLS clients (RFC 8656 §3.1, RFC 7443 over TLS).
 //!
-//! Each connection is a task on the shard that accepted it. Frames are cut with
-//! [`cloudproxy_proto::channel::stream_frame_len`]; a byte sequence that is neither STUN nor
-//! ChannelData ends that connection only. Output to the client goes through a bounded queue
-//! drained by the connection's writer half, so a slow client never blocks the shard: when its
-//! queue is full, media for it is dropped, as a congested UDP path would.
+//! Each connection is a task on the shard that accepted it (the event loop spawns it). Frames
+//! are cut with [`cloudproxy_proto::channel::stream_frame_len`] and handed to the shard; a byte
+//! sequence that is neither STUN nor ChannelData ends that connection only. Output to the
+//! client goes through its [`StreamSink`], written by the same task, so a slow client never
+//! blocks the shard.
 //!
 //! A connection is attacker input, so it is held to deadlines that no byte extends:
 //!
@@ -18,25 +18,20 @@
 //! Allocate is a few hundred bytes). Connections are capped in total and per source address;
 //! a refusal is counted and logged at most every 10 s.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cloudproxy_proto::channel::stream_frame_len;
-use cloudproxy_proto::{ClientAddr, Transport};
+use cloudproxy_proto::ClientAddr;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::net::TcpStream;
 
 use crate::metrics::Metrics;
-use crate::shard::SharedShard;
-
-/// Bytes queued toward one client before further media is dropped.
-const MAX_QUEUED: usize = 1 << 20;
+use crate::shard::{Outcome, SharedShard};
+use crate::sink::StreamSink;
 /// A connection's read buffer starts small, so ten thousand idle connections cost little...
 const READ_BUF_START: usize = 4096;
 /// ...and grows once to hold the largest frame: a STUN message of 65535 + 20 bytes.
@@ -56,7 +51,7 @@ pub(crate) struct Deadlines {
 
 /// Why a connection was refused at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
+pub(crate) enum Refusal {
     Total,
     PerSource,
 }
@@ -86,7 +81,7 @@ impl ConnectionLimit {
         }
     }
 
-    fn try_open(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, Refusal> {
+    pub(crate) fn try_open(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, Refusal> {
         let mut by_ip = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
         if self.open.load(Ordering::Acquire) >= self.max {
             return Err(Refusal::Total);
@@ -108,7 +103,7 @@ impl ConnectionLimit {
     }
 
     /// Counts a refusal, and warns about the refusals so far at most every 10 s.
-    fn refused(&self, why: Refusal, remote: std::net::SocketAddr) {
+    pub(crate) fn refused(&self, why: Refusal, remote: std::net::SocketAddr) {
         self.metrics.stream_refused(match why {
             Refusal::Total => "total_limit",
             Refusal::PerSource => "per_source_limit",
@@ -132,7 +127,8 @@ impl ConnectionLimit {
     }
 }
 
-struct ConnectionSlot {
+/// A connection counted against the limits while it lives.
+pub(crate) struct ConnectionSlot {
     limit: Arc<ConnectionLimit>,
     ip: IpAddr,
 }
@@ -148,54 +144,6 @@ impl Drop for ConnectionSlot {
         }
         self.limit.open.fetch_sub(1, Ordering::AcqRel);
         self.limit.metrics.stream_connections.dec();
-    }
-}
-
-#[derive(Default)]
-struct Queue {
-    /// Whole frames, back to back: a byte ring that grows to the connection's high-water mark
-    /// once and is reused, so queueing a frame does not allocate.
-    bytes: VecDeque<u8>,
-    closed: bool,
-}
-
-/// The shard's handle on a connection's outgoing queue.
-#[derive(Clone)]
-pub(crate) struct StreamSink {
-    queue: Rc<RefCell<Queue>>,
-    /// Wakes the writer half.
-    wake: Rc<Notify>,
-    /// Wakes the reader half when the shard closes the connection.
-    closed: Rc<Notify>,
-}
-
-impl StreamSink {
-    fn new() -> Self {
-        Self {
-            queue: Rc::default(),
-            wake: Rc::new(Notify::new()),
-            closed: Rc::new(Notify::new()),
-        }
-    }
-
-    /// Queues a frame; false if the queue is full or closed (the frame is dropped).
-    pub(crate) fn push(&self, data: &[u8]) -> bool {
-        let mut q = self.queue.borrow_mut();
-        if q.closed || q.bytes.len() + data.len() > MAX_QUEUED {
-            return false;
-        }
-        // Frames are only ever queued whole, so the byte stream stays framed.
-        q.bytes.extend(data);
-        drop(q);
-        self.wake.notify_one();
-        true
-    }
-
-    /// Ends the connection after what is queued has been written.
-    pub(crate) fn close(&self) {
-        self.queue.borrow_mut().closed = true;
-        self.wake.notify_one();
-        self.closed.notify_one();
     }
 }
 
@@ -241,81 +189,53 @@ where
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn accept(
+/// What a connection task needs besides its socket.
+#[derive(Clone)]
+pub(crate) struct ConnectionSetup {
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub api: Option<Arc<ApiRoute>>,
+    pub deadlines: Deadlines,
+}
+
+/// One accepted client connection, from the TLS handshake (when TLS) to its close.
+pub(crate) async fn connection(
     shard: SharedShard,
-    listener: TcpListener,
-    transport: Transport,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    api: Option<Arc<ApiRoute>>,
-    limit: Arc<ConnectionLimit>,
-    deadlines: Deadlines,
+    tcp: TcpStream,
+    client: ClientAddr,
+    setup: ConnectionSetup,
+    _slot: ConnectionSlot,
 ) {
-    let local = match listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!("listener address: {e}");
-            return;
-        }
-    };
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!("accept on {local}: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let slot = match limit.try_open(remote.ip()) {
-            Ok(slot) => slot,
-            Err(why) => {
-                limit.refused(why, remote);
-                continue;
-            }
-        };
-        let accepted = Instant::now();
-        let _ = tcp.set_nodelay(true);
-        let client = ClientAddr {
-            transport,
-            remote,
-            local,
-        };
-        let shard = shard.clone();
-        let acceptor = acceptor.clone();
-        let api = api.clone();
-        tokio::task::spawn_local(async move {
-            let _slot = slot;
-            let allocate_by = accepted + deadlines.allocate;
-            match acceptor {
-                None => serve(shard, tcp, client, deadlines, allocate_by).await,
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout_at(allocate_by.into(), acceptor.accept(tcp));
-                    match handshake.await {
-                        Ok(Ok(tls)) => {
-                            let (_, conn) = tls.get_ref();
-                            let route =
-                                api.filter(|r| r.wants(conn.alpn_protocol(), conn.server_name()));
-                            match route {
-                                Some(route) => splice(tls, &route, remote).await,
-                                None => serve(shard, tls, client, deadlines, allocate_by).await,
-                            }
-                        }
-                        Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
-                        Err(_) => {
-                            shard.borrow().metrics.stream_timed_out("handshake");
-                            tracing::debug!(%remote, "TLS handshake timed out")
-                        }
+    let accepted = Instant::now();
+    let _ = tcp.set_nodelay(true);
+    let deadlines = setup.deadlines;
+    let allocate_by = accepted + deadlines.allocate;
+    let remote = client.remote;
+    match setup.tls {
+        None => serve(shard, tcp, client, deadlines, allocate_by).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout_at(allocate_by.into(), acceptor.accept(tcp));
+            match handshake.await {
+                Ok(Ok(tls)) => {
+                    let (_, conn) = tls.get_ref();
+                    let route = setup
+                        .api
+                        .filter(|r| r.wants(conn.alpn_protocol(), conn.server_name()));
+                    match route {
+                        Some(route) => splice(tls, &route, remote).await,
+                        None => serve(shard, tls, client, deadlines, allocate_by).await,
                     }
                 }
+                Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
+                Err(_) => {
+                    shard.borrow().metrics.stream_timed_out("handshake");
+                    tracing::debug!(%remote, "TLS handshake timed out")
+                }
             }
-        });
+        }
     }
 }
 
+/// Reads frames until the connection ends, while the same task writes the client's queue.
 async fn serve<S>(
     shard: SharedShard,
     stream: S,
@@ -327,18 +247,16 @@ async fn serve<S>(
 {
     let (mut rd, wr) = tokio::io::split(stream);
     let sink = StreamSink::new();
-    shard.borrow_mut().streams.insert(client, sink.clone());
-    let writer = tokio::task::spawn_local(write_loop(wr, sink.clone()));
-    let reason = read_loop(&shard, &mut rd, client, deadlines, allocate_by, &sink).await;
-    tracing::debug!(%client, "connection closed: {reason}");
-    {
-        let mut s = shard.borrow_mut();
-        s.streams.remove(&client);
-        s.server.handle_client_closed(client);
-        s.flush(&shard);
-    }
-    sink.close();
-    let _ = writer.await;
+    shard
+        .borrow_mut()
+        .handle_stream_opened(client, sink.clone());
+    let read = async {
+        let reason = read_loop(&shard, &mut rd, client, deadlines, allocate_by, &sink).await;
+        tracing::debug!(%client, "connection closed: {reason}");
+        shard.borrow_mut().handle_stream_closed(client);
+        sink.close();
+    };
+    tokio::join!(read, sink.write_to(wr));
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -354,10 +272,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // When the first byte of the frame now arriving came (None: between frames).
     let mut frame_since: Option<Instant> = None;
     loop {
-        if sink.queue.borrow().closed {
+        if sink.is_closed() {
             return "allocation ended";
         }
-        let has_allocation = shard.borrow().server.has_allocation(&client);
+        let has_allocation = shard.borrow().has_allocation(&client);
         // The earliest deadline that applies; no byte moves it.
         let frame_by = frame_since.map(|t| t + deadlines.frame);
         let deadline = match (has_allocation, frame_by) {
@@ -369,11 +287,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let n = match deadline {
             None => tokio::select! {
                 r = read => r,
-                _ = sink.closed.notified() => return "allocation ended",
+                _ = sink.closed() => return "allocation ended",
             },
             Some(at) => tokio::select! {
                 r = read => r,
-                _ = sink.closed.notified() => return "allocation ended",
+                _ = sink.closed() => return "allocation ended",
                 _ = tokio::time::sleep_until(at.into()) => {
                     let frame_late = frame_by.is_some_and(|f| f <= at);
                     let (kind, why) = if frame_late {
@@ -398,9 +316,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(Some(len)) => {
                     let frame = &buf[start..start + len];
                     let mut s = shard.borrow_mut();
-                    match s.server.handle_client_input(frame, client, Instant::now()) {
-                        Some(fwd) => s.forward(&fwd, frame, client.transport),
-                        None => s.flush(shard),
+                    // A response goes out before any later frame's data.
+                    if s.handle_stream_frame(frame, client, Instant::now()) == Outcome::Handled {
+                        s.apply_output();
                     }
                     start += len;
                 }
@@ -413,7 +331,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         // The frames' payloads were queued in the shard's batch: send them once the tasks
         // that are ready now have run.
-        shard.borrow_mut().schedule_flush();
+        shard.borrow_mut().schedule_send();
         buf.copy_within(start..filled, 0);
         filled -= start;
         frame_since = match (filled, start) {
@@ -425,7 +343,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if filled == buf.len() {
             // The frame in progress fills the buffer. Grow by what arrived (doubling), up to
             // the largest frame; before an allocation no frame needs more than 4 KiB.
-            if buf.len() >= PRE_ALLOCATION_FRAME && !shard.borrow().server.has_allocation(&client) {
+            if buf.len() >= PRE_ALLOCATION_FRAME && !shard.borrow().has_allocation(&client) {
                 return "frame too large before an allocation";
             }
             if buf.len() >= READ_BUF_MAX {
@@ -434,32 +352,4 @@ async fn read_loop<R: AsyncRead + Unpin>(
             buf.resize((buf.len() * 2).min(READ_BUF_MAX), 0);
         }
     }
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, sink: StreamSink) {
-    // Bytes move from the queue into this buffer (reused) and are written from it, so no borrow
-    // of the queue is held across an await.
-    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
-    loop {
-        let closed = {
-            let mut q = sink.queue.borrow_mut();
-            let n = q.bytes.len().min(64 * 1024);
-            out.clear();
-            out.extend(q.bytes.drain(..n));
-            q.closed
-        };
-        if out.is_empty() {
-            if closed {
-                break;
-            }
-            let _ = wr.flush().await;
-            sink.wake.notified().await;
-            continue;
-        }
-        if wr.write_all(&out).await.is_err() {
-            sink.queue.borrow_mut().closed = true;
-            break;
-        }
-    }
-    let _ = wr.shutdown().await;
 }
