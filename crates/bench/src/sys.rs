@@ -128,6 +128,7 @@ pub fn enable_rx_timestamps(fd: RawFd) -> io::Result<()> {
 pub fn now_ns() -> u64 {
     // SAFETY: clock_gettime fills a local struct.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -182,7 +183,9 @@ impl Batch {
         let mut buf = vec![0u8; slot * BATCH].into_boxed_slice();
         // SAFETY: all-zero is a valid value of these plain C structs.
         let zero_iov: libc::iovec = unsafe { std::mem::zeroed() };
+        // SAFETY: as above: all-zero is a valid mmsghdr.
         let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        // SAFETY: as above: all-zero is a valid sockaddr_storage.
         let zero_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut iov = vec![zero_iov; BATCH].into_boxed_slice();
         let mut hdr = vec![zero_hdr; BATCH].into_boxed_slice();

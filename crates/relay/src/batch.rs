@@ -158,9 +158,9 @@ impl Batch {
         let first = self.used;
         let base = self.buf.as_mut_ptr();
         for j in 0..n {
-            // SAFETY: slot `first + j` < SLOTS lies within `buf`, and `offset + MAX_DATAGRAM`
-            // stays within the slot.
             self.iov[j] = libc::iovec {
+                // SAFETY: slot `first + j` < SLOTS lies within `buf`, and
+                // `offset + MAX_DATAGRAM` stays within the slot.
                 iov_base: unsafe { base.add((first + j) * SLOT + offset) }.cast(),
                 iov_len: MAX_DATAGRAM.min(SLOT - offset - TAILROOM),
             };
@@ -266,8 +266,8 @@ impl Batch {
         let fd = self.out[a].fd;
         let base = self.buf.as_mut_ptr();
         for (k, o) in self.out[a..b].iter().enumerate() {
-            // SAFETY: `push` checked that the range lies within the slot.
             self.iov[k] = libc::iovec {
+                // SAFETY: `push` checked that the range lies within the slot.
                 iov_base: unsafe { base.add(o.slot as usize * SLOT + o.start as usize) }.cast(),
                 iov_len: o.len as usize,
             };
@@ -404,6 +404,7 @@ mod tests {
 
     #[test]
     fn addresses_round_trip() {
+        // SAFETY: all-zero is a valid sockaddr_storage.
         let mut st = unsafe { std::mem::zeroed::<libc::sockaddr_storage>() };
         for a in ["192.0.2.7:3478", "[2001:db8::1]:49152"] {
             let a: SocketAddr = a.parse().unwrap();

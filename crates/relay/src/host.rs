@@ -24,10 +24,12 @@ pub fn addresses() -> io::Result<Vec<IpAddr>> {
             // structure it is; we read only the two families we know.
             match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
                 libc::AF_INET => {
+                    // SAFETY: the family is AF_INET, so ifa_addr points at a sockaddr_in.
                     let sa = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
                     out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr))));
                 }
                 libc::AF_INET6 => {
+                    // SAFETY: the family is AF_INET6, so ifa_addr points at a sockaddr_in6.
                     let sa = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
                     out.push(IpAddr::V6(Ipv6Addr::from(sa.sin6_addr.s6_addr)));
                 }

@@ -96,23 +96,28 @@ impl Counting {
     }
 }
 
+// SAFETY: every method only counts, then forwards to the system allocator, which is a GlobalAlloc.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.record();
+        // SAFETY: forwarded unchanged: the caller upholds GlobalAlloc::alloc's contract.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.record();
+        // SAFETY: forwarded unchanged: the caller upholds GlobalAlloc::alloc_zeroed's contract.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         self.record();
+        // SAFETY: forwarded unchanged: the caller upholds GlobalAlloc::realloc's contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged: the caller upholds GlobalAlloc::dealloc's contract.
         unsafe { System.dealloc(ptr, layout) }
     }
 }
