@@ -250,7 +250,7 @@ fn raw_flows(
         match sock {
             Ok(s) => allocations.push(Allocation {
                 index: i as u32,
-                link: crate::link::Link::Udp(s),
+                conn: crate::data_conn::DataConn::Udp(s),
                 auth: None,
                 relayed: config.server,
                 took: Duration::ZERO,

@@ -22,7 +22,7 @@ pub(crate) enum Request {
     Bind,
 }
 
-/// An allocation's state apart from its link, so frames can be handled while the link is
+/// An allocation's state apart from its connection, so frames can be handled while the connection is
 /// borrowed for reading.
 pub(crate) struct Flow {
     pub(crate) index: u32,

@@ -82,13 +82,13 @@
 pub mod churn;
 pub mod config;
 pub mod control;
+pub mod data_conn;
 pub mod driver;
 pub mod echo;
 pub mod error;
 mod flow;
 pub mod forward;
 pub mod histogram;
-pub mod link;
 pub mod phase;
 pub mod probe;
 pub mod report;

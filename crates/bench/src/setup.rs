@@ -22,8 +22,8 @@ use cloudproxy_proto::client::{
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{Credentials, Transport};
+use crate::data_conn::{DataConn, StreamBufs};
 use crate::error::{SetupError, Stage};
-use crate::link::{Link, StreamBufs};
 use crate::sys;
 
 /// The channel every allocation binds (each allocation is its own 5-tuple, so they may share).
@@ -46,7 +46,7 @@ pub struct Params {
 /// An allocation bound to a channel toward the peer, ready for ChannelData.
 pub struct Allocation {
     pub index: u32,
-    pub link: Link,
+    pub conn: DataConn,
     /// `None` if the server allocated without asking for credentials.
     pub auth: Option<ClientAuth>,
     pub relayed: SocketAddr,
@@ -129,7 +129,7 @@ pub fn set_up(index: u32, p: &Params) -> Result<Allocation, SetupError> {
     }
     Ok(Allocation {
         index,
-        link: conn.into_link(),
+        conn: conn.into_data_conn(),
         auth,
         relayed,
         took: start.elapsed(),
@@ -306,13 +306,13 @@ impl Conn {
         }
     }
 
-    fn into_link(self) -> Link {
+    fn into_data_conn(self) -> DataConn {
         match self {
-            Conn::Udp(s) => Link::Udp(s),
-            Conn::Tcp(s, pending) => Link::Tcp(s, StreamBufs::new(&pending)),
+            Conn::Udp(s) => DataConn::Udp(s),
+            Conn::Tcp(s, pending) => DataConn::Tcp(s, StreamBufs::new(&pending)),
             Conn::Tls(s, pending) => {
                 let rustls::StreamOwned { conn, sock } = *s;
-                Link::Tls(Box::new((conn, sock)), StreamBufs::new(&pending))
+                DataConn::Tls(Box::new((conn, sock)), StreamBufs::new(&pending))
             }
         }
     }

@@ -25,8 +25,8 @@ use cloudproxy_proto::channel;
 
 use crate::churn::Arrival;
 use crate::control::{Control, Live, Outcome, MAX_STEPS};
+use crate::data_conn::DataConn;
 use crate::flow::{on_frame, Flow, Request, Tally};
-use crate::link::Link;
 use crate::probe::{Probe, SeqWindow};
 use crate::report::DataCounters;
 use crate::setup::{Allocation, CHANNEL};
@@ -61,7 +61,7 @@ const LEAVING: u64 = 1 << 40;
 
 /// An allocation on its way out ([`crate::churn`]).
 struct Leaving {
-    link: Link,
+    conn: DataConn,
     flow: Flow,
     /// When its deletion is (first) sent.
     delete_at: Instant,
@@ -71,7 +71,7 @@ struct Leaving {
 }
 
 pub struct Worker {
-    links: Vec<Link>,
+    conns: Vec<DataConn>,
     flows: Vec<Flow>,
     tally: Tally,
     control: Arc<Control>,
@@ -95,7 +95,7 @@ pub struct Worker {
     leaving: Vec<Option<Leaving>>,
 }
 
-/// The per-allocation state a worker keeps next to the link.
+/// The per-allocation state a worker keeps next to the connection.
 fn flow_of(a: &mut Allocation, now: Instant) -> Flow {
     Flow {
         index: a.index,
@@ -111,19 +111,19 @@ fn flow_of(a: &mut Allocation, now: Instant) -> Flow {
     }
 }
 
-/// Makes a set-up allocation's link ready for the poll loop.
-fn prepare(link: &Link) -> std::io::Result<()> {
-    link.set_nonblocking()?;
-    if let Link::Udp(_) = link {
+/// Makes a set-up allocation's connection ready for the poll loop.
+fn prepare(conn: &DataConn) -> std::io::Result<()> {
+    conn.set_nonblocking()?;
+    if let DataConn::Udp(_) = conn {
         // Best effort: without it, latency is taken when the datagram is read.
-        let _ = sys::enable_rx_timestamps(link.fd());
+        let _ = sys::enable_rx_timestamps(conn.fd());
     }
     Ok(())
 }
 
 /// Sends a refresh-type request on one allocation and remembers it.
 fn send_request(
-    link: &mut Link,
+    conn: &mut DataConn,
     flow: &mut Flow,
     what: Request,
     retried: bool,
@@ -131,7 +131,7 @@ fn send_request(
     counters: &mut DataCounters,
 ) {
     let msg = flow.request(what, retried, peer);
-    if link.send_control(&msg).is_err() {
+    if conn.send_control(&msg).is_err() {
         if what == Request::Refresh(0) {
             counters.release_failed += 1;
         } else {
@@ -168,15 +168,15 @@ impl Worker {
             send.slot_mut(i)[..frame.len()].copy_from_slice(&frame);
         }
         let now = Instant::now();
-        let (mut links, mut flows) = (Vec::new(), Vec::new());
+        let (mut conns, mut flows) = (Vec::new(), Vec::new());
         for (i, mut a) in allocations.into_iter().enumerate() {
-            prepare(&a.link)?;
-            epoll.add(a.link.fd(), i as u64)?;
+            prepare(&a.conn)?;
+            epoll.add(a.conn.fd(), i as u64)?;
             flows.push(flow_of(&mut a, now));
-            links.push(a.link);
+            conns.push(a.conn);
         }
         Ok(Self {
-            links,
+            conns,
             flows,
             tally: Tally {
                 live,
@@ -278,14 +278,14 @@ impl Worker {
             live.unsent[s].fetch_add(k as u64, Ordering::Relaxed);
             return;
         }
-        let link = &mut self.links[i];
+        let conn = &mut self.conns[i];
         let mut probe = Probe {
             step,
             allocation: flow.index,
             seq: flow.seq,
             sent_ns: sys::now_ns(),
         };
-        let Some(tx) = link.tx() else {
+        let Some(tx) = conn.tx() else {
             // UDP: up to BATCH datagrams per system call, as one segmented send (GSO) when the
             // kernel takes it, else with sendmmsg.
             let frame_len = self.frame.len();
@@ -299,7 +299,7 @@ impl Worker {
                         probe.write(&mut self.gso_buf[b * frame_len + 4..]);
                     }
                     let run = &self.gso_buf[..c * frame_len];
-                    match sys::send_segmented(link.fd(), run, frame_len as u16) {
+                    match sys::send_segmented(conn.fd(), run, frame_len as u16) {
                         Ok(bytes) => bytes / frame_len,
                         Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                             self.tally.counters.send_errors += 1;
@@ -316,7 +316,7 @@ impl Worker {
                         probe.seq = flow.seq + b as u64;
                         probe.write(&mut self.send.slot_mut(b)[4..]);
                     }
-                    match self.send.send(link.fd(), c, false, |_| frame_len) {
+                    match self.send.send(conn.fd(), c, false, |_| frame_len) {
                         Ok(m) => m,
                         Err(_) => {
                             self.tally.counters.send_errors += 1;
@@ -335,17 +335,17 @@ impl Worker {
             return;
         };
         // TCP/TLS: frames appended to the connection's buffer, written once.
-        if !tx.is_empty() || link.backlogged() {
-            if link.flush().is_err() {
+        if !tx.is_empty() || conn.backlogged() {
+            if conn.flush().is_err() {
                 flow.alive = false;
                 self.tally.counters.closed += 1;
             }
-            if link.backlogged() || !flow.alive {
+            if conn.backlogged() || !flow.alive {
                 live.unsent[s].fetch_add(k as u64, Ordering::Relaxed);
                 return;
             }
         }
-        let tx = link.tx().expect("a stream link");
+        let tx = conn.tx().expect("a stream conn");
         for b in 0..k {
             let start = tx.len();
             tx.extend_from_slice(&self.frame);
@@ -354,23 +354,23 @@ impl Worker {
         }
         flow.seq += k as u64;
         live.sent[s].fetch_add(k as u64, Ordering::Relaxed);
-        if link.flush().is_err() {
+        if conn.flush().is_err() {
             flow.alive = false;
             self.tally.counters.closed += 1;
-        } else if link.backlogged() && !flow.in_backlog {
+        } else if conn.backlogged() && !flow.in_backlog {
             flow.in_backlog = true;
             self.backlog.push(i);
         }
     }
 
     fn flush_backlog(&mut self) {
-        let (links, flows, counters) = (&mut self.links, &mut self.flows, &mut self.tally.counters);
+        let (conns, flows, counters) = (&mut self.conns, &mut self.flows, &mut self.tally.counters);
         self.backlog.retain(|&i| {
-            if links[i].flush().is_err() && flows[i].alive {
+            if conns[i].flush().is_err() && flows[i].alive {
                 flows[i].alive = false;
                 counters.closed += 1;
             }
-            let keep = flows[i].alive && links[i].backlogged();
+            let keep = flows[i].alive && conns[i].backlogged();
             flows[i].in_backlog = keep;
             keep
         });
@@ -391,19 +391,19 @@ impl Worker {
 
     /// Drains one readable connection: an active slot or a leaving allocation.
     fn receive(&mut self, token: u64) {
-        let (link, flow) = if token >= LEAVING {
+        let (conn, flow) = if token >= LEAVING {
             let k = (token - LEAVING) as usize;
             match self.leaving.get_mut(k).and_then(Option::as_mut) {
-                Some(l) => (&mut l.link, &mut l.flow),
+                Some(l) => (&mut l.conn, &mut l.flow),
                 None => return,
             }
         } else {
             let i = token as usize;
-            (&mut self.links[i], &mut self.flows[i])
+            (&mut self.conns[i], &mut self.flows[i])
         };
         let tally = &mut self.tally;
-        match &mut *link {
-            Link::Udp(sock) => {
+        match &mut *conn {
+            DataConn::Udp(sock) => {
                 use std::os::fd::AsRawFd;
                 let fd = sock.as_raw_fd();
                 loop {
@@ -442,7 +442,7 @@ impl Worker {
         }
         let resend = std::mem::take(&mut flow.resend);
         for (what, retried) in resend {
-            send_request(link, flow, what, retried, self.peer, &mut tally.counters);
+            send_request(conn, flow, what, retried, self.peer, &mut tally.counters);
         }
     }
 
@@ -452,17 +452,17 @@ impl Worker {
             return;
         };
         while let Ok((slot, mut a)) = arrivals.try_recv() {
-            if slot >= self.links.len() || prepare(&a.link).is_err() {
+            if slot >= self.conns.len() || prepare(&a.conn).is_err() {
                 // Dropped unused: the server keeps it until its lifetime runs out.
                 self.tally.counters.release_failed += 1;
                 continue;
             }
             let mut flow = flow_of(&mut a, now);
-            let _ = self.epoll.remove(self.links[slot].fd());
-            if self.epoll.add(a.link.fd(), slot as u64).is_err() {
+            let _ = self.epoll.remove(self.conns[slot].fd());
+            if self.epoll.add(a.conn.fd(), slot as u64).is_err() {
                 flow.alive = false;
             }
-            let link = std::mem::replace(&mut self.links[slot], a.link);
+            let conn = std::mem::replace(&mut self.conns[slot], a.conn);
             let flow = std::mem::replace(&mut self.flows[slot], flow);
             self.flows[slot].in_backlog = false;
             self.tally.counters.left += 1;
@@ -474,10 +474,10 @@ impl Worker {
                 }
             };
             if flow.alive {
-                let _ = self.epoll.add(link.fd(), LEAVING + k as u64);
+                let _ = self.epoll.add(conn.fd(), LEAVING + k as u64);
             }
             self.leaving[k] = Some(Leaving {
-                link,
+                conn,
                 flow,
                 delete_at: now + LEAVE_DRAIN,
                 tries: 0,
@@ -509,7 +509,7 @@ impl Worker {
                     l.flow.pending.clear();
                     let c = &mut self.tally.counters;
                     send_request(
-                        &mut l.link,
+                        &mut l.conn,
                         &mut l.flow,
                         Request::Refresh(0),
                         false,
@@ -524,7 +524,7 @@ impl Worker {
                 false
             };
             if done {
-                let _ = self.epoll.remove(l.link.fd());
+                let _ = self.epoll.remove(l.conn.fd());
                 self.leaving[k] = None;
             }
         }
@@ -553,7 +553,7 @@ impl Worker {
     fn request(&mut self, i: usize, what: Request, retried: bool) {
         let c = &mut self.tally.counters;
         send_request(
-            &mut self.links[i],
+            &mut self.conns[i],
             &mut self.flows[i],
             what,
             retried,

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use cloudproxy_bench::data_conn::{DataConn, StreamBufs};
 use cloudproxy_bench::echo::EchoPeer;
-use cloudproxy_bench::link::{Link, StreamBufs};
 use cloudproxy_proto::client;
 
 #[test]
@@ -73,8 +73,8 @@ fn stream_link_cuts_frames_across_reads() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
     let (mut server, _) = listener.accept().expect("accept");
-    let mut link = Link::Tcp(client, StreamBufs::new(&[]));
-    link.set_nonblocking().unwrap();
+    let mut conn = DataConn::Tcp(client, StreamBufs::new(&[]));
+    conn.set_nonblocking().unwrap();
 
     // Three padded ChannelData frames (5, 8 and 1 bytes) and a STUN message, written in
     // awkward pieces.
@@ -96,11 +96,11 @@ fn stream_link_cuts_frames_across_reads() {
         server.write_all(chunk).unwrap();
         server.flush().unwrap();
         std::thread::sleep(Duration::from_millis(2));
-        assert!(link.read_frames(|f| frames.push(f.to_vec())).unwrap());
+        assert!(conn.read_frames(|f| frames.push(f.to_vec())).unwrap());
     }
     while frames.len() < 4 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
-        assert!(link.read_frames(|f| frames.push(f.to_vec())).unwrap());
+        assert!(conn.read_frames(|f| frames.push(f.to_vec())).unwrap());
     }
     assert_eq!(frames.len(), 4, "{frames:?}");
     assert_eq!(frames[0], client::channel_data(0x4000, b"hello", true));
@@ -109,13 +109,13 @@ fn stream_link_cuts_frames_across_reads() {
     assert_eq!(frames[3], stun);
 
     // Queued output goes out in one write; a closed peer is reported.
-    link.tx().unwrap().extend_from_slice(&frames[0]);
-    link.flush().unwrap();
-    assert!(!link.backlogged());
+    conn.tx().unwrap().extend_from_slice(&frames[0]);
+    conn.flush().unwrap();
+    assert!(!conn.backlogged());
     drop(server);
     let closed = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(5));
-        !link.read_frames(|_| {}).unwrap_or(false)
+        !conn.read_frames(|_| {}).unwrap_or(false)
     });
     assert!(closed, "the end of the stream is seen");
 }

@@ -43,8 +43,8 @@ pub mod token;
 
 mod addr;
 mod config;
+pub mod grants;
 pub mod ports;
-pub mod tables;
 mod timer;
 
 pub use addr::{ClientAddr, PeerAddr, RelayAddr, Transport};

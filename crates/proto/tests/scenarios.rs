@@ -945,7 +945,7 @@ fn a_verdict_for_an_allocation_that_expired_meanwhile_is_refused() {
 fn permissions_per_allocation_are_capped_with_508() {
     let mut h = Harness::new(config(&["0.0.0.0/0"]));
     h.allocate();
-    for i in 0..cloudproxy_proto::tables::MAX_ENTRIES {
+    for i in 0..cloudproxy_proto::grants::MAX_ENTRIES {
         let ip = std::net::Ipv4Addr::new(198, 51, (i / 250) as u8, (i % 250) as u8 + 1);
         let peer = SocketAddr::new(ip.into(), 1000 + i as u16);
         assert!(

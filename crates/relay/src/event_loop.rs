@@ -24,7 +24,7 @@ use crate::{sockets, stream, udp};
 
 /// What the relay tells a running shard.
 #[derive(Debug)]
-pub(crate) enum Control {
+pub(crate) enum ShardControl {
     Drain,
     Reload(Arc<ServerReload>),
     Stop,
@@ -43,7 +43,7 @@ pub(crate) struct ShardSetup {
     pub streams: Arc<ConnectionLimit>,
     pub stream_deadlines: Deadlines,
     pub socket_buffer: Option<usize>,
-    pub control: mpsc::UnboundedReceiver<Control>,
+    pub control: mpsc::UnboundedReceiver<ShardControl>,
     pub link: Option<ShardLink>,
 }
 
@@ -57,7 +57,7 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 const LAG_TICK: Duration = Duration::from_millis(10);
 
 impl ShardSetup {
-    /// Runs the shard on the calling thread until [`Control::Stop`].
+    /// Runs the shard on the calling thread until [`ShardControl::Stop`].
     pub(crate) fn run(self) {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -136,12 +136,12 @@ impl ShardSetup {
         tokio::task::spawn_local(watch_lag(self.metrics.clone(), self.index));
         while let Some(c) = self.control.recv().await {
             match c {
-                Control::Drain => shard.borrow_mut().server.set_draining(true),
-                Control::Reload(r) => {
+                ShardControl::Drain => shard.borrow_mut().server.set_draining(true),
+                ShardControl::Reload(r) => {
                     let d = directory.as_ref().map(|d| d.borrow().clone());
                     shard.borrow_mut().handle_reload(&r, d.as_deref());
                 }
-                Control::Stop => break,
+                ShardControl::Stop => break,
             }
         }
         tracing::debug!(shard = self.index, "event loop stopped");

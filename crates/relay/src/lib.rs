@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 
 use cloudproxy_proto::Shared;
 use config::ServerReload;
-use event_loop::Control;
+use event_loop::ShardControl;
 use socket2::{Protocol, Type};
 use sockets::{bind_tcp, bind_udp, probe};
 use tokio::sync::mpsc;
@@ -60,7 +60,7 @@ pub enum RelayError {
     #[error("invalid configuration: {0}")]
     Config(&'static str),
     #[error("control plane link: {0}")]
-    Control(String),
+    ControlPlane(String),
     #[error("cannot start event loop: {0}")]
     Runtime(#[source] io::Error),
 }
@@ -80,7 +80,7 @@ pub struct Reloaded {
 pub struct Relay {
     addrs: BoundAddrs,
     metrics: Arc<Metrics>,
-    controls: Vec<mpsc::UnboundedSender<Control>>,
+    controls: Vec<mpsc::UnboundedSender<ShardControl>>,
     threads: Vec<JoinHandle<()>>,
     metrics_stop: Option<tokio::sync::oneshot::Sender<()>>,
     link: Option<link::Link>,
@@ -336,7 +336,7 @@ impl Relay {
     pub fn drain(&self) {
         self.metrics.draining.set(1);
         for c in &self.controls {
-            let _ = c.send(Control::Drain);
+            let _ = c.send(ShardControl::Drain);
         }
     }
 
@@ -396,7 +396,7 @@ impl Relay {
             max_allocations_per_user: new.server.max_allocations_per_user,
         });
         for c in &self.controls {
-            let _ = c.send(Control::Reload(reload.clone()));
+            let _ = c.send(ShardControl::Reload(reload.clone()));
         }
         current.server.auth = new.server.auth;
         current.server.peer_policy = new.server.peer_policy;
@@ -413,7 +413,7 @@ impl Relay {
 
     fn stop_inner(&mut self) {
         for c in &self.controls {
-            let _ = c.send(Control::Stop);
+            let _ = c.send(ShardControl::Stop);
         }
         if let Some(s) = self.metrics_stop.take() {
             let _ = s.send(());

@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// Who a request authenticated as.
+#[derive(Debug)]
+pub(super) struct Authenticated {
+    /// The USERNAME as sent (an allocation keeps it: later requests must use the same).
+    pub username: String,
+    /// What the per-user allocation quota counts: the app user, or the username.
+    pub quota_key: String,
+}
+
 impl Server {
     /// RFC 8489 §9.2.4 long-term credential check with stateless nonces. On success fills in
     /// the reply key and returns the username and quota key.
@@ -12,7 +21,7 @@ impl Server {
         client: ClientAddr,
         now: Instant,
         reply: &mut ReplyAuth,
-    ) -> Result<(String, String), ()> {
+    ) -> Result<Authenticated, ()> {
         let has_sha1 = msg.has_attribute(AttributeType::new(ATTR_MESSAGE_INTEGRITY));
         let has_sha256 = msg.has_attribute(AttributeType::new(ATTR_MESSAGE_INTEGRITY_SHA256));
         if !has_sha1 && !has_sha256 {
@@ -145,7 +154,10 @@ impl Server {
             return Err(());
         }
         reply.key = Some((key, kind));
-        Ok((user.to_owned(), quota_key))
+        Ok(Authenticated {
+            username: user.to_owned(),
+            quota_key,
+        })
     }
 
     /// 401 or 438 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS, unsigned.

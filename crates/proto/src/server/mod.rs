@@ -32,10 +32,10 @@ use crate::admission::{self, Access, AdmitRequest, Mode, Verdict};
 use crate::auth::{Authenticator, CredentialError, NonceError, NonceKey};
 use crate::channel;
 use crate::config::{AppKey, AuthConfig, ServerConfig};
+use crate::grants::{ChannelBinding, Channels, Permissions};
 use crate::integrity::{self, IntegrityKind, KeyAlgorithm, LongTermKey};
 use crate::policy::PeerPolicy;
 use crate::ports::{ClaimError, RelayPorts};
-use crate::tables::{ChannelBinding, Channels, Permissions};
 use crate::timer::TimerQueue;
 
 mod authenticate;
@@ -766,21 +766,29 @@ impl Server {
             self.respond_error(client, &reply, 400, "Bad Request: unsupported method");
             return;
         }
-        let username = match self.authenticate(msg, client, now, &mut reply) {
-            Ok(u) => u,
+        let who = match self.authenticate(msg, client, now, &mut reply) {
+            Ok(who) => who,
             Err(()) => return,
         };
         let existing = self.by_client.get(&client).copied();
         if let Some(slot) = existing {
             let alloc = self.slots[slot].as_ref().expect("indexed");
             // RFC 8656 §5: requests on an allocation must use the username that created it.
-            if alloc.username != username.0 {
+            if alloc.username != who.username {
                 self.respond_error(client, &reply, 441, "Wrong Credentials");
                 return;
             }
         }
         let result = if method == ALLOCATE {
-            self.allocate(msg, client, now, &reply, existing, &username.0, &username.1)
+            self.allocate(
+                msg,
+                client,
+                now,
+                &reply,
+                existing,
+                &who.username,
+                &who.quota_key,
+            )
         } else {
             match existing {
                 None => Err(reject(

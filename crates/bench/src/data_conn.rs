@@ -17,7 +17,7 @@ use cloudproxy_proto::channel::stream_frame_len;
 const RX_CAPACITY: usize = 32 * 1024;
 
 /// The transport of one allocation.
-pub enum Link {
+pub enum DataConn {
     Udp(UdpSocket),
     Tcp(TcpStream, StreamBufs),
     Tls(Box<(rustls::ClientConnection, TcpStream)>, StreamBufs),
@@ -99,45 +99,45 @@ impl StreamBufs {
     }
 }
 
-impl Link {
+impl DataConn {
     pub fn fd(&self) -> RawFd {
         match self {
-            Link::Udp(s) => s.as_raw_fd(),
-            Link::Tcp(s, _) => s.as_raw_fd(),
-            Link::Tls(b, _) => b.1.as_raw_fd(),
+            DataConn::Udp(s) => s.as_raw_fd(),
+            DataConn::Tcp(s, _) => s.as_raw_fd(),
+            DataConn::Tls(b, _) => b.1.as_raw_fd(),
         }
     }
 
     pub fn set_nonblocking(&self) -> io::Result<()> {
         match self {
-            Link::Udp(s) => s.set_nonblocking(true),
-            Link::Tcp(s, _) => s.set_nonblocking(true),
-            Link::Tls(b, _) => b.1.set_nonblocking(true),
+            DataConn::Udp(s) => s.set_nonblocking(true),
+            DataConn::Tcp(s, _) => s.set_nonblocking(true),
+            DataConn::Tls(b, _) => b.1.set_nonblocking(true),
         }
     }
 
-    /// The outgoing buffer of a stream link, to append frames to; `None` for UDP.
+    /// The outgoing buffer of a stream connection, to append frames to; `None` for UDP.
     pub fn tx(&mut self) -> Option<&mut Vec<u8>> {
         match self {
-            Link::Udp(_) => None,
-            Link::Tcp(_, b) | Link::Tls(_, b) => Some(&mut b.tx),
+            DataConn::Udp(_) => None,
+            DataConn::Tcp(_, b) | DataConn::Tls(_, b) => Some(&mut b.tx),
         }
     }
 
     /// Whether earlier output is still waiting for the socket.
     pub fn backlogged(&self) -> bool {
         match self {
-            Link::Udp(_) => false,
-            Link::Tcp(_, b) => !b.unsent().is_empty(),
-            Link::Tls(t, b) => !b.unsent().is_empty() || t.0.wants_write(),
+            DataConn::Udp(_) => false,
+            DataConn::Tcp(_, b) => !b.unsent().is_empty(),
+            DataConn::Tls(t, b) => !b.unsent().is_empty() || t.0.wants_write(),
         }
     }
 
     /// Writes as much queued output as the socket takes without blocking.
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
-            Link::Udp(_) => Ok(()),
-            Link::Tcp(sock, b) => {
+            DataConn::Udp(_) => Ok(()),
+            DataConn::Tcp(sock, b) => {
                 while !b.unsent().is_empty() {
                     match sock.write(b.unsent()) {
                         Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -148,7 +148,7 @@ impl Link {
                 }
                 Ok(())
             }
-            Link::Tls(t, b) => {
+            DataConn::Tls(t, b) => {
                 let (conn, sock) = &mut **t;
                 loop {
                     if !b.unsent().is_empty() {
@@ -172,20 +172,20 @@ impl Link {
     /// Sends one control message (a STUN request) now, or queues it on a stream.
     pub fn send_control(&mut self, msg: &[u8]) -> io::Result<()> {
         match self {
-            Link::Udp(s) => s.send(msg).map(drop),
-            Link::Tcp(_, b) | Link::Tls(_, b) => {
+            DataConn::Udp(s) => s.send(msg).map(drop),
+            DataConn::Tcp(_, b) | DataConn::Tls(_, b) => {
                 b.tx.extend_from_slice(msg);
                 self.flush()
             }
         }
     }
 
-    /// Reads every complete frame available on a stream link without blocking and calls `f`
+    /// Reads every complete frame available on a stream connection without blocking and calls `f`
     /// for each. `Ok(false)` when the server closed the connection.
     pub fn read_frames(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<bool> {
         match self {
-            Link::Udp(_) => Ok(true),
-            Link::Tcp(sock, b) => loop {
+            DataConn::Udp(_) => Ok(true),
+            DataConn::Tcp(sock, b) => loop {
                 match b.fill(|buf| sock.read(buf)) {
                     Ok(0) => return Ok(false),
                     Ok(_) => b.cut_frames(&mut f)?,
@@ -194,7 +194,7 @@ impl Link {
                     Err(e) => return Err(e),
                 }
             },
-            Link::Tls(t, b) => {
+            DataConn::Tls(t, b) => {
                 let (conn, sock) = &mut **t;
                 loop {
                     let eof = match conn.read_tls(sock) {

@@ -1,4 +1,4 @@
-//! An allocation's permissions (RFC 8656 §9) and channel bindings (§12).
+//! What an allocation grants toward peers: its permissions (RFC 8656 §9) and channel bindings (§12).
 //!
 //! An allocation holds a handful of each, and they are looked up on every relayed packet, so
 //! they live in small vectors scanned linearly: for a few entries that is faster than hashing
