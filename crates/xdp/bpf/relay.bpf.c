@@ -1,0 +1,312 @@
+// The relay's XDP fast path for ChannelData over UDP (RFC 8656 §12), IPv4.
+//
+// Client -> peer: a ChannelData datagram to one of the relay's listeners whose (client,
+// listener, channel) has an entry in `c2p` loses its 4-byte header and leaves from the
+// allocation's relayed address toward the peer. Peer -> client: a datagram to a relayed
+// address from a peer with an entry in `p2c` gains the header and leaves from the listener the
+// client used. Both go back out of the interface they came in on (XDP_TX), MAC addresses
+// swapped: client and peer are reached through the same next hop.
+//
+// Everything else passes to the kernel unchanged (XDP_PASS), to the relay's sockets: STUN,
+// Send/Data indications, padded or short frames, unknown tuples, expired entries, IP options,
+// fragments, IPv6 (not yet). User space decides everything; this program only follows the
+// entries the relay installs and removes.
+//
+// Checksums: the IPv4 header checksum is recomputed; the UDP checksum is updated
+// incrementally (addresses, ports, length, and the 4 header bytes removed or added), so it
+// stays correct end to end. A datagram without a UDP checksum (0) keeps none.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define MAX_ENTRIES 65536
+#define HDRS (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr))
+// A direction's answer before it touched the packet: let the other direction look.
+#define NOT_MINE -1
+
+// Addresses and ports in network byte order, as on the wire; `channel` too.
+struct c2p_key {
+	__u32 client_ip;
+	__u32 listener_ip;
+	__u16 client_port;
+	__u16 listener_port;
+	__u16 channel;
+	__u16 pad;
+};
+
+struct c2p_val {
+	__u32 relay_ip;
+	__u32 peer_ip;
+	__u16 relay_port;
+	__u16 peer_port;
+	__u32 counter;
+	__u64 expires_ns;
+};
+
+struct p2c_key {
+	__u32 peer_ip;
+	__u32 relay_ip;
+	__u16 peer_port;
+	__u16 relay_port;
+};
+
+struct p2c_val {
+	__u32 client_ip;
+	__u32 listener_ip;
+	__u16 client_port;
+	__u16 listener_port;
+	__u16 channel;
+	__u16 pad;
+	__u32 counter;
+	__u32 pad2;
+	__u64 expires_ns;
+};
+
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENTRIES);
+	__type(key, struct c2p_key);
+	__type(value, struct c2p_val);
+} c2p SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENTRIES);
+	__type(key, struct p2c_key);
+	__type(value, struct p2c_val);
+} p2c SEC(".maps");
+
+// Payload packets and bytes per entry (its `counter` index), per CPU.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * MAX_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct counter);
+} counters SEC(".maps");
+
+struct pair16 {
+	__u16 a;
+	__u16 b;
+};
+
+static __always_inline __u32 word(__u16 a, __u16 b)
+{
+	struct pair16 p = { a, b };
+	return *(__u32 *)&p;
+}
+
+static __always_inline __u16 fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)sum;
+}
+
+static __always_inline void ip_checksum(struct iphdr *ip)
+{
+	__u16 *w = (__u16 *)ip;
+	__u64 sum = 0;
+	ip->check = 0;
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += w[i];
+	ip->check = ~fold(sum);
+}
+
+// The UDP checksum after `from` (old words, memory order) became `to`.
+static __always_inline __u16 udp_checksum(__u16 old, __u32 *from, __u32 from_size, __u32 *to,
+					  __u32 to_size)
+{
+	if (old == 0)
+		return 0;
+	__s64 d = bpf_csum_diff(from, from_size, to, to_size, (__u16)~old);
+	if (d < 0)
+		return 0;
+	__u16 c = ~fold((__u64)(__u32)d);
+	return c ? c : 0xffff;
+}
+
+static __always_inline void count(__u32 index, __u64 bytes)
+{
+	struct counter *c = bpf_map_lookup_elem(&counters, &index);
+	if (c) {
+		c->packets += 1;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline void swap_mac(struct ethhdr *eth)
+{
+	unsigned char tmp[ETH_ALEN];
+	__builtin_memcpy(tmp, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, tmp, ETH_ALEN);
+}
+
+static __always_inline int client_to_peer(struct xdp_md *ctx, struct iphdr *ip, struct udphdr *udp,
+					  void *data_end)
+{
+	__u8 *cd = (__u8 *)(udp + 1);
+	if ((void *)(cd + 4) > data_end)
+		return NOT_MINE;
+	__u16 channel = *(__u16 *)cd;
+	__u16 len = bpf_ntohs(*(__u16 *)(cd + 2));
+	__u16 hchan = bpf_ntohs(channel);
+	if (hchan < 0x4000 || hchan > 0x7ffe)
+		return NOT_MINE;
+	// Exactly the frame: a padded or short one goes to the socket path.
+	if (bpf_ntohs(udp->len) != sizeof(struct udphdr) + 4 + len)
+		return NOT_MINE;
+	struct c2p_key k = {
+		.client_ip = ip->saddr,
+		.listener_ip = ip->daddr,
+		.client_port = udp->source,
+		.listener_port = udp->dest,
+		.channel = channel,
+	};
+	struct c2p_val *v = bpf_map_lookup_elem(&c2p, &k);
+	if (!v || bpf_ktime_get_ns() >= v->expires_ns)
+		return NOT_MINE;
+
+	__u16 new_len = bpf_htons(sizeof(struct udphdr) + len);
+	__u32 from[5] = { ip->saddr, ip->daddr, word(udp->source, udp->dest),
+			  word(udp->len, udp->len), *(__u32 *)cd };
+	__u32 to[4] = { v->relay_ip, v->peer_ip, word(v->relay_port, v->peer_port),
+			word(new_len, new_len) };
+	__u16 check = udp_checksum(udp->check, from, sizeof(from), to, sizeof(to));
+	__u32 relay_ip = v->relay_ip, peer_ip = v->peer_ip;
+	__u16 relay_port = v->relay_port, peer_port = v->peer_port;
+	__u32 ctr = v->counter;
+
+	// Move the headers 4 bytes on, over the ChannelData header, and drop what is in front.
+	void *data = (void *)(long)ctx->data;
+	__u8 hdrs[HDRS];
+	if (data + HDRS > data_end)
+		return NOT_MINE;
+	__builtin_memcpy(hdrs, data, HDRS);
+	if (bpf_xdp_adjust_head(ctx, 4))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + HDRS > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(data, hdrs, HDRS);
+
+	struct ethhdr *eth = data;
+	ip = (struct iphdr *)(eth + 1);
+	udp = (struct udphdr *)(ip + 1);
+	swap_mac(eth);
+	ip->saddr = relay_ip;
+	ip->daddr = peer_ip;
+	ip->tot_len = bpf_htons(bpf_ntohs(ip->tot_len) - 4);
+	ip->ttl = 64;
+	ip_checksum(ip);
+	udp->source = relay_port;
+	udp->dest = peer_port;
+	udp->len = new_len;
+	udp->check = check;
+	// Counted only once it is sure to leave here: the socket path counts everything else.
+	count(ctr, len);
+	return XDP_TX;
+}
+
+static __always_inline int peer_to_client(struct xdp_md *ctx, struct iphdr *ip, struct udphdr *udp,
+					  void *data_end)
+{
+	struct p2c_key k = {
+		.peer_ip = ip->saddr,
+		.relay_ip = ip->daddr,
+		.peer_port = udp->source,
+		.relay_port = udp->dest,
+	};
+	struct p2c_val *v = bpf_map_lookup_elem(&p2c, &k);
+	if (!v || bpf_ktime_get_ns() >= v->expires_ns)
+		return NOT_MINE;
+	__u16 payload = bpf_ntohs(udp->len);
+	if (payload < sizeof(struct udphdr))
+		return NOT_MINE;
+	payload -= sizeof(struct udphdr);
+	// A frame longer than a ChannelData length can say goes to the socket path.
+	if (payload > 0xffff - 4 - sizeof(struct udphdr))
+		return NOT_MINE;
+	__u16 new_len = bpf_htons(sizeof(struct udphdr) + 4 + payload);
+	__u32 chdr = word(v->channel, bpf_htons(payload));
+	__u32 from[4] = { ip->saddr, ip->daddr, word(udp->source, udp->dest),
+			  word(udp->len, udp->len) };
+	__u32 to[5] = { v->listener_ip, v->client_ip, word(v->listener_port, v->client_port),
+			word(new_len, new_len), chdr };
+	__u16 check = udp_checksum(udp->check, from, sizeof(from), to, sizeof(to));
+	__u32 listener_ip = v->listener_ip, client_ip = v->client_ip;
+	__u16 listener_port = v->listener_port, client_port = v->client_port;
+	__u32 ctr = v->counter;
+
+	void *data = (void *)(long)ctx->data;
+	__u8 hdrs[HDRS];
+	if (data + HDRS > data_end)
+		return NOT_MINE;
+	__builtin_memcpy(hdrs, data, HDRS);
+	if (bpf_xdp_adjust_head(ctx, -4))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + HDRS + 4 > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(data, hdrs, HDRS);
+	*(__u32 *)(data + HDRS) = chdr;
+
+	struct ethhdr *eth = data;
+	ip = (struct iphdr *)(eth + 1);
+	udp = (struct udphdr *)(ip + 1);
+	swap_mac(eth);
+	ip->saddr = listener_ip;
+	ip->daddr = client_ip;
+	ip->tot_len = bpf_htons(bpf_ntohs(ip->tot_len) + 4);
+	ip->ttl = 64;
+	ip_checksum(ip);
+	udp->source = listener_port;
+	udp->dest = client_port;
+	udp->len = new_len;
+	udp->check = check;
+	count(ctr, payload);
+	return XDP_TX;
+}
+
+SEC("xdp")
+int relay_fast_path(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	struct iphdr *ip = (struct iphdr *)(eth + 1);
+	if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
+		return XDP_PASS;
+	// Fragments (MF set or an offset) go to the kernel to be reassembled.
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return XDP_PASS;
+	struct udphdr *udp = (struct udphdr *)(ip + 1);
+	if ((void *)(udp + 1) > data_end)
+		return XDP_PASS;
+	// The UDP length must match what arrived (no trailing bytes, nothing cut).
+	if ((void *)udp + bpf_ntohs(udp->len) != data_end)
+		return XDP_PASS;
+	int r = client_to_peer(ctx, ip, udp, data_end);
+	if (r != NOT_MINE)
+		return r;
+	r = peer_to_client(ctx, ip, udp, data_end);
+	return r == NOT_MINE ? XDP_PASS : r;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

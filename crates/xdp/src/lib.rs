@@ -1,0 +1,369 @@
+//! The relay's XDP fast path: ChannelData over UDP forwarded in the kernel
+//! (`bpf/relay.bpf.c`), following entries user space installs and removes.
+//!
+//! One [`FastPath`] per relay process, attached to one interface. An entry is one channel
+//! binding, both directions: client → peer (strip the 4-byte ChannelData header, send from
+//! the relayed address) and peer → client (add it, send from the listener the client used).
+//! Entries carry an expiry on the kernel's monotonic clock (the clock of [`Instant`]), so a
+//! binding or permission that lapses stops being forwarded in the kernel even before user
+//! space removes it. Anything without a live entry goes to the relay's sockets unchanged.
+//!
+//! Each direction of an entry has a counter (payload packets and bytes, per CPU), read with
+//! [`FastPath::counters`]: what the kernel forwarded never reaches the relay's sockets, so usage
+//! metering adds these.
+//!
+//! IPv4 only for now; IPv6 datagrams take the socket path.
+
+use std::net::SocketAddrV4;
+use std::time::Instant;
+
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
+use aya::programs::{Xdp, XdpFlags};
+use aya::Ebpf;
+
+/// The compiled program (empty when this build had no clang; see [`BUILT_WITHOUT`]).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay.bpf.o"));
+
+/// Why this build has no XDP program ("" when it has one).
+pub const BUILT_WITHOUT: &str = include_str!(concat!(env!("OUT_DIR"), "/relay.bpf.why"));
+
+/// Entries each map holds (the program's MAX_ENTRIES).
+pub const MAX_ENTRIES: u32 = 65_536;
+
+/// How the program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In the driver (XDP_FLAGS_DRV_MODE): fastest; not every driver has it.
+    Native,
+    /// On the generic path (XDP_FLAGS_SKB_MODE): any interface, slower.
+    Generic,
+}
+
+/// Why the fast path is not running.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("this relay was built without its XDP program: {0}")]
+    NotBuilt(&'static str),
+    #[error("cannot load the XDP program (needs root or CAP_BPF + CAP_NET_ADMIN): {0}")]
+    Load(String),
+    #[error("cannot attach the XDP program to {interface} in {mode:?} mode: {why}")]
+    Attach {
+        interface: String,
+        mode: Mode,
+        why: String,
+    },
+    #[error("XDP map {map}: {why}")]
+    Map { map: &'static str, why: String },
+    #[error("all {MAX_ENTRIES} fast-path entries are in use")]
+    Full,
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> XdpError {
+    move |e| XdpError::Map {
+        map,
+        why: e.to_string(),
+    }
+}
+
+// The maps' keys and values, laid out as in `bpf/relay.bpf.c`. Addresses, ports and the
+// channel number are in network byte order.
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+struct C2pKey {
+    client_ip: u32,
+    listener_ip: u32,
+    client_port: u16,
+    listener_port: u16,
+    channel: u16,
+    pad: u16,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct C2pVal {
+    relay_ip: u32,
+    peer_ip: u32,
+    relay_port: u16,
+    peer_port: u16,
+    counter: u32,
+    expires_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+struct P2cKey {
+    peer_ip: u32,
+    relay_ip: u32,
+    peer_port: u16,
+    relay_port: u16,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct P2cVal {
+    client_ip: u32,
+    listener_ip: u32,
+    client_port: u16,
+    listener_port: u16,
+    channel: u16,
+    pad: u16,
+    counter: u32,
+    pad2: u32,
+    expires_ns: u64,
+}
+
+/// Payload packets and bytes one direction of an entry forwarded.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+// SAFETY: plain `repr(C)` integers with explicit padding fields: every bit pattern is valid,
+// and no byte is uninitialised padding.
+unsafe impl aya::Pod for C2pKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for C2pVal {}
+// SAFETY: as above.
+unsafe impl aya::Pod for P2cKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for P2cVal {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Counter {}
+
+/// One channel binding, as the fast path forwards it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Channel {
+    /// The client's address (the 5-tuple's remote side).
+    pub client: SocketAddrV4,
+    /// The relay listener the client reached.
+    pub listener: SocketAddrV4,
+    /// The channel number (0x4000–0x7FFE).
+    pub number: u16,
+    /// The allocation's relayed transport address.
+    pub relay: SocketAddrV4,
+    /// The peer bound to the channel.
+    pub peer: SocketAddrV4,
+}
+
+impl Channel {
+    fn c2p_key(&self) -> C2pKey {
+        C2pKey {
+            client_ip: u32::from(*self.client.ip()).to_be(),
+            listener_ip: u32::from(*self.listener.ip()).to_be(),
+            client_port: self.client.port().to_be(),
+            listener_port: self.listener.port().to_be(),
+            channel: self.number.to_be(),
+            pad: 0,
+        }
+    }
+
+    fn p2c_key(&self) -> P2cKey {
+        P2cKey {
+            peer_ip: u32::from(*self.peer.ip()).to_be(),
+            relay_ip: u32::from(*self.relay.ip()).to_be(),
+            peer_port: self.peer.port().to_be(),
+            relay_port: self.relay.port().to_be(),
+        }
+    }
+}
+
+/// Where an installed channel's counters are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Installed {
+    /// Counter of client → peer.
+    pub to_peer: u32,
+    /// Counter of peer → client.
+    pub to_client: u32,
+}
+
+/// The loaded, attached program and its maps. Dropping it detaches the program.
+pub struct FastPath {
+    // Owns the program, so the attachment; dropped last.
+    _ebpf: Ebpf,
+    c2p: HashMap<MapData, C2pKey, C2pVal>,
+    p2c: HashMap<MapData, P2cKey, P2cVal>,
+    counters: PerCpuArray<MapData, Counter>,
+    cpus: usize,
+    /// By client → peer key (a client's channel number names one peer), with the peer → client
+    /// key in force for it.
+    installed: std::collections::HashMap<C2pKey, (P2cKey, Installed)>,
+    free_counters: Vec<u32>,
+}
+
+impl std::fmt::Debug for FastPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastPath")
+            .field("entries", &self.installed.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FastPath {
+    /// Loads the program and attaches it to `interface`.
+    pub fn load(interface: &str, mode: Mode) -> Result<Self, XdpError> {
+        if OBJECT.is_empty() {
+            return Err(XdpError::NotBuilt(BUILT_WITHOUT));
+        }
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| XdpError::Load(e.to_string()))?;
+        let program: &mut Xdp = ebpf
+            .program_mut("relay_fast_path")
+            .ok_or_else(|| XdpError::Load("no program relay_fast_path in the object".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))?;
+        program.load().map_err(|e| XdpError::Load(e.to_string()))?;
+        let flags = match mode {
+            Mode::Native => XdpFlags::DRV_MODE,
+            Mode::Generic => XdpFlags::SKB_MODE,
+        };
+        program
+            .attach(interface, flags)
+            .map_err(|e| XdpError::Attach {
+                interface: interface.into(),
+                mode,
+                why: e.to_string(),
+            })?;
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or(XdpError::Map {
+                map: name,
+                why: "missing from the object".into(),
+            })
+        };
+        let c2p = HashMap::try_from(take(&mut ebpf, "c2p")?).map_err(map_err("c2p"))?;
+        let p2c = HashMap::try_from(take(&mut ebpf, "p2c")?).map_err(map_err("p2c"))?;
+        let counters =
+            PerCpuArray::try_from(take(&mut ebpf, "counters")?).map_err(map_err("counters"))?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| XdpError::Load(format!("cannot count CPUs: {e}")))?;
+        Ok(Self {
+            _ebpf: ebpf,
+            c2p,
+            p2c,
+            counters,
+            cpus,
+            installed: std::collections::HashMap::new(),
+            free_counters: (0..2 * MAX_ENTRIES).rev().collect(),
+        })
+    }
+
+    /// Installs or refreshes `channel` until `expires`. A refresh keeps its counters; a
+    /// channel rebound to another peer (RFC 8656 §12.2 forbids it within a binding's life,
+    /// but after it expires the number may name a new peer) replaces the old peer's entry.
+    pub fn install(&mut self, channel: &Channel, expires: Instant) -> Result<Installed, XdpError> {
+        let (ck, pk) = (channel.c2p_key(), channel.p2c_key());
+        let at = monotonic_ns(expires);
+        let ids = match self.installed.get(&ck) {
+            Some((old_pk, ids)) => {
+                if *old_pk != pk {
+                    let _ = self.p2c.remove(old_pk);
+                }
+                *ids
+            }
+            None => {
+                if self.free_counters.len() < 2 {
+                    return Err(XdpError::Full);
+                }
+                let ids = Installed {
+                    to_peer: self.free_counters.pop().unwrap_or_default(),
+                    to_client: self.free_counters.pop().unwrap_or_default(),
+                };
+                for id in [ids.to_peer, ids.to_client] {
+                    self.reset_counter(id)?;
+                }
+                ids
+            }
+        };
+        let cv = C2pVal {
+            relay_ip: pk.relay_ip,
+            peer_ip: pk.peer_ip,
+            relay_port: pk.relay_port,
+            peer_port: pk.peer_port,
+            counter: ids.to_peer,
+            expires_ns: at,
+        };
+        let pv = P2cVal {
+            client_ip: ck.client_ip,
+            listener_ip: ck.listener_ip,
+            client_port: ck.client_port,
+            listener_port: ck.listener_port,
+            channel: ck.channel,
+            pad: 0,
+            counter: ids.to_client,
+            pad2: 0,
+            expires_ns: at,
+        };
+        let inserted = self
+            .c2p
+            .insert(ck, cv, 0)
+            .map_err(map_err("c2p"))
+            .and_then(|()| self.p2c.insert(pk, pv, 0).map_err(map_err("p2c")));
+        if let Err(e) = inserted {
+            let _ = self.c2p.remove(&ck);
+            let _ = self.p2c.remove(&pk);
+            // Neither direction is in the kernel now: the entry is gone, counters and all.
+            self.installed.remove(&ck);
+            self.free_counters.extend([ids.to_peer, ids.to_client]);
+            return Err(e);
+        }
+        self.installed.insert(ck, (pk, ids));
+        Ok(ids)
+    }
+
+    /// Removes `channel` from both directions. Returns what it forwarded in all
+    /// (client → peer, peer → client), or `None` if it was not installed.
+    pub fn remove(&mut self, channel: &Channel) -> Option<(Counter, Counter)> {
+        let ck = channel.c2p_key();
+        let (pk, ids) = self.installed.remove(&ck)?;
+        let _ = self.c2p.remove(&ck);
+        let _ = self.p2c.remove(&pk);
+        let totals = (
+            self.counters(ids.to_peer).unwrap_or_default(),
+            self.counters(ids.to_client).unwrap_or_default(),
+        );
+        self.free_counters.extend([ids.to_peer, ids.to_client]);
+        Some(totals)
+    }
+
+    /// What counter `id` has counted, over every CPU.
+    pub fn counters(&self, id: u32) -> Result<Counter, XdpError> {
+        let per_cpu = self.counters.get(&id, 0).map_err(map_err("counters"))?;
+        Ok(per_cpu.iter().fold(Counter::default(), |a, c| Counter {
+            packets: a.packets + c.packets,
+            bytes: a.bytes + c.bytes,
+        }))
+    }
+
+    /// Entries in the kernel's maps now: (client → peer, peer → client).
+    pub fn map_entries(&self) -> (usize, usize) {
+        (self.c2p.keys().count(), self.p2c.keys().count())
+    }
+
+    fn reset_counter(&mut self, id: u32) -> Result<(), XdpError> {
+        let zeros = PerCpuValues::try_from(vec![Counter::default(); self.cpus]).map_err(|e| {
+            XdpError::Map {
+                map: "counters",
+                why: e.to_string(),
+            }
+        })?;
+        self.counters.set(id, zeros, 0).map_err(map_err("counters"))
+    }
+}
+
+/// `at` on CLOCK_MONOTONIC in nanoseconds: the clock of `Instant` on Linux and of
+/// `bpf_ktime_get_ns`.
+fn monotonic_ns(at: Instant) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now = Instant::now();
+    let now_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    match at.checked_duration_since(now) {
+        Some(ahead) => now_ns.saturating_add(ahead.as_nanos() as u64),
+        None => now_ns.saturating_sub(now.duration_since(at).as_nanos() as u64),
+    }
+}
