@@ -38,6 +38,10 @@ pub struct ServerConfig {
     /// access table and a [`crate::Command::Admit`] round trip. `None` (the default): every
     /// valid credential may allocate.
     pub admission: Option<crate::admission::Pool>,
+    /// Report each channel binding's life in [`crate::Event::ChannelUsable`] and
+    /// [`crate::Event::ChannelEnded`], for a driver that forwards ChannelData outside the
+    /// server (a kernel fast path). Default `false`: no such events.
+    pub channel_events: bool,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +58,7 @@ impl Default for ServerConfig {
             lifetimes: Lifetimes::default(),
             software: Some(concat!("cloudproxy/", env!("CARGO_PKG_VERSION")).into()),
             admission: None,
+            channel_events: false,
         }
     }
 }

@@ -49,6 +49,11 @@ impl Permissions {
         self.0.retain(|&(_, until)| until > now);
     }
 
+    /// Until when data from/to `ip` may be relayed.
+    pub(crate) fn until(&self, ip: IpAddr) -> Option<Instant> {
+        self.0.iter().find(|(p, _)| *p == ip).map(|&(_, t)| t)
+    }
+
     /// Removes the permissions of every `ip` for which `denied` holds; returns how many.
     pub(crate) fn revoke(&mut self, denied: impl Fn(IpAddr) -> bool) -> usize {
         let before = self.0.len();
@@ -102,8 +107,13 @@ impl Channels {
     }
 
     /// Ends, as of `now`, the live bindings toward every peer for which `denied` holds; their
-    /// numbers stay reserved until the cooldown is over. Returns how many.
-    pub(crate) fn stop(&mut self, denied: impl Fn(SocketAddr) -> bool, now: Instant) -> usize {
+    /// numbers stay reserved until the cooldown is over. Calls `stopped` with each.
+    pub(crate) fn stop(
+        &mut self,
+        denied: impl Fn(SocketAddr) -> bool,
+        now: Instant,
+        mut stopped: impl FnMut(&ChannelBinding),
+    ) -> usize {
         let mut n = 0;
         for c in self
             .0
@@ -111,14 +121,25 @@ impl Channels {
             .filter(|c| c.expires > now && denied(c.peer))
         {
             c.expires = now;
+            stopped(c);
             n += 1;
         }
         n
     }
 
-    /// Forgets bindings whose reservation is over.
-    pub(crate) fn expire(&mut self, now: Instant) {
-        self.0.retain(|c| c.reserved_until > now);
+    /// Forgets bindings whose reservation is over, calling `forgotten` with each.
+    pub(crate) fn expire(&mut self, now: Instant, mut forgotten: impl FnMut(&ChannelBinding)) {
+        self.0.retain(|c| {
+            let keep = c.reserved_until > now;
+            if !keep {
+                forgotten(c);
+            }
+            keep
+        });
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &ChannelBinding> + '_ {
+        self.0.iter()
     }
 
     pub(crate) fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {

@@ -1215,3 +1215,131 @@ fn an_answer_that_would_amplify_is_not_sent() {
     assert_eq!(client::parse(&a, None).unwrap().error.unwrap().0, 401);
     assert!(a.len() <= 4 * first.len());
 }
+
+/// The channel events a kernel fast path follows: usable (with until when) on every bind and
+/// permission refresh, ended on reservation end, policy stop and allocation end; none unless
+/// asked for.
+#[test]
+fn channel_events_follow_each_binding_from_bind_to_end() {
+    let channel_events = |h: &mut Harness| -> Vec<Event> {
+        h.events()
+            .into_iter()
+            .filter(|e| matches!(e, Event::ChannelUsable { .. } | Event::ChannelEnded { .. }))
+            .collect()
+    };
+    // Off by default: nothing.
+    let mut h = Harness::new(config(&["127.0.0.0/8"]));
+    h.allocate();
+    let bind = [Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())];
+    assert!(h.authed(CHANNEL_BIND, &bind).success);
+    assert!(channel_events(&mut h).is_empty());
+
+    let mut cfg = config(&["127.0.0.0/8"]);
+    cfg.channel_events = true;
+    let lifetimes = cfg.lifetimes;
+    let mut h = Harness::new(cfg);
+    let relay = h.allocate();
+    let _ = channel_events(&mut h);
+    let bound_at = h.now;
+    assert!(h.authed(CHANNEL_BIND, &bind).success);
+    // Usable until the permission's end (300 s), which comes before the binding's (600 s).
+    let usable = |until| Event::ChannelUsable {
+        client: h_client(),
+        relay: RelayAddr(relay),
+        peer: PeerAddr(peer()),
+        number: 0x4000,
+        until,
+        account: None,
+    };
+    assert_eq!(
+        channel_events(&mut h),
+        vec![usable(bound_at + lifetimes.permission)]
+    );
+    // A CreatePermission 100 s later extends it.
+    h.advance(100);
+    let r = h.authed(CREATE_PERMISSION, &[Attr::PeerAddress(peer())]);
+    assert!(r.success);
+    assert_eq!(
+        channel_events(&mut h),
+        vec![usable(h.now + lifetimes.permission)]
+    );
+    // A ChannelBind refresh 400 s in: until the permission again (it is now the earlier).
+    h.advance(300);
+    assert!(h.authed(CHANNEL_BIND, &bind).success);
+    let refreshed_at = h.now;
+    assert_eq!(
+        channel_events(&mut h),
+        vec![usable(refreshed_at + lifetimes.permission)]
+    );
+    let ended = Event::ChannelEnded {
+        client: h_client(),
+        relay: RelayAddr(relay),
+        peer: PeerAddr(peer()),
+        number: 0x4000,
+        account: None,
+    };
+    // The allocation ends (Refresh 0): the binding ends, before the allocation does.
+    let r = h.authed(REFRESH, &[Attr::Lifetime(0)]);
+    assert!(r.success);
+    let events = h.events();
+    let ended_at = events
+        .iter()
+        .position(|e| *e == ended)
+        .expect("ChannelEnded");
+    let deleted_at = events
+        .iter()
+        .position(|e| matches!(e, Event::AllocationDeleted { .. }))
+        .expect("AllocationDeleted");
+    assert!(ended_at < deleted_at, "{events:?}");
+
+    // Reservation over (binding 600 s + 300 s cooldown, no refresh): ended.
+    let relay = {
+        h.move_to(45001);
+        h.allocate()
+    };
+    assert!(h.authed(CHANNEL_BIND, &bind).success);
+    let _ = channel_events(&mut h);
+    // The allocation is kept alive past the binding's reservation.
+    h.advance(500);
+    assert!(h.authed(REFRESH, &[Attr::Lifetime(600)]).success);
+    assert!(
+        channel_events(&mut h).is_empty(),
+        "a Refresh moves no binding"
+    );
+    h.advance(lifetimes.channel.as_secs() + lifetimes.channel_cooldown.as_secs() + 1 - 500);
+    assert_eq!(h.server.allocation_count(), 1);
+    let ended_here = |relay| Event::ChannelEnded {
+        client: client_addr(45001),
+        relay: RelayAddr(relay),
+        peer: PeerAddr(peer()),
+        number: 0x4000,
+        account: None,
+    };
+    let ev = channel_events(&mut h);
+    assert_eq!(ev, vec![ended_here(relay)], "{ev:?}");
+
+    // The operator narrows the peer policy: a live binding ends at once.
+    h.move_to(45002);
+    let relay = h.allocate();
+    assert!(h.authed(CHANNEL_BIND, &bind).success);
+    let _ = channel_events(&mut h);
+    let auth = config(&[]).auth;
+    let narrowed = PeerPolicy::new(["10.0.0.0/8".parse::<PeerRule>().unwrap()]);
+    h.server.reconfigure(&auth, narrowed, 100, 3, h.now);
+    let ev = channel_events(&mut h);
+    assert_eq!(
+        ev,
+        vec![Event::ChannelEnded {
+            client: client_addr(45002),
+            relay: RelayAddr(relay),
+            peer: PeerAddr(peer()),
+            number: 0x4000,
+            account: None,
+        }],
+        "{ev:?}"
+    );
+}
+
+fn h_client() -> ClientAddr {
+    client_addr(40000)
+}

@@ -70,6 +70,30 @@ pub enum Event {
     /// account's lease can go, and `bytes` were relayed since the last
     /// [`Server::drain_usage`].
     AccountClosed { account: u64, bytes: u64 },
+    /// A channel binding relays data until `until` (the binding's expiry or the peer's
+    /// permission's, whichever is first): a driver may forward its ChannelData outside the
+    /// server, e.g. in the kernel, until then. Emitted (with
+    /// [`ServerConfig::channel_events`](crate::ServerConfig::channel_events)) on every
+    /// ChannelBind, new or refreshed, and when a CreatePermission extends the peer's
+    /// permission. What is forwarded outside is the driver's to meter for `account`.
+    ChannelUsable {
+        client: ClientAddr,
+        relay: RelayAddr,
+        peer: PeerAddr,
+        number: u16,
+        until: Instant,
+        account: Option<u64>,
+    },
+    /// The binding relays nothing any more: its reservation ended, the peer policy stopped
+    /// it, or its allocation ended (then before the allocation's
+    /// [`Event::AccountClosed`]). The driver removes what it forwarded outside.
+    ChannelEnded {
+        client: ClientAddr,
+        relay: RelayAddr,
+        peer: PeerAddr,
+        number: u16,
+        account: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -337,10 +337,13 @@ impl Server {
         }
         let until = now + self.config.lifetimes.permission;
         let alloc = self.slots[slot].as_mut().expect("indexed");
-        for ip in peers {
+        for &ip in &peers {
             alloc.permissions.install(ip, until);
         }
         self.schedule(slot);
+        for ip in peers {
+            self.channels_usable(slot, ip, now);
+        }
         let w = Message::builder_success(msg, MessageWriteVec::new());
         Ok(Some(self.finish(w, reply)))
     }
@@ -399,6 +402,7 @@ impl Server {
         }
         alloc.permissions.install(peer.ip(), now + l.permission);
         self.schedule(slot);
+        self.channels_usable(slot, peer.ip(), now);
         let w = Message::builder_success(msg, MessageWriteVec::new());
         Ok(Some(self.finish(w, reply)))
     }

@@ -131,6 +131,47 @@ struct Allocation {
     bytes: u64,
 }
 
+/// The allocation side of [`Event::ChannelUsable`] and [`Event::ChannelEnded`].
+#[derive(Debug, Clone, Copy)]
+struct ChannelOwner {
+    client: ClientAddr,
+    account: Option<u64>,
+    v4: Option<SocketAddr>,
+    v6: Option<SocketAddr>,
+}
+
+impl ChannelOwner {
+    fn relay(&self, peer: SocketAddr) -> Option<RelayAddr> {
+        match peer {
+            SocketAddr::V4(_) => self.v4,
+            SocketAddr::V6(_) => self.v6,
+        }
+        .map(RelayAddr)
+    }
+
+    /// The binding relays until `until`.
+    fn usable(&self, b: &ChannelBinding, until: Instant) -> Option<Event> {
+        Some(Event::ChannelUsable {
+            client: self.client,
+            relay: self.relay(b.peer)?,
+            peer: PeerAddr(b.peer),
+            number: b.number,
+            until,
+            account: self.account,
+        })
+    }
+
+    fn ended(&self, b: &ChannelBinding) -> Option<Event> {
+        Some(Event::ChannelEnded {
+            client: self.client,
+            relay: self.relay(b.peer)?,
+            peer: PeerAddr(b.peer),
+            number: b.number,
+            account: self.account,
+        })
+    }
+}
+
 impl Allocation {
     fn relay_addrs(&self, cfg: &ServerConfig) -> (Option<SocketAddr>, Option<SocketAddr>) {
         let v4 = self
@@ -148,6 +189,18 @@ impl Allocation {
             })
             .flatten();
         (v4, v6)
+    }
+
+    /// What a channel event says about this allocation (its relayed addresses, client and
+    /// account), copied out so events can be made while its tables are borrowed.
+    fn channel_owner(&self, cfg: &ServerConfig) -> ChannelOwner {
+        let (v4, v6) = self.relay_addrs(cfg);
+        ChannelOwner {
+            client: self.client,
+            account: self.account,
+            v4,
+            v6,
+        }
     }
 
     fn has_family(&self, ip: IpAddr) -> bool {
@@ -314,11 +367,28 @@ impl Server {
         self.config.max_allocations = max_allocations;
         self.config.max_allocations_per_user = max_allocations_per_user;
         let mut revoked = 0;
+        let events = self.config.channel_events;
         for a in self.slots.iter_mut().flatten() {
             revoked += a.permissions.revoke(|ip| !peer_policy.permits_ip(ip));
-            revoked += a
-                .channels
-                .stop(|peer| !peer_policy.permits(peer.ip(), peer.port()), now);
+            let owner = a.channel_owner(&self.config);
+            let queue = &mut self.events;
+            revoked += a.channels.stop(
+                |peer| !peer_policy.permits(peer.ip(), peer.port()),
+                now,
+                |b| {
+                    if events {
+                        queue.extend(owner.ended(b));
+                    }
+                },
+            );
+            // A live binding whose peer lost its permission relays nothing either.
+            if events {
+                let orphaned = a
+                    .channels
+                    .iter()
+                    .filter(|b| b.expires > now && a.permissions.until(b.peer.ip()).is_none());
+                queue.extend(orphaned.filter_map(|b| owner.ended(b)));
+            }
         }
         self.config.peer_policy = peer_policy;
         revoked
@@ -548,7 +618,15 @@ impl Server {
                 continue;
             }
             alloc.permissions.expire(now);
-            alloc.channels.expire(now);
+            if self.config.channel_events {
+                let owner = alloc.channel_owner(&self.config);
+                let events = &mut self.events;
+                alloc
+                    .channels
+                    .expire(now, |b| events.extend(owner.ended(b)));
+            } else {
+                alloc.channels.expire(now, |_| {});
+            }
             self.schedule(slot);
         }
     }
@@ -575,6 +653,27 @@ impl Server {
         }
     }
 
+    /// With [`ServerConfig::channel_events`]: says until when each live binding of `slot`
+    /// toward `ip` relays (after a ChannelBind or a CreatePermission moved it).
+    fn channels_usable(&mut self, slot: usize, ip: IpAddr, now: Instant) {
+        if !self.config.channel_events {
+            return;
+        }
+        let Some(alloc) = self.slots[slot].as_ref() else {
+            return;
+        };
+        let Some(permitted) = alloc.permissions.until(ip) else {
+            return;
+        };
+        let owner = alloc.channel_owner(&self.config);
+        let usable = alloc
+            .channels
+            .iter()
+            .filter(|b| b.peer.ip() == ip && b.expires > now)
+            .filter_map(|b| owner.usable(b, b.expires.min(permitted)));
+        self.events.extend(usable);
+    }
+
     /// Frees `slot` and what its allocation holds in the tables, the port pool and the ledger.
     /// Returns the allocation for the caller's last word (events, an error response). The one
     /// place an allocation ends.
@@ -592,6 +691,11 @@ impl Server {
         let Some(alloc) = self.release_slot(slot) else {
             return;
         };
+        if self.config.channel_events {
+            let owner = alloc.channel_owner(&self.config);
+            let ended = alloc.channels.iter().filter_map(|b| owner.ended(b));
+            self.events.extend(ended);
+        }
         if let Some(account) = alloc.account {
             self.events.push_back(Event::AccountClosed {
                 account,
