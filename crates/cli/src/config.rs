@@ -21,7 +21,7 @@ use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::AppKey;
 use cloudproxy_relay::link::LinkConfig;
 use cloudproxy_relay::tls::TlsIdentity;
-use cloudproxy_relay::RelayConfig;
+use cloudproxy_relay::{FastPathConfig, FastPathMode, RelayConfig};
 use serde::Deserialize;
 
 /// Flags of `cloudproxy relay`. Each overrides the config file.
@@ -84,6 +84,17 @@ pub struct RelayArgs {
     /// On SIGTERM, how long existing allocations keep flowing before exit.
     #[arg(long = "drain-timeout", value_name = "SECS")]
     pub drain_timeout: Option<u64>,
+    /// Forward ChannelData over UDP (IPv4) in the kernel: `xdp` (needs --xdp-interface, and
+    /// root or CAP_BPF + CAP_NET_ADMIN), or `off` (the default). If it cannot load, the relay
+    /// says why and relays on the socket path.
+    #[arg(long = "fast-path", value_name = "KIND", value_parser = ["xdp", "off"])]
+    pub fast_path: Option<String>,
+    /// The interface clients and peers reach the relay through, for --fast-path xdp.
+    #[arg(long = "xdp-interface", value_name = "IF")]
+    pub xdp_interface: Option<String>,
+    /// `native` (in the driver; the default) or `generic` (any interface, slower).
+    #[arg(long = "xdp-mode", value_name = "MODE", value_parser = ["native", "generic"])]
+    pub xdp_mode: Option<String>,
     /// Allocations held at most (486 beyond).
     #[arg(long = "max-allocations", value_name = "N")]
     pub max_allocations: Option<usize>,
@@ -140,6 +151,9 @@ struct FileConfig {
     max_stream_connections: Option<usize>,
     max_stream_connections_per_ip: Option<usize>,
     socket_buffer: Option<usize>,
+    fast_path: Option<String>,
+    xdp_interface: Option<String>,
+    xdp_mode: Option<String>,
     tls_cert: Option<TlsCertSection>,
     auth: Option<AuthSection>,
     relay: Option<RelaySection>,
@@ -554,6 +568,11 @@ fn apply_file(config: &mut RelayConfig, file: FileConfig, path: &Path) -> anyhow
     if let Some(n) = file.socket_buffer {
         config.socket_buffer = Some(at_least_one("socket_buffer", n)?);
     }
+    config.fast_path = fast_path(
+        file.fast_path.as_deref(),
+        file.xdp_interface,
+        file.xdp_mode.as_deref(),
+    )?;
 
     if let Some(tls) = file.tls_cert {
         match (tls.cert, tls.key, tls.self_signed_names) {
@@ -808,7 +827,49 @@ fn apply_flags(config: &mut RelayConfig, flags: &RelayArgs) -> anyhow::Result<()
     if let Some(s) = flags.drain_timeout {
         config.drain_timeout = Duration::from_secs(s);
     }
+    if flags.fast_path.is_some() || flags.xdp_interface.is_some() || flags.xdp_mode.is_some() {
+        let current = config.fast_path.take();
+        let kind = flags
+            .fast_path
+            .as_deref()
+            .or(current.as_ref().map(|_| "xdp"));
+        let interface = flags
+            .xdp_interface
+            .clone()
+            .or_else(|| current.as_ref().map(|c| c.interface.clone()));
+        let mode = flags.xdp_mode.as_deref().or(match current.map(|c| c.mode) {
+            Some(FastPathMode::Generic) => Some("generic"),
+            Some(FastPathMode::Native) => Some("native"),
+            None => None,
+        });
+        config.fast_path = fast_path(kind, interface, mode)?;
+    }
     Ok(())
+}
+
+/// `fast_path`, `xdp_interface` and `xdp_mode`, from the file or flags, as one setting.
+fn fast_path(
+    kind: Option<&str>,
+    interface: Option<String>,
+    mode: Option<&str>,
+) -> anyhow::Result<Option<FastPathConfig>> {
+    match kind {
+        None | Some("off") => Ok(None),
+        Some("xdp") => {
+            let Some(interface) = interface.filter(|i| !i.is_empty()) else {
+                bail!(
+                    "fast_path = \"xdp\" needs the interface: --xdp-interface IF (xdp_interface)"
+                );
+            };
+            let mode = match mode {
+                None | Some("native") => FastPathMode::Native,
+                Some("generic") => FastPathMode::Generic,
+                Some(other) => bail!("xdp_mode {other:?}: use \"native\" or \"generic\""),
+            };
+            Ok(Some(FastPathConfig { interface, mode }))
+        }
+        Some(other) => bail!("fast_path {other:?}: use \"xdp\" or \"off\""),
+    }
 }
 
 /// Checks that hold whatever the values came from.
@@ -1332,6 +1393,62 @@ mod tests {
     }
 
     #[test]
+    fn fast_path_settings() {
+        let c = relay_config(
+            None,
+            &flags(&[
+                "--static-secret",
+                "s",
+                "--fast-path",
+                "xdp",
+                "--xdp-interface",
+                "eth1",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.fast_path,
+            Some(FastPathConfig {
+                interface: "eth1".into(),
+                mode: FastPathMode::Native
+            })
+        );
+        let c = relay_config(
+            None,
+            &flags(&[
+                "--static-secret",
+                "s",
+                "--fast-path",
+                "xdp",
+                "--xdp-interface",
+                "v0",
+                "--xdp-mode",
+                "generic",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.fast_path.unwrap().mode, FastPathMode::Generic);
+        let e = relay_config(
+            None,
+            &flags(&["--static-secret", "s", "--fast-path", "xdp"]),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("--xdp-interface"), "{e:#}");
+        assert_eq!(
+            fast_path(Some("off"), Some("eth0".into()), None).unwrap(),
+            None
+        );
+        assert!(fast_path(Some("dpdk"), None, None).is_err());
+        assert!(fast_path(Some("xdp"), Some("eth0".into()), Some("hw")).is_err());
+        assert_eq!(
+            relay_config(None, &flags(&["--static-secret", "s"]))
+                .unwrap()
+                .fast_path,
+            None
+        );
+    }
+
+    #[test]
     fn port_ranges() {
         assert_eq!(parse_port_range("49152-65535"), Ok(49152..=65535));
         assert_eq!(parse_port_range("5000"), Ok(5000..=5000));
@@ -1375,6 +1492,9 @@ mod tests {
             "max_stream_connections",
             "max_stream_connections_per_ip",
             "socket_buffer",
+            "fast_path",
+            "xdp_interface",
+            "xdp_mode",
             "[tls_cert]",
             "cert",
             "key",

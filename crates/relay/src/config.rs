@@ -61,6 +61,18 @@ pub struct RelayConfig {
     /// The control plane this relay registers with, syncs from, takes admission leases from
     /// and reports usage to. `None` (the default): a standalone relay with static keys.
     pub control: Option<crate::link::LinkConfig>,
+    /// Forward ChannelData over UDP in the kernel (XDP) on this interface. `None` (the
+    /// default): everything on the socket path. If the program cannot be loaded or attached,
+    /// the relay says why and runs on the socket path.
+    pub fast_path: Option<FastPathConfig>,
+}
+
+/// Where and how the XDP fast path runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastPathConfig {
+    /// The interface clients and peers reach the relay through.
+    pub interface: String,
+    pub mode: cloudproxy_xdp::Mode,
 }
 
 impl Default for RelayConfig {
@@ -82,6 +94,7 @@ impl Default for RelayConfig {
             drain_timeout: Duration::from_secs(30),
             socket_buffer: None,
             control: None,
+            fast_path: None,
         }
     }
 }

@@ -45,6 +45,7 @@ pub(crate) struct ShardSetup {
     pub socket_buffer: Option<usize>,
     pub control: mpsc::UnboundedReceiver<ShardControl>,
     pub link: Option<ShardLink>,
+    pub fast_path: Option<crate::fastpath::SharedFastPath>,
 }
 
 /// How often a shard hands its allocations' byte counts to the link.
@@ -98,6 +99,7 @@ impl ShardSetup {
             listeners.clone(),
             self.socket_buffer,
             self.link.as_ref().map(|l| l.tx.clone()),
+            self.fast_path.clone(),
         )));
         // Kept to re-apply the control plane's app keys after a reload.
         let directory = self.link.as_ref().map(|l| l.directory.clone());
@@ -134,6 +136,9 @@ impl ShardSetup {
         tokio::task::spawn_local(relay_readers(shard.clone()));
         tokio::task::spawn_local(publish_traffic(shard.clone()));
         tokio::task::spawn_local(watch_lag(self.metrics.clone(), self.index));
+        if self.fast_path.is_some() {
+            tokio::task::spawn_local(harvest_fast_path(shard.clone()));
+        }
         while let Some(c) = self.control.recv().await {
             match c {
                 ShardControl::Drain => shard.borrow_mut().server.set_draining(true),
@@ -268,6 +273,18 @@ async fn sender(shard: SharedShard) {
     loop {
         wake.notified().await;
         shard.borrow_mut().send_queued();
+    }
+}
+
+/// How often what the kernel forwarded is read into metrics and usage.
+const FAST_PATH_HARVEST: Duration = Duration::from_secs(1);
+
+/// Reads the fast path's counters every second.
+async fn harvest_fast_path(shard: SharedShard) {
+    let mut tick = tokio::time::interval(FAST_PATH_HARVEST);
+    loop {
+        tick.tick().await;
+        shard.borrow_mut().harvest_fast_path();
     }
 }
 

@@ -13,6 +13,7 @@ pub mod tls;
 mod batch;
 mod config;
 mod event_loop;
+mod fastpath;
 pub mod host;
 pub mod link;
 mod shard;
@@ -33,7 +34,8 @@ use socket2::{Protocol, Type};
 use sockets::{bind_tcp, bind_udp, probe};
 use tokio::sync::mpsc;
 
-pub use config::{RelayConfig, LISTENER_BUFFER};
+pub use cloudproxy_xdp::Mode as FastPathMode;
+pub use config::{FastPathConfig, RelayConfig, LISTENER_BUFFER};
 pub use metrics::Metrics;
 
 /// The addresses the relay actually bound (port 0 in the config becomes a real port).
@@ -228,6 +230,11 @@ impl Relay {
             tracing::warn!("peer rule {rule} opens a built-in denial: {opens}");
         }
 
+        let fast_path = config
+            .fast_path
+            .as_ref()
+            .and_then(|f| start_fast_path(f, &addrs));
+        config.server.channel_events = fast_path.is_some();
         let shared = Shared::from_config(&config.server, &mut rand::rng());
         let streams = Arc::new(stream::ConnectionLimit::new(
             config.max_stream_connections,
@@ -271,6 +278,7 @@ impl Relay {
                 socket_buffer: config.socket_buffer,
                 control: rx,
                 link,
+                fast_path: fast_path.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("relay-shard-{index}"))
@@ -429,6 +437,33 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.stop_inner();
+    }
+}
+
+/// Loads and attaches the XDP program, or says in one line why the relay runs on the socket
+/// path only.
+fn start_fast_path(f: &FastPathConfig, addrs: &BoundAddrs) -> Option<fastpath::SharedFastPath> {
+    // The kernel matches a client's datagram by the listener address it was sent to.
+    if let Some(a) = addrs.udp.iter().find(|a| a.ip().is_unspecified()) {
+        tracing::warn!(
+            "XDP fast path off: UDP listener {a} has no specific address to match; \
+             relaying on the socket path"
+        );
+        return None;
+    }
+    match cloudproxy_xdp::FastPath::load(&f.interface, f.mode) {
+        Ok(p) => {
+            tracing::info!(
+                interface = %f.interface,
+                mode = ?f.mode,
+                "XDP fast path on: ChannelData over UDP (IPv4) forwarded in the kernel"
+            );
+            Some(Arc::new(std::sync::Mutex::new(p)))
+        }
+        Err(e) => {
+            tracing::warn!("XDP fast path off, relaying on the socket path: {e}");
+            None
+        }
     }
 }
 

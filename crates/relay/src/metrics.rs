@@ -81,6 +81,11 @@ struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -170,6 +175,10 @@ pub struct Metrics {
     pub event_loop_lag: Histogram,
     /// `cloudproxy_event_loop_stalls_total`: ticks later than [`EVENT_LOOP_STALL`].
     pub event_loop_stalls: Counter,
+    /// `cloudproxy_fastpath_entries`: channel bindings forwarded in the kernel now.
+    pub fastpath_entries: Gauge,
+    fastpath_packets: Family<DirectionLabels, Counter>,
+    fastpath_bytes: Family<DirectionLabels, Counter>,
     traffic: [Traffic; 6],
     auth_failures: Counter,
     errors: Family<ErrorLabels, Counter>,
@@ -346,8 +355,30 @@ impl Metrics {
             event_loop_stalls.clone(),
         );
 
+        let fastpath_entries = Gauge::default();
+        registry.register(
+            "cloudproxy_fastpath_entries",
+            "Channel bindings forwarded in the kernel (XDP) now",
+            fastpath_entries.clone(),
+        );
+        let fastpath_packets = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "cloudproxy_fastpath_packets",
+            "ChannelData packets forwarded in the kernel (XDP), by direction (read at every usage drain)",
+            fastpath_packets.clone(),
+        );
+        let fastpath_bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "cloudproxy_fastpath_bytes",
+            "Payload bytes forwarded in the kernel (XDP), by direction",
+            fastpath_bytes.clone(),
+        );
+
         Self {
             registry,
+            fastpath_entries,
+            fastpath_packets,
+            fastpath_bytes,
             event_loop_lag,
             event_loop_stalls,
             allocations,
@@ -433,6 +464,19 @@ impl Metrics {
             return Err("no control-plane directory yet (no sync, no cache)".into());
         }
         Ok(())
+    }
+
+    /// Counts what the kernel forwarded for one binding since the last look.
+    pub fn fastpath_forwarded(&self, client_to_peer: bool, packets: u64, bytes: u64) {
+        let direction = if client_to_peer {
+            Direction::ClientToPeer
+        } else {
+            Direction::PeerToClient
+        }
+        .as_str();
+        let labels = DirectionLabels { direction };
+        self.fastpath_packets.get_or_create(&labels).inc_by(packets);
+        self.fastpath_bytes.get_or_create(&labels).inc_by(bytes);
     }
 
     /// Counts a TCP/TLS connection refused at accept. Accept path only.

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::batch::{Batch, Out, Received};
+use crate::fastpath::{ShardFastPath, SharedFastPath};
 use crate::link::{Directory, FromLink, ToLink};
 use crate::metrics::{Direction, LocalTraffic, Metrics};
 use crate::sink::StreamSink;
@@ -80,6 +81,8 @@ pub(crate) struct Shard {
     index: usize,
     /// To the control-plane link (admissions, usage), when there is one.
     link: Option<mpsc::UnboundedSender<ToLink>>,
+    /// The XDP fast path, when it runs.
+    fast_path: Option<ShardFastPath>,
 }
 
 pub(crate) type SharedShard = Rc<RefCell<Shard>>;
@@ -92,7 +95,9 @@ impl Shard {
         listeners: Vec<(SocketAddr, Rc<sockets::Udp>)>,
         socket_buffer: Option<usize>,
         link: Option<mpsc::UnboundedSender<ToLink>>,
+        fast_path: Option<SharedFastPath>,
     ) -> Self {
+        let fast_path = fast_path.map(|p| ShardFastPath::new(p, metrics.clone()));
         Self {
             server,
             metrics,
@@ -108,6 +113,7 @@ impl Shard {
             armed: None,
             index,
             link,
+            fast_path,
         }
     }
 
@@ -254,6 +260,26 @@ impl Shard {
         if let Some(link) = &self.link {
             self.server.drain_usage(|account, bytes| {
                 let _ = link.send(ToLink::Usage { account, bytes });
+            });
+        }
+    }
+
+    /// Meters what the kernel forwarded since the last look: metrics, and usage for the
+    /// allocations' accounts.
+    pub(crate) fn harvest_fast_path(&mut self) {
+        let Some(fp) = &mut self.fast_path else {
+            return;
+        };
+        for f in fp.harvest() {
+            self.report_forwarded(f);
+        }
+    }
+
+    fn report_forwarded(&self, f: crate::fastpath::Forwarded) {
+        if let (Some(account), Some(link), 1..) = (f.account, &self.link, f.bytes) {
+            let _ = link.send(ToLink::Usage {
+                account,
+                bytes: f.bytes,
             });
         }
     }
@@ -478,6 +504,28 @@ impl Shard {
                 }
                 Event::ReflectionSuppressed => {
                     self.metrics.reflection_suppressed.inc();
+                }
+                Event::ChannelUsable {
+                    client,
+                    relay,
+                    peer,
+                    number,
+                    until,
+                    account,
+                } => {
+                    if let Some(fp) = &mut self.fast_path {
+                        fp.usable(client, relay, peer, number, until, account);
+                    }
+                }
+                Event::ChannelEnded { client, number, .. } => {
+                    // Metered before the account closes (the server orders the events so).
+                    if let Some(f) = self
+                        .fast_path
+                        .as_mut()
+                        .and_then(|fp| fp.ended(client, number))
+                    {
+                        self.report_forwarded(f);
+                    }
                 }
                 Event::AccountClosed { account, bytes } => {
                     if let Some(link) = &self.link {

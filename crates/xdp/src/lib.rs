@@ -335,7 +335,17 @@ impl FastPath {
         }))
     }
 
-    /// Entries in the kernel's maps now: (client → peer, peer → client).
+    /// Channels installed.
+    pub fn len(&self) -> usize {
+        self.installed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.installed.is_empty()
+    }
+
+    /// Entries in the kernel's maps now: (client → peer, peer → client). One system call per
+    /// entry: for tests and diagnostics.
     pub fn map_entries(&self) -> (usize, usize) {
         (self.c2p.keys().count(), self.p2c.keys().count())
     }

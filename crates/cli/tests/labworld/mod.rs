@@ -53,6 +53,15 @@ pub fn world(profile: Profile) -> Option<World> {
 
 /// The media service and one relay per entry: its address, and further TLS listeners.
 pub fn world_with_relays(profile: Profile, relays: &[(Ipv4Addr, &[SocketAddr])]) -> Option<World> {
+    world_with_relay_flags(profile, relays, &[])
+}
+
+/// [`world_with_relays`], each relay given `flags` too (e.g. `--metrics ADDR`).
+pub fn world_with_relay_flags(
+    profile: Profile,
+    relays: &[(Ipv4Addr, &[SocketAddr])],
+    flags: &[&str],
+) -> Option<World> {
     let lab = Lab::start_or_skip(profile)?;
     let media = lab
         .spawn(
@@ -66,7 +75,7 @@ pub fn world_with_relays(profile: Profile, relays: &[(Ipv4Addr, &[SocketAddr])])
         .expect("media ready");
     let relays = relays
         .iter()
-        .map(|&(ip, extra_tls)| (ip, relay(&lab, ip, extra_tls)))
+        .map(|&(ip, extra_tls)| (ip, relay(&lab, ip, extra_tls, flags)))
         .collect();
     Some(World {
         lab,
@@ -81,7 +90,12 @@ fn app() -> String {
 
 /// `cloudproxy relay` relaying from `ip`, with TURN on `ip`:3478 (UDP and TCP) and TLS on
 /// `ip`:443 and `extra_tls`; returned once every TLS listener is up.
-fn relay(lab: &Lab, ip: Ipv4Addr, extra_tls: &[SocketAddr]) -> cloudproxy_lab::LabChild {
+fn relay(
+    lab: &Lab,
+    ip: Ipv4Addr,
+    extra_tls: &[SocketAddr],
+    flags: &[&str],
+) -> cloudproxy_lab::LabChild {
     let turn = sa(ip, 3478).to_string();
     let mut args: Vec<String> = ["relay", "--udp", &turn, "--tcp", &turn]
         .iter()
@@ -98,10 +112,13 @@ fn relay(lab: &Lab, ip: Ipv4Addr, extra_tls: &[SocketAddr]) -> cloudproxy_lab::L
             &format!("{MEDIA_ADDR}/32"),
             "--app",
             &app(),
-            "--no-metrics",
         ]
         .map(str::to_owned),
     );
+    if !flags.contains(&"--metrics") {
+        args.push("--no-metrics".into());
+    }
+    args.extend(flags.iter().map(|f| f.to_string()));
     let child = lab.spawn(Role::Relay, BIN, &args).expect("relay starts");
     let mut seen = 0;
     child

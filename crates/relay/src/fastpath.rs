@@ -1,0 +1,185 @@
+//! A shard's side of the XDP fast path: it follows the server's channel events, installing
+//! and removing the kernel's entries, and meters what the kernel forwarded.
+//!
+//! The server decides everything (authentication, permissions, quotas, revocation); the
+//! kernel only forwards a binding's ChannelData while its entry lives, and an entry carries
+//! the binding's `until`, so even a lapse user space has not yet seen stops it. What the
+//! kernel forwarded never reaches a socket, so each entry's counters are read here — every
+//! usage drain and when the binding ends — and the payload bytes go to the allocation's
+//! account as usage, exactly as the socket path would have counted them.
+//!
+//! The program is one per process; shards share it behind a mutex taken on channel events and
+//! usage drains only, never per packet.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use cloudproxy_proto::{ClientAddr, PeerAddr, RelayAddr, Transport};
+use cloudproxy_xdp::{Channel, Counter, FastPath, Installed};
+
+use crate::metrics::Metrics;
+
+/// The process's loaded program, shared by the shards.
+pub(crate) type SharedFastPath = Arc<Mutex<FastPath>>;
+
+/// One installed binding.
+struct Entry {
+    channel: Channel,
+    account: Option<u64>,
+    ids: Installed,
+    /// What was already metered: (client → peer, peer → client).
+    metered: (Counter, Counter),
+}
+
+/// What the kernel forwarded since the last look, for one account.
+pub(crate) struct Forwarded {
+    pub account: Option<u64>,
+    pub bytes: u64,
+}
+
+pub(crate) struct ShardFastPath {
+    path: SharedFastPath,
+    metrics: Arc<Metrics>,
+    entries: HashMap<(ClientAddr, u16), Entry>,
+}
+
+impl ShardFastPath {
+    pub(crate) fn new(path: SharedFastPath, metrics: Arc<Metrics>) -> Self {
+        Self {
+            path,
+            metrics,
+            entries: HashMap::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FastPath> {
+        self.path.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`cloudproxy_proto::Event::ChannelUsable`]: installs or refreshes the binding. Only UDP
+    /// clients over IPv4 are forwarded in the kernel; the rest stays on the socket path.
+    pub(crate) fn usable(
+        &mut self,
+        client: ClientAddr,
+        relay: RelayAddr,
+        peer: PeerAddr,
+        number: u16,
+        until: Instant,
+        account: Option<u64>,
+    ) {
+        let Some(channel) = kernel_channel(client, relay, peer, number) else {
+            return;
+        };
+        let installed = self.lock().install(&channel, until);
+        match installed {
+            Ok(ids) => {
+                let key = (client, number);
+                match self.entries.get_mut(&key) {
+                    Some(e) if e.ids == ids => e.channel = channel,
+                    _ => {
+                        self.entries.insert(
+                            key,
+                            Entry {
+                                channel,
+                                account,
+                                ids,
+                                metered: Default::default(),
+                            },
+                        );
+                    }
+                }
+                self.metrics.fastpath_entries.set(self.installed());
+            }
+            Err(e) => tracing::warn!(%client, number, "fast path: {e}; the socket path relays it"),
+        }
+    }
+
+    /// [`cloudproxy_proto::Event::ChannelEnded`]: removes the binding and returns what the
+    /// kernel forwarded since it was last metered.
+    pub(crate) fn ended(&mut self, client: ClientAddr, number: u16) -> Option<Forwarded> {
+        let e = self.entries.remove(&(client, number))?;
+        let totals = self.lock().remove(&e.channel);
+        self.metrics.fastpath_entries.set(self.installed());
+        let (to_peer, to_client) = totals?;
+        Some(self.meter(e.account, e.metered, (to_peer, to_client)))
+    }
+
+    /// Reads every entry's counters: what the kernel forwarded since the last look, per
+    /// entry (several may share an account).
+    pub(crate) fn harvest(&mut self) -> Vec<Forwarded> {
+        let mut out = Vec::new();
+        let path = self.path.clone();
+        let fp = path.lock().unwrap_or_else(|e| e.into_inner());
+        let mut updates = Vec::new();
+        for (key, e) in &self.entries {
+            let (Ok(a), Ok(b)) = (fp.counters(e.ids.to_peer), fp.counters(e.ids.to_client)) else {
+                continue;
+            };
+            updates.push((*key, e.account, e.metered, (a, b)));
+        }
+        drop(fp);
+        for (key, account, before, now) in updates {
+            if let Some(e) = self.entries.get_mut(&key) {
+                e.metered = now;
+            }
+            let f = self.meter(account, before, now);
+            if f.bytes > 0 {
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    /// Counts the difference between two readings in the metrics; returns it for usage.
+    fn meter(
+        &self,
+        account: Option<u64>,
+        before: (Counter, Counter),
+        now: (Counter, Counter),
+    ) -> Forwarded {
+        let d = |a: Counter, b: Counter| {
+            (
+                b.packets.saturating_sub(a.packets),
+                b.bytes.saturating_sub(a.bytes),
+            )
+        };
+        let (p0, b0) = d(before.0, now.0);
+        let (p1, b1) = d(before.1, now.1);
+        self.metrics.fastpath_forwarded(true, p0, b0);
+        self.metrics.fastpath_forwarded(false, p1, b1);
+        Forwarded {
+            account,
+            bytes: b0 + b1,
+        }
+    }
+
+    fn installed(&self) -> i64 {
+        self.lock().len() as i64
+    }
+}
+
+/// The kernel's view of a binding: UDP clients over IPv4 only.
+fn kernel_channel(
+    client: ClientAddr,
+    relay: RelayAddr,
+    peer: PeerAddr,
+    number: u16,
+) -> Option<Channel> {
+    let v4 = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
+    };
+    if client.transport != Transport::Udp {
+        return None;
+    }
+    let listener: SocketAddrV4 = v4(client.local)?;
+    Some(Channel {
+        client: v4(client.remote)?,
+        listener,
+        number,
+        relay: v4(relay.0)?,
+        peer: v4(peer.0)?,
+    })
+}
