@@ -15,8 +15,34 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
-use cloudproxy_lab::{Profile, Role, RELAY_ADDR};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use cloudproxy_lab::{Profile, Role, MEDIA_ADDR, RELAY_ADDR};
+use cloudproxy_proto::client::{Attr, CHANNEL_BIND, REFRESH};
+use cloudproxy_sdk::blocking::{Conn, TurnClient};
 use labworld::*;
+use serde_json::Value;
+
+/// One XDP relay at a time in this binary, so "the newest maps" are the running relay's.
+static XDP: Mutex<()> = Mutex::new(());
+
+const STATIC_SECRET: &str = "lab-fastpath-secret";
+
+/// Runs `f` on a thread inside the namespace of `role`.
+fn within<T: Send + 'static>(w: &World, role: Role, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = format!("/var/run/netns/{}", w.lab.netns(role));
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&ns).expect("the namespace");
+        // SAFETY: a valid namespace descriptor; only this thread moves.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
 
 /// The relay's metrics address inside its namespace.
 fn relay_metrics() -> SocketAddr {
@@ -25,12 +51,7 @@ fn relay_metrics() -> SocketAddr {
 
 /// `GET /metrics` from inside the relay's namespace.
 fn metrics(w: &World) -> String {
-    let ns = format!("/var/run/netns/{}", w.lab.netns(Role::Relay));
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&ns).expect("the relay's namespace");
-        // SAFETY: a valid namespace descriptor; only this thread moves.
-        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+    within(w, Role::Relay, move || {
         let mut s = TcpStream::connect_timeout(&relay_metrics(), Duration::from_secs(5))
             .expect("connect to the relay's metrics");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -40,8 +61,6 @@ fn metrics(w: &World) -> String {
         s.read_to_string(&mut text).unwrap();
         text
     })
-    .join()
-    .expect("metrics thread")
 }
 
 /// The value of the series `name` exactly (labels included), 0 if absent.
@@ -73,10 +92,11 @@ fn checksums_on_the_wire(w: &World) {
     }
 }
 
-#[test]
-fn force_udp_flows_in_the_kernel() {
+/// A lab with one relay started with the XDP fast path (generic mode), or `None` when the
+/// lab or XDP is unavailable here (outside CI).
+fn xdp_world() -> Option<World> {
     let metrics_flag = relay_metrics().to_string();
-    let Some(w) = world_with_relay_flags(
+    let w = world_with_relay_flags(
         Profile::PublishedUdpOnly {
             proxies: vec![published_udp()],
         },
@@ -90,21 +110,29 @@ fn force_udp_flows_in_the_kernel() {
             "eth0",
             "--xdp-mode",
             "generic",
+            "--static-secret",
+            STATIC_SECRET,
         ],
-    ) else {
-        return;
-    };
-    let relay = &w.relays[0].1;
-    let log = relay.stderr_lines().join("\n");
+    )?;
+    let log = w.relays[0].1.stderr_lines().join("\n");
     if log.contains("XDP fast path off") {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "the fast path must run in CI:\n{log}"
         );
         eprintln!("skipped: {log}");
-        return;
+        return None;
     }
     checksums_on_the_wire(&w);
+    Some(w)
+}
+
+#[test]
+fn force_udp_flows_in_the_kernel() {
+    let _one = XDP.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(w) = xdp_world() else {
+        return;
+    };
     let send = 300;
     let run = join(&w, "udp", &[published_udp()], 7, send);
     assert!(run.ok, "join failed: {:#?}\n{}", run.lines, run.stderr);
@@ -153,6 +181,8 @@ fn force_udp_flows_in_the_kernel() {
 /// line and relays on the socket path.
 #[test]
 fn without_xdp_the_relay_says_why_and_relays_on_sockets() {
+    // Its failed load creates maps for a moment: not while another test looks for the newest.
+    let _one = XDP.lock().unwrap_or_else(|e| e.into_inner());
     let mut relay = common::start_cloudproxy(&common::RelayOptions {
         extra_args: ["--fast-path", "xdp", "--xdp-interface", "cpx-no-such-if0"]
             .map(String::from)
@@ -170,4 +200,238 @@ fn without_xdp_the_relay_says_why_and_relays_on_sockets() {
     // It still relays: an Allocate on the socket path succeeds.
     let conn = cloudproxy_sdk::blocking::Conn::udp(relay.udp);
     assert_eq!(common::turn::try_allocate(conn, &relay.secret), Ok(()));
+}
+
+/// The newest maps named `c2p` and `p2c` (the running relay's: one XDP relay at a time here).
+fn relay_maps() -> (u64, u64) {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "show"])
+        .output()
+        .expect("run bpftool");
+    let maps: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    let newest = |name: &str| {
+        maps.as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["name"] == name)
+            .filter_map(|m| m["id"].as_u64())
+            .max()
+            .unwrap_or_else(|| panic!("no map {name}: {maps}"))
+    };
+    (newest("c2p"), newest("p2c"))
+}
+
+/// A kernel entry, from its raw bytes (network order, as the program reads them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl Entry {
+    fn channel(&self) -> u16 {
+        u16::from_be_bytes([self.key[12], self.key[13]])
+    }
+    fn peer_port(&self) -> u16 {
+        u16::from_be_bytes([self.value[10], self.value[11]])
+    }
+    fn expires_ns(&self) -> u64 {
+        u64::from_ne_bytes(self.value[16..24].try_into().unwrap())
+    }
+}
+
+fn dump(id: u64) -> Vec<Entry> {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "id", &id.to_string()])
+        .output()
+        .expect("run bpftool");
+    assert!(out.status.success(), "bpftool map dump {id}: {out:?}");
+    let bytes = |v: &Value| -> Vec<u8> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+            .collect()
+    };
+    let entries: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| Entry {
+            key: bytes(&e["key"]),
+            value: bytes(&e["value"]),
+        })
+        .collect()
+}
+
+/// Waits (bounded) until map `id` holds `n` entries; returns them.
+fn expect_entries(id: u64, n: usize, what: &str) -> Vec<Entry> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = dump(id);
+        if e.len() == n {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} entries, not {n}: {e:?}",
+            e.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// UDP echo peers in the media namespace, until dropped.
+struct Echo(Arc<AtomicBool>);
+
+impl Echo {
+    fn start(w: &World, ports: &[u16]) -> Echo {
+        let stop = Arc::new(AtomicBool::new(false));
+        for &port in ports {
+            let s = within(w, Role::Media, move || {
+                std::net::UdpSocket::bind(sa(MEDIA_ADDR, port)).expect("bind the echo peer")
+            });
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = s.recv_from(&mut buf) {
+                        let _ = s.send_to(&buf[..n], from);
+                    }
+                }
+            });
+        }
+        Echo(stop)
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A TURN client in the client's namespace, with the relay's static secret.
+fn turn_client(w: &World) -> TurnClient {
+    let s = within(w, Role::Client, || {
+        std::net::UdpSocket::bind("0.0.0.0:0").expect("bind the client")
+    });
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    TurnClient::with_secret(Conn::Udp(s, published_udp()), STATIC_SECRET)
+}
+
+fn bind(c: &mut TurnClient, number: u16, peer_port: u16) {
+    let r = c.transact(
+        CHANNEL_BIND,
+        &[
+            Attr::ChannelNumber(number),
+            Attr::PeerAddress(sa(MEDIA_ADDR, peer_port)),
+        ],
+    );
+    assert!(r.success, "channel bind: {:?}", r.error);
+}
+
+fn echo_on(c: &mut TurnClient, number: u16, payload: &[u8]) {
+    let msg = cloudproxy_proto::client::channel_data(number, payload, false);
+    c.conn.send(&msg);
+    assert_eq!(c.conn.recv(), msg, "echoed through the relay");
+}
+
+/// The kernel's entries follow the server's bindings: a bind installs both directions, a
+/// refresh moves the expiry, a second channel adds its own, deleting the allocation removes
+/// them, and a drained relay leaves nothing behind when it exits.
+#[test]
+fn kernel_entries_follow_bindings() {
+    let _one = XDP.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(w) = xdp_world() else {
+        return;
+    };
+    let (c2p, p2c) = relay_maps();
+    assert_eq!((dump(c2p).len(), dump(p2c).len()), (0, 0));
+    let _echo = Echo::start(&w, &[9000, 9001]);
+    let mut c = turn_client(&w);
+    let r = c.transact(
+        cloudproxy_proto::client::ALLOCATE,
+        &[Attr::RequestedTransportUdp],
+    );
+    assert!(r.success, "allocate: {:?}", r.error);
+
+    bind(&mut c, 0x4000, 9000);
+    let e = expect_entries(c2p, 1, "after ChannelBind")[0].clone();
+    assert_eq!((e.channel(), e.peer_port()), (0x4000, 9000));
+    expect_entries(p2c, 1, "after ChannelBind");
+    for i in 0..20u8 {
+        echo_on(&mut c, 0x4000, &[i; 100]);
+    }
+
+    // A refresh moves the expiry on, in place.
+    std::thread::sleep(Duration::from_millis(1100));
+    bind(&mut c, 0x4000, 9000);
+    let refreshed = expect_entries(c2p, 1, "after the refresh")[0].clone();
+    assert!(
+        refreshed.expires_ns() >= e.expires_ns() + 1_000_000_000,
+        "expiry moved on: {} -> {}",
+        e.expires_ns(),
+        refreshed.expires_ns()
+    );
+
+    // A second channel, to another peer: its own entries.
+    bind(&mut c, 0x4001, 9001);
+    let both = expect_entries(c2p, 2, "two channels");
+    assert!(both
+        .iter()
+        .any(|e| (e.channel(), e.peer_port()) == (0x4001, 9001)));
+    expect_entries(p2c, 2, "two channels");
+    echo_on(&mut c, 0x4001, b"second peer");
+
+    // Deleting the allocation removes everything it had in the kernel.
+    let r = c.transact(REFRESH, &[Attr::Lifetime(0)]);
+    assert!(r.success, "delete: {:?}", r.error);
+    expect_entries(c2p, 0, "after the allocation ended");
+    expect_entries(p2c, 0, "after the allocation ended");
+
+    // Drain: a live session keeps flowing in the kernel; when it ends the relay exits, and
+    // its program and maps go with it.
+    let mut c = turn_client(&w);
+    let r = c.transact(
+        cloudproxy_proto::client::ALLOCATE,
+        &[Attr::RequestedTransportUdp],
+    );
+    assert!(r.success, "allocate: {:?}", r.error);
+    bind(&mut c, 0x4000, 9000);
+    expect_entries(c2p, 1, "before the drain");
+    let relay = &w.relays[0].1;
+    let term = Command::new("kill")
+        .args(["-TERM", &relay.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    std::thread::sleep(Duration::from_millis(300));
+    echo_on(&mut c, 0x4000, b"while draining");
+    expect_entries(c2p, 1, "while draining");
+    let r = c.transact(REFRESH, &[Attr::Lifetime(0)]);
+    assert!(r.success, "delete: {:?}", r.error);
+    let status = relay
+        .wait(Duration::from_secs(20))
+        .expect("the drained relay exits");
+    assert!(status.success(), "{status:?}");
+    // The kernel frees a map once its last reference is gone, after an RCU grace period.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("bpftool")
+            .args(["map", "show", "id", &c2p.to_string()])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay's maps outlived it by 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
