@@ -232,3 +232,73 @@ fn soak_smoke_churns_leaves_nothing_behind_and_meters_what_was_relayed() {
     }
     assert!(r.metered_peak >= 50, "peak concurrency: {r}");
 }
+
+/// The same smoke with the XDP fast path on the loopback interface (generic mode): the
+/// kernel forwards the ChannelData, and the usage the control plane meters is still exactly
+/// the payload relayed. Needs root and a build with clang (CI has both); elsewhere it says so
+/// and passes.
+#[test]
+fn soak_smoke_in_the_kernel_meters_exactly() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root"
+        );
+        eprintln!("skipped: XDP needs root");
+        return;
+    }
+    let _serial = serial();
+    let run = soak::Soak {
+        allocations: 20,
+        seconds: 10,
+        churn_percent: 60.0,
+        warmup: 3,
+        setup_timeout: 20,
+        relay_flags: [
+            "--fast-path",
+            "xdp",
+            "--xdp-interface",
+            "lo",
+            "--xdp-mode",
+            "generic",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..soak::Soak::full()
+    };
+    let r = soak::run(&run);
+    println!("{r}");
+    if let Some(why) = &r.fastpath_off {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the fast path must run in CI: {why}"
+        );
+        eprintln!("skipped: {why}");
+        return;
+    }
+    assert_eq!(r.allocations_after, 0, "allocations left behind: {r}");
+    assert_eq!(r.usage_reports_pending, 0, "{r}");
+    // Every probe and every echo went through the kernel, none through the relay's sockets.
+    assert!(r.sent > 0, "{r}");
+    assert_eq!(
+        r.fastpath_packets.0 as u64, r.peer_received,
+        "client->peer in the kernel: {r}"
+    );
+    assert_eq!(
+        r.fastpath_packets.1 as u64, r.peer_received,
+        "peer->client in the kernel: {r}"
+    );
+    assert!(
+        (r.expected_bytes_low..=r.expected_bytes_high).contains(&r.metered_bytes),
+        "metered {} bytes, expected {}..={}: {r}",
+        r.metered_bytes,
+        r.expected_bytes_low,
+        r.expected_bytes_high
+    );
+    assert_eq!(
+        r.metered_bytes,
+        160 * (r.peer_received + r.received),
+        "exact: what reached the peer plus what came back: {r}"
+    );
+}

@@ -61,6 +61,8 @@ pub struct Soak {
     pub warmup: u64,
     /// Give each set-up request this long (UDP retransmits within it).
     pub setup_timeout: u64,
+    /// More flags for the relay (e.g. the XDP fast path).
+    pub relay_flags: Vec<String>,
 }
 
 impl Soak {
@@ -74,6 +76,7 @@ impl Soak {
             size: 160,
             warmup: 10,
             setup_timeout: 10,
+            relay_flags: Vec::new(),
         }
     }
 }
@@ -121,6 +124,10 @@ pub struct SoakReport {
     pub relay_cpu_cores: f64,
     pub unchecked_admissions: i64,
     pub send_dropped: i64,
+    /// Packets the kernel forwarded (XDP fast path): client → peer, peer → client.
+    pub fastpath_packets: (i64, i64),
+    /// The relay said its fast path is off (and why), if it was asked for one.
+    pub fastpath_off: Option<String>,
     /// Event-loop ticks later than 100 ms (`cloudproxy_event_loop_stalls_total`).
     pub event_loop_stalls: i64,
     /// The relay's first "event loop stalled" warnings (lag, CPU time, context switches).
@@ -201,7 +208,8 @@ fn start_control(dir: &TempDir) -> ControlProc {
 
 /// A static-pool relay in Japan governed by `control`, with relay ports for `allocations`
 /// (and the churn's replacements, whose ports are freed as they go).
-fn start_relay(control: &ControlProc, dir: &TempDir, allocations: usize) -> RelayProc {
+fn start_relay(control: &ControlProc, dir: &TempDir, soak: &Soak) -> RelayProc {
+    let allocations = soak.allocations;
     // The relay key may publish only addresses inside the edge's CIDRs.
     ok(
         &control.addr,
@@ -232,6 +240,7 @@ fn start_relay(control: &ControlProc, dir: &TempDir, allocations: usize) -> Rela
         .args(["--metrics", &format!("127.0.0.1:{}", ports[3])])
         .args(["--relay-ip", "127.0.0.1", "--allow-peer", "127.0.0.1/32"])
         .args(["--relay-ports", &format!("{low}-{high}")])
+        .args(&soak.relay_flags)
         .env("RUST_LOG", "warn");
     let (mut guard, lines) = ChildGuard::spawn("cloudproxy relay", cmd).unwrap();
     let found = wait_for_listeners(&mut guard, &lines, &["udp", "metrics"])
@@ -315,6 +324,20 @@ fn metric(relay: &RelayProc, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}")) as i64
 }
 
+/// A series' value (labels included in `name`), 0 when absent.
+fn metric_or_zero(relay: &RelayProc, name: &str) -> i64 {
+    let (_, text) = http(&relay.metrics.to_string(), "GET", "/metrics", None, "");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0) as i64
+}
+
 /// `VmRSS` of a process, KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -386,7 +409,7 @@ fn usage(control: &ControlProc, app: &str) -> (u64, u64, u64) {
 pub fn run(soak: &Soak) -> SoakReport {
     let dir = TempDir::new("soak");
     let control = start_control(&dir);
-    let relay = start_relay(&control, &dir, soak.allocations);
+    let relay = start_relay(&control, &dir, soak);
     let (app_id, app) = enable_app(&control, &relay, soak.allocations);
     wait_for_sync(&relay, &app);
     let pid = relay.guard.pid();
@@ -556,6 +579,23 @@ pub fn run(soak: &Soak) -> SoakReport {
         unchecked_admissions: metric(&relay, "cloudproxy_control_unchecked_admissions_total"),
         send_dropped: metric(&relay, "cloudproxy_send_dropped_total"),
         event_loop_stalls: metric(&relay, "cloudproxy_event_loop_stalls_total"),
+        fastpath_packets: (
+            metric_or_zero(
+                &relay,
+                "cloudproxy_fastpath_packets_total{direction=\"client_to_peer\"}",
+            ),
+            metric_or_zero(
+                &relay,
+                "cloudproxy_fastpath_packets_total{direction=\"peer_to_client\"}",
+            ),
+        ),
+        fastpath_off: relay
+            .guard
+            .output
+            .text()
+            .lines()
+            .find(|l| l.contains("XDP fast path off"))
+            .map(str::to_owned),
         stall_log: relay
             .guard
             .output
@@ -650,6 +690,18 @@ impl fmt::Display for SoakReport {
             "event loops      {} ticks later than 100 ms",
             self.event_loop_stalls
         )?;
+        if self.fastpath_packets != (0, 0) || self.fastpath_off.is_some() {
+            writeln!(
+                f,
+                "fast path        {} client->peer, {} peer->client forwarded in the kernel{}",
+                self.fastpath_packets.0,
+                self.fastpath_packets.1,
+                self.fastpath_off
+                    .as_deref()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
+            )?;
+        }
         for l in &self.stall_log {
             writeln!(f, "  {l}")?;
         }
