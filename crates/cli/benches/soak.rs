@@ -9,7 +9,7 @@
 //! SOAK_ALLOCATIONS=50 SOAK_SECS=20 SOAK_CHURN=60 cargo bench -p cloudproxy --bench soak
 //! ```
 //!
-//! Environment: `SOAK_ALLOCATIONS` (1000), `SOAK_SECS` (600), `SOAK_CHURN` (percent per
+//! Environment: `SOAK_RELAY_FLAGS` (more relay flags, space-separated), `SOAK_ALLOCATIONS` (1000), `SOAK_SECS` (600), `SOAK_CHURN` (percent per
 //! minute, 5), `SOAK_PPS` (50), `SOAK_SIZE` (160), `SOAK_WARMUP` (seconds of sending before
 //! the start RSS, 10).
 
@@ -40,6 +40,10 @@ fn main() {
         size: env("SOAK_SIZE", full.size),
         warmup: env("SOAK_WARMUP", full.warmup),
         setup_timeout: full.setup_timeout,
+        // SOAK_RELAY_FLAGS="--fast-path xdp --xdp-interface lo --xdp-mode generic", say.
+        relay_flags: std::env::var("SOAK_RELAY_FLAGS")
+            .map(|f| f.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
     };
     eprintln!("{soak:?}: {}", common::cloudproxy_bin().display());
     let report = soak::run(&soak);
