@@ -95,6 +95,11 @@ fn checksums_on_the_wire(w: &World) {
 /// A lab with one relay started with the XDP fast path (generic mode), or `None` when the
 /// lab or XDP is unavailable here (outside CI).
 fn xdp_world() -> Option<World> {
+    xdp_world_in("generic")
+}
+
+/// [`xdp_world`] with the program attached in `mode` (`native` or `generic`).
+fn xdp_world_in(mode: &str) -> Option<World> {
     let metrics_flag = relay_metrics().to_string();
     let w = world_with_relay_flags(
         Profile::PublishedUdpOnly {
@@ -109,7 +114,7 @@ fn xdp_world() -> Option<World> {
             "--xdp-interface",
             "eth0",
             "--xdp-mode",
-            "generic",
+            mode,
             "--static-secret",
             STATIC_SECRET,
         ],
@@ -133,8 +138,14 @@ fn force_udp_flows_in_the_kernel() {
     let Some(w) = xdp_world() else {
         return;
     };
+    force_udp_in_the_kernel(&w);
+}
+
+/// A Force UDP session of 300 packets: no loss, every packet and echo in the kernel, none on
+/// the relay's sockets, no entry left after it.
+fn force_udp_in_the_kernel(w: &World) {
     let send = 300;
-    let run = join(&w, "udp", &[published_udp()], 7, send);
+    let run = join(w, "udp", &[published_udp()], 7, send);
     assert!(run.ok, "join failed: {:#?}\n{}", run.lines, run.stderr);
     let s = run.summary();
     assert_eq!(s["path"], "turn_udp", "{s}");
@@ -142,7 +153,7 @@ fn force_udp_flows_in_the_kernel() {
     assert_eq!(s["lost"], 0, "{s}");
     // The counters are read into the metrics every second.
     std::thread::sleep(Duration::from_millis(2500));
-    let text = metrics(&w);
+    let text = metrics(w);
     let fast_c2p = series(
         &text,
         "cloudproxy_fastpath_packets_total{direction=\"client_to_peer\"}",
@@ -434,4 +445,60 @@ fn kernel_entries_follow_bindings() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Native mode (in the veth driver). A veth transmits XDP_TX frames only when its peer end
+/// has an XDP program too, so the router's end gets a pass-through one, as a NIC needs
+/// nothing.
+#[test]
+fn force_udp_flows_in_the_kernel_in_native_mode() {
+    let _one = XDP.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(w) = xdp_world_in("native") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("cpx-xdp-pass-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, obj) = (dir.join("pass.c"), dir.join("pass.o"));
+    std::fs::write(
+        &src,
+        "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n\
+         SEC(\"xdp\") int pass(struct xdp_md *ctx) { return XDP_PASS; }\n\
+         char LICENSE[] SEC(\"license\") = \"GPL\";\n",
+    )
+    .unwrap();
+    let cc = Command::new("clang")
+        .args([
+            "-O2",
+            "-target",
+            "bpf",
+            "-I/usr/include/x86_64-linux-gnu",
+            "-c",
+        ])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .expect("clang");
+    assert!(cc.status.success(), "{cc:?}");
+    let attach = Command::new("ip")
+        .args([
+            "-n",
+            &w.lab.netns(Role::Router),
+            "link",
+            "set",
+            "dev",
+            "to-relay",
+            "xdpdrv",
+        ])
+        .arg("obj")
+        .arg(&obj)
+        .args(["sec", "xdp"])
+        .output()
+        .expect("ip");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        attach.status.success(),
+        "pass-through on the router's end: {attach:?}"
+    );
+    force_udp_in_the_kernel(&w);
 }
