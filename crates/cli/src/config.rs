@@ -84,7 +84,7 @@ pub struct RelayArgs {
     /// On SIGTERM, how long existing allocations keep flowing before exit.
     #[arg(long = "drain-timeout", value_name = "SECS")]
     pub drain_timeout: Option<u64>,
-    /// Forward ChannelData over UDP (IPv4) in the kernel: `xdp` (needs --xdp-interface, and
+    /// Forward ChannelData over UDP (IPv4 and IPv6) in the kernel: `xdp` (needs --xdp-interface, and
     /// root or CAP_BPF + CAP_NET_ADMIN), or `off` (the default). If it cannot load, the relay
     /// says why and relays on the socket path.
     #[arg(long = "fast-path", value_name = "KIND", value_parser = ["xdp", "off"])]

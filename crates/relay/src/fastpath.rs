@@ -12,7 +12,6 @@
 //! usage drains only, never per packet.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -59,7 +58,7 @@ impl ShardFastPath {
     }
 
     /// [`cloudproxy_proto::Event::ChannelUsable`]: installs or refreshes the binding. Only UDP
-    /// clients over IPv4 are forwarded in the kernel; the rest stays on the socket path.
+    /// clients are forwarded in the kernel; the rest stays on the socket path.
     pub(crate) fn usable(
         &mut self,
         client: ClientAddr,
@@ -160,26 +159,21 @@ impl ShardFastPath {
     }
 }
 
-/// The kernel's view of a binding: UDP clients over IPv4 only.
+/// The kernel's view of a binding: UDP clients only (IPv4 or IPv6).
 fn kernel_channel(
     client: ClientAddr,
     relay: RelayAddr,
     peer: PeerAddr,
     number: u16,
 ) -> Option<Channel> {
-    let v4 = |a: SocketAddr| match a {
-        SocketAddr::V4(a) => Some(a),
-        SocketAddr::V6(_) => None,
-    };
     if client.transport != Transport::Udp {
         return None;
     }
-    let listener: SocketAddrV4 = v4(client.local)?;
     Some(Channel {
-        client: v4(client.remote)?,
-        listener,
+        client: client.remote,
+        listener: client.local,
         number,
-        relay: v4(relay.0)?,
-        peer: v4(peer.0)?,
+        relay: relay.0,
+        peer: peer.0,
     })
 }

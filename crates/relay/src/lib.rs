@@ -456,7 +456,7 @@ fn start_fast_path(f: &FastPathConfig, addrs: &BoundAddrs) -> Option<fastpath::S
             tracing::info!(
                 interface = %f.interface,
                 mode = ?f.mode,
-                "XDP fast path on: ChannelData over UDP (IPv4) forwarded in the kernel"
+                "XDP fast path on: ChannelData over UDP forwarded in the kernel"
             );
             Some(Arc::new(std::sync::Mutex::new(p)))
         }

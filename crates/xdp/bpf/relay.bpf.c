@@ -1,4 +1,4 @@
-// The relay's XDP fast path for ChannelData over UDP (RFC 8656 §12), IPv4.
+// The relay's XDP fast path for ChannelData over UDP (RFC 8656 §12), IPv4 and IPv6.
 //
 // Client -> peer: a ChannelData datagram to one of the relay's listeners whose (client,
 // listener, channel) has an entry in `c2p` loses its 4-byte header and leaves from the
@@ -9,23 +9,26 @@
 //
 // Everything else passes to the kernel unchanged (XDP_PASS), to the relay's sockets: STUN,
 // Send/Data indications, padded or short frames, unknown tuples, expired entries, IP options,
-// fragments, IPv6 (not yet). User space decides everything; this program only follows the
-// entries the relay installs and removes.
+// fragments, IPv6 extension headers. User space decides everything; this program only
+// follows the entries the relay installs and removes.
 //
 // Checksums: the IPv4 header checksum is recomputed; the UDP checksum is updated
 // incrementally (addresses, ports, length, and the 4 header bytes removed or added), so it
-// stays correct end to end. A datagram without a UDP checksum (0) keeps none.
+// stays correct end to end. An IPv4 datagram without a UDP checksum (0) keeps none; over IPv6
+// the checksum is mandatory, and a datagram without one goes to the socket path.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
 #define MAX_ENTRIES 65536
 #define HDRS (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr))
+#define HDRS6 (sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + sizeof(struct udphdr))
 // A direction's answer before it touched the packet: let the other direction look.
 #define NOT_MINE -1
 
@@ -93,6 +96,58 @@ struct {
 	__type(key, __u32);
 	__type(value, struct counter);
 } counters SEC(".maps");
+
+// IPv6: the same entries with 16-byte addresses.
+struct c2p6_key {
+	__u8 client_ip[16];
+	__u8 listener_ip[16];
+	__u16 client_port;
+	__u16 listener_port;
+	__u16 channel;
+	__u16 pad;
+};
+
+struct c2p6_val {
+	__u8 relay_ip[16];
+	__u8 peer_ip[16];
+	__u16 relay_port;
+	__u16 peer_port;
+	__u32 counter;
+	__u64 expires_ns;
+};
+
+struct p2c6_key {
+	__u8 peer_ip[16];
+	__u8 relay_ip[16];
+	__u16 peer_port;
+	__u16 relay_port;
+};
+
+struct p2c6_val {
+	__u8 client_ip[16];
+	__u8 listener_ip[16];
+	__u16 client_port;
+	__u16 listener_port;
+	__u16 channel;
+	__u16 pad;
+	__u32 counter;
+	__u32 pad2;
+	__u64 expires_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENTRIES);
+	__type(key, struct c2p6_key);
+	__type(value, struct c2p6_val);
+} c2p6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENTRIES);
+	__type(key, struct p2c6_key);
+	__type(value, struct p2c6_val);
+} p2c6 SEC(".maps");
 
 struct pair16 {
 	__u16 a;
@@ -282,13 +337,176 @@ static __always_inline int peer_to_client(struct xdp_md *ctx, struct iphdr *ip, 
 	return XDP_TX;
 }
 
+static __always_inline int client_to_peer6(struct xdp_md *ctx, struct ipv6hdr *ip,
+					   struct udphdr *udp, void *data_end)
+{
+	__u8 *cd = (__u8 *)(udp + 1);
+	if ((void *)(cd + 4) > data_end)
+		return NOT_MINE;
+	__u16 channel = *(__u16 *)cd;
+	__u16 len = bpf_ntohs(*(__u16 *)(cd + 2));
+	__u16 hchan = bpf_ntohs(channel);
+	if (hchan < 0x4000 || hchan > 0x7ffe)
+		return NOT_MINE;
+	if (bpf_ntohs(udp->len) != sizeof(struct udphdr) + 4 + len || udp->check == 0)
+		return NOT_MINE;
+	struct c2p6_key k = {
+		.client_port = udp->source,
+		.listener_port = udp->dest,
+		.channel = channel,
+	};
+	__builtin_memcpy(k.client_ip, &ip->saddr, 16);
+	__builtin_memcpy(k.listener_ip, &ip->daddr, 16);
+	struct c2p6_val *v = bpf_map_lookup_elem(&c2p6, &k);
+	if (!v || bpf_ktime_get_ns() >= v->expires_ns)
+		return NOT_MINE;
+
+	__u16 new_len = bpf_htons(sizeof(struct udphdr) + len);
+	__u32 from[11];
+	__u32 to[10];
+	__builtin_memcpy(from, &ip->saddr, 32);
+	from[8] = word(udp->source, udp->dest);
+	from[9] = word(udp->len, udp->len);
+	from[10] = *(__u32 *)cd;
+	__builtin_memcpy(to, v->relay_ip, 16);
+	__builtin_memcpy(&to[4], v->peer_ip, 16);
+	to[8] = word(v->relay_port, v->peer_port);
+	to[9] = word(new_len, new_len);
+	__u16 check = udp_checksum(udp->check, from, sizeof(from), to, sizeof(to));
+	__u8 relay_ip[16], peer_ip[16];
+	__builtin_memcpy(relay_ip, v->relay_ip, 16);
+	__builtin_memcpy(peer_ip, v->peer_ip, 16);
+	__u16 relay_port = v->relay_port, peer_port = v->peer_port;
+	__u32 ctr = v->counter;
+
+	void *data = (void *)(long)ctx->data;
+	__u8 hdrs[HDRS6];
+	if (data + HDRS6 > data_end)
+		return NOT_MINE;
+	__builtin_memcpy(hdrs, data, HDRS6);
+	if (bpf_xdp_adjust_head(ctx, 4))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + HDRS6 > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(data, hdrs, HDRS6);
+
+	struct ethhdr *eth = data;
+	ip = (struct ipv6hdr *)(eth + 1);
+	udp = (struct udphdr *)(ip + 1);
+	swap_mac(eth);
+	__builtin_memcpy(&ip->saddr, relay_ip, 16);
+	__builtin_memcpy(&ip->daddr, peer_ip, 16);
+	ip->payload_len = new_len;
+	ip->hop_limit = 64;
+	udp->source = relay_port;
+	udp->dest = peer_port;
+	udp->len = new_len;
+	udp->check = check;
+	count(ctr, len);
+	return XDP_TX;
+}
+
+static __always_inline int peer_to_client6(struct xdp_md *ctx, struct ipv6hdr *ip,
+					   struct udphdr *udp, void *data_end)
+{
+	if (udp->check == 0)
+		return NOT_MINE;
+	struct p2c6_key k = {
+		.peer_port = udp->source,
+		.relay_port = udp->dest,
+	};
+	__builtin_memcpy(k.peer_ip, &ip->saddr, 16);
+	__builtin_memcpy(k.relay_ip, &ip->daddr, 16);
+	struct p2c6_val *v = bpf_map_lookup_elem(&p2c6, &k);
+	if (!v || bpf_ktime_get_ns() >= v->expires_ns)
+		return NOT_MINE;
+	__u16 payload = bpf_ntohs(udp->len);
+	if (payload < sizeof(struct udphdr))
+		return NOT_MINE;
+	payload -= sizeof(struct udphdr);
+	if (payload > 0xffff - 4 - sizeof(struct udphdr))
+		return NOT_MINE;
+	__u16 new_len = bpf_htons(sizeof(struct udphdr) + 4 + payload);
+	__u32 chdr = word(v->channel, bpf_htons(payload));
+	__u32 from[10];
+	__u32 to[11];
+	__builtin_memcpy(from, &ip->saddr, 32);
+	from[8] = word(udp->source, udp->dest);
+	from[9] = word(udp->len, udp->len);
+	__builtin_memcpy(to, v->listener_ip, 16);
+	__builtin_memcpy(&to[4], v->client_ip, 16);
+	to[8] = word(v->listener_port, v->client_port);
+	to[9] = word(new_len, new_len);
+	to[10] = chdr;
+	__u16 check = udp_checksum(udp->check, from, sizeof(from), to, sizeof(to));
+	__u8 listener_ip[16], client_ip[16];
+	__builtin_memcpy(listener_ip, v->listener_ip, 16);
+	__builtin_memcpy(client_ip, v->client_ip, 16);
+	__u16 listener_port = v->listener_port, client_port = v->client_port;
+	__u32 ctr = v->counter;
+
+	void *data = (void *)(long)ctx->data;
+	__u8 hdrs[HDRS6];
+	if (data + HDRS6 > data_end)
+		return NOT_MINE;
+	__builtin_memcpy(hdrs, data, HDRS6);
+	if (bpf_xdp_adjust_head(ctx, -4))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + HDRS6 + 4 > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(data, hdrs, HDRS6);
+	*(__u32 *)(data + HDRS6) = chdr;
+
+	struct ethhdr *eth = data;
+	ip = (struct ipv6hdr *)(eth + 1);
+	udp = (struct udphdr *)(ip + 1);
+	swap_mac(eth);
+	__builtin_memcpy(&ip->saddr, listener_ip, 16);
+	__builtin_memcpy(&ip->daddr, client_ip, 16);
+	ip->payload_len = new_len;
+	ip->hop_limit = 64;
+	udp->source = listener_port;
+	udp->dest = client_port;
+	udp->len = new_len;
+	udp->check = check;
+	count(ctr, payload);
+	return XDP_TX;
+}
+
+static __always_inline int ipv6(struct xdp_md *ctx, void *data_end, struct ethhdr *eth)
+{
+	struct ipv6hdr *ip = (struct ipv6hdr *)(eth + 1);
+	// Extension headers (fragments among them) go to the kernel.
+	if ((void *)(ip + 1) > data_end || ip->nexthdr != IPPROTO_UDP)
+		return XDP_PASS;
+	struct udphdr *udp = (struct udphdr *)(ip + 1);
+	if ((void *)(udp + 1) > data_end)
+		return XDP_PASS;
+	if (bpf_ntohs(ip->payload_len) != bpf_ntohs(udp->len) ||
+	    (void *)udp + bpf_ntohs(udp->len) != data_end)
+		return XDP_PASS;
+	int r = client_to_peer6(ctx, ip, udp, data_end);
+	if (r != NOT_MINE)
+		return r;
+	r = peer_to_client6(ctx, ip, udp, data_end);
+	return r == NOT_MINE ? XDP_PASS : r;
+}
+
 SEC("xdp")
 int relay_fast_path(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return ipv6(ctx, data_end, eth);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return XDP_PASS;
 	struct iphdr *ip = (struct iphdr *)(eth + 1);
 	if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)

@@ -12,9 +12,10 @@
 //! [`FastPath::counters`]: what the kernel forwarded never reaches the relay's sockets, so usage
 //! metering adds these.
 //!
-//! IPv4 only for now; IPv6 datagrams take the socket path.
+//! IPv4 and IPv6 (a binding's addresses are all of one family); IPv6 extension headers and
+//! IPv4 options or fragments take the socket path.
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
@@ -56,6 +57,8 @@ pub enum XdpError {
     Map { map: &'static str, why: String },
     #[error("all {MAX_ENTRIES} fast-path entries are in use")]
     Full,
+    #[error("a channel's addresses must all be IPv4 or all IPv6")]
+    MixedFamilies,
 }
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> XdpError {
@@ -113,6 +116,51 @@ struct P2cVal {
     expires_ns: u64,
 }
 
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+struct C2p6Key {
+    client_ip: [u8; 16],
+    listener_ip: [u8; 16],
+    client_port: u16,
+    listener_port: u16,
+    channel: u16,
+    pad: u16,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct C2p6Val {
+    relay_ip: [u8; 16],
+    peer_ip: [u8; 16],
+    relay_port: u16,
+    peer_port: u16,
+    counter: u32,
+    expires_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+struct P2c6Key {
+    peer_ip: [u8; 16],
+    relay_ip: [u8; 16],
+    peer_port: u16,
+    relay_port: u16,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct P2c6Val {
+    client_ip: [u8; 16],
+    listener_ip: [u8; 16],
+    client_port: u16,
+    listener_port: u16,
+    channel: u16,
+    pad: u16,
+    counter: u32,
+    pad2: u32,
+    expires_ns: u64,
+}
+
 /// Payload packets and bytes one direction of an entry forwarded.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -132,42 +180,118 @@ unsafe impl aya::Pod for P2cKey {}
 unsafe impl aya::Pod for P2cVal {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Counter {}
+// SAFETY: as above.
+unsafe impl aya::Pod for C2p6Key {}
+// SAFETY: as above.
+unsafe impl aya::Pod for C2p6Val {}
+// SAFETY: as above.
+unsafe impl aya::Pod for P2c6Key {}
+// SAFETY: as above.
+unsafe impl aya::Pod for P2c6Val {}
 
-/// One channel binding, as the fast path forwards it.
+/// One channel binding, as the fast path forwards it. Its addresses are all IPv4 or all IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Channel {
     /// The client's address (the 5-tuple's remote side).
-    pub client: SocketAddrV4,
+    pub client: SocketAddr,
     /// The relay listener the client reached.
-    pub listener: SocketAddrV4,
+    pub listener: SocketAddr,
     /// The channel number (0x4000–0x7FFE).
     pub number: u16,
     /// The allocation's relayed transport address.
-    pub relay: SocketAddrV4,
+    pub relay: SocketAddr,
     /// The peer bound to the channel.
-    pub peer: SocketAddrV4,
+    pub peer: SocketAddr,
+}
+
+/// A binding's keys in the kernel's maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Keys {
+    V4(C2pKey, P2cKey),
+    V6(C2p6Key, P2c6Key),
+}
+
+fn v4(a: SocketAddr) -> Option<(u32, u16)> {
+    match a.ip() {
+        IpAddr::V4(ip) => Some((u32::from(ip).to_be(), a.port().to_be())),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn v6(a: SocketAddr) -> Option<([u8; 16], u16)> {
+    match a.ip() {
+        IpAddr::V6(ip) => Some((ip.octets(), a.port().to_be())),
+        IpAddr::V4(_) => None,
+    }
 }
 
 impl Channel {
-    fn c2p_key(&self) -> C2pKey {
-        C2pKey {
-            client_ip: u32::from(*self.client.ip()).to_be(),
-            listener_ip: u32::from(*self.listener.ip()).to_be(),
-            client_port: self.client.port().to_be(),
-            listener_port: self.listener.port().to_be(),
-            channel: self.number.to_be(),
-            pad: 0,
+    /// The keys, or `None` when the addresses mix families.
+    fn keys(&self) -> Option<Keys> {
+        let channel = self.number.to_be();
+        if let (Some(c), Some(l), Some(r), Some(p)) = (
+            v4(self.client),
+            v4(self.listener),
+            v4(self.relay),
+            v4(self.peer),
+        ) {
+            return Some(Keys::V4(
+                C2pKey {
+                    client_ip: c.0,
+                    listener_ip: l.0,
+                    client_port: c.1,
+                    listener_port: l.1,
+                    channel,
+                    pad: 0,
+                },
+                P2cKey {
+                    peer_ip: p.0,
+                    relay_ip: r.0,
+                    peer_port: p.1,
+                    relay_port: r.1,
+                },
+            ));
         }
+        let (c, l, r, p) = (
+            v6(self.client)?,
+            v6(self.listener)?,
+            v6(self.relay)?,
+            v6(self.peer)?,
+        );
+        Some(Keys::V6(
+            C2p6Key {
+                client_ip: c.0,
+                listener_ip: l.0,
+                client_port: c.1,
+                listener_port: l.1,
+                channel,
+                pad: 0,
+            },
+            P2c6Key {
+                peer_ip: p.0,
+                relay_ip: r.0,
+                peer_port: p.1,
+                relay_port: r.1,
+            },
+        ))
     }
+}
 
-    fn p2c_key(&self) -> P2cKey {
-        P2cKey {
-            peer_ip: u32::from(*self.peer.ip()).to_be(),
-            relay_ip: u32::from(*self.relay.ip()).to_be(),
-            peer_port: self.peer.port().to_be(),
-            relay_port: self.relay.port().to_be(),
+impl Keys {
+    /// The client → peer half, which names the binding (a client's channel number names one
+    /// peer).
+    fn binding(&self) -> BindingKey {
+        match self {
+            Keys::V4(c, _) => BindingKey::V4(*c),
+            Keys::V6(c, _) => BindingKey::V6(*c),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum BindingKey {
+    V4(C2pKey),
+    V6(C2p6Key),
 }
 
 /// Where an installed channel's counters are.
@@ -185,11 +309,12 @@ pub struct FastPath {
     _ebpf: Ebpf,
     c2p: HashMap<MapData, C2pKey, C2pVal>,
     p2c: HashMap<MapData, P2cKey, P2cVal>,
+    c2p6: HashMap<MapData, C2p6Key, C2p6Val>,
+    p2c6: HashMap<MapData, P2c6Key, P2c6Val>,
     counters: PerCpuArray<MapData, Counter>,
     cpus: usize,
-    /// By client → peer key (a client's channel number names one peer), with the peer → client
-    /// key in force for it.
-    installed: std::collections::HashMap<C2pKey, (P2cKey, Installed)>,
+    /// By binding, with the keys in force for it.
+    installed: std::collections::HashMap<BindingKey, (Keys, Installed)>,
     free_counters: Vec<u32>,
 }
 
@@ -233,6 +358,8 @@ impl FastPath {
         };
         let c2p = HashMap::try_from(take(&mut ebpf, "c2p")?).map_err(map_err("c2p"))?;
         let p2c = HashMap::try_from(take(&mut ebpf, "p2c")?).map_err(map_err("p2c"))?;
+        let c2p6 = HashMap::try_from(take(&mut ebpf, "c2p6")?).map_err(map_err("c2p6"))?;
+        let p2c6 = HashMap::try_from(take(&mut ebpf, "p2c6")?).map_err(map_err("p2c6"))?;
         let counters =
             PerCpuArray::try_from(take(&mut ebpf, "counters")?).map_err(map_err("counters"))?;
         let cpus = aya::util::nr_cpus()
@@ -241,6 +368,8 @@ impl FastPath {
             _ebpf: ebpf,
             c2p,
             p2c,
+            c2p6,
+            p2c6,
             counters,
             cpus,
             installed: std::collections::HashMap::new(),
@@ -252,14 +381,17 @@ impl FastPath {
     /// channel rebound to another peer (RFC 8656 §12.2 forbids it within a binding's life,
     /// but after it expires the number may name a new peer) replaces the old peer's entry.
     pub fn install(&mut self, channel: &Channel, expires: Instant) -> Result<Installed, XdpError> {
-        let (ck, pk) = (channel.c2p_key(), channel.p2c_key());
+        let keys = channel.keys().ok_or(XdpError::MixedFamilies)?;
+        let binding = keys.binding();
         let at = monotonic_ns(expires);
-        let ids = match self.installed.get(&ck) {
-            Some((old_pk, ids)) => {
-                if *old_pk != pk {
-                    let _ = self.p2c.remove(old_pk);
+        let ids = match self.installed.get(&binding) {
+            Some((old, ids)) => {
+                let ids = *ids;
+                if *old != keys {
+                    let old = *old;
+                    self.remove_keys(&old);
                 }
-                *ids
+                ids
             }
             None => {
                 if self.free_counters.len() < 2 {
@@ -275,49 +407,87 @@ impl FastPath {
                 ids
             }
         };
-        let cv = C2pVal {
-            relay_ip: pk.relay_ip,
-            peer_ip: pk.peer_ip,
-            relay_port: pk.relay_port,
-            peer_port: pk.peer_port,
-            counter: ids.to_peer,
-            expires_ns: at,
-        };
-        let pv = P2cVal {
-            client_ip: ck.client_ip,
-            listener_ip: ck.listener_ip,
-            client_port: ck.client_port,
-            listener_port: ck.listener_port,
-            channel: ck.channel,
-            pad: 0,
-            counter: ids.to_client,
-            pad2: 0,
-            expires_ns: at,
-        };
-        let inserted = self
-            .c2p
-            .insert(ck, cv, 0)
-            .map_err(map_err("c2p"))
-            .and_then(|()| self.p2c.insert(pk, pv, 0).map_err(map_err("p2c")));
-        if let Err(e) = inserted {
-            let _ = self.c2p.remove(&ck);
-            let _ = self.p2c.remove(&pk);
+        if let Err(e) = self.insert_keys(&keys, ids, at) {
+            self.remove_keys(&keys);
             // Neither direction is in the kernel now: the entry is gone, counters and all.
-            self.installed.remove(&ck);
+            self.installed.remove(&binding);
             self.free_counters.extend([ids.to_peer, ids.to_client]);
             return Err(e);
         }
-        self.installed.insert(ck, (pk, ids));
+        self.installed.insert(binding, (keys, ids));
         Ok(ids)
+    }
+
+    fn insert_keys(&mut self, keys: &Keys, ids: Installed, at: u64) -> Result<(), XdpError> {
+        match *keys {
+            Keys::V4(ck, pk) => {
+                let cv = C2pVal {
+                    relay_ip: pk.relay_ip,
+                    peer_ip: pk.peer_ip,
+                    relay_port: pk.relay_port,
+                    peer_port: pk.peer_port,
+                    counter: ids.to_peer,
+                    expires_ns: at,
+                };
+                let pv = P2cVal {
+                    client_ip: ck.client_ip,
+                    listener_ip: ck.listener_ip,
+                    client_port: ck.client_port,
+                    listener_port: ck.listener_port,
+                    channel: ck.channel,
+                    pad: 0,
+                    counter: ids.to_client,
+                    pad2: 0,
+                    expires_ns: at,
+                };
+                self.c2p.insert(ck, cv, 0).map_err(map_err("c2p"))?;
+                self.p2c.insert(pk, pv, 0).map_err(map_err("p2c"))
+            }
+            Keys::V6(ck, pk) => {
+                let cv = C2p6Val {
+                    relay_ip: pk.relay_ip,
+                    peer_ip: pk.peer_ip,
+                    relay_port: pk.relay_port,
+                    peer_port: pk.peer_port,
+                    counter: ids.to_peer,
+                    expires_ns: at,
+                };
+                let pv = P2c6Val {
+                    client_ip: ck.client_ip,
+                    listener_ip: ck.listener_ip,
+                    client_port: ck.client_port,
+                    listener_port: ck.listener_port,
+                    channel: ck.channel,
+                    pad: 0,
+                    counter: ids.to_client,
+                    pad2: 0,
+                    expires_ns: at,
+                };
+                self.c2p6.insert(ck, cv, 0).map_err(map_err("c2p6"))?;
+                self.p2c6.insert(pk, pv, 0).map_err(map_err("p2c6"))
+            }
+        }
+    }
+
+    fn remove_keys(&mut self, keys: &Keys) {
+        match keys {
+            Keys::V4(ck, pk) => {
+                let _ = self.c2p.remove(ck);
+                let _ = self.p2c.remove(pk);
+            }
+            Keys::V6(ck, pk) => {
+                let _ = self.c2p6.remove(ck);
+                let _ = self.p2c6.remove(pk);
+            }
+        }
     }
 
     /// Removes `channel` from both directions. Returns what it forwarded in all
     /// (client → peer, peer → client), or `None` if it was not installed.
     pub fn remove(&mut self, channel: &Channel) -> Option<(Counter, Counter)> {
-        let ck = channel.c2p_key();
-        let (pk, ids) = self.installed.remove(&ck)?;
-        let _ = self.c2p.remove(&ck);
-        let _ = self.p2c.remove(&pk);
+        let binding = channel.keys()?.binding();
+        let (keys, ids) = self.installed.remove(&binding)?;
+        self.remove_keys(&keys);
         let totals = (
             self.counters(ids.to_peer).unwrap_or_default(),
             self.counters(ids.to_client).unwrap_or_default(),
@@ -344,10 +514,13 @@ impl FastPath {
         self.installed.is_empty()
     }
 
-    /// Entries in the kernel's maps now: (client → peer, peer → client). One system call per
-    /// entry: for tests and diagnostics.
+    /// Entries in the kernel's maps now, both families: (client → peer, peer → client). One
+    /// system call per entry: for tests and diagnostics.
     pub fn map_entries(&self) -> (usize, usize) {
-        (self.c2p.keys().count(), self.p2c.keys().count())
+        (
+            self.c2p.keys().count() + self.c2p6.keys().count(),
+            self.p2c.keys().count() + self.p2c6.keys().count(),
+        )
     }
 
     fn reset_counter(&mut self, id: u32) -> Result<(), XdpError> {
