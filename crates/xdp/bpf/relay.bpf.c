@@ -209,19 +209,61 @@ static __always_inline void swap_mac(struct ethhdr *eth)
 	__builtin_memcpy(eth->h_dest, tmp, ETH_ALEN);
 }
 
-static __always_inline int client_to_peer(struct xdp_md *ctx, struct iphdr *ip, struct udphdr *udp,
-					  void *data_end)
+// The ChannelData header at the start of the UDP payload, if the datagram is exactly one
+// frame (a padded or short one goes to the socket path). Channel in network order.
+static __always_inline int channel_frame(struct udphdr *udp, void *data_end, __u16 *channel,
+					 __u16 *len)
 {
 	__u8 *cd = (__u8 *)(udp + 1);
 	if ((void *)(cd + 4) > data_end)
-		return NOT_MINE;
-	__u16 channel = *(__u16 *)cd;
-	__u16 len = bpf_ntohs(*(__u16 *)(cd + 2));
-	__u16 hchan = bpf_ntohs(channel);
+		return -1;
+	*channel = *(__u16 *)cd;
+	*len = bpf_ntohs(*(__u16 *)(cd + 2));
+	__u16 hchan = bpf_ntohs(*channel);
 	if (hchan < 0x4000 || hchan > 0x7ffe)
-		return NOT_MINE;
-	// Exactly the frame: a padded or short one goes to the socket path.
-	if (bpf_ntohs(udp->len) != sizeof(struct udphdr) + 4 + len)
+		return -1;
+	if (bpf_ntohs(udp->len) != sizeof(struct udphdr) + 4 + *len)
+		return -1;
+	return 0;
+}
+
+// Moves the first `hdrs` bytes (Ethernet, IP and UDP headers) by `delta` bytes: +4 drops the
+// ChannelData header that follows them, -4 makes room for one (written as `chdr`). Returns 0,
+// or the verdict when the packet cannot be reshaped (XDP_PASS if nothing changed yet).
+static __always_inline int reshape(struct xdp_md *ctx, const int hdrs, const int delta, __u32 chdr)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 saved[HDRS6];
+	if (data + hdrs > data_end)
+		return XDP_PASS;
+	__builtin_memcpy(saved, data, hdrs);
+	if (bpf_xdp_adjust_head(ctx, delta))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + hdrs + (delta < 0 ? 4 : 0) > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(data, saved, hdrs);
+	if (delta < 0)
+		*(__u32 *)(data + hdrs) = chdr;
+	return 0;
+}
+
+static __always_inline void set_udp(struct udphdr *udp, __u16 source, __u16 dest, __u16 len,
+				    __u16 check)
+{
+	udp->source = source;
+	udp->dest = dest;
+	udp->len = len;
+	udp->check = check;
+}
+
+static __always_inline int client_to_peer(struct xdp_md *ctx, struct iphdr *ip, struct udphdr *udp,
+					  void *data_end)
+{
+	__u16 channel, len;
+	if (channel_frame(udp, data_end, &channel, &len))
 		return NOT_MINE;
 	struct c2p_key k = {
 		.client_ip = ip->saddr,
@@ -233,46 +275,31 @@ static __always_inline int client_to_peer(struct xdp_md *ctx, struct iphdr *ip, 
 	struct c2p_val *v = bpf_map_lookup_elem(&c2p, &k);
 	if (!v || bpf_ktime_get_ns() >= v->expires_ns)
 		return NOT_MINE;
-
+	struct c2p_val e = *v;
 	__u16 new_len = bpf_htons(sizeof(struct udphdr) + len);
 	__u32 from[5] = { ip->saddr, ip->daddr, word(udp->source, udp->dest),
-			  word(udp->len, udp->len), *(__u32 *)cd };
-	__u32 to[4] = { v->relay_ip, v->peer_ip, word(v->relay_port, v->peer_port),
+			  word(udp->len, udp->len), word(channel, bpf_htons(len)) };
+	__u32 to[4] = { e.relay_ip, e.peer_ip, word(e.relay_port, e.peer_port),
 			word(new_len, new_len) };
 	__u16 check = udp_checksum(udp->check, from, sizeof(from), to, sizeof(to));
-	__u32 relay_ip = v->relay_ip, peer_ip = v->peer_ip;
-	__u16 relay_port = v->relay_port, peer_port = v->peer_port;
-	__u32 ctr = v->counter;
 
-	// Move the headers 4 bytes on, over the ChannelData header, and drop what is in front.
+	int r = reshape(ctx, HDRS, 4, 0);
+	if (r)
+		return r;
 	void *data = (void *)(long)ctx->data;
-	__u8 hdrs[HDRS];
-	if (data + HDRS > data_end)
-		return NOT_MINE;
-	__builtin_memcpy(hdrs, data, HDRS);
-	if (bpf_xdp_adjust_head(ctx, 4))
-		return XDP_PASS;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (data + HDRS > data_end)
+	if (data + HDRS > (void *)(long)ctx->data_end)
 		return XDP_DROP;
-	__builtin_memcpy(data, hdrs, HDRS);
-
 	struct ethhdr *eth = data;
 	ip = (struct iphdr *)(eth + 1);
-	udp = (struct udphdr *)(ip + 1);
 	swap_mac(eth);
-	ip->saddr = relay_ip;
-	ip->daddr = peer_ip;
+	ip->saddr = e.relay_ip;
+	ip->daddr = e.peer_ip;
 	ip->tot_len = bpf_htons(bpf_ntohs(ip->tot_len) - 4);
 	ip->ttl = 64;
 	ip_checksum(ip);
-	udp->source = relay_port;
-	udp->dest = peer_port;
-	udp->len = new_len;
-	udp->check = check;
+	set_udp((struct udphdr *)(ip + 1), e.relay_port, e.peer_port, new_len, check);
 	// Counted only once it is sure to leave here: the socket path counts everything else.
-	count(ctr, len);
+	count(e.counter, len);
 	return XDP_TX;
 }
 
@@ -288,67 +315,44 @@ static __always_inline int peer_to_client(struct xdp_md *ctx, struct iphdr *ip, 
 	struct p2c_val *v = bpf_map_lookup_elem(&p2c, &k);
 	if (!v || bpf_ktime_get_ns() >= v->expires_ns)
 		return NOT_MINE;
-	__u16 payload = bpf_ntohs(udp->len);
-	if (payload < sizeof(struct udphdr))
-		return NOT_MINE;
-	payload -= sizeof(struct udphdr);
-	// A frame longer than a ChannelData length can say goes to the socket path.
-	if (payload > 0xffff - 4 - sizeof(struct udphdr))
+	struct p2c_val e = *v;
+	__u16 payload = bpf_ntohs(udp->len) - sizeof(struct udphdr);
+	// Shorter than a UDP header, or longer than a ChannelData length can say: socket path.
+	if (bpf_ntohs(udp->len) < sizeof(struct udphdr) ||
+	    payload > 0xffff - 4 - sizeof(struct udphdr))
 		return NOT_MINE;
 	__u16 new_len = bpf_htons(sizeof(struct udphdr) + 4 + payload);
-	__u32 chdr = word(v->channel, bpf_htons(payload));
+	__u32 chdr = word(e.channel, bpf_htons(payload));
 	__u32 from[4] = { ip->saddr, ip->daddr, word(udp->source, udp->dest),
 			  word(udp->len, udp->len) };
-	__u32 to[5] = { v->listener_ip, v->client_ip, word(v->listener_port, v->client_port),
+	__u32 to[5] = { e.listener_ip, e.client_ip, word(e.listener_port, e.client_port),
 			word(new_len, new_len), chdr };
 	__u16 check = udp_checksum(udp->check, from, sizeof(from), to, sizeof(to));
-	__u32 listener_ip = v->listener_ip, client_ip = v->client_ip;
-	__u16 listener_port = v->listener_port, client_port = v->client_port;
-	__u32 ctr = v->counter;
 
+	int r = reshape(ctx, HDRS, -4, chdr);
+	if (r)
+		return r;
 	void *data = (void *)(long)ctx->data;
-	__u8 hdrs[HDRS];
-	if (data + HDRS > data_end)
-		return NOT_MINE;
-	__builtin_memcpy(hdrs, data, HDRS);
-	if (bpf_xdp_adjust_head(ctx, -4))
-		return XDP_PASS;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (data + HDRS + 4 > data_end)
+	if (data + HDRS > (void *)(long)ctx->data_end)
 		return XDP_DROP;
-	__builtin_memcpy(data, hdrs, HDRS);
-	*(__u32 *)(data + HDRS) = chdr;
-
 	struct ethhdr *eth = data;
 	ip = (struct iphdr *)(eth + 1);
-	udp = (struct udphdr *)(ip + 1);
 	swap_mac(eth);
-	ip->saddr = listener_ip;
-	ip->daddr = client_ip;
+	ip->saddr = e.listener_ip;
+	ip->daddr = e.client_ip;
 	ip->tot_len = bpf_htons(bpf_ntohs(ip->tot_len) + 4);
 	ip->ttl = 64;
 	ip_checksum(ip);
-	udp->source = listener_port;
-	udp->dest = client_port;
-	udp->len = new_len;
-	udp->check = check;
-	count(ctr, payload);
+	set_udp((struct udphdr *)(ip + 1), e.listener_port, e.client_port, new_len, check);
+	count(e.counter, payload);
 	return XDP_TX;
 }
 
 static __always_inline int client_to_peer6(struct xdp_md *ctx, struct ipv6hdr *ip,
 					   struct udphdr *udp, void *data_end)
 {
-	__u8 *cd = (__u8 *)(udp + 1);
-	if ((void *)(cd + 4) > data_end)
-		return NOT_MINE;
-	__u16 channel = *(__u16 *)cd;
-	__u16 len = bpf_ntohs(*(__u16 *)(cd + 2));
-	__u16 hchan = bpf_ntohs(channel);
-	if (hchan < 0x4000 || hchan > 0x7ffe)
-		return NOT_MINE;
-	if (bpf_ntohs(udp->len) != sizeof(struct udphdr) + 4 + len || udp->check == 0)
+	__u16 channel, len;
+	if (channel_frame(udp, data_end, &channel, &len) || udp->check == 0)
 		return NOT_MINE;
 	struct c2p6_key k = {
 		.client_port = udp->source,
@@ -360,51 +364,34 @@ static __always_inline int client_to_peer6(struct xdp_md *ctx, struct ipv6hdr *i
 	struct c2p6_val *v = bpf_map_lookup_elem(&c2p6, &k);
 	if (!v || bpf_ktime_get_ns() >= v->expires_ns)
 		return NOT_MINE;
-
+	struct c2p6_val e = *v;
 	__u16 new_len = bpf_htons(sizeof(struct udphdr) + len);
-	__u32 from[11];
-	__u32 to[10];
+	__u32 from[11], to[10];
 	__builtin_memcpy(from, &ip->saddr, 32);
 	from[8] = word(udp->source, udp->dest);
 	from[9] = word(udp->len, udp->len);
-	from[10] = *(__u32 *)cd;
-	__builtin_memcpy(to, v->relay_ip, 16);
-	__builtin_memcpy(&to[4], v->peer_ip, 16);
-	to[8] = word(v->relay_port, v->peer_port);
+	from[10] = word(channel, bpf_htons(len));
+	__builtin_memcpy(to, e.relay_ip, 16);
+	__builtin_memcpy(&to[4], e.peer_ip, 16);
+	to[8] = word(e.relay_port, e.peer_port);
 	to[9] = word(new_len, new_len);
 	__u16 check = udp_checksum(udp->check, from, sizeof(from), to, sizeof(to));
-	__u8 relay_ip[16], peer_ip[16];
-	__builtin_memcpy(relay_ip, v->relay_ip, 16);
-	__builtin_memcpy(peer_ip, v->peer_ip, 16);
-	__u16 relay_port = v->relay_port, peer_port = v->peer_port;
-	__u32 ctr = v->counter;
 
+	int r = reshape(ctx, HDRS6, 4, 0);
+	if (r)
+		return r;
 	void *data = (void *)(long)ctx->data;
-	__u8 hdrs[HDRS6];
-	if (data + HDRS6 > data_end)
-		return NOT_MINE;
-	__builtin_memcpy(hdrs, data, HDRS6);
-	if (bpf_xdp_adjust_head(ctx, 4))
-		return XDP_PASS;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (data + HDRS6 > data_end)
+	if (data + HDRS6 > (void *)(long)ctx->data_end)
 		return XDP_DROP;
-	__builtin_memcpy(data, hdrs, HDRS6);
-
 	struct ethhdr *eth = data;
 	ip = (struct ipv6hdr *)(eth + 1);
-	udp = (struct udphdr *)(ip + 1);
 	swap_mac(eth);
-	__builtin_memcpy(&ip->saddr, relay_ip, 16);
-	__builtin_memcpy(&ip->daddr, peer_ip, 16);
+	__builtin_memcpy(&ip->saddr, e.relay_ip, 16);
+	__builtin_memcpy(&ip->daddr, e.peer_ip, 16);
 	ip->payload_len = new_len;
 	ip->hop_limit = 64;
-	udp->source = relay_port;
-	udp->dest = peer_port;
-	udp->len = new_len;
-	udp->check = check;
-	count(ctr, len);
+	set_udp((struct udphdr *)(ip + 1), e.relay_port, e.peer_port, new_len, check);
+	count(e.counter, len);
 	return XDP_TX;
 }
 
@@ -422,58 +409,39 @@ static __always_inline int peer_to_client6(struct xdp_md *ctx, struct ipv6hdr *i
 	struct p2c6_val *v = bpf_map_lookup_elem(&p2c6, &k);
 	if (!v || bpf_ktime_get_ns() >= v->expires_ns)
 		return NOT_MINE;
-	__u16 payload = bpf_ntohs(udp->len);
-	if (payload < sizeof(struct udphdr))
-		return NOT_MINE;
-	payload -= sizeof(struct udphdr);
-	if (payload > 0xffff - 4 - sizeof(struct udphdr))
+	struct p2c6_val e = *v;
+	__u16 payload = bpf_ntohs(udp->len) - sizeof(struct udphdr);
+	if (bpf_ntohs(udp->len) < sizeof(struct udphdr) ||
+	    payload > 0xffff - 4 - sizeof(struct udphdr))
 		return NOT_MINE;
 	__u16 new_len = bpf_htons(sizeof(struct udphdr) + 4 + payload);
-	__u32 chdr = word(v->channel, bpf_htons(payload));
-	__u32 from[10];
-	__u32 to[11];
+	__u32 chdr = word(e.channel, bpf_htons(payload));
+	__u32 from[10], to[11];
 	__builtin_memcpy(from, &ip->saddr, 32);
 	from[8] = word(udp->source, udp->dest);
 	from[9] = word(udp->len, udp->len);
-	__builtin_memcpy(to, v->listener_ip, 16);
-	__builtin_memcpy(&to[4], v->client_ip, 16);
-	to[8] = word(v->listener_port, v->client_port);
+	__builtin_memcpy(to, e.listener_ip, 16);
+	__builtin_memcpy(&to[4], e.client_ip, 16);
+	to[8] = word(e.listener_port, e.client_port);
 	to[9] = word(new_len, new_len);
 	to[10] = chdr;
 	__u16 check = udp_checksum(udp->check, from, sizeof(from), to, sizeof(to));
-	__u8 listener_ip[16], client_ip[16];
-	__builtin_memcpy(listener_ip, v->listener_ip, 16);
-	__builtin_memcpy(client_ip, v->client_ip, 16);
-	__u16 listener_port = v->listener_port, client_port = v->client_port;
-	__u32 ctr = v->counter;
 
+	int r = reshape(ctx, HDRS6, -4, chdr);
+	if (r)
+		return r;
 	void *data = (void *)(long)ctx->data;
-	__u8 hdrs[HDRS6];
-	if (data + HDRS6 > data_end)
-		return NOT_MINE;
-	__builtin_memcpy(hdrs, data, HDRS6);
-	if (bpf_xdp_adjust_head(ctx, -4))
-		return XDP_PASS;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (data + HDRS6 + 4 > data_end)
+	if (data + HDRS6 > (void *)(long)ctx->data_end)
 		return XDP_DROP;
-	__builtin_memcpy(data, hdrs, HDRS6);
-	*(__u32 *)(data + HDRS6) = chdr;
-
 	struct ethhdr *eth = data;
 	ip = (struct ipv6hdr *)(eth + 1);
-	udp = (struct udphdr *)(ip + 1);
 	swap_mac(eth);
-	__builtin_memcpy(&ip->saddr, listener_ip, 16);
-	__builtin_memcpy(&ip->daddr, client_ip, 16);
+	__builtin_memcpy(&ip->saddr, e.listener_ip, 16);
+	__builtin_memcpy(&ip->daddr, e.client_ip, 16);
 	ip->payload_len = new_len;
 	ip->hop_limit = 64;
-	udp->source = listener_port;
-	udp->dest = client_port;
-	udp->len = new_len;
-	udp->check = check;
-	count(ctr, payload);
+	set_udp((struct udphdr *)(ip + 1), e.listener_port, e.client_port, new_len, check);
+	count(e.counter, payload);
 	return XDP_TX;
 }
 

@@ -68,14 +68,20 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> XdpError {
     }
 }
 
-// The maps' keys and values, laid out as in `bpf/relay.bpf.c`. Addresses, ports and the
-// channel number are in network byte order.
+// The maps' keys and values, laid out as in `bpf/relay.bpf.c`, for an address of `A`:
+// `[u8; 4]` (the program's `__u32` IPv4 maps) or `[u8; 16]` (its IPv6 maps). Addresses,
+// ports and the channel number are in network byte order.
+
+/// A 4-byte IPv4 or a 16-byte IPv6 address, as the maps hold it.
+trait Addr: aya::Pod + Default + Eq + std::hash::Hash + std::fmt::Debug {}
+impl Addr for [u8; 4] {}
+impl Addr for [u8; 16] {}
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-struct C2pKey {
-    client_ip: u32,
-    listener_ip: u32,
+struct C2pKey<A> {
+    client_ip: A,
+    listener_ip: A,
     client_port: u16,
     listener_port: u16,
     channel: u16,
@@ -84,9 +90,9 @@ struct C2pKey {
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
-struct C2pVal {
-    relay_ip: u32,
-    peer_ip: u32,
+struct C2pVal<A> {
+    relay_ip: A,
+    peer_ip: A,
     relay_port: u16,
     peer_port: u16,
     counter: u32,
@@ -95,63 +101,18 @@ struct C2pVal {
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-struct P2cKey {
-    peer_ip: u32,
-    relay_ip: u32,
+struct P2cKey<A> {
+    peer_ip: A,
+    relay_ip: A,
     peer_port: u16,
     relay_port: u16,
 }
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
-struct P2cVal {
-    client_ip: u32,
-    listener_ip: u32,
-    client_port: u16,
-    listener_port: u16,
-    channel: u16,
-    pad: u16,
-    counter: u32,
-    pad2: u32,
-    expires_ns: u64,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-struct C2p6Key {
-    client_ip: [u8; 16],
-    listener_ip: [u8; 16],
-    client_port: u16,
-    listener_port: u16,
-    channel: u16,
-    pad: u16,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct C2p6Val {
-    relay_ip: [u8; 16],
-    peer_ip: [u8; 16],
-    relay_port: u16,
-    peer_port: u16,
-    counter: u32,
-    expires_ns: u64,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-struct P2c6Key {
-    peer_ip: [u8; 16],
-    relay_ip: [u8; 16],
-    peer_port: u16,
-    relay_port: u16,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct P2c6Val {
-    client_ip: [u8; 16],
-    listener_ip: [u8; 16],
+struct P2cVal<A> {
+    client_ip: A,
+    listener_ip: A,
     client_port: u16,
     listener_port: u16,
     channel: u16,
@@ -169,25 +130,87 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-// SAFETY: plain `repr(C)` integers with explicit padding fields: every bit pattern is valid,
-// and no byte is uninitialised padding.
-unsafe impl aya::Pod for C2pKey {}
+// SAFETY: `repr(C)` structs of byte arrays and integers whose padding fields are explicit, so
+// every bit pattern is valid and no byte is uninitialised (the field order leaves no implicit
+// padding for either address size).
+unsafe impl<A: Addr> aya::Pod for C2pKey<A> {}
 // SAFETY: as above.
-unsafe impl aya::Pod for C2pVal {}
+unsafe impl<A: Addr> aya::Pod for C2pVal<A> {}
 // SAFETY: as above.
-unsafe impl aya::Pod for P2cKey {}
+unsafe impl<A: Addr> aya::Pod for P2cKey<A> {}
 // SAFETY: as above.
-unsafe impl aya::Pod for P2cVal {}
+unsafe impl<A: Addr> aya::Pod for P2cVal<A> {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Counter {}
-// SAFETY: as above.
-unsafe impl aya::Pod for C2p6Key {}
-// SAFETY: as above.
-unsafe impl aya::Pod for C2p6Val {}
-// SAFETY: as above.
-unsafe impl aya::Pod for P2c6Key {}
-// SAFETY: as above.
-unsafe impl aya::Pod for P2c6Val {}
+
+// The sizes the program's maps were declared with.
+const _: () = {
+    use std::mem::size_of;
+    assert!(size_of::<C2pKey<[u8; 4]>>() == 16 && size_of::<C2pVal<[u8; 4]>>() == 24);
+    assert!(size_of::<P2cKey<[u8; 4]>>() == 12 && size_of::<P2cVal<[u8; 4]>>() == 32);
+    assert!(size_of::<C2pKey<[u8; 16]>>() == 40 && size_of::<C2pVal<[u8; 16]>>() == 48);
+    assert!(size_of::<P2cKey<[u8; 16]>>() == 36 && size_of::<P2cVal<[u8; 16]>>() == 56);
+};
+
+/// The client → peer and peer → client maps of one address family.
+struct Maps<A: Addr> {
+    c2p: HashMap<MapData, C2pKey<A>, C2pVal<A>>,
+    p2c: HashMap<MapData, P2cKey<A>, P2cVal<A>>,
+}
+
+impl<A: Addr> Maps<A> {
+    fn take(ebpf: &mut Ebpf, c2p: &'static str, p2c: &'static str) -> Result<Self, XdpError> {
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name).ok_or(XdpError::Map {
+                map: name,
+                why: "missing from the object".into(),
+            })
+        };
+        Ok(Self {
+            c2p: HashMap::try_from(take(c2p)?).map_err(map_err(c2p))?,
+            p2c: HashMap::try_from(take(p2c)?).map_err(map_err(p2c))?,
+        })
+    }
+
+    fn insert(
+        &mut self,
+        ck: C2pKey<A>,
+        pk: P2cKey<A>,
+        ids: Installed,
+        expires_ns: u64,
+    ) -> Result<(), XdpError> {
+        let cv = C2pVal {
+            relay_ip: pk.relay_ip,
+            peer_ip: pk.peer_ip,
+            relay_port: pk.relay_port,
+            peer_port: pk.peer_port,
+            counter: ids.to_peer,
+            expires_ns,
+        };
+        let pv = P2cVal {
+            client_ip: ck.client_ip,
+            listener_ip: ck.listener_ip,
+            client_port: ck.client_port,
+            listener_port: ck.listener_port,
+            channel: ck.channel,
+            pad: 0,
+            counter: ids.to_client,
+            pad2: 0,
+            expires_ns,
+        };
+        self.c2p.insert(ck, cv, 0).map_err(map_err("c2p"))?;
+        self.p2c.insert(pk, pv, 0).map_err(map_err("p2c"))
+    }
+
+    fn remove(&mut self, ck: &C2pKey<A>, pk: &P2cKey<A>) {
+        let _ = self.c2p.remove(ck);
+        let _ = self.p2c.remove(pk);
+    }
+
+    fn len(&self) -> (usize, usize) {
+        (self.c2p.keys().count(), self.p2c.keys().count())
+    }
+}
 
 /// One channel binding, as the fast path forwards it. Its addresses are all IPv4 or all IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,13 +230,13 @@ pub struct Channel {
 /// A binding's keys in the kernel's maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Keys {
-    V4(C2pKey, P2cKey),
-    V6(C2p6Key, P2c6Key),
+    V4(C2pKey<[u8; 4]>, P2cKey<[u8; 4]>),
+    V6(C2pKey<[u8; 16]>, P2cKey<[u8; 16]>),
 }
 
-fn v4(a: SocketAddr) -> Option<(u32, u16)> {
+fn v4(a: SocketAddr) -> Option<([u8; 4], u16)> {
     match a.ip() {
-        IpAddr::V4(ip) => Some((u32::from(ip).to_be(), a.port().to_be())),
+        IpAddr::V4(ip) => Some((ip.octets(), a.port().to_be())),
         IpAddr::V6(_) => None,
     }
 }
@@ -259,7 +282,7 @@ impl Channel {
             v6(self.peer)?,
         );
         Some(Keys::V6(
-            C2p6Key {
+            C2pKey {
                 client_ip: c.0,
                 listener_ip: l.0,
                 client_port: c.1,
@@ -267,7 +290,7 @@ impl Channel {
                 channel,
                 pad: 0,
             },
-            P2c6Key {
+            P2cKey {
                 peer_ip: p.0,
                 relay_ip: r.0,
                 peer_port: p.1,
@@ -290,8 +313,8 @@ impl Keys {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum BindingKey {
-    V4(C2pKey),
-    V6(C2p6Key),
+    V4(C2pKey<[u8; 4]>),
+    V6(C2pKey<[u8; 16]>),
 }
 
 /// Where an installed channel's counters are.
@@ -307,10 +330,8 @@ pub struct Installed {
 pub struct FastPath {
     // Owns the program, so the attachment; dropped last.
     _ebpf: Ebpf,
-    c2p: HashMap<MapData, C2pKey, C2pVal>,
-    p2c: HashMap<MapData, P2cKey, P2cVal>,
-    c2p6: HashMap<MapData, C2p6Key, C2p6Val>,
-    p2c6: HashMap<MapData, P2c6Key, P2c6Val>,
+    v4: Maps<[u8; 4]>,
+    v6: Maps<[u8; 16]>,
     counters: PerCpuArray<MapData, Counter>,
     cpus: usize,
     /// By binding, with the keys in force for it.
@@ -350,26 +371,19 @@ impl FastPath {
                 mode,
                 why: e.to_string(),
             })?;
-        let take = |ebpf: &mut Ebpf, name: &'static str| {
-            ebpf.take_map(name).ok_or(XdpError::Map {
-                map: name,
-                why: "missing from the object".into(),
-            })
-        };
-        let c2p = HashMap::try_from(take(&mut ebpf, "c2p")?).map_err(map_err("c2p"))?;
-        let p2c = HashMap::try_from(take(&mut ebpf, "p2c")?).map_err(map_err("p2c"))?;
-        let c2p6 = HashMap::try_from(take(&mut ebpf, "c2p6")?).map_err(map_err("c2p6"))?;
-        let p2c6 = HashMap::try_from(take(&mut ebpf, "p2c6")?).map_err(map_err("p2c6"))?;
-        let counters =
-            PerCpuArray::try_from(take(&mut ebpf, "counters")?).map_err(map_err("counters"))?;
+        let v4 = Maps::take(&mut ebpf, "c2p", "p2c")?;
+        let v6 = Maps::take(&mut ebpf, "c2p6", "p2c6")?;
+        let counters = ebpf.take_map("counters").ok_or(XdpError::Map {
+            map: "counters",
+            why: "missing from the object".into(),
+        })?;
+        let counters = PerCpuArray::try_from(counters).map_err(map_err("counters"))?;
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| XdpError::Load(format!("cannot count CPUs: {e}")))?;
         Ok(Self {
             _ebpf: ebpf,
-            c2p,
-            p2c,
-            c2p6,
-            p2c6,
+            v4,
+            v6,
             counters,
             cpus,
             installed: std::collections::HashMap::new(),
@@ -420,65 +434,15 @@ impl FastPath {
 
     fn insert_keys(&mut self, keys: &Keys, ids: Installed, at: u64) -> Result<(), XdpError> {
         match *keys {
-            Keys::V4(ck, pk) => {
-                let cv = C2pVal {
-                    relay_ip: pk.relay_ip,
-                    peer_ip: pk.peer_ip,
-                    relay_port: pk.relay_port,
-                    peer_port: pk.peer_port,
-                    counter: ids.to_peer,
-                    expires_ns: at,
-                };
-                let pv = P2cVal {
-                    client_ip: ck.client_ip,
-                    listener_ip: ck.listener_ip,
-                    client_port: ck.client_port,
-                    listener_port: ck.listener_port,
-                    channel: ck.channel,
-                    pad: 0,
-                    counter: ids.to_client,
-                    pad2: 0,
-                    expires_ns: at,
-                };
-                self.c2p.insert(ck, cv, 0).map_err(map_err("c2p"))?;
-                self.p2c.insert(pk, pv, 0).map_err(map_err("p2c"))
-            }
-            Keys::V6(ck, pk) => {
-                let cv = C2p6Val {
-                    relay_ip: pk.relay_ip,
-                    peer_ip: pk.peer_ip,
-                    relay_port: pk.relay_port,
-                    peer_port: pk.peer_port,
-                    counter: ids.to_peer,
-                    expires_ns: at,
-                };
-                let pv = P2c6Val {
-                    client_ip: ck.client_ip,
-                    listener_ip: ck.listener_ip,
-                    client_port: ck.client_port,
-                    listener_port: ck.listener_port,
-                    channel: ck.channel,
-                    pad: 0,
-                    counter: ids.to_client,
-                    pad2: 0,
-                    expires_ns: at,
-                };
-                self.c2p6.insert(ck, cv, 0).map_err(map_err("c2p6"))?;
-                self.p2c6.insert(pk, pv, 0).map_err(map_err("p2c6"))
-            }
+            Keys::V4(ck, pk) => self.v4.insert(ck, pk, ids, at),
+            Keys::V6(ck, pk) => self.v6.insert(ck, pk, ids, at),
         }
     }
 
     fn remove_keys(&mut self, keys: &Keys) {
         match keys {
-            Keys::V4(ck, pk) => {
-                let _ = self.c2p.remove(ck);
-                let _ = self.p2c.remove(pk);
-            }
-            Keys::V6(ck, pk) => {
-                let _ = self.c2p6.remove(ck);
-                let _ = self.p2c6.remove(pk);
-            }
+            Keys::V4(ck, pk) => self.v4.remove(ck, pk),
+            Keys::V6(ck, pk) => self.v6.remove(ck, pk),
         }
     }
 
@@ -517,10 +481,8 @@ impl FastPath {
     /// Entries in the kernel's maps now, both families: (client → peer, peer → client). One
     /// system call per entry: for tests and diagnostics.
     pub fn map_entries(&self) -> (usize, usize) {
-        (
-            self.c2p.keys().count() + self.c2p6.keys().count(),
-            self.p2c.keys().count() + self.p2c6.keys().count(),
-        )
+        let (a, b) = (self.v4.len(), self.v6.len());
+        (a.0 + b.0, a.1 + b.1)
     }
 
     fn reset_counter(&mut self, id: u32) -> Result<(), XdpError> {

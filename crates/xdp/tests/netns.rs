@@ -253,7 +253,7 @@ fn both_ways(lab: &Lab, ch: Channel) {
     let errors_before = lab.checksum_errors();
 
     let mut buf = [0u8; 2048];
-    let (n, sizes) = (200, [1usize, 2, 3, 160, 1000, 1400]);
+    let (n, sizes) = (210, [0usize, 1, 2, 3, 160, 1000, 1400]);
     let mut bytes = 0;
     for i in 0..n {
         let len = sizes[i % sizes.len()];
