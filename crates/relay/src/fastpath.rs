@@ -4,12 +4,12 @@
 //! The server decides everything (authentication, permissions, quotas, revocation); the
 //! kernel only forwards a binding's ChannelData while its entry lives, and an entry carries
 //! the binding's `until`, so even a lapse user space has not yet seen stops it. What the
-//! kernel forwarded never reaches a socket, so each entry's counters are read here — every
-//! usage drain and when the binding ends — and the payload bytes go to the allocation's
+//! kernel forwarded never reaches a socket, so each entry's counters are read here — every 5 s
+//! and when the binding ends — and the payload bytes go to the allocation's
 //! account as usage, exactly as the socket path would have counted them.
 //!
 //! The program is one per process; shards share it behind a mutex taken on channel events and
-//! usage drains only, never per packet.
+//! counter reads only, never per packet.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -364,7 +364,7 @@ impl Metrics {
         let fastpath_packets = Family::<DirectionLabels, Counter>::default();
         registry.register(
             "cloudproxy_fastpath_packets",
-            "ChannelData packets forwarded in the kernel (XDP), by direction (read at every usage drain)",
+            "ChannelData packets forwarded in the kernel (XDP), by direction (read every 5 s and when a binding ends)",
             fastpath_packets.clone(),
         );
         let fastpath_bytes = Family::<DirectionLabels, Counter>::default();
