@@ -136,8 +136,14 @@ impl HttpProxy {
     }
 
     /// [`HttpProxy::from_env`] with `var` in place of the environment.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ProxyConfigError> {
-        let set = |name: &str| var(name).filter(|v| !v.trim().is_empty()).map(|v| (name.to_owned(), v));
+    pub fn from_vars(
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, ProxyConfigError> {
+        let set = |name: &str| {
+            var(name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (name.to_owned(), v))
+        };
         let Some((origin, url)) = set("https_proxy").or_else(|| set("HTTPS_PROXY")) else {
             return Ok(None);
         };
@@ -151,7 +157,11 @@ impl HttpProxy {
         self,
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ProxyConfigError> {
-        let set = |name: &str| var(name).filter(|v| !v.trim().is_empty()).map(|v| (name.to_owned(), v));
+        let set = |name: &str| {
+            var(name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (name.to_owned(), v))
+        };
         match set("no_proxy").or_else(|| set("NO_PROXY")) {
             Some((origin, list)) => self.with_no_proxy(&list, &origin),
             None => Ok(self),
@@ -264,9 +274,7 @@ impl fmt::Debug for HttpProxy {
 /// `url` with the password (between `user:` and `@`) masked, for error messages.
 fn redact(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
-    let authority_end = url[start..]
-        .find('/')
-        .map_or(url.len(), |i| start + i);
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
     let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
         return url.to_owned();
     };
@@ -403,9 +411,9 @@ impl NoProxy {
         let name = name.map(|n| n.trim_end_matches('.').to_ascii_lowercase());
         self.entries.iter().any(|e| match e {
             Bypass::Net(net, len) => in_block(ip, *net, *len),
-            Bypass::Domain(d) => name
-                .as_deref()
-                .is_some_and(|n| n == d || n.strip_suffix(d.as_str()).is_some_and(|p| p.ends_with('.'))),
+            Bypass::Domain(d) => name.as_deref().is_some_and(|n| {
+                n == d || n.strip_suffix(d.as_str()).is_some_and(|p| p.ends_with('.'))
+            }),
         })
     }
 }
@@ -492,7 +500,9 @@ impl fmt::Display for ProxyFailure {
                 "403 {reason}: the proxy does not allow a tunnel to this address and port"
             ),
             ProxyFailure::Status { code, reason } => write!(f, "{code} {reason}"),
-            ProxyFailure::Refused => f.write_str("connection refused (is the proxy running there?)"),
+            ProxyFailure::Refused => {
+                f.write_str("connection refused (is the proxy running there?)")
+            }
             ProxyFailure::Timeout => f.write_str("timed out: the proxy did not answer in time"),
             ProxyFailure::Closed => {
                 f.write_str("the proxy closed the connection before answering the CONNECT")
@@ -549,10 +559,7 @@ impl ReplyHead {
         self.buf.push(byte);
         if self.buf.len() == 5 && !self.buf.starts_with(b"HTTP/") {
             return Err(ProxyFailure::Malformed {
-                detail: format!(
-                    "it starts with {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                ),
+                detail: format!("it starts with {:?}", String::from_utf8_lossy(&self.buf)),
             });
         }
         if !(self.buf.ends_with(b"\r\n\r\n") || self.buf.ends_with(b"\n\n")) {
@@ -601,7 +608,11 @@ mod tests {
     use super::*;
 
     fn vars<'a>(list: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| list.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            list.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -677,7 +688,10 @@ mod tests {
         assert!(e.to_string().starts_with("https_proxy: "), "{e}");
         let e = HttpProxy::from_vars(vars(&[("https_proxy", "x:1"), ("NO_PROXY", "10.0.0.0/33")]))
             .unwrap_err();
-        assert!(e.to_string().contains("NO_PROXY: entry \"10.0.0.0/33\""), "{e}");
+        assert!(
+            e.to_string().contains("NO_PROXY: entry \"10.0.0.0/33\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -685,7 +699,10 @@ mod tests {
         let relay: SocketAddr = "10.201.2.2:443".parse().unwrap();
         let p = HttpProxy::from_vars(vars(&[
             ("https_proxy", "http://10.201.1.1:3128"),
-            ("no_proxy", "localhost, .internal.corp,*.lab, 192.168.0.0/16 ,[2001:db8::1],relay.example:443"),
+            (
+                "no_proxy",
+                "localhost, .internal.corp,*.lab, 192.168.0.0/16 ,[2001:db8::1],relay.example:443",
+            ),
         ]))
         .unwrap()
         .unwrap();
@@ -693,7 +710,10 @@ mod tests {
         assert!(p.tunnels(relay, Some("turn.example.com")));
         assert!(!p.tunnels(relay, Some("relay.internal.corp")));
         assert!(!p.tunnels(relay, Some("internal.corp")));
-        assert!(p.tunnels(relay, Some("notinternal.corp")), "a suffix must start at a dot");
+        assert!(
+            p.tunnels(relay, Some("notinternal.corp")),
+            "a suffix must start at a dot"
+        );
         assert!(!p.tunnels(relay, Some("a.b.lab.")));
         assert!(!p.tunnels(relay, Some("RELAY.example")));
         assert!(!p.tunnels("192.168.7.9:443".parse().unwrap(), None));
@@ -722,7 +742,10 @@ mod tests {
         let req = p.connect_request("10.201.2.2:443".parse().unwrap());
         assert!(req.starts_with("CONNECT 10.201.2.2:443 HTTP/1.1\r\nHost: 10.201.2.2:443\r\n"));
         // base64("alice:s3cret")
-        assert!(req.contains("Proxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n"), "{req}");
+        assert!(
+            req.contains("Proxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n"),
+            "{req}"
+        );
         assert!(req.ends_with("\r\n\r\n"));
         let v6 = HttpProxy::parse("h:1")
             .unwrap()
@@ -748,7 +771,10 @@ mod tests {
         let answer = b"HTTP/1.1 200 Connection established\r\nProxy-Agent: x\r\n\r\n\x16\x03\x03";
         let (r, used) = feed(answer);
         let r = r.unwrap().unwrap();
-        assert_eq!((r.status, r.reason.as_str()), (200, "Connection established"));
+        assert_eq!(
+            (r.status, r.reason.as_str()),
+            (200, "Connection established")
+        );
         // The relay's first bytes are left unread.
         assert_eq!(used, answer.len() - 3);
         assert_eq!(r.into_result(false), Ok(()));
@@ -771,8 +797,14 @@ mod tests {
             })
         );
         let msg = r.into_result(false).unwrap_err().to_string();
-        assert!(msg.contains("407") && msg.contains("needs credentials"), "{msg}");
-        let r = feed(b"HTTP/1.1 403 Access violation\r\n\r\n").0.unwrap().unwrap();
+        assert!(
+            msg.contains("407") && msg.contains("needs credentials"),
+            "{msg}"
+        );
+        let r = feed(b"HTTP/1.1 403 Access violation\r\n\r\n")
+            .0
+            .unwrap()
+            .unwrap();
         let e = r.into_result(false).unwrap_err();
         assert_eq!(
             e,
@@ -781,7 +813,10 @@ mod tests {
             }
         );
         assert!(e.to_string().starts_with("403 Access violation"));
-        let r = feed(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").0.unwrap().unwrap();
+        let r = feed(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
+            .0
+            .unwrap()
+            .unwrap();
         assert_eq!(
             r.into_result(false),
             Err(ProxyFailure::Status {
@@ -789,7 +824,10 @@ mod tests {
                 reason: "Bad Gateway".into()
             })
         );
-        assert!(ProxyFailure::Forbidden { reason: String::new() }.retry_elsewhere());
+        assert!(ProxyFailure::Forbidden {
+            reason: String::new()
+        }
+        .retry_elsewhere());
         assert!(!ProxyFailure::AuthenticationRequired {
             sent_credentials: true,
             realm: None
@@ -803,7 +841,11 @@ mod tests {
         let (r, used) = feed(b"SSH-2.0-OpenSSH\r\n\r\n");
         assert!(matches!(r, Err(ProxyFailure::Malformed { .. })), "{r:?}");
         assert_eq!(used, 5);
-        for bad in [&b"HTTP/2 200 OK\r\n\r\n"[..], b"HTTP/1.1 2000 OK\r\n\r\n", b"HTTP/1.1 abc\r\n\r\n"] {
+        for bad in [
+            &b"HTTP/2 200 OK\r\n\r\n"[..],
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 abc\r\n\r\n",
+        ] {
             assert!(matches!(feed(bad).0, Err(ProxyFailure::Malformed { .. })));
         }
         // A head that never ends: bounded.
