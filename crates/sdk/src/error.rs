@@ -219,3 +219,62 @@ impl fmt::Display for JoinError {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http_proxy::ProxyFailure;
+
+    fn attempt(path: PathKind, failure: PathFailure) -> PathAttempt {
+        PathAttempt {
+            path,
+            target: "10.201.2.2:3478".parse().unwrap(),
+            failure,
+        }
+    }
+
+    #[test]
+    fn unanswered_udp_with_a_proxy_says_udp_cannot_pass_it() {
+        let proxy = Some("http://10.201.1.1:3128".to_owned());
+        let silent = vec![
+            attempt(PathKind::TurnUdp, PathFailure::Timeout),
+            attempt(PathKind::TurnUdp, PathFailure::Cancelled),
+        ];
+        let e = JoinError::new(silent.clone(), Duration::from_millis(4001), proxy.clone());
+        assert!(e.udp_cannot_pass_proxy());
+        let msg = e.to_string();
+        assert!(
+            msg.contains("UDP cannot pass a proxy-only network"),
+            "{msg}"
+        );
+        assert!(msg.contains("http://10.201.1.1:3128"), "{msg}");
+        // No proxy configured: nothing to say about one.
+        let e = JoinError::new(silent, Duration::from_millis(4001), None);
+        assert!(!e.udp_cannot_pass_proxy());
+        assert!(!e.to_string().contains("proxy-only"));
+        // UDP that was answered (refused by the relay) is not a network that blocks UDP.
+        let answered = vec![attempt(
+            PathKind::TurnUdp,
+            PathFailure::Unauthorized {
+                reason: "Unauthorized".into(),
+            },
+        )];
+        assert!(!JoinError::new(answered, Duration::ZERO, proxy.clone()).udp_cannot_pass_proxy());
+        // A TLS path was tried (Auto): its own failure tells the story.
+        let tls = vec![
+            attempt(PathKind::Direct, PathFailure::Timeout),
+            attempt(
+                PathKind::TurnTls,
+                PathFailure::HttpProxy {
+                    proxy: proxy.clone().unwrap(),
+                    failure: ProxyFailure::Refused,
+                },
+            ),
+        ];
+        let e = JoinError::new(tls, Duration::ZERO, proxy);
+        assert!(!e.udp_cannot_pass_proxy());
+        assert!(e
+            .to_string()
+            .contains("HTTP proxy http://10.201.1.1:3128: connection refused"));
+    }
+}

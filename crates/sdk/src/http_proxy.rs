@@ -177,9 +177,11 @@ impl HttpProxy {
     }
 
     /// Whether a TCP path to `target` goes through this proxy: not when `target`'s address,
-    /// or `server_name` (the relay's TLS name, if configured), is on the bypass list.
+    /// or `server_name` (the relay's TLS name, if configured), is on the bypass list, and never
+    /// to a loopback address (as Go's and Python's clients do: a proxy cannot reach this
+    /// machine's loopback).
     pub fn tunnels(&self, target: SocketAddr, server_name: Option<&str>) -> bool {
-        !self.no_proxy.matches(target.ip(), server_name)
+        !target.ip().is_loopback() && !self.no_proxy.matches(target.ip(), server_name)
     }
 
     /// The proxy's host (name or address) and port.
@@ -436,8 +438,12 @@ fn in_block(ip: IpAddr, net: IpAddr, len: u8) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProxyFailure {
-    /// 407: the proxy wants credentials (none were sent) or refused the ones sent.
+    /// 407: the proxy wants credentials (none were sent) or refused the ones sent. Some
+    /// proxies answer refused credentials with 401 instead (tinyproxy 1.11 does); that is
+    /// this too, with its own status.
     AuthenticationRequired {
+        status: u16,
+        reason: String,
         sent_credentials: bool,
         /// From `Proxy-Authenticate`, if the proxy named one.
         realm: Option<String>,
@@ -482,18 +488,24 @@ impl fmt::Display for ProxyFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProxyFailure::AuthenticationRequired {
+                status,
+                reason,
                 sent_credentials: false,
                 ..
-            } => f.write_str(
-                "407 Proxy Authentication Required: the proxy needs credentials; \
-                 give them in the proxy URL (http://user:password@host:port)",
+            } => write!(
+                f,
+                "{status} {reason}: the proxy needs credentials; \
+                 give them in the proxy URL (http://user:password@host:port)"
             ),
             ProxyFailure::AuthenticationRequired {
+                status,
+                reason,
                 sent_credentials: true,
                 ..
-            } => f.write_str(
-                "407 Proxy Authentication Required: the proxy refused the credentials \
-                 in the proxy URL (wrong user or password)",
+            } => write!(
+                f,
+                "{status} {reason}: the proxy refused the credentials \
+                 in the proxy URL (wrong user or password)"
             ),
             ProxyFailure::Forbidden { reason } => write!(
                 f,
@@ -526,7 +538,11 @@ impl Reply {
     pub(crate) fn into_result(self, sent_credentials: bool) -> Result<(), ProxyFailure> {
         match self.status {
             200..=299 => Ok(()),
-            407 => Err(ProxyFailure::AuthenticationRequired {
+            // 401 is what a proxy should not send, but tinyproxy answers wrong credentials
+            // with it (and missing ones with 407): both mean the credentials.
+            401 | 407 => Err(ProxyFailure::AuthenticationRequired {
+                status: self.status,
+                reason: self.reason,
                 sent_credentials,
                 realm: self.realm,
             }),
@@ -708,6 +724,8 @@ mod tests {
         .unwrap();
         assert!(p.tunnels(relay, None));
         assert!(p.tunnels(relay, Some("turn.example.com")));
+        assert!(!p.tunnels("127.0.0.1:443".parse().unwrap(), None));
+        assert!(!p.tunnels("[::1]:443".parse().unwrap(), None));
         assert!(!p.tunnels(relay, Some("relay.internal.corp")));
         assert!(!p.tunnels(relay, Some("internal.corp")));
         assert!(
@@ -792,9 +810,21 @@ mod tests {
         assert_eq!(
             r.clone().into_result(true),
             Err(ProxyFailure::AuthenticationRequired {
+                status: 407,
+                reason: "Proxy Authentication Required".into(),
                 sent_credentials: true,
                 realm: Some("Tinyproxy".into())
             })
+        );
+        // tinyproxy 1.11's answer to wrong credentials.
+        let r = feed(b"HTTP/1.0 401 Unauthorized\r\n\r\n")
+            .0
+            .unwrap()
+            .unwrap();
+        let msg = r.into_result(true).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("401 Unauthorized: the proxy refused the credentials"),
+            "{msg}"
         );
         let msg = r.into_result(false).unwrap_err().to_string();
         assert!(
@@ -829,6 +859,8 @@ mod tests {
         }
         .retry_elsewhere());
         assert!(!ProxyFailure::AuthenticationRequired {
+            status: 407,
+            reason: String::new(),
             sent_credentials: true,
             realm: None
         }
