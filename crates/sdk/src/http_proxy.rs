@@ -817,11 +817,11 @@ mod tests {
             })
         );
         // tinyproxy 1.11's answer to wrong credentials.
-        let r = feed(b"HTTP/1.0 401 Unauthorized\r\n\r\n")
+        let tiny401 = feed(b"HTTP/1.0 401 Unauthorized\r\n\r\n")
             .0
             .unwrap()
             .unwrap();
-        let msg = r.into_result(true).unwrap_err().to_string();
+        let msg = tiny401.into_result(true).unwrap_err().to_string();
         assert!(
             msg.starts_with("401 Unauthorized: the proxy refused the credentials"),
             "{msg}"
