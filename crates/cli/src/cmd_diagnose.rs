@@ -1,6 +1,8 @@
 //! `cloudproxy diagnose`: from the current network, check each path a client could use —
 //! direct UDP to the media service, and the relay over UDP, TCP and TLS 443 — then recommend a
 //! mode. Progress goes to stderr as it runs; the report goes to stdout (text, or `--json`).
+//! With an HTTP proxy (`--http-proxy`, or `HTTPS_PROXY`), the report names it and the TCP and
+//! TLS paths are checked through it (`via_http_proxy`).
 //! Exit status: 0 when a mode is recommended, 1 when no cloud-proxy mode works from here, 2
 //! for usage errors.
 
@@ -38,21 +40,26 @@ pub(crate) struct DiagnoseArgs {
     /// Seconds allowed per path.
     #[arg(long, default_value_t = 4)]
     timeout: u64,
+    /// HTTP proxy to check the TCP paths through (CONNECT), as for `join`. Default:
+    /// `https_proxy`/`HTTPS_PROXY`, with `no_proxy`/`NO_PROXY`.
+    #[arg(long, value_name = "URL")]
+    http_proxy: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
 }
 
+/// One path's result, and whether it went through the HTTP proxy.
+type Checked = (Result<Probe, PathFailure>, bool);
+
 /// What to use, given which paths work. Direct UDP: Auto (it will go direct). Otherwise the
 /// proxy over UDP gives better quality than TLS (no head-of-line blocking), so Force UDP; then
 /// TLS 443: Auto falls back to it on its own, Force TCP pins it to the published addresses.
-fn recommend(
-    results: &[(PathKind, Option<Result<Probe, PathFailure>>)],
-) -> (Option<CloudProxyType>, &'static str) {
+fn recommend(results: &[(PathKind, Option<Checked>)]) -> (Option<CloudProxyType>, &'static str) {
     let ok = |k: PathKind| {
         results
             .iter()
-            .any(|(p, r)| *p == k && matches!(r, Some(Ok(_))))
+            .any(|(p, r)| *p == k && matches!(r, Some((Ok(_), _))))
     };
     if ok(PathKind::Direct) {
         (
@@ -88,6 +95,16 @@ pub(crate) fn run(args: DiagnoseArgs) -> Result<(), Failure> {
 async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
     let mut config = ClientConfig::new(args.media);
     config.attempt_timeout = Duration::from_secs(args.timeout.max(1));
+    let proxy = crate::cmd_join::http_proxy(args.http_proxy.as_deref()).map_err(Failure::Usage)?;
+    match &proxy {
+        Some((p, from)) => {
+            eprintln!("HTTP proxy {p} (from {from}): TCP and TLS paths go through it")
+        }
+        None => eprintln!("no HTTP proxy (none given, HTTPS_PROXY unset): every path goes direct"),
+    }
+    config.http_proxy = proxy.as_ref().map(|(p, _)| p.clone());
+    // Which paths went through the proxy, by kind.
+    let via = |kind: PathKind, target: SocketAddr| config.tunnel_for(kind, target).is_some();
     let paths = [
         (PathKind::Direct, Some(args.media)),
         (PathKind::TurnUdp, args.udp_proxy),
@@ -103,7 +120,12 @@ async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
             continue;
         };
         n += 1;
-        eprint!("[{n}/{total}] {kind} to {target} ... ");
+        let through = if via(kind, target) {
+            " through the HTTP proxy"
+        } else {
+            ""
+        };
+        eprint!("[{n}/{total}] {kind} to {target}{through} ... ");
         let _ = std::io::stderr().flush();
         let r = probe(
             &config,
@@ -124,7 +146,7 @@ async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
             ),
             Err(f) => eprintln!("failed: {f}"),
         }
-        results.push((kind, Some(r)));
+        results.push((kind, Some((r, via(kind, target)))));
     }
     let (mode, why) = recommend(&results);
     let mut out = std::io::stdout().lock();
@@ -133,25 +155,44 @@ async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
             .iter()
             .map(|(kind, r)| match r {
                 None => json!({"path": kind, "checked": false}),
-                Some(Ok(p)) => json!({"path": kind, "checked": true, "ok": true, "target": p.target, "join_ms": p.join_ms, "rtt_ms": p.rtt_ms, "seen_as": p.seen_as}),
-                Some(Err(f)) => json!({"path": kind, "checked": true, "ok": false, "error": f.to_string(), "failure": f}),
+                Some((Ok(p), via)) => json!({"path": kind, "checked": true, "ok": true, "via_http_proxy": via, "target": p.target, "join_ms": p.join_ms, "rtt_ms": p.rtt_ms, "seen_as": p.seen_as}),
+                Some((Err(f), via)) => json!({"path": kind, "checked": true, "ok": false, "via_http_proxy": via, "error": f.to_string(), "failure": f}),
             })
             .collect();
+        let http_proxy = proxy
+            .as_ref()
+            .map(|(p, from)| json!({"proxy": p.to_string(), "from": from}));
         let _ = writeln!(
             out,
             "{}",
-            json!({"paths": paths, "recommended_mode": mode, "why": why})
+            json!({"http_proxy": http_proxy, "paths": paths, "recommended_mode": mode, "why": why})
         );
     } else {
+        match &proxy {
+            Some((p, from)) => {
+                let _ = writeln!(out, "http proxy {p} (from {from})");
+            }
+            None => {
+                let _ = writeln!(out, "http proxy none");
+            }
+        }
         for (kind, r) in &results {
+            let through = |via: &bool| {
+                if *via {
+                    " (through the HTTP proxy)"
+                } else {
+                    ""
+                }
+            };
             let line = match r {
                 None => "not checked (no address given)".to_owned(),
-                Some(Ok(p)) => format!(
-                    "ok    join {} ms, rtt {}",
+                Some((Ok(p), via)) => format!(
+                    "ok    join {} ms, rtt {}{}",
                     p.join_ms,
-                    p.rtt_ms.map_or("n/a".into(), |r| format!("{r:.1} ms"))
+                    p.rtt_ms.map_or("n/a".into(), |r| format!("{r:.1} ms")),
+                    through(via)
                 ),
-                Some(Err(f)) => format!("FAIL  {f}"),
+                Some((Err(f), via)) => format!("FAIL  {f}{}", through(via)),
             };
             let _ = writeln!(out, "{:<9} {line}", kind.as_str());
         }

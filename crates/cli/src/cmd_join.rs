@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use cloudproxy_sdk::{
-    Client, ClientConfig, CloudProxyType, ConnectionState, Event, SdkError, TlsTrust,
+    Client, ClientConfig, CloudProxyType, ConnectionState, Event, HttpProxy, SdkError, TlsTrust,
 };
 use serde_json::json;
 
@@ -78,9 +78,30 @@ pub(crate) struct JoinArgs {
     /// TLS listener for tcp).
     #[arg(long, value_name = "REGION")]
     refresh_proxies: Option<String>,
+    /// HTTP proxy to tunnel the TLS paths through with CONNECT (Force TCP, Auto's TLS
+    /// fallback, the allow-list fetch): http://[user:password@]host[:port], user and password
+    /// percent-encoded. Default: `https_proxy`/`HTTPS_PROXY`; `no_proxy`/`NO_PROXY` applies to
+    /// either.
+    #[arg(long, value_name = "URL")]
+    http_proxy: Option<String>,
     /// JSON lines (the default output is JSON lines too; kept for scripts that pass it).
     #[arg(long)]
     json: bool,
+}
+
+/// The HTTP proxy: `flag` (a `--http-proxy` value), else the environment's; with where it
+/// came from. `NO_PROXY` from the environment applies to both.
+pub(crate) fn http_proxy(flag: Option<&str>) -> anyhow::Result<Option<(HttpProxy, String)>> {
+    let env = |name: &str| std::env::var(name).ok();
+    let Some(url) = flag else {
+        let from = ["https_proxy", "HTTPS_PROXY"]
+            .into_iter()
+            .find(|n| env(n).is_some_and(|v| !v.trim().is_empty()))
+            .unwrap_or("HTTPS_PROXY");
+        return Ok(HttpProxy::from_vars(env)?.map(|p| (p, from.to_owned())));
+    };
+    let proxy = HttpProxy::parse_from(url, "--http-proxy")?.with_no_proxy_vars(env)?;
+    Ok(Some((proxy, "--http-proxy".to_owned())))
 }
 
 fn print(v: serde_json::Value) {
@@ -127,6 +148,11 @@ pub(crate) fn run(args: JoinArgs) -> Result<(), Failure> {
     config.attempt_timeout = Duration::from_millis(args.attempt_timeout_ms.max(1));
     config.stagger = Duration::from_millis(args.stagger_ms);
     config.echo = !args.no_echo;
+    let proxy = http_proxy(args.http_proxy.as_deref()).map_err(Failure::Usage)?;
+    if let Some((proxy, from)) = &proxy {
+        print(json!({"event": "http_proxy", "proxy": proxy.to_string(), "from": from}));
+    }
+    config.http_proxy = proxy.map(|(p, _)| p);
     match args.mode {
         CloudProxyType::None => config.proxies.auto = args.proxies.clone(),
         CloudProxyType::UdpProxy => config.proxies.udp = args.proxies.clone(),
@@ -233,6 +259,8 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
                 "message": e.to_string(),
                 "attempts": e.attempts,
                 "retry_elsewhere": e.retry_elsewhere(),
+                "udp_cannot_pass_proxy": e.udp_cannot_pass_proxy(),
+                "http_proxy": e.http_proxy,
                 "elapsed_ms": e.elapsed_ms,
             }));
             return Err(Failure::Runtime(anyhow::anyhow!("{e}")));

@@ -18,17 +18,36 @@ use std::time::{Duration, Instant};
 use crate::command::{describe, lock, output_within, wait_until};
 use crate::{Lab, LabError, Role};
 
+/// The environment variables that point programs at a web proxy.
+const PROXY_VARS: [&str; 8] = [
+    "https_proxy",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
 /// How long [`LabChild::finish`] waits for the last stdout lines after the process exited.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 impl Lab {
     /// `ip netns exec <role's namespace> <program>`, to which the caller adds arguments,
     /// environment and working directory before [`Lab::spawn_command`] or [`Lab::run_command`].
+    ///
+    /// The host's web-proxy variables (`HTTPS_PROXY`, `NO_PROXY`, …) are removed: a process in
+    /// the lab sees only the network its profile makes. A test that wants a proxy sets them
+    /// again on the returned command.
     pub fn command(&self, role: Role, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec"])
             .arg(self.netns(role))
             .arg(program);
+        for var in PROXY_VARS {
+            cmd.env_remove(var);
+        }
         cmd
     }
 

@@ -43,6 +43,11 @@
 //! firewall refused: [`Lab::outside_count`] counts packets to addresses outside the published
 //! proxy set, the proof that a Force mode contacted nothing else.
 //!
+//! Two profiles play networks that judge more than addresses: [`Profile::HttpProxyOnly`] (the
+//! client reaches only an HTTP proxy, a real tinyproxy that [`Lab::start_http_proxy`] runs in
+//! the router namespace) and [`Profile::TlsOnlyDpi`] (TCP 443 passes only when its first data
+//! is a TLS handshake record; the `not_tls` counter shows what it dropped).
+//!
 //! # Processes
 //!
 //! [`Lab::spawn`] starts a program inside a namespace (`ip netns exec`), hands its stdout lines
@@ -87,6 +92,7 @@
 mod child;
 mod command;
 mod error;
+mod http_proxy;
 mod netns;
 pub mod profile;
 mod topology;
@@ -96,6 +102,7 @@ use std::net::Ipv4Addr;
 
 pub use child::{ChildOutput, LabChild};
 pub use error::LabError;
+pub use http_proxy::{HttpProxyServer, TINYPROXY};
 pub use netns::cleanup_stale;
 pub use profile::{Counters, Profile};
 pub use topology::Lab;

@@ -36,7 +36,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::topology::{IF_CLIENT, IF_MEDIA, IF_RELAY};
-use crate::LabError;
+use crate::{LabError, CLIENT_GATEWAY};
 
 /// What the firewall between the client and everything else lets through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +67,25 @@ pub enum Profile {
         /// 0 to 100.
         percent: u8,
     },
+    /// The corporate web proxy: the client may reach nothing but an HTTP proxy on the router's
+    /// client-side address ([`crate::CLIENT_GATEWAY`]) at `proxy_port`
+    /// ([`crate::Lab::start_http_proxy`] starts tinyproxy there). The router's own traffic —
+    /// the proxy's upstream connections — may only open TCP to port 443 of `relays`; anything
+    /// else it tries is dropped and counted in `proxy_refused`.
+    HttpProxyOnly {
+        /// The proxy's port on [`crate::CLIENT_GATEWAY`].
+        proxy_port: u16,
+        /// The relay addresses the proxy may tunnel to (port 443), also the published set.
+        relays: Vec<IpAddr>,
+    },
+    /// The inspecting firewall: the client may open TCP to port 443 of these addresses, and a
+    /// flow passes only if its first data segment is a TLS handshake record (`0x16 0x03`).
+    /// A flow whose first data is anything else has that segment (and its retransmissions)
+    /// dropped and counted in `not_tls`.
+    TlsOnlyDpi {
+        /// The relay addresses (port 443), also the published set.
+        proxies: Vec<IpAddr>,
+    },
 }
 
 /// The firewall's named counters, in packets.
@@ -78,6 +97,11 @@ pub struct Counters {
     pub dropped: u64,
     /// Packets [`Profile::Loss`] dropped at random, in both directions.
     pub lost: u64,
+    /// Client data segments to TCP 443 that [`Profile::TlsOnlyDpi`] dropped as not TLS.
+    pub not_tls: u64,
+    /// Connections the router itself (the HTTP proxy of [`Profile::HttpProxyOnly`]) tried to
+    /// open elsewhere than the relays' port 443, dropped.
+    pub proxy_refused: u64,
 }
 
 impl Profile {
@@ -90,6 +114,8 @@ impl Profile {
             Profile::PublishedTls443Only { .. } => "published-tls443-only",
             Profile::Nothing { .. } => "nothing",
             Profile::Loss { .. } => "loss",
+            Profile::HttpProxyOnly { .. } => "http-proxy-only",
+            Profile::TlsOnlyDpi { .. } => "tls-only-dpi",
         }
     }
 
@@ -99,6 +125,8 @@ impl Profile {
             Profile::PublishedUdpOnly { proxies } => proxies.iter().map(SocketAddr::ip).collect(),
             Profile::PublishedTls443Only { proxies } => proxies.clone(),
             Profile::Nothing { published } => published.clone(),
+            Profile::HttpProxyOnly { relays, .. } => relays.clone(),
+            Profile::TlsOnlyDpi { proxies } => proxies.clone(),
             _ => Vec::new(),
         };
         ips.sort();
@@ -115,6 +143,7 @@ impl Profile {
             .collect::<Result<Vec<_>, _>>()?;
         let mut allow = Vec::new();
         let mut loss = None;
+        let mut extra = Extra::default();
         match self {
             Profile::Open => allow.push("accept".to_owned()),
             Profile::UdpBlocked => allow.push("meta l4proto tcp accept".to_owned()),
@@ -137,8 +166,21 @@ impl Profile {
                 allow.push("accept".to_owned());
                 loss = (*percent > 0).then_some(*percent);
             }
+            Profile::HttpProxyOnly { proxy_port, .. } => {
+                allow.push(format!(
+                    "ip daddr {CLIENT_GATEWAY} tcp dport {proxy_port} accept \
+                     comment \"the HTTP proxy, and nothing else\""
+                ));
+                extra.proxy_upstream_443_only = true;
+            }
+            Profile::TlsOnlyDpi { proxies } => {
+                for &proxy in proxies {
+                    allow.push(format!("ip daddr {} tcp dport 443 accept", ipv4(proxy)?));
+                }
+                extra.tls_only_443 = true;
+            }
         }
-        Ok(render(&published, &allow, loss))
+        Ok(render(&published, &allow, loss, extra))
     }
 }
 
@@ -149,7 +191,17 @@ fn ipv4(ip: IpAddr) -> Result<Ipv4Addr, LabError> {
     }
 }
 
-fn render(published: &[Ipv4Addr], allow: &[String], loss: Option<u8>) -> String {
+/// Chains some profiles add to the common shape.
+#[derive(Debug, Default, Clone, Copy)]
+struct Extra {
+    /// [`Profile::TlsOnlyDpi`]: the `tls_check` chain on client flows to published:443.
+    tls_only_443: bool,
+    /// [`Profile::HttpProxyOnly`]: an `output` chain holding the router's own connections to
+    /// published:443.
+    proxy_upstream_443_only: bool,
+}
+
+fn render(published: &[Ipv4Addr], allow: &[String], loss: Option<u8>, extra: Extra) -> String {
     let mut s = String::new();
     // `write!` to a String cannot fail.
     let _ = writeln!(s, "table inet lab {{");
@@ -160,7 +212,7 @@ fn render(published: &[Ipv4Addr], allow: &[String], loss: Option<u8>) -> String 
         let _ = writeln!(s, "        elements = {{ {} }}", list.join(", "));
     }
     let _ = writeln!(s, "    }}");
-    for counter in ["outside", "dropped", "lost"] {
+    for counter in ["outside", "dropped", "lost", "not_tls", "proxy_refused"] {
         let _ = writeln!(s, "    counter {counter} {{ }}");
     }
     let _ = writeln!(s, "    chain forward {{");
@@ -172,6 +224,14 @@ fn render(published: &[Ipv4Addr], allow: &[String], loss: Option<u8>) -> String 
         let _ = writeln!(
             s,
             "        numgen random mod 100 < {percent} counter name \"lost\" drop"
+        );
+    }
+    if extra.tls_only_443 {
+        // Before the established-flow accept: the verdict is on the first data segment, which
+        // travels in an established flow. Classified flows (ct mark 1) skip the check.
+        let _ = writeln!(
+            s,
+            "        iifname \"{IF_CLIENT}\" ip daddr @published tcp dport 443 ct mark 0 jump tls_check"
         );
     }
     let _ = writeln!(s, "        ct state established,related accept");
@@ -193,6 +253,42 @@ fn render(published: &[Ipv4Addr], allow: &[String], loss: Option<u8>) -> String 
     let _ = writeln!(s, "        ct state established,related accept");
     let _ = writeln!(s, "        iifname \"{IF_CLIENT}\" jump from_client");
     let _ = writeln!(s, "    }}");
+    if extra.tls_only_443 {
+        // `@ih` is the TCP payload. On a segment without payload (SYN, pure ACK) loading it
+        // fails and the rule does not match, so only data is judged.
+        let _ = writeln!(s, "    chain tls_check {{");
+        let _ = writeln!(
+            s,
+            "        @ih,0,16 0x1603 ct mark set 1 return comment \"a TLS handshake record: the flow is TLS\""
+        );
+        let _ = writeln!(
+            s,
+            "        @ih,0,16 != 0x1603 counter name \"not_tls\" drop comment \"first data is not TLS\""
+        );
+        let _ = writeln!(
+            s,
+            "        @ih,0,8 != 0x16 counter name \"not_tls\" drop comment \"a one-byte segment\""
+        );
+        let _ = writeln!(s, "    }}");
+    }
+    if extra.proxy_upstream_443_only {
+        let _ = writeln!(s, "    chain output {{");
+        let _ = writeln!(
+            s,
+            "        type filter hook output priority filter; policy accept;"
+        );
+        let _ = writeln!(s, "        ct state established,related accept");
+        let _ = writeln!(s, "        oifname \"lo\" accept");
+        let _ = writeln!(
+            s,
+            "        oifname \"{IF_RELAY}\" ip daddr @published tcp dport 443 accept"
+        );
+        let _ = writeln!(
+            s,
+            "        counter name \"proxy_refused\" drop comment \"the proxy may reach the relays' 443 only\""
+        );
+        let _ = writeln!(s, "    }}");
+    }
     let _ = writeln!(s, "    chain from_client {{");
     for rule in allow {
         let _ = writeln!(s, "        {rule}");
@@ -216,6 +312,7 @@ fn render(published: &[Ipv4Addr], allow: &[String], loss: Option<u8>) -> String 
 /// `packets N bytes M` line.
 pub(crate) fn parse_counters(text: &str) -> Result<Counters, String> {
     let mut counters = Counters::default();
+    // The three original counters must be there; the newer ones count 0 when absent.
     let mut seen = [false; 3];
     let mut current = None;
     for line in text.lines().map(str::trim) {
@@ -231,6 +328,14 @@ pub(crate) fn parse_counters(text: &str) -> Result<Counters, String> {
                 Some("outside") => (&mut counters.outside, 0),
                 Some("dropped") => (&mut counters.dropped, 1),
                 Some("lost") => (&mut counters.lost, 2),
+                Some("not_tls") => {
+                    counters.not_tls = packets;
+                    continue;
+                }
+                Some("proxy_refused") => {
+                    counters.proxy_refused = packets;
+                    continue;
+                }
                 _ => continue,
             };
             *slot = packets;
@@ -295,6 +400,38 @@ mod tests {
     }
 
     #[test]
+    fn http_proxy_only_lets_the_client_reach_the_proxy_and_the_proxy_the_relays_443() {
+        let rules = Profile::HttpProxyOnly {
+            proxy_port: 3128,
+            relays: vec!["10.201.2.2".parse().unwrap()],
+        }
+        .ruleset()
+        .unwrap();
+        let from_client = &rules[rules.find("chain from_client").unwrap()..];
+        assert!(from_client.contains("ip daddr 10.201.1.1 tcp dport 3128 accept"));
+        assert_eq!(from_client.matches(" accept").count(), 1, "{from_client}");
+        let output = &rules[rules.find("chain output").unwrap()..];
+        assert!(output.contains("ip daddr @published tcp dport 443 accept"));
+        assert!(output.contains("counter name \"proxy_refused\" drop"));
+        assert!(rules.contains("elements = { 10.201.2.2 }"));
+    }
+
+    #[test]
+    fn tls_only_dpi_checks_first_data_before_accepting_established_flows() {
+        let rules = Profile::TlsOnlyDpi {
+            proxies: vec!["10.201.2.2".parse().unwrap()],
+        }
+        .ruleset()
+        .unwrap();
+        let jump = rules.find("jump tls_check").unwrap();
+        assert!(jump < rules.find("ct state established").unwrap());
+        assert!(rules.contains("@ih,0,16 0x1603 ct mark set 1 return"));
+        assert!(rules.contains("counter name \"not_tls\" drop"));
+        assert!(rules.contains("ip daddr 10.201.2.2 tcp dport 443 accept"));
+        assert!(!Profile::Open.ruleset().unwrap().contains("tls_check"));
+    }
+
+    #[test]
     fn counters_parse_from_nft_text() {
         let text = "table inet lab {\n\tcounter outside {\n\t\tpackets 3 bytes 180\n\t}\n\
                     \tcounter dropped {\n\t\tpackets 5 bytes 300\n\t}\n\
@@ -305,9 +442,13 @@ mod tests {
             Counters {
                 outside: 3,
                 dropped: 5,
-                lost: 0
+                lost: 0,
+                not_tls: 0,
+                proxy_refused: 0,
             }
         );
+        let more = format!("{text}\tcounter not_tls {{\n\t\tpackets 4 bytes 9\n\t}}\n");
+        assert_eq!(parse_counters(&more).unwrap().not_tls, 4);
         assert!(parse_counters("table inet lab {\n}\n").is_err());
     }
 }

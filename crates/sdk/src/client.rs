@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::connect::{self, Credential, Joined};
 use crate::event::{ConnectionState, Event, PathKind, StateReason};
+use crate::http_proxy::HttpProxy;
 use crate::media::{self, MediaMsg};
 use crate::pipe::Pipe;
 use crate::tls::{self, TlsTrust};
@@ -55,6 +56,10 @@ pub struct ClientConfig {
     pub reconnect_attempts: u32,
     /// Ask the media service to echo our own data back (network checks). Default false.
     pub echo: bool,
+    /// An HTTP proxy to tunnel the TCP paths through with CONNECT: Force TCP, Auto's TLS
+    /// fallback and the allow-list fetch over TLS. Default none; [`HttpProxy::from_env`]
+    /// reads `HTTPS_PROXY` and `NO_PROXY` (the SDK never reads the environment by itself).
+    pub http_proxy: Option<HttpProxy>,
 }
 
 impl ClientConfig {
@@ -73,7 +78,19 @@ impl ClientConfig {
             path_timeout: Duration::from_millis(1500),
             reconnect_attempts: 3,
             echo: false,
+            http_proxy: None,
         }
+    }
+
+    /// The HTTP proxy a `kind` path to `target` goes through: the configured one, for a TCP
+    /// path whose target (or TLS server name) is not on its bypass list.
+    pub fn tunnel_for(&self, kind: PathKind, target: SocketAddr) -> Option<&HttpProxy> {
+        if !matches!(kind, PathKind::TurnTcp | PathKind::TurnTls) {
+            return None;
+        }
+        self.http_proxy
+            .as_ref()
+            .filter(|p| p.tunnels(target, self.tls_server_name.as_deref()))
     }
 }
 
@@ -197,7 +214,8 @@ impl Client {
     /// Refreshes this mode's proxy list through a proxy this client may already reach:
     ///
     /// - Force UDP: the region's published allow-list, in-band over the relay's UDP port;
-    /// - Force TCP: the same over HTTPS on the relay's TLS listener;
+    /// - Force TCP: the same over HTTPS on the relay's TLS listener (through the HTTP proxy,
+    ///   if one is configured);
     /// - Auto: `GET /v1/proxies?region=` over HTTPS on a known Auto proxy's TLS listener —
     ///   the dynamic relays the control plane picks by load for this session.
     ///
@@ -245,7 +263,8 @@ impl Client {
                     .tls_server_name
                     .clone()
                     .unwrap_or_else(|| proxy.ip().to_string());
-                crate::signal::fetch_tls(proxy, &self.tls, &name, &path, timeout).await
+                let via = self.config.tunnel_for(PathKind::TurnTls, proxy);
+                crate::signal::fetch_tls(proxy, via, &self.tls, &name, &path, timeout).await
             };
             let f = match fetched {
                 Ok(f) if f.status == 200 => f,

@@ -23,6 +23,9 @@
 //! | Force UDP | the published proxies over TURN/UDP |
 //! | Force TCP | the published proxies over TURN/TLS on TCP 443 |
 //!
+//! With an HTTP proxy configured ([`ClientConfig::http_proxy`]), the TCP candidates connect
+//! through it with CONNECT (`http_proxy.rs`); the UDP candidates are unchanged.
+//!
 //! In the Force modes no candidate addresses anything but a proxy: the media service is reached
 //! only through the relay, so nothing is sent to any other address.
 
@@ -138,6 +141,7 @@ pub(crate) async fn race(
 ) -> Result<(Candidate, Joined), JoinError> {
     let started = Instant::now();
     let deadline = started + config.join_timeout;
+    let proxy_name = || config.http_proxy.as_ref().map(ToString::to_string);
     let mut pending: VecDeque<Candidate> = candidates.into();
     // Candidates that timed out: tried again, in order, once every candidate has had its turn
     // and while the join's deadline leaves room (on a lossy network one lost SYN or handshake
@@ -195,7 +199,7 @@ pub(crate) async fn race(
                         Ok(joined) => Ok((c, joined)),
                         Err(failure) => {
                             attempts.push(PathAttempt { path: c.kind, target: c.target, failure });
-                            Err(JoinError::new(attempts, started.elapsed()))
+                            Err(JoinError::new(attempts, started.elapsed(), proxy_name()))
                         }
                     };
                 }
@@ -208,14 +212,14 @@ pub(crate) async fn race(
                     if !spawn_next(&mut running, &mut in_flight, &mut pending, &mut timed_out)
                         && running.is_empty()
                     {
-                        return Err(JoinError::new(attempts, started.elapsed()));
+                        return Err(JoinError::new(attempts, started.elapsed(), proxy_name()));
                     }
                 }
                 Some(Err(_)) | None => {
                     if !spawn_next(&mut running, &mut in_flight, &mut pending, &mut timed_out)
                         && running.is_empty()
                     {
-                        return Err(JoinError::new(attempts, started.elapsed()));
+                        return Err(JoinError::new(attempts, started.elapsed(), proxy_name()));
                     }
                 }
             },
@@ -230,10 +234,16 @@ pub(crate) async fn race(
                 for c in pending {
                     attempts.push(PathAttempt { path: c.kind, target: c.target, failure: PathFailure::Cancelled });
                 }
-                return Err(JoinError::new(attempts, started.elapsed()));
+                return Err(JoinError::new(attempts, started.elapsed(), proxy_name()));
             }
         }
     }
+}
+
+/// How long opening a tunnel through the HTTP proxy may take within one attempt: less than
+/// the attempt, so that a silent proxy is reported as the proxy's timeout, by its name.
+pub(crate) fn tunnel_patience(attempt: Duration) -> Duration {
+    attempt * 3 / 4
 }
 
 /// A candidate that reached the media service: its pipe, and the cookie to join with.
@@ -271,6 +281,9 @@ async fn reach(
                 .tls_server_name
                 .clone()
                 .unwrap_or_else(|| c.target.ip().to_string());
+            let via = config
+                .tunnel_for(kind, c.target)
+                .map(|proxy| (proxy, tunnel_patience(config.attempt_timeout)));
             Pipe::turn(
                 kind,
                 c.target,
@@ -278,6 +291,7 @@ async fn reach(
                 &credential.username,
                 &credential.password,
                 Some((tls, &name)),
+                via,
             )
             .await?
         }

@@ -34,6 +34,11 @@ pub enum PathFailure {
     },
     /// A local socket error.
     Io { detail: String },
+    /// The HTTP proxy (named by its URL, password masked) did not open the tunnel.
+    HttpProxy {
+        proxy: String,
+        failure: crate::http_proxy::ProxyFailure,
+    },
     /// Not tried: the join had already succeeded or given up.
     Cancelled,
 }
@@ -52,6 +57,7 @@ impl PathFailure {
             PathFailure::Turn { code, .. } => *code >= 500,
             PathFailure::Media { code, .. } => *code >= 500,
             PathFailure::Unauthorized { .. } | PathFailure::Forbidden { .. } => false,
+            PathFailure::HttpProxy { failure, .. } => failure.retry_elsewhere(),
         }
     }
 
@@ -96,6 +102,7 @@ impl fmt::Display for PathFailure {
                 "media service refused (app '{app_id}'): {code} {message}"
             ),
             PathFailure::Io { detail } => write!(f, "I/O error: {detail}"),
+            PathFailure::HttpProxy { proxy, failure } => write!(f, "HTTP proxy {proxy}: {failure}"),
             PathFailure::Cancelled => f.write_str("not needed"),
         }
     }
@@ -143,6 +150,9 @@ pub enum SdkError {
 pub struct JoinError {
     pub attempts: Vec<PathAttempt>,
     pub elapsed_ms: u64,
+    /// The HTTP proxy configured for the TCP paths (password masked), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_proxy: Option<String>,
 }
 
 impl JoinError {
@@ -152,10 +162,31 @@ impl JoinError {
         self.attempts.iter().any(|a| a.failure.retry_elsewhere())
     }
 
-    pub(crate) fn new(attempts: Vec<PathAttempt>, elapsed: Duration) -> Self {
+    /// Whether this is UDP meeting a proxy-only network: an HTTP proxy is configured, only
+    /// UDP paths were tried (Force UDP; Auto would have tried TLS through the proxy), and
+    /// none got an answer. The proxy's presence is what we know; that the network lets only
+    /// it through is the likely reading of the silence, and the message says so.
+    pub fn udp_cannot_pass_proxy(&self) -> bool {
+        self.http_proxy.is_some()
+            && !self.attempts.is_empty()
+            && self.attempts.iter().all(|a| {
+                matches!(a.path, PathKind::TurnUdp | PathKind::Direct)
+                    && matches!(
+                        a.failure,
+                        PathFailure::Timeout | PathFailure::Refused | PathFailure::Cancelled
+                    )
+            })
+    }
+
+    pub(crate) fn new(
+        attempts: Vec<PathAttempt>,
+        elapsed: Duration,
+        http_proxy: Option<String>,
+    ) -> Self {
         Self {
             attempts,
             elapsed_ms: elapsed.as_millis() as u64,
+            http_proxy,
         }
     }
 }
@@ -177,6 +208,73 @@ impl fmt::Display for JoinError {
         if !self.retry_elsewhere() {
             f.write_str(" (retrying elsewhere will not help)")?;
         }
+        if let (true, Some(proxy)) = (self.udp_cannot_pass_proxy(), &self.http_proxy) {
+            write!(
+                f,
+                ". UDP cannot pass a proxy-only network: nothing answered over UDP, and this \
+                 network's HTTP proxy ({proxy}) carries only TCP tunnels (CONNECT); use Force \
+                 TCP, or Auto, which tunnels TLS through the proxy"
+            )?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http_proxy::ProxyFailure;
+
+    fn attempt(path: PathKind, failure: PathFailure) -> PathAttempt {
+        PathAttempt {
+            path,
+            target: "10.201.2.2:3478".parse().unwrap(),
+            failure,
+        }
+    }
+
+    #[test]
+    fn unanswered_udp_with_a_proxy_says_udp_cannot_pass_it() {
+        let proxy = Some("http://10.201.1.1:3128".to_owned());
+        let silent = vec![
+            attempt(PathKind::TurnUdp, PathFailure::Timeout),
+            attempt(PathKind::TurnUdp, PathFailure::Cancelled),
+        ];
+        let e = JoinError::new(silent.clone(), Duration::from_millis(4001), proxy.clone());
+        assert!(e.udp_cannot_pass_proxy());
+        let msg = e.to_string();
+        assert!(
+            msg.contains("UDP cannot pass a proxy-only network"),
+            "{msg}"
+        );
+        assert!(msg.contains("http://10.201.1.1:3128"), "{msg}");
+        // No proxy configured: nothing to say about one.
+        let e = JoinError::new(silent, Duration::from_millis(4001), None);
+        assert!(!e.udp_cannot_pass_proxy());
+        assert!(!e.to_string().contains("proxy-only"));
+        // UDP that was answered (refused by the relay) is not a network that blocks UDP.
+        let answered = vec![attempt(
+            PathKind::TurnUdp,
+            PathFailure::Unauthorized {
+                reason: "Unauthorized".into(),
+            },
+        )];
+        assert!(!JoinError::new(answered, Duration::ZERO, proxy.clone()).udp_cannot_pass_proxy());
+        // A TLS path was tried (Auto): its own failure tells the story.
+        let tls = vec![
+            attempt(PathKind::Direct, PathFailure::Timeout),
+            attempt(
+                PathKind::TurnTls,
+                PathFailure::HttpProxy {
+                    proxy: proxy.clone().unwrap(),
+                    failure: ProxyFailure::Refused,
+                },
+            ),
+        ];
+        let e = JoinError::new(tls, Duration::ZERO, proxy);
+        assert!(!e.udp_cannot_pass_proxy());
+        assert!(e
+            .to_string()
+            .contains("HTTP proxy http://10.201.1.1:3128: connection refused"));
     }
 }

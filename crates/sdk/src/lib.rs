@@ -23,12 +23,16 @@
 //! TCP** use only the published proxies, over TURN/UDP and TURN/TLS, and send nothing to any
 //! other address: the media service is reached through the relay. When every path fails, the
 //! error lists each path tried and why, and says whether retrying elsewhere can help.
+//!
+//! Behind a web proxy, set [`ClientConfig::http_proxy`] (e.g. from [`HttpProxy::from_env`]):
+//! the TLS paths then tunnel through it with CONNECT, TLS end to end to the relay.
 
 pub mod blocking;
 mod client;
 mod connect;
 pub mod error;
 pub mod event;
+pub mod http_proxy;
 mod media;
 pub mod mode;
 mod pipe;
@@ -40,6 +44,7 @@ pub mod tls;
 pub use client::{Client, ClientConfig, JoinInfo, Proxies, Received, SessionStats};
 pub use error::{JoinError, PathAttempt, PathFailure, SdkError};
 pub use event::{ConnectionState, Event, PathKind, StateReason};
+pub use http_proxy::{HttpProxy, NoProxy, ProxyConfigError, ProxyFailure};
 pub use mode::{CloudProxyType, UnknownProxyCode};
 pub use probe::{probe, Probe};
 pub use tls::TlsTrust;

@@ -23,6 +23,7 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use crate::error::PathFailure;
 use crate::event::PathKind;
+use crate::http_proxy::HttpProxy;
 use crate::release::{Held, Release, Released};
 
 /// The channel number the SDK binds to the media service.
@@ -85,7 +86,9 @@ impl Pipe {
         }
     }
 
-    /// Through the TURN relay at `proxy`: Allocate, then bind a channel to `media`.
+    /// Through the TURN relay at `proxy`: Allocate, then bind a channel to `media`. A TCP or
+    /// TLS path connects `via` an HTTP proxy's CONNECT tunnel if one is given (with how long
+    /// opening the tunnel may take).
     pub(crate) async fn turn(
         kind: PathKind,
         proxy: SocketAddr,
@@ -93,13 +96,18 @@ impl Pipe {
         username: &str,
         password: &str,
         tls: Option<(&Arc<rustls::ClientConfig>, &str)>,
+        via: Option<(&HttpProxy, Duration)>,
     ) -> Result<Self, PathFailure> {
         let link = match kind {
             PathKind::TurnUdp => Link::Udp(udp_to(proxy).await?),
             PathKind::TurnTcp | PathKind::TurnTls => {
-                let tcp = TcpStream::connect(proxy)
-                    .await
-                    .map_err(|e| PathFailure::from_io(&e))?;
+                let tcp = match via {
+                    // A CONNECT tunnel: from here on the stream is the relay's, end to end.
+                    Some((http_proxy, patience)) => http_proxy.connect(proxy, patience).await?,
+                    None => TcpStream::connect(proxy)
+                        .await
+                        .map_err(|e| PathFailure::from_io(&e))?,
+                };
                 let _ = tcp.set_nodelay(true);
                 let io: Box<dyn Stream> = match (kind, tls) {
                     (PathKind::TurnTls, Some((config, name))) => {

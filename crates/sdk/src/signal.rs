@@ -46,6 +46,12 @@ pub enum SignalError {
     Malformed { proxy: SocketAddr, detail: String },
     #[error("{proxy}: credentials refused: {reason}")]
     Unauthorized { proxy: SocketAddr, reason: String },
+    /// The HTTP proxy did not open the tunnel to `proxy` (the failure names the HTTP proxy).
+    #[error("{proxy}: {failure}")]
+    Tunnel {
+        proxy: SocketAddr,
+        failure: crate::PathFailure,
+    },
     #[error("the allow-list does not parse: {0}")]
     AllowList(String),
 }
@@ -130,10 +136,12 @@ pub async fn fetch_udp(
     }
 }
 
-/// Fetches `path` with HTTPS on the relay's TLS listener (ALPN `http/1.1`). `tls` is the
-/// client's TLS configuration; its ALPN is replaced.
+/// Fetches `path` with HTTPS on the relay's TLS listener (ALPN `http/1.1`), through the CONNECT
+/// tunnel of the HTTP proxy `via`, if given. `tls` is the client's TLS configuration; its ALPN
+/// is replaced.
 pub async fn fetch_tls(
     proxy: SocketAddr,
+    via: Option<&crate::HttpProxy>,
     tls: &rustls::ClientConfig,
     server_name: &str,
     path: &str,
@@ -149,7 +157,13 @@ pub async fn fetch_tls(
                 detail: format!("server name {server_name:?}: {e}"),
             }
         })?;
-        let tcp = TcpStream::connect(proxy).await.map_err(io)?;
+        let tcp = match via {
+            Some(http_proxy) => http_proxy
+                .connect(proxy, crate::connect::tunnel_patience(timeout))
+                .await
+                .map_err(|failure| SignalError::Tunnel { proxy, failure })?,
+            None => TcpStream::connect(proxy).await.map_err(io)?,
+        };
         let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await

@@ -250,3 +250,31 @@ pub fn join_args(
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
+
+/// `cloudproxy relay` relaying from `ip` with plain TURN over TCP (no TLS) on `ip`:`port` only,
+/// e.g. on 443 to show what an inspecting firewall does to it.
+pub fn plain_tcp_relay(lab: &Lab, ip: Ipv4Addr, port: u16) -> cloudproxy_lab::LabChild {
+    let listen = sa(ip, port).to_string();
+    let child = lab
+        .spawn(
+            Role::Relay,
+            BIN,
+            [
+                "relay",
+                "--tcp",
+                &listen,
+                "--relay-ip",
+                &ip.to_string(),
+                "--allow-peer",
+                &format!("{MEDIA_ADDR}/32"),
+                "--app",
+                &app(),
+                "--no-metrics",
+            ],
+        )
+        .expect("relay starts");
+    child
+        .wait_for_line(Duration::from_secs(20), |l| l.starts_with("tcp "))
+        .expect("plain TCP relay ready");
+    child
+}
