@@ -35,9 +35,9 @@ pub(crate) struct DiagnoseArgs {
     /// Token from `cloudproxy token`.
     #[arg(long, env = "CLOUDPROXY_TOKEN", hide_env_values = true)]
     token: String,
-    /// Seconds allowed per path.
-    #[arg(long, default_value_t = 4)]
-    timeout: u64,
+    /// Time allowed per path (as `join --attempt-timeout`; `--timeout` is its earlier name).
+    #[arg(long, alias = "timeout", value_name = "DURATION", value_parser = crate::duration::parse, default_value = "4s")]
+    attempt_timeout: Duration,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -87,7 +87,7 @@ pub(crate) fn run(args: DiagnoseArgs) -> Result<(), Failure> {
 
 async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
     let mut config = ClientConfig::new(args.media);
-    config.attempt_timeout = Duration::from_secs(args.timeout.max(1));
+    config.attempt_timeout = args.attempt_timeout.max(Duration::from_millis(1));
     let paths = [
         (PathKind::Direct, Some(args.media)),
         (PathKind::TurnUdp, args.udp_proxy),

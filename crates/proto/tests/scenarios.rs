@@ -815,7 +815,7 @@ fn admission_refuses_apps_not_enabled_for_the_mode_with_403() {
         r.error.unwrap(),
         (
             403,
-            "Forbidden: app is not enabled for Force UDP in this region".into()
+            cloudproxy_proto::admission::NOT_ENABLED_UDP.into()
         )
     );
     assert!(!h.seen.iter().any(|c| matches!(c, Command::Admit { .. })));
