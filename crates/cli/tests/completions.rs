@@ -22,15 +22,42 @@ fn bash_zsh_and_fish_scripts_name_the_subcommands() {
     for shell in ["bash", "zsh", "fish"] {
         let script = completions(shell);
         assert!(script.len() > 1000, "{shell}: {} bytes", script.len());
-        for sub in ["up", "relay", "join", "diagnose", "admin", "completions", "requests", "allowlist"] {
-            assert!(script.contains(sub), "{shell} script does not mention {sub}");
+        for sub in [
+            "up",
+            "relay",
+            "join",
+            "diagnose",
+            "admin",
+            "completions",
+            "requests",
+            "allowlist",
+        ] {
+            assert!(
+                script.contains(sub),
+                "{shell} script does not mention {sub}"
+            );
         }
         // Flags of nested commands, and the new spellings only.
-        for flag in ["relay-ip", "allow-peer", "tls-proxy", "join-timeout", "effective-at"] {
-            assert!(script.contains(flag), "{shell} script does not mention --{flag}");
+        for flag in [
+            "relay-ip",
+            "allow-peer",
+            "tls-proxy",
+            "join-timeout",
+            "effective-at",
+        ] {
+            assert!(
+                script.contains(flag),
+                "{shell} script does not mention --{flag}"
+            );
         }
-        assert!(!script.contains("join-timeout-ms"), "{shell}: hidden alias listed");
-        assert!(!script.contains("bench-forward"), "{shell}: hidden command listed");
+        assert!(
+            !script.contains("join-timeout-ms"),
+            "{shell}: hidden alias listed"
+        );
+        assert!(
+            !script.contains("bench-forward"),
+            "{shell}: hidden command listed"
+        );
     }
     let mut cmd = Command::new(cloudproxy_bin());
     cmd.args(["completions", "tcsh"]);
@@ -63,5 +90,9 @@ fn bash_parses_the_bash_script_and_it_completes() {
     let run = run_bounded("bash completion", cmd, Duration::from_secs(30));
     assert!(run.success(), "{run:?}");
     assert!(run.output.contains("-F _cloudproxy"), "{}", run.output);
-    assert!(run.output.lines().any(|l| l == "reply:relay"), "{}", run.output);
+    assert!(
+        run.output.lines().any(|l| l == "reply:relay"),
+        "{}",
+        run.output
+    );
 }

@@ -39,7 +39,11 @@ fn check(args: &[String], env: &BTreeMap<String, String>, what: &str) {
     let mut full = vec!["--check".to_owned()];
     full.extend(args.iter().cloned());
     let (code, out) = cloudproxy(&full, env);
-    assert_eq!(code, Some(0), "{what}: cloudproxy {full:?} is refused:\n{out}");
+    assert_eq!(
+        code,
+        Some(0),
+        "{what}: cloudproxy {full:?} is refused:\n{out}"
+    );
     assert!(out.lines().any(|l| l == "ok"), "{what}: {out}");
 }
 
@@ -93,7 +97,9 @@ fn services(yaml: &str) -> BTreeMap<String, Service> {
             in_env = false;
             continue;
         }
-        let s = out.get_mut(current.as_ref().expect("inside a service")).unwrap();
+        let s = out
+            .get_mut(current.as_ref().expect("inside a service"))
+            .unwrap();
         s.lines.push(text.to_owned());
         if indent == 4 {
             in_env = text == "environment:";
@@ -168,7 +174,10 @@ fn compose_runs_postgres_control_and_a_static_and_a_dynamic_relay_the_binary_acc
         check_env_read(&args[0], &env, &what);
         // Privileges: every capability dropped but the one port 443 needs.
         assert!(s.lines.iter().any(|l| l == "cap_drop: [ALL]"), "{what}");
-        assert!(s.lines.iter().any(|l| l == "cap_add: [NET_BIND_SERVICE]"), "{what}");
+        assert!(
+            s.lines.iter().any(|l| l == "cap_add: [NET_BIND_SERVICE]"),
+            "{what}"
+        );
         if args[0] == "relay" {
             let pool = args.iter().skip_while(|a| *a != "--pool").nth(1).cloned();
             pools.push(pool.expect("--pool"));
@@ -184,8 +193,17 @@ fn compose_runs_postgres_control_and_a_static_and_a_dynamic_relay_the_binary_acc
     assert_eq!(checked, 3, "control and two relays");
     // The control plane uses the PostgreSQL service.
     let control = &services["control"];
-    assert!(control.command.iter().any(|a| a.contains("@postgres:5432/")), "{control:?}");
-    assert!(control.lines.iter().any(|l| l == "build: ."), "built from the Dockerfile");
+    assert!(
+        control
+            .command
+            .iter()
+            .any(|a| a.contains("@postgres:5432/")),
+        "{control:?}"
+    );
+    assert!(
+        control.lines.iter().any(|l| l == "build: ."),
+        "built from the Dockerfile"
+    );
 }
 
 #[test]
@@ -197,11 +215,22 @@ fn compose_check_would_catch_a_misspelled_flag() {
     );
     assert_eq!(code, Some(2), "{out}");
     let (code, out) = cloudproxy(
-        &["--check", "relay", "--control", "http://127.0.0.1:8480", "--pool", "static"]
-            .map(String::from),
+        &[
+            "--check",
+            "relay",
+            "--control",
+            "http://127.0.0.1:8480",
+            "--pool",
+            "static",
+        ]
+        .map(String::from),
         &BTreeMap::new(),
     );
-    assert_eq!(code, Some(2), "a relay under a control plane needs a key: {out}");
+    assert_eq!(
+        code,
+        Some(2),
+        "a relay under a control plane needs a key: {out}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -210,7 +239,10 @@ fn compose_check_would_catch_a_misspelled_flag() {
 #[test]
 fn systemd_units_verify_and_their_command_lines_check() {
     let Some(analyze) = which("systemd-analyze") else {
-        assert!(!in_ci(), "systemd-analyze is missing under CI (.ci/run installs systemd)");
+        assert!(
+            !in_ci(),
+            "systemd-analyze is missing under CI (.ci/run installs systemd)"
+        );
         eprintln!("\n*** SKIPPED systemd_units_verify_and_their_command_lines_check: no systemd-analyze (apt-get install systemd) ***\n");
         return;
     };
@@ -230,7 +262,10 @@ fn systemd_units_verify_and_their_command_lines_check() {
             "ProtectHome=yes",
             "PrivateTmp=yes",
         ] {
-            assert!(text.lines().any(|l| l == directive), "{unit}: no {directive}");
+            assert!(
+                text.lines().any(|l| l == directive),
+                "{unit}: no {directive}"
+            );
         }
         // systemd-analyze checks that ExecStart's binary exists: point it at the one under test.
         let copy: PathBuf = dir.0.join(unit);
@@ -262,7 +297,10 @@ fn systemd_units_verify_and_their_command_lines_check() {
             .find_map(|l| l.strip_prefix("StateDirectory="))
             .expect("StateDirectory");
         for a in args.iter().filter(|a| a.contains("/var/lib/")) {
-            assert!(a.contains(&format!("/var/lib/{state}/")), "{unit}: {a} outside {state}");
+            assert!(
+                a.contains(&format!("/var/lib/{state}/")),
+                "{unit}: {a} outside {state}"
+            );
         }
     }
 }
@@ -290,9 +328,18 @@ fn dockerfile_builds_the_real_binary_and_runs_it_unprivileged() {
     // The package and binary it builds are the workspace's.
     let manifest = read("crates/cli/Cargo.toml");
     assert!(manifest.contains("name = \"cloudproxy\"\npath = \"src/main.rs\""));
-    let build = of("RUN").into_iter().find(|r| r.contains("cargo build")).expect("cargo build");
-    assert!(build.contains("--release --locked -p cloudproxy"), "{build}");
-    assert!(build.contains("target/release/cloudproxy /out/cloudproxy"), "{build}");
+    let build = of("RUN")
+        .into_iter()
+        .find(|r| r.contains("cargo build"))
+        .expect("cargo build");
+    assert!(
+        build.contains("--release --locked -p cloudproxy"),
+        "{build}"
+    );
+    assert!(
+        build.contains("target/release/cloudproxy /out/cloudproxy"),
+        "{build}"
+    );
     // What it copies from the context exists.
     for copy in of("COPY") {
         if copy.starts_with("--from") {
@@ -300,32 +347,49 @@ fn dockerfile_builds_the_real_binary_and_runs_it_unprivileged() {
         }
         let parts: Vec<&str> = copy.split_whitespace().collect();
         for src in &parts[..parts.len() - 1] {
-            assert!(Path::new(ROOT).join(src).exists(), "COPY {src}: not in the repository");
+            assert!(
+                Path::new(ROOT).join(src).exists(),
+                "COPY {src}: not in the repository"
+            );
         }
     }
     let staged = of("COPY")
         .into_iter()
         .find(|c| c.starts_with("--from=build"))
         .expect("COPY --from=build");
-    assert_eq!(staged, "--from=build /out/cloudproxy /usr/local/bin/cloudproxy");
+    assert_eq!(
+        staged,
+        "--from=build /out/cloudproxy /usr/local/bin/cloudproxy"
+    );
     assert_eq!(of("ENTRYPOINT"), ["[\"/usr/local/bin/cloudproxy\"]"]);
     // Not root, and port 443 through the one file capability.
     let user = of("USER");
     assert_eq!(user.len(), 1);
-    assert!(!["root", "0"].contains(&user[0].split(':').next().unwrap()), "{user:?}");
     assert!(
-        of("RUN").iter().any(|r| r.contains("setcap cap_net_bind_service=+ep /usr/local/bin/cloudproxy")),
+        !["root", "0"].contains(&user[0].split(':').next().unwrap()),
+        "{user:?}"
+    );
+    assert!(
+        of("RUN")
+            .iter()
+            .any(|r| r.contains("setcap cap_net_bind_service=+ep /usr/local/bin/cloudproxy")),
         "setcap"
     );
     // The ports it exposes are the defaults `cloudproxy relay` and `control` listen on.
     let expose = of("EXPOSE").join(" ");
     for port in ["3478/udp", "3478/tcp", "443/tcp", "9478/tcp", "8480/tcp"] {
-        assert!(expose.split_whitespace().any(|p| p == port), "EXPOSE {port}");
+        assert!(
+            expose.split_whitespace().any(|p| p == port),
+            "EXPOSE {port}"
+        );
     }
     let relay_help = cloudproxy(&["relay".into(), "--help".into()], &BTreeMap::new()).1;
     let example = read("crates/cli/relay.example.toml");
     for default in ["127.0.0.1:3478", "127.0.0.1:443", "127.0.0.1:9478"] {
-        assert!(example.contains(default) || relay_help.contains(default), "{default}");
+        assert!(
+            example.contains(default) || relay_help.contains(default),
+            "{default}"
+        );
     }
     // The build context leaves out the build output.
     assert!(read(".dockerignore").lines().any(|l| l == "target"));

@@ -118,10 +118,16 @@ fn readme_run_command_brings_everything_up_on_embedded_defaults() {
 fn japanese_readme_keeps_in_step_with_the_english_one() {
     let en = readme();
     let ja = std::fs::read_to_string(format!("{ROOT}/README.ja.md")).expect("README.ja.md");
-    assert!(en.contains("(README.ja.md)"), "README.md links README.ja.md");
+    assert!(
+        en.contains("(README.ja.md)"),
+        "README.md links README.ja.md"
+    );
     for two in [format!("{RUN}up"), TEST.to_owned()] {
         assert!(en.lines().any(|l| l.trim() == two), "README.md: `{two}`");
-        assert!(ja.lines().any(|l| l.trim() == two), "README.ja.md lacks `{two}`");
+        assert!(
+            ja.lines().any(|l| l.trim() == two),
+            "README.ja.md lacks `{two}`"
+        );
     }
     let help = Command::new(cloudproxy_bin())
         .arg("--help")
@@ -146,11 +152,23 @@ fn japanese_readme_keeps_in_step_with_the_english_one() {
                 .any(|end| text.contains(&format!("cloudproxy -- {c}{end}")))
     };
     for c in &commands {
-        assert!(mentions(&en, c), "README.md does not document `cloudproxy {c}`");
-        assert!(mentions(&ja, c), "README.ja.md does not mention `cloudproxy {c}`");
+        assert!(
+            mentions(&en, c),
+            "README.md does not document `cloudproxy {c}`"
+        );
+        assert!(
+            mentions(&ja, c),
+            "README.ja.md does not mention `cloudproxy {c}`"
+        );
     }
     // The operator's vocabulary of the product page, and the three modes.
-    for word in ["クラウドプロキシ", "IP ホワイトリストテーブル", "自動", "Force UDPモード", "Force TCPモード"] {
+    for word in [
+        "クラウドプロキシ",
+        "IP ホワイトリストテーブル",
+        "自動",
+        "Force UDPモード",
+        "Force TCPモード",
+    ] {
         assert!(ja.contains(word), "README.ja.md lacks {word}");
     }
 }

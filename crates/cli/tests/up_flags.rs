@@ -36,7 +36,11 @@ fn up_takes_relay_ip_public_ip_peers_and_a_static_secret() {
         }
         match lines.recv_timeout(Duration::from_millis(200)) {
             Ok(l) if l == "ready" => break,
-            _ => assert!(Instant::now() < deadline, "not ready:\n{}", guard.output.text()),
+            _ => assert!(
+                Instant::now() < deadline,
+                "not ready:\n{}",
+                guard.output.text()
+            ),
         }
     }
 
@@ -49,13 +53,18 @@ fn up_takes_relay_ip_public_ip_peers_and_a_static_secret() {
     // --allow-peer opens that peer, and only that one (besides the media service).
     let r = c.transact(CREATE_PERMISSION, &[Attr::PeerAddress(peer_addr)]);
     assert!(r.success, "{:?}", r.error);
-    let other: SocketAddr = format!("127.0.0.1:{}", peer_addr.port() ^ 1).parse().unwrap();
+    let other: SocketAddr = format!("127.0.0.1:{}", peer_addr.port() ^ 1)
+        .parse()
+        .unwrap();
     let r = c.transact(CREATE_PERMISSION, &[Attr::PeerAddress(other)]);
     assert_eq!(r.error.map(|e| e.0), Some(403));
     // A wrong secret is refused.
     let mut wrong = TurnClient::with_secret(Conn::udp(udp), "not-it");
     assert_eq!(
-        wrong.transact(ALLOCATE, &[Attr::RequestedTransportUdp]).error.map(|e| e.0),
+        wrong
+            .transact(ALLOCATE, &[Attr::RequestedTransportUdp])
+            .error
+            .map(|e| e.0),
         Some(401)
     );
 
@@ -69,7 +78,14 @@ fn up_takes_relay_ip_public_ip_peers_and_a_static_secret() {
         .as_array()
         .expect("listeners")
         .iter()
-        .map(|l| format!("{}:{}:{}", l["transport"].as_str().unwrap(), l["ip"].as_str().unwrap(), l["port"]))
+        .map(|l| {
+            format!(
+                "{}:{}:{}",
+                l["transport"].as_str().unwrap(),
+                l["ip"].as_str().unwrap(),
+                l["port"]
+            )
+        })
         .collect();
     published.sort();
     assert_eq!(

@@ -227,10 +227,24 @@ mod text_tests {
 
     #[test]
     fn controls_and_bidi_overrides_are_forbidden_html_and_cjk_are_not() {
-        for bad in ["a\u{1b}[31m", "\u{7}", "x\ny", "tab\t", "\u{7f}", "\u{9b}2J", "abc\u{202e}gpj.exe"] {
+        for bad in [
+            "a\u{1b}[31m",
+            "\u{7}",
+            "x\ny",
+            "tab\t",
+            "\u{7f}",
+            "\u{9b}2J",
+            "abc\u{202e}gpj.exe",
+        ] {
             assert!(forbidden_char(bad).is_some(), "{bad:?}");
         }
-        for good in ["<img src=x onerror=alert(1)>", "会議アプリ", "Acme Meet", "é ü ß", "🎥"] {
+        for good in [
+            "<img src=x onerror=alert(1)>",
+            "会議アプリ",
+            "Acme Meet",
+            "é ü ß",
+            "🎥",
+        ] {
             assert_eq!(forbidden_char(good), None, "{good:?}");
         }
     }

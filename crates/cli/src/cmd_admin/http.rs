@@ -97,7 +97,7 @@ impl Api {
         if status.is_success() {
             Ok(text)
         } else {
-                Err(api_error(&method, path, status, &text))
+            Err(api_error(&method, path, status, &text))
         }
     }
 

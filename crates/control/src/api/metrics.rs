@@ -27,8 +27,7 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::time::now_unix;
 
-const CONTENT_TYPE_OPENMETRICS: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CONTENT_TYPE_OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";

@@ -38,17 +38,26 @@ async fn metrics_by_route_template(env: Env) {
     let resp = env.get("/metrics", None).await;
     assert_eq!(resp.status.as_u16(), 200);
     assert!(
-        resp.content_type.starts_with("application/openmetrics-text"),
+        resp.content_type
+            .starts_with("application/openmetrics-text"),
         "{}",
         resp.content_type
     );
     let text = resp.body.as_str().expect("text").to_owned();
-    let m = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    let m =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
 
     let route = r#"method="GET",route="/v1/apps/{id}",status="404""#;
-    assert_eq!(m(&format!("cloudproxy_control_http_requests_total{{{route}}}")), 3.0);
     assert_eq!(
-        m(&format!("cloudproxy_control_http_request_duration_seconds_count{{{route}}}")),
+        m(&format!(
+            "cloudproxy_control_http_requests_total{{{route}}}"
+        )),
+        3.0
+    );
+    assert_eq!(
+        m(&format!(
+            "cloudproxy_control_http_request_duration_seconds_count{{{route}}}"
+        )),
         3.0
     );
     assert_eq!(
@@ -56,7 +65,9 @@ async fn metrics_by_route_template(env: Env) {
         2.0
     );
     assert_eq!(
-        m(r#"cloudproxy_control_http_requests_total{method="POST",route="/v1/leases",status="201"}"#),
+        m(
+            r#"cloudproxy_control_http_requests_total{method="POST",route="/v1/leases",status="201"}"#
+        ),
         1.0
     );
     // Raw paths never become labels.
@@ -68,7 +79,10 @@ async fn metrics_by_route_template(env: Env) {
     let max = m("cloudproxy_control_db_pool_max_connections");
     let open = m(r#"cloudproxy_control_db_pool_connections{state="idle"}"#)
         + m(r#"cloudproxy_control_db_pool_connections{state="in_use"}"#);
-    assert!(max >= 1.0 && open >= 1.0 && open <= max, "open {open}, max {max}");
+    assert!(
+        max >= 1.0 && open >= 1.0 && open <= max,
+        "open {open}, max {max}"
+    );
     // A lease that ends is no longer counted.
     env.post(
         "/v1/leases/release",
@@ -77,6 +91,16 @@ async fn metrics_by_route_template(env: Env) {
     )
     .await
     .expect(200);
-    let text = env.get("/metrics", None).await.body.as_str().unwrap().to_owned();
-    assert_eq!(sample(&text, "cloudproxy_control_leases"), Some(0.0), "{text}");
+    let text = env
+        .get("/metrics", None)
+        .await
+        .body
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        sample(&text, "cloudproxy_control_leases"),
+        Some(0.0),
+        "{text}"
+    );
 }

@@ -458,7 +458,10 @@ async fn approval_activates_at_the_effective_date(env: Env) {
     let app = env.app(&key, "calls").await;
     let app_id = app["app"]["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/apps/{app_id}/requests");
-    let rid = env.post(&path, Some(&key), form("japan", 1, 2, 1)).await.expect(201)["id"]
+    let rid = env
+        .post(&path, Some(&key), form("japan", 1, 2, 1))
+        .await
+        .expect(201)["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -479,9 +482,13 @@ async fn approval_activates_at_the_effective_date(env: Env) {
         .post(&approve, Some(OPERATOR_KEY), json!({"effective_at": at}))
         .await
         .expect(200);
-    assert_eq!((r["state"].as_str(), r["activates_at"].as_i64()), (Some("approved"), Some(at)));
+    assert_eq!(
+        (r["state"].as_str(), r["activates_at"].as_i64()),
+        (Some("approved"), Some(at))
+    );
     assert_eq!(r["reserved_kbps"], 3_000, "reserved at approval");
-    let enablements = |sync: serde_json::Value| sync["apps"][0]["enablements"].as_array().unwrap().len();
+    let enablements =
+        |sync: serde_json::Value| sync["apps"][0]["enablements"].as_array().unwrap().len();
     let sync = env.get("/v1/sync/apps", Some(RELAY_KEY)).await.expect(200);
     assert_eq!(enablements(sync), 0, "not before the effective date");
     // At the date, the next sync carries it and the request reads active.
@@ -499,16 +506,29 @@ async fn approval_activates_at_the_effective_date(env: Env) {
         .unwrap()
         .as_secs() as i64;
     assert!(now_after >= at, "activated before its date");
-    let r = env.get(&format!("/v1/requests/{rid}"), Some(&key)).await.expect(200);
-    assert_eq!((r["state"].as_str(), r["activates_at"].as_i64()), (Some("active"), None));
+    let r = env
+        .get(&format!("/v1/requests/{rid}"), Some(&key))
+        .await
+        .expect(200);
+    assert_eq!(
+        (r["state"].as_str(), r["activates_at"].as_i64()),
+        (Some("active"), None)
+    );
 
     // A date in the past activates at once.
-    let rid2 = env.post(&path, Some(&key), form("japan", 1, 2, 1)).await.expect(201)["id"]
+    let rid2 = env
+        .post(&path, Some(&key), form("japan", 1, 2, 1))
+        .await
+        .expect(201)["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let r = env
-        .post(&format!("/v1/requests/{rid2}/approve"), Some(OPERATOR_KEY), json!({"effective_at": 1}))
+        .post(
+            &format!("/v1/requests/{rid2}/approve"),
+            Some(OPERATOR_KEY),
+            json!({"effective_at": 1}),
+        )
         .await
         .expect(200);
     assert_eq!(r["state"], "active");
