@@ -71,7 +71,7 @@ async fn metrics_by_route_template(env: Env) {
         1.0
     );
     // Raw paths never become labels.
-    for raw in ["missing", "no-such-thing", "wp-admin", &app] {
+    for raw in ["missing", "no-such-thing", "wp-admin", app.as_str()] {
         assert!(!text.contains(raw), "{raw} leaked into\n{text}");
     }
     assert_eq!(m("cloudproxy_control_relay_syncs_total"), 1.0);
