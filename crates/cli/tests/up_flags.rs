@@ -53,9 +53,8 @@ fn up_takes_relay_ip_public_ip_peers_and_a_static_secret() {
     // --allow-peer opens that peer, and only that one (besides the media service).
     let r = c.transact(CREATE_PERMISSION, &[Attr::PeerAddress(peer_addr)]);
     assert!(r.success, "{:?}", r.error);
-    let other: SocketAddr = format!("127.0.0.1:{}", peer_addr.port() ^ 1)
-        .parse()
-        .unwrap();
+    // (TURN permissions are per IP address, so "another peer" is another address.)
+    let other: SocketAddr = format!("127.0.0.3:{}", peer_addr.port()).parse().unwrap();
     let r = c.transact(CREATE_PERMISSION, &[Attr::PeerAddress(other)]);
     assert_eq!(r.error.map(|e| e.0), Some(403));
     // A wrong secret is refused.
