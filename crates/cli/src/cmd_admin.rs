@@ -129,9 +129,9 @@ enum AppsCommand {
     /// Issue a new secret; current keys keep working for the grace period.
     Rotate {
         id: String,
-        /// How long the current keys keep working, in seconds (server default: 86400).
-        #[arg(long, value_name = "SECS")]
-        grace: Option<i64>,
+        /// How long the current keys keep working (`1d`, `12h`; server default: 1 day).
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+        grace: Option<std::time::Duration>,
     },
 }
 
@@ -147,9 +147,14 @@ enum RequestsCommand {
     Show {
         id: String,
     },
-    /// Approve: reserves bandwidth, or rejects the request when the region lacks capacity.
+    /// Approve: reserves bandwidth and activates the request (at once, or at
+    /// --effective-at), or rejects it when the region lacks capacity.
     Approve {
         id: String,
+        /// When the enablement takes effect: YYYY-MM-DD (00:00 UTC) or Unix seconds.
+        /// Default: at once.
+        #[arg(long, value_name = "WHEN", value_parser = parse::parse_when)]
+        effective_at: Option<i64>,
     },
     Reject {
         id: String,
@@ -157,7 +162,8 @@ enum RequestsCommand {
         #[arg(long, value_name = "TEXT")]
         reason: String,
     },
-    /// approved → active.
+    /// approved → active, before the approval's effective date (approval activates on its
+    /// own; an active request stays active).
     Activate {
         id: String,
     },
@@ -280,8 +286,11 @@ struct UsageArgs {
     /// Last day, YYYY-MM-DD (UTC).
     #[arg(long, value_name = "DAY", value_parser = parse_day)]
     to: Option<String>,
-    /// Print the API's CSV export instead of a table.
-    #[arg(long)]
+    /// `table` (default) or `csv`: the API's CSV export (`--json` prints the JSON answer).
+    #[arg(long, value_name = "FORMAT", value_parser = ["table", "csv"])]
+    format: Option<String>,
+    /// Earlier spelling of `--format csv`.
+    #[arg(long, hide = true, conflicts_with = "format")]
     csv: bool,
 }
 
@@ -320,14 +329,15 @@ impl Out {
                 "the control plane answered something that is not JSON: {e}"
             ))
         })?;
-        print!("{}", human(&value));
+        // Cells are already escaped; this catches text rendered outside a table.
+        print!("{}", table::terminal_safe(&human(&value), true));
         Ok(())
     }
 
     /// For answers without a body (204): a line for people, nothing for scripts.
     fn done(&self, message: String) -> Result<(), Failure> {
         if !self.json {
-            println!("{message}");
+            println!("{}", table::terminal_safe(&message, true));
         }
         Ok(())
     }

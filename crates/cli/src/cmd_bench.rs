@@ -66,7 +66,7 @@ pub(crate) struct BenchArgs {
     #[arg(
         long,
         value_name = "SECRET",
-        env = "CLOUDPROXY_BENCH_SECRET",
+        env = crate::SECRET_ENV,
         hide_env_values = true
     )]
     secret: Option<String>,

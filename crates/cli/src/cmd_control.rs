@@ -3,6 +3,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use cloudproxy_control::{Control, ControlConfig};
@@ -28,13 +29,22 @@ pub(crate) struct ControlArgs {
     /// use the operator's key.
     #[arg(long, env = "CLOUDPROXY_RELAY_KEY", hide_env_values = true)]
     relay_key: Option<String>,
-    /// Seconds an admission lease lives without renewal: a crashed relay's allocations stop
-    /// counting against quotas within this time.
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    lease_ttl: u64,
-    /// Seconds without a heartbeat after which a relay leaves the Auto-mode proxy list.
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    heartbeat_timeout: u64,
+    /// How long an admission lease lives without renewal (1s to 1h): a crashed relay's
+    /// allocations stop counting against quotas within this time.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = up_to_an_hour)]
+    lease_ttl: Duration,
+    /// Time without a heartbeat (1s to 1h) after which a relay leaves the Auto-mode proxy list.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = up_to_an_hour)]
+    heartbeat_timeout: Duration,
+}
+
+/// A duration from one second to one hour.
+fn up_to_an_hour(s: &str) -> Result<Duration, String> {
+    let d = crate::duration::parse(s)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+        return Err(format!("{s:?}: must be from 1s to 1h"));
+    }
+    Ok(d)
 }
 
 pub(crate) fn run(args: ControlArgs) -> Result<(), Failure> {
@@ -44,8 +54,8 @@ pub(crate) fn run(args: ControlArgs) -> Result<(), Failure> {
         database: args.database.clone(),
         operator_key: args.operator_key,
         relay_key: args.relay_key,
-        lease_ttl: std::time::Duration::from_secs(args.lease_ttl),
-        heartbeat_timeout: std::time::Duration::from_secs(args.heartbeat_timeout),
+        lease_ttl: args.lease_ttl,
+        heartbeat_timeout: args.heartbeat_timeout,
         ..ControlConfig::default()
     })
     .with_context(|| {

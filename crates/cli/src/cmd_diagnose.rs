@@ -37,9 +37,9 @@ pub(crate) struct DiagnoseArgs {
     /// Token from `cloudproxy token`.
     #[arg(long, env = "CLOUDPROXY_TOKEN", hide_env_values = true)]
     token: String,
-    /// Seconds allowed per path.
-    #[arg(long, default_value_t = 4)]
-    timeout: u64,
+    /// Time allowed per path (as `join --attempt-timeout`; `--timeout` is its earlier name).
+    #[arg(long, alias = "timeout", value_name = "DURATION", value_parser = crate::duration::parse, default_value = "4s")]
+    attempt_timeout: Duration,
     /// HTTP proxy to check the TCP paths through (CONNECT), as for `join`. Default:
     /// `https_proxy`/`HTTPS_PROXY`, with `no_proxy`/`NO_PROXY`.
     #[arg(long, value_name = "URL")]
@@ -94,7 +94,7 @@ pub(crate) fn run(args: DiagnoseArgs) -> Result<(), Failure> {
 
 async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
     let mut config = ClientConfig::new(args.media);
-    config.attempt_timeout = Duration::from_secs(args.timeout.max(1));
+    config.attempt_timeout = args.attempt_timeout.max(Duration::from_millis(1));
     let proxy = crate::cmd_join::http_proxy(args.http_proxy.as_deref()).map_err(Failure::Usage)?;
     match &proxy {
         Some((p, from)) => {

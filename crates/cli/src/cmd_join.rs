@@ -40,16 +40,29 @@ pub(crate) struct JoinArgs {
     /// auto (0), udp (1 or web 3) or tcp (2 or web 5).
     #[arg(long, default_value = "auto")]
     mode: CloudProxyType,
-    /// Proxy address (repeatable): published UDP proxies for `udp`, published TLS 443
-    /// proxies for `tcp`, the dynamic pool for `auto`.
-    #[arg(long = "proxy", value_name = "ADDR")]
+    /// A published Force UDP proxy, IP:PORT (repeatable; used in `--mode udp`).
+    #[arg(long = "udp-proxy", value_name = "ADDR")]
+    udp_proxies: Vec<SocketAddr>,
+    /// A published Force TCP proxy: TURN over TLS, usually port 443 (repeatable; used in
+    /// `--mode tcp`).
+    #[arg(long = "tls-proxy", value_name = "ADDR")]
+    tls_proxies: Vec<SocketAddr>,
+    /// A dynamic-pool proxy, TURN over TLS, for Auto's fallback (repeatable; used in
+    /// `--mode auto`).
+    #[arg(long = "auto-proxy", value_name = "ADDR")]
+    auto_proxies: Vec<SocketAddr>,
+    /// Earlier spelling: a proxy for whichever mode is chosen.
+    #[arg(long = "proxy", value_name = "ADDR", hide = true)]
     proxies: Vec<SocketAddr>,
     /// Packets to send after joining (each echoed back by the media service).
     #[arg(long, default_value_t = 10)]
     send: u32,
-    /// Milliseconds between packets.
-    #[arg(long, default_value_t = 20)]
-    interval_ms: u64,
+    /// Time between packets.
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "20ms")]
+    interval: Duration,
+    /// Earlier spelling of --interval, in milliseconds.
+    #[arg(long, value_name = "MS", hide = true, conflicts_with = "interval")]
+    interval_ms: Option<u64>,
     /// Payload bytes per packet.
     #[arg(long, default_value_t = 160)]
     size: usize,
@@ -63,16 +76,30 @@ pub(crate) struct JoinArgs {
     /// TLS server name to verify (default: the proxy's IP address).
     #[arg(long)]
     tls_name: Option<String>,
-    /// Give up joining after this many milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    join_timeout_ms: u64,
-    /// Give up one path after this many milliseconds.
-    #[arg(long, default_value_t = 4_000)]
-    attempt_timeout_ms: u64,
+    /// Give up joining after this long (`10s`, `1500ms`; a bare number is seconds).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "10s")]
+    join_timeout: Duration,
+    /// Earlier spelling of --join-timeout, in milliseconds.
+    #[arg(long, value_name = "MS", hide = true, conflicts_with = "join_timeout")]
+    join_timeout_ms: Option<u64>,
+    /// Give up one path after this long.
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "4s")]
+    attempt_timeout: Duration,
+    /// Earlier spelling of --attempt-timeout, in milliseconds.
+    #[arg(
+        long,
+        value_name = "MS",
+        hide = true,
+        conflicts_with = "attempt_timeout"
+    )]
+    attempt_timeout_ms: Option<u64>,
     /// Happy Eyeballs delay before starting the next path (RFC 8305). Setting it to the
     /// attempt timeout gives the sequential strategy: wait for a path to fail, then try the next.
-    #[arg(long, default_value_t = 250)]
-    stagger_ms: u64,
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "250ms")]
+    stagger: Duration,
+    /// Earlier spelling of --stagger, in milliseconds.
+    #[arg(long, value_name = "MS", hide = true, conflicts_with = "stagger")]
+    stagger_ms: Option<u64>,
     /// Before joining, refresh the Force mode's proxies from this region's published
     /// allow-list, fetched through the given proxies (in-band over UDP for udp, HTTPS on the
     /// TLS listener for tcp).
@@ -84,9 +111,31 @@ pub(crate) struct JoinArgs {
     /// either.
     #[arg(long, value_name = "URL")]
     http_proxy: Option<String>,
-    /// JSON lines (the default output is JSON lines too; kept for scripts that pass it).
-    #[arg(long)]
+    /// Accepted and ignored: `join` always prints JSON lines (kept for scripts that pass it).
+    #[arg(long, hide = true)]
     json: bool,
+}
+
+impl JoinArgs {
+    /// Folds the earlier millisecond spellings into the durations they stand for, and the
+    /// mode-less `--proxy` into the chosen mode's list.
+    fn normalize(&mut self) {
+        let ms = |v: Option<u64>, d: &mut Duration| {
+            if let Some(v) = v {
+                *d = Duration::from_millis(v);
+            }
+        };
+        ms(self.interval_ms, &mut self.interval);
+        ms(self.join_timeout_ms, &mut self.join_timeout);
+        ms(self.attempt_timeout_ms, &mut self.attempt_timeout);
+        ms(self.stagger_ms, &mut self.stagger);
+        let list = match self.mode {
+            CloudProxyType::None => &mut self.auto_proxies,
+            CloudProxyType::UdpProxy => &mut self.udp_proxies,
+            CloudProxyType::TcpProxy => &mut self.tls_proxies,
+        };
+        list.append(&mut self.proxies);
+    }
 }
 
 /// The HTTP proxy: `flag` (a `--http-proxy` value), else the environment's; with where it
@@ -130,7 +179,8 @@ fn trust(args: &JoinArgs) -> anyhow::Result<TlsTrust> {
     Ok(TlsTrust::Certificates(certs))
 }
 
-pub(crate) fn run(args: JoinArgs) -> Result<(), Failure> {
+pub(crate) fn run(mut args: JoinArgs) -> Result<(), Failure> {
+    args.normalize();
     let claims = cloudproxy_proto::token::split(&args.token)
         .and_then(|(username, _)| cloudproxy_proto::token::claims(username))
         .map_err(|e| Failure::Usage(anyhow::anyhow!("--token: {e}")))?;
@@ -144,20 +194,18 @@ pub(crate) fn run(args: JoinArgs) -> Result<(), Failure> {
     let mut config = ClientConfig::new(args.media);
     config.tls_trust = trust(&args).map_err(Failure::Usage)?;
     config.tls_server_name = args.tls_name.clone();
-    config.join_timeout = Duration::from_millis(args.join_timeout_ms);
-    config.attempt_timeout = Duration::from_millis(args.attempt_timeout_ms.max(1));
-    config.stagger = Duration::from_millis(args.stagger_ms);
+    config.join_timeout = args.join_timeout;
+    config.attempt_timeout = args.attempt_timeout.max(Duration::from_millis(1));
+    config.stagger = args.stagger;
     config.echo = !args.no_echo;
     let proxy = http_proxy(args.http_proxy.as_deref()).map_err(Failure::Usage)?;
     if let Some((proxy, from)) = &proxy {
         print(json!({"event": "http_proxy", "proxy": proxy.to_string(), "from": from}));
     }
     config.http_proxy = proxy.map(|(p, _)| p);
-    match args.mode {
-        CloudProxyType::None => config.proxies.auto = args.proxies.clone(),
-        CloudProxyType::UdpProxy => config.proxies.udp = args.proxies.clone(),
-        CloudProxyType::TcpProxy => config.proxies.tls = args.proxies.clone(),
-    }
+    config.proxies.auto = args.auto_proxies.clone();
+    config.proxies.udp = args.udp_proxies.clone();
+    config.proxies.tls = args.tls_proxies.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -272,7 +320,7 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
     let mut own_echoes = 0u64;
     let mut from_others = 0u64;
     let mut gaps = MediaGaps::default();
-    let mut ticker = tokio::time::interval(Duration::from_millis(args.interval_ms.max(1)));
+    let mut ticker = tokio::time::interval(args.interval.max(Duration::from_millis(1)));
     let mut sent = 0u32;
     // Send at the interval while counting what comes back; then wait up to a second for the
     // last echoes.
@@ -353,4 +401,103 @@ async fn interrupted(client: Client) -> Failure {
     tokio::time::sleep(Duration::from_millis(200)).await;
     print(json!({"event": "error", "message": "interrupted while joining"}));
     Failure::Runtime(anyhow::anyhow!("interrupted while joining"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        join: JoinArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<JoinArgs, clap::Error> {
+        let base = [
+            "join",
+            "--media",
+            "127.0.0.1:7000",
+            "--app-id",
+            "a",
+            "--channel",
+            "c",
+            "--uid",
+            "1",
+            "--token",
+            "t",
+        ];
+        let mut args = Cmd::try_parse_from(base.iter().chain(extra))?.join;
+        args.normalize();
+        Ok(args)
+    }
+
+    #[test]
+    fn durations_take_units_and_the_ms_spellings_still_work() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(
+            (a.join_timeout, a.attempt_timeout, a.stagger, a.interval),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(4),
+                Duration::from_millis(250),
+                Duration::from_millis(20)
+            )
+        );
+        let a = parse(&[
+            "--join-timeout",
+            "1500ms",
+            "--stagger",
+            "1s",
+            "--interval",
+            "5ms",
+        ])
+        .unwrap();
+        assert_eq!(a.join_timeout, Duration::from_millis(1500));
+        assert_eq!(a.stagger, Duration::from_secs(1));
+        assert_eq!(a.interval, Duration::from_millis(5));
+        let a = parse(&[
+            "--join-timeout-ms",
+            "1500",
+            "--attempt-timeout-ms",
+            "700",
+            "--stagger-ms",
+            "0",
+            "--interval-ms",
+            "30",
+        ])
+        .unwrap();
+        assert_eq!(a.join_timeout, Duration::from_millis(1500));
+        assert_eq!(a.attempt_timeout, Duration::from_millis(700));
+        assert_eq!(a.stagger, Duration::ZERO);
+        assert_eq!(a.interval, Duration::from_millis(30));
+        // One value, one spelling.
+        assert!(parse(&["--join-timeout", "2s", "--join-timeout-ms", "5"]).is_err());
+        assert!(parse(&["--stagger", "soon"]).is_err());
+    }
+
+    #[test]
+    fn proxies_by_mode_as_diagnose_names_them() {
+        let p = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let a = parse(&[
+            "--mode",
+            "tcp",
+            "--tls-proxy",
+            "127.0.0.1:443",
+            "--udp-proxy",
+            "127.0.0.1:3478",
+        ])
+        .unwrap();
+        assert_eq!(a.tls_proxies, [p("127.0.0.1:443")]);
+        assert_eq!(a.udp_proxies, [p("127.0.0.1:3478")]);
+        // The earlier `--proxy` goes to the chosen mode's list.
+        let a = parse(&["--mode", "udp", "--proxy", "127.0.0.1:3478"]).unwrap();
+        assert_eq!(a.udp_proxies, [p("127.0.0.1:3478")]);
+        assert!(a.tls_proxies.is_empty() && a.auto_proxies.is_empty());
+        let a = parse(&["--proxy", "127.0.0.1:443"]).unwrap();
+        assert_eq!(a.auto_proxies, [p("127.0.0.1:443")]);
+        // Hidden, but still accepted.
+        assert!(parse(&["--json"]).is_ok());
+    }
 }

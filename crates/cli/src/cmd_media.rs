@@ -27,9 +27,9 @@ pub(crate) struct MediaArgs {
     /// either, an app `demo` with key `k1` and a random secret is generated and printed.
     #[arg(long = "app", value_name = "KEYSPEC")]
     pub apps: Vec<String>,
-    /// Seconds of silence (no data, no ping) after which a member is removed.
-    #[arg(long, value_name = "SECS", default_value_t = 15)]
-    pub member_timeout: u64,
+    /// Silence (no data, no ping) after which a member is removed.
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "15s")]
+    pub member_timeout: Duration,
     /// Channels held at once; joins beyond get error 503.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub max_channels: usize,
@@ -94,7 +94,7 @@ fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<Medi
         }
         config.auth.app_keys.push(key);
     }
-    if args.member_timeout == 0 {
+    if args.member_timeout.is_zero() {
         bail!("--member-timeout: must be at least 1");
     }
     for (flag, value) in [
@@ -106,7 +106,7 @@ fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<Medi
             bail!("{flag}: must be at least 1");
         }
     }
-    config.member_timeout = Duration::from_secs(args.member_timeout);
+    config.member_timeout = args.member_timeout;
     config.max_channels = args.max_channels;
     config.max_members_per_channel = args.max_members_per_channel;
     config.max_members = args.max_members;

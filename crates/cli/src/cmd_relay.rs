@@ -34,13 +34,18 @@ pub(crate) fn run(args: &RelayArgs) -> Result<(), Failure> {
         eprintln!(
             "no credentials configured: generated a static secret for this run: {secret}\n\
              mint a credential with: cloudproxy creds --secret {secret} --id demo --ttl 3600\n\
-             (set --static-secret, CLOUDPROXY_STATIC_SECRET or [auth] in a config file to keep one)"
+             (set --static-secret, CLOUDPROXY_SECRET or [auth] in a config file to keep one)"
         );
         tracing::warn!("no credentials configured: using a generated static secret");
         config.server.auth.static_secret = Some(secret.clone().into_bytes());
         generated = Some(secret);
     }
     run_relay(config, args, generated).map_err(Failure::Runtime)
+}
+
+/// `relay --check`: loads and checks the configuration as a start would, binding nothing.
+pub(crate) fn check(args: &RelayArgs) -> anyhow::Result<()> {
+    load(args).map(drop)
 }
 
 /// No static secret, no app key and no control plane: nobody could authenticate.

@@ -23,7 +23,7 @@ pub(crate) struct TokenArgs {
     #[arg(
         long,
         value_name = "SECRET",
-        env = "CLOUDPROXY_APP_SECRET",
+        env = crate::SECRET_ENV,
         hide_env_values = true
     )]
     pub secret: String,
@@ -33,9 +33,9 @@ pub(crate) struct TokenArgs {
     /// The user's id in the channel.
     #[arg(long, value_name = "UID")]
     pub uid: u32,
-    /// Lifetime in seconds.
-    #[arg(long, value_name = "SECS")]
-    pub ttl: u64,
+    /// Lifetime (`3600`, `1h`, `1d`; a bare number is seconds).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "1d")]
+    pub ttl: std::time::Duration,
     /// Print one JSON object (token, username, password, claims, expiry) instead of the token.
     #[arg(long)]
     pub json: bool,
@@ -57,10 +57,11 @@ pub(crate) fn run(args: TokenArgs) -> Result<(), Failure> {
 
 /// Mints the token, valid until `now_unix + ttl`. Errors name the flag.
 fn mint(args: &TokenArgs, now_unix: u64) -> anyhow::Result<(Token, u64)> {
-    if args.ttl == 0 {
+    let ttl = args.ttl.as_secs();
+    if ttl == 0 {
         bail!("--ttl: must be at least 1 second");
     }
-    let expires = now_unix.checked_add(args.ttl).context("--ttl: too large")?;
+    let expires = now_unix.checked_add(ttl).context("--ttl: too large")?;
     let token = Token::mint(
         &args.app_id,
         &args.key_id,
@@ -165,7 +166,7 @@ mod tests {
         a.secret.clear();
         assert_eq!(e(a), "--secret: must not be empty");
         let mut a = args(&[]);
-        a.ttl = 0;
+        a.ttl = std::time::Duration::ZERO;
         assert!(e(a).starts_with("--ttl"));
         assert!(mint(&args(&[]), u64::MAX)
             .unwrap_err()
@@ -176,6 +177,9 @@ mod tests {
             v.extend(extra);
             Cmd::try_parse_from(v).err().map(|e| e.to_string())
         };
+        // --ttl has a default (one day) and takes units.
+        assert!(cmd(&["--uid", "1"]).is_none());
+        assert!(cmd(&["--uid", "1", "--ttl", "30m"]).is_none());
         let uid = cmd(&["--uid", "-1", "--ttl", "5"]).unwrap();
         assert!(uid.contains("--uid"), "{uid}");
         assert!(cmd(&["--uid", "1", "--ttl", "5"]).is_none());

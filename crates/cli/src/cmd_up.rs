@@ -12,7 +12,7 @@
 //! `ready`. A human summary with a `cloudproxy join` line follows.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,15 +46,41 @@ pub(crate) struct UpArgs {
     /// The media service's UDP address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
     media: SocketAddr,
-    /// The relay's listeners: UDP and TCP on this address, TLS on --tls.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3478")]
-    turn: SocketAddr,
+    /// The relay's TURN over UDP listener (as `relay --udp`; `--turn` is its earlier name).
+    #[arg(
+        long,
+        alias = "turn",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:3478"
+    )]
+    udp: SocketAddr,
+    /// The relay's TURN over TCP listener (default: the --udp address).
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<SocketAddr>,
     /// The relay's TLS listener (443 needs root; falls back to 5349).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:443")]
     tls: SocketAddr,
     /// The relay's metrics endpoint.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9478")]
     metrics: SocketAddr,
+    /// The address relayed transport addresses are bound on and advertised (as `relay
+    /// --relay-ip`; one IPv4 and/or one IPv6). Default: the listeners' address when they all
+    /// share one specific address, else 127.0.0.1.
+    #[arg(long, value_name = "IP")]
+    relay_ip: Vec<IpAddr>,
+    /// The address clients reach the relay at, when it is not the listeners' (behind NAT or a
+    /// load balancer): published at the control plane, in the allow-list and the proxy list,
+    /// with each listener's port.
+    #[arg(long, value_name = "IP")]
+    public_ip: Option<IpAddr>,
+    /// More peers the relay may forward to besides the media service (as `relay
+    /// --allow-peer`: NET, NET:PORTS or [V6NET]:PORTS; repeatable).
+    #[arg(long = "allow-peer", value_name = "RULE")]
+    allow_peer: Vec<PeerRule>,
+    /// A coturn-compatible shared secret the relay also accepts (TURN REST credentials from
+    /// `cloudproxy creds`), besides the apps' tokens.
+    #[arg(long, value_name = "SECRET", env = crate::SECRET_ENV, hide_env_values = true)]
+    static_secret: Option<String>,
 }
 
 pub(crate) fn run(args: UpArgs) -> Result<(), Failure> {
@@ -148,8 +174,8 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
     let media_addr = media.local_addrs()[0];
 
     let mut relay_config = RelayConfig {
-        udp: vec![args.turn],
-        tcp: vec![args.turn],
+        udp: vec![args.udp],
+        tcp: vec![args.tcp.unwrap_or(args.udp)],
         tls: vec![args.tls],
         metrics: Some(args.metrics),
         control: Some(LinkConfig {
@@ -166,10 +192,26 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
         }),
         ..RelayConfig::default()
     };
-    relay_config.server.peer_policy = PeerPolicy::new([PeerRule {
+    let media_rule = PeerRule {
         net: media_addr.ip().into(),
         ports: media_addr.port()..=media_addr.port(),
-    }]);
+    };
+    relay_config.server.peer_policy =
+        PeerPolicy::new(std::iter::once(media_rule).chain(args.allow_peer.iter().cloned()));
+    if args.relay_ip.is_empty() {
+        crate::config::relay_ip_from_listeners(&mut relay_config);
+    } else {
+        crate::config::set_relay_ips(&mut relay_config, &args.relay_ip)?;
+    }
+    if let Some(secret) = &args.static_secret {
+        if secret.is_empty() {
+            bail!("--static-secret: must not be empty");
+        }
+        relay_config.server.auth.static_secret = Some(secret.as_bytes().to_vec());
+    }
+    if let Some(link) = relay_config.control.as_mut() {
+        link.public_ip = args.public_ip;
+    }
     let relay = Relay::start(relay_config).context("starting the relay")?;
     let addrs = relay.local_addrs().clone();
 
@@ -229,8 +271,8 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
          \x20 app {app_id}: Force UDP and Force TCP active in {region}; the token above is for\n\
          \x20 channel demo-room, uid 1, valid 24 h. Try:\n\
          \x20   cloudproxy join --media {media_addr} --app-id {app_id} --channel demo-room --uid 1 \\\n\
-         \x20     --token '{token}' --mode tcp --proxy {tls}\n\
-         \x20   (or --mode udp --proxy {udp})\n\
+         \x20     --token '{token}' --mode tcp --tls-proxy {tls}\n\
+         \x20   (or --mode udp --udp-proxy {udp})\n\
          \x20 allow-list: {base}/allowlist   usage: cloudproxy admin usage {app_id}\n",
         region = args.region,
         key_file = dir.join("operator.key").display(),
@@ -291,14 +333,13 @@ async fn enable(api: &Api, app: &str, region: &str, mode: &str) -> anyhow::Resul
     let approved = api
         .post(&format!("/v1/requests/{id}/approve"), json!({}))
         .await?;
-    if approved["state"] != "approved" {
+    // Approval activates at once.
+    if approved["state"] != "active" {
         bail!(
             "the demo app's {mode} request was not approved: {}",
             approved["reason"]
         );
     }
-    api.post(&format!("/v1/requests/{id}/activate"), json!({}))
-        .await?;
     Ok(true)
 }
 

@@ -53,7 +53,7 @@ pub struct RelayArgs {
     #[arg(
         long,
         value_name = "SECRET",
-        env = "CLOUDPROXY_STATIC_SECRET",
+        env = crate::SECRET_ENV,
         hide_env_values = true
     )]
     pub static_secret: Option<String>,
@@ -82,8 +82,8 @@ pub struct RelayArgs {
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
     /// On SIGTERM, how long existing allocations keep flowing before exit.
-    #[arg(long = "drain-timeout", value_name = "SECS")]
-    pub drain_timeout: Option<u64>,
+    #[arg(long = "drain-timeout", value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub drain_timeout: Option<Duration>,
     /// Forward ChannelData over UDP (IPv4 and IPv6) in the kernel: `xdp` (needs --xdp-interface, and
     /// root or CAP_BPF + CAP_NET_ADMIN), or `off` (the default). If it cannot load, the relay
     /// says why and relays on the socket path.
@@ -358,10 +358,28 @@ pub fn relay_config(file: Option<&Path>, flags: &RelayArgs) -> anyhow::Result<Re
     Ok(config)
 }
 
+/// `--relay-ip` (for `relay` and `up`): at most one IPv4 and one IPv6 unicast address.
+pub(crate) fn set_relay_ips(config: &mut RelayConfig, ips: &[IpAddr]) -> anyhow::Result<()> {
+    let (mut v4, mut v6) = (None, None);
+    for &ip in ips {
+        check_relay_ip("--relay-ip", ip)?;
+        let duplicate = match ip {
+            IpAddr::V4(a) => v4.replace(a).is_some(),
+            IpAddr::V6(a) => v6.replace(a).is_some(),
+        };
+        if duplicate {
+            bail!("--relay-ip: at most one IPv4 and one IPv6 address");
+        }
+    }
+    config.server.relay_ipv4 = v4;
+    config.server.relay_ipv6 = v6;
+    Ok(())
+}
+
 /// With no relay address given, a relay whose listeners all share one specific address relays
 /// on that address (as coturn does), instead of the loopback default: listening on 10.0.0.5
 /// means clients reach 10.0.0.5, so their relayed addresses must be there too.
-fn relay_ip_from_listeners(config: &mut RelayConfig) {
+pub(crate) fn relay_ip_from_listeners(config: &mut RelayConfig) {
     let mut ips: Vec<IpAddr> = config
         .udp
         .iter()
@@ -792,20 +810,9 @@ fn apply_flags(config: &mut RelayConfig, flags: &RelayArgs) -> anyhow::Result<()
         server.peer_policy = PeerPolicy::new(flags.allow_peer.iter().cloned());
     }
     if !flags.relay_ip.is_empty() {
-        let (mut v4, mut v6) = (None, None);
-        for &ip in &flags.relay_ip {
-            check_relay_ip("--relay-ip", ip)?;
-            let duplicate = match ip {
-                IpAddr::V4(a) => v4.replace(a).is_some(),
-                IpAddr::V6(a) => v6.replace(a).is_some(),
-            };
-            if duplicate {
-                bail!("--relay-ip: at most one IPv4 and one IPv6 address");
-            }
-        }
-        server.relay_ipv4 = v4;
-        server.relay_ipv6 = v6;
+        set_relay_ips(config, &flags.relay_ip)?;
     }
+    let server = &mut config.server;
     if let Some(ports) = &flags.relay_ports {
         server.relay_ports = ports.clone();
     }
@@ -824,8 +831,8 @@ fn apply_flags(config: &mut RelayConfig, flags: &RelayArgs) -> anyhow::Result<()
     if let Some(n) = flags.shards {
         config.shards = n;
     }
-    if let Some(s) = flags.drain_timeout {
-        config.drain_timeout = Duration::from_secs(s);
+    if let Some(d) = flags.drain_timeout {
+        config.drain_timeout = d;
     }
     if flags.fast_path.is_some() || flags.xdp_interface.is_some() || flags.xdp_mode.is_some() {
         let current = config.fast_path.take();

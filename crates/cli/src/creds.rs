@@ -15,7 +15,7 @@ pub struct CredsArgs {
     #[arg(
         long,
         value_name = "SECRET",
-        env = "CLOUDPROXY_STATIC_SECRET",
+        env = crate::SECRET_ENV,
         hide_env_values = true
     )]
     pub secret: String,
@@ -23,9 +23,10 @@ pub struct CredsArgs {
     /// application key: `<app-id>:<key-id>:<user>`.
     #[arg(long, value_name = "ID")]
     pub id: String,
-    /// Lifetime of the credential, in seconds.
-    #[arg(long, value_name = "SECS")]
-    pub ttl: u64,
+    /// Lifetime of the credential (`3600`, `1h`, `1d`; a bare number is seconds). One day is
+    /// what the TURN REST draft recommends.
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "1d")]
+    pub ttl: std::time::Duration,
     /// Relay host name or IP for the URIs.
     #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
     pub server: String,
@@ -61,10 +62,11 @@ pub fn mint(args: &CredsArgs, now_unix: u64) -> anyhow::Result<Creds> {
     if args.id.is_empty() {
         bail!("--id: must not be empty");
     }
-    if args.ttl == 0 {
+    let ttl = args.ttl.as_secs();
+    if ttl == 0 {
         bail!("--ttl: must be at least 1 second");
     }
-    let expires_at = now_unix.checked_add(args.ttl).context("--ttl: too large")?;
+    let expires_at = now_unix.checked_add(ttl).context("--ttl: too large")?;
     let host = uri_host(&args.server)?;
     let tcp_port = args.tcp_port.unwrap_or(args.udp_port);
     for (flag, port) in [
@@ -88,7 +90,7 @@ pub fn mint(args: &CredsArgs, now_unix: u64) -> anyhow::Result<Creds> {
         username,
         password,
         expires_at,
-        ttl: args.ttl,
+        ttl,
         urls,
     })
 }
@@ -226,13 +228,29 @@ mod tests {
     }
 
     #[test]
+    fn ttl_takes_units_and_defaults_to_a_day() {
+        let base = ["creds", "--secret", "s", "--id", "a"];
+        let ttl = |extra: &[&str]| {
+            Cmd::try_parse_from(base.iter().chain(extra))
+                .unwrap()
+                .creds
+                .ttl
+                .as_secs()
+        };
+        assert_eq!(ttl(&[]), 86_400);
+        assert_eq!(ttl(&["--ttl", "90"]), 90);
+        assert_eq!(ttl(&["--ttl", "2h"]), 7200);
+        assert!(Cmd::try_parse_from(base.iter().chain(&["--ttl", "2x"])).is_err());
+    }
+
+    #[test]
     fn bad_input_is_an_error_not_a_panic() {
         assert!(mint(&args(&["--server", "http://x"]), 0).is_err());
         assert!(mint(&args(&["--server", "x:3478"]), 0).is_err());
         assert!(mint(&args(&["--udp-port", "0"]), 0).is_err());
         assert!(mint(&args(&[]), u64::MAX).is_err());
         let mut a = args(&[]);
-        a.ttl = 0;
+        a.ttl = std::time::Duration::from_millis(999);
         assert!(mint(&a, 0).is_err());
         a = args(&[]);
         a.id.clear();

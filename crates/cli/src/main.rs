@@ -20,6 +20,7 @@ mod cmd_token;
 mod cmd_up;
 mod config;
 mod creds;
+mod duration;
 mod failure;
 mod logging;
 mod signals;
@@ -49,6 +50,10 @@ struct Cli {
     /// Log filter, e.g. info, debug or cloudproxy_relay=debug,warn. RUST_LOG overrides it.
     #[arg(long, global = true, value_name = "FILTER", default_value = "info")]
     log_level: String,
+    /// Check the command line (for `relay`, the whole configuration: file, flags and
+    /// certificate files) and exit 0 without running: for deployment files and CI.
+    #[arg(long, global = true)]
+    check: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,9 +87,46 @@ enum Command {
     Control(cmd_control::ControlArgs),
     /// Manage the control plane over its API: owners, apps, requests, regions, edges, allow-list.
     Admin(cmd_admin::AdminArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    ///
+    /// bash: `cloudproxy completions bash > /etc/bash_completion.d/cloudproxy`;
+    /// zsh: into a directory on $fpath as `_cloudproxy`;
+    /// fish: `cloudproxy completions fish > ~/.config/fish/completions/cloudproxy.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The one environment variable for a shared secret (`relay --static-secret`, `creds`,
+/// `token` and `bench` `--secret`).
+pub(crate) const SECRET_ENV: &str = "CLOUDPROXY_SECRET";
+
+/// Earlier names of `SECRET_ENV`, still read (with a warning) so that existing scripts work.
+const DEPRECATED_SECRET_ENVS: [&str; 3] = [
+    "CLOUDPROXY_STATIC_SECRET",
+    "CLOUDPROXY_APP_SECRET",
+    "CLOUDPROXY_BENCH_SECRET",
+];
+
+/// Copies the first deprecated secret variable that is set into `SECRET_ENV` when that is
+/// unset, and says so on stderr. Runs before anything else, while the process has one thread.
+fn adopt_deprecated_env() {
+    for old in DEPRECATED_SECRET_ENVS {
+        let Some(value) = std::env::var_os(old) else {
+            continue;
+        };
+        if std::env::var_os(SECRET_ENV).is_some() {
+            eprintln!("warning: {old} is deprecated and ignored: {SECRET_ENV} is set");
+        } else {
+            eprintln!("warning: {old} is deprecated: use {SECRET_ENV}");
+            std::env::set_var(SECRET_ENV, value);
+        }
+    }
 }
 
 fn main() -> ExitCode {
+    adopt_deprecated_env();
     // Prints help/version (exit 0) or a usage error (exit 2) itself.
     let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
     match run(cli) {
@@ -119,6 +161,13 @@ fn render_error(e: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     logging::init(cli.log_format, &cli.log_level).map_err(Failure::Usage)?;
+    if cli.check {
+        if let Command::Relay(args) = &cli.command {
+            cmd_relay::check(args).map_err(Failure::Usage)?;
+        }
+        println!("ok");
+        return Ok(());
+    }
     match cli.command {
         Command::Relay(args) => cmd_relay::run(&args),
         Command::Creds(args) => creds(&args),
@@ -132,6 +181,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::BenchForward(args) => cmd_bench::forward(args),
         Command::Control(args) => cmd_control::run(args),
         Command::Admin(args) => cmd_admin::run(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut cmd = Cli::command();
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut cmd, "cloudproxy", &mut out);
+            out.flush()
+                .context("writing to stdout")
+                .map_err(Failure::Runtime)
+        }
     }
 }
 
@@ -171,6 +229,65 @@ mod tests {
         assert_eq!(cli.log_format, LogFormat::Json);
         assert_eq!(cli.log_level, "debug");
         assert!(matches!(cli.command, Command::Relay(_)));
+    }
+
+    /// Earlier spellings of renamed flags still parse (hidden from help), next to the new ones.
+    #[test]
+    fn earlier_flag_spellings_still_parse() {
+        let parses = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("cloudproxy").chain(args.iter().copied()))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        for args in [
+            &["up", "--turn", "127.0.0.1:3478"][..],
+            &["up", "--udp", "127.0.0.1:3478", "--tcp", "127.0.0.1:3479"],
+            &[
+                "diagnose",
+                "--media",
+                "127.0.0.1:1",
+                "--channel",
+                "c",
+                "--uid",
+                "1",
+            ]
+            .into_iter()
+            .chain(["--token", "t", "--timeout", "4"])
+            .collect::<Vec<_>>(),
+            &[
+                "diagnose",
+                "--media",
+                "127.0.0.1:1",
+                "--channel",
+                "c",
+                "--uid",
+                "1",
+            ]
+            .into_iter()
+            .chain(["--token", "t", "--attempt-timeout", "1500ms"])
+            .collect::<Vec<_>>(),
+            &["admin", "usage", "app1", "--csv"],
+            &["admin", "usage", "app1", "--format", "csv"],
+            &["admin", "apps", "rotate", "app1", "--grace", "86400"],
+            &["admin", "apps", "rotate", "app1", "--grace", "12h"],
+            &["relay", "--drain-timeout", "30"],
+            &["relay", "--drain-timeout", "500ms"],
+            &["control", "--lease-ttl", "30", "--heartbeat-timeout", "1m"],
+            &["creds", "--secret", "s", "--id", "alice"],
+        ] {
+            assert_eq!(parses(args), Ok(()), "{args:?}");
+        }
+        for (args, why) in [
+            (&["admin", "usage", "a", "--format", "xml"][..], "xml"),
+            (
+                &["admin", "usage", "a", "--csv", "--format", "csv"],
+                "--csv",
+            ),
+            (&["control", "--lease-ttl", "2h"], "1s to 1h"),
+        ] {
+            let e = parses(args).unwrap_err();
+            assert!(e.contains(why), "{args:?}: {e}");
+        }
     }
 
     #[test]

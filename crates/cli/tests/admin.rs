@@ -209,7 +209,8 @@ fn operator_and_owner_take_an_app_to_force_tcp_in_japan() {
         "{out}"
     );
 
-    // The owner files a Force TCP request; the operator approves; the owner activates.
+    // The owner files a Force TCP request; the operator approves, which activates it; the
+    // owner's `activate` (the older second step) changes nothing.
     let mut submit = vec!["requests", "submit", app_id.as_str()];
     submit.extend_from_slice(SUBMIT);
     let out = admin(url, owner, &submit).ok();
@@ -218,7 +219,7 @@ fn operator_and_owner_take_an_app_to_force_tcp_in_japan() {
     assert_eq!(field(&out, "Mode"), "force_tcp", "{out}");
     assert_eq!(field(&out, "Region"), "japan", "{out}");
     let kbps = field(&out, "Estimated kbps");
-    let approved = format!("Request {request_id}: approved ({kbps} kbps reserved)\n");
+    let approved = format!("Request {request_id}: active ({kbps} kbps reserved)\n");
     assert_eq!(
         admin(url, op, &["requests", "approve", &request_id]).ok(),
         approved

@@ -120,8 +120,8 @@ fn enable_force_tcp(c: &ControlProc, app: &str, channels: u32, proxy_users: u32)
     let req = ok(c, "POST", &format!("/v1/apps/{app}/requests"), form);
     let id = req["id"].as_str().unwrap();
     let approved = ok(c, "POST", &format!("/v1/requests/{id}/approve"), json!({}));
-    assert_eq!(approved["state"], "approved", "{approved}");
-    ok(c, "POST", &format!("/v1/requests/{id}/activate"), json!({}));
+    // Approval alone activates: no separate `activate`.
+    assert_eq!(approved["state"], "active", "{approved}");
 }
 
 fn now() -> u64 {
@@ -633,7 +633,7 @@ fn two_control_processes_share_one_postgresql() {
                         json!({}),
                     );
                     assert_eq!(code, 200, "{v}");
-                    v["state"] == "approved"
+                    v["state"] == "active"
                 })
             })
             .collect();

@@ -330,7 +330,8 @@ fn bad_flags_exit_2_naming_the_flag() {
         let mut cmd = Command::new(cloudproxy_bin());
         cmd.args(args)
             .env_remove("CLOUDPROXY_MEDIA_APPS")
-            .env_remove("CLOUDPROXY_APP_SECRET");
+            .env_remove("CLOUDPROXY_APP_SECRET")
+            .env_remove("CLOUDPROXY_SECRET");
         let run = run_bounded("cloudproxy", cmd, Duration::from_secs(10));
         assert_eq!(
             run.status.and_then(|s| s.code()),

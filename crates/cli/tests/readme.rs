@@ -111,3 +111,64 @@ fn readme_run_command_brings_everything_up_on_embedded_defaults() {
     // And the state is where a newcomer looks for it.
     assert!(dir.0.join("cloudproxy-data/operator.key").exists());
 }
+
+/// README.ja.md is kept in step with README.md: it has the two commands verbatim, and every
+/// command of the binary (as `--help` lists them) that README.md documents appears in both.
+#[test]
+fn japanese_readme_keeps_in_step_with_the_english_one() {
+    let en = readme();
+    let ja = std::fs::read_to_string(format!("{ROOT}/README.ja.md")).expect("README.ja.md");
+    assert!(
+        en.contains("(README.ja.md)"),
+        "README.md links README.ja.md"
+    );
+    for two in [format!("{RUN}up"), TEST.to_owned()] {
+        assert!(en.lines().any(|l| l.trim() == two), "README.md: `{two}`");
+        assert!(
+            ja.lines().any(|l| l.trim() == two),
+            "README.ja.md lacks `{two}`"
+        );
+    }
+    let help = Command::new(cloudproxy_bin())
+        .arg("--help")
+        .output()
+        .expect("cloudproxy --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    // `Commands:` then one indented `name  description` per line, up to a blank line.
+    let commands: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect();
+    assert!(commands.len() >= 10, "{help}");
+    let mentions = |text: &str, c: &str| {
+        text.contains(&format!("cloudproxy {c}"))
+            || [" ", "\n"]
+                .iter()
+                .any(|end| text.contains(&format!("cloudproxy -- {c}{end}")))
+    };
+    for c in &commands {
+        assert!(
+            mentions(&en, c),
+            "README.md does not document `cloudproxy {c}`"
+        );
+        assert!(
+            mentions(&ja, c),
+            "README.ja.md does not mention `cloudproxy {c}`"
+        );
+    }
+    // The operator's vocabulary of the product page, and the three modes.
+    for word in [
+        "クラウドプロキシ",
+        "IP ホワイトリストテーブル",
+        "自動",
+        "Force UDPモード",
+        "Force TCPモード",
+    ] {
+        assert!(ja.contains(word), "README.ja.md lacks {word}");
+    }
+}

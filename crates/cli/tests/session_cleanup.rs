@@ -86,7 +86,7 @@ impl App {
         let req = ok(c, "POST", &format!("/v1/apps/{}/requests", self.id), form);
         let id = req["id"].as_str().unwrap();
         let approved = ok(c, "POST", &format!("/v1/requests/{id}/approve"), json!({}));
-        assert_eq!(approved["state"], "approved", "{approved}");
+        assert_eq!(approved["state"], "active", "{approved}");
         ok(c, "POST", &format!("/v1/requests/{id}/activate"), json!({}));
     }
 

@@ -59,6 +59,8 @@ impl EnablementInput {
                 "use_case",
                 format!("must be at most {MAX_USE_CASE_CHARS} characters"),
             );
+        } else if let Some(c) = crate::model::forbidden_char(use_case) {
+            bad("use_case", crate::model::forbidden_message(c));
         }
         if !(1..=MAX_CHANNELS).contains(&self.max_concurrent_channels) {
             bad(
@@ -120,6 +122,9 @@ pub struct EnablementRequest {
     pub reserved_kbps: u64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When an approved request becomes active on its own (Unix seconds), if approval gave a
+    /// later effective date; null otherwise (approval without a date activates at once).
+    pub activates_at: Option<i64>,
 }
 
 /// An active enablement as relays need it for admission.
@@ -147,7 +152,9 @@ impl Step {
     pub fn next(self, from: RequestState) -> Option<RequestState> {
         use RequestState::*;
         match (self, from) {
-            (Step::Activate, Approved) => Some(Active),
+            // Approval activates on its own; an explicit activate of an active request is a
+            // no-op, so scripts written for the older two-step flow keep working.
+            (Step::Activate, Approved | Active) => Some(Active),
             (Step::Suspend, Active) => Some(Suspended),
             (Step::Resume, Suspended) => Some(Active),
             (Step::Revoke, Approved | Active | Suspended) => Some(Revoked),

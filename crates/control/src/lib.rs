@@ -35,8 +35,8 @@
 //! | `POST /v1/apps/{id}/suspend`, `…/resume` | operator | a suspended app's keys leave the relay sync |
 //! | `POST /v1/apps/{id}/rotate` | both | a new key; current keys keep working for `grace_seconds` (`not_after`) |
 //! | `POST/GET /v1/apps/{id}/requests`, `GET /v1/requests[/{id}]` | both | enablement requests (the application form) |
-//! | `POST /v1/requests/{id}/approve`, `…/reject` | operator | approval reserves bandwidth or rejects with the reason |
-//! | `POST /v1/requests/{id}/activate` | both | approved → active |
+//! | `POST /v1/requests/{id}/approve`, `…/reject` | operator | approval reserves bandwidth and activates (at once, or at `effective_at`), or rejects with the reason |
+//! | `POST /v1/requests/{id}/activate` | both | approved → active before the effective date; active stays active |
 //! | `POST /v1/requests/{id}/suspend`, `…/resume`, `…/revoke` | operator | the rest of the lifecycle |
 //! | `GET /v1/regions` | operator | capacity, reservations, relays per region |
 //! | `PUT/GET/DELETE /v1/edges/{id}`, `GET /v1/edges` | operator (PUT: relay too) | relay registration; the relay key publishes only inside the edge's CIDRs |
@@ -48,6 +48,7 @@
 //! | `GET /v1/proxies?region=` | public | the Auto-mode list: three least-loaded live dynamic relays |
 //! | `GET /v1/apps/{id}/usage` | both | per-day usage, `?from=&to=&format=csv` |
 //! | `GET /v1/allowlist[/{region}[/history]]`, `GET /allowlist` | public | the allow-list table: JSON, `?format=csv|nftables|iptables`, history, HTML |
+//! | `GET /metrics` | public | Prometheus text: requests by route template and status, syncs, leases, the DB pool |
 //!
 //! Errors all have one shape ([`error`]): 400 names each bad field (`max_users_per_channel`,
 //! `listeners[1].ip`, `body`) and, for a number, its range ([`limits`]), 401 for a missing or unknown key, 403 for the wrong role, 404

@@ -202,3 +202,50 @@ mod tests {
         assert!(rates.windows(2).all(|w| w[0] < w[1]), "{rates:?}");
     }
 }
+
+/// The first character free text (names, use cases, reasons) may not contain, if any:
+/// control characters (C0, DEL, C1), which a terminal would obey when `cloudproxy admin`
+/// prints the text, and bidirectional overrides and isolates, which make text display in
+/// another order than it is stored ("Trojan Source"). HTML characters are allowed: every
+/// page escapes them.
+pub fn forbidden_char(text: &str) -> Option<char> {
+    text.chars()
+        .find(|&c| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+}
+
+/// The 400 message for a character [`forbidden_char`] found.
+pub fn forbidden_message(c: char) -> String {
+    format!(
+        "must not contain control characters or bidirectional overrides (found U+{:04X})",
+        u32::from(c)
+    )
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::forbidden_char;
+
+    #[test]
+    fn controls_and_bidi_overrides_are_forbidden_html_and_cjk_are_not() {
+        for bad in [
+            "a\u{1b}[31m",
+            "\u{7}",
+            "x\ny",
+            "tab\t",
+            "\u{7f}",
+            "\u{9b}2J",
+            "abc\u{202e}gpj.exe",
+        ] {
+            assert!(forbidden_char(bad).is_some(), "{bad:?}");
+        }
+        for good in [
+            "<img src=x onerror=alert(1)>",
+            "会議アプリ",
+            "Acme Meet",
+            "é ü ß",
+            "🎥",
+        ] {
+            assert_eq!(forbidden_char(good), None, "{good:?}");
+        }
+    }
+}

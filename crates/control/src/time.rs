@@ -52,6 +52,16 @@ pub fn is_day(s: &str) -> bool {
     d <= first_next - first
 }
 
+/// Unix seconds of 00:00 UTC on a `YYYY-MM-DD` day, if it is one ([`is_day`]).
+pub fn day_start(s: &str) -> Option<i64> {
+    if !is_day(s) {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s[r].parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    Some((days_from_civil(y, m) + d - 1) * 86_400)
+}
+
 /// Days since 1970-01-01 of the first of month `m` of year `y`.
 fn days_from_civil(y: i64, m: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };

@@ -94,6 +94,13 @@ pub fn mode_of(pool: Pool, transport: crate::Transport) -> Mode {
     }
 }
 
+/// The 403 reason for a Force UDP allocation of an app without an active enablement for it.
+pub const NOT_ENABLED_UDP: &str = "Forbidden: app is not enabled for Force UDP in this region; \
+    an operator must approve an enablement request";
+/// The same for Force TCP.
+pub const NOT_ENABLED_TCP: &str = "Forbidden: app is not enabled for Force TCP in this region; \
+    an operator must approve an enablement request";
+
 /// Whether `access` lets an allocation in `mode` stay or start.
 pub fn allows(access: Option<&AppAccess>, mode: Mode) -> Result<(), &'static str> {
     let Some(a) = access else {
@@ -103,8 +110,9 @@ pub fn allows(access: Option<&AppAccess>, mode: Mode) -> Result<(), &'static str
         Mode::Auto => Ok(()),
         Mode::ForceUdp if a.force_udp => Ok(()),
         Mode::ForceTcp if a.force_tcp => Ok(()),
-        Mode::ForceUdp => Err("Forbidden: app is not enabled for Force UDP in this region"),
-        Mode::ForceTcp => Err("Forbidden: app is not enabled for Force TCP in this region"),
+        // The hint names the admin step that fixes it (an approved request is active).
+        Mode::ForceUdp => Err(NOT_ENABLED_UDP),
+        Mode::ForceTcp => Err(NOT_ENABLED_TCP),
     }
 }
 

@@ -808,10 +808,7 @@ fn admission_refuses_apps_not_enabled_for_the_mode_with_403() {
     let r = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
     assert_eq!(
         r.error.unwrap(),
-        (
-            403,
-            "Forbidden: app is not enabled for Force UDP in this region".into()
-        )
+        (403, cloudproxy_proto::admission::NOT_ENABLED_UDP.into())
     );
     assert!(!h.seen.iter().any(|c| matches!(c, Command::Admit { .. })));
     // Not in the table at all (suspended, deleted): 403 too.

@@ -124,7 +124,7 @@ pub(super) fn apps(api: &Api, out: &Out, c: AppsCommand) -> Result<(), Failure> 
         }
         AppsCommand::Rotate { id, grace } => {
             let body = match grace {
-                Some(g) => json!({ "grace_seconds": g }),
+                Some(g) => json!({ "grace_seconds": g.as_secs() }),
                 None => json!({}),
             };
             let path = app_path(&id, "/rotate");
@@ -187,10 +187,10 @@ pub(super) fn usage(api: &Api, out: &Out, a: UsageArgs) -> Result<(), Failure> {
         query.push(("to", to));
     }
     let path = app_path(&a.app_id, "/usage");
-    if a.csv {
+    if a.csv || a.format.as_deref() == Some("csv") {
         query.push(("format", "csv".into()));
         let body = api.call(Method::GET, &path, &query, None, Auth::Key)?;
-        print!("{body}");
+        print!("{}", super::table::terminal_safe(&body, true));
         return Ok(());
     }
     let body = api.call(Method::GET, &path, &query, None, Auth::Key)?;

@@ -193,7 +193,7 @@ pub(super) fn allowlist(api: &Api, out: &Out, a: AllowlistArgs) -> Result<(), Fa
         // The server names the format field when it does not know it.
         let query = [("format", format.to_owned())];
         let body = api.call(Method::GET, &path, &query, None, Auth::Public)?;
-        print!("{body}");
+        print!("{}", super::table::terminal_safe(&body, true));
         return Ok(());
     }
     let body = api.call(Method::GET, &path, &[], None, Auth::Public)?;

@@ -172,7 +172,8 @@ fn api_error(method: &Method, path: &str, status: StatusCode, text: &str) -> Fai
     if status == StatusCode::UNAUTHORIZED {
         msg.push_str("\n  check --key / CLOUDPROXY_KEY");
     }
-    let e = anyhow!(msg);
+    // The server's words (a message may quote a name) reach a terminal too.
+    let e = anyhow!(super::table::terminal_safe(&msg, true).into_owned());
     match status {
         StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED => Failure::Usage(e),
         _ => Failure::Runtime(e),

@@ -24,6 +24,15 @@ pub(super) fn parse_listener(s: &str) -> Result<(Transport, SocketAddr), String>
     Ok((transport, addr))
 }
 
+/// `--effective-at`: `YYYY-MM-DD` (00:00 UTC that day) or Unix seconds.
+pub(super) fn parse_when(s: &str) -> Result<i64, String> {
+    if let Ok(t) = s.parse::<i64>() {
+        return Ok(t);
+    }
+    cloudproxy_control::time::day_start(s)
+        .ok_or_else(|| "expected YYYY-MM-DD (UTC) or Unix seconds".into())
+}
+
 pub(super) fn parse_day(s: &str) -> Result<String, String> {
     let b = s.as_bytes();
     let ok = b.len() == 10

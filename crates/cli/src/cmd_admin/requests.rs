@@ -70,7 +70,15 @@ pub(super) fn requests(api: &Api, out: &Out, c: RequestsCommand) -> Result<(), F
             let body = api.call(Method::POST, &path, &[], Some(&body), Auth::Key)?;
             out.emit(&body, request_outcome)
         }
-        RequestsCommand::Approve { id } => step(&id, "approve"),
+        RequestsCommand::Approve { id, effective_at } => {
+            let path = format!("/v1/requests/{}/approve", seg(&id));
+            let body = match effective_at {
+                Some(t) => json!({ "effective_at": t }),
+                None => json!({}),
+            };
+            let body = api.call(Method::POST, &path, &[], Some(&body), Auth::Key)?;
+            out.emit(&body, request_outcome)
+        }
         RequestsCommand::Activate { id } => step(&id, "activate"),
         RequestsCommand::Suspend { id } => step(&id, "suspend"),
         RequestsCommand::Resume { id } => step(&id, "resume"),
@@ -99,6 +107,7 @@ fn request_block(r: &Value) -> String {
         ("Reserved kbps", text(r, "reserved_kbps")),
         ("Created", date(r, "created_at")),
         ("Updated", date(r, "updated_at")),
+        ("Activates", date(r, "activates_at")),
     ])
 }
 
@@ -108,6 +117,11 @@ fn request_outcome(r: &Value) -> String {
     let detail = match state.as_str() {
         "rejected" => format!(": {}", text(r, "reason")),
         "revoked" => String::new(),
+        "approved" if !r["activates_at"].is_null() => format!(
+            " ({} kbps reserved; active from {})",
+            text(r, "reserved_kbps"),
+            date(r, "activates_at")
+        ),
         _ => format!(" ({} kbps reserved)", text(r, "reserved_kbps")),
     };
     format!("Request {}: {state}{detail}\n", text(r, "id"))

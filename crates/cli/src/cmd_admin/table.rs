@@ -3,8 +3,35 @@
 //! server's structs) keeps the CLI working across additive API changes; `--json` prints the
 //! response itself for scripts.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
 use serde_json::Value;
 use unicode_width::UnicodeWidthStr as _;
+
+/// Text from the API as it may reach a terminal: control characters (ESC, BEL, C1, and with
+/// `keep_newlines` false also newline and tab) and bidirectional overrides are shown as
+/// `\u{1b}`-style escapes instead of being obeyed. Names come from whoever created the app,
+/// and an ESC sequence in one could rewrite the operator's screen or window title.
+pub(crate) fn terminal_safe(s: &str, keep_newlines: bool) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && !(keep_newlines && c == '\n'))
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            // Writing into a String cannot fail.
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Terminal columns a cell takes: CJK characters take two, combining marks none.
 fn width(s: &str) -> usize {
@@ -27,6 +54,10 @@ impl Table {
 
     pub(super) fn row(&mut self, cells: Vec<String>) {
         debug_assert_eq!(cells.len(), self.headers.len());
+        let cells = cells
+            .into_iter()
+            .map(|c| terminal_safe(&c, false).into_owned())
+            .collect();
         self.rows.push(cells);
     }
 
@@ -68,6 +99,7 @@ pub(super) fn fields(pairs: &[(&str, String)]) -> String {
         .iter()
         .map(|(label, value)| {
             let pad = " ".repeat(most - width(label));
+            let value = terminal_safe(value, false);
             format!("{label}{pad}  {value}\n")
         })
         .collect()
@@ -133,6 +165,27 @@ mod tests {
             fields(&[("名前", "x".into()), ("ID", "1".into())]),
             "名前  x\nID    1\n"
         );
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        let evil = "x\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}1m\u{202e}txt.exe\nnext";
+        let mut t = Table::new(&["ID", "NAME"]);
+        t.row(vec!["a1".into(), evil.into()]);
+        let out = t.render();
+        assert_eq!(
+            out,
+            "ID  NAME\n\
+             a1  x\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{9b}1m\\u{202e}txt.exe\\u{a}next\n"
+        );
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'));
+        assert_eq!(
+            fields(&[("Name", evil.into())]),
+            "Name  x\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{9b}1m\\u{202e}txt.exe\\u{a}next\n"
+        );
+        // Whole outputs keep their line structure.
+        assert_eq!(terminal_safe("a\u{1b}b\nc", true), "a\\u{1b}b\nc");
+        assert!(matches!(terminal_safe("会議 <b>", false), Cow::Borrowed(_)));
     }
 
     #[test]

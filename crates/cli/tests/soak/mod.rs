@@ -283,7 +283,7 @@ fn enable_app(control: &ControlProc, relay: &RelayProc, allocations: usize) -> (
     let req = ok(c, "POST", &format!("/v1/apps/{app_id}/requests"), form);
     let id = req["id"].as_str().unwrap();
     let approved = ok(c, "POST", &format!("/v1/requests/{id}/approve"), json!({}));
-    assert_eq!(approved["state"], "approved", "{approved}");
+    assert_eq!(approved["state"], "active", "{approved}");
     ok(c, "POST", &format!("/v1/requests/{id}/activate"), json!({}));
     (app_id, key)
 }

@@ -265,6 +265,8 @@ pub(super) async fn sync_apps(
     _relay: super::RelayCaller,
 ) -> Result<Json<SyncResponse>, ApiError> {
     let now = now_unix();
+    // Approvals whose effective date has come reach the relays in this sync.
+    state.store().activate_due(now).await?;
     Ok(Json(SyncResponse {
         generated_at: now,
         apps: state.store().sync_apps(now).await?,

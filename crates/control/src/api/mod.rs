@@ -3,6 +3,7 @@
 
 mod apps;
 mod edges;
+mod metrics;
 mod openapi;
 mod relay;
 mod requests;
@@ -36,6 +37,7 @@ struct Inner {
     /// SHA-256 (hex) of the relays' key, if one is configured.
     relay_key_hash: Option<String>,
     settings: Settings,
+    metrics: metrics::ApiMetrics,
 }
 
 /// Timing of the relay protocol.
@@ -76,6 +78,7 @@ impl AppState {
                 operator_key_hash: hash_key(operator_key),
                 relay_key_hash: relay_key.map(hash_key),
                 settings,
+                metrics: metrics::ApiMetrics::new(),
             }),
         }
     }
@@ -94,12 +97,18 @@ pub async fn router(state: AppState) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi::serve))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::serve))
         .merge(apps::routes())
         .merge(requests::routes())
         .merge(edges::routes())
         .merge(relay::routes())
         .fallback(|| async { ApiError::not_found("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        // Outermost, so it sees every route and the fallbacks (see `metrics`).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -368,11 +377,15 @@ impl Params {
     }
 }
 
-/// Checks a free-text name: trimmed, 1 to `max` characters.
+/// Checks a free-text name: trimmed, 1 to `max` characters, none of them a control character
+/// or a bidirectional override ([`crate::model::forbidden_char`]).
 pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
     let v = value.trim();
     if v.is_empty() {
         return Err(ApiError::field(field, "must not be empty"));
+    }
+    if let Some(c) = crate::model::forbidden_char(v) {
+        return Err(ApiError::field(field, crate::model::forbidden_message(c)));
     }
     if v.chars().count() > max {
         return Err(ApiError::field(

@@ -65,6 +65,7 @@ pub(super) async fn list_app_requests(
 ) -> Result<Json<Vec<EnablementRequest>>, ApiError> {
     // 404 for an app the caller cannot see, rather than an empty list.
     state.store().get_app(&app_id, caller.scope()).await?;
+    state.store().activate_due(now_unix()).await?;
     Ok(Json(
         state
             .store()
@@ -80,6 +81,7 @@ pub(super) async fn list_requests(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<EnablementRequest>>, ApiError> {
+    state.store().activate_due(now_unix()).await?;
     Ok(Json(
         state.store().list_requests(caller.scope(), None).await?,
     ))
@@ -93,22 +95,49 @@ pub(super) async fn get_request(
     caller: Caller,
     PathId(id): PathId,
 ) -> Result<Json<EnablementRequest>, ApiError> {
+    state.store().activate_due(now_unix()).await?;
     Ok(Json(state.store().get_request(&id, caller.scope()).await?))
 }
 
+/// `POST /v1/requests/{id}/approve` (the body is optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveInput {
+    /// When the enablement takes effect (Unix seconds, up to 253402300799). Absent or not in
+    /// the future: at once.
+    pub effective_at: Option<i64>,
+}
+
 /// Approves a submitted request when its estimated bandwidth fits into the region's
-/// unreserved static-pool capacity; otherwise the request is rejected with the reason. Both
-/// outcomes answer 200 with the request: read its `state`.
+/// unreserved static-pool capacity, and activates it: at once, or at `effective_at` (until
+/// then it is `approved` with `activates_at`). Otherwise the request is rejected with the
+/// reason. Both outcomes answer 200 with the request: read its `state`.
 #[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests",
+    request_body = ApproveInput,
     responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn approve_request(
     State(state): State<AppState>,
     caller: Caller,
     PathId(id): PathId,
+    body: axum::body::Bytes,
 ) -> Result<Json<EnablementRequest>, ApiError> {
     caller.require_operator()?;
-    Ok(Json(state.store().approve_request(&id, now_unix()).await?))
+    let input: ApproveInput = if body.iter().all(u8::is_ascii_whitespace) {
+        ApproveInput::default()
+    } else {
+        super::parse_json(&body)?
+    };
+    if let Some(t) = input.effective_at {
+        crate::limits::check("effective_at", t, 0, crate::limits::MAX_UNIX_SECONDS)
+            .map_err(|e| ApiError::fields(vec![e]))?;
+    }
+    Ok(Json(
+        state
+            .store()
+            .approve_request(&id, input.effective_at, now_unix())
+            .await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/requests/{id}/reject", tag = "requests",

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{parse_wire, with_tx, Store};
+use super::{parse_wire, with_pool, with_tx, Store};
 use crate::error::StoreError;
 use crate::model::{AppStatus, Mode, QualityTier, Region, UsageMode};
 
@@ -273,5 +273,17 @@ impl Store {
             n
         });
         Ok(released)
+    }
+}
+
+impl Store {
+    /// Leases not yet expired at `now` (every app, relay and region): what `/metrics` reports.
+    pub async fn live_lease_count(&self, now: i64) -> Result<i64, StoreError> {
+        let q = "SELECT COUNT(*) FROM leases WHERE expires_at > $1";
+        let (n,): (i64,) = with_pool!(self, |pool| sqlx::query_as(q)
+            .bind(now)
+            .fetch_one(pool)
+            .await?);
+        Ok(n)
     }
 }

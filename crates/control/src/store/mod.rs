@@ -160,6 +160,19 @@ impl Store {
         }
     }
 
+    /// The connection pool now: connections open, of which idle, and the most it opens.
+    pub fn pool_stats(&self) -> PoolStats {
+        let (open, idle, max) = match self {
+            Store::Sqlite(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
+            Store::Postgres(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
+        };
+        PoolStats {
+            open,
+            idle: u32::try_from(idle).unwrap_or(u32::MAX),
+            max,
+        }
+    }
+
     /// Closes every pooled connection.
     pub async fn close(&self) {
         match self {
@@ -167,6 +180,17 @@ impl Store {
             Store::Postgres(p) => p.close().await,
         }
     }
+}
+
+/// The database connection pool, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open (idle and in use).
+    pub open: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
 }
 
 /// Parses a stored enum spelling.

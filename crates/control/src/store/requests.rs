@@ -26,6 +26,7 @@ struct RequestRow {
     reserved_kbps: i64,
     created_at: i64,
     updated_at: i64,
+    activates_at: Option<i64>,
 }
 
 impl TryFrom<RequestRow> for EnablementRequest {
@@ -52,6 +53,7 @@ impl TryFrom<RequestRow> for EnablementRequest {
             reason: r.reason,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            activates_at: r.activates_at,
         })
     }
 }
@@ -62,7 +64,7 @@ macro_rules! select_requests {
         concat!(
             "SELECT r.id, r.app_id, r.region, r.sdk, r.use_case, r.max_concurrent_channels, ",
             "r.max_users_per_channel, r.max_proxy_users_per_channel, r.quality, r.mode, r.state, ",
-            "r.reason, r.estimated_kbps, r.reserved_kbps, r.created_at, r.updated_at ",
+            "r.reason, r.estimated_kbps, r.reserved_kbps, r.created_at, r.updated_at, r.activates_at ",
             "FROM enablement_requests r JOIN apps a ON a.id = r.app_id ",
             $tail
         )
@@ -196,11 +198,16 @@ impl Store {
 
     /// Approves a submitted request if its estimate fits into the region's unreserved
     /// static-pool capacity, reserving it; otherwise rejects it with the reason.
+    /// Approves a submitted request when its bandwidth fits (else rejects it with the reason).
+    /// An approved request is active at once, or from `effective_at` when that is later than
+    /// `now` (it waits in `approved` until [`Store::activate_due`] runs at or after it).
     pub async fn approve_request(
         &self,
         id: &str,
+        effective_at: Option<i64>,
         now: i64,
     ) -> Result<EnablementRequest, StoreError> {
+        let later = effective_at.filter(|&t| t > now);
         with_tx!(self, |tx, pg| {
             let req = fetch_request!(tx, pg, id, None::<&str>);
             if req.state != RequestState::Submitted {
@@ -210,24 +217,42 @@ impl Store {
                 )));
             }
             let load = region_load!(tx, pg, req.region);
-            let (state, reason, reserved) =
+            let (state, reason, reserved, activates_at) =
                 match capacity::decide(req.region, req.estimated_kbps, load) {
-                    Decision::Reserve(kbps) => (RequestState::Approved, None, kbps),
-                    Decision::Reject(reason) => (RequestState::Rejected, Some(reason), 0),
+                    Decision::Reserve(kbps) if later.is_some() => {
+                        (RequestState::Approved, None, kbps, later)
+                    }
+                    Decision::Reserve(kbps) => (RequestState::Active, None, kbps, None),
+                    Decision::Reject(reason) => (RequestState::Rejected, Some(reason), 0, None),
                 };
             sqlx::query(
                 "UPDATE enablement_requests SET state = $2, reason = $3, reserved_kbps = $4, \
-                 updated_at = $5 WHERE id = $1",
+                 updated_at = $5, activates_at = $6 WHERE id = $1",
             )
             .bind(id)
             .bind(state.as_str())
             .bind(reason)
             .bind(i64::try_from(reserved).unwrap_or(i64::MAX))
             .bind(now)
+            .bind(activates_at)
             .execute(&mut *tx)
             .await?;
         });
         self.get_request(id, None).await
+    }
+
+    /// Activates every approved request whose effective date has come; returns how many.
+    /// Idempotent, so every control-plane process may run it (before a relay sync and before
+    /// requests are shown).
+    pub async fn activate_due(&self, now: i64) -> Result<u64, StoreError> {
+        let q = "UPDATE enablement_requests SET state = 'active', activates_at = NULL, \
+                 updated_at = $1 WHERE state = 'approved' AND activates_at IS NOT NULL \
+                 AND activates_at <= $1";
+        Ok(with_pool!(self, |pool| sqlx::query(q)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()))
     }
 
     /// Rejects a submitted request.
@@ -281,8 +306,8 @@ impl Store {
                 0
             };
             sqlx::query(
-                "UPDATE enablement_requests SET state = $2, reserved_kbps = $3, updated_at = $4 \
-                 WHERE id = $1",
+                "UPDATE enablement_requests SET state = $2, reserved_kbps = $3, updated_at = $4, \
+                 activates_at = NULL WHERE id = $1",
             )
             .bind(id)
             .bind(next.as_str())

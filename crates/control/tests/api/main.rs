@@ -8,6 +8,7 @@ mod apps;
 mod auth;
 mod control;
 mod edge_cidrs;
+mod metrics;
 mod numbers;
 mod relays;
 mod requests;

@@ -74,7 +74,7 @@ async fn capacity_at_i64_max_keeps_regions_up(env: Env) {
         )
         .await
         .expect(200);
-    assert_eq!(approved["state"], "approved", "{approved}");
+    assert_eq!(approved["state"], "active", "{approved}");
     env.get("/v1/regions", Some(OPERATOR_KEY)).await.expect(200);
 
     // Rows written before the limits existed (two edges at i64::MAX): the sum no longer

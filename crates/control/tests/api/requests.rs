@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{call, client, Env, OPERATOR_KEY};
+use crate::common::{call, client, Env, OPERATOR_KEY, RELAY_KEY};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -192,7 +192,9 @@ async fn approval_reserves_and_lifecycle(env: Env) {
         .post(&op("approve", &a_id), Some(OPERATOR_KEY), json!({}))
         .await
         .expect(200);
-    assert_eq!(approved["state"], "approved");
+    // Approval activates at once (no effective date given).
+    assert_eq!(approved["state"], "active");
+    assert_eq!(approved["activates_at"], serde_json::Value::Null);
     assert_eq!(approved["reserved_kbps"], 60_000);
     let conflict = env
         .post(&op("approve", &a_id), Some(OPERATOR_KEY), json!({}))
@@ -254,7 +256,8 @@ async fn approval_reserves_and_lifecycle(env: Env) {
         .unwrap()
         .contains("no static-pool relay capacity"));
 
-    // Lifecycle: the owner activates; the operator suspends, resumes, revokes.
+    // Lifecycle: activating an active request is a no-op (scripts of the two-step flow keep
+    // working); the operator suspends, resumes, revokes.
     env.post(&op("activate", &b_id), Some(&key), json!({}))
         .await
         .expect(409);
@@ -320,7 +323,7 @@ async fn approval_reserves_and_lifecycle(env: Env) {
         )
         .await
         .expect(200);
-    assert_eq!(c["state"], "approved");
+    assert_eq!(c["state"], "active");
 
     // Explicit rejection needs a reason and a submitted request.
     let d = env
@@ -423,7 +426,7 @@ async fn concurrent_approvals_never_over_reserve(env: Env) {
     for t in tasks {
         let r = t.await.unwrap();
         match r["state"].as_str().unwrap() {
-            "approved" => approved += 1,
+            "active" => approved += 1,
             "rejected" => assert!(r["reason"]
                 .as_str()
                 .unwrap()
@@ -443,4 +446,90 @@ async fn concurrent_approvals_never_over_reserve(env: Env) {
     assert_eq!(sea["reserved_kbps"], 3_000 * FITS as u64);
     assert_eq!(sea["available_kbps"], 0);
     second.stop();
+}
+
+on_both_backends!(approval_activates_at_the_effective_date);
+
+/// Approval with a future `effective_at` reserves at once but waits in `approved`; relays get
+/// the enablement in the first sync at or after that date. Without a date it is active at once.
+async fn approval_activates_at_the_effective_date(env: Env) {
+    static_edge(&env, "jp-1", "japan", "203.0.113.10", 10_000_000).await;
+    let (_, key) = env.owner("acme").await;
+    let app = env.app(&key, "calls").await;
+    let app_id = app["app"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/apps/{app_id}/requests");
+    let rid = env
+        .post(&path, Some(&key), form("japan", 1, 2, 1))
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let approve = format!("/v1/requests/{rid}/approve");
+    // Out of range and unknown fields are refused, naming the field.
+    env.post(&approve, Some(OPERATOR_KEY), json!({"effective_at": -1}))
+        .await
+        .expect_field("effective_at");
+    env.post(&approve, Some(OPERATOR_KEY), json!({"when": 1}))
+        .await
+        .expect(400);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = now + 3;
+    let r = env
+        .post(&approve, Some(OPERATOR_KEY), json!({"effective_at": at}))
+        .await
+        .expect(200);
+    assert_eq!(
+        (r["state"].as_str(), r["activates_at"].as_i64()),
+        (Some("approved"), Some(at))
+    );
+    assert_eq!(r["reserved_kbps"], 3_000, "reserved at approval");
+    let enablements =
+        |sync: serde_json::Value| sync["apps"][0]["enablements"].as_array().unwrap().len();
+    let sync = env.get("/v1/sync/apps", Some(RELAY_KEY)).await.expect(200);
+    assert_eq!(enablements(sync), 0, "not before the effective date");
+    // At the date, the next sync carries it and the request reads active.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let sync = env.get("/v1/sync/apps", Some(RELAY_KEY)).await.expect(200);
+        if enablements(sync) == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never activated");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let now_after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(now_after >= at, "activated before its date");
+    let r = env
+        .get(&format!("/v1/requests/{rid}"), Some(&key))
+        .await
+        .expect(200);
+    assert_eq!(
+        (r["state"].as_str(), r["activates_at"].as_i64()),
+        (Some("active"), None)
+    );
+
+    // A date in the past activates at once.
+    let rid2 = env
+        .post(&path, Some(&key), form("japan", 1, 2, 1))
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = env
+        .post(
+            &format!("/v1/requests/{rid2}/approve"),
+            Some(OPERATOR_KEY),
+            json!({"effective_at": 1}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r["state"], "active");
 }

@@ -77,6 +77,10 @@ pub struct LinkConfig {
     /// Public addresses per transport (`udp`, `tcp`, `tls`) as clients reach them. Empty: the
     /// bound listener addresses.
     pub public: Vec<(String, SocketAddr)>,
+    /// With `public` empty: publish the bound listeners with this address instead of theirs
+    /// (a relay behind 1:1 NAT, which knows its public address but not which ports it bound,
+    /// as when TLS fell back from 443 to 5349). `None`: the listeners as bound.
+    pub public_ip: Option<std::net::IpAddr>,
     pub sync_interval: Duration,
     pub heartbeat_interval: Duration,
     pub lease_renew_interval: Duration,
@@ -113,6 +117,7 @@ impl Default for LinkConfig {
             pool: Pool::Static,
             capacity_kbps: 1_000_000,
             public: Vec::new(),
+            public_ip: None,
             sync_interval: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(10),
             lease_renew_interval: Duration::from_secs(10),
@@ -265,10 +270,13 @@ pub(crate) fn start(
             directory: directory.clone(),
         });
     }
-    let listeners = if cfg.public.is_empty() {
-        listeners
-    } else {
-        cfg.public.clone()
+    let listeners = match (cfg.public.is_empty(), cfg.public_ip) {
+        (false, _) => cfg.public.clone(),
+        (true, Some(ip)) => listeners
+            .into_iter()
+            .map(|(transport, a)| (transport, SocketAddr::new(ip, a.port())))
+            .collect(),
+        (true, None) => listeners,
     };
     let init = State {
         boot: {
