@@ -4,7 +4,8 @@
 //!   in the router's namespace), which may CONNECT only to the relay's 443. Force TCP and Auto
 //!   tunnel TLS through it, end to end; Force UDP fails within the join timeout and says why;
 //!   the proxy's own log shows it saw nothing but CONNECT lines to the relay's address.
-//! - The same proxy with Basic authentication: a wrong password is a 407 naming the proxy; the
+//! - The same proxy with Basic authentication: no credentials are a 407 naming the proxy, a
+//!   wrong password the proxy's refusal (tinyproxy answers it with 401) naming the proxy; the
 //!   right one (percent-encoded in the URL) joins.
 //! - `tls-only-dpi`: TCP 443 passes only when its first data is a TLS handshake record. Force
 //!   TCP joins; plain TURN/TCP on port 443 is dropped, and the router's `not_tls` counter
@@ -247,7 +248,7 @@ fn http_proxy_only_force_tcp_and_auto_tunnel_through_it_and_force_udp_says_why_n
 }
 
 #[test]
-fn http_proxy_with_basic_auth_wrong_password_is_407_naming_the_proxy_right_one_joins() {
+fn http_proxy_with_basic_auth_wrong_password_is_refused_naming_the_proxy_right_one_joins() {
     let Some(w) = world(proxy_only()) else {
         return;
     };
