@@ -22,6 +22,7 @@ mod config;
 mod creds;
 mod failure;
 mod logging;
+mod media_follow;
 mod signals;
 
 use std::io::Write as _;
