@@ -197,7 +197,7 @@ impl Browser {
     /// Loads `url` and waits for its load event.
     pub fn goto(&mut self, page: &Page, url: &str) {
         self.drop_loads(page);
-        let r = self.call(Some(&page.session), "Page.navigate", json!({"url": url}));
+        let r = self.call(Some(page.session.as_str()), "Page.navigate", json!({"url": url}));
         assert!(r.get("errorText").is_none(), "navigate {url}: {r}");
         self.wait_event(page, "Page.loadEventFired");
     }
@@ -215,7 +215,7 @@ impl Browser {
     /// value.
     pub fn eval(&mut self, page: &Page, expr: &str) -> Value {
         let r = self.call(
-            Some(&page.session),
+            Some(page.session.as_str()),
             "Runtime.evaluate",
             json!({"expression": expr, "returnByValue": true}),
         );
@@ -244,7 +244,7 @@ impl Browser {
     pub fn screenshot(&mut self, page: &Page) -> Vec<u8> {
         use base64::Engine as _;
         let r = self.call(
-            Some(&page.session),
+            Some(page.session.as_str()),
             "Page.captureScreenshot",
             json!({"format": "png"}),
         );

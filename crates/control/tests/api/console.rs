@@ -247,7 +247,7 @@ async fn forms_need_the_sessions_csrf_token(env: Env) {
     assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
     // Another session's token with this session's cookie.
     let p = a
-        .post("/apps", &[("name", "other-token"), ("csrf", &token_b)])
+        .post("/apps", &[("name", "other-token"), ("csrf", token_b.as_str())])
         .await;
     assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
     // An empty token.
@@ -280,7 +280,7 @@ async fn forms_need_the_sessions_csrf_token(env: Env) {
 
     // With its own token it works, and shows the secret once.
     let p = a
-        .post("/apps", &[("name", "with-token"), ("csrf", &token_a)])
+        .post("/apps", &[("name", "with-token"), ("csrf", token_a.as_str())])
         .await;
     assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
     let apps = env.get("/v1/apps", Some(&key)).await.expect(200);
@@ -402,7 +402,7 @@ async fn sessions_cookies_headers_language_and_escaping(env: Env) {
 
     // Sign-out ends the session for good.
     let csrf = op.get("/apps").await.csrf();
-    let out = op.post("/signout", &[("csrf", &csrf)]).await;
+    let out = op.post("/signout", &[("csrf", csrf.as_str())]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert_eq!(op.get("/apps").await.status, StatusCode::SEE_OTHER);
 }
