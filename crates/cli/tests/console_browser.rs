@@ -334,7 +334,8 @@ fn console_in_chromium_english_and_japanese() {
             js(evil)
         ),
     );
-    for path in ["/apps", "/usage", "/requests"] {
+    // (The requests view shows names only in a select, whose options are not in innerText.)
+    for path in ["/apps", "/usage"] {
         let text = run.go(&owner, path);
         assert!(
             text.contains(evil),
