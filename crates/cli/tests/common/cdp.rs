@@ -197,7 +197,11 @@ impl Browser {
     /// Loads `url` and waits for its load event.
     pub fn goto(&mut self, page: &Page, url: &str) {
         self.drop_loads(page);
-        let r = self.call(Some(page.session.as_str()), "Page.navigate", json!({"url": url}));
+        let r = self.call(
+            Some(page.session.as_str()),
+            "Page.navigate",
+            json!({"url": url}),
+        );
         assert!(r.get("errorText").is_none(), "navigate {url}: {r}");
         self.wait_event(page, "Page.loadEventFired");
     }

@@ -247,7 +247,10 @@ async fn forms_need_the_sessions_csrf_token(env: Env) {
     assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
     // Another session's token with this session's cookie.
     let p = a
-        .post("/apps", &[("name", "other-token"), ("csrf", token_b.as_str())])
+        .post(
+            "/apps",
+            &[("name", "other-token"), ("csrf", token_b.as_str())],
+        )
         .await;
     assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
     // An empty token.
@@ -280,7 +283,10 @@ async fn forms_need_the_sessions_csrf_token(env: Env) {
 
     // With its own token it works, and shows the secret once.
     let p = a
-        .post("/apps", &[("name", "with-token"), ("csrf", token_a.as_str())])
+        .post(
+            "/apps",
+            &[("name", "with-token"), ("csrf", token_a.as_str())],
+        )
         .await;
     assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
     let apps = env.get("/v1/apps", Some(&key)).await.expect(200);
