@@ -156,7 +156,9 @@ fn flow(run: &mut Run<'_>, lang: &str, owner_key: &str, words: &Words) -> String
     };
     assert!(joined.contains("\"event\":\"summary\""), "{joined}");
 
-    // The usage appears in the owner's usage view (relays report every 10 s in up).
+    // The usage appears in the owner's usage view (relays report every 10 s in up). A first
+    // report can carry the row before its seconds (bytes and peak come at admission), so wait
+    // for the Force TCP bar, which is drawn only for metered time: bar + legend.
     let deadline = Instant::now() + PATIENCE;
     loop {
         run.go(&owner, &format!("/usage?app={app}"));
@@ -164,20 +166,19 @@ fn flow(run: &mut Run<'_>, lang: &str, owner_key: &str, words: &Words) -> String
             &owner,
             "document.querySelectorAll('tr.mode-force_tcp').length",
         );
-        if rows.as_u64().unwrap_or(0) > 0 {
+        let bars = run.browser.eval(
+            &owner,
+            "document.querySelectorAll('svg.chart rect.s2').length",
+        );
+        if rows.as_u64().unwrap_or(0) > 0 && bars.as_u64().unwrap_or(0) >= 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "{lang}: no usage appeared");
+        assert!(
+            Instant::now() < deadline,
+            "{lang}: no Force TCP usage with a bar appeared: rows {rows}, bars {bars}"
+        );
         std::thread::sleep(Duration::from_secs(2));
     }
-    let bars = run.browser.eval(
-        &owner,
-        "document.querySelectorAll('svg.chart rect.s2').length",
-    );
-    assert!(
-        bars.as_u64().unwrap_or(0) >= 2,
-        "a Force TCP bar and its legend: {bars}"
-    );
     let text = run.browser.text(&owner);
     for w in words.usage {
         assert!(text.contains(w), "{lang}: usage view lacks {w:?}:\n{text}");
