@@ -37,7 +37,9 @@ pub fn bars(title: &str, days: &[String], series: &[Series<'_>]) -> Markup {
             title { (title) }
             @for i in 0..=4 {
                 @let v = top * f64::from(i) / 4.0;
-                line.grid x1=(LEFT) x2=(WIDTH - 8.0) y1=(y(v)) y2=(y(v));
+                // `{}`, not `;`: inline SVG is parsed as HTML, where `<line>` and `<rect>` are not
+                // void, so an unclosed one would swallow the rest of the chart.
+                line.grid x1=(LEFT) x2=(WIDTH - 8.0) y1=(y(v)) y2=(y(v)) {}
                 text.axis x=(LEFT - 6.0) y=(y(v) + 4.0) text-anchor="end" { (fmt(v)) }
             }
             @for (d, day) in days.iter().enumerate() {
@@ -60,7 +62,7 @@ pub fn bars(title: &str, days: &[String], series: &[Series<'_>]) -> Markup {
                 }
             }
             @for (k, s) in series.iter().enumerate() {
-                rect class={ "s" (k) } x=(LEFT + 150.0 * k as f64) y=(HEIGHT - 14.0) width="10" height="10";
+                rect class={ "s" (k) } x=(LEFT + 150.0 * k as f64) y=(HEIGHT - 14.0) width="10" height="10" {}
                 text.axis x=(LEFT + 14.0 + 150.0 * k as f64) y=(HEIGHT - 5.0) { (s.label) }
             }
         }
@@ -115,5 +117,16 @@ mod tests {
         assert_eq!(svg.matches("<rect class=\"s0\"").count(), 2, "{svg}"); // bar + legend
         assert!(svg.contains("aria-label=\"&lt;b&gt;\""));
         assert!(!svg.contains("<b>"));
+        // Every element closed: an HTML parser does not self-close SVG's `<line>` or `<rect>`.
+        assert_eq!(
+            svg.matches("<line").count(),
+            svg.matches("</line>").count(),
+            "{svg}"
+        );
+        assert_eq!(
+            svg.matches("<rect").count(),
+            svg.matches("</rect>").count(),
+            "{svg}"
+        );
     }
 }
