@@ -1,6 +1,6 @@
 //! `cloudproxy media`: the reference media service (a UDP channel forwarder, see
 //! `cloudproxy_media`). Prints `media ADDR` per listener on stdout, then runs until SIGINT or
-//! SIGTERM.
+//! SIGTERM. With `--control URL` it follows that control plane's apps (`media_follow`).
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -39,12 +39,28 @@ pub(crate) struct MediaArgs {
     /// Members in all channels; joins beyond get error 503.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_members: usize,
+    /// Follow a control plane's apps, e.g. http://127.0.0.1:8480: every active app's keys
+    /// (with those of --app) are read from it every --sync-interval seconds.
+    #[arg(long, value_name = "URL")]
+    pub control: Option<String>,
+    /// The relay key (or the operator's) for --control.
+    #[arg(
+        long,
+        env = "CLOUDPROXY_RELAY_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub control_key: Option<String>,
+    /// Seconds between two reads of the control plane's apps.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub sync_interval: u64,
 }
 
 pub(crate) fn run(args: MediaArgs) -> Result<(), Failure> {
     let env_apps = std::env::var(APPS_ENV).ok();
     let mut config = media_config(&args, env_apps.as_deref()).map_err(Failure::Usage)?;
-    if config.auth.app_keys.is_empty() {
+    let follow = follow_config(&args).map_err(Failure::Usage)?;
+    if config.auth.app_keys.is_empty() && follow.is_none() {
         // A service that refuses everyone is of no use to a newcomer, and a well-known default
         // secret would be an open door. A random one per run is neither.
         let secret = generated_secret();
@@ -62,7 +78,35 @@ pub(crate) fn run(args: MediaArgs) -> Result<(), Failure> {
             not_after: None,
         });
     }
-    serve(config).map_err(Failure::Runtime)
+    serve(config, follow).map_err(Failure::Runtime)
+}
+
+/// `--control`: (url, key, interval).
+struct Follow {
+    url: String,
+    key: String,
+    interval: Duration,
+}
+
+fn follow_config(args: &MediaArgs) -> anyhow::Result<Option<Follow>> {
+    // A key without --control (e.g. CLOUDPROXY_RELAY_KEY set for a relay) is ignored.
+    let Some(url) = &args.control else {
+        return Ok(None);
+    };
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        bail!("--control '{url}': expected http://HOST:PORT");
+    }
+    let Some(key) = args.control_key.clone() else {
+        bail!("--control needs a key: --control-key or CLOUDPROXY_RELAY_KEY");
+    };
+    if args.sync_interval == 0 {
+        bail!("--sync-interval: must be at least 1");
+    }
+    Ok(Some(Follow {
+        url: url.trim_end_matches('/').to_owned(),
+        key,
+        interval: Duration::from_secs(args.sync_interval),
+    }))
 }
 
 /// Flags (and the environment's app list) to a config. Errors name the flag.
@@ -114,7 +158,7 @@ fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<Medi
 }
 
 /// Starts the service, announces its listeners and waits for SIGINT or SIGTERM.
-fn serve(config: MediaConfig) -> anyhow::Result<()> {
+fn serve(config: MediaConfig, follow: Option<Follow>) -> anyhow::Result<()> {
     let (rt, mut term, mut int) = crate::signals::install()?;
     let apps: Vec<&str> = config
         .auth
@@ -123,7 +167,13 @@ fn serve(config: MediaConfig) -> anyhow::Result<()> {
         .map(|k| k.app_id.as_str())
         .collect();
     tracing::info!(?apps, "starting the media service");
+    let fixed = config.auth.app_keys.clone();
     let service = MediaService::start(config).context("starting the media service")?;
+    if let Some(f) = follow {
+        tracing::info!(url = %f.url, "following the control plane's apps");
+        let _guard = rt.enter();
+        crate::media_follow::spawn(service.app_keys(), f.url, f.key, fixed, f.interval)?;
+    }
     let mut lines = String::new();
     for a in service.local_addrs() {
         lines.push_str(&format!("media {a}\n"));

@@ -3,7 +3,9 @@
 //!
 //! State lives in `--data-dir` (default `./cloudproxy-data`, created 0700): the control
 //! plane's SQLite database, the operator key (so `cloudproxy admin` works across runs), the
-//! demo app's credential and the relay's last good sync. Every one of them holds a secret, so
+//! demo app's credential and the relay's last good sync. The relay and the media service both
+//! follow the control plane's apps (every 2 s), so an app made with `cloudproxy admin` or the
+//! console joins through `up` within one sync. Every one of them holds a secret, so
 //! each is 0600; one found wider is set to 0600 with a warning. On the first run the demo app is created and
 //! enabled for Force UDP and Force TCP in the region; later runs reuse it.
 //!
@@ -31,6 +33,8 @@ use crate::failure::Failure;
 
 /// The relay's edge id at its own control plane.
 const EDGE_ID: &str = "local-1";
+/// How often the relay and the media service read the control plane's apps.
+const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct UpArgs {
@@ -172,6 +176,15 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
     })
     .with_context(|| format!("starting the media service on {}", args.media))?;
     let media_addr = media.local_addrs()[0];
+    // Apps made later (`cloudproxy admin`, the console) join too: the media service takes
+    // every app's keys from the control plane as often as the relay syncs.
+    crate::media_follow::spawn(
+        media.app_keys(),
+        base.clone(),
+        operator_key.clone(),
+        Vec::new(),
+        SYNC_INTERVAL,
+    )?;
 
     let mut relay_config = RelayConfig {
         udp: vec![args.udp],
@@ -185,7 +198,7 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
             region: args.region.clone(),
             pool: Pool::Static,
             capacity_kbps: 1_000_000,
-            sync_interval: Duration::from_secs(2),
+            sync_interval: SYNC_INTERVAL,
             usage_interval: Duration::from_secs(10),
             cache: Some(dir.join("relay-sync.json")),
             ..LinkConfig::default()

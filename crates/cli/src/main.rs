@@ -23,6 +23,7 @@ mod creds;
 mod duration;
 mod failure;
 mod logging;
+mod media_follow;
 mod signals;
 
 use std::io::Write as _;

@@ -49,6 +49,7 @@
 //! | `GET /v1/apps/{id}/usage` | both | per-day usage, `?from=&to=&format=csv` |
 //! | `GET /v1/allowlist[/{region}[/history]]`, `GET /allowlist` | public | the allow-list table: JSON, `?format=csv|nftables|iptables`, history, HTML |
 //! | `GET /metrics` | public | Prometheus text: requests by route template and status, syncs, leases, the DB pool |
+//! | `GET /`, `/apps`, `/requests`, `/regions`, `/usage`, `/allowlist/{region}` | console session | the web console ([`console`]): sign in with the operator's or an owner's key |
 //!
 //! Errors all have one shape ([`error`]): 400 names each bad field (`max_users_per_channel`,
 //! `listeners[1].ip`, `body`) and, for a number, its range ([`limits`]), 401 for a missing or unknown key, 403 for the wrong role, 404
@@ -67,6 +68,7 @@
 //! - [`store`]: SQLite and PostgreSQL behind one [`store::Store`], one transaction per change,
 //!   region locks for reservations.
 //! - [`api`]: axum handlers, authentication, JSON bodies with field-named errors, OpenAPI.
+//! - [`console`]: the web console, server-rendered HTML in English and Japanese.
 //! - [`Control`]: the server on its own thread and runtime.
 //!
 //! ## Relays
@@ -80,6 +82,7 @@ pub mod allowlist;
 pub mod api;
 pub mod capacity;
 pub mod cidr;
+pub mod console;
 pub mod enablement;
 pub mod error;
 pub mod limits;

@@ -8,10 +8,12 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cloudproxy_proto::AuthConfig;
+use std::sync::Arc;
+
+use cloudproxy_proto::{AppKey, AuthConfig};
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::server::{JoinRate, Limits, MediaServer, Transmit};
 use crate::wire::HEADROOM;
@@ -82,6 +84,7 @@ pub enum MediaError {
 #[derive(Debug)]
 pub struct MediaService {
     local_addrs: Vec<SocketAddr>,
+    keys: AppKeys,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -135,13 +138,15 @@ impl MediaService {
             &mut rand::rng(),
         );
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (keys_tx, keys_rx) = watch::channel(Arc::new(config.auth.app_keys.clone()));
         let listeners: Vec<_> = sockets.into_iter().zip(local_addrs.clone()).collect();
         let thread = std::thread::Builder::new()
             .name("cloudproxy-media".into())
-            .spawn(move || runtime.block_on(serve(server, listeners, stop_rx)))
+            .spawn(move || runtime.block_on(serve(server, listeners, keys_rx, stop_rx)))
             .map_err(MediaError::Runtime)?;
         Ok(MediaService {
             local_addrs,
+            keys: AppKeys(Arc::new(keys_tx)),
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -150,6 +155,12 @@ impl MediaService {
     /// The bound addresses, in the order of [`MediaConfig::listen`] (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// A handle that replaces the app keys the running service admits (for a service that
+    /// follows a control plane's apps).
+    pub fn app_keys(&self) -> AppKeys {
+        self.keys.clone()
     }
 
     /// Stops serving and waits for the thread to end.
@@ -173,6 +184,25 @@ impl Drop for MediaService {
     }
 }
 
+/// Replaces a running [`MediaService`]'s app keys. The event loop applies the newest set
+/// between datagrams; members already in a channel stay (their token was checked when they
+/// joined), new JOINs are checked against the new keys.
+#[derive(Debug, Clone)]
+pub struct AppKeys(Arc<watch::Sender<Arc<Vec<AppKey>>>>);
+
+impl AppKeys {
+    /// Sets the keys; returns whether they differ from the ones in use.
+    pub fn set(&self, keys: Vec<AppKey>) -> bool {
+        self.0.send_if_modified(|current| {
+            if **current == keys {
+                return false;
+            }
+            *current = Arc::new(keys);
+            true
+        })
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -183,6 +213,7 @@ fn unix_now() -> u64 {
 async fn serve(
     mut server: MediaServer,
     listeners: Vec<(UdpSocket, SocketAddr)>,
+    mut keys: watch::Receiver<Arc<Vec<AppKey>>>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut buf = vec![0u8; RECV_BUFFER];
@@ -200,6 +231,11 @@ async fn serve(
         }
         let received = tokio::select! {
             _ = &mut stop => break,
+            Ok(()) = keys.changed() => {
+                let current = keys.borrow_and_update().clone();
+                server.set_app_keys(&current);
+                continue;
+            }
             () = sleep.as_mut() => {
                 server.handle_timeout(Instant::now());
                 // A fired sleep stays ready: always re-arm it.

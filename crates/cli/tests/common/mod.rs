@@ -8,8 +8,10 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cdp;
 pub mod control;
 pub mod turn;
+pub mod up;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};

@@ -258,15 +258,22 @@ pub(super) async fn rotate_secret(
 }
 
 #[utoipa::path(get, path = "/v1/sync/apps", tag = "sync",
+    params(("edge" = Option<String>, Query, description = "the calling relay's edge id, for the console's sync age")),
     responses((status = 200, body = SyncResponse), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn sync_apps(
     State(state): State<AppState>,
     _relay: super::RelayCaller,
+    params: super::Params,
 ) -> Result<Json<SyncResponse>, ApiError> {
     let now = now_unix();
     // Approvals whose effective date has come reach the relays in this sync.
     state.store().activate_due(now).await?;
+    if let Some(edge) = params.0.get("edge") {
+        if super::edges::check_edge_id(edge).is_ok() {
+            state.edge_synced(edge, now);
+        }
+    }
     Ok(Json(SyncResponse {
         generated_at: now,
         apps: state.store().sync_apps(now).await?,

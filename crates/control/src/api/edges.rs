@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 
@@ -34,7 +34,11 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/allowlist", get(all_allowlists))
         .route("/v1/allowlist/{region}", get(region_allowlist))
         .route("/v1/allowlist/{region}/history", get(allowlist_history))
-        .route("/allowlist", get(allowlist_page))
+        // A console page: the console's security headers and language cookie.
+        .route(
+            "/allowlist",
+            get(allowlist_page).layer(axum::middleware::from_fn(crate::console::headers)),
+        )
 }
 
 /// A region in a path: an unknown one is an unknown id (404).
@@ -263,11 +267,13 @@ pub(super) async fn allowlist_history(
     Ok(Json(state.store().allowlist_history(region).await?))
 }
 
-/// The plain HTML page. Public.
+/// The HTML page, in English or Japanese (`Accept-Language`, `?lang=en|ja`). Public.
 #[utoipa::path(get, path = "/allowlist", tag = "allowlist",
+    params(("lang" = Option<String>, Query, description = "en or ja")),
     responses((status = 200, content_type = "text/html", body = String)))]
 pub(super) async fn allowlist_page(
     State(state): State<AppState>,
-) -> Result<Html<String>, ApiError> {
-    Ok(Html(render::html(&current_all(&state).await?)))
+    ctx: crate::console::Ctx,
+) -> Response {
+    crate::console::allowlist_page(&state, &ctx).await
 }

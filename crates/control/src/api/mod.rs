@@ -38,6 +38,11 @@ struct Inner {
     relay_key_hash: Option<String>,
     settings: Settings,
     metrics: metrics::ApiMetrics,
+    /// The console's signed-in browsers.
+    sessions: crate::console::session::Sessions,
+    /// When each relay (by edge id) last synced with this process, for the console.
+    // A std mutex: one map operation per use, never held across an `.await`.
+    edge_syncs: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 /// Timing of the relay protocol.
@@ -79,6 +84,8 @@ impl AppState {
                 relay_key_hash: relay_key.map(hash_key),
                 settings,
                 metrics: metrics::ApiMetrics::new(),
+                sessions: Default::default(),
+                edge_syncs: Default::default(),
             }),
         }
     }
@@ -89,6 +96,52 @@ impl AppState {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub(crate) fn sessions(&self) -> &crate::console::session::Sessions {
+        &self.inner.sessions
+    }
+
+    /// Records a relay's sync (`GET /v1/sync/apps?edge=ID`).
+    pub(crate) fn edge_synced(&self, edge: &str, now: i64) {
+        let mut syncs = self
+            .inner
+            .edge_syncs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Bounded by the edge ids relays use; a relay key could invent ids, so cap it.
+        if syncs.len() < 10_000 || syncs.contains_key(edge) {
+            syncs.insert(edge.to_owned(), now);
+        }
+    }
+
+    /// When relay `edge` last synced with this process, if it did.
+    pub(crate) fn edge_synced_at(&self, edge: &str) -> Option<i64> {
+        let syncs = self
+            .inner
+            .edge_syncs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        syncs.get(edge).copied()
+    }
+
+    /// Who a bearer key belongs to: the operator or an owner (the relay key is refused).
+    pub async fn caller_for_key(&self, key: &str) -> Result<Caller, ApiError> {
+        // Hashes compare in time independent of where the keys differ.
+        let hash = hash_key(key);
+        if constant_time_eq(hash.as_bytes(), self.inner.operator_key_hash.as_bytes()) {
+            return Ok(Caller::Operator);
+        }
+        if is_relay_key(self, &hash) {
+            return Err(ApiError::forbidden(
+                "the relay key may only call the relay endpoints (sync, leases, usage, \
+                 heartbeats, edge registration)",
+            ));
+        }
+        match self.store().owner_for_key(key).await? {
+            Some(owner) => Ok(Caller::Owner(owner)),
+            None => Err(ApiError::unauthorized("unknown API key")),
+        }
     }
 }
 
@@ -102,6 +155,7 @@ pub async fn router(state: AppState) -> Router {
         .merge(requests::routes())
         .merge(edges::routes())
         .merge(relay::routes())
+        .merge(crate::console::routes())
         .fallback(|| async { ApiError::not_found("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Outermost, so it sees every route and the fallbacks (see `metrics`).
@@ -149,22 +203,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = bearer_key(parts)?;
-        // Hashes compare in time independent of where the keys differ.
-        let hash = hash_key(key);
-        if constant_time_eq(hash.as_bytes(), state.inner.operator_key_hash.as_bytes()) {
-            return Ok(Caller::Operator);
-        }
-        if is_relay_key(state, &hash) {
-            return Err(ApiError::forbidden(
-                "the relay key may only call the relay endpoints (sync, leases, usage, \
-                 heartbeats, edge registration)",
-            ));
-        }
-        match state.store().owner_for_key(key).await? {
-            Some(owner) => Ok(Caller::Owner(owner)),
-            None => Err(ApiError::unauthorized("unknown API key")),
-        }
+        state.caller_for_key(bearer_key(parts)?).await
     }
 }
 

@@ -142,8 +142,12 @@ async fn two_static_relays_exports(env: Env) {
     assert!(page.content_type.starts_with("text/html"));
     let page = page.expect(200);
     let page = page.as_str().unwrap();
-    assert!(page.contains("<h2 id=\"japan\">Japan</h2>"));
-    assert!(page.contains("<tr><td>Force UDP (TURN over UDP)</td><td>203.0.113.10/31</td><td>UDP</td><td>3478</td></tr>"));
+    // The console's page: a section per region, one line per address in the IP cell.
+    assert!(
+        page.contains("<section class=\"region\" id=\"japan\"><h2>Japan</h2>"),
+        "{page}"
+    );
+    assert!(page.contains("<tr><td>Force UDP (TURN over UDP)</td><td><code>203.0.113.10/31</code><br></td><td>UDP</td><td>3478</td></tr>"), "{page}");
     assert!(!page.contains("198.51.100"));
 
     // An empty region still exports a loadable nftables file.

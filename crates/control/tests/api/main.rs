@@ -6,6 +6,7 @@ mod common;
 mod allowlist;
 mod apps;
 mod auth;
+mod console;
 mod control;
 mod edge_cidrs;
 mod metrics;

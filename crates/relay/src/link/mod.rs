@@ -52,6 +52,7 @@ mod wire;
 use cache::*;
 use leases::*;
 use signal::*;
+pub use sync::fetch_app_keys;
 use sync::*;
 use usage::*;
 use wire::*;

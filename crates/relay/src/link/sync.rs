@@ -6,8 +6,12 @@ pub(super) async fn fetch_directory(
     http: &reqwest::Client,
     cfg: &LinkConfig,
 ) -> Result<(Directory, String), String> {
-    let resp = http
-        .get(format!("{}/v1/sync/apps", cfg.url.trim_end_matches('/')))
+    let mut req = http.get(format!("{}/v1/sync/apps", cfg.url.trim_end_matches('/')));
+    if !cfg.edge_id.is_empty() {
+        // Who is syncing, for the console's "sync age" of this relay.
+        req = req.query(&[("edge", &cfg.edge_id)]);
+    }
+    let resp = req
         .bearer_auth(&cfg.key)
         .send()
         .await
@@ -20,6 +24,27 @@ pub(super) async fn fetch_directory(
     let sync: SyncResponse =
         serde_json::from_str(&text).map_err(|e| format!("sync answer: {e}"))?;
     Ok((directory_of(&sync, &cfg.region), text))
+}
+
+/// Every key of every active app, from the control plane's sync endpoint (`GET
+/// /v1/sync/apps`, the relay key or the operator's): what a media service needs to admit the
+/// tokens the relays admit. The same request and the same reading of it as a relay's sync.
+pub async fn fetch_app_keys(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+) -> Result<Vec<AppKey>, crate::RelayError> {
+    let cfg = LinkConfig {
+        url: url.to_owned(),
+        key: key.to_owned(),
+        // Not a relay: no edge id to report.
+        edge_id: String::new(),
+        ..LinkConfig::default()
+    };
+    let (directory, _) = fetch_directory(http, &cfg)
+        .await
+        .map_err(crate::RelayError::ControlPlane)?;
+    Ok(directory.keys)
 }
 
 pub(super) async fn sync(state: &LinkState) {

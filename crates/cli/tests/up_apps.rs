@@ -1,0 +1,205 @@
+//! `cloudproxy up` follows the control plane's apps: an app created with `cloudproxy admin`
+//! joins through `up`'s relay (Force TCP, TLS) within one sync, and `cloudproxy media
+//! --control URL` admits it too, while a token of an app it never heard of is refused.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cloudproxy_proto::token::Token;
+use common::up::{start_up, Up};
+use common::{cloudproxy_bin, http, reserve_port, run_bounded, ChildGuard, TempDir};
+use serde_json::Value;
+
+const PATIENCE: Duration = Duration::from_secs(90);
+
+fn api(up: &Up, method: &str, path: &str, body: &str) -> Value {
+    let addr = up.control.trim_start_matches("http://");
+    let (code, raw) = http(addr, method, path, Some(&up.operator_key), body);
+    assert!((200..300).contains(&code), "{method} {path}: {raw}");
+    let body = &raw[raw.find("\r\n\r\n").unwrap() + 4..];
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// Creates an app with `cloudproxy admin`; returns (app id, key id, secret).
+pub fn admin_create_app(up: &Up, name: &str) -> (String, String, String) {
+    let mut cmd = Command::new(cloudproxy_bin());
+    cmd.args(["admin", "--control", &up.control, "--key", &up.operator_key])
+        .args(["--json", "apps", "create", name]);
+    let run = run_bounded("cloudproxy admin apps create", cmd, PATIENCE);
+    assert!(run.success(), "admin apps create:\n{}", run.output);
+    let v: Value = serde_json::from_str(run.output.lines().find(|l| l.starts_with('{')).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {}", run.output));
+    let c = &v["credentials"];
+    let s = |k: &str| c[k].as_str().unwrap().to_owned();
+    (s("app_id"), s("key_id"), s("secret"))
+}
+
+/// Files, approves and (when approval left it approved) activates a Force TCP request.
+fn enable_force_tcp(up: &Up, app: &str) {
+    let form = r#"{"region":"japan","sdk":"native","use_case":"test","max_concurrent_channels":2,
+        "max_users_per_channel":2,"max_proxy_users_per_channel":2,"quality":"720p","mode":"force_tcp"}"#;
+    let r = api(up, "POST", &format!("/v1/apps/{app}/requests"), form);
+    let id = r["id"].as_str().unwrap();
+    let r = api(up, "POST", &format!("/v1/requests/{id}/approve"), "{}");
+    if r["state"] == "approved" {
+        api(up, "POST", &format!("/v1/requests/{id}/activate"), "{}");
+    }
+}
+
+fn token(app: &str, key_id: &str, secret: &str, uid: u32) -> String {
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    Token::mint(app, key_id, secret.as_bytes(), "room", uid, expiry)
+        .unwrap()
+        .encode()
+}
+
+/// `cloudproxy join` once; returns (joined, output).
+fn join(
+    media: SocketAddr,
+    app: &str,
+    tok: &str,
+    uid: u32,
+    proxy: Option<SocketAddr>,
+) -> (bool, String) {
+    let mut cmd = Command::new(cloudproxy_bin());
+    cmd.args(["join", "--media", &media.to_string(), "--app-id", app])
+        .args([
+            "--channel",
+            "room",
+            "--uid",
+            &uid.to_string(),
+            "--token",
+            tok,
+        ])
+        .args(["--send", "5", "--join-timeout-ms", "15000"]);
+    match proxy {
+        Some(p) => cmd.args(["--mode", "tcp", "--proxy", &p.to_string()]),
+        None => cmd.args(["--mode", "auto"]),
+    };
+    let run = run_bounded("cloudproxy join", cmd, PATIENCE);
+    (run.success(), run.output)
+}
+
+fn count(guard: &ChildGuard, needle: &str) -> usize {
+    guard.output.text().matches(needle).count()
+}
+
+fn wait_until(guard: &ChildGuard, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}\n{}",
+            guard.output.tail(60)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_app_created_with_admin_joins_through_up_within_one_sync() {
+    let dir = TempDir::new("up-apps");
+    let up = start_up(&dir.0.join("data"), PATIENCE);
+    const SYNCED: &str = "media service: app keys from";
+    let before = count(&up.guard, SYNCED);
+
+    let created = Instant::now();
+    let (app, key_id, secret) = admin_create_app(&up, "made-with-admin");
+    enable_force_tcp(&up, &app);
+    // One sync of each: the media service's keys changed, and the relay's sync cache holds
+    // the app with its Force TCP enablement.
+    wait_until(
+        &up.guard,
+        "the media service never synced the new app",
+        || count(&up.guard, SYNCED) > before,
+    );
+    let media_synced = created.elapsed();
+    let cache = up.data.join("relay-sync.json");
+    wait_until(&up.guard, "the relay never synced the enablement", || {
+        let text = std::fs::read_to_string(&cache).unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        v["apps"].as_array().is_some_and(|apps| {
+            apps.iter().any(|a| {
+                a["app_id"] == app.as_str()
+                    && a["enablements"]
+                        .as_array()
+                        .is_some_and(|e| e.iter().any(|e| e["mode"] == "force_tcp"))
+            })
+        })
+    });
+    let relay_synced = created.elapsed();
+    // The first attempt after one sync must work: no retries.
+    let (ok, out) = join(
+        up.media,
+        &app,
+        &token(&app, &key_id, &secret, 7),
+        7,
+        Some(up.tls),
+    );
+    assert!(
+        ok,
+        "join through up's relay failed:\n{out}\n{}",
+        up.guard.output.tail(40)
+    );
+    let summary: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary: {out}"));
+    let path = summary["path"].as_str().unwrap_or("").to_ascii_lowercase();
+    assert!(
+        path.contains("tls"),
+        "joined over {path}, not TURN over TLS: {out}"
+    );
+    assert!(
+        summary["echoed"].as_u64().unwrap_or(0) > 0,
+        "no media echoed: {out}"
+    );
+    println!(
+        "admin app joined through up: media synced {:.2} s, relay synced {:.2} s, joined {:.2} s after creation",
+        media_synced.as_secs_f64(),
+        relay_synced.as_secs_f64(),
+        created.elapsed().as_secs_f64()
+    );
+
+    // `cloudproxy media --control` follows the same apps.
+    let port = reserve_port();
+    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut cmd = Command::new(cloudproxy_bin());
+    cmd.args([
+        "media",
+        "--listen",
+        &listen.to_string(),
+        "--control",
+        &up.control,
+    ])
+    .args(["--control-key", &up.operator_key, "--sync-interval", "1"])
+    .env("RUST_LOG", "info")
+    .env("NO_COLOR", "1");
+    let (media, _) = ChildGuard::spawn("cloudproxy media", cmd).unwrap();
+    wait_until(&media, "cloudproxy media never synced", || {
+        count(&media, SYNCED) > 0
+    });
+    let (ok, out) = join(listen, &app, &token(&app, &key_id, &secret, 8), 8, None);
+    assert!(
+        ok,
+        "direct join at media --control failed:\n{out}\n{}",
+        media.output.tail(40)
+    );
+    // An app the control plane does not have is refused.
+    let (ok, out) = join(
+        listen,
+        "0123456789abcdef0123456789abcdef",
+        &token("0123456789abcdef0123456789abcdef", "k1", "not-a-secret", 9),
+        9,
+        None,
+    );
+    assert!(!ok, "an unknown app joined:\n{out}");
+}
