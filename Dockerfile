@@ -10,7 +10,7 @@
 # started with `--cap-drop ALL` must add that one back (`--cap-add NET_BIND_SERVICE`), or
 # the kernel refuses to run a binary whose capability the container may not have.
 
-# --- build: the release binary (debug info split into cloudproxy.dwp, kept out of the image)
+# --- build: the release binary (28.4 MB: symbols, no debug sections; see README "Release build")
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
