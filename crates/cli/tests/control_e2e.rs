@@ -210,16 +210,8 @@ fn https_get(addr: SocketAddr, alpn: Option<&[u8]>, name: &str, path: &str) -> S
 }
 
 fn metric(relay: &RelayProc, name: &str) -> i64 {
-    let (_, text) = http(&relay.metrics.to_string(), "GET", "/metrics", None, "");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {name} in\n{text}")) as i64
+    let text = common::metrics_text(relay.metrics);
+    common::series_value(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}")) as i64
 }
 
 #[test]

@@ -65,10 +65,7 @@ fn metrics(w: &World) -> String {
 
 /// The value of the series `name` exactly (labels included), 0 if absent.
 fn series(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    common::series_value(text, name).map_or(0, |v| v as u64)
 }
 
 /// A veth hands over datagrams with TX checksum offload on, their UDP checksum not yet

@@ -424,43 +424,6 @@ fn time_to_join_through_the_http_proxy() {
     );
 }
 
-/// `cloudproxy up` (control plane, relay, media service) in the relay's namespace; returns it
-/// with its app id and token. As in `lab_signaling.rs`.
-fn up(lab: &cloudproxy_lab::Lab, tag: &str) -> (cloudproxy_lab::LabChild, String, String) {
-    let dir = std::env::temp_dir().join(format!("cp-lab-reach-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let child = lab
-        .spawn(
-            Role::Relay,
-            BIN,
-            [
-                "up",
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--turn",
-                &published_udp().to_string(),
-                "--tls",
-                &published_tls().to_string(),
-                "--media",
-                &sa(RELAY_ADDR, 7000).to_string(),
-            ],
-        )
-        .expect("cloudproxy up starts");
-    let wait = Duration::from_secs(60);
-    let line = |prefix: &str| {
-        let l = child
-            .wait_for_line(wait, |l| l.starts_with(prefix))
-            .unwrap_or_else(|e| panic!("no '{prefix}' line from cloudproxy up: {e}"));
-        l[prefix.len()..].trim().to_owned()
-    };
-    let app = line("app ");
-    let token = line("token ");
-    child
-        .wait_for_line(wait, |l| l == "ready")
-        .expect("cloudproxy up is ready");
-    (child, app, token)
-}
-
 #[test]
 fn force_tcp_fetches_the_allow_list_through_the_http_proxy() {
     let Some(lab) = cloudproxy_lab::Lab::start_or_skip(proxy_only()) else {
@@ -472,7 +435,7 @@ fn force_tcp_fetches_the_allow_list_through_the_http_proxy() {
     let proxy = lab
         .start_http_proxy(PROXY_PORT, None, Duration::from_secs(20))
         .expect("tinyproxy starts");
-    let (_up, app, token) = up(&lab, "signal");
+    let (_up, app, token) = up_in_relay(&lab, "signal");
     let media = sa(RELAY_ADDR, 7000).to_string();
     let tls = published_tls().to_string();
     let url = proxy.url();

@@ -14,45 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cloudproxy_lab::{Lab, Profile, Role, RELAY_ADDR};
-use labworld::{published_tls, published_udp, sa, BIN};
+use labworld::{published_tls, published_udp, sa, up_in_relay, BIN};
 use serde_json::Value;
-
-/// `cloudproxy up` in the relay's namespace; returns it with its app id and token.
-fn up(lab: &Lab, tag: &str) -> (cloudproxy_lab::LabChild, String, String) {
-    let dir = std::env::temp_dir().join(format!("cp-lab-up-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let media = sa(RELAY_ADDR, 7000);
-    let child = lab
-        .spawn(
-            Role::Relay,
-            BIN,
-            [
-                "up",
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--turn",
-                &published_udp().to_string(),
-                "--tls",
-                &published_tls().to_string(),
-                "--media",
-                &media.to_string(),
-            ],
-        )
-        .expect("cloudproxy up starts");
-    let wait = Duration::from_secs(60);
-    let line = |prefix: &str| {
-        let l = child
-            .wait_for_line(wait, |l| l.starts_with(prefix))
-            .unwrap_or_else(|e| panic!("no '{prefix}' line from cloudproxy up: {e}"));
-        l[prefix.len()..].trim().to_owned()
-    };
-    let app = line("app ");
-    let token = line("token ");
-    child
-        .wait_for_line(wait, |l| l == "ready")
-        .expect("cloudproxy up is ready");
-    (child, app, token)
-}
 
 fn join(
     lab: &Lab,
@@ -140,7 +103,7 @@ fn force_udp_signals_in_band_through_the_published_udp_port_only() {
     }) else {
         return;
     };
-    let (_up, app, token) = up(&lab, "udp");
+    let (_up, app, token) = up_in_relay(&lab, "udp");
     check(&lab, &app, &token, "udp", published_udp());
 }
 
@@ -151,6 +114,6 @@ fn force_tcp_signals_over_https_on_the_published_tls_port_only() {
     }) else {
         return;
     };
-    let (_up, app, token) = up(&lab, "tcp");
+    let (_up, app, token) = up_in_relay(&lab, "tcp");
     check(&lab, &app, &token, "tcp", published_tls());
 }

@@ -71,7 +71,11 @@ impl ShardFastPath {
         let Some(channel) = kernel_channel(client, relay, peer, number) else {
             return;
         };
-        let installed = self.lock().install(&channel, until);
+        let (installed, len) = {
+            let mut fp = self.lock();
+            (fp.install(&channel, until), fp.len())
+        };
+        self.metrics.fastpath_entries.set(len as i64);
         match installed {
             Ok(ids) => {
                 let key = (client, number);
@@ -89,7 +93,6 @@ impl ShardFastPath {
                         );
                     }
                 }
-                self.metrics.fastpath_entries.set(self.installed());
             }
             Err(e) => tracing::warn!(%client, number, "fast path: {e}; the socket path relays it"),
         }
@@ -99,63 +102,54 @@ impl ShardFastPath {
     /// kernel forwarded since it was last metered.
     pub(crate) fn ended(&mut self, client: ClientAddr, number: u16) -> Option<Forwarded> {
         let e = self.entries.remove(&(client, number))?;
-        let totals = self.lock().remove(&e.channel);
-        self.metrics.fastpath_entries.set(self.installed());
-        let (to_peer, to_client) = totals?;
-        Some(self.meter(e.account, e.metered, (to_peer, to_client)))
+        let (totals, len) = {
+            let mut fp = self.lock();
+            (fp.remove(&e.channel), fp.len())
+        };
+        self.metrics.fastpath_entries.set(len as i64);
+        Some(meter(&self.metrics, e.account, e.metered, totals?))
     }
 
     /// Reads every entry's counters: what the kernel forwarded since the last look, per
     /// entry (several may share an account).
     pub(crate) fn harvest(&mut self) -> Vec<Forwarded> {
+        let fp = self.path.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
-        let path = self.path.clone();
-        let fp = path.lock().unwrap_or_else(|e| e.into_inner());
-        let mut updates = Vec::new();
-        for (key, e) in &self.entries {
+        for e in self.entries.values_mut() {
             let (Ok(a), Ok(b)) = (fp.counters(e.ids.to_peer), fp.counters(e.ids.to_client)) else {
                 continue;
             };
-            updates.push((*key, e.account, e.metered, (a, b)));
-        }
-        drop(fp);
-        for (key, account, before, now) in updates {
-            if let Some(e) = self.entries.get_mut(&key) {
-                e.metered = now;
-            }
-            let f = self.meter(account, before, now);
+            let f = meter(&self.metrics, e.account, e.metered, (a, b));
+            e.metered = (a, b);
             if f.bytes > 0 {
                 out.push(f);
             }
         }
         out
     }
+}
 
-    /// Counts the difference between two readings in the metrics; returns it for usage.
-    fn meter(
-        &self,
-        account: Option<u64>,
-        before: (Counter, Counter),
-        now: (Counter, Counter),
-    ) -> Forwarded {
-        let d = |a: Counter, b: Counter| {
-            (
-                b.packets.saturating_sub(a.packets),
-                b.bytes.saturating_sub(a.bytes),
-            )
-        };
-        let (p0, b0) = d(before.0, now.0);
-        let (p1, b1) = d(before.1, now.1);
-        self.metrics.fastpath_forwarded(true, p0, b0);
-        self.metrics.fastpath_forwarded(false, p1, b1);
-        Forwarded {
-            account,
-            bytes: b0 + b1,
-        }
-    }
-
-    fn installed(&self) -> i64 {
-        self.lock().len() as i64
+/// Counts the difference between two readings of an entry's counters in the metrics; returns
+/// it for usage.
+fn meter(
+    metrics: &Metrics,
+    account: Option<u64>,
+    before: (Counter, Counter),
+    now: (Counter, Counter),
+) -> Forwarded {
+    let d = |a: Counter, b: Counter| {
+        (
+            b.packets.saturating_sub(a.packets),
+            b.bytes.saturating_sub(a.bytes),
+        )
+    };
+    let (p0, b0) = d(before.0, now.0);
+    let (p1, b1) = d(before.1, now.1);
+    metrics.fastpath_forwarded(true, p0, b0);
+    metrics.fastpath_forwarded(false, p1, b1);
+    Forwarded {
+        account,
+        bytes: b0 + b1,
     }
 }
 

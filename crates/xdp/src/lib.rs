@@ -251,53 +251,43 @@ fn v6(a: SocketAddr) -> Option<([u8; 16], u16)> {
 impl Channel {
     /// The keys, or `None` when the addresses mix families.
     fn keys(&self) -> Option<Keys> {
-        let channel = self.number.to_be();
-        if let (Some(c), Some(l), Some(r), Some(p)) = (
-            v4(self.client),
-            v4(self.listener),
-            v4(self.relay),
-            v4(self.peer),
-        ) {
-            return Some(Keys::V4(
-                C2pKey {
-                    client_ip: c.0,
-                    listener_ip: l.0,
-                    client_port: c.1,
-                    listener_port: l.1,
-                    channel,
-                    pad: 0,
-                },
-                P2cKey {
-                    peer_ip: p.0,
-                    relay_ip: r.0,
-                    peer_port: p.1,
-                    relay_port: r.1,
-                },
-            ));
+        let addrs = [self.client, self.listener, self.relay, self.peer];
+        if let [Some(c), Some(l), Some(r), Some(p)] = addrs.map(v4) {
+            let (ck, pk) = keys_of(c, l, r, p, self.number);
+            return Some(Keys::V4(ck, pk));
         }
-        let (c, l, r, p) = (
-            v6(self.client)?,
-            v6(self.listener)?,
-            v6(self.relay)?,
-            v6(self.peer)?,
-        );
-        Some(Keys::V6(
-            C2pKey {
-                client_ip: c.0,
-                listener_ip: l.0,
-                client_port: c.1,
-                listener_port: l.1,
-                channel,
-                pad: 0,
-            },
-            P2cKey {
-                peer_ip: p.0,
-                relay_ip: r.0,
-                peer_port: p.1,
-                relay_port: r.1,
-            },
-        ))
+        if let [Some(c), Some(l), Some(r), Some(p)] = addrs.map(v6) {
+            let (ck, pk) = keys_of(c, l, r, p, self.number);
+            return Some(Keys::V6(ck, pk));
+        }
+        None
     }
+}
+
+/// Both directions' keys from (address, port) pairs of one family, in network byte order.
+fn keys_of<A: Addr>(
+    client: (A, u16),
+    listener: (A, u16),
+    relay: (A, u16),
+    peer: (A, u16),
+    number: u16,
+) -> (C2pKey<A>, P2cKey<A>) {
+    (
+        C2pKey {
+            client_ip: client.0,
+            listener_ip: listener.0,
+            client_port: client.1,
+            listener_port: listener.1,
+            channel: number.to_be(),
+            pad: 0,
+        },
+        P2cKey {
+            peer_ip: peer.0,
+            relay_ip: relay.0,
+            peer_port: peer.1,
+            relay_port: relay.1,
+        },
+    )
 }
 
 impl Keys {

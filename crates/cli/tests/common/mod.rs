@@ -921,9 +921,18 @@ pub fn metrics_text(addr: SocketAddr) -> String {
 /// The value of one series (name and labels exactly as exposed, e.g.
 /// `cloudproxy_stream_refused_total{reason="total_limit"}`), if present.
 pub fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
-    metrics_text(addr)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    series_value(&metrics_text(addr), series)
+}
+
+/// The value of `series` (name and labels exactly as exposed) in OpenMetrics text.
+pub fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// One HTTP/1.1 request with `Connection: close`: (status, whole response text).

@@ -278,3 +278,41 @@ pub fn plain_tcp_relay(lab: &Lab, ip: Ipv4Addr, port: u16) -> cloudproxy_lab::La
         .expect("plain TCP relay ready");
     child
 }
+
+/// `cloudproxy up` (control plane, relay, media service on the relay's address, port 7000) in
+/// the relay's namespace, publishing the lab's relay addresses; returns it, once ready, with
+/// its app id and token.
+pub fn up_in_relay(lab: &Lab, tag: &str) -> (cloudproxy_lab::LabChild, String, String) {
+    let dir = std::env::temp_dir().join(format!("cp-lab-up-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let child = lab
+        .spawn(
+            Role::Relay,
+            BIN,
+            [
+                "up",
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--udp",
+                &published_udp().to_string(),
+                "--tls",
+                &published_tls().to_string(),
+                "--media",
+                &sa(RELAY_ADDR, 7000).to_string(),
+            ],
+        )
+        .expect("cloudproxy up starts");
+    let wait = Duration::from_secs(60);
+    let line = |prefix: &str| {
+        let l = child
+            .wait_for_line(wait, |l| l.starts_with(prefix))
+            .unwrap_or_else(|e| panic!("no '{prefix}' line from cloudproxy up: {e}"));
+        l[prefix.len()..].trim().to_owned()
+    };
+    let app = line("app ");
+    let token = line("token ");
+    child
+        .wait_for_line(wait, |l| l == "ready")
+        .expect("cloudproxy up is ready");
+    (child, app, token)
+}

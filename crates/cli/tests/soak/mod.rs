@@ -37,7 +37,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{cloudproxy_bin, http, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
+use crate::common::{
+    cloudproxy_bin, http, metrics_text, reserve_ports, series_value, wait_for_listeners,
+    ChildGuard, TempDir,
+};
 
 const OPERATOR: &str = "operator-key-soak-0123456789";
 const RELAY_KEY: &str = "relay-key-soak-0123456789";
@@ -310,32 +313,15 @@ fn wait_for_sync(relay: &RelayProc, app: &str) {
     }
 }
 
-/// A metric's value from the relay's OpenMetrics text (unlabelled series).
+/// A series' value from the relay's OpenMetrics text (labels included in `name`).
 fn metric(relay: &RelayProc, name: &str) -> i64 {
-    let (_, text) = http(&relay.metrics.to_string(), "GET", "/metrics", None, "");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {name} in\n{text}")) as i64
+    let text = metrics_text(relay.metrics);
+    series_value(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}")) as i64
 }
 
-/// A series' value (labels included in `name`), 0 when absent.
+/// [`metric`], 0 when the series is absent.
 fn metric_or_zero(relay: &RelayProc, name: &str) -> i64 {
-    let (_, text) = http(&relay.metrics.to_string(), "GET", "/metrics", None, "");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(0.0) as i64
+    series_value(&metrics_text(relay.metrics), name).unwrap_or(0.0) as i64
 }
 
 /// `VmRSS` of a process, KiB.

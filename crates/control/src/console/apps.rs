@@ -265,12 +265,8 @@ async fn set_status(
     Form(form): Form<HashMap<String, String>>,
     status: AppStatus,
 ) -> Response {
-    let session = match ctx.check_form(&form) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(e) = session.caller.require_operator() {
-        return ctx.api_error(e);
+    if let Err(r) = ctx.operator_form(&form) {
+        return r;
     }
     match state.store().set_app_status(&id, status, now_unix()).await {
         Ok(()) => redirect(&format!("/apps/{id}")),

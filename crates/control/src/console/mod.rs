@@ -184,6 +184,17 @@ impl Ctx {
         }
     }
 
+    /// [`Ctx::check_form`] for an operator's action: the session must be the operator's.
+    #[allow(clippy::result_large_err)]
+    pub fn operator_form(&self, form: &HashMap<String, String>) -> Result<&Session, Response> {
+        let session = self.check_form(form)?;
+        session
+            .caller
+            .require_operator()
+            .map_err(|e| self.api_error(e))?;
+        Ok(session)
+    }
+
     /// The hidden CSRF field of a form.
     pub fn csrf_field(&self) -> Markup {
         let token = self.session.as_ref().map_or("", |s| s.csrf.as_str());

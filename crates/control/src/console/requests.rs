@@ -221,12 +221,8 @@ async fn approve(
     PathId(id): PathId,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let session = match ctx.check_form(&form) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(e) = session.caller.require_operator() {
-        return ctx.api_error(e);
+    if let Err(r) = ctx.operator_form(&form) {
+        return r;
     }
     let now = now_unix();
     // Approval activates at once (the API's approve takes an effective date; the console's
@@ -243,12 +239,8 @@ async fn reject(
     PathId(id): PathId,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let session = match ctx.check_form(&form) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(e) = session.caller.require_operator() {
-        return ctx.api_error(e);
+    if let Err(r) = ctx.operator_form(&form) {
+        return r;
     }
     let reason = match crate::api::check_text("reason", field(&form, "reason"), 500) {
         Ok(r) => r,

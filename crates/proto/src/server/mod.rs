@@ -618,15 +618,16 @@ impl Server {
                 continue;
             }
             alloc.permissions.expire(now);
-            if self.config.channel_events {
-                let owner = alloc.channel_owner(&self.config);
-                let events = &mut self.events;
-                alloc
-                    .channels
-                    .expire(now, |b| events.extend(owner.ended(b)));
-            } else {
-                alloc.channels.expire(now, |_| {});
-            }
+            let (on, owner) = (
+                self.config.channel_events,
+                alloc.channel_owner(&self.config),
+            );
+            let events = &mut self.events;
+            alloc.channels.expire(now, |b| {
+                if on {
+                    events.extend(owner.ended(b));
+                }
+            });
             self.schedule(slot);
         }
     }
