@@ -347,3 +347,31 @@ fn unauthenticated_answers_stay_within_four_times_the_request() {
         assert!(n <= 100, "each listed once, at most 16: {n} bytes");
     }
 }
+
+/// Every shard measures how late its 10 ms tick runs, from the start, for `/metrics`.
+#[test]
+fn event_loops_report_their_lag() {
+    let relay = relay(&[]);
+    let count = || {
+        relay
+            .metrics()
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix("cloudproxy_event_loop_lag_seconds_count "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while count() < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lag samples:\n{}",
+            relay.metrics().encode()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(relay
+        .metrics()
+        .encode()
+        .contains("cloudproxy_event_loop_stalls_total"));
+}

@@ -370,3 +370,45 @@ fn only_exact_live_frames_are_forwarded() {
     assert_eq!(peer.recv_from(&mut buf).unwrap().0, 5);
     assert_eq!(fp.counters(ids.to_peer).unwrap().packets, 2);
 }
+
+/// A day of bindings: the table fills to exactly its bound (then says so), every entry comes
+/// out again, and the maps and counters are back to empty, ready for the next day.
+#[test]
+fn the_table_fills_to_its_bound_and_empties_again() {
+    if !usable() {
+        return;
+    }
+    let lab = Lab::new("full");
+    let mut fp = lab.fast_path();
+    let until = Instant::now() + Duration::from_secs(60);
+    let ch = |i: u32| Channel {
+        client: SocketAddrV4::new(
+            Ipv4Addr::from(0x0a4d_0000 + (i >> 8)),
+            1024 + (i & 0xff) as u16,
+        )
+        .into(),
+        number: 0x4000,
+        ..channel()
+    };
+    for round in 0..2 {
+        for i in 0..cloudproxy_xdp::MAX_ENTRIES {
+            fp.install(&ch(i), until)
+                .unwrap_or_else(|e| panic!("round {round}, entry {i}: {e}"));
+        }
+        assert_eq!(fp.len(), cloudproxy_xdp::MAX_ENTRIES as usize);
+        let over = fp.install(&ch(cloudproxy_xdp::MAX_ENTRIES), until);
+        assert!(
+            matches!(over, Err(cloudproxy_xdp::XdpError::Full)),
+            "one past the bound: {over:?}"
+        );
+        for i in 0..cloudproxy_xdp::MAX_ENTRIES {
+            assert!(fp.remove(&ch(i)).is_some(), "round {round}, entry {i}");
+        }
+        assert_eq!(fp.len(), 0);
+        assert_eq!(
+            fp.map_entries(),
+            (0, 0),
+            "round {round}: the kernel's maps are empty"
+        );
+    }
+}
