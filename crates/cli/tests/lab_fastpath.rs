@@ -22,6 +22,7 @@ use std::time::Instant;
 use cloudproxy_lab::{Profile, Role, MEDIA_ADDR, RELAY_ADDR};
 use cloudproxy_proto::client::{Attr, CHANNEL_BIND, REFRESH};
 use cloudproxy_sdk::blocking::{Conn, TurnClient};
+use common::xdp_maps::{dump, expect_entries, relay_maps};
 use labworld::*;
 use serde_json::Value;
 
@@ -97,12 +98,22 @@ fn xdp_world() -> Option<World> {
 
 /// [`xdp_world`] with the program attached in `mode` (`native` or `generic`).
 fn xdp_world_in(mode: &str) -> Option<World> {
-    let metrics_flag = relay_metrics().to_string();
-    let w = world_with_relay_flags(
+    xdp_world_for(
         Profile::PublishedUdpOnly {
             proxies: vec![published_udp()],
         },
-        &[(RELAY_ADDR, &[])],
+        &[],
+        mode,
+    )
+}
+
+/// The lab as `profile` shapes it, its relay (also serving TLS on `extra_tls`) forwarding in
+/// the kernel with the program attached in `mode`.
+fn xdp_world_for(profile: Profile, extra_tls: &[SocketAddr], mode: &str) -> Option<World> {
+    let metrics_flag = relay_metrics().to_string();
+    let w = world_with_relay_flags(
+        profile,
+        &[(RELAY_ADDR, extra_tls)],
         &[
             "--metrics",
             &metrics_flag,
@@ -185,6 +196,71 @@ fn force_udp_in_the_kernel(w: &World) {
     assert_eq!(series(&text, "cloudproxy_fastpath_entries"), 0, "{text}");
 }
 
+/// The relay's (kernel, socket) packet counts, client to peer, from its metrics.
+fn relayed(w: &World) -> (u64, u64) {
+    let text = metrics(w);
+    let kernel = series(
+        &text,
+        "cloudproxy_fastpath_packets_total{direction=\"client_to_peer\"}",
+    );
+    let sockets = ["udp", "tcp", "tls"]
+        .iter()
+        .map(|t| {
+            series(
+                &text,
+                &format!(
+                    "cloudproxy_packets_total{{direction=\"client_to_peer\",transport=\"{t}\"}}"
+                ),
+            )
+        })
+        .sum();
+    (kernel, sockets)
+}
+
+/// Auto with the fast path on: on an open network it goes direct and the relay forwards
+/// nothing; with UDP blocked it falls back over TLS 443, which the socket path relays (the
+/// kernel takes only ChannelData over UDP) — every packet, and none in the kernel.
+#[test]
+fn auto_direct_and_relayed_with_the_fast_path_on() {
+    let _one = XDP.lock().unwrap_or_else(|e| e.into_inner());
+    let send = 100;
+    {
+        let Some(w) = xdp_world_for(Profile::Open, &[pool_tls()], "generic") else {
+            return;
+        };
+        let run = join(&w, "auto", &[pool_tls()], 11, send);
+        assert!(run.ok, "join failed: {:#?}\n{}", run.lines, run.stderr);
+        let s = run.summary();
+        assert_eq!(
+            (&s["path"], &s["lost"]),
+            (&"direct".into(), &0.into()),
+            "{s}"
+        );
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(relayed(&w), (0, 0), "an Auto session that went direct");
+    }
+    let Some(w) = xdp_world_for(Profile::UdpBlocked, &[pool_tls()], "generic") else {
+        return;
+    };
+    let run = join(&w, "auto", &[pool_tls()], 12, send);
+    assert!(run.ok, "join failed: {:#?}\n{}", run.lines, run.stderr);
+    let s = run.summary();
+    assert_eq!(
+        (&s["path"], &s["lost"]),
+        (&"turn_tls".into(), &0.into()),
+        "{s}"
+    );
+    assert_eq!(s["sent"], send, "{s}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let (kernel, sockets) = relayed(&w);
+    eprintln!("Auto over TLS 443: {kernel} packets in the kernel, {sockets} on sockets");
+    assert_eq!(kernel, 0, "TLS is the socket path's");
+    assert!(
+        sockets >= send as u64,
+        "every data packet relayed: {sockets}"
+    );
+}
+
 /// Where XDP cannot run (here: an interface that does not exist), the relay says why in one
 /// line and relays on the socket path.
 #[test]
@@ -208,86 +284,6 @@ fn without_xdp_the_relay_says_why_and_relays_on_sockets() {
     // It still relays: an Allocate on the socket path succeeds.
     let conn = cloudproxy_sdk::blocking::Conn::udp(relay.udp);
     assert_eq!(common::turn::try_allocate(conn, &relay.secret), Ok(()));
-}
-
-/// The newest maps named `c2p` and `p2c` (the running relay's: one XDP relay at a time here).
-fn relay_maps() -> (u64, u64) {
-    let out = Command::new("bpftool")
-        .args(["-j", "map", "show"])
-        .output()
-        .expect("run bpftool");
-    let maps: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    let newest = |name: &str| {
-        maps.as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["name"] == name)
-            .filter_map(|m| m["id"].as_u64())
-            .max()
-            .unwrap_or_else(|| panic!("no map {name}: {maps}"))
-    };
-    (newest("c2p"), newest("p2c"))
-}
-
-/// A kernel entry, from its raw bytes (network order, as the program reads them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    key: Vec<u8>,
-    value: Vec<u8>,
-}
-
-impl Entry {
-    fn channel(&self) -> u16 {
-        u16::from_be_bytes([self.key[12], self.key[13]])
-    }
-    fn peer_port(&self) -> u16 {
-        u16::from_be_bytes([self.value[10], self.value[11]])
-    }
-    fn expires_ns(&self) -> u64 {
-        u64::from_ne_bytes(self.value[16..24].try_into().unwrap())
-    }
-}
-
-fn dump(id: u64) -> Vec<Entry> {
-    let out = Command::new("bpftool")
-        .args(["-j", "map", "dump", "id", &id.to_string()])
-        .output()
-        .expect("run bpftool");
-    assert!(out.status.success(), "bpftool map dump {id}: {out:?}");
-    let bytes = |v: &Value| -> Vec<u8> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
-            .collect()
-    };
-    let entries: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| Entry {
-            key: bytes(&e["key"]),
-            value: bytes(&e["value"]),
-        })
-        .collect()
-}
-
-/// Waits (bounded) until map `id` holds `n` entries; returns them.
-fn expect_entries(id: u64, n: usize, what: &str) -> Vec<Entry> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let e = dump(id);
-        if e.len() == n {
-            return e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {} entries, not {n}: {e:?}",
-            e.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// UDP echo peers in the media namespace, until dropped.
