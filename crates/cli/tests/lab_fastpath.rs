@@ -24,7 +24,6 @@ use cloudproxy_proto::client::{Attr, CHANNEL_BIND, REFRESH};
 use cloudproxy_sdk::blocking::{Conn, TurnClient};
 use common::xdp_maps::{dump, expect_entries, relay_maps};
 use labworld::*;
-use serde_json::Value;
 
 /// One XDP relay at a time in this binary, so "the newest maps" are the running relay's.
 static XDP: Mutex<()> = Mutex::new(());
