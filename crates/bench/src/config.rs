@@ -212,6 +212,10 @@ pub struct Config {
     pub peer_ip: Option<IpAddr>,
     /// The echo peer's port. Default 0: any free port.
     pub peer_port: u16,
+    /// An echo peer already running elsewhere (`cloudproxy bench-echo`, in another network
+    /// namespace or on another host): every channel (or raw flow's forwarder) points at it and
+    /// no peer is started here; [`crate::Report::peer_received`] is then 0. Default none.
+    pub remote_peer: Option<SocketAddr>,
     /// No TURN: `server` is a plain UDP forwarder ([`crate::forward`]) that passes each
     /// client's datagrams to the echo peer (on [`Config::peer_port`]) and back unchanged.
     /// Every "allocation" is then one connected UDP socket, with no set-up and no refreshes;
@@ -245,6 +249,7 @@ impl Config {
             hold: Duration::ZERO,
             peer_ip: None,
             peer_port: 0,
+            remote_peer: None,
             raw: false,
             socket_buffer: 4 << 20,
             search: Search::default(),

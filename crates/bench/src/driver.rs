@@ -35,16 +35,28 @@ pub enum Event {
 pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, BenchError> {
     sys::raise_fd_limit();
     let slot = (4 + config.size + 3).max(2048);
-    let ip = config.peer_ip();
-    let at = std::net::SocketAddr::new(ip, config.peer_port);
-    let echo = EchoPeer::start_on(at, config.echo_threads, config.socket_buffer, slot)
-        .map_err(|source| BenchError::EchoPeer { ip, source })?;
+    let echo = match config.remote_peer {
+        Some(_) => None,
+        None => {
+            let ip = config.peer_ip();
+            let at = std::net::SocketAddr::new(ip, config.peer_port);
+            Some(
+                EchoPeer::start_on(at, config.echo_threads, config.socket_buffer, slot)
+                    .map_err(|source| BenchError::EchoPeer { ip, source })?,
+            )
+        }
+    };
+    let peer = match (&echo, config.remote_peer) {
+        (Some(e), _) => e.addr(),
+        (None, Some(remote)) => remote,
+        (None, None) => unreachable!("a peer is started unless one is given"),
+    };
     let params = Params {
         server: config.server,
         transport: config.transport,
         credentials: config.credentials.clone(),
         realm: config.realm.clone(),
-        peer: echo.addr(),
+        peer,
         timeout: config.setup_timeout,
         buffer: config.socket_buffer,
         tls: (config.transport == crate::Transport::Tls).then(crate::tls::insecure_client_config),
@@ -70,7 +82,7 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
             requested: config.allocations,
             summary: summary + &skipped,
             hint: first_failure
-                .map(|e| hint(&e, config.server, &transport, echo.addr()))
+                .map(|e| hint(&e, config.server, &transport, peer))
                 .unwrap_or_default(),
         });
     }
@@ -108,7 +120,7 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
         let worker = Worker::new(
             share,
             config.size,
-            echo.addr(),
+            peer,
             config.transport.is_stream(),
             config.raw,
             control.clone(),
@@ -221,7 +233,7 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
         result,
         steps,
         churn,
-        peer_received: echo.received(),
+        peer_received: echo.as_ref().map_or(0, EchoPeer::received),
         counters,
     })
 }

@@ -147,8 +147,13 @@ pub(crate) struct BenchArgs {
     /// Port the echo peer binds (default: any free port).
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     peer_port: u16,
+    /// An echo peer already running elsewhere (`cloudproxy bench-echo` in another namespace or
+    /// on another host): channels point at it and none is started here.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["peer_ip", "peer_port"])]
+    remote_peer: Option<SocketAddr>,
     /// No TURN: --server is a `cloudproxy bench-forward` ceiling forwarder pointed at
-    /// --peer-port; each allocation is a plain UDP flow (UDP only, no set-up).
+    /// --peer-port (or --remote-peer), or the echo peer itself; each allocation is a plain UDP
+    /// flow (UDP only, no set-up).
     #[arg(long)]
     raw: bool,
     /// Send and receive buffer of every socket.
@@ -306,9 +311,12 @@ fn config(args: &BenchArgs) -> Result<Config, Failure> {
     c.hold = args.hold;
     c.peer_ip = args.peer_ip;
     c.peer_port = args.peer_port;
-    if args.raw && (transport != Transport::Udp || args.peer_port == 0) {
+    c.remote_peer = args.remote_peer;
+    if args.raw
+        && (transport != Transport::Udp || (args.peer_port == 0 && args.remote_peer.is_none()))
+    {
         return Err(usage(
-            "--raw: UDP only, and needs --peer-port (where the forwarder sends)",
+            "--raw: UDP only, and needs --peer-port or --remote-peer (where the forwarder sends)",
         ));
     }
     c.raw = args.raw;
@@ -353,6 +361,43 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         .and_then(|()| out.flush())
         .context("writing the report to stdout")
         .map_err(Failure::Runtime)
+}
+
+/// `cloudproxy bench-echo`: the generator's echo peer on its own, for a peer in another
+/// namespace or on another host (`cloudproxy bench --remote-peer`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct EchoArgs {
+    /// Where the peer listens.
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Threads, each with an SO_REUSEPORT socket.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
+    /// Send and receive buffer of every socket.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    socket_buffer: usize,
+}
+
+pub(crate) fn echo(args: EchoArgs) -> Result<(), Failure> {
+    let (rt, mut term, mut int) = crate::signals::install().map_err(Failure::Runtime)?;
+    let slot = (4 + cloudproxy_bench::MAX_SIZE + 3).max(2048);
+    let peer = cloudproxy_bench::echo::EchoPeer::start_on(
+        args.listen,
+        args.threads,
+        args.socket_buffer,
+        slot,
+    )
+    .with_context(|| format!("cannot start the echo peer on {}", args.listen))
+    .map_err(Failure::Runtime)?;
+    println!("echo {}", peer.addr());
+    rt.block_on(async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    });
+    println!("received {}", peer.received());
+    Ok(())
 }
 
 /// `cloudproxy bench-forward`: the throughput ceiling for `cloudproxy bench --raw`.

@@ -84,6 +84,9 @@ enum Command {
     /// A plain batched UDP forwarder (no TURN): the throughput ceiling for `bench --raw`.
     #[command(hide = true)]
     BenchForward(cmd_bench::ForwardArgs),
+    /// The bench's UDP echo peer on its own (for `bench --remote-peer`).
+    #[command(hide = true)]
+    BenchEcho(cmd_bench::EchoArgs),
     /// Run the control plane: apps, Force-mode enablement, regions, edges, the allow-list.
     Control(cmd_control::ControlArgs),
     /// Manage the control plane over its API: owners, apps, requests, regions, edges, allow-list.
@@ -180,6 +183,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Up(args) => cmd_up::run(args),
         Command::Bench(args) => cmd_bench::run(args),
         Command::BenchForward(args) => cmd_bench::forward(args),
+        Command::BenchEcho(args) => cmd_bench::echo(args),
         Command::Control(args) => cmd_control::run(args),
         Command::Admin(args) => cmd_admin::run(args),
         Command::Completions { shell } => {

@@ -153,6 +153,50 @@ fn wrong_secret_exits_1_and_says_why() {
     );
 }
 
+/// The benchmark's other-namespace form: the echo peer as its own process (`bench-echo`), the
+/// generator pointed at it with `--remote-peer` — through our relay, and straight to the peer
+/// with `--raw` (the no-relay baseline). The peer counts what reached it: every packet sent.
+#[test]
+fn bench_through_a_remote_echo_peer_and_straight_to_it() {
+    let relay = start_cloudproxy(&options());
+    for raw in [false, true] {
+        let mut cmd = Command::new(cloudproxy_bin());
+        cmd.args(["bench-echo", "--listen", "127.0.0.1:0"]);
+        let (mut echo, lines) = common::ChildGuard::spawn("bench-echo", cmd).unwrap();
+        let addr: SocketAddr = lines
+            .recv_timeout(DEADLINE)
+            .expect("bench-echo prints its address")
+            .strip_prefix("echo ")
+            .expect("an `echo ADDR` line")
+            .parse()
+            .unwrap();
+        let server = if raw { addr } else { relay.udp };
+        let mut cmd = Command::new(cloudproxy_bin());
+        cmd.arg("bench")
+            .args(["--server", &server.to_string(), "--secret", SECRET])
+            .args(["--remote-peer", &addr.to_string()])
+            .args(["--allocations", &ALLOCATIONS.to_string()])
+            .args(["--rate", "50", "--size", "160", "--duration", "2", "--json"]);
+        if raw {
+            cmd.arg("--raw");
+        }
+        let run = run_bounded("cloudproxy bench", cmd, DEADLINE);
+        assert!(run.success(), "raw {raw}: {}", run.output);
+        let report: Value =
+            serde_json::from_str(run.output.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+        let sent = report["result"]["sent"].as_u64().unwrap();
+        assert!(sent >= 100, "raw {raw}: {report}");
+        assert_eq!(report["result"]["received"], sent, "raw {raw}: {report}");
+        assert_eq!(report["peer_received"], 0, "no local peer: {report}");
+        common::send_signal(echo.pid(), "TERM");
+        common::wait_exit(&mut echo, DEADLINE).expect("bench-echo exits on SIGTERM");
+        let at_peer = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(5)).ok())
+            .find_map(|l| l.strip_prefix("received ").map(str::to_owned))
+            .expect("bench-echo prints what it received");
+        assert_eq!(at_peer, sent.to_string(), "raw {raw}: the peer's count");
+    }
+}
+
 #[test]
 fn usage_errors_exit_2_and_name_the_flag() {
     let cases: [(&[&str], &str); 6] = [
