@@ -148,16 +148,27 @@ fn force_udp_flows_in_the_kernel() {
     force_udp_in_the_kernel(&w);
 }
 
-/// A Force UDP session of 300 packets: no loss, every packet and echo in the kernel, none on
-/// the relay's sockets, no entry left after it.
+/// Force UDP sessions of 300 packets, one of audio-frame size (160-byte payloads) and one of
+/// tiny odd-sized ones (7 bytes: a 24-byte ChannelData frame): no loss, every packet and echo
+/// in the kernel with its checksum intact, none on the relay's sockets, no entry left after.
 fn force_udp_in_the_kernel(w: &World) {
-    let send = 300;
-    let run = join(w, "udp", &[published_udp()], 7, send);
-    assert!(run.ok, "join failed: {:#?}\n{}", run.lines, run.stderr);
-    let s = run.summary();
-    assert_eq!(s["path"], "turn_udp", "{s}");
-    assert_eq!(s["sent"], send, "{s}");
-    assert_eq!(s["lost"], 0, "{s}");
+    let per_session = 300;
+    for (uid, size) in [(7, "160"), (8, "7")] {
+        let run = join_with(
+            w,
+            "udp",
+            &[published_udp()],
+            uid,
+            per_session,
+            &["--size", size],
+        );
+        assert!(run.ok, "join failed: {:#?}\n{}", run.lines, run.stderr);
+        let s = run.summary();
+        assert_eq!(s["path"], "turn_udp", "{s}");
+        assert_eq!(s["sent"], per_session, "{s}");
+        assert_eq!(s["lost"], 0, "size {size}: {s}");
+    }
+    let send = 2 * per_session;
     // The counters are read into the metrics every second.
     std::thread::sleep(Duration::from_millis(2500));
     let text = metrics(w);
