@@ -109,23 +109,31 @@ fn xdp_world_in(mode: &str) -> Option<World> {
 /// The lab as `profile` shapes it, its relay (also serving TLS on `extra_tls`) forwarding in
 /// the kernel with the program attached in `mode`.
 fn xdp_world_for(profile: Profile, extra_tls: &[SocketAddr], mode: &str) -> Option<World> {
+    xdp_world_with(profile, extra_tls, mode, &[])
+}
+
+/// [`xdp_world_for`] with more relay flags.
+fn xdp_world_with(
+    profile: Profile,
+    extra_tls: &[SocketAddr],
+    mode: &str,
+    extra: &[&str],
+) -> Option<World> {
     let metrics_flag = relay_metrics().to_string();
-    let w = world_with_relay_flags(
-        profile,
-        &[(RELAY_ADDR, extra_tls)],
-        &[
-            "--metrics",
-            &metrics_flag,
-            "--fast-path",
-            "xdp",
-            "--xdp-interface",
-            "eth0",
-            "--xdp-mode",
-            mode,
-            "--static-secret",
-            STATIC_SECRET,
-        ],
-    )?;
+    let mut flags = vec![
+        "--metrics",
+        &metrics_flag,
+        "--fast-path",
+        "xdp",
+        "--xdp-interface",
+        "eth0",
+        "--xdp-mode",
+        mode,
+        "--static-secret",
+        STATIC_SECRET,
+    ];
+    flags.extend_from_slice(extra);
+    let w = world_with_relay_flags(profile, &[(RELAY_ADDR, extra_tls)], &flags)?;
     let log = w.relays[0].1.stderr_lines().join("\n");
     if log.contains("XDP fast path off") {
         assert!(
@@ -204,6 +212,70 @@ fn force_udp_in_the_kernel(w: &World) {
     assert_eq!(socket_p2c, 0, "the socket path relayed peer data:\n{text}");
     // The session ended: its entry is gone.
     assert_eq!(series(&text, "cloudproxy_fastpath_entries"), 0, "{text}");
+}
+
+/// The relay's own timers end bindings in the kernel too: a channel left to expire (3 s here,
+/// with its permission) leaves both maps, and once the number's cool-down is over it binds to
+/// another peer, whose entries replace the old ones.
+#[test]
+fn expired_bindings_leave_the_kernel_and_the_number_rebinds_to_a_new_peer() {
+    let _one = XDP.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("cpx-xdp-expiry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("relay.toml");
+    std::fs::write(
+        &config,
+        "[lifetimes]\nchannel_secs = 3\npermission_secs = 3\nchannel_cooldown_secs = 2\n",
+    )
+    .unwrap();
+    let world = xdp_world_with(
+        Profile::PublishedUdpOnly {
+            proxies: vec![published_udp()],
+        },
+        &[],
+        "generic",
+        &["--config", config.to_str().unwrap()],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let Some(w) = world else {
+        return;
+    };
+    let (c2p, p2c) = relay_maps();
+    let _echo = Echo::start(&w, &[9000, 9001]);
+    let mut c = turn_client(&w);
+    let r = c.transact(
+        cloudproxy_proto::client::ALLOCATE,
+        &[Attr::RequestedTransportUdp],
+    );
+    assert!(r.success, "allocate: {:?}", r.error);
+    bind(&mut c, 0x4000, 9000);
+    expect_entries(c2p, 1, "after ChannelBind");
+    expect_entries(p2c, 1, "after ChannelBind");
+    echo_on(&mut c, 0x4000, b"before the expiry");
+    let bound = std::time::Instant::now();
+    expect_entries(c2p, 0, "after the binding expired");
+    expect_entries(p2c, 0, "after the binding expired");
+    eprintln!(
+        "entries gone {:?} after the bind (lifetime 3 s)",
+        bound.elapsed()
+    );
+    assert!(
+        bound.elapsed() >= Duration::from_secs(2),
+        "gone before the binding's lifetime: {:?}",
+        bound.elapsed()
+    );
+    // After the cool-down, the number goes to another peer.
+    std::thread::sleep(Duration::from_millis(2500));
+    bind(&mut c, 0x4000, 9001);
+    let e = expect_entries(c2p, 1, "after rebinding")[0].clone();
+    assert_eq!((e.channel(), e.peer_port()), (0x4000, 9001));
+    let back = expect_entries(p2c, 1, "after rebinding")[0].clone();
+    assert_eq!(
+        u16::from_be_bytes([back.key[8], back.key[9]]),
+        9001,
+        "the answer path is the new peer's: {back:?}"
+    );
+    echo_on(&mut c, 0x4000, b"to the new peer");
 }
 
 /// The relay's (kernel, socket) packet counts, client to peer, from its metrics.
