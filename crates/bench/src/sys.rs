@@ -9,6 +9,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+use cloudproxy_mmsg::{would_block_is_zero, Headers, SO_TIMESTAMPNS};
+
 /// Packets per `recvmmsg`/`sendmmsg` call.
 pub const BATCH: usize = 64;
 
@@ -154,73 +156,37 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// [`BATCH`] packet slots of `slot` bytes with their message headers.
+/// [`BATCH`] packet slots of `slot` bytes with their message headers (the `recvmmsg`/
+/// `sendmmsg` layer shared with the relay, [`cloudproxy_mmsg::Headers`]).
 pub struct Batch {
     buf: Box<[u8]>,
-    iov: Box<[libc::iovec]>,
-    hdr: Box<[libc::mmsghdr]>,
-    addr: Box<[libc::sockaddr_storage]>,
-    /// Control-message space per slot, for the kernel's receive timestamp.
-    ctrl: Box<[u64]>,
     slot: usize,
+    /// One header per slot, with control space for the receive timestamp.
+    headers: Headers,
     /// Headers for [`Batch::send_slots`], which sends slots in any order.
-    out_hdr: Box<[libc::mmsghdr]>,
-    out_iov: Box<[libc::iovec]>,
+    out: Headers,
 }
 
-// SAFETY: the raw pointers only point into the batch's own boxed slices.
-unsafe impl Send for Batch {}
-
-const ADDR_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_storage>() as _;
-/// `u64`s of control space per slot: one `SCM_TIMESTAMPNS` message (32 bytes) with room.
-const CTRL_WORDS: usize = 8;
-/// `SO_TIMESTAMPNS` (= `SCM_TIMESTAMPNS`) on the asm-generic ABIs (x86_64, aarch64): a
-/// `struct timespec` of the receive time, CLOCK_REALTIME. Not exported by every libc build.
-const SO_TIMESTAMPNS: libc::c_int = 35;
+/// Control space per slot: one `SCM_TIMESTAMPNS` message (32 bytes) with room.
+const CTRL_BYTES: usize = 64;
 
 impl Batch {
     pub fn new(slot: usize) -> Self {
-        let mut buf = vec![0u8; slot * BATCH].into_boxed_slice();
-        // SAFETY: all-zero is a valid value of these plain C structs.
-        let zero_iov: libc::iovec = unsafe { std::mem::zeroed() };
-        // SAFETY: as above: all-zero is a valid mmsghdr.
-        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
-        // SAFETY: as above: all-zero is a valid sockaddr_storage.
-        let zero_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut iov = vec![zero_iov; BATCH].into_boxed_slice();
-        let mut hdr = vec![zero_hdr; BATCH].into_boxed_slice();
-        let mut addr = vec![zero_addr; BATCH].into_boxed_slice();
-        let ctrl = vec![0u64; BATCH * CTRL_WORDS].into_boxed_slice();
-        for i in 0..BATCH {
-            iov[i].iov_base = buf[i * slot..].as_mut_ptr().cast();
-            iov[i].iov_len = slot;
-            hdr[i].msg_hdr.msg_iov = &mut iov[i];
-            hdr[i].msg_hdr.msg_iovlen = 1;
-            hdr[i].msg_hdr.msg_name = (&mut addr[i] as *mut libc::sockaddr_storage).cast();
-            hdr[i].msg_hdr.msg_namelen = ADDR_LEN;
-        }
         Self {
-            buf,
-            iov,
-            hdr,
-            addr,
-            ctrl,
+            buf: vec![0u8; slot * BATCH].into_boxed_slice(),
             slot,
-            out_hdr: vec![zero_hdr; BATCH].into_boxed_slice(),
-            out_iov: vec![zero_iov; BATCH].into_boxed_slice(),
+            headers: Headers::new(BATCH, CTRL_BYTES),
+            out: Headers::new(BATCH, 0),
         }
+    }
+
+    fn slot_ptr(&mut self, i: usize) -> *mut u8 {
+        self.buf[i * self.slot..].as_mut_ptr()
     }
 
     /// The sender of received slot `i`.
     pub fn addr(&self, i: usize) -> Option<std::net::SocketAddr> {
-        let mut storage = socket2::SockAddrStorage::zeroed();
-        // SAFETY: sockaddr_storage is one of this platform's sockaddr types; the kernel wrote
-        // a valid address of `msg_namelen` bytes into slot `i`'s address.
-        unsafe {
-            *storage.view_as::<libc::sockaddr_storage>() = self.addr[i];
-            socket2::SockAddr::new(storage, self.hdr[i].msg_hdr.msg_namelen)
-        }
-        .as_socket()
+        self.headers.received_from(i)
     }
 
     /// Sends received slots `slots` (at most [`BATCH`], each with its received length) with
@@ -232,35 +198,15 @@ impl Batch {
         slots: impl Iterator<Item = usize>,
         to: Option<std::net::SocketAddr>,
     ) -> io::Result<usize> {
-        let to = to.map(socket2::SockAddr::from);
         let mut n = 0;
         for i in slots.take(BATCH) {
-            let len = (self.hdr[i].msg_len as usize).min(self.slot);
-            self.out_iov[n] = libc::iovec {
-                iov_base: self.buf[i * self.slot..].as_mut_ptr().cast(),
-                iov_len: len,
-            };
-            let h = &mut self.out_hdr[n].msg_hdr;
-            h.msg_iov = &mut self.out_iov[n];
-            h.msg_iovlen = 1;
-            match &to {
-                Some(a) => {
-                    h.msg_name = a.as_ptr() as *mut libc::c_void;
-                    h.msg_namelen = a.len();
-                }
-                None => {
-                    h.msg_name = std::ptr::null_mut();
-                    h.msg_namelen = 0;
-                }
-            }
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            let len = self.len(i);
+            let at = self.slot_ptr(i);
+            self.out.set_send(n, at, len, to.as_ref());
             n += 1;
         }
-        // SAFETY: headers 0..n point at this batch's iovecs and slots, and at `to`, all of
-        // which outlive the call.
-        let sent = unsafe { libc::sendmmsg(fd, self.out_hdr.as_mut_ptr(), n as u32, 0) };
-        would_block_is_zero(sent)
+        // SAFETY: headers 0..n point into this batch's slots, which outlive the call.
+        would_block_is_zero(unsafe { self.out.send(fd, 0..n, 0) })
     }
 
     /// Slot `i`, all `slot` bytes of it.
@@ -270,12 +216,12 @@ impl Batch {
 
     /// The received length of slot `i`.
     pub fn len(&self, i: usize) -> usize {
-        (self.hdr[i].msg_len as usize).min(self.slot)
+        self.headers.received_len(i).min(self.slot)
     }
 
     /// The first `len` bytes of slot `i`, as received.
     pub fn packet(&self, i: usize) -> &[u8] {
-        let len = (self.hdr[i].msg_len as usize).min(self.slot);
+        let len = self.len(i);
         &self.buf[i * self.slot..i * self.slot + len]
     }
 
@@ -283,128 +229,54 @@ impl Batch {
     /// `MSG_WAITFORONE` on a blocking socket). Returns how many; 0 when none are waiting.
     pub fn recv(&mut self, fd: RawFd, flags: i32) -> io::Result<usize> {
         for i in 0..BATCH {
-            self.iov[i].iov_len = self.slot;
-            self.hdr[i].msg_hdr.msg_name =
-                (&mut self.addr[i] as *mut libc::sockaddr_storage).cast();
-            self.hdr[i].msg_hdr.msg_namelen = ADDR_LEN;
-            self.hdr[i].msg_hdr.msg_control = self.ctrl[i * CTRL_WORDS..].as_mut_ptr().cast();
-            self.hdr[i].msg_hdr.msg_controllen = CTRL_WORDS * 8;
+            let (at, len) = (self.slot_ptr(i), self.slot);
+            self.headers.set_recv(i, at, len);
         }
-        // SAFETY: every header points at a live iovec, buffer, address and control slot of
-        // this batch.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdr.as_mut_ptr(),
-                BATCH as u32,
-                flags,
-                std::ptr::null_mut(),
-            )
-        };
-        would_block_is_zero(n)
+        // SAFETY: every header points at a slot of this batch, live and unborrowed during the
+        // call.
+        would_block_is_zero(unsafe { self.headers.recv(fd, BATCH, flags) })
     }
 
-    /// Sends slots `0..n`, slot `i` with `lens(i)` bytes, to each slot's address if
-    /// `addressed` (the echo peer replying to senders) or on the connected socket otherwise.
-    /// Returns how many the kernel took; a datagram it refuses ends the call early.
+    /// Sends slots `0..n`, slot `i` with `lens(i)` bytes, on the connected socket. Returns
+    /// how many the kernel took; a datagram it refuses ends the call early.
     pub fn send(
         &mut self,
         fd: RawFd,
         n: usize,
-        addressed: bool,
         lens: impl Fn(usize) -> usize,
     ) -> io::Result<usize> {
+        let n = n.min(BATCH);
         for i in 0..n {
-            self.iov[i].iov_len = lens(i).min(self.slot);
-            if !addressed {
-                self.hdr[i].msg_hdr.msg_name = std::ptr::null_mut();
-                self.hdr[i].msg_hdr.msg_namelen = 0;
-            }
-            self.hdr[i].msg_hdr.msg_control = std::ptr::null_mut();
-            self.hdr[i].msg_hdr.msg_controllen = 0;
+            let (at, len) = (self.slot_ptr(i), lens(i).min(self.slot));
+            self.headers.set_send(i, at, len, None);
         }
-        // SAFETY: as in `recv`; the kernel reads `n <= BATCH` headers.
-        let sent = unsafe { libc::sendmmsg(fd, self.hdr.as_mut_ptr(), n as u32, 0) };
-        would_block_is_zero(sent)
+        // SAFETY: headers 0..n point at this batch's slots, live during the call.
+        would_block_is_zero(unsafe { self.headers.send(fd, 0..n, 0) })
     }
 
     /// The kernel's receive time of slot `i` (ns since the Unix epoch), if the socket has
     /// [`enable_rx_timestamps`] on.
     pub fn rx_time_ns(&self, i: usize) -> Option<u64> {
-        let hdr = &self.hdr[i].msg_hdr;
-        // SAFETY: the kernel wrote `msg_controllen` bytes of well-formed control messages into
-        // this slot's control space; the CMSG macros stay within it.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(hdr);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == SO_TIMESTAMPNS {
-                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                    return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
-                }
-                c = libc::CMSG_NXTHDR(hdr, c);
-            }
-        }
-        None
+        self.headers.received_at_ns(i)
     }
 
     /// Returns received slots `range` to their senders, each with its received length.
     /// Returns how many the kernel took.
     pub fn echo_back(&mut self, fd: RawFd, range: std::ops::Range<usize>) -> io::Result<usize> {
         for i in range.clone() {
-            self.iov[i].iov_len = (self.hdr[i].msg_len as usize).min(self.slot);
-            self.hdr[i].msg_hdr.msg_control = std::ptr::null_mut();
-            self.hdr[i].msg_hdr.msg_controllen = 0;
+            let len = self.len(i);
+            self.headers.set_reply(i, len);
         }
-        let n = range.len() as u32;
-        // SAFETY: as in `recv`; `range` lies within the batch.
-        let sent = unsafe { libc::sendmmsg(fd, self.hdr[range].as_mut_ptr(), n, 0) };
-        would_block_is_zero(sent)
+        // SAFETY: the headers in `range` still point at this batch's slots and the senders'
+        // addresses from the last `recv`.
+        would_block_is_zero(unsafe { self.headers.send(fd, range, 0) })
     }
 }
 
-fn would_block_is_zero(rc: libc::c_int) -> io::Result<usize> {
-    if rc >= 0 {
-        return Ok(rc as usize);
-    }
-    let e = io::Error::last_os_error();
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-        _ => Err(e),
-    }
-}
-
-/// Sets the send and receive buffers to `bytes`: with `SO_*BUFFORCE` when the process has
-/// `CAP_NET_ADMIN` (so `net.core.rmem_max` does not cap it), else the plain options, which the
-/// kernel caps silently.
+/// Sets the send and receive buffers to `bytes`, past `net.core.rmem_max` when the process
+/// has CAP_NET_ADMIN ([`cloudproxy_mmsg::size_buffers`]); a refusal leaves the defaults.
 pub fn set_buffers(sock: &socket2::Socket, bytes: usize) {
-    let value = bytes.min(i32::MAX as usize / 2) as libc::c_int;
-    for (force, plain) in [
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-    ] {
-        // SAFETY: setsockopt with a c_int value of the right size.
-        let forced = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                force,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        } == 0;
-        if !forced {
-            // SAFETY: as above.
-            unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    plain,
-                    (&value as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        }
-    }
+    let _ = cloudproxy_mmsg::size_buffers(sock, bytes.min(i32::MAX as usize / 2));
 }
 
 /// User plus system CPU time of this process so far.

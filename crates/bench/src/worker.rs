@@ -316,7 +316,7 @@ impl Worker {
                         probe.seq = flow.seq + b as u64;
                         probe.write(&mut self.send.slot_mut(b)[4..]);
                     }
-                    match self.send.send(conn.fd(), c, false, |_| frame_len) {
+                    match self.send.send(conn.fd(), c, |_| frame_len) {
                         Ok(m) => m,
                         Err(_) => {
                             self.tally.counters.send_errors += 1;

@@ -30,9 +30,10 @@
 //! Everything is allocated once in [`Batch::new`]; nothing is allocated per packet.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
+use cloudproxy_mmsg::{wait_writable, Headers};
 use cloudproxy_proto::{Transport, HEADROOM, TAILROOM};
 
 use crate::metrics::{Direction, LocalTraffic};
@@ -86,23 +87,14 @@ pub(crate) struct Batch {
     used: usize,
     out: Vec<Out>,
     rx: Vec<Received>,
-    hdr: Box<[libc::mmsghdr]>,
-    iov: Box<[libc::iovec]>,
-    addr: Box<[libc::sockaddr_storage]>,
+    /// One message header per slot (the `recvmmsg`/`sendmmsg` layer shared with the bench).
+    headers: Headers,
     /// Datagrams dropped since the last [`Batch::take_dropped`].
     dropped: u64,
 }
 
 impl Batch {
     pub(crate) fn new() -> Self {
-        // SAFETY: all-zero is a valid value of these plain C structs.
-        let (zero_hdr, zero_iov, zero_addr) = unsafe {
-            (
-                std::mem::zeroed::<libc::mmsghdr>(),
-                std::mem::zeroed::<libc::iovec>(),
-                std::mem::zeroed::<libc::sockaddr_storage>(),
-            )
-        };
         Self {
             want: MIN_RECV,
             filled: false,
@@ -110,9 +102,7 @@ impl Batch {
             used: 0,
             out: Vec::with_capacity(SLOTS),
             rx: Vec::with_capacity(RECV_BATCH),
-            hdr: vec![zero_hdr; SLOTS].into_boxed_slice(),
-            iov: vec![zero_iov; SLOTS].into_boxed_slice(),
-            addr: vec![zero_addr; SLOTS].into_boxed_slice(),
+            headers: Headers::new(SLOTS, 0),
             dropped: 0,
         }
     }
@@ -158,47 +148,31 @@ impl Batch {
         let first = self.used;
         let base = self.buf.as_mut_ptr();
         for j in 0..n {
-            self.iov[j] = libc::iovec {
-                // SAFETY: slot `first + j` < SLOTS lies within `buf`, and
-                // `offset + MAX_DATAGRAM` stays within the slot.
-                iov_base: unsafe { base.add((first + j) * SLOT + offset) }.cast(),
-                iov_len: MAX_DATAGRAM.min(SLOT - offset - TAILROOM),
-            };
-            let h = &mut self.hdr[j].msg_hdr;
-            h.msg_name = (&mut self.addr[j] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &mut self.iov[j];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
-            h.msg_flags = 0;
+            // SAFETY: slot `first + j` < SLOTS lies within `buf`, and `offset` is within it.
+            let at = unsafe { base.add((first + j) * SLOT + offset) };
+            self.headers
+                .set_recv(j, at, MAX_DATAGRAM.min(SLOT - offset - TAILROOM));
         }
-        // SAFETY: headers 0..n point at live iovecs, slot memory and address slots of this
-        // batch, none of which move or are freed during the call.
-        let rc = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdr.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
+        // SAFETY: headers 0..n point into `buf` (set just above), which neither moves nor is
+        // borrowed during the call.
+        let rc = unsafe { self.headers.recv(fd, n, libc::MSG_DONTWAIT) };
+        let got = match rc {
+            Ok(got) => got,
+            Err(e) => {
+                self.filled = false;
+                self.want = MIN_RECV;
+                return Err(e);
+            }
         };
-        if rc < 0 {
-            self.filled = false;
-            self.want = MIN_RECV;
-            return Err(io::Error::last_os_error());
-        }
-        let got = rc as usize;
         self.filled = got == n;
         self.want = (got * 2).clamp(MIN_RECV, RECV_BATCH);
         for j in 0..got {
-            let Some(from) = from_sockaddr(&self.addr[j]) else {
+            let Some(from) = self.headers.received_from(j) else {
                 continue;
             };
             self.rx.push(Received {
                 slot: first + j,
-                len: self.hdr[j].msg_len as usize,
+                len: self.headers.received_len(j),
                 from,
             });
         }
@@ -266,42 +240,27 @@ impl Batch {
         let fd = self.out[a].fd;
         let base = self.buf.as_mut_ptr();
         for (k, o) in self.out[a..b].iter().enumerate() {
-            self.iov[k] = libc::iovec {
-                // SAFETY: `push` checked that the range lies within the slot.
-                iov_base: unsafe { base.add(o.slot as usize * SLOT + o.start as usize) }.cast(),
-                iov_len: o.len as usize,
-            };
-            let namelen = to_sockaddr(&o.to, &mut self.addr[k]);
-            let h = &mut self.hdr[k].msg_hdr;
-            h.msg_name = (&mut self.addr[k] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = namelen;
-            h.msg_iov = &mut self.iov[k];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
-            h.msg_flags = 0;
+            // SAFETY: `push` checked that the range lies within the slot.
+            let at = unsafe { base.add(o.slot as usize * SLOT + o.start as usize) };
+            self.headers.set_send(k, at, o.len as usize, Some(&o.to));
         }
         let n = b - a;
         let (mut k, mut waits) = (0, 0);
         while k < n {
-            // SAFETY: headers k..n point at live iovecs (into this batch's slots) and
-            // addresses of this batch.
-            let rc = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.hdr[k..].as_mut_ptr(),
-                    (n - k) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if rc > 0 {
-                for o in &self.out[a + k..a + k + rc as usize] {
-                    traffic.record(o.dir, o.transport, o.counted as usize);
+            // SAFETY: headers k..n point into `buf` (set just above), which neither moves nor
+            // is freed during the call.
+            let rc = unsafe { self.headers.send(fd, k..n, libc::MSG_DONTWAIT) };
+            let e = match rc {
+                Ok(sent) if sent > 0 => {
+                    for o in &self.out[a + k..a + k + sent] {
+                        traffic.record(o.dir, o.transport, o.counted as usize);
+                    }
+                    k += sent;
+                    continue;
                 }
-                k += rc as usize;
-                continue;
-            }
-            let e = io::Error::last_os_error();
+                Ok(_) => io::Error::from(io::ErrorKind::WouldBlock),
+                Err(e) => e,
+            };
             match e.kind() {
                 io::ErrorKind::Interrupted => {}
                 io::ErrorKind::WouldBlock if waits < FULL_WAITS => {
@@ -324,94 +283,11 @@ impl Batch {
     }
 }
 
-/// Waits up to `ms` for `fd` to accept more data.
-fn wait_writable(fd: RawFd, ms: i32) {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one pollfd that outlives the call.
-    unsafe { libc::poll(&mut p, 1, ms) };
-}
-
-/// Writes `addr` as a C socket address; returns its length.
-fn to_sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
-    match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
-            let sin =
-                unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            *sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: as above.
-            let sin6 =
-                unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            *sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
-        }
-    }
-}
-
-/// Reads a C socket address the kernel wrote.
-fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match s.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let sin = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let sin6 =
-                unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
-
-    #[test]
-    fn addresses_round_trip() {
-        // SAFETY: all-zero is a valid sockaddr_storage.
-        let mut st = unsafe { std::mem::zeroed::<libc::sockaddr_storage>() };
-        for a in ["192.0.2.7:3478", "[2001:db8::1]:49152"] {
-            let a: SocketAddr = a.parse().unwrap();
-            to_sockaddr(&a, &mut st);
-            assert_eq!(from_sockaddr(&st), Some(a));
-        }
-    }
 
     /// Datagrams from two sockets are grouped per socket and keep their order.
     #[test]

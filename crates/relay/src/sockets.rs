@@ -5,6 +5,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 
+use cloudproxy_mmsg::size_buffers;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
@@ -70,35 +71,6 @@ pub(crate) fn bind_udp(addr: SocketAddr, buffer: Option<usize>) -> io::Result<Ud
 /// What the kernel charges a buffer for one small datagram (a 164-byte ChannelData message on
 /// loopback: a 16 MiB buffer held 20,164 of them).
 const SMALL_DATAGRAM_TRUESIZE: usize = 832;
-
-/// Sets SO_RCVBUF and SO_SNDBUF to `bytes`. With CAP_NET_ADMIN (SO_RCVBUFFORCE /
-/// SO_SNDBUFFORCE) past the `net.core.rmem_max`/`wmem_max` caps, else up to them. Returns the
-/// receive buffer in force, in the units asked (the kernel reports twice what it was given:
-/// it counts its bookkeeping).
-fn size_buffers(s: &Socket, bytes: usize) -> io::Result<usize> {
-    let forced = |opt: libc::c_int| {
-        let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        // SAFETY: `s` is an open socket; the option value is a c_int that outlives the call,
-        // and its size is passed.
-        let r = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(s),
-                libc::SOL_SOCKET,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        r == 0
-    };
-    if !forced(libc::SO_RCVBUFFORCE) {
-        s.set_recv_buffer_size(bytes)?;
-    }
-    if !forced(libc::SO_SNDBUFFORCE) {
-        s.set_send_buffer_size(bytes)?;
-    }
-    Ok(s.recv_buffer_size()? / 2)
-}
 
 /// A relayed transport address socket: no SO_REUSEPORT, so a port held by anyone else fails.
 pub(crate) fn bind_relay(addr: SocketAddr, buffer: Option<usize>) -> io::Result<UdpSocket> {
