@@ -299,16 +299,7 @@ fn soak_smoke_in_the_kernel_meters_exactly() {
         churn_percent: 60.0,
         warmup: 3,
         setup_timeout: 20,
-        relay_flags: [
-            "--fast-path",
-            "xdp",
-            "--xdp-interface",
-            "lo",
-            "--xdp-mode",
-            "generic",
-        ]
-        .map(String::from)
-        .to_vec(),
+        relay_flags: common::xdp_maps::GENERIC_ON_LO.map(String::from).to_vec(),
         ..soak::Soak::full()
     };
     let r = soak::run(&run);

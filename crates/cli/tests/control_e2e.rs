@@ -588,14 +588,7 @@ fn suspending_an_app_removes_its_kernel_entries() {
         "jp-xdp-1",
         "127.0.0.1:0",
         &dir,
-        &[
-            "--fast-path",
-            "xdp",
-            "--xdp-interface",
-            "lo",
-            "--xdp-mode",
-            "generic",
-        ],
+        &common::xdp_maps::GENERIC_ON_LO,
     );
     let log = relay.guard.output.text();
     if let Some(why) = log.lines().find(|l| l.contains("XDP fast path off")) {

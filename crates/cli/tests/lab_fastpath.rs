@@ -310,30 +310,13 @@ fn auto_direct_and_relayed_with_the_fast_path_on() {
         let Some(w) = xdp_world_for(Profile::Open, &[pool_tls()], "generic") else {
             return;
         };
-        let run = join(&w, "auto", &[pool_tls()], 11, send);
-        assert!(run.ok, "join failed: {:#?}\n{}", run.lines, run.stderr);
-        let s = run.summary();
-        assert_eq!(
-            (&s["path"], &s["lost"]),
-            (&"direct".into(), &0.into()),
-            "{s}"
-        );
-        std::thread::sleep(Duration::from_millis(2500));
+        auto_session(&w, 11, send, "direct");
         assert_eq!(relayed(&w), (0, 0), "an Auto session that went direct");
     }
     let Some(w) = xdp_world_for(Profile::UdpBlocked, &[pool_tls()], "generic") else {
         return;
     };
-    let run = join(&w, "auto", &[pool_tls()], 12, send);
-    assert!(run.ok, "join failed: {:#?}\n{}", run.lines, run.stderr);
-    let s = run.summary();
-    assert_eq!(
-        (&s["path"], &s["lost"]),
-        (&"turn_tls".into(), &0.into()),
-        "{s}"
-    );
-    assert_eq!(s["sent"], send, "{s}");
-    std::thread::sleep(Duration::from_millis(2500));
+    auto_session(&w, 12, send, "turn_tls");
     let (kernel, sockets) = relayed(&w);
     eprintln!("Auto over TLS 443: {kernel} packets in the kernel, {sockets} on sockets");
     assert_eq!(kernel, 0, "TLS is the socket path's");
@@ -341,6 +324,17 @@ fn auto_direct_and_relayed_with_the_fast_path_on() {
         sockets >= send as u64,
         "every data packet relayed: {sockets}"
     );
+}
+
+/// An Auto join of `send` packets that takes `path` and loses none; returns once the relay's
+/// counters have been read into its metrics.
+fn auto_session(w: &World, uid: u32, send: u32, path: &str) {
+    let run = join(w, "auto", &[pool_tls()], uid, send);
+    assert!(run.ok, "join failed: {:#?}\n{}", run.lines, run.stderr);
+    let s = run.summary();
+    assert_eq!((&s["path"], &s["lost"]), (&path.into(), &0.into()), "{s}");
+    assert_eq!(s["sent"], send, "{s}");
+    std::thread::sleep(Duration::from_millis(2500));
 }
 
 /// Where XDP cannot run (here: an interface that does not exist), the relay says why in one

@@ -6,6 +6,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Relay flags for the fast path on the loopback interface in generic mode (`lo` has no
+/// native XDP).
+pub const GENERIC_ON_LO: [&str; 6] = [
+    "--fast-path",
+    "xdp",
+    "--xdp-interface",
+    "lo",
+    "--xdp-mode",
+    "generic",
+];
+
 /// The newest maps named `c2p` and `p2c` (the running relay's: one XDP relay at a time here).
 pub fn relay_maps() -> (u64, u64) {
     let out = Command::new("bpftool")
