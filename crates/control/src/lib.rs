@@ -46,6 +46,7 @@
 //! | `POST /v1/usage` | relay | a usage report, applied once per `report_id` |
 //! | `POST /v1/edges/{id}/heartbeat` | relay | load and allocations; silent relays leave selection |
 //! | `GET /v1/proxies?region=` | public | the Auto-mode list: three least-loaded live dynamic relays |
+//! | `POST /v1/ice-servers` | user token | a browser's `iceServers` and `iceTransportPolicy` for a mode (auto, udp, tcp) and region ([`api::IceServersResponse`]) |
 //! | `GET /v1/apps/{id}/usage` | both | per-day usage, `?from=&to=&format=csv` |
 //! | `GET /v1/allowlist[/{region}[/history]]`, `GET /allowlist` | public | the allow-list table: JSON, `?format=csv|nftables|iptables`, history, HTML |
 //! | `GET /metrics` | public | Prometheus text: requests by route template and status, syncs, leases, the DB pool |
