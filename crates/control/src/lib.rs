@@ -50,6 +50,8 @@
 //! | `GET /v1/apps/{id}/usage` | both | per-day usage, `?from=&to=&format=csv` |
 //! | `GET /v1/allowlist[/{region}[/history]]`, `GET /allowlist` | public | the allow-list table: JSON, `?format=csv|nftables|iptables`, history, HTML |
 //! | `GET /metrics` | public | Prometheus text: requests by route template and status, syncs, leases, the DB pool |
+//! | `GET /web/cloudproxy.js`, `/web/cloudproxy.d.ts` | public | the browser library ([`web`]) |
+//! | `GET /demo/web` | public, `cloudproxy up` only | the web demo page, with a demo token per load ([`web`]) |
 //! | `GET /`, `/apps`, `/requests`, `/regions`, `/usage`, `/allowlist/{region}` | console session | the web console ([`console`]): sign in with the operator's or an owner's key |
 //!
 //! Errors all have one shape ([`error`]): 400 names each bad field (`max_users_per_channel`,
@@ -90,9 +92,11 @@ pub mod limits;
 pub mod model;
 pub mod store;
 pub mod time;
+pub mod web;
 
 mod server;
 
 pub use api::{router, AppState};
 pub use error::{ApiError, ControlError, StoreError};
 pub use server::{Control, ControlConfig};
+pub use web::{DemoSetup, WebDemo};

@@ -159,6 +159,7 @@ pub async fn router(state: AppState) -> Router {
         .merge(relay::routes())
         .merge(ice_servers::routes())
         .merge(crate::console::routes())
+        .merge(crate::web::library_routes())
         .fallback(|| async { ApiError::not_found("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Outermost, so it sees every route and the fallbacks (see `metrics`).
