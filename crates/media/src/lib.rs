@@ -36,9 +36,15 @@
 pub mod blocking;
 mod channels;
 pub mod driver;
+pub mod http;
 pub(crate) mod ratelimit;
 pub mod server;
+pub mod webrtc;
 pub mod wire;
 
 pub use driver::{MediaConfig, MediaError, MediaService};
-pub use server::{JoinRate, Limits, MediaServer, Stats, Transmit};
+pub use server::{
+    Endpoint, JoinRate, Limits, MediaServer, MemberKey, SessionId, Stats, Transmit, WebJoin,
+    WebRefusal,
+};
+pub use webrtc::{ApiError, WebStats};
