@@ -40,8 +40,13 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 impl Browser {
     pub fn launch(binary: &Path) -> Browser {
+        Browser::launch_with(binary, &[])
+    }
+
+    /// [`Browser::launch`] with more command-line switches.
+    pub fn launch_with(binary: &Path, extra: &[&str]) -> Browser {
         let profile = super::TempDir::new("chromium-profile");
-        let args = [
+        let mut args = vec![
             "--headless=new",
             // Root in a container: Chromium's sandbox needs user namespaces it may not have.
             "--no-sandbox",
@@ -57,6 +62,7 @@ impl Browser {
             "--ignore-certificate-errors",
             "--remote-debugging-pipe",
         ];
+        args.extend_from_slice(extra);
         let script = format!(
             "exec \"$0\" {} --user-data-dir=\"$1\" about:blank 3<&0 4>&1 </dev/null >/dev/null",
             args.join(" ")
@@ -227,6 +233,22 @@ impl Browser {
             panic!("{expr}: {e}");
         }
         r["result"]["value"].clone()
+    }
+
+    /// Evaluates `expr` and waits for the promise it returns (at most the CDP patience);
+    /// a rejection is `Err` with its description.
+    pub fn eval_async(&mut self, page: &Page, expr: &str) -> Result<Value, String> {
+        let r = self.call(
+            Some(page.session.as_str()),
+            "Runtime.evaluate",
+            json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+        );
+        match r.get("exceptionDetails") {
+            Some(e) => Err(e["exception"]["description"]
+                .as_str()
+                .map_or_else(|| e.to_string(), str::to_owned)),
+            None => Ok(r["result"]["value"].clone()),
+        }
     }
 
     /// Runs `action` (which submits a form or clicks a button) and waits for the next page.
