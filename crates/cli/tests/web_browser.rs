@@ -18,33 +18,23 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cloudproxy_proto::token::Token;
-use common::cdp::{chromium, Browser, Page};
+use common::cdp::Browser;
 use common::up::{start_up, Up};
-use common::{cloudproxy_bin, in_ci, run_bounded, TempDir};
+use common::web::*;
+use common::{cloudproxy_bin, run_bounded, TempDir};
 use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(120);
-/// Chromium switches for WebRTC on one machine (see the module docs).
-pub const WEBRTC_SWITCHES: &[&str] = &[
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--allow-loopback-in-peer-connection",
-];
 const MESSAGES: usize = 50;
 
-fn browser_or_skip(test: &str) -> Option<PathBuf> {
-    let binary = chromium();
-    if binary.is_none() {
-        assert!(
-            !in_ci(),
-            "{test}: chromium is not installed, and CI is set: failing"
-        );
-        eprintln!("\n!! SKIPPED {test}: chromium is not installed (apt-get install chromium).\n");
-    }
-    binary
+/// The demo through the relay's TLS port.
+fn base(up: &Up) -> String {
+    format!("https://{}", up.tls)
 }
 
 fn screenshot_dir(tmp: &Path) -> PathBuf {
@@ -57,77 +47,12 @@ fn screenshot_dir(tmp: &Path) -> PathBuf {
     }
 }
 
-/// Loads the demo for `uid` in `channel` in a new tab.
-fn demo_page(browser: &mut Browser, up: &Up, channel: &str, uid: u32, lang: &str) -> Page {
-    let page = browser.page(lang);
-    browser.goto(
-        &page,
-        &format!("https://{}/demo/web?uid={uid}&channel={channel}", up.tls),
-    );
-    let ready = browser.eval(&page, "typeof window.demo === 'object'");
-    assert_eq!(ready, true, "the demo script ran: {}", browser.text(&page));
-    page
-}
-
-/// Picks `mode` (0, 3, 5) in the page's select and joins as the demo's button does.
-fn join(browser: &mut Browser, page: &Page, mode: u8) -> Value {
-    browser
-        .eval_async(
-            page,
-            &format!(
-                "document.getElementById('mode').value = '{mode}'; \
-                 window.demo.join().then(i => ({{path: i.path, usingProxy: i.usingProxy, \
-                 seenAs: i.seenAs, members: i.members, elapsedMs: i.elapsedMs}}))"
-            ),
-        )
-        .unwrap_or_else(|e| panic!("mode {mode}: join failed: {e}"))
-}
-
-/// The events the page recorded, as `[name, args]`.
-fn events(browser: &mut Browser, page: &Page) -> Vec<(String, Value)> {
-    let v = browser.eval(page, "JSON.stringify(window.demo.events)");
-    let list: Vec<Value> = serde_json::from_str(v.as_str().unwrap()).unwrap();
-    list.into_iter()
-        .map(|e| (e["name"].as_str().unwrap().to_owned(), e["args"].clone()))
-        .collect()
-}
-
-fn event<'a>(list: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
-    list.iter().rev().find(|(n, _)| n == name).map(|(_, a)| a)
-}
-
-/// Sends `n` messages `"<tag><i>"` from the page.
-fn send(browser: &mut Browser, page: &Page, tag: &str, n: usize) {
-    browser.eval(
-        page,
-        &format!("for (let i = 0; i < {n}; i++) window.demo.client.send('{tag}' + i); true"),
-    );
-}
-
-/// Waits until the page received `n` messages from `from`; returns their texts in order.
-fn received_from(browser: &mut Browser, page: &Page, from: u32, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let v = browser.eval(
-            page,
-            &format!(
-                "JSON.stringify(window.demo.received.filter(m => m.from === {from}).map(m => m.text))"
-            ),
-        );
-        let texts: Vec<String> = serde_json::from_str(v.as_str().unwrap()).unwrap();
-        if texts.len() >= n || Instant::now() > deadline {
-            return texts;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// One mode: two pages join, 50 messages each way, the events and the path.
 fn two_pages(browser: &mut Browser, up: &Up, mode: u8, shots: Option<&Path>) {
     let channel = format!("web-mode-{mode}");
     let (a, b) = (
-        demo_page(browser, up, &channel, 1, "en"),
-        demo_page(browser, up, &channel, 2, "en"),
+        demo_page(browser, &base(up), &channel, 1),
+        demo_page(browser, &base(up), &channel, 2),
     );
     let info_a = join(browser, &a, mode);
     let info_b = join(browser, &b, mode);
@@ -260,7 +185,7 @@ fn a_page_and_cloudproxy_join_exchange_messages() {
     let dir = TempDir::new("web-join");
     let up = start_up(&dir.0.join("data"), PATIENCE);
     let mut browser = Browser::launch_with(&binary, WEBRTC_SWITCHES);
-    let page = demo_page(&mut browser, &up, "web-and-udp", 10, "en");
+    let page = demo_page(&mut browser, &base(&up), "web-and-udp", 10);
     join(&mut browser, &page, 0);
     // The page keeps sending while `join` runs.
     browser.eval(

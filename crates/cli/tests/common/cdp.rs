@@ -45,6 +45,16 @@ impl Browser {
 
     /// [`Browser::launch`] with more command-line switches.
     pub fn launch_with(binary: &Path, extra: &[&str]) -> Browser {
+        Browser::start(binary, extra, None)
+    }
+
+    /// [`Browser::launch_with`] inside network namespace `netns` (`ip netns exec`, which
+    /// execs the browser: the child is Chromium itself).
+    pub fn launch_in_netns(binary: &Path, extra: &[&str], netns: &str) -> Browser {
+        Browser::start(binary, extra, Some(netns))
+    }
+
+    fn start(binary: &Path, extra: &[&str], netns: Option<&str>) -> Browser {
         let profile = super::TempDir::new("chromium-profile");
         let mut args = vec![
             "--headless=new",
@@ -63,9 +73,14 @@ impl Browser {
             "--remote-debugging-pipe",
         ];
         args.extend_from_slice(extra);
+        let netns = netns.map_or(String::new(), |ns| format!("ip netns exec {ns} "));
         let script = format!(
-            "exec \"$0\" {} --user-data-dir=\"$1\" about:blank 3<&0 4>&1 </dev/null >/dev/null",
-            args.join(" ")
+            "exec {netns}\"$0\" {} --user-data-dir=\"$1\" about:blank 3<&0 4>&1 </dev/null >/dev/null",
+            // Quoted for the shell: a switch may hold spaces or `*`.
+            args.iter()
+                .map(|a| format!("'{a}'"))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         let mut child = Command::new("sh")
             .args([

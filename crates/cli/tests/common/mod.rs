@@ -12,6 +12,7 @@ pub mod cdp;
 pub mod control;
 pub mod turn;
 pub mod up;
+pub mod web;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
