@@ -174,6 +174,10 @@ fn both_join(w: &mut WebLab, channel: &str, mode: u8) -> (serde_json::Value, ser
     let b_page = demo_page(b, &w.base, channel, 2);
     let a = join(b, &a_page, mode);
     let bb = join(b, &b_page, mode);
+    println!(
+        "{channel}: joined in {} and {} ms ({} / {})",
+        a["elapsedMs"], bb["elapsedMs"], a["path"]["name"], bb["path"]["name"]
+    );
     send(b, &a_page, "a", 10);
     send(b, &b_page, "b", 10);
     assert_eq!(received_from(b, &b_page, 1, 10).len(), 10, "{channel}");
@@ -248,7 +252,7 @@ fn udp_blocked_auto_falls_back_to_tls_443() {
     }
     // The fallback event names the proxy's relayed address; time to join, several joins.
     let mut times = Vec::new();
-    for i in 0..5 {
+    for i in 0..7 {
         let page = demo_page(&mut w.browser, &base, &format!("ttj-{i}"), 20 + i);
         let info = join(&mut w.browser, &page, 0);
         let ev = events(&mut w.browser, &page);
