@@ -160,6 +160,17 @@ fn two_pages(browser: &mut Browser, up: &Up, mode: u8, shots: Option<&Path>) {
              return window.demo.client.modeName })()",
         );
         assert_eq!(ok, "tcp");
+        // From one Force mode to the other only through Auto, as in the Rust SDK.
+        let refused = browser.eval(
+            page,
+            "(() => { try { window.demo.client.startProxyServer(3); return 'accepted' } \
+             catch (e) { return e.code + ': ' + e.message } })()",
+        );
+        assert_eq!(
+            refused,
+            "SET_NONE_FIRST: the cloud proxy mode is already tcp: set None (Auto) first, then \
+             the new mode"
+        );
     }
 }
 

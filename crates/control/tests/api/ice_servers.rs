@@ -426,8 +426,9 @@ async fn hostile_input(env: Env) {
         "{{\"mode\":\"tcp\",\"region\":\"japan\",\"pad\":\"{}\"}}",
         "x".repeat(3 << 20)
     );
-    let r = env
-        .http
+    // (A client of its own: the server closes a connection whose body it refused, and a
+    // pooled connection reused after that would fail the next request.)
+    let r = crate::common::client()
         .post(format!("{}{PATH}", env.base))
         .bearer_auth(&token)
         .header("content-type", "application/json")
@@ -492,6 +493,23 @@ async fn cors_and_openapi(env: Env) {
         .headers()
         .get("access-control-allow-credentials")
         .is_none());
+
+    // The library at its stable URL, on every control plane; the demo page only under `up`.
+    let js = env.get("/web/cloudproxy.js", None).await;
+    assert_eq!(js.status, 200);
+    assert!(
+        js.content_type.starts_with("text/javascript"),
+        "{}",
+        js.content_type
+    );
+    assert!(js
+        .body
+        .as_str()
+        .unwrap()
+        .contains("export function createClient"));
+    let dts = env.get("/web/cloudproxy.d.ts", None).await;
+    assert_eq!(dts.status, 200);
+    env.get("/demo/web", None).await.expect(404);
 
     let doc = env.get("/openapi.json", None).await.expect(200);
     let op = &doc["paths"]["/v1/ice-servers"]["post"];
