@@ -10,7 +10,8 @@
 //! enabled for Force UDP and Force TCP in the region; later runs reuse it.
 //!
 //! What it prints on stdout, one per line, for scripts: `control URL`, the relay's `udp`,
-//! `tcp`, `tls` and `metrics` listeners, `media ADDR`, `app APP_ID`, `token TOKEN`, then
+//! `tcp`, `tls` and `metrics` listeners, `media ADDR`, `whip URL` (the media service's
+//! endpoint for browsers), `webrtc ADDR` (its WebRTC socket), `app APP_ID`, `token TOKEN`, then
 //! `ready`. A human summary with a `cloudproxy join` line follows.
 
 use std::io::Write as _;
@@ -50,6 +51,15 @@ pub(crate) struct UpArgs {
     /// The media service's UDP address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
     media: SocketAddr,
+    /// The media service's WHIP endpoint for browsers (printed as `whip URL`). Default: the
+    /// --media IP, a port the system picks.
+    #[arg(long, value_name = "ADDR")]
+    media_http: Option<SocketAddr>,
+    /// The media service's WebRTC UDP socket (printed as `webrtc ADDR`). Default: the --media
+    /// IP, a port the system picks (not the --media port + 1, which `up`'s other listeners
+    /// may hold).
+    #[arg(long, value_name = "ADDR")]
+    media_webrtc: Option<SocketAddr>,
     /// The relay's TURN over UDP listener (as `relay --udp`; `--turn` is its earlier name).
     #[arg(
         long,
@@ -172,10 +182,24 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
             static_secret: None,
             app_keys: vec![key],
         },
+        http: Some(
+            args.media_http
+                .unwrap_or_else(|| SocketAddr::new(args.media.ip(), 0)),
+        ),
+        webrtc: Some(
+            args.media_webrtc
+                .unwrap_or_else(|| SocketAddr::new(args.media.ip(), 0)),
+        ),
         ..MediaConfig::default()
     })
     .with_context(|| format!("starting the media service on {}", args.media))?;
     let media_addr = media.local_addrs()[0];
+    let whip_addr = media
+        .http_addr()
+        .context("the media service's WHIP endpoint")?;
+    let webrtc_addr = media
+        .webrtc_addr()
+        .context("the media service's WebRTC socket")?;
     // Apps made later (`cloudproxy admin`, the console) join too: the media service takes
     // every app's keys from the control plane as often as the relay syncs.
     crate::media_follow::spawn(
@@ -209,8 +233,16 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
         net: media_addr.ip().into(),
         ports: media_addr.port()..=media_addr.port(),
     };
-    relay_config.server.peer_policy =
-        PeerPolicy::new(std::iter::once(media_rule).chain(args.allow_peer.iter().cloned()));
+    // Browsers whose only candidates are relayed reach the WebRTC socket through the relay.
+    let webrtc_rule = PeerRule {
+        net: webrtc_addr.ip().into(),
+        ports: webrtc_addr.port()..=webrtc_addr.port(),
+    };
+    relay_config.server.peer_policy = PeerPolicy::new(
+        [media_rule, webrtc_rule]
+            .into_iter()
+            .chain(args.allow_peer.iter().cloned()),
+    );
     if args.relay_ip.is_empty() {
         crate::config::relay_ip_from_listeners(&mut relay_config);
     } else {
@@ -273,7 +305,7 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
         out.push_str(&format!("metrics {m}\n"));
     }
     out.push_str(&format!(
-        "media {media_addr}\napp {}\ntoken {token}\nready\n",
+        "media {media_addr}\nwhip http://{whip_addr}/v1/whip\nwebrtc {webrtc_addr}\napp {}\ntoken {token}\nready\n",
         app.app_id
     ));
     let tls = addrs.tls.first().copied();

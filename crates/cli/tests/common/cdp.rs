@@ -40,8 +40,13 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 impl Browser {
     pub fn launch(binary: &Path) -> Browser {
+        Self::launch_with(binary, &[])
+    }
+
+    /// [`launch`](Self::launch) with more command-line switches (e.g. fake media devices).
+    pub fn launch_with(binary: &Path, extra: &[&str]) -> Browser {
         let profile = super::TempDir::new("chromium-profile");
-        let args = [
+        let mut args = vec![
             "--headless=new",
             // Root in a container: Chromium's sandbox needs user namespaces it may not have.
             "--no-sandbox",
@@ -57,6 +62,7 @@ impl Browser {
             "--ignore-certificate-errors",
             "--remote-debugging-pipe",
         ];
+        args.extend_from_slice(extra);
         let script = format!(
             "exec \"$0\" {} --user-data-dir=\"$1\" about:blank 3<&0 4>&1 </dev/null >/dev/null",
             args.join(" ")
