@@ -8,7 +8,7 @@
 //!    relay candidate's address: the service reached the browser only through the relay.
 //!
 //! Then two pages with fake camera and microphone see each other's video through the SFU
-//! (`inbound-rtp` `framesDecoded` > 0 on both).
+//! (`inbound-rtp` `framesDecoded` >= 10 on both).
 //!
 //! Without Chromium the tests are skipped with a notice, unless `CI` is set: then they fail
 //! (`.ci/run` installs `chromium`).
@@ -135,6 +135,40 @@ fn whip_url(up: &Up) -> String {
         .to_owned()
 }
 
+/// A blank page served from `http://127.0.0.1:PORT/`: a secure context (getUserMedia needs
+/// one; about:blank is not), on a thread that lives as long as the test process.
+fn blank_page_url() -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let body = "<!doctype html><title>webrtc test</title>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// A new page on a blank secure-context document, with [`PAGE`] loaded.
+fn new_page(browser: &mut Browser, url: &str) -> Page {
+    let page = browser.page("en");
+    browser.goto(&page, url);
+    browser.eval(&page, PAGE);
+    page
+}
+
 fn js(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
@@ -204,9 +238,15 @@ struct Exchanged {
 
 /// The browser and `cloudproxy join` exchange 50 messages each way; then the page leaves
 /// with DELETE.
-fn exchange(browser: &mut Browser, up: &Up, app: &App, channel: &str, config: &str) -> Exchanged {
-    let page = browser.page("en");
-    browser.eval(&page, PAGE);
+fn exchange(
+    browser: &mut Browser,
+    url: &str,
+    up: &Up,
+    app: &App,
+    channel: &str,
+    config: &str,
+) -> Exchanged {
+    let page = new_page(browser, url);
     let whip = whip_url(up);
     let t0 = Instant::now();
     browser.eval(
@@ -306,7 +346,8 @@ fn a_page_and_cloudproxy_join_exchange_messages_directly_and_through_the_relay()
     let up = start_up(&dir.0.join("data"), PATIENCE);
     let app = App::of(&up);
 
-    let direct = exchange(&mut browser, &up, &app, "web-direct", "{}");
+    let url = blank_page_url();
+    let direct = exchange(&mut browser, &url, &up, &app, "web-direct", "{}");
     assert!(
         candidates(&direct.offer, "relay").is_empty(),
         "no relay without iceServers"
@@ -322,7 +363,7 @@ fn a_page_and_cloudproxy_join_exchange_messages_directly_and_through_the_relay()
         js(user),
         js(pass)
     );
-    let relayed = exchange(&mut browser, &up, &app, "web-relay", &config);
+    let relayed = exchange(&mut browser, &url, &up, &app, "web-relay", &config);
     let relays = candidates(&relayed.offer, "relay");
     println!("relay candidates {relays:?}, JOINED {}", relayed.joined);
     assert!(
@@ -334,5 +375,57 @@ fn a_page_and_cloudproxy_join_exchange_messages_directly_and_through_the_relay()
         relays.contains(&relayed.joined),
         "JOINED {} is the relay's relayed address {relays:?}",
         relayed.joined
+    );
+}
+
+#[test]
+fn two_pages_with_fake_cameras_see_each_others_video_through_the_sfu() {
+    let Some(mut browser) = browser(&[
+        "--allow-loopback-in-peer-connection",
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+    ]) else {
+        return;
+    };
+    let dir = TempDir::new("webrtc-media");
+    let up = start_up(&dir.0.join("data"), PATIENCE);
+    let app = App::of(&up);
+    let whip = whip_url(&up);
+    let url = blank_page_url();
+    let pages: Vec<Page> = (1..=2u32)
+        .map(|uid| {
+            let page = new_page(&mut browser, &url);
+            browser.eval(
+                &page,
+                &format!(
+                    "start({{}}, {}, {}, true), true",
+                    js(&whip),
+                    js(&app.token("web-media", uid))
+                ),
+            );
+            page
+        })
+        .collect();
+    for page in &pages {
+        wait_for(&mut browser, page, "t.joined", "JOINED");
+    }
+    let t0 = Instant::now();
+    let mut frames = [0u64; 2];
+    // More than a first keyframe: video keeps flowing both ways.
+    while frames.iter().any(|&n| n < 10) {
+        for (i, page) in pages.iter().enumerate() {
+            browser.eval(page, "framesDecoded().then((n) => { t.frames = n; }), true");
+            frames[i] = browser.eval(page, "t.frames || 0").as_u64().unwrap_or(0);
+        }
+        assert!(
+            t0.elapsed() < PATIENCE,
+            "video frames decoded after {:?}: {frames:?}",
+            t0.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    println!(
+        "both pages decoded video {:?} after both joined: frames {frames:?}",
+        t0.elapsed()
     );
 }
