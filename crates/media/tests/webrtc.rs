@@ -26,6 +26,13 @@ fn unix_now() -> u64 {
 }
 
 fn service_with(max_web_sessions: usize) -> MediaService {
+    service_config(MediaConfig {
+        max_web_sessions,
+        ..MediaConfig::default()
+    })
+}
+
+fn service_config(base: MediaConfig) -> MediaService {
     MediaService::start(MediaConfig {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         auth: AuthConfig {
@@ -38,8 +45,7 @@ fn service_with(max_web_sessions: usize) -> MediaService {
             }],
         },
         http: Some("127.0.0.1:0".parse().unwrap()),
-        max_web_sessions,
-        ..MediaConfig::default()
+        ..base
     })
     .expect("start the media service")
 }
@@ -371,8 +377,8 @@ fn hundreds_of_join_leave_cycles_return_everything_to_zero() {
     let t0 = Instant::now();
     for i in 0..cycles {
         let mut web = WebPeer::post(http_addr, &token("churn", i, 600), false, false).expect("201");
-        if i % 20 == 0 {
-            // Every 20th goes all the way to JOINED; the others leave while connecting.
+        if i % 5 == 0 {
+            // Every 5th goes all the way to JOINED; the others leave while connecting.
             web.joined();
         }
         assert_eq!(web.delete(), 204);
@@ -392,6 +398,54 @@ fn hundreds_of_join_leave_cycles_return_everything_to_zero() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(open_fds() <= fds, "fds {} > {fds}", open_fds());
+}
+
+#[test]
+fn a_silent_browser_is_removed_after_the_member_timeout() {
+    let timeout = Duration::from_secs(2);
+    let service = service_config(MediaConfig {
+        member_timeout: timeout,
+        ..MediaConfig::default()
+    });
+    let http_addr = service.http_addr().unwrap();
+    // One that connects and then goes silent (the tab died), one that never connects.
+    let mut gone = WebPeer::post(http_addr, &token("quiet", 1, 600), false, false).expect("201");
+    gone.joined();
+    let never = WebPeer::post(http_addr, &token("quiet", 2, 600), false, false).expect("201");
+    let t0 = Instant::now();
+    drop(gone);
+    let (stats, core) = service.web_stats().unwrap();
+    assert_eq!((stats.sessions, core.members), (2, 2));
+    let deadline = t0 + WAIT;
+    let (stats, core) = loop {
+        let (stats, core) = service.web_stats().unwrap();
+        if stats.sessions == 0 || Instant::now() > deadline {
+            break (stats, core);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("silent sessions removed after {:?}", t0.elapsed());
+    assert_eq!(
+        (stats.sessions, stats.addresses, core.members, core.channels),
+        (0, 0, 0, 0)
+    );
+    assert!(core.timeouts >= 1, "{core:?}");
+    assert!(t0.elapsed() >= timeout - Duration::from_millis(100));
+    assert_eq!(never.delete(), 404, "the session ended with its member");
+}
+
+#[test]
+fn a_udp_join_with_the_same_identity_takes_a_browsers_seat() {
+    let service = service();
+    let http_addr = service.http_addr().unwrap();
+    let mut web = WebPeer::post(http_addr, &token("seat", 7, 600), false, false).expect("201");
+    web.joined();
+    let mut udp = Client::connect(service.local_addrs()[0]).unwrap();
+    let (uid, members, _) = udp.join(&token("seat", 7, 600), false, WAIT).unwrap();
+    assert_eq!((uid, members), (7, 1), "the UDP JOIN replaced the browser");
+    let (stats, core) = service.web_stats().unwrap();
+    assert_eq!((stats.sessions, core.members, core.replaced), (0, 1, 1));
+    assert_eq!(web.delete(), 404);
 }
 
 #[test]
