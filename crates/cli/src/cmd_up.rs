@@ -10,13 +10,14 @@
 //! enabled for Force UDP and Force TCP in the region; later runs reuse it.
 //!
 //! What it prints on stdout, one per line, for scripts: `control URL`, the relay's `udp`,
-//! `tcp`, `tls` and `metrics` listeners, `media ADDR`, `media-http URL` (the WebRTC endpoint),
-//! `app APP_ID`, `token TOKEN`, then `ready`.
+//! `tcp`, `tls` and `metrics` listeners, `media ADDR`, `whip URL` (the media service's
+//! endpoint for browsers), `webrtc ADDR` (its WebRTC socket), `app APP_ID`, `token TOKEN`, then
+//! `ready`. A human summary with a `cloudproxy join` line follows.
 //!
 //! The control plane serves `/demo/web` (the browser library's demo, also through the relay's
 //! TLS port): each load of the page carries a one-hour token of the demo app for its uid, so
 //! two tabs join one channel with nothing to paste. That hands a token to whoever can load the
-//! page, which is right for a local demo and why only `up` has the page. A human summary with a `cloudproxy join` line follows.
+//! page, which is right for a local demo and why only `up` has the page.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -55,10 +56,13 @@ pub(crate) struct UpArgs {
     /// The media service's UDP address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
     media: SocketAddr,
-    /// The media service's WebRTC (WHIP) HTTP endpoint, for browsers and `/demo/web`.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7080")]
-    media_http: SocketAddr,
-    /// The media service's WebRTC UDP socket (default: the --media port + 1).
+    /// The media service's WHIP endpoint for browsers (printed as `whip URL`). Default: the
+    /// --media IP, a port the system picks.
+    #[arg(long, value_name = "ADDR")]
+    media_http: Option<SocketAddr>,
+    /// The media service's WebRTC UDP socket (printed as `webrtc ADDR`). Default: the --media
+    /// IP, a port the system picks (not the --media port + 1, which `up`'s other listeners
+    /// may hold).
     #[arg(long, value_name = "ADDR")]
     media_webrtc: Option<SocketAddr>,
     /// The relay's TURN over UDP listener (as `relay --udp`; `--turn` is its earlier name).
@@ -185,23 +189,29 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
             static_secret: None,
             app_keys: vec![key],
         },
-        http: Some(args.media_http),
-        webrtc: args.media_webrtc,
+        http: Some(
+            args.media_http
+                .unwrap_or_else(|| SocketAddr::new(args.media.ip(), 0)),
+        ),
+        webrtc: Some(
+            args.media_webrtc
+                .unwrap_or_else(|| SocketAddr::new(args.media.ip(), 0)),
+        ),
         ..MediaConfig::default()
     })
     .with_context(|| format!("starting the media service on {}", args.media))?;
     let media_addr = media.local_addrs()[0];
-    let media_http = format!(
-        "http://{}",
-        media
-            .http_addr()
-            .context("the media service has no HTTP endpoint")?
-    );
+    let whip_addr = media
+        .http_addr()
+        .context("the media service's WHIP endpoint")?;
+    let webrtc_addr = media
+        .webrtc_addr()
+        .context("the media service's WebRTC socket")?;
     web_demo.set(cloudproxy_control::DemoSetup {
         app_id: app.app_id.clone(),
         key_id: app.key_id.clone(),
         secret: app.secret.clone(),
-        media_url: media_http.clone(),
+        media_url: format!("http://{whip_addr}"),
         region: args.region.clone(),
     });
     // Apps made later (`cloudproxy admin`, the console) join too: the media service takes
@@ -237,14 +247,14 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
         net: media_addr.ip().into(),
         ports: media_addr.port()..=media_addr.port(),
     };
-    // Browsers reach the media service's WebRTC socket through the relay too.
-    let webrtc_rule = media.webrtc_addr().map(|a| PeerRule {
-        net: a.ip().into(),
-        ports: a.port()..=a.port(),
-    });
+    // Browsers whose only candidates are relayed reach the WebRTC socket through the relay.
+    let webrtc_rule = PeerRule {
+        net: webrtc_addr.ip().into(),
+        ports: webrtc_addr.port()..=webrtc_addr.port(),
+    };
     relay_config.server.peer_policy = PeerPolicy::new(
-        std::iter::once(media_rule)
-            .chain(webrtc_rule)
+        [media_rule, webrtc_rule]
+            .into_iter()
             .chain(args.allow_peer.iter().cloned()),
     );
     if args.relay_ip.is_empty() {
@@ -309,7 +319,7 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
         out.push_str(&format!("metrics {m}\n"));
     }
     out.push_str(&format!(
-        "media {media_addr}\nmedia-http {media_http}\napp {}\ntoken {token}\nready\n",
+        "media {media_addr}\nwhip http://{whip_addr}/v1/whip\nwebrtc {webrtc_addr}\napp {}\ntoken {token}\nready\n",
         app.app_id
     ));
     let tls = addrs.tls.first().copied();

@@ -57,14 +57,13 @@ fn wait_until(guard: &ChildGuard, what: &str, mut done: impl FnMut() -> bool) {
 /// Starts `cloudproxy up` on private ports with `data` as its data directory and waits for
 /// `ready` and for the relay's sync cache.
 fn start_up(data: &Path) -> ChildGuard {
-    let p = reserve_ports(7, true);
+    let p = reserve_ports(5, true);
     let a = |i: usize| format!("127.0.0.1:{}", p[i]);
     let mut cmd = Command::new(cloudproxy_bin());
     cmd.arg("up")
         .args(["--data-dir", data.to_str().unwrap()])
         .args(["--control", &a(0), "--media", &a(1), "--turn", &a(2)])
         .args(["--tls", &a(3), "--metrics", &a(4)])
-        .args(["--media-http", &a(5), "--media-webrtc", &a(6)])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1");
     let (guard, lines) = ChildGuard::spawn("cloudproxy up", cmd).unwrap();

@@ -13,7 +13,7 @@ use common::{cloudproxy_bin, http, reserve_ports, ChildGuard, TempDir};
 
 #[test]
 fn up_takes_relay_ip_public_ip_peers_and_a_static_secret() {
-    let p = reserve_ports(7, true);
+    let p = reserve_ports(5, true);
     let a = |i: usize| format!("127.0.0.1:{}", p[i]);
     // A peer the media service is not: allowed only by --allow-peer.
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -24,7 +24,6 @@ fn up_takes_relay_ip_public_ip_peers_and_a_static_secret() {
         .arg(dir.0.join("data"))
         .args(["--control", &a(0), "--media", &a(1), "--udp", &a(2)])
         .args(["--tls", &a(3), "--metrics", &a(4)])
-        .args(["--media-http", &a(5), "--media-webrtc", &a(6)])
         .args(["--relay-ip", "127.0.0.2", "--public-ip", "203.0.113.7"])
         .args(["--allow-peer", &peer_addr.to_string()])
         .args(["--static-secret", "s3cret"])

@@ -48,7 +48,7 @@ pub struct MediaConfig {
     /// the UDP protocol's type bytes 0x01-0x03 are also STUN's first bytes).
     pub webrtc: Option<SocketAddr>,
     /// The address put in answers as the host candidate. Default: the WebRTC socket's own
-    /// address (which must then not be unspecified).
+    /// address (loopback, with a warning, when that is unspecified).
     pub webrtc_public: Option<SocketAddr>,
     /// Browser sessions at once (503 beyond). Default 1 000.
     pub max_web_sessions: usize,
@@ -98,8 +98,6 @@ pub enum MediaError {
     Runtime(#[source] io::Error),
     #[error("cannot bind HTTP {addr}: {source}")]
     BindHttp { addr: SocketAddr, source: io::Error },
-    #[error("the WebRTC socket {0} is unspecified: set the advertised address (webrtc_public)")]
-    Unadvertised(SocketAddr),
 }
 
 /// A running media service. Stops when dropped.
@@ -174,9 +172,21 @@ impl MediaService {
                 let udp_local = s
                     .local_addr()
                     .map_err(|source| MediaError::Bind { addr: udp, source })?;
-                let advertised = config.webrtc_public.unwrap_or(udp_local);
+                let mut advertised = config.webrtc_public.unwrap_or(udp_local);
                 if advertised.ip().is_unspecified() {
-                    return Err(MediaError::Unadvertised(udp_local));
+                    // An unspecified address is no candidate; loopback at least serves this
+                    // machine's browsers.
+                    let loopback = match advertised {
+                        SocketAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+                        SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    };
+                    tracing::warn!(
+                        socket = %udp_local,
+                        "the WebRTC socket is bound to an unspecified address and no public \
+                         address is set: advertising {loopback} (only this machine's browsers \
+                         reach it)"
+                    );
+                    advertised.set_ip(loopback);
                 }
                 let tcp = std::net::TcpListener::bind(http)
                     .and_then(|l| l.set_nonblocking(true).map(|()| l))

@@ -39,6 +39,13 @@
 //!   replies are no larger than their request (PONG, LEFT, CHALLENGE) or answer a JOIN that
 //!   proved its address (JOINED). Datagrams of unknown or service-to-client types are dropped
 //!   without reply, so two services cannot be made to talk to each other in a loop.
+//! * Browser members (the WebRTC endpoint's sessions, [`SessionId`]) are members of the same
+//!   channels: [`MediaServer::join_web`] admits one at its POST (the token checks and limits
+//!   of JOIN, and the token identity's rate; no cookie: the session's ICE and DTLS prove the
+//!   path), [`MediaServer::handle_web`] takes its data-channel messages as datagrams. A
+//!   browser's POST is refused (409) while its seat is held by a live member, where a UDP
+//!   JOIN takes the seat over; DATA goes to members of both kinds alike. A browser stays in
+//!   while any datagram of its connection arrives ([`MediaServer::touch_web`]).
 //! * Timers are data: each member has `last_seen`; one min-heap holds one entry per member,
 //!   re-armed lazily when popped, and is rebuilt when stale entries pile up.
 
@@ -110,14 +117,20 @@ impl std::fmt::Display for SessionId {
     }
 }
 
+/// A string that is not 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a session id is 32 hex digits")]
+pub struct BadSessionId;
+
 impl std::str::FromStr for SessionId {
-    type Err = std::num::ParseIntError;
+    type Err = BadSessionId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 32 {
-            // Not one of ours; let the parse fail the same way.
-            return u128::from_str_radix("-", 16).map(SessionId);
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(BadSessionId);
         }
-        u128::from_str_radix(s, 16).map(SessionId)
+        u128::from_str_radix(s, 16)
+            .map(SessionId)
+            .map_err(|_| BadSessionId)
     }
 }
 
@@ -212,7 +225,6 @@ pub struct Stats {
 
 #[derive(Debug)]
 struct Member {
-    at: Endpoint,
     uid: u32,
     echo: bool,
     channel: usize,
@@ -740,7 +752,6 @@ impl MediaServer {
         };
         let (channel, members) = self.channels.join(&self.key, at);
         let member = Member {
-            at,
             uid,
             echo,
             channel,
@@ -822,7 +833,7 @@ impl MediaServer {
             }
             self.by_identity.insert((m.channel, uid), key);
         }
-        (m.uid, m.echo, m.last_seen, m.at) = (uid, echo, now, from);
+        (m.uid, m.echo, m.last_seen) = (uid, echo, now);
         let Some(members) = self.channels.members_mut(m.channel) else {
             return;
         };

@@ -46,7 +46,7 @@ pub fn start_up(data: &Path, patience: Duration) -> Up {
                 Some(("tls", v)) => tls = v.parse().ok(),
                 Some(("udp", v)) => udp = v.parse().ok(),
                 Some(("media", v)) => media = v.parse().ok(),
-                Some(("media-http", v)) => media_http = Some(v.to_owned()),
+                Some(("whip", v)) => media_http = v.strip_suffix("/v1/whip").map(str::to_owned),
                 _ => {}
             },
             Err(_) => panic!("cloudproxy up is not ready:\n{}", guard.output.text()),
@@ -61,7 +61,7 @@ pub fn start_up(data: &Path, patience: Duration) -> Up {
         tls: tls.expect("a tls line"),
         udp: udp.expect("a udp line"),
         media: media.expect("a media line"),
-        media_http: media_http.expect("a media-http line"),
+        media_http: media_http.expect("a whip line"),
         operator_key,
         data: data.to_owned(),
         guard,
