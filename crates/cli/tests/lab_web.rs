@@ -44,6 +44,14 @@ struct WebLab {
     _pool: LabChild,
     _up: LabChild,
     lab: Lab,
+    /// `up`'s data directory, removed at the end.
+    dir: std::path::PathBuf,
+}
+
+impl Drop for WebLab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn web_lab(profile: Profile, test: &str) -> Option<WebLab> {
@@ -124,6 +132,7 @@ fn web_lab(profile: Profile, test: &str) -> Option<WebLab> {
         _pool: pool,
         _up: up,
         lab,
+        dir,
     })
 }
 
