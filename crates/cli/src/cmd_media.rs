@@ -1,6 +1,7 @@
 //! `cloudproxy media`: the reference media service (a UDP channel forwarder, see
-//! `cloudproxy_media`). Prints `media ADDR` per listener on stdout, then runs until SIGINT or
-//! SIGTERM. With `--control URL` it follows that control plane's apps (`media_follow`).
+//! `cloudproxy_media`). Prints `media ADDR` per listener on stdout (with `--http`, also
+//! `whip URL` and `webrtc ADDR`), then runs until SIGINT or SIGTERM. With `--control URL` it
+//! follows that control plane's apps (`media_follow`).
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -54,6 +55,19 @@ pub(crate) struct MediaArgs {
     /// Seconds between two reads of the control plane's apps.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub sync_interval: u64,
+    /// Serve browsers: the WHIP-style HTTP endpoint (POST /v1/whip) on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// The WebRTC UDP socket (with --http). Default: the first --listen IP, its port + 1.
+    #[arg(long, value_name = "ADDR", requires = "http")]
+    pub webrtc: Option<SocketAddr>,
+    /// The address browsers reach the WebRTC socket at (its host candidate), when it is not
+    /// the socket's own (an unspecified bind, NAT).
+    #[arg(long, value_name = "ADDR", requires = "http")]
+    pub webrtc_public: Option<SocketAddr>,
+    /// Browser sessions at once; POSTs beyond get 503.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub max_web_sessions: usize,
 }
 
 pub(crate) fn run(args: MediaArgs) -> Result<(), Failure> {
@@ -142,6 +156,7 @@ fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<Medi
         bail!("--member-timeout: must be at least 1");
     }
     for (flag, value) in [
+        ("--max-web-sessions", args.max_web_sessions),
         ("--max-channels", args.max_channels),
         ("--max-members-per-channel", args.max_members_per_channel),
         ("--max-members", args.max_members),
@@ -154,6 +169,10 @@ fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<Medi
     config.max_channels = args.max_channels;
     config.max_members_per_channel = args.max_members_per_channel;
     config.max_members = args.max_members;
+    config.http = args.http;
+    config.webrtc = args.webrtc;
+    config.webrtc_public = args.webrtc_public;
+    config.max_web_sessions = args.max_web_sessions;
     Ok(config)
 }
 
@@ -178,6 +197,10 @@ fn serve(config: MediaConfig, follow: Option<Follow>) -> anyhow::Result<()> {
     for a in service.local_addrs() {
         lines.push_str(&format!("media {a}\n"));
         tracing::info!("listening: media {a}");
+    }
+    if let (Some(http), Some(udp)) = (service.http_addr(), service.webrtc_addr()) {
+        lines.push_str(&format!("whip http://{http}/v1/whip\nwebrtc {udp}\n"));
+        tracing::info!("listening: whip http://{http}/v1/whip, webrtc {udp}");
     }
     let mut out = std::io::stdout().lock();
     // A closed stdout must not take the service down.

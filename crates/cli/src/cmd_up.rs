@@ -10,8 +10,14 @@
 //! enabled for Force UDP and Force TCP in the region; later runs reuse it.
 //!
 //! What it prints on stdout, one per line, for scripts: `control URL`, the relay's `udp`,
-//! `tcp`, `tls` and `metrics` listeners, `media ADDR`, `app APP_ID`, `token TOKEN`, then
+//! `tcp`, `tls` and `metrics` listeners, `media ADDR`, `whip URL` (the media service's
+//! endpoint for browsers), `webrtc ADDR` (its WebRTC socket), `app APP_ID`, `token TOKEN`, then
 //! `ready`. A human summary with a `cloudproxy join` line follows.
+//!
+//! The control plane serves `/demo/web` (the browser library's demo, also through the relay's
+//! TLS port): each load of the page carries a one-hour token of the demo app for its uid, so
+//! two tabs join one channel with nothing to paste. That hands a token to whoever can load the
+//! page, which is right for a local demo and why only `up` has the page.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -50,6 +56,15 @@ pub(crate) struct UpArgs {
     /// The media service's UDP address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
     media: SocketAddr,
+    /// The media service's WHIP endpoint for browsers (printed as `whip URL`). Default: the
+    /// --media IP, a port the system picks.
+    #[arg(long, value_name = "ADDR")]
+    media_http: Option<SocketAddr>,
+    /// The media service's WebRTC UDP socket (printed as `webrtc ADDR`). Default: the --media
+    /// IP, a port the system picks (not the --media port + 1, which `up`'s other listeners
+    /// may hold).
+    #[arg(long, value_name = "ADDR")]
+    media_webrtc: Option<SocketAddr>,
     /// The relay's TURN over UDP listener (as `relay --udp`; `--turn` is its earlier name).
     #[arg(
         long,
@@ -144,10 +159,12 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
         }
     };
     let database = format!("sqlite:{}", dir.join("control.db").display());
+    let web_demo = cloudproxy_control::WebDemo::default();
     let control = Control::start(ControlConfig {
         listen: args.control,
         database: database.clone(),
         operator_key: Some(operator_key.clone()),
+        web_demo: Some(web_demo.clone()),
         ..ControlConfig::default()
     })
     .with_context(|| {
@@ -172,10 +189,31 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
             static_secret: None,
             app_keys: vec![key],
         },
+        http: Some(
+            args.media_http
+                .unwrap_or_else(|| SocketAddr::new(args.media.ip(), 0)),
+        ),
+        webrtc: Some(
+            args.media_webrtc
+                .unwrap_or_else(|| SocketAddr::new(args.media.ip(), 0)),
+        ),
         ..MediaConfig::default()
     })
     .with_context(|| format!("starting the media service on {}", args.media))?;
     let media_addr = media.local_addrs()[0];
+    let whip_addr = media
+        .http_addr()
+        .context("the media service's WHIP endpoint")?;
+    let webrtc_addr = media
+        .webrtc_addr()
+        .context("the media service's WebRTC socket")?;
+    web_demo.set(cloudproxy_control::DemoSetup {
+        app_id: app.app_id.clone(),
+        key_id: app.key_id.clone(),
+        secret: app.secret.clone(),
+        media_url: format!("http://{whip_addr}"),
+        region: args.region.clone(),
+    });
     // Apps made later (`cloudproxy admin`, the console) join too: the media service takes
     // every app's keys from the control plane as often as the relay syncs.
     crate::media_follow::spawn(
@@ -209,8 +247,16 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
         net: media_addr.ip().into(),
         ports: media_addr.port()..=media_addr.port(),
     };
-    relay_config.server.peer_policy =
-        PeerPolicy::new(std::iter::once(media_rule).chain(args.allow_peer.iter().cloned()));
+    // Browsers whose only candidates are relayed reach the WebRTC socket through the relay.
+    let webrtc_rule = PeerRule {
+        net: webrtc_addr.ip().into(),
+        ports: webrtc_addr.port()..=webrtc_addr.port(),
+    };
+    relay_config.server.peer_policy = PeerPolicy::new(
+        [media_rule, webrtc_rule]
+            .into_iter()
+            .chain(args.allow_peer.iter().cloned()),
+    );
     if args.relay_ip.is_empty() {
         crate::config::relay_ip_from_listeners(&mut relay_config);
     } else {
@@ -273,7 +319,7 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
         out.push_str(&format!("metrics {m}\n"));
     }
     out.push_str(&format!(
-        "media {media_addr}\napp {}\ntoken {token}\nready\n",
+        "media {media_addr}\nwhip http://{whip_addr}/v1/whip\nwebrtc {webrtc_addr}\napp {}\ntoken {token}\nready\n",
         app.app_id
     ));
     let tls = addrs.tls.first().copied();
@@ -286,7 +332,8 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
          \x20   cloudproxy join --media {media_addr} --app-id {app_id} --channel demo-room --uid 1 \\\n\
          \x20     --token '{token}' --mode tcp --tls-proxy {tls}\n\
          \x20   (or --mode udp --udp-proxy {udp})\n\
-         \x20 allow-list: {base}/allowlist   usage: cloudproxy admin usage {app_id}\n",
+         \x20 allow-list: {base}/allowlist   usage: cloudproxy admin usage {app_id}\n\
+         \x20 web demo (open it in two tabs): {base}/demo/web\n",
         region = args.region,
         key_file = dir.join("operator.key").display(),
         app_id = app.app_id,

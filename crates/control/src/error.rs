@@ -16,6 +16,7 @@
 //! | 403 | `forbidden` | also: a lease for an app not active for that mode in that region |
 //! | 409 | `conflict` | a lifecycle step the current state does not allow |
 //! | 409 | `quota_exceeded` | a lease beyond the app's proxy users per channel or concurrent channels |
+//! | 503 | `unavailable` | `POST /v1/ice-servers` in a Force mode with no live published relay in the region |
 //! | 500 | `internal` | the database failed; details are logged, not returned |
 
 use axum::http::StatusCode;
@@ -106,7 +107,7 @@ pub struct FieldError {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// `invalid_request`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
-    /// `payload_too_large`, `conflict`, `quota_exceeded` or `internal`.
+    /// `payload_too_large`, `conflict`, `quota_exceeded`, `unavailable` or `internal`.
     pub code: String,
     pub message: String,
     /// Field-level messages; empty unless `code` is `invalid_request`.
@@ -195,6 +196,12 @@ impl ApiError {
             "payload_too_large",
             "the request body is larger than the 2 MiB limit",
         )
+    }
+
+    /// 503 `unavailable`: nothing can serve this right now (no live relay); retrying later
+    /// makes sense.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
     pub fn internal() -> Self {

@@ -46,9 +46,12 @@
 //! | `POST /v1/usage` | relay | a usage report, applied once per `report_id` |
 //! | `POST /v1/edges/{id}/heartbeat` | relay | load and allocations; silent relays leave selection |
 //! | `GET /v1/proxies?region=` | public | the Auto-mode list: three least-loaded live dynamic relays |
+//! | `POST /v1/ice-servers` | user token | a browser's `iceServers` and `iceTransportPolicy` for a mode (auto, udp, tcp) and region ([`api::IceServersResponse`]) |
 //! | `GET /v1/apps/{id}/usage` | both | per-day usage, `?from=&to=&format=csv` |
 //! | `GET /v1/allowlist[/{region}[/history]]`, `GET /allowlist` | public | the allow-list table: JSON, `?format=csv|nftables|iptables`, history, HTML |
 //! | `GET /metrics` | public | Prometheus text: requests by route template and status, syncs, leases, the DB pool |
+//! | `GET /web/cloudproxy.js`, `/web/cloudproxy.d.ts` | public | the browser library ([`web`]) |
+//! | `GET /demo/web` | public, `cloudproxy up` only | the web demo page, with a demo token per load ([`web`]) |
 //! | `GET /`, `/apps`, `/requests`, `/regions`, `/usage`, `/allowlist/{region}` | console session | the web console ([`console`]): sign in with the operator's or an owner's key |
 //!
 //! Errors all have one shape ([`error`]): 400 names each bad field (`max_users_per_channel`,
@@ -89,9 +92,11 @@ pub mod limits;
 pub mod model;
 pub mod store;
 pub mod time;
+pub mod web;
 
 mod server;
 
 pub use api::{router, AppState};
 pub use error::{ApiError, ControlError, StoreError};
 pub use server::{Control, ControlConfig};
+pub use web::{DemoSetup, WebDemo};

@@ -37,6 +37,8 @@ pub struct ControlConfig {
     pub heartbeat_timeout: Duration,
     /// Runtime worker threads. Default 2.
     pub workers: usize,
+    /// The `/demo/web` page (`cloudproxy up` only). Default none.
+    pub web_demo: Option<crate::web::WebDemo>,
 }
 
 impl Default for ControlConfig {
@@ -49,6 +51,7 @@ impl Default for ControlConfig {
             lease_ttl: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(30),
             workers: 2,
+            web_demo: None,
         }
     }
 }
@@ -212,7 +215,10 @@ fn serve_thread(
             config.relay_key.as_deref(),
             settings,
         );
-        let app = router(state).await;
+        let mut app = router(state).await;
+        if let Some(demo) = config.web_demo.clone() {
+            app = app.merge(crate::web::demo_routes(demo));
+        }
         let _ = ready.send(Ok(store.backend()));
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop_serving.wait_for(|stop| *stop).await;

@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cloudproxy_media::wire::{self, Packet};
-use cloudproxy_media::{Limits, MediaServer};
+use cloudproxy_media::{Endpoint, Limits, MediaServer};
 use cloudproxy_proto::auth::{rest_password, Authenticator};
 use cloudproxy_proto::channel::{self, FrameError};
 use cloudproxy_proto::client::{self, Attr, ClientAuth};
@@ -512,11 +512,14 @@ pub fn media_server(data: &[u8]) {
             }
         }
         server.handle(&mut buf, local, from, now, &mut |t| {
-            assert_eq!(t.local, local);
+            let Endpoint::Udp { remote, local: l } = t.to else {
+                panic!("sent to a browser session: {:?}", t.to);
+            };
+            assert_eq!(l, local);
             let to = sources
                 .iter()
-                .position(|s| *s == t.to)
-                .unwrap_or_else(|| panic!("sent to {}", t.to));
+                .position(|s| *s == remote)
+                .unwrap_or_else(|| panic!("sent to {remote}"));
             match wire::decode(t.bytes) {
                 Ok(Packet::Challenge(cookie)) => cookies[to] = Some(cookie),
                 Ok(_) => {}

@@ -86,6 +86,15 @@ pub enum Profile {
         /// The relay addresses (port 443), also the published set.
         proxies: Vec<IpAddr>,
     },
+    /// `base`, and TCP to the `signaling` addresses (a web page's origin and its WebRTC
+    /// endpoint), which join the published set: a browser needs HTTP for its signaling even
+    /// on a network that passes only TURN over UDP, and a Force mode must then reach nothing
+    /// but these and the proxies.
+    WithSignaling {
+        base: Box<Profile>,
+        /// TCP addresses the client may open (IPv4).
+        signaling: Vec<SocketAddr>,
+    },
 }
 
 /// The firewall's named counters, in packets.
@@ -116,6 +125,7 @@ impl Profile {
             Profile::Loss { .. } => "loss",
             Profile::HttpProxyOnly { .. } => "http-proxy-only",
             Profile::TlsOnlyDpi { .. } => "tls-only-dpi",
+            Profile::WithSignaling { base, .. } => base.name(),
         }
     }
 
@@ -127,6 +137,11 @@ impl Profile {
             Profile::Nothing { published } => published.clone(),
             Profile::HttpProxyOnly { relays, .. } => relays.clone(),
             Profile::TlsOnlyDpi { proxies } => proxies.clone(),
+            Profile::WithSignaling { base, signaling } => {
+                let mut ips = base.published();
+                ips.extend(signaling.iter().map(SocketAddr::ip));
+                ips
+            }
             _ => Vec::new(),
         };
         ips.sort();
@@ -144,6 +159,17 @@ impl Profile {
         let mut allow = Vec::new();
         let mut loss = None;
         let mut extra = Extra::default();
+        self.rules(&mut allow, &mut loss, &mut extra)?;
+        Ok(render(&published, &allow, loss, extra))
+    }
+
+    /// The `from_client` accept rules of this profile, its random loss and extra chains.
+    fn rules(
+        &self,
+        allow: &mut Vec<String>,
+        loss: &mut Option<u8>,
+        extra: &mut Extra,
+    ) -> Result<(), LabError> {
         match self {
             Profile::Open => allow.push("accept".to_owned()),
             Profile::UdpBlocked => allow.push("meta l4proto tcp accept".to_owned()),
@@ -164,7 +190,7 @@ impl Profile {
             }
             Profile::Loss { percent } => {
                 allow.push("accept".to_owned());
-                loss = (*percent > 0).then_some(*percent);
+                *loss = (*percent > 0).then_some(*percent);
             }
             Profile::HttpProxyOnly { proxy_port, .. } => {
                 allow.push(format!(
@@ -179,8 +205,18 @@ impl Profile {
                 }
                 extra.tls_only_443 = true;
             }
+            Profile::WithSignaling { base, signaling } => {
+                base.rules(allow, loss, extra)?;
+                for to in signaling {
+                    allow.push(format!(
+                        "ip daddr {} tcp dport {} accept comment \"signaling\"",
+                        ipv4(to.ip())?,
+                        to.port()
+                    ));
+                }
+            }
         }
-        Ok(render(&published, &allow, loss, extra))
+        Ok(())
     }
 }
 

@@ -2,19 +2,13 @@
 //! channel by index, so forwarding does no string hashing), found by `app_id/channel` on join.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
-/// Where one member is, and which listener answers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Recipient {
-    pub remote: SocketAddr,
-    pub local: SocketAddr,
-}
+use crate::server::{Endpoint, MemberKey};
 
 #[derive(Debug)]
 struct Channel {
     key: String,
-    members: Vec<Recipient>,
+    members: Vec<Endpoint>,
 }
 
 #[derive(Debug, Default)]
@@ -36,14 +30,14 @@ impl Channels {
     }
 
     /// The members of channel `i` (empty for a free slot).
-    pub fn members(&self, i: usize) -> &[Recipient] {
+    pub fn members(&self, i: usize) -> &[Endpoint] {
         match self.slots.get(i) {
             Some(Some(c)) => &c.members,
             _ => &[],
         }
     }
 
-    pub fn members_mut(&mut self, i: usize) -> Option<&mut Vec<Recipient>> {
+    pub fn members_mut(&mut self, i: usize) -> Option<&mut Vec<Endpoint>> {
         self.slots
             .get_mut(i)
             .and_then(Option::as_mut)
@@ -51,7 +45,7 @@ impl Channels {
     }
 
     /// Adds `r` to the channel named `key`, making the channel if missing: `(slot, members)`.
-    pub fn join(&mut self, key: &str, r: Recipient) -> (usize, usize) {
+    pub fn join(&mut self, key: &str, r: Endpoint) -> (usize, usize) {
         let slot = match self.by_key.get(key) {
             Some(&i) => i,
             None => {
@@ -78,12 +72,12 @@ impl Channels {
         (slot, members.len())
     }
 
-    /// Takes `remote` out of channel `i`; the channel goes when it is empty.
-    pub fn leave(&mut self, i: usize, remote: SocketAddr) {
+    /// Takes `member` out of channel `i`; the channel goes when it is empty.
+    pub fn leave(&mut self, i: usize, member: MemberKey) {
         let Some(c) = self.slots.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
-        if let Some(pos) = c.members.iter().position(|r| r.remote == remote) {
+        if let Some(pos) = c.members.iter().position(|r| r.key() == member) {
             c.members.swap_remove(pos);
         }
         if c.members.is_empty() {

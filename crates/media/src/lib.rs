@@ -11,6 +11,8 @@
 //! * [`wire`]: the datagram format (sans-IO, borrowing decode, no panics).
 //! * [`server`]: [`MediaServer`], the sans-IO core (no sockets, no clock).
 //! * [`driver`]: [`MediaService`], the tokio UDP driver on its own thread.
+//! * [`webrtc`] and [`http`]: browsers as members — str0m sessions on the driver's thread and
+//!   the WHIP-style HTTP endpoint that admits them (`docs/webrtc.md`).
 //! * [`blocking`]: a small blocking client for tests and diagnostics.
 //!
 //! ## Driving contract
@@ -36,9 +38,15 @@
 pub mod blocking;
 mod channels;
 pub mod driver;
+pub mod http;
 pub(crate) mod ratelimit;
 pub mod server;
+pub mod webrtc;
 pub mod wire;
 
 pub use driver::{MediaConfig, MediaError, MediaService};
-pub use server::{JoinRate, Limits, MediaServer, Stats, Transmit};
+pub use server::{
+    BadSessionId, Endpoint, JoinRate, Limits, MediaServer, MemberKey, SessionId, Stats, Transmit,
+    WebJoin, WebRefusal,
+};
+pub use webrtc::{ApiError, WebStats};

@@ -39,6 +39,13 @@
 //!   replies are no larger than their request (PONG, LEFT, CHALLENGE) or answer a JOIN that
 //!   proved its address (JOINED). Datagrams of unknown or service-to-client types are dropped
 //!   without reply, so two services cannot be made to talk to each other in a loop.
+//! * Browser members (the WebRTC endpoint's sessions, [`SessionId`]) are members of the same
+//!   channels: [`MediaServer::join_web`] admits one at its POST (the token checks and limits
+//!   of JOIN, and the token identity's rate; no cookie: the session's ICE and DTLS prove the
+//!   path), [`MediaServer::handle_web`] takes its data-channel messages as datagrams. A
+//!   browser's POST is refused (409) while its seat is held by a live member, where a UDP
+//!   JOIN takes the seat over; DATA goes to members of both kinds alike. A browser stays in
+//!   while any datagram of its connection arrives ([`MediaServer::touch_web`]).
 //! * Timers are data: each member has `last_seen`; one min-heap holds one entry per member,
 //!   re-armed lazily when popped, and is rebuilt when stale entries pile up.
 
@@ -54,7 +61,7 @@ use cloudproxy_proto::{AppKey, AuthConfig};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::channels::{Channels, Recipient};
+use crate::channels::Channels;
 pub use crate::ratelimit::JoinRate;
 use crate::ratelimit::RateTable;
 use crate::wire::{self, decode, Cookie, ErrorCode, Packet, WireError, HEADROOM};
@@ -100,12 +107,94 @@ impl Default for Limits {
     }
 }
 
-/// A datagram to send: `bytes` from the listener bound to `local`, to `to`.
+/// A browser session of the WebRTC endpoint (random, so its URL is a capability).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u128);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// A string that is not 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a session id is 32 hex digits")]
+pub struct BadSessionId;
+
+impl std::str::FromStr for SessionId {
+    type Err = BadSessionId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(BadSessionId);
+        }
+        u128::from_str_radix(s, 16)
+            .map(SessionId)
+            .map_err(|_| BadSessionId)
+    }
+}
+
+/// Where a member is: a UDP client (its address, and the listener that answers it), or a
+/// browser session (its data channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Udp {
+        remote: SocketAddr,
+        local: SocketAddr,
+    },
+    Web(SessionId),
+}
+
+/// What identifies a member: its UDP address or its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MemberKey {
+    Udp(SocketAddr),
+    Web(SessionId),
+}
+
+impl Endpoint {
+    pub fn key(&self) -> MemberKey {
+        match *self {
+            Endpoint::Udp { remote, .. } => MemberKey::Udp(remote),
+            Endpoint::Web(id) => MemberKey::Web(id),
+        }
+    }
+}
+
+/// A datagram to send to `to`: over UDP from the listener it names, or as one binary
+/// data-channel message of a browser session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit<'a> {
-    pub local: SocketAddr,
-    pub to: SocketAddr,
+    pub to: Endpoint,
     pub bytes: &'a [u8],
+}
+
+/// Why a browser session was not admitted (the endpoint maps these to HTTP statuses).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebRefusal {
+    /// The token is malformed, expired, forged, or its key is unknown (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token's app is not served here (403).
+    #[error("{0}")]
+    AppNotAllowed(String),
+    /// The token's `(channel, uid)` seat is held by a live member (409).
+    #[error("{0}")]
+    SeatTaken(String),
+    /// Too many JOINs with this token identity (429).
+    #[error("too many joins with this token; retry later")]
+    RateLimited,
+    /// A member, channel or per-channel limit (503).
+    #[error("{0}")]
+    Full(String),
+}
+
+/// A browser member admitted by [`MediaServer::join_web`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebJoin {
+    pub uid: u32,
+    /// Members of the channel, this one included.
+    pub members: usize,
 }
 
 /// Counters since start, and the current sizes.
@@ -136,7 +225,6 @@ pub struct Stats {
 
 #[derive(Debug)]
 struct Member {
-    local: SocketAddr,
     uid: u32,
     echo: bool,
     channel: usize,
@@ -152,9 +240,9 @@ pub struct MediaServer {
     limits: Limits,
     anchor: Instant,
     anchor_unix: u64,
-    members: HashMap<SocketAddr, Member>,
+    members: HashMap<MemberKey, Member>,
     /// `(channel slot, uid)` -> the member's address: one member per identity.
-    by_identity: HashMap<(usize, u32), SocketAddr>,
+    by_identity: HashMap<(usize, u32), MemberKey>,
     channels: Channels,
     /// Keyed with the per-process cookie key; cloned per cookie.
     cookie_mac: Hmac<Sha256>,
@@ -163,7 +251,7 @@ pub struct MediaServer {
     /// When rate-limited JOINs were last warned about, and how many since.
     last_warning: Option<Instant>,
     limited_since_warning: u64,
-    timers: BinaryHeap<Reverse<(Instant, u64, SocketAddr)>>,
+    timers: BinaryHeap<Reverse<(Instant, u64, MemberKey)>>,
     next_generation: u64,
     /// Reused for every reply, error text and channel-key lookup.
     reply: Vec<u8>,
@@ -231,7 +319,25 @@ impl MediaServer {
 
     /// Whether `remote` is a member of some channel.
     pub fn is_member(&self, remote: SocketAddr) -> bool {
-        self.members.contains_key(&remote)
+        self.members.contains_key(&MemberKey::Udp(remote))
+    }
+
+    /// Whether browser session `id` is a member of some channel.
+    pub fn is_web_member(&self, id: SessionId) -> bool {
+        self.members.contains_key(&MemberKey::Web(id))
+    }
+
+    /// The browser sessions in `id`'s channel other than `id`, in the channel's member order.
+    pub fn web_peers(&self, id: SessionId) -> impl Iterator<Item = SessionId> + '_ {
+        let channel = self.members.get(&MemberKey::Web(id)).map(|m| m.channel);
+        channel
+            .map(|c| self.channels.members(c))
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(move |e| match *e {
+                Endpoint::Web(s) if s != id => Some(s),
+                _ => None,
+            })
     }
 
     /// Members of `channel` of `app_id`.
@@ -263,7 +369,7 @@ impl MediaServer {
             if due <= now {
                 self.remove_member(remote);
                 self.stats.timeouts += 1;
-                tracing::debug!(%remote, "member timed out");
+                tracing::debug!(?remote, "member timed out");
             } else {
                 self.timers.push(Reverse((due, generation, remote)));
             }
@@ -286,7 +392,7 @@ impl MediaServer {
             return;
         };
         let len = datagram.len();
-        let reply_to = Recipient {
+        let reply_to = Endpoint::Udp {
             remote: from,
             local,
         };
@@ -301,7 +407,7 @@ impl MediaServer {
             }) => {
                 self.on_join(token, echo, cookie, reply_to, len, now, out);
             }
-            Ok(Packet::Ping(t)) => match self.members.get_mut(&from) {
+            Ok(Packet::Ping(t)) => match self.members.get_mut(&reply_to.key()) {
                 Some(m) => {
                     m.last_seen = now;
                     self.send(reply_to, Packet::Pong(t), out);
@@ -309,7 +415,7 @@ impl MediaServer {
                 None => self.not_joined(reply_to, len, out),
             },
             Ok(Packet::Leave) => {
-                if self.remove_member(from).is_some() {
+                if self.remove_member(reply_to.key()).is_some() {
                     tracing::debug!(remote = %from, "member left");
                 }
                 self.send(reply_to, Packet::Left, out);
@@ -339,16 +445,165 @@ impl MediaServer {
         }
     }
 
+    /// Admits browser session `id` (the WebRTC endpoint's POST) with `token`: it becomes a
+    /// member at once, so the seat is held while ICE and DTLS connect. Unlike a UDP JOIN,
+    /// which takes the seat over (a client reconnecting from a new port), a seat held by a live
+    /// member is refused: a browser's session URL is what it leaves with, and a second tab with
+    /// the same token must not silently evict the first. Limits as for JOIN.
+    pub fn join_web(
+        &mut self,
+        id: SessionId,
+        token: &str,
+        echo: bool,
+        now: Instant,
+    ) -> Result<WebJoin, WebRefusal> {
+        let since_start = now.saturating_duration_since(self.anchor);
+        let now_us = u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX);
+        let now_unix = self.anchor_unix + since_start.as_secs();
+        let verified = token::split(token)
+            .map_err(|e| VerifyError {
+                app_id: None,
+                reason: token::VerifyReason::Malformed(e),
+            })
+            .and_then(|(user, pass)| token::verify_credential(&self.auth, user, pass, now_unix));
+        let claims = match verified {
+            Ok(c) => c,
+            Err(e) if matches!(e.reason, token::VerifyReason::UnknownApp) => {
+                return Err(WebRefusal::AppNotAllowed(e.to_string()))
+            }
+            Err(e) => return Err(WebRefusal::Unauthorized(e.to_string())),
+        };
+        self.key.clear();
+        let _ = write!(self.key, "{}/{}", claims.app_id, claims.channel);
+        let uid = claims.uid.to_be_bytes();
+        if !self.token_rate.allow(&[self.key.as_bytes(), &uid], now_us) {
+            self.rate_limited(MemberKey::Web(id), "token", now);
+            return Err(WebRefusal::RateLimited);
+        }
+        let target = self.channels.find(&self.key);
+        if let Some(holder) = target.and_then(|t| self.by_identity.get(&(t, claims.uid))) {
+            if *holder != MemberKey::Web(id) {
+                return Err(WebRefusal::SeatTaken(format!(
+                    "uid {} already holds a seat in channel '{}' of app '{}'",
+                    claims.uid, claims.channel, claims.app_id
+                )));
+            }
+        }
+        if self.members.contains_key(&MemberKey::Web(id)) {
+            return Err(WebRefusal::SeatTaken("session already joined".into()));
+        }
+        if self.members.len() >= self.limits.max_members {
+            let max = self.limits.max_members;
+            return Err(WebRefusal::Full(format!("service full ({max} members)")));
+        }
+        match target {
+            Some(t) if self.channels.members(t).len() >= self.limits.max_members_per_channel => {
+                let size = self.channels.members(t).len();
+                return Err(WebRefusal::Full(format!(
+                    "channel '{}' of app '{}' is full ({size} members)",
+                    claims.channel, claims.app_id
+                )));
+            }
+            None if self.channels.len() >= self.limits.max_channels => {
+                let max = self.limits.max_channels;
+                return Err(WebRefusal::Full(format!("service full ({max} channels)")));
+            }
+            _ => {}
+        }
+        let members = self.insert_member(Endpoint::Web(id), claims.uid, echo, now);
+        tracing::debug!(session = %id, key = %self.key, uid = claims.uid, "browser joined");
+        Ok(WebJoin {
+            uid: claims.uid,
+            members,
+        })
+    }
+
+    /// Sends JOINED to browser session `id` (when its data channel opens). `seen` is the
+    /// remote address its ICE agent selected: through a TURN relay, the relayed address.
+    pub fn web_joined(
+        &mut self,
+        id: SessionId,
+        seen: SocketAddr,
+        out: &mut impl FnMut(Transmit<'_>),
+    ) {
+        let Some(m) = self.members.get(&MemberKey::Web(id)) else {
+            return;
+        };
+        let (uid, channel) = (m.uid, m.channel);
+        let members = self.channels.members(channel).len();
+        self.joined(Endpoint::Web(id), seen, uid, members, out);
+    }
+
+    /// Handles one data-channel message of browser session `id`, laid out as for
+    /// [`handle`](Self::handle): `buf[..HEADROOM]` scratch, the message behind it. DATA, PING
+    /// and LEAVE as over UDP; a JOIN is refused (a browser joins by its POST).
+    pub fn handle_web(
+        &mut self,
+        id: SessionId,
+        buf: &mut [u8],
+        now: Instant,
+        out: &mut impl FnMut(Transmit<'_>),
+    ) {
+        let Some(datagram) = buf.get(HEADROOM..) else {
+            return;
+        };
+        let len = datagram.len();
+        let from = Endpoint::Web(id);
+        match decode(datagram) {
+            Ok(Packet::Data {
+                seq, sent_micros, ..
+            }) => self.on_data(buf, from, seq, sent_micros, now, out),
+            Ok(Packet::Ping(t)) => match self.members.get_mut(&from.key()) {
+                Some(m) => {
+                    m.last_seen = now;
+                    self.send(from, Packet::Pong(t), out);
+                }
+                None => self.not_joined(from, len, out),
+            },
+            Ok(Packet::Leave) => {
+                self.remove_member(from.key());
+                self.send(from, Packet::Left, out);
+            }
+            Ok(Packet::Join { .. }) => {
+                self.text.clear();
+                self.text
+                    .push_str("a browser joins by its WHIP POST, not by JOIN");
+                self.send_error(from, ErrorCode::MALFORMED, false, "", len.max(64), out);
+            }
+            Ok(_) | Err(WireError::Empty | WireError::UnknownType(_)) => self.stats.dropped += 1,
+            Err(e) => {
+                self.text.clear();
+                let _ = write!(self.text, "malformed packet: {e}");
+                // The data channel is an authenticated path: no amplification to guard against.
+                self.send_error(from, ErrorCode::MALFORMED, false, "", len.max(64), out);
+            }
+        }
+    }
+
+    /// Browser session `id` showed it is alive (any datagram of its ICE/DTLS/SCTP
+    /// connection): its member timer starts again.
+    pub fn touch_web(&mut self, id: SessionId, now: Instant) {
+        if let Some(m) = self.members.get_mut(&MemberKey::Web(id)) {
+            m.last_seen = now;
+        }
+    }
+
+    /// Takes browser session `id` out of its channel (DELETE, or its connection ended):
+    /// whether it was a member.
+    pub fn leave_web(&mut self, id: SessionId) -> bool {
+        self.remove_member(MemberKey::Web(id)).is_some()
+    }
+
     fn on_data(
         &mut self,
         buf: &mut [u8],
-        from: Recipient,
+        from: Endpoint,
         seq: u32,
         sent_micros: u64,
         now: Instant,
         out: &mut impl FnMut(Transmit<'_>),
     ) {
-        let Some(m) = self.members.get_mut(&from.remote) else {
+        let Some(m) = self.members.get_mut(&from.key()) else {
             let len = buf.len() - HEADROOM;
             return self.not_joined(from, len, out);
         };
@@ -358,12 +613,8 @@ impl MediaServer {
             return;
         }
         for r in self.channels.members(m.channel) {
-            if r.remote != from.remote || echo {
-                out(Transmit {
-                    local: r.local,
-                    to: r.remote,
-                    bytes: buf,
-                });
+            if *r != from || echo {
+                out(Transmit { to: *r, bytes: buf });
                 self.stats.forwarded += 1;
             }
         }
@@ -375,17 +626,20 @@ impl MediaServer {
         token: &str,
         echo: bool,
         cookie: Option<Cookie>,
-        from: Recipient,
+        from: Endpoint,
         request_len: usize,
         now: Instant,
         out: &mut impl FnMut(Transmit<'_>),
     ) {
         let since_start = now.saturating_duration_since(self.anchor);
         let now_us = u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX);
+        let Endpoint::Udp { remote, .. } = from else {
+            return;
+        };
         let mut source = [0u8; 19];
-        let source = address_bytes(from.remote, &mut source);
+        let source = address_bytes(remote, &mut source);
         if !self.source_rate.allow(&[source], now_us) {
-            return self.rate_limited(from.remote, "source", now);
+            return self.rate_limited(from.key(), "source", now);
         }
         let now_unix = self.anchor_unix + since_start.as_secs();
         let verified = token::split(token)
@@ -397,7 +651,7 @@ impl MediaServer {
         let claims = match verified {
             Ok(c) => c,
             Err(e) => {
-                tracing::debug!(remote = %from.remote, "join refused: {e}");
+                tracing::debug!(%remote, "join refused: {e}");
                 self.text.clear();
                 let _ = write!(self.text, "{e}");
                 let app = e.app_id.unwrap_or("");
@@ -415,7 +669,7 @@ impl MediaServer {
         let _ = write!(self.key, "{}/{}", claims.app_id, claims.channel);
         let uid = claims.uid.to_be_bytes();
         if !self.token_rate.allow(&[self.key.as_bytes(), &uid], now_us) {
-            return self.rate_limited(from.remote, "token", now);
+            return self.rate_limited(from.key(), "token", now);
         }
 
         // Return routability: only a JOIN echoing this address's cookie goes further.
@@ -436,11 +690,11 @@ impl MediaServer {
         }
 
         let target = self.channels.find(&self.key);
-        let existing = self.members.get(&from.remote).map(|m| m.channel);
+        let existing = self.members.get(&from.key()).map(|m| m.channel);
         // The same identity joined from elsewhere: this JOIN takes its seat.
         let replaced = target
             .and_then(|t| self.by_identity.get(&(t, claims.uid)).copied())
-            .filter(|a| *a != from.remote);
+            .filter(|a| *a != from.key());
 
         if existing.is_some() && existing == target {
             if let Some(old) = replaced {
@@ -478,29 +732,35 @@ impl MediaServer {
         if let Some(old) = replaced {
             self.replace(old);
         }
-        let generation = match self.remove_member(from.remote) {
+        let members = self.insert_member(from, claims.uid, echo, now);
+        tracing::debug!(%remote, key = %self.key, uid = claims.uid, "joined");
+        self.joined(from, remote, claims.uid, members, out);
+    }
+
+    /// Makes `at` a member of the channel named `self.key` (leaving any channel it was in):
+    /// the channel's member count.
+    fn insert_member(&mut self, at: Endpoint, uid: u32, echo: bool, now: Instant) -> usize {
+        let key = at.key();
+        let generation = match self.remove_member(key) {
             Some(old) => old.generation,
             None => {
                 self.next_generation += 1;
                 let due = now + self.limits.member_timeout;
-                self.timers
-                    .push(Reverse((due, self.next_generation, from.remote)));
+                self.timers.push(Reverse((due, self.next_generation, key)));
                 self.next_generation
             }
         };
-        let (channel, members) = self.channels.join(&self.key, from);
+        let (channel, members) = self.channels.join(&self.key, at);
         let member = Member {
-            local: from.local,
-            uid: claims.uid,
+            uid,
             echo,
             channel,
             last_seen: now,
             generation,
         };
-        self.members.insert(from.remote, member);
-        self.by_identity.insert((channel, claims.uid), from.remote);
-        tracing::debug!(remote = %from.remote, key = %self.key, uid = claims.uid, "joined");
-        self.joined(from, claims.uid, members, out);
+        self.members.insert(key, member);
+        self.by_identity.insert((channel, uid), key);
+        members
     }
 
     /// The cookie for `source` and `token` in time slot `slot`.
@@ -526,23 +786,23 @@ impl MediaServer {
         mac
     }
 
-    fn replace(&mut self, old: SocketAddr) {
+    fn replace(&mut self, old: MemberKey) {
         self.remove_member(old);
         self.stats.replaced += 1;
-        tracing::debug!(remote = %old, key = %self.key, "membership replaced by a join from elsewhere");
+        tracing::debug!(?old, key = %self.key, "membership replaced by a join from elsewhere");
     }
 
-    fn rate_limited(&mut self, remote: SocketAddr, limit: &'static str, now: Instant) {
+    fn rate_limited(&mut self, remote: MemberKey, limit: &'static str, now: Instant) {
         self.stats.rate_limited += 1;
         self.limited_since_warning += 1;
-        tracing::debug!(%remote, limit, "join rate-limited");
+        tracing::debug!(?remote, limit, "join rate-limited");
         if self
             .last_warning
             .is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY)
         {
             tracing::warn!(
                 dropped = self.limited_since_warning,
-                last_source = %remote,
+                last_source = ?remote,
                 last_limit = limit,
                 "JOINs over the rate limit dropped"
             );
@@ -553,42 +813,48 @@ impl MediaServer {
 
     fn rejoin_same_channel(
         &mut self,
-        from: Recipient,
+        from: Endpoint,
         uid: u32,
         echo: bool,
         now: Instant,
         out: &mut impl FnMut(Transmit<'_>),
     ) {
-        let Some(m) = self.members.get_mut(&from.remote) else {
+        let key = from.key();
+        let Endpoint::Udp { remote, .. } = from else {
+            return;
+        };
+        let Some(m) = self.members.get_mut(&key) else {
             return;
         };
         if m.uid != uid {
             // The same address with another identity's token: it moves to that identity.
-            if self.by_identity.get(&(m.channel, m.uid)) == Some(&from.remote) {
+            if self.by_identity.get(&(m.channel, m.uid)) == Some(&key) {
                 self.by_identity.remove(&(m.channel, m.uid));
             }
-            self.by_identity.insert((m.channel, uid), from.remote);
+            self.by_identity.insert((m.channel, uid), key);
         }
-        (m.uid, m.echo, m.last_seen, m.local) = (uid, echo, now, from.local);
+        (m.uid, m.echo, m.last_seen) = (uid, echo, now);
         let Some(members) = self.channels.members_mut(m.channel) else {
             return;
         };
-        if let Some(r) = members.iter_mut().find(|r| r.remote == from.remote) {
-            r.local = from.local;
+        if let Some(r) = members.iter_mut().find(|r| r.key() == key) {
+            *r = from;
         }
         let members = members.len();
-        self.joined(from, uid, members, out);
+        self.joined(from, remote, uid, members, out);
     }
 
+    /// Sends JOINED to `to`, telling it `seen`: the address its datagrams come from.
     fn joined(
         &mut self,
-        to: Recipient,
+        to: Endpoint,
+        seen: SocketAddr,
         uid: u32,
         members: usize,
         out: &mut impl FnMut(Transmit<'_>),
     ) {
         self.stats.joins += 1;
-        let seen = SocketAddr::new(to.remote.ip().to_canonical(), to.remote.port());
+        let seen = SocketAddr::new(seen.ip().to_canonical(), seen.port());
         let packet = Packet::Joined {
             uid,
             members: u16::try_from(members).unwrap_or(u16::MAX),
@@ -597,7 +863,7 @@ impl MediaServer {
         self.send(to, packet, out);
     }
 
-    fn remove_member(&mut self, remote: SocketAddr) -> Option<Member> {
+    fn remove_member(&mut self, remote: MemberKey) -> Option<Member> {
         let m = self.members.remove(&remote)?;
         if self.by_identity.get(&(m.channel, m.uid)) == Some(&remote) {
             self.by_identity.remove(&(m.channel, m.uid));
@@ -616,22 +882,16 @@ impl MediaServer {
         Some(m)
     }
 
-    fn not_joined(
-        &mut self,
-        to: Recipient,
-        request_len: usize,
-        out: &mut impl FnMut(Transmit<'_>),
-    ) {
+    fn not_joined(&mut self, to: Endpoint, request_len: usize, out: &mut impl FnMut(Transmit<'_>)) {
         self.text.clear();
         self.text.push_str("not joined");
         self.send_error(to, ErrorCode::NOT_JOINED, true, "", request_len, out);
     }
 
-    fn send(&mut self, to: Recipient, packet: Packet<'_>, out: &mut impl FnMut(Transmit<'_>)) {
+    fn send(&mut self, to: Endpoint, packet: Packet<'_>, out: &mut impl FnMut(Transmit<'_>)) {
         if packet.encode_vec(&mut self.reply).is_ok() {
             out(Transmit {
-                local: to.local,
-                to: to.remote,
+                to,
                 bytes: &self.reply,
             });
         }
@@ -640,7 +900,7 @@ impl MediaServer {
     /// Sends ERROR with `self.text` as the message, cut to the amplification limit.
     fn send_error(
         &mut self,
-        to: Recipient,
+        to: Endpoint,
         code: ErrorCode,
         retryable: bool,
         app_id: &str,
@@ -665,8 +925,7 @@ impl MediaServer {
         if packet.encode_vec(&mut self.reply).is_ok() {
             self.stats.errors += 1;
             out(Transmit {
-                local: to.local,
-                to: to.remote,
+                to,
                 bytes: &self.reply,
             });
         }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cloudproxy_media::wire::{decode, Cookie, ErrorCode, Packet, CHALLENGE_LEN, HEADROOM};
-use cloudproxy_media::{JoinRate, Limits, MediaServer, Transmit};
+use cloudproxy_media::{Endpoint, JoinRate, Limits, MediaServer, Transmit};
 use cloudproxy_proto::token::Token;
 use cloudproxy_proto::{AppKey, AuthConfig};
 use proptest::prelude::*;
@@ -83,8 +83,11 @@ impl Harness {
         let mut sent = Vec::new();
         self.server
             .handle(&mut buf, LOCAL, from, self.now, &mut |t: Transmit<'_>| {
-                assert_eq!(t.local, LOCAL);
-                sent.push((t.to, t.bytes.to_vec()));
+                let Endpoint::Udp { remote, local } = t.to else {
+                    panic!("no browser member here: {:?}", t.to);
+                };
+                assert_eq!(local, LOCAL);
+                sent.push((remote, t.bytes.to_vec()));
             });
         sent
     }

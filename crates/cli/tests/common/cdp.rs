@@ -40,8 +40,23 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 impl Browser {
     pub fn launch(binary: &Path) -> Browser {
+        Browser::launch_with(binary, &[])
+    }
+
+    /// [`Browser::launch`] with more command-line switches.
+    pub fn launch_with(binary: &Path, extra: &[&str]) -> Browser {
+        Browser::start(binary, extra, None)
+    }
+
+    /// [`Browser::launch_with`] inside network namespace `netns` (`ip netns exec`, which
+    /// execs the browser: the child is Chromium itself).
+    pub fn launch_in_netns(binary: &Path, extra: &[&str], netns: &str) -> Browser {
+        Browser::start(binary, extra, Some(netns))
+    }
+
+    fn start(binary: &Path, extra: &[&str], netns: Option<&str>) -> Browser {
         let profile = super::TempDir::new("chromium-profile");
-        let args = [
+        let mut args = vec![
             "--headless=new",
             // Root in a container: Chromium's sandbox needs user namespaces it may not have.
             "--no-sandbox",
@@ -57,9 +72,15 @@ impl Browser {
             "--ignore-certificate-errors",
             "--remote-debugging-pipe",
         ];
+        args.extend_from_slice(extra);
+        let netns = netns.map_or(String::new(), |ns| format!("ip netns exec {ns} "));
         let script = format!(
-            "exec \"$0\" {} --user-data-dir=\"$1\" about:blank 3<&0 4>&1 </dev/null >/dev/null",
-            args.join(" ")
+            "exec {netns}\"$0\" {} --user-data-dir=\"$1\" about:blank 3<&0 4>&1 </dev/null >/dev/null",
+            // Quoted for the shell: a switch may hold spaces or `*`.
+            args.iter()
+                .map(|a| format!("'{a}'"))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         let mut child = Command::new("sh")
             .args([
@@ -227,6 +248,22 @@ impl Browser {
             panic!("{expr}: {e}");
         }
         r["result"]["value"].clone()
+    }
+
+    /// Evaluates `expr` and waits for the promise it returns (at most the CDP patience);
+    /// a rejection is `Err` with its description.
+    pub fn eval_async(&mut self, page: &Page, expr: &str) -> Result<Value, String> {
+        let r = self.call(
+            Some(page.session.as_str()),
+            "Runtime.evaluate",
+            json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+        );
+        match r.get("exceptionDetails") {
+            Some(e) => Err(e["exception"]["description"]
+                .as_str()
+                .map_or_else(|| e.to_string(), str::to_owned)),
+            None => Ok(r["result"]["value"].clone()),
+        }
     }
 
     /// Runs `action` (which submits a form or clicks a button) and waits for the next page.

@@ -12,6 +12,7 @@ pub mod cdp;
 pub mod control;
 pub mod turn;
 pub mod up;
+pub mod web;
 pub mod xdp_maps;
 
 use std::collections::HashSet;

@@ -15,24 +15,28 @@ pub struct Up {
     pub tls: SocketAddr,
     pub udp: SocketAddr,
     pub media: SocketAddr,
+    /// `http://127.0.0.1:PORT` of the media service's WebRTC endpoint.
+    pub media_http: String,
     pub operator_key: String,
     pub data: PathBuf,
 }
 
 /// Starts `cloudproxy up` with `data` as its data directory and waits for `ready`.
 pub fn start_up(data: &Path, patience: Duration) -> Up {
-    let p = reserve_ports(5, true);
+    let p = reserve_ports(7, true);
     let a = |i: usize| format!("127.0.0.1:{}", p[i]);
     let mut cmd = Command::new(cloudproxy_bin());
     cmd.arg("up")
         .args(["--data-dir", data.to_str().unwrap()])
         .args(["--control", &a(0), "--media", &a(1), "--turn", &a(2)])
         .args(["--tls", &a(3), "--metrics", &a(4)])
+        .args(["--media-http", &a(5), "--media-webrtc", &a(6)])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1");
     let (guard, lines) = ChildGuard::spawn("cloudproxy up", cmd).unwrap();
     let deadline = Instant::now() + patience;
     let (mut control, mut tls, mut udp, mut media) = (None, None, None, None);
+    let mut media_http = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
@@ -42,6 +46,7 @@ pub fn start_up(data: &Path, patience: Duration) -> Up {
                 Some(("tls", v)) => tls = v.parse().ok(),
                 Some(("udp", v)) => udp = v.parse().ok(),
                 Some(("media", v)) => media = v.parse().ok(),
+                Some(("whip", v)) => media_http = v.strip_suffix("/v1/whip").map(str::to_owned),
                 _ => {}
             },
             Err(_) => panic!("cloudproxy up is not ready:\n{}", guard.output.text()),
@@ -56,6 +61,7 @@ pub fn start_up(data: &Path, patience: Duration) -> Up {
         tls: tls.expect("a tls line"),
         udp: udp.expect("a udp line"),
         media: media.expect("a media line"),
+        media_http: media_http.expect("a whip line"),
         operator_key,
         data: data.to_owned(),
         guard,

@@ -3,6 +3,7 @@
 
 mod apps;
 mod edges;
+mod ice_servers;
 mod metrics;
 mod openapi;
 mod relay;
@@ -22,6 +23,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{ApiError, FieldError};
 use crate::store::{hash_key, Store};
 
+pub use ice_servers::{IceServer, IceServersRequest, IceServersResponse, ProxyMode};
 pub use openapi::ApiDoc;
 
 /// What every handler shares.
@@ -155,7 +157,9 @@ pub async fn router(state: AppState) -> Router {
         .merge(requests::routes())
         .merge(edges::routes())
         .merge(relay::routes())
+        .merge(ice_servers::routes())
         .merge(crate::console::routes())
+        .merge(crate::web::library_routes())
         .fallback(|| async { ApiError::not_found("no such path") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Outermost, so it sees every route and the fallbacks (see `metrics`).

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{apps, edges, relay, requests};
+use super::{apps, edges, ice_servers, relay, requests};
 
 /// The API's OpenAPI 3.1 description.
 #[derive(OpenApi)]
@@ -28,6 +28,7 @@ use super::{apps, edges, relay, requests};
         edges::allowlist_history, edges::allowlist_page,
         relay::acquire_lease, relay::renew_leases, relay::release_leases, relay::report_usage,
         relay::heartbeat, relay::proxies, relay::app_usage,
+        ice_servers::ice_servers,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -40,6 +41,7 @@ use super::{apps, edges, relay, requests};
         (name = "sync", description = "What relays fetch"),
         (name = "relays", description = "Leases, usage reports, heartbeats (relay key) and the \
                                          Auto-mode proxy list (public)"),
+        (name = "webrtc", description = "A browser's iceServers for a mode, by the user's token"),
     )
 )]
 pub struct ApiDoc;

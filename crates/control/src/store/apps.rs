@@ -346,6 +346,33 @@ impl Store {
             .collect())
     }
 
+    /// The keys of one active app that authenticate at `now` (none for an unknown or
+    /// suspended app), to check a user token without loading every app's keys.
+    pub async fn app_keys_of(
+        &self,
+        app_id: &str,
+        now: i64,
+    ) -> Result<Vec<cloudproxy_proto::AppKey>, StoreError> {
+        let q = "SELECT k.key_id, k.secret, k.not_after FROM app_keys k \
+                 JOIN apps a ON a.id = k.app_id \
+                 WHERE k.app_id = $1 AND a.status = 'active' \
+                 AND (k.not_after IS NULL OR k.not_after > $2) ORDER BY k.key_id";
+        let rows: Vec<(String, String, Option<i64>)> = with_pool!(self, |pool| sqlx::query_as(q)
+            .bind(app_id)
+            .bind(now)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(key_id, secret, not_after)| cloudproxy_proto::AppKey {
+                app_id: app_id.to_owned(),
+                key_id,
+                secret: secret.into_bytes(),
+                not_after: not_after.map(|t| t.max(0) as u64),
+            })
+            .collect())
+    }
+
     /// What relays need of every app: keys valid at `now` and active enablements. Suspended
     /// apps are listed without keys, so a relay drops them.
     pub async fn sync_apps(&self, now: i64) -> Result<Vec<SyncApp>, StoreError> {

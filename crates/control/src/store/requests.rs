@@ -6,7 +6,7 @@ use super::{parse_wire, random_hex, with_pool, with_tx, Store};
 use crate::capacity::{self, Decision, RegionLoad};
 use crate::enablement::{EnablementInput, EnablementRequest, Step, SyncEnablement};
 use crate::error::StoreError;
-use crate::model::{Region, RequestState};
+use crate::model::{Mode, Region, RequestState};
 
 #[derive(sqlx::FromRow)]
 struct RequestRow {
@@ -317,6 +317,25 @@ impl Store {
             .await?;
         });
         self.get_request(id, None).await
+    }
+
+    /// Whether `app_id` (active) has an active enablement for `mode` in `region`.
+    pub async fn is_enabled(
+        &self,
+        app_id: &str,
+        region: Region,
+        mode: Mode,
+    ) -> Result<bool, StoreError> {
+        let q = "SELECT COUNT(*) FROM enablement_requests r JOIN apps a ON a.id = r.app_id \
+                 WHERE r.app_id = $1 AND r.region = $2 AND r.mode = $3 \
+                 AND r.state = 'active' AND a.status = 'active'";
+        let (n,): (i64,) = with_pool!(self, |pool| sqlx::query_as(q)
+            .bind(app_id)
+            .bind(region.as_str())
+            .bind(mode.as_str())
+            .fetch_one(pool)
+            .await?);
+        Ok(n > 0)
     }
 
     /// Active enablements of active apps, with their app id.

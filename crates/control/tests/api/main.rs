@@ -9,6 +9,7 @@ mod auth;
 mod console;
 mod control;
 mod edge_cidrs;
+mod ice_servers;
 mod metrics;
 mod numbers;
 mod relays;

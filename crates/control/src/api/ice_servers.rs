@@ -1,0 +1,340 @@
+//! `POST /v1/ice-servers`: a browser's `RTCConfiguration` for a mode, authenticated by the
+//! user's token, so a page calls it directly (CORS open: the credential is a bearer token,
+//! never a cookie).
+//!
+//! | mode | `iceServers` | `iceTransportPolicy` |
+//! |---|---|---|
+//! | `auto` (`0`) | the least-loaded live dynamic relay as `turns:IP:PORT?transport=tcp`: the fallback behind the media service's own candidates, which come in its SDP answer | `all` |
+//! | `udp` (`3`) | the region's live published relays as `turn:IP:PORT?transport=udp` | `relay` |
+//! | `tcp` (`5`) | the region's live published relays as `turns:IP:PORT?transport=tcp` | `relay` |
+//!
+//! The credential is the token itself: a token is a TURN REST username/password the relays
+//! accept unchanged (`cloudproxy_proto::token`), so the ICE credentials expire exactly when
+//! the token does, and nothing new is minted or stored.
+//!
+//! Errors: 401 for a missing, malformed, expired or forged token (or one of a suspended or
+//! deleted app); 403 when the app has no active enablement for a Force mode in that region;
+//! 400 for an unknown region or mode; 503 when a Force mode has no live published relay in
+//! the region. Auto needs no enablement, and with no live dynamic relay it answers an empty
+//! `iceServers`: the media service's own candidates remain.
+//!
+//! The request and response types live here alone, to move into a shared crate as they are.
+
+use axum::extract::State;
+use axum::http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_MAX_AGE,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use cloudproxy_proto::auth::Authenticator;
+use cloudproxy_proto::token::{self, Token};
+use cloudproxy_proto::AuthConfig;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{AppState, JsonBody};
+use crate::allowlist::Listener;
+use crate::error::{ApiError, ErrorBody};
+use crate::model::{Mode, Pool, Region, Transport};
+use crate::time::now_unix;
+
+/// How many published relays a Force mode lists: enough to fail over, and a browser gathers
+/// one relay candidate per server, so not the whole pool.
+const FORCE_RELAYS: i64 = 3;
+
+/// The client-side connection mode, as the SDKs name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "ModeSpelling", rename_all = "snake_case")]
+pub enum ProxyMode {
+    /// Direct first, a dynamic proxy over TLS 443 as the fallback (web `0`).
+    Auto,
+    /// Force UDP: only published relays, TURN over UDP (web `startProxyServer(3)`).
+    Udp,
+    /// Force TCP: only published relays, TURN over TLS (web `startProxyServer(5)`).
+    Tcp,
+}
+
+/// What a request may say for a mode: a name or the web SDK's number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ModeSpelling {
+    Number(i64),
+    Name(String),
+    /// Anything else (null, a float, an object), refused with the same message.
+    Other(serde::de::IgnoredAny),
+}
+
+impl TryFrom<ModeSpelling> for ProxyMode {
+    type Error = String;
+
+    fn try_from(m: ModeSpelling) -> Result<Self, String> {
+        match m {
+            ModeSpelling::Number(0) => Ok(ProxyMode::Auto),
+            ModeSpelling::Number(3) => Ok(ProxyMode::Udp),
+            ModeSpelling::Number(5) => Ok(ProxyMode::Tcp),
+            ModeSpelling::Name(n) if n == "auto" => Ok(ProxyMode::Auto),
+            ModeSpelling::Name(n) if n == "udp" => Ok(ProxyMode::Udp),
+            ModeSpelling::Name(n) if n == "tcp" => Ok(ProxyMode::Tcp),
+            _ => Err("must be \"auto\", \"udp\" or \"tcp\" (or 0, 3 or 5)".into()),
+        }
+    }
+}
+
+impl ProxyMode {
+    /// The enablement a Force mode needs; Auto needs none.
+    fn enablement(self) -> Option<Mode> {
+        match self {
+            ProxyMode::Auto => None,
+            ProxyMode::Udp => Some(Mode::ForceUdp),
+            ProxyMode::Tcp => Some(Mode::ForceTcp),
+        }
+    }
+}
+
+/// `POST /v1/ice-servers`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IceServersRequest {
+    /// `auto`, `udp` or `tcp`; `0`, `3` and `5` are accepted too.
+    #[schema(value_type = String, example = "tcp")]
+    pub mode: ProxyMode,
+    pub region: Region,
+}
+
+/// One entry of `RTCConfiguration.iceServers`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IceServer {
+    #[schema(example = json!(["turns:203.0.113.10:443?transport=tcp"]))]
+    pub urls: Vec<String>,
+    /// The token's TURN username (`<expiry>:<app>:<key>:<channel>:<uid>`).
+    pub username: String,
+    /// The token's TURN password.
+    pub credential: String,
+}
+
+/// An `RTCConfiguration` a page passes to `new RTCPeerConnection(...)` as it is (the extra
+/// members are ignored there).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServersResponse {
+    pub ice_servers: Vec<IceServer>,
+    /// `all` for Auto, `relay` for the Force modes.
+    #[schema(example = "relay")]
+    pub ice_transport_policy: String,
+    pub mode: ProxyMode,
+    pub region: Region,
+    /// When the credentials stop working (Unix seconds): the token's expiry.
+    pub expires_at: u64,
+}
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/ice-servers", post(ice_servers).options(preflight))
+        .route_layer(axum::middleware::map_response(allow_any_origin))
+}
+
+/// Every reply of this path, errors included, may be read by any origin's script.
+async fn allow_any_origin(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
+}
+
+/// The CORS preflight of a cross-origin `POST` with a bearer token and a JSON body.
+async fn preflight() -> impl IntoResponse {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (ACCESS_CONTROL_ALLOW_METHODS, "POST"),
+            (ACCESS_CONTROL_ALLOW_HEADERS, "Authorization, Content-Type"),
+            (ACCESS_CONTROL_MAX_AGE, "600"),
+        ],
+    )
+}
+
+/// The verified token of `Authorization: Bearer <token>`, with its app id.
+pub(super) struct UserToken {
+    token: Token,
+    app_id: String,
+    expiry: u64,
+}
+
+impl axum::extract::FromRequestParts<AppState> for UserToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let encoded = super::bearer_key(parts)?;
+        let token = Token::decode(encoded)
+            .map_err(|e| ApiError::unauthorized(format!("the token is malformed: {e}")))?;
+        let now = now_unix();
+        let (app_id, expiry) = {
+            let claims = token.claims().expect("decode checked the claims");
+            (claims.app_id.to_owned(), claims.expiry)
+        };
+        let keys = state.store().app_keys_of(&app_id, now).await?;
+        let auth = Authenticator::new(&AuthConfig {
+            app_keys: keys,
+            ..AuthConfig::default()
+        });
+        token::verify(&auth, &token, now.max(0) as u64)
+            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        Ok(UserToken {
+            token,
+            app_id,
+            expiry,
+        })
+    }
+}
+
+/// ICE servers and transport policy for a mode in a region, with the token as credential.
+#[utoipa::path(post, path = "/v1/ice-servers", tag = "webrtc",
+    request_body = IceServersRequest,
+    responses(
+        (status = 200, body = IceServersResponse),
+        (status = 400, body = ErrorBody, description = "unknown region or mode"),
+        (status = 401, body = ErrorBody, description = "missing, malformed, expired or forged token"),
+        (status = 403, body = ErrorBody, description = "the app is not enabled for this Force mode in this region"),
+        (status = 503, body = ErrorBody, description = "no live published relay in the region"),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn ice_servers(
+    State(state): State<AppState>,
+    user: UserToken,
+    JsonBody(request): JsonBody<IceServersRequest>,
+) -> Result<Json<IceServersResponse>, ApiError> {
+    let IceServersRequest { mode, region } = request;
+    if let Some(needed) = mode.enablement() {
+        if !state
+            .store()
+            .is_enabled(&user.app_id, region, needed)
+            .await?
+        {
+            return Err(ApiError::forbidden(format!(
+                "app '{}' is not enabled for {} in {}; file an enablement request",
+                user.app_id,
+                needed.as_str(),
+                region.as_str()
+            )));
+        }
+    }
+    let since = now_unix() - state.settings().heartbeat_timeout;
+    let (pool, limit) = match mode {
+        ProxyMode::Auto => (Pool::Dynamic, 1),
+        ProxyMode::Udp | ProxyMode::Tcp => (Pool::Static, FORCE_RELAYS),
+    };
+    let edges = state.store().live_edges(region, pool, since, limit).await?;
+    let ice_servers: Vec<IceServer> = edges
+        .iter()
+        .map(|e| urls(mode, &e.listeners))
+        .filter(|urls| !urls.is_empty())
+        .map(|urls| IceServer {
+            urls,
+            username: user.token.username.clone(),
+            credential: user.token.password.clone(),
+        })
+        .collect();
+    if ice_servers.is_empty() && mode != ProxyMode::Auto {
+        return Err(ApiError::unavailable(format!(
+            "no published relay of {} is live for {}; try again shortly",
+            region.as_str(),
+            match mode {
+                ProxyMode::Udp => "TURN over UDP",
+                _ => "TURN over TLS",
+            }
+        )));
+    }
+    Ok(Json(IceServersResponse {
+        ice_servers,
+        ice_transport_policy: match mode {
+            ProxyMode::Auto => "all",
+            ProxyMode::Udp | ProxyMode::Tcp => "relay",
+        }
+        .into(),
+        mode,
+        region,
+        expires_at: user.expiry,
+    }))
+}
+
+/// One relay's URLs for a mode: its UDP listeners for Force UDP, its TLS ones otherwise.
+fn urls(mode: ProxyMode, listeners: &[Listener]) -> Vec<String> {
+    let wanted = match mode {
+        ProxyMode::Udp => Transport::Udp,
+        ProxyMode::Auto | ProxyMode::Tcp => Transport::Tls,
+    };
+    listeners
+        .iter()
+        .filter(|l| l.transport == wanted)
+        .map(|l| {
+            // An IPv6 literal goes in brackets (RFC 7065 §3.1).
+            let host = match l.ip {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            };
+            match wanted {
+                Transport::Udp => format!("turn:{host}:{}?transport=udp", l.port),
+                _ => format!("turns:{host}:{}?transport=tcp", l.port),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_by_name_and_number() {
+        let parse = |v: &str| serde_json::from_str::<ProxyMode>(v);
+        assert_eq!(parse("\"auto\"").unwrap(), ProxyMode::Auto);
+        assert_eq!(parse("0").unwrap(), ProxyMode::Auto);
+        assert_eq!(parse("\"udp\"").unwrap(), ProxyMode::Udp);
+        assert_eq!(parse("3").unwrap(), ProxyMode::Udp);
+        assert_eq!(parse("\"tcp\"").unwrap(), ProxyMode::Tcp);
+        assert_eq!(parse("5").unwrap(), ProxyMode::Tcp);
+        for bad in [
+            "1",
+            "4",
+            "-1",
+            "\"TCP\"",
+            "\"force_tcp\"",
+            "3.0",
+            "null",
+            "[3]",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(serde_json::to_string(&ProxyMode::Tcp).unwrap(), "\"tcp\"");
+    }
+
+    #[test]
+    fn urls_follow_the_mode_and_bracket_ipv6() {
+        let l = |transport, ip: &str, port| Listener {
+            transport,
+            ip: ip.parse().unwrap(),
+            port,
+        };
+        let listeners = [
+            l(Transport::Udp, "203.0.113.1", 3478),
+            l(Transport::Tcp, "203.0.113.1", 3478),
+            l(Transport::Tls, "2001:db8::1", 443),
+        ];
+        assert_eq!(
+            urls(ProxyMode::Udp, &listeners),
+            ["turn:203.0.113.1:3478?transport=udp"]
+        );
+        assert_eq!(
+            urls(ProxyMode::Tcp, &listeners),
+            ["turns:[2001:db8::1]:443?transport=tcp"]
+        );
+        assert_eq!(
+            urls(ProxyMode::Auto, &listeners),
+            urls(ProxyMode::Tcp, &listeners)
+        );
+    }
+}

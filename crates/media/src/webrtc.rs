@@ -1,0 +1,624 @@
+//! The WebRTC side of the media service: one str0m [`Rtc`] per browser session, all on one
+//! UDP socket, driven sans-IO from the media driver's thread (the same loop as the UDP
+//! protocol: no lock, no channel between a browser's datagram and the channel's members).
+//!
+//! ## Scheme
+//!
+//! * The service is an ICE-lite peer (RFC 8445 §2.5): it never sends connectivity checks, it
+//!   answers the browser's from its one host candidate (the socket's advertised address).
+//!   A browser whose only candidates are relayed ones (a TURN relay) checks from the relay's
+//!   relayed address, and the service answers there: a peer-reflexive remote candidate.
+//! * Demultiplexing: a STUN request's USERNAME starts with the service's ufrag, which names
+//!   the session; a source address that passed a check is then mapped to the session, and the
+//!   DTLS/SCTP/SRTP datagrams from it go straight there (one hash lookup).
+//! * A session is a member of its channel from the POST on ([`MediaServer::join_web`]); it
+//!   gets JOINED when the data channel `cloudproxy` opens. Each data-channel message is one
+//!   datagram of the UDP wire format and goes through [`MediaServer::handle_web`].
+//! * It ends on DELETE, on LEAVE, when str0m reports ICE disconnected or the Rtc dead, and
+//!   when the member timer of the UDP protocol fires (no datagram at all for
+//!   `member_timeout`: a connected browser sends consent checks every few seconds).
+//! * Media (SFU, no transcoding): audio and video frames a browser sends are written, with
+//!   the same codec parameters, on the same-kind transceiver of every other browser of the
+//!   channel whose *source* it is. A browser's source is the first other browser in the
+//!   channel's member order: with two browsers each sees the other; with more, each sees one
+//!   (the earliest still there) and the others' media is not sent to it. Keyframe requests
+//!   (PLI/FIR) from a receiver go to its source.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
+use str0m::config::CryptoProvider;
+use str0m::media::{KeyframeRequest, MediaData, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+
+use crate::server::{MediaServer, SessionId, Transmit, WebRefusal};
+use crate::wire::HEADROOM;
+
+/// The data channel a browser opens in its offer.
+pub const DATA_CHANNEL_LABEL: &str = "cloudproxy";
+
+/// Why an endpoint request failed: an HTTP status and a JSON error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<WebRefusal> for ApiError {
+    fn from(r: WebRefusal) -> Self {
+        let message = r.to_string();
+        match r {
+            WebRefusal::Unauthorized(_) => ApiError::new(401, "unauthorized", message),
+            WebRefusal::AppNotAllowed(_) => ApiError::new(403, "app_not_allowed", message),
+            WebRefusal::SeatTaken(_) => ApiError::new(409, "seat_taken", message),
+            WebRefusal::RateLimited => ApiError::new(429, "rate_limited", message),
+            WebRefusal::Full(_) => ApiError::new(503, "full", message),
+        }
+    }
+}
+
+/// Counts of the WebRTC side (for tests and diagnostics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebStats {
+    /// Live sessions.
+    pub sessions: usize,
+    /// Source addresses mapped to a session.
+    pub addresses: usize,
+    /// Sessions ever admitted, and ended.
+    pub admitted: u64,
+    pub ended: u64,
+    /// Data-channel messages received from browsers.
+    pub messages: u64,
+    /// Media frames written toward browsers.
+    pub media_forwarded: u64,
+}
+
+struct Session {
+    rtc: Rtc,
+    ufrag: String,
+    /// Source addresses mapped to this session (removed with it).
+    addrs: Vec<SocketAddr>,
+    channel: Option<ChannelId>,
+    /// Where the Rtc last sent: after ICE, the selected pair's remote address.
+    last_destination: Option<SocketAddr>,
+    deadline: Option<Instant>,
+    audio: Option<Mid>,
+    video: Option<Mid>,
+}
+
+/// The browser sessions of one event loop.
+pub(crate) struct Sessions {
+    socket: UdpSocket,
+    local: SocketAddr,
+    /// The host candidate put in every answer.
+    advertised: SocketAddr,
+    max_sessions: usize,
+    crypto: Arc<CryptoProvider>,
+    by_id: HashMap<SessionId, Session>,
+    by_ufrag: HashMap<String, SessionId>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    /// One entry per armed Rtc deadline; stale entries are skipped (the session's
+    /// `deadline` no longer matches) and the heap is rebuilt when they pile up.
+    timers: BinaryHeap<Reverse<(Instant, SessionId)>>,
+    /// Sessions that were given input and whose output is to be polled.
+    dirty: Vec<SessionId>,
+    /// Events taken out of an Rtc, handled once its output is drained (they touch others).
+    events: Vec<(SessionId, Event)>,
+    stats: WebStats,
+}
+
+impl Sessions {
+    pub fn new(
+        socket: UdpSocket,
+        local: SocketAddr,
+        advertised: SocketAddr,
+        max_sessions: usize,
+    ) -> Self {
+        Self {
+            socket,
+            local,
+            advertised,
+            max_sessions,
+            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            by_id: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            events: Vec::new(),
+            stats: WebStats::default(),
+        }
+    }
+
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    pub fn stats(&self) -> WebStats {
+        WebStats {
+            sessions: self.by_id.len(),
+            addresses: self.by_addr.len(),
+            ..self.stats
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// POST: admits a session for `sdp` (an offer with a `cloudproxy` data channel) with
+    /// `token`; the answer.
+    pub fn offer(
+        &mut self,
+        server: &mut MediaServer,
+        id: SessionId,
+        token: &str,
+        echo: bool,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<String, ApiError> {
+        if self.by_id.len() >= self.max_sessions {
+            return Err(ApiError::new(
+                503,
+                "full",
+                format!("service full ({} browser sessions)", self.max_sessions),
+            ));
+        }
+        let offer = SdpOffer::from_sdp_string(sdp)
+            .map_err(|e| ApiError::new(400, "malformed_sdp", format!("the offer: {e}")))?;
+        if !sdp.lines().any(|l| l.starts_with("m=application")) {
+            return Err(ApiError::new(
+                400,
+                "no_data_channel",
+                "the offer has no data channel (m=application): create the 'cloudproxy' \
+                 channel before createOffer()",
+            ));
+        }
+        server.join_web(id, token, echo, now)?;
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_crypto_provider(self.crypto.clone())
+            .build(now);
+        let answer = Candidate::host(self.advertised, "udp")
+            .map_err(|e| ApiError::new(500, "internal", format!("host candidate: {e}")))
+            .and_then(|c| {
+                rtc.add_local_candidate(c);
+                rtc.sdp_api()
+                    .accept_offer(offer)
+                    .map_err(|e| ApiError::new(400, "malformed_sdp", format!("the offer: {e}")))
+            });
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                server.leave_web(id);
+                return Err(e);
+            }
+        };
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        self.by_ufrag.insert(ufrag.clone(), id);
+        self.by_id.insert(
+            id,
+            Session {
+                rtc,
+                ufrag,
+                addrs: Vec::new(),
+                channel: None,
+                last_destination: None,
+                deadline: None,
+                audio: None,
+                video: None,
+            },
+        );
+        self.stats.admitted += 1;
+        self.dirty.push(id);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// PATCH: the `a=candidate:` lines of a trickle-ice-sdpfrag (RFC 8840).
+    pub fn candidates(&mut self, id: SessionId, frag: &str) -> Result<(), ApiError> {
+        let Some(s) = self.by_id.get_mut(&id) else {
+            return Err(not_found(id));
+        };
+        let mut parsed = Vec::new();
+        for line in frag.lines().map(str::trim) {
+            if let Some(c) = line.strip_prefix("a=candidate:") {
+                let c = Candidate::from_sdp_string(&format!("candidate:{c}")).map_err(|e| {
+                    ApiError::new(400, "malformed_candidate", format!("{line}: {e}"))
+                })?;
+                parsed.push(c);
+            }
+        }
+        for c in parsed {
+            s.rtc.add_remote_candidate(c);
+        }
+        self.dirty.push(id);
+        Ok(())
+    }
+
+    /// DELETE: ends the session (its member leaves).
+    pub fn delete(&mut self, server: &mut MediaServer, id: SessionId) -> Result<(), ApiError> {
+        if !self.by_id.contains_key(&id) {
+            return Err(not_found(id));
+        }
+        self.end(server, id, "deleted");
+        Ok(())
+    }
+
+    /// A datagram on the WebRTC socket.
+    pub fn receive(
+        &mut self,
+        server: &mut MediaServer,
+        listeners: &[(UdpSocket, SocketAddr)],
+        from: SocketAddr,
+        datagram: &[u8],
+        buf: &mut [u8],
+        now: Instant,
+    ) {
+        let id = match self.by_addr.get(&from) {
+            Some(id) => *id,
+            None => match stun_ufrag(datagram).and_then(|u| self.by_ufrag.get(u)) {
+                Some(id) => *id,
+                None => return,
+            },
+        };
+        let Some(s) = self.by_id.get_mut(&id) else {
+            return;
+        };
+        let Ok(contents) = datagram.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: from,
+                destination: self.local,
+                contents,
+            },
+        );
+        if !s.rtc.accepts(&input) {
+            return;
+        }
+        if let Err(e) = s.rtc.handle_input(input) {
+            tracing::debug!(session = %id, "webrtc input: {e}");
+        }
+        if !s.addrs.contains(&from) && s.addrs.len() < 8 {
+            s.addrs.push(from);
+            self.by_addr.insert(from, id);
+        }
+        server.touch_web(id, now);
+        self.dirty.push(id);
+        self.run(server, listeners, buf, now);
+    }
+
+    /// Drives every Rtc whose deadline has come.
+    pub fn handle_timeout(
+        &mut self,
+        server: &mut MediaServer,
+        listeners: &[(UdpSocket, SocketAddr)],
+        buf: &mut [u8],
+        now: Instant,
+    ) {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(s) = self.by_id.get_mut(&id) else {
+                continue;
+            };
+            if s.deadline != Some(at) {
+                continue;
+            }
+            s.deadline = None;
+            let _ = s.rtc.handle_input(Input::Timeout(now));
+            self.dirty.push(id);
+        }
+        self.run(server, listeners, buf, now);
+    }
+
+    /// Ends the sessions whose member is gone (timed out, or its seat taken by a UDP JOIN).
+    pub fn sweep(&mut self, server: &mut MediaServer) {
+        let gone: Vec<SessionId> = self
+            .by_id
+            .keys()
+            .filter(|id| !server.is_web_member(**id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.end(server, id, "no longer a member");
+        }
+    }
+
+    /// Polls the output of every dirty session, then handles the events it gave, until
+    /// nothing is left to do.
+    pub fn run(
+        &mut self,
+        server: &mut MediaServer,
+        listeners: &[(UdpSocket, SocketAddr)],
+        buf: &mut [u8],
+        now: Instant,
+    ) {
+        loop {
+            while let Some(id) = self.dirty.pop() {
+                self.drain(server, id);
+            }
+            if self.events.is_empty() {
+                break;
+            }
+            let events = std::mem::take(&mut self.events);
+            for (id, event) in events {
+                self.on_event(server, listeners, buf, id, event, now);
+            }
+        }
+        if self.timers.len() > 2 * self.by_id.len() + 64 {
+            self.timers = self
+                .by_id
+                .iter()
+                .filter_map(|(id, s)| s.deadline.map(|d| Reverse((d, *id))))
+                .collect();
+        }
+    }
+
+    fn drain(&mut self, server: &mut MediaServer, id: SessionId) {
+        let Some(s) = self.by_id.get_mut(&id) else {
+            return;
+        };
+        loop {
+            if !s.rtc.is_alive() {
+                self.end(server, id, "connection closed");
+                return;
+            }
+            match s.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    s.last_destination = Some(t.destination);
+                    send_now(&self.socket, &t.contents, t.destination);
+                }
+                Ok(Output::Timeout(at)) => {
+                    if s.deadline != Some(at) {
+                        s.deadline = Some(at);
+                        self.timers.push(Reverse((at, id)));
+                    }
+                    return;
+                }
+                Ok(Output::Event(e)) => self.events.push((id, e)),
+                Err(e) => {
+                    tracing::debug!(session = %id, "webrtc: {e}");
+                    self.end(server, id, "connection failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(
+        &mut self,
+        server: &mut MediaServer,
+        listeners: &[(UdpSocket, SocketAddr)],
+        buf: &mut [u8],
+        id: SessionId,
+        event: Event,
+        now: Instant,
+    ) {
+        match event {
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.end(server, id, "ICE disconnected");
+            }
+            Event::ChannelOpen(cid, label) => {
+                let Some(s) = self.by_id.get_mut(&id) else {
+                    return;
+                };
+                if label != DATA_CHANNEL_LABEL || s.channel.is_some() {
+                    return;
+                }
+                s.channel = Some(cid);
+                let seen = s.last_destination.unwrap_or(self.advertised);
+                server.web_joined(id, seen, &mut |t| self.deliver(listeners, t));
+            }
+            Event::ChannelData(d) => {
+                let is_ours = self.by_id.get(&id).is_some_and(|s| s.channel == Some(d.id));
+                let end = HEADROOM + d.data.len();
+                if !is_ours || !d.binary || end > buf.len() {
+                    return;
+                }
+                self.stats.messages += 1;
+                buf[HEADROOM..end].copy_from_slice(&d.data);
+                server.handle_web(id, &mut buf[..end], now, &mut |t| {
+                    self.deliver(listeners, t)
+                });
+                if !server.is_web_member(id) {
+                    // LEAVE: the LEFT reply is queued; the session ends with its last datagrams.
+                    self.dirty.push(id);
+                    self.drain(server, id);
+                    self.end(server, id, "left");
+                }
+            }
+            Event::MediaAdded(m) => {
+                if let Some(s) = self.by_id.get_mut(&id) {
+                    match m.kind {
+                        MediaKind::Audio if s.audio.is_none() => s.audio = Some(m.mid),
+                        MediaKind::Video if s.video.is_none() => s.video = Some(m.mid),
+                        _ => {}
+                    }
+                }
+            }
+            Event::MediaData(data) => self.forward_media(server, id, &data),
+            Event::KeyframeRequest(req) => self.forward_keyframe_request(server, id, req),
+            _ => {}
+        }
+    }
+
+    /// Hands one output of the core to its member: a UDP client, or a browser's data channel.
+    fn deliver(&mut self, listeners: &[(UdpSocket, SocketAddr)], t: Transmit<'_>) {
+        match t.to {
+            crate::server::Endpoint::Udp { remote, local } => {
+                if let Some((s, _)) = listeners.iter().find(|(_, a)| *a == local) {
+                    send_now(s, t.bytes, remote);
+                }
+            }
+            crate::server::Endpoint::Web(to) => self.write_web(to, t.bytes),
+        }
+    }
+
+    /// Queues `bytes` as one binary message on browser `to`'s data channel; its datagrams go
+    /// out at the next [`run`](Self::run).
+    pub fn write_web(&mut self, to: SessionId, bytes: &[u8]) {
+        let Some(s) = self.by_id.get_mut(&to) else {
+            return;
+        };
+        let Some(mut channel) = s.channel.and_then(|c| s.rtc.channel(c)) else {
+            return;
+        };
+        // A reliable channel over a full buffer refuses: the message is dropped, as a UDP
+        // datagram would be.
+        let _ = channel.write(true, bytes);
+        self.dirty.push(to);
+    }
+
+    /// Ends every session (the service stops).
+    pub fn sweep_all(&mut self, server: &mut MediaServer) {
+        let all: Vec<SessionId> = self.by_id.keys().copied().collect();
+        for id in all {
+            self.end(server, id, "service stopping");
+        }
+    }
+
+    /// The browser `to` receives media from `source(to)`: the first other browser of its
+    /// channel.
+    fn source_of(server: &MediaServer, to: SessionId) -> Option<SessionId> {
+        server.web_peers(to).next()
+    }
+
+    fn forward_media(&mut self, server: &MediaServer, from: SessionId, data: &MediaData) {
+        let Some(kind) = self
+            .by_id
+            .get(&from)
+            .and_then(|s| s.rtc.media(data.mid))
+            .map(|m| m.kind())
+        else {
+            return;
+        };
+        for to in server.web_peers(from) {
+            if Self::source_of(server, to) != Some(from) {
+                continue;
+            }
+            let Some(s) = self.by_id.get_mut(&to) else {
+                continue;
+            };
+            let mid = match kind {
+                MediaKind::Audio => s.audio,
+                MediaKind::Video => s.video,
+            };
+            let Some(writer) = mid.and_then(|m| s.rtc.writer(m)) else {
+                continue;
+            };
+            let Some(pt) = writer.match_params(data.params) else {
+                continue;
+            };
+            if writer
+                .write(pt, data.network_time, data.time, data.data.clone())
+                .is_ok()
+            {
+                self.stats.media_forwarded += 1;
+            }
+            self.dirty.push(to);
+        }
+    }
+
+    fn forward_keyframe_request(
+        &mut self,
+        server: &MediaServer,
+        from: SessionId,
+        req: KeyframeRequest,
+    ) {
+        let Some(kind) = self
+            .by_id
+            .get(&from)
+            .and_then(|s| s.rtc.media(req.mid))
+            .map(|m| m.kind())
+        else {
+            return;
+        };
+        let Some(source) = Self::source_of(server, from) else {
+            return;
+        };
+        let Some(s) = self.by_id.get_mut(&source) else {
+            return;
+        };
+        let mid = match kind {
+            MediaKind::Audio => s.audio,
+            MediaKind::Video => s.video,
+        };
+        if let Some(mut writer) = mid.and_then(|m| s.rtc.writer(m)) {
+            let _ = writer.request_keyframe(None, req.kind);
+            self.dirty.push(source);
+        }
+    }
+
+    fn end(&mut self, server: &mut MediaServer, id: SessionId, why: &str) {
+        let Some(mut s) = self.by_id.remove(&id) else {
+            return;
+        };
+        s.rtc.disconnect();
+        self.by_ufrag.remove(&s.ufrag);
+        for a in &s.addrs {
+            if self.by_addr.get(a) == Some(&id) {
+                self.by_addr.remove(a);
+            }
+        }
+        server.leave_web(id);
+        self.stats.ended += 1;
+        tracing::debug!(session = %id, why, "browser session ended");
+    }
+}
+
+fn not_found(id: SessionId) -> ApiError {
+    ApiError::new(404, "unknown_session", format!("no session {id}"))
+}
+
+/// The service's ufrag in a STUN Binding request's USERNAME (`ours:theirs`), if `datagram`
+/// is one. Only the attribute walk; str0m checks the rest.
+fn stun_ufrag(datagram: &[u8]) -> Option<&str> {
+    // STUN: first two bits 0, magic cookie at 4..8 (RFC 8489 §5).
+    if datagram.len() < 20 || datagram[0] & 0xc0 != 0 || datagram[4..8] != [0x21, 0x12, 0xa4, 0x42]
+    {
+        return None;
+    }
+    let mut rest = &datagram[20..];
+    while rest.len() >= 4 {
+        let kind = u16::from_be_bytes([rest[0], rest[1]]);
+        let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+        let value = rest.get(4..4 + len)?;
+        if kind == 0x0006 {
+            let username = std::str::from_utf8(value).ok()?;
+            return username.split(':').next();
+        }
+        rest = rest.get(4 + len.next_multiple_of(4)..)?;
+    }
+    None
+}
+
+/// One non-blocking `sendto` (see the driver's `send_now`).
+fn send_now(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> bool {
+    socket2::SockRef::from(socket)
+        .send_to(data, &to.into())
+        .is_ok()
+}
