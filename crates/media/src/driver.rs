@@ -364,7 +364,7 @@ async fn serve(
     let mut sleep = pin!(tokio::time::sleep_until(far_future()));
     let mut armed: Option<Instant> = None;
     let mut first = 0usize;
-    let mut replaced = 0u64;
+    let (mut replaced, mut timeouts) = (0u64, 0u64);
     loop {
         let web_deadline = sessions.as_ref().and_then(|(s, _)| s.next_deadline());
         let deadline = match (server.poll_timeout(), web_deadline) {
@@ -388,7 +388,13 @@ async fn serve(
                 let now = Instant::now();
                 server.handle_timeout(now);
                 if let Some((s, _)) = sessions.as_mut() {
-                    s.sweep(&mut server);
+                    // Only a member timeout can end a session here: sweep (a pass over the
+                    // sessions) only then, not at each Rtc deadline.
+                    let t = server.stats().timeouts;
+                    if t != timeouts {
+                        timeouts = t;
+                        s.sweep(&mut server);
+                    }
                     s.handle_timeout(&mut server, &listeners, &mut buf, now);
                 }
                 // A fired sleep stays ready: always re-arm it.
