@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use cloudproxy_proto::admission::Pool;
+use cloudproxy_api::{Pool, Region, Transport, Wire as _};
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::AppKey;
 use cloudproxy_relay::link::LinkConfig;
@@ -182,15 +182,6 @@ struct ControlSection {
     api_server_name: Option<String>,
 }
 
-const REGIONS: [&str; 6] = [
-    "mainland_china",
-    "europe",
-    "india",
-    "japan",
-    "north_america",
-    "southeast_asia",
-];
-
 /// The control link's settings from a `[control]` section or flags (flags win).
 struct ControlValues<'a> {
     url: Option<&'a str>,
@@ -236,10 +227,11 @@ fn apply_control(config: &mut RelayConfig, v: ControlValues<'_>, from: &str) -> 
         link.edge_id = id.to_owned();
     }
     if let Some(r) = v.region {
-        if !REGIONS.contains(&r) {
-            bail!("{from}region '{r}': expected one of {}", REGIONS.join(", "));
-        }
-        link.region = r.to_owned();
+        let Some(region) = Region::parse(r) else {
+            let known: Vec<&str> = Region::ALL.iter().map(|r| r.as_str()).collect();
+            bail!("{from}region '{r}': expected one of {}", known.join(", "));
+        };
+        link.region = region;
     }
     if let Some(p) = v.pool {
         link.pool = match p {
@@ -265,20 +257,20 @@ fn apply_control(config: &mut RelayConfig, v: ControlValues<'_>, from: &str) -> 
 }
 
 /// `udp:203.0.113.7:3478`, `tls:[2001:db8::7]:443`.
-fn parse_public(s: &str) -> Result<(String, SocketAddr), String> {
+fn parse_public(s: &str) -> Result<(Transport, SocketAddr), String> {
     let (t, addr) = s
         .split_once(':')
         .ok_or("expected TRANSPORT:IP:PORT, e.g. tls:203.0.113.7:443")?;
-    if !["udp", "tcp", "tls"].contains(&t) {
+    let Some(transport) = Transport::parse(t) else {
         return Err(format!("transport '{t}': expected udp, tcp or tls"));
-    }
+    };
     let addr: SocketAddr = addr
         .parse()
         .map_err(|_| format!("'{addr}' is not IP:PORT"))?;
     if addr.ip().is_unspecified() || addr.port() == 0 {
         return Err("needs a concrete address and port clients can reach".into());
     }
-    Ok((t.to_owned(), addr))
+    Ok((transport, addr))
 }
 
 #[derive(Debug, Default, Deserialize)]
