@@ -213,9 +213,9 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
     relay_config.server.peer_policy =
         PeerPolicy::new(std::iter::once(media_rule).chain(args.allow_peer.iter().cloned()));
     if args.relay_ip.is_empty() {
-        crate::config::relay_ip_from_listeners(&mut relay_config);
+        crate::relay_config::relay_ip_from_listeners(&mut relay_config);
     } else {
-        crate::config::set_relay_ips(&mut relay_config, &args.relay_ip)?;
+        crate::relay_config::set_relay_ips(&mut relay_config, &args.relay_ip)?;
     }
     if let Some(secret) = &args.static_secret {
         if secret.is_empty() {
