@@ -41,7 +41,7 @@ mod release;
 pub mod signal;
 pub mod tls;
 
-pub use client::{Client, ClientConfig, JoinInfo, Proxies, Received, SessionStats};
+pub use client::{Client, ClientConfig, JoinInfo, Proxies, Received, ReceivedFrom, SessionStats};
 pub use error::{JoinError, PathAttempt, PathFailure, SdkError};
 pub use event::{ConnectionState, Event, PathKind, StateReason};
 pub use http_proxy::{HttpProxy, NoProxy, ProxyConfigError, ProxyFailure};
