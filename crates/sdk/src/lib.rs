@@ -27,7 +27,6 @@
 //! Behind a web proxy, set [`ClientConfig::http_proxy`] (e.g. from [`HttpProxy::from_env`]):
 //! the TLS paths then tunnel through it with CONNECT, TLS end to end to the relay.
 
-pub mod blocking;
 mod client;
 mod connect;
 pub mod error;

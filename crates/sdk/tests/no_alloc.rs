@@ -25,7 +25,7 @@ use cloudproxy_proto::token::Token;
 use cloudproxy_proto::{AppKey, AuthConfig, ServerConfig};
 use cloudproxy_relay::{Relay, RelayConfig};
 use cloudproxy_sdk::{Client, ClientConfig, CloudProxyType, SessionStats};
-use cloudproxy_testkit::alloc::{count_on_threads_named, CountingAllocator, Window};
+use cloudproxy_testkit::alloc::{count_on_threads_named, serial, CountingAllocator, Window};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -183,17 +183,20 @@ fn check(mode: CloudProxyType, allowed_per_packet: u64) {
 
 #[test]
 fn force_udp_sends_and_receives_without_allocating() {
+    let _serial = serial();
     check(CloudProxyType::UdpProxy, 0);
 }
 
 #[test]
 fn force_tcp_allocates_only_the_tls_record_buffers() {
+    let _serial = serial();
     check(CloudProxyType::TcpProxy, TLS_RECORD_BUFFERS_PER_PACKET);
 }
 
 /// The counter sees an allocation on the named thread, and none elsewhere.
 #[test]
 fn the_counter_counts_the_named_thread_only() {
+    let _serial = serial();
     let (n, ()) = count_on_threads_named("alloc-probe", || {
         std::hint::black_box(Vec::<u8>::with_capacity(1)); // this thread: not counted
         std::thread::Builder::new()

@@ -12,7 +12,8 @@
 //! own thread) or [`count_on_threads_named`] (event loops on threads of their own: the relay's
 //! `relay-shard-N`, the SDK session's runtime thread). Only allocations and reallocations
 //! count, never frees. One window at a time: both take a process-wide lock, so parallel tests
-//! cannot add to each other's counts. `NO_ALLOC_BACKTRACE=1` prints a backtrace of the first
+//! cannot add to each other's counts; a test whose set-up runs on threads another test counts
+//! holds [`serial`] throughout. `NO_ALLOC_BACKTRACE=1` prints a backtrace of the first
 //! allocations counted in a window.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -40,6 +41,8 @@ static TRACED: AtomicU64 = AtomicU64::new(0);
 const MAX_TRACES: u64 = 5;
 /// One window at a time.
 static WINDOW: Mutex<()> = Mutex::new(());
+/// One test at a time, for the tests that hold [`serial`].
+static SERIAL: Mutex<()> = Mutex::new(());
 
 thread_local! {
     // `const` initialisation: reading these inside the allocator never allocates.
@@ -173,6 +176,13 @@ impl Window {
         COUNTING_HERE.with(|c| c.set(false));
         COUNT.load(Ordering::SeqCst)
     }
+}
+
+/// Held for a whole test whose set-up runs on counted threads (its relay's `relay-shard-N`
+/// starting, its client joining): while it is held no other such test runs, so no other
+/// test's set-up lands in this test's window. Windows on the calling thread need not hold it.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs `f` counting the allocations made on this thread, and returns them with `f`'s result.
