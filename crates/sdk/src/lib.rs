@@ -39,6 +39,7 @@ mod probe;
 mod release;
 pub mod signal;
 pub mod tls;
+mod transport;
 
 pub use client::{Client, ClientConfig, JoinInfo, Proxies, Received, ReceivedFrom, SessionStats};
 pub use error::{JoinError, PathAttempt, PathFailure, SdkError};
