@@ -186,6 +186,13 @@ wire_enum! {
     Transport { Udp = "udp", Tcp = "tcp", Tls = "tls" }
 }
 
+impl Transport {
+    /// Stream transports frame ChannelData with padding to 4 bytes (RFC 8656 §12.5).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
 wire_enum! {
     /// The role of an API key.
     Role { Operator = "operator", Owner = "owner" }
