@@ -13,6 +13,9 @@
 //! let info = client.join("room-1", 42, "<token from cloudproxy token>").await?;
 //! client.send(b"hello").await?;
 //! let from_others = client.recv().await?;
+//! // Or into a buffer of the caller's, which the session recycles: no allocation per packet.
+//! let mut payload = Vec::new();
+//! let from = client.recv_into(&mut payload).await?;
 //! client.leave().await?;
 //! client.set_cloud_proxy(CloudProxyType::None)?; // back to Auto, after leaving
 //! # Ok(()) }
