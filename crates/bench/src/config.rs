@@ -9,33 +9,10 @@ pub const MIN_SIZE: usize = crate::probe::HEADER_LEN;
 /// for this, and media never comes close.
 pub const MAX_SIZE: usize = 8192;
 
-/// How the generator reaches the TURN server (RFC 8656 §3.1). The relay-to-peer leg is UDP
-/// whatever this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Udp,
-    Tcp,
-    /// TLS over TCP, ALPN `stun.turn` (RFC 7443); any certificate is accepted.
-    Tls,
-}
-
-impl Transport {
-    /// Whether ChannelData is padded to 4 bytes and framed on a byte stream (RFC 8656 §12.5).
-    pub fn is_stream(self) -> bool {
-        !matches!(self, Transport::Udp)
-    }
-}
-
-impl std::fmt::Display for Transport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        })
-    }
-}
+/// How the generator reaches the TURN server (RFC 8656 §3.1): UDP, TCP, or TLS over TCP with
+/// ALPN `stun.turn` (RFC 7443; any certificate is accepted). The relay-to-peer leg is UDP
+/// whatever this is. The one transport type of the workspace.
+pub use cloudproxy_proto::Transport;
 
 /// Long-term credentials for the Allocate 401 dance.
 #[derive(Debug, Clone)]

@@ -14,22 +14,10 @@ use crate::echo::EchoPeer;
 use crate::error::{hint, BenchError, SetupError};
 use crate::histogram::Histogram;
 use crate::phase::Phases;
-use crate::report::{ChurnReport, DataCounters, Latency, Report, SetupReport, StepReport, Verdict};
+use crate::report::{ChurnReport, DataCounters, Event, Latency, Report, SetupReport, Verdict};
 use crate::setup::{self, Allocation, Params};
 use crate::sys;
 use crate::worker::Worker;
-
-/// What a run tells its caller as it goes.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// A progress line, about once a second.
-    Progress(String),
-    /// Every allocation that could be set up is up and idle (`--setup-only`): now is the time
-    /// to read the server's memory use.
-    Ready { up: usize, requested: usize },
-    /// A step of the `--rate max` search ended (latency is filled in only in the final report).
-    Step(StepReport),
-}
 
 /// Runs the load described by `config`, reporting progress to `observe`.
 pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, BenchError> {

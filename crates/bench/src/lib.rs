@@ -98,6 +98,7 @@ pub mod tls;
 pub mod worker;
 
 pub use config::{Config, Credentials, Preset, Rate, Search, Transport, MAX_SIZE, MIN_SIZE};
-pub use driver::{run, Event};
+pub use driver::run;
 pub use error::{BenchError, SetupError, Stage};
+pub use report::Event;
 pub use report::{ChurnReport, DataCounters, Latency, Report, SetupReport, StepReport, Verdict};

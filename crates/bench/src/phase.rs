@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use crate::churn::ChurnSwitch;
 use crate::config::{Config, Search};
 use crate::control::{Control, Live, MAX_STEPS};
-use crate::driver::Event;
-use crate::report::{StepReport, Verdict};
+use crate::report::{Event, StepReport, Verdict};
 use crate::sys;
 
 /// A step passes only if the generator sent at least this share of its target.

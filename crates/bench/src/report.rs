@@ -13,6 +13,18 @@ use serde::Serialize;
 use crate::config::Transport;
 use crate::histogram::Histogram;
 
+/// What a run tells its caller as it goes.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A progress line, about once a second.
+    Progress(String),
+    /// Every allocation that could be set up is up and idle (`--setup-only`): now is the time
+    /// to read the server's memory use.
+    Ready { up: usize, requested: usize },
+    /// A step of the `--rate max` search ended (latency is filled in only in the final report).
+    Step(StepReport),
+}
+
 /// Data-path events other than plain sends and receipts.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DataCounters {

@@ -21,12 +21,13 @@ use std::net::SocketAddr;
 
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
-use cloudproxy_control::model::{Mode, Pool, QualityTier, Region, Sdk, Transport};
+use cloudproxy_api::{Mode, Pool, QualityTier, Region, Sdk, Transport};
 use reqwest::Method;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
-use self::http::{Api, Auth};
-use self::parse::{parse_day, parse_listener, WireParser};
+use self::http::{Api, Auth, NO_BODY};
+pub(crate) use self::parse::WireParser;
+use self::parse::{parse_day, parse_listener};
 use self::table::Table;
 use crate::failure::Failure;
 
@@ -302,7 +303,7 @@ pub(crate) fn run(args: AdminArgs) -> Result<(), Failure> {
         AdminCommand::Apps(c) => apps::apps(&api, &out, c),
         AdminCommand::Requests(c) => requests::requests(&api, &out, c),
         AdminCommand::Regions(RegionsCommand::List) => {
-            let body = api.call(Method::GET, "/v1/regions", &[], None, Auth::Key)?;
+            let body = api.call(Method::GET, "/v1/regions", &[], NO_BODY, Auth::Key)?;
             out.emit(&body, edges::regions_table)
         }
         AdminCommand::Edges(c) => edges::edges(&api, &out, c),
@@ -317,16 +318,21 @@ struct Out {
 }
 
 impl Out {
-    fn emit(&self, body: &str, human: impl FnOnce(&Value) -> String) -> Result<(), Failure> {
+    /// Prints `body` (`--json`) or `human` of it read as the API's type `T`.
+    fn emit<T: DeserializeOwned>(
+        &self,
+        body: &str,
+        human: impl FnOnce(&T) -> String,
+    ) -> Result<(), Failure> {
         if self.json {
             if !body.is_empty() {
                 println!("{}", body.trim_end());
             }
             return Ok(());
         }
-        let value: Value = serde_json::from_str(body).map_err(|e| {
+        let value: T = serde_json::from_str(body).map_err(|e| {
             Failure::Runtime(anyhow!(
-                "the control plane answered something that is not JSON: {e}"
+                "the control plane's answer does not read as the API's JSON: {e}"
             ))
         })?;
         // Cells are already escaped; this catches text rendered outside a table.

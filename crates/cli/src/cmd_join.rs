@@ -326,6 +326,8 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
     // last echoes.
     let mut drain_until: Option<tokio::time::Instant> = None;
     let mut signalled = false;
+    // One buffer for every received payload (the SDK recycles the one it replaces).
+    let mut received = Vec::new();
     loop {
         tokio::select! {
             // Packets before events: the session queues every packet of a dropped path before
@@ -340,10 +342,10 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
                     drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
             }
-            r = client.recv() => match r {
-                Ok(p) => {
+            r = client.recv_into(&mut received) => match r {
+                Ok(from) => {
                     gaps.packet(Instant::now());
-                    if p.from_uid == info.uid { own_echoes += 1 } else { from_others += 1 }
+                    if from.from_uid == info.uid { own_echoes += 1 } else { from_others += 1 }
                 }
                 Err(_) => break,
             },

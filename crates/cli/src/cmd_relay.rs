@@ -18,8 +18,8 @@ use anyhow::Context as _;
 use cloudproxy_relay::tls::{self, TlsIdentity};
 use cloudproxy_relay::{BoundAddrs, Relay, RelayConfig};
 
-use crate::config::{self, RelayArgs};
 use crate::failure::Failure;
+use crate::relay_config::{self, RelayArgs};
 
 /// How often a draining relay looks whether its last allocation has ended.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
@@ -57,14 +57,14 @@ fn has_no_credentials(config: &RelayConfig) -> bool {
 
 /// The configuration from the file and flags, checked, with its warnings logged.
 fn load(args: &RelayArgs) -> anyhow::Result<RelayConfig> {
-    let config = config::relay_config(args.config.as_deref(), args)?;
+    let config = relay_config::relay_config(args.config.as_deref(), args)?;
     // Unreadable or mismatched PEM files are configuration errors: catch them before binding.
     if !config.tls.is_empty() {
         if let TlsIdentity::Pem { .. } = &config.tls_identity {
             tls::certified_key(&config.tls_identity)?;
         }
     }
-    for w in config::warnings(&config) {
+    for w in relay_config::warnings(&config) {
         tracing::warn!("{w}");
     }
     Ok(config)

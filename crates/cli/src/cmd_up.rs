@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
+use cloudproxy_api::{Pool, Region};
 use cloudproxy_control::{Control, ControlConfig};
 use cloudproxy_media::driver::{MediaConfig, MediaService};
-use cloudproxy_proto::admission::Pool;
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::token::Token;
 use cloudproxy_proto::{AppKey, AuthConfig};
@@ -35,6 +35,7 @@ use cloudproxy_relay::link::LinkConfig;
 use cloudproxy_relay::{Relay, RelayConfig};
 use serde_json::{json, Value};
 
+use crate::cmd_admin::WireParser;
 use crate::failure::Failure;
 
 /// The relay's edge id at its own control plane.
@@ -48,8 +49,8 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "DIR", default_value = "cloudproxy-data")]
     data_dir: PathBuf,
     /// The region the relay serves and the demo app is enabled in.
-    #[arg(long, default_value = "japan")]
-    region: String,
+    #[arg(long, default_value = "japan", value_parser = WireParser::<Region>::new())]
+    region: Region,
     /// The control plane's HTTP API.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8480")]
     control: SocketAddr,
@@ -212,7 +213,7 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
         key_id: app.key_id.clone(),
         secret: app.secret.clone(),
         media_url: format!("http://{whip_addr}"),
-        region: args.region.clone(),
+        region: args.region.as_str().to_owned(),
     });
     // Apps made later (`cloudproxy admin`, the console) join too: the media service takes
     // every app's keys from the control plane as often as the relay syncs.
@@ -233,7 +234,7 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
             url: base.clone(),
             key: operator_key.clone(),
             edge_id: EDGE_ID.into(),
-            region: args.region.clone(),
+            region: args.region,
             pool: Pool::Static,
             capacity_kbps: 1_000_000,
             sync_interval: SYNC_INTERVAL,
@@ -258,9 +259,9 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
             .chain(args.allow_peer.iter().cloned()),
     );
     if args.relay_ip.is_empty() {
-        crate::config::relay_ip_from_listeners(&mut relay_config);
+        crate::relay_config::relay_ip_from_listeners(&mut relay_config);
     } else {
-        crate::config::set_relay_ips(&mut relay_config, &args.relay_ip)?;
+        crate::relay_config::set_relay_ips(&mut relay_config, &args.relay_ip)?;
     }
     if let Some(secret) = &args.static_secret {
         if secret.is_empty() {
@@ -285,7 +286,7 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
     }
     let mut changed = false;
     for mode in ["force_udp", "force_tcp"] {
-        changed |= enable(&api, &app.app_id, &args.region, mode).await?;
+        changed |= enable(&api, &app.app_id, args.region.as_str(), mode).await?;
     }
     if changed {
         // One sync interval, and a little.

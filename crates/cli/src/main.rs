@@ -1,9 +1,12 @@
 //! The `cloudproxy` command.
 //!
+//! Each command is a `cmd_*` module with its flags and `run`, e.g.:
+//!
 //! * `cloudproxy relay [--config FILE] [flags]`: runs the TURN relay until SIGINT (stop now) or
-//!   SIGTERM (drain, then stop); SIGHUP reloads (`cmd_relay`).
+//!   SIGTERM (drain, then stop); SIGHUP reloads (`cmd_relay`; its configuration is
+//!   `relay_config`).
 //! * `cloudproxy creds --secret S --id ID --ttl SECS`: prints TURN REST credentials and a
-//!   WebRTC `iceServers` entry.
+//!   WebRTC `iceServers` entry (`cmd_creds`).
 //!
 //! Exit status: 0 on success (including a signal-initiated stop), 2 for usage and
 //! configuration errors, 1 for everything else.
@@ -11,6 +14,7 @@
 mod cmd_admin;
 mod cmd_bench;
 mod cmd_control;
+mod cmd_creds;
 mod cmd_demo;
 mod cmd_diagnose;
 mod cmd_join;
@@ -18,25 +22,22 @@ mod cmd_media;
 mod cmd_relay;
 mod cmd_token;
 mod cmd_up;
-mod config;
-mod creds;
 mod duration;
 mod failure;
 mod logging;
 mod media_follow;
+mod relay_config;
 mod signals;
 
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::config::RelayArgs;
-use crate::creds::CredsArgs;
 use crate::failure::Failure;
 use crate::logging::LogFormat;
+use crate::relay_config::RelayArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,7 +69,7 @@ enum Command {
     /// Run the TURN relay.
     Relay(RelayArgs),
     /// Print TURN REST credentials and a WebRTC iceServers entry.
-    Creds(CredsArgs),
+    Creds(cmd_creds::CredsArgs),
     /// Run the reference media service (a UDP channel forwarder).
     Media(cmd_media::MediaArgs),
     /// Mint a user token for an app: TURN credential and media-service credential in one.
@@ -174,7 +175,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
     match cli.command {
         Command::Relay(args) => cmd_relay::run(&args),
-        Command::Creds(args) => creds(&args),
+        Command::Creds(args) => cmd_creds::run(&args),
         Command::Media(args) => cmd_media::run(args),
         Command::Token(args) => cmd_token::run(args),
         Command::Join(args) => cmd_join::run(args),
@@ -196,20 +197,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(Failure::Runtime)
         }
     }
-}
-
-fn creds(args: &CredsArgs) -> Result<(), Failure> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the system clock is before 1970")
-        .map_err(Failure::Runtime)?
-        .as_secs();
-    let creds = creds::mint(args, now).map_err(Failure::Usage)?;
-    std::io::stdout()
-        .lock()
-        .write_all(creds.render(args.json).as_bytes())
-        .context("writing to stdout")
-        .map_err(Failure::Runtime)
 }
 
 #[cfg(test)]

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cloudproxy_proto::client::{self, Attr, Response, ALLOCATE, CHANNEL_BIND, REFRESH};
 use cloudproxy_proto::token::Token;
-use cloudproxy_sdk::blocking::{Conn, EchoPeer, TurnClient};
 use cloudproxy_sdk::{signal, Client, ClientConfig, CloudProxyType};
+use cloudproxy_testkit::echo::EchoPeer;
+use cloudproxy_testkit::turn::{Conn, TurnClient};
 use common::control::ControlProc;
 use common::{cloudproxy_bin, http, in_ci, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
 use serde_json::{json, Value};

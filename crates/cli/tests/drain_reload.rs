@@ -22,7 +22,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cloudproxy_proto::client::{self, Attr, ALLOCATE, CHANNEL_BIND, REFRESH};
-use cloudproxy_sdk::blocking::{Conn, EchoPeer, TurnClient, TIMEOUT};
+use cloudproxy_testkit::echo::EchoPeer;
+use cloudproxy_testkit::turn::{Conn, TurnClient, TIMEOUT};
 use common::turn::{echo, CHANNEL};
 use common::{
     cloudproxy_bin, reserve_ports, send_signal, start_cloudproxy, wait_exit, wait_for_listeners,

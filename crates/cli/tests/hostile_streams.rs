@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudproxy_proto::client::{self, Attr, ALLOCATE, CHANNEL_BIND};
-use cloudproxy_sdk::blocking::{Conn, EchoPeer, TurnClient};
+use cloudproxy_testkit::echo::EchoPeer;
+use cloudproxy_testkit::turn::{Conn, TurnClient};
 use common::{start_cloudproxy, Relay, RelayOptions, TempDir};
 
 const SECRET: &str = "hostile-secret";

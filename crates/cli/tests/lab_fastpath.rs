@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use cloudproxy_lab::{Profile, Role, MEDIA_ADDR, RELAY_ADDR};
 use cloudproxy_proto::client::{Attr, CHANNEL_BIND, REFRESH};
-use cloudproxy_sdk::blocking::{Conn, TurnClient};
+use cloudproxy_testkit::turn::{Conn, TurnClient};
 use common::xdp_maps::{dump, expect_entries, relay_maps};
 use labworld::*;
 
@@ -358,7 +358,7 @@ fn without_xdp_the_relay_says_why_and_relays_on_sockets() {
     assert_eq!(why.len(), 1, "one line says why:\n{logs}");
     eprintln!("{}", why[0]);
     // It still relays: an Allocate on the socket path succeeds.
-    let conn = cloudproxy_sdk::blocking::Conn::udp(relay.udp);
+    let conn = cloudproxy_testkit::turn::Conn::udp(relay.udp);
     assert_eq!(common::turn::try_allocate(conn, &relay.secret), Ok(()));
 }
 

@@ -19,7 +19,8 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cloudproxy_proto::client::{Attr, ALLOCATE, REFRESH};
-use cloudproxy_sdk::blocking::{Conn, EchoPeer, TurnClient};
+use cloudproxy_testkit::echo::EchoPeer;
+use cloudproxy_testkit::turn::{Conn, TurnClient};
 use common::turn::{echo, try_allocate as allocate_with};
 use common::{
     cloudproxy_bin, metrics_text, run_bounded, send_signal, start_cloudproxy, wait_exit,

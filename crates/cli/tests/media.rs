@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cloudproxy_media::blocking::{Client, ClientError, Reply};
 use cloudproxy_media::wire::{self, ErrorCode, Packet};
 use cloudproxy_proto::client::{self as turn, Attr, ALLOCATE, CHANNEL_BIND};
-use cloudproxy_sdk::blocking::{Conn, TurnClient};
+use cloudproxy_testkit::turn::{Conn, TurnClient};
 use common::{
     cloudproxy_bin, run_bounded, start_cloudproxy, wait_for_listeners, ChildGuard, RelayOptions,
     TempDir,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cloudproxy_proto::client::{Attr, ALLOCATE};
 use cloudproxy_proto::token::Token;
-use cloudproxy_sdk::blocking::{Conn, TurnClient};
+use cloudproxy_testkit::turn::{Conn, TurnClient};
 use common::{cloudproxy_bin, in_ci, ChildGuard};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");

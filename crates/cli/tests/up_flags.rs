@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cloudproxy_proto::client::{Attr, ALLOCATE, CREATE_PERMISSION};
-use cloudproxy_sdk::blocking::{Conn, TurnClient};
+use cloudproxy_testkit::turn::{Conn, TurnClient};
 use common::{cloudproxy_bin, http, reserve_ports, ChildGuard, TempDir};
 
 #[test]

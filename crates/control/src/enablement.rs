@@ -8,134 +8,21 @@
 //! Approved, active and suspended requests hold a reservation of their region's static-pool
 //! capacity ([`crate::capacity`]); the store makes approval atomic (`store::requests`).
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use crate::capacity;
-use crate::error::FieldError;
-use crate::model::{Mode, QualityTier, Region, RequestState, Sdk};
+use crate::model::RequestState;
 
-/// Upper bounds that keep estimates meaningful (and far from overflow).
-pub const MAX_CHANNELS: u32 = 1_000_000;
-pub const MAX_USERS_PER_CHANNEL: u32 = 100_000;
-const MAX_USE_CASE_CHARS: usize = 200;
+pub use cloudproxy_api::requests::{
+    EnablementInput, EnablementRequest, SyncEnablement, MAX_CHANNELS, MAX_USERS_PER_CHANNEL,
+};
 
-/// The application form.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EnablementInput {
-    pub region: Region,
-    pub sdk: Sdk,
-    /// e.g. "1:1 video call", "1:N live broadcast".
-    #[schema(example = "1:1 video call")]
-    pub use_case: String,
-    #[schema(minimum = 1, maximum = 1_000_000)]
-    pub max_concurrent_channels: u32,
-    /// Proxy and non-proxy users together.
-    #[schema(minimum = 1, maximum = 100_000)]
-    pub max_users_per_channel: u32,
-    /// At most `max_users_per_channel`.
-    #[schema(minimum = 1, maximum = 100_000)]
-    pub max_proxy_users_per_channel: u32,
-    pub quality: QualityTier,
-    pub mode: Mode,
-}
-
-impl EnablementInput {
-    /// Every field problem at once (empty when the form is valid).
-    pub fn validate(&self) -> Vec<FieldError> {
-        let mut errors = Vec::new();
-        let mut bad = |field: &str, message: String| {
-            errors.push(FieldError {
-                field: field.into(),
-                message,
-            })
-        };
-        let use_case = self.use_case.trim();
-        if use_case.is_empty() {
-            bad("use_case", "must not be empty".into());
-        } else if use_case.chars().count() > MAX_USE_CASE_CHARS {
-            bad(
-                "use_case",
-                format!("must be at most {MAX_USE_CASE_CHARS} characters"),
-            );
-        } else if let Some(c) = crate::model::forbidden_char(use_case) {
-            bad("use_case", crate::model::forbidden_message(c));
-        }
-        if !(1..=MAX_CHANNELS).contains(&self.max_concurrent_channels) {
-            bad(
-                "max_concurrent_channels",
-                format!("must be between 1 and {MAX_CHANNELS}"),
-            );
-        }
-        if !(1..=MAX_USERS_PER_CHANNEL).contains(&self.max_users_per_channel) {
-            bad(
-                "max_users_per_channel",
-                format!("must be between 1 and {MAX_USERS_PER_CHANNEL}"),
-            );
-        }
-        if self.max_proxy_users_per_channel == 0 {
-            bad("max_proxy_users_per_channel", "must be at least 1".into());
-        } else if self.max_proxy_users_per_channel > self.max_users_per_channel {
-            bad(
-                "max_proxy_users_per_channel",
-                format!(
-                    "must not exceed max_users_per_channel ({})",
-                    self.max_users_per_channel
-                ),
-            );
-        }
-        errors
-    }
-
-    /// The bandwidth this form needs, in kbit/s.
-    pub fn estimate_kbps(&self) -> u64 {
-        capacity::estimate_kbps(
-            self.max_proxy_users_per_channel.into(),
-            self.max_concurrent_channels.into(),
-            self.quality,
-        )
-        .unwrap_or(u64::MAX)
-    }
-}
-
-/// A stored enablement request.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct EnablementRequest {
-    pub id: String,
-    pub app_id: String,
-    pub region: Region,
-    pub sdk: Sdk,
-    pub use_case: String,
-    pub max_concurrent_channels: u32,
-    pub max_users_per_channel: u32,
-    pub max_proxy_users_per_channel: u32,
-    pub quality: QualityTier,
-    pub mode: Mode,
-    pub state: RequestState,
-    /// Why it was rejected (or revoked), when it was.
-    pub reason: Option<String>,
-    /// proxy users × channels × the tier's bitrate, in kbit/s.
-    pub estimated_kbps: u64,
-    /// What it holds of the region's static-pool capacity (0 unless approved, active or
-    /// suspended).
-    pub reserved_kbps: u64,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// When an approved request becomes active on its own (Unix seconds), if approval gave a
-    /// later effective date; null otherwise (approval without a date activates at once).
-    pub activates_at: Option<i64>,
-}
-
-/// An active enablement as relays need it for admission.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SyncEnablement {
-    pub region: Region,
-    pub mode: Mode,
-    pub max_concurrent_channels: u32,
-    pub max_proxy_users_per_channel: u32,
-    /// The tier usage minutes are metered in.
-    pub quality: QualityTier,
+/// The bandwidth a form needs, in kbit/s.
+pub fn estimate_kbps(form: &EnablementInput) -> u64 {
+    capacity::estimate_kbps(
+        form.max_proxy_users_per_channel.into(),
+        form.max_concurrent_channels.into(),
+        form.quality,
+    )
+    .unwrap_or(u64::MAX)
 }
 
 /// A lifecycle step after approval.
@@ -175,6 +62,7 @@ impl Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Mode, QualityTier, Region, Sdk};
 
     fn form() -> EnablementInput {
         EnablementInput {
@@ -192,7 +80,7 @@ mod tests {
     #[test]
     fn a_good_form_validates_and_estimates() {
         assert!(form().validate().is_empty());
-        assert_eq!(form().estimate_kbps(), 2 * 10 * 3_000);
+        assert_eq!(estimate_kbps(&form()), 2 * 10 * 3_000);
     }
 
     #[test]

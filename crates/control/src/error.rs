@@ -22,8 +22,6 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// Why the control plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,31 +92,7 @@ impl StoreError {
     }
 }
 
-/// One field's problem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct FieldError {
-    /// The field's path in the request: `max_users_per_channel`, `listeners[1].ip`, `body`,
-    /// or a query parameter's name.
-    pub field: String,
-    pub message: String,
-}
-
-/// The error object.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ErrorDetail {
-    /// `invalid_request`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
-    /// `payload_too_large`, `conflict`, `quota_exceeded`, `unavailable` or `internal`.
-    pub code: String,
-    pub message: String,
-    /// Field-level messages; empty unless `code` is `invalid_request`.
-    pub fields: Vec<FieldError>,
-}
-
-/// The body of every error response.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
+pub use cloudproxy_api::error::{ErrorBody, ErrorDetail, FieldError};
 
 /// An HTTP error in the shape above.
 #[derive(Debug)]

@@ -7,13 +7,14 @@
 //! failing test shows what every process said.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use cloudproxy_testkit::process::read_lines;
 
 use crate::command::{describe, lock, output_within, wait_until};
 use crate::{Lab, LabError, Role};
@@ -137,24 +138,6 @@ impl Lab {
         self.ensure_up()?;
         output_within(cmd, deadline, None)
     }
-}
-
-/// Reads `pipe` line by line on a thread until end-of-file.
-fn read_lines<R: Read + Send + 'static>(pipe: R, mut each: impl FnMut(String) + Send + 'static) {
-    thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf);
-                    each(line.trim_end_matches(['\n', '\r']).to_owned());
-                }
-            }
-        }
-    });
 }
 
 /// The processes a lab spawned, so that teardown can kill those whose handles still exist.

@@ -107,6 +107,14 @@ pub use netns::cleanup_stale;
 pub use profile::{Counters, Profile};
 pub use topology::Lab;
 
+// The router's interface names: the topology creates them, the profiles' rules name them.
+/// The router's end of the client's link.
+pub(crate) const IF_CLIENT: &str = "to-client";
+/// The router's end of the relay's link.
+pub(crate) const IF_RELAY: &str = "to-relay";
+/// The router's end of the media service's link.
+pub(crate) const IF_MEDIA: &str = "to-media";
+
 /// The client's address (on its `eth0`, a /24 whose gateway is [`CLIENT_GATEWAY`]).
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 201, 1, 2);
 /// The router's address on the client's link; the client's default route.

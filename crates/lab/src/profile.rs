@@ -35,8 +35,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::topology::{IF_CLIENT, IF_MEDIA, IF_RELAY};
-use crate::{LabError, CLIENT_GATEWAY};
+use crate::{LabError, CLIENT_GATEWAY, IF_CLIENT, IF_MEDIA, IF_RELAY};
 
 /// What the firewall between the client and everything else lets through.
 #[derive(Debug, Clone, PartialEq, Eq)]

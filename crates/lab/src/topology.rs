@@ -7,16 +7,11 @@ use crate::child::Children;
 use crate::command::check;
 use crate::profile::parse_counters;
 use crate::{
-    netns, Counters, LabError, Profile, Role, CLIENT_GATEWAY, LINK_PREFIX_LEN, MEDIA_GATEWAY,
-    RELAY_GATEWAY, RELAY_POOL_ADDR, SECOND_RELAY_ADDR, UNROUTED_ADDR,
+    netns, Counters, LabError, Profile, Role, CLIENT_GATEWAY, IF_CLIENT, IF_MEDIA, IF_RELAY,
+    LINK_PREFIX_LEN, MEDIA_GATEWAY, RELAY_GATEWAY, RELAY_POOL_ADDR, SECOND_RELAY_ADDR,
+    UNROUTED_ADDR,
 };
 
-/// The router's end of the client's link.
-pub(crate) const IF_CLIENT: &str = "to-client";
-/// The router's end of the relay's link.
-pub(crate) const IF_RELAY: &str = "to-relay";
-/// The router's end of the media service's link.
-pub(crate) const IF_MEDIA: &str = "to-media";
 /// The leaf end of every link, inside the client, relay and media namespaces.
 const IF_LEAF: &str = "eth0";
 /// The router's interface that its default route points into.

@@ -3,34 +3,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-/// The transport a client reached the relay over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-}
-
-impl Transport {
-    /// Stream transports frame ChannelData with padding to 4 bytes (RFC 8656 §12.5).
-    pub fn is_stream(self) -> bool {
-        !matches!(self, Transport::Udp)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The transport a client reached the relay over: the API's [`cloudproxy_api::Transport`]
+/// (UDP, TCP, TLS on TCP), one type from the relay's listeners to the control plane's table.
+pub use cloudproxy_api::Transport;
 
 /// The client's side of the 5-tuple (RFC 8656 §2, "5-tuple"): the transport, the client's
 /// transport address as the server sees it, and the server's listening address it reached.

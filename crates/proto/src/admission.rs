@@ -18,33 +18,13 @@
 
 use std::collections::HashMap;
 
-/// The pool a relay serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Pool {
-    /// Published in the allow-list; serves the Force modes.
-    Static,
-    /// Never published; serves Auto-mode fallbacks.
-    Dynamic,
-}
+/// The pool a relay serves (the API's [`cloudproxy_api::Pool`]): static relays are
+/// published and serve the Force modes, dynamic ones never are and serve Auto.
+pub use cloudproxy_api::Pool;
 
-/// The mode an allocation is used in, from the relay's pool and the client's transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mode {
-    Auto,
-    ForceUdp,
-    ForceTcp,
-}
-
-impl Mode {
-    /// The control plane's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Auto => "auto",
-            Mode::ForceUdp => "force_udp",
-            Mode::ForceTcp => "force_tcp",
-        }
-    }
-}
+/// The mode an allocation is used in, from the relay's pool and the client's transport: the
+/// API's [`cloudproxy_api::UsageMode`] (Auto, Force UDP, Force TCP), which usage is metered in.
+pub use cloudproxy_api::UsageMode as Mode;
 
 /// What an active app may do on this relay (its region).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -126,13 +126,22 @@ pub enum AppKeySpecError {
     EmptySecret { app_id: String, key_id: String },
 }
 
+/// Longest app id, key id or channel name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// `true` if `s` is 1..=64 characters of `[A-Za-z0-9_.-]`.
+pub fn is_valid_name(s: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
 impl std::str::FromStr for AppKey {
     type Err = AppKeySpecError;
 
     /// `APP_ID:KEY_ID:SECRET` (the secret may itself contain ':'), as the `--app` flags of the
     /// relay and the media service take it.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        use crate::token::is_valid_name;
         let mut parts = s.splitn(3, ':');
         let (Some(app_id), Some(key_id), Some(secret)) = (parts.next(), parts.next(), parts.next())
         else {

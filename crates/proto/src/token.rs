@@ -22,11 +22,10 @@
 //! shared secret has no app id and is refused there.
 
 use crate::auth::{rest_password, Authenticator, CredentialError};
+pub use crate::config::{is_valid_name, MAX_NAME_LEN};
 
 /// The separator between username and password in [`Token::encode`].
 pub const SEPARATOR: char = '#';
-/// Longest app id, key id or channel name.
-pub const MAX_NAME_LEN: usize = 64;
 
 /// What is wrong with a token or with the parts it is minted from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -168,13 +167,6 @@ pub fn claims(username: &str) -> Result<Claims<'_>, TokenError> {
         channel,
         uid,
     })
-}
-
-/// `true` if `s` is 1..=64 characters of `[A-Za-z0-9_.-]`.
-pub fn is_valid_name(s: &str) -> bool {
-    (1..=MAX_NAME_LEN).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 fn check_name(s: &str, err: TokenError) -> Result<(), TokenError> {

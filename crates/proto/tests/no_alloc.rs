@@ -6,16 +6,12 @@
 //! warms the path up, then relays 100,000 packets through it with counting on and asserts that
 //! nothing was allocated. A control test proves the counter sees a `Vec::with_capacity(1)`.
 //!
-//! Measurement windows are serialised by a lock, so parallel tests cannot add to each other's
-//! counts. Set `NO_ALLOC_BACKTRACE=1` to print a backtrace of the first allocations seen in a
-//! window.
+//! Measurement windows are serialised by a lock (`cloudproxy_testkit::alloc`), so parallel
+//! tests cannot add to each other's counts. Set `NO_ALLOC_BACKTRACE=1` to print a backtrace of
+//! the first allocations seen in a window.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cloudproxy_proto::auth::{rest_password, rest_username};
@@ -27,89 +23,18 @@ use cloudproxy_proto::{
     AuthConfig, ClientAddr, ClientInput, Command, PeerAddr, RelayAddr, Server, ServerConfig,
     Shared, Transport, HEADROOM, TAILROOM,
 };
+use cloudproxy_testkit::alloc::{count_on_this_thread, CountingAllocator};
 use rand::SeedableRng;
 
 // ---------------------------------------------------------------------------------------------
-// The counting allocator
-
-struct Counting;
-
-/// Allocations and reallocations seen while some thread had counting on.
-static COUNT: AtomicU64 = AtomicU64::new(0);
-/// Print a backtrace for the first few counted allocations (`NO_ALLOC_BACKTRACE=1`).
-static TRACE: AtomicBool = AtomicBool::new(false);
-static TRACED: AtomicU64 = AtomicU64::new(0);
-const MAX_TRACES: u64 = 3;
-
-thread_local! {
-    // `const` initialisation: no lazy registration, so reading it never allocates.
-    static ENABLED: Cell<bool> = const { Cell::new(false) };
-    /// Set while this thread is printing a backtrace (which allocates itself).
-    static IN_TRACE: Cell<bool> = const { Cell::new(false) };
-}
-
-impl Counting {
-    fn record(&self) {
-        if !ENABLED.try_with(Cell::get).unwrap_or(false)
-            || IN_TRACE.try_with(Cell::get).unwrap_or(true)
-        {
-            return;
-        }
-        COUNT.fetch_add(1, Ordering::Relaxed);
-        if TRACE.load(Ordering::Relaxed) && TRACED.fetch_add(1, Ordering::Relaxed) < MAX_TRACES {
-            IN_TRACE.with(|t| t.set(true));
-            let bt = std::backtrace::Backtrace::force_capture();
-            eprintln!("counted allocation:\n{bt}");
-            IN_TRACE.with(|t| t.set(false));
-        }
-    }
-}
-
-// SAFETY: every method only counts, then forwards to the system allocator, which is a GlobalAlloc.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.record();
-        // SAFETY: forwarded unchanged: the caller upholds GlobalAlloc::alloc's contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.record();
-        // SAFETY: forwarded unchanged: the caller upholds GlobalAlloc::alloc_zeroed's contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        self.record();
-        // SAFETY: forwarded unchanged: the caller upholds GlobalAlloc::realloc's contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged: the caller upholds GlobalAlloc::dealloc's contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+// The counting allocator (the workspace's test kit)
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// One measurement window at a time, across the test threads.
-static WINDOW: Mutex<()> = Mutex::new(());
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// Runs `f` with counting on for this thread and returns the allocations it made.
 fn count_allocations(f: impl FnOnce()) -> u64 {
-    TRACE.store(
-        std::env::var_os("NO_ALLOC_BACKTRACE").is_some_and(|v| v == "1"),
-        Ordering::Relaxed,
-    );
-    let _window = WINDOW.lock().unwrap_or_else(|e| e.into_inner());
-    COUNT.store(0, Ordering::SeqCst);
-    TRACED.store(0, Ordering::Relaxed);
-    ENABLED.with(|e| e.set(true));
-    f();
-    ENABLED.with(|e| e.set(false));
-    COUNT.load(Ordering::SeqCst)
+    count_on_this_thread(f).0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -426,10 +351,13 @@ fn the_counter_counts() {
         black_box(v);
     });
     assert_eq!(n, 2, "a reallocation must be counted too");
-    // Off the window, nothing is counted.
-    let before = COUNT.load(Ordering::SeqCst);
+    // Allocations before the window are not in it.
     black_box(Vec::<u8>::with_capacity(1));
-    assert_eq!(COUNT.load(Ordering::SeqCst), before);
+    assert_eq!(
+        count_allocations(|| {}),
+        0,
+        "an empty window counts nothing"
+    );
 }
 
 #[test]

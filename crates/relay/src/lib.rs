@@ -245,10 +245,10 @@ impl Relay {
         let (link, mut shard_links) = match config.control.clone() {
             Some(c) => {
                 metrics.set_governed();
-                let listeners = (addrs.udp.iter().map(|a| ("udp", *a)))
-                    .chain(addrs.tcp.iter().map(|a| ("tcp", *a)))
-                    .chain(addrs.tls.iter().map(|a| ("tls", *a)))
-                    .map(|(t, a)| (t.to_owned(), a))
+                use cloudproxy_api::Transport;
+                let listeners = (addrs.udp.iter().map(|a| (Transport::Udp, *a)))
+                    .chain(addrs.tcp.iter().map(|a| (Transport::Tcp, *a)))
+                    .chain(addrs.tls.iter().map(|a| (Transport::Tls, *a)))
                     .collect();
                 let (link, shard_links) = link::start(c, shards, listeners, metrics.clone())?;
                 (Some(link), shard_links.into_iter().map(Some).collect())

@@ -19,7 +19,8 @@ use cloudproxy_proto::client::{
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::{AuthConfig, ServerConfig};
 use cloudproxy_relay::{Relay, RelayConfig};
-use cloudproxy_sdk::blocking::{Conn, EchoPeer, TurnClient, TIMEOUT};
+use cloudproxy_testkit::echo::EchoPeer;
+use cloudproxy_testkit::turn::{Conn, TurnClient, TIMEOUT};
 
 const SECRET: &str = "ipv6-secret";
 

@@ -1,8 +1,8 @@
 //! The relay's data path allocates nothing per packet (performance issue: "no per-packet
 //! allocation").
 //!
-//! A counting global allocator counts every allocation and reallocation made by any thread of
-//! the process while counting is on. A real in-process [`Relay`] (one shard, UDP and TCP
+//! The workspace's counting allocator (`cloudproxy_testkit::alloc`) counts every allocation
+//! and reallocation made on the relay's threads while counting is on. A real in-process [`Relay`] (one shard, UDP and TCP
 //! listeners) gets a client allocation with a channel bound to an echo peer; after a warm-up,
 //! 100,000 ChannelData packets go client → relay → echo peer → relay → client (200,000
 //! relayed packets) with counting on. The test client and the echo peer use plain std sockets
@@ -12,148 +12,37 @@
 //! relay's event-loop threads (`relay-shard-N`: sockets, the sans-IO server, tokio's
 //! scheduler and timers, the TCP queues); the test's own threads (client, echo peer, libtest's
 //! bookkeeping, which on a loaded machine overlapped a window now and then) are not the data
-//! path and are left out. The tests run one at a time. Never asserts time; every wait is bounded. Set `NO_ALLOC_BACKTRACE=1` to print
-//! a backtrace of the first allocations seen in a window.
+//! path and are left out. One window at a time (the test kit's lock). Never asserts time; every
+//! wait is bounded. Set `NO_ALLOC_BACKTRACE=1` to print a backtrace of the first allocations
+//! seen in a window.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::hint::black_box;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudproxy_proto::client::{Attr, ALLOCATE, CHANNEL_BIND};
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::{AuthConfig, ServerConfig};
 use cloudproxy_relay::{Relay, RelayConfig};
-use cloudproxy_sdk::blocking::{Conn, TurnClient};
+use cloudproxy_testkit::alloc::{count_on_threads_named, serial, CountingAllocator};
+use cloudproxy_testkit::echo::EchoPeer;
+use cloudproxy_testkit::turn::{Conn, TurnClient};
 
 // ---------------------------------------------------------------------------------------------
-// The counting allocator, process-wide
-
-struct Counting;
-
-/// Counting is on for every thread.
-static ENABLED: AtomicBool = AtomicBool::new(false);
-/// Allocations and reallocations seen while counting was on.
-static COUNT: AtomicU64 = AtomicU64::new(0);
-/// Print a backtrace for the first few counted allocations (`NO_ALLOC_BACKTRACE=1`).
-static TRACE: AtomicBool = AtomicBool::new(false);
-static TRACED: AtomicU64 = AtomicU64::new(0);
-const MAX_TRACES: u64 = 5;
-
-thread_local! {
-    // `const` initialisation: reading it inside the allocator never allocates.
-    /// Set while this thread is printing a backtrace (which allocates itself).
-    static IN_TRACE: Cell<bool> = const { Cell::new(false) };
-    /// Set on a test's thread when its test body is done: what runs there afterwards is
-    /// libtest's bookkeeping.
-    static FINISHED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// One of the relay's event loops (`relay-shard-N`), where the data path runs. The name is read
-/// with `prctl(PR_GET_NAME)` into a stack buffer: no allocation.
-fn on_relay_thread() -> bool {
-    let mut name = [0u8; 16];
-    // SAFETY: PR_GET_NAME writes at most 16 bytes (NUL included) into the buffer.
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_GET_NAME,
-            name.as_mut_ptr() as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    rc == 0 && name.starts_with(b"relay-shard-")
-}
-
-impl Counting {
-    fn record(&self) {
-        if !ENABLED.load(Ordering::Relaxed) {
-            return;
-        }
-        if IN_TRACE.try_with(Cell::get).unwrap_or(true)
-            || FINISHED.try_with(Cell::get).unwrap_or(true)
-            || !on_relay_thread()
-        {
-            return;
-        }
-        COUNT.fetch_add(1, Ordering::Relaxed);
-        if TRACE.load(Ordering::Relaxed) && TRACED.fetch_add(1, Ordering::Relaxed) < MAX_TRACES {
-            IN_TRACE.with(|t| t.set(true));
-            let thread = std::thread::current();
-            let bt = std::backtrace::Backtrace::force_capture();
-            eprintln!(
-                "counted allocation on thread {:?}:\n{bt}",
-                thread.name().unwrap_or("?")
-            );
-            IN_TRACE.with(|t| t.set(false));
-        }
-    }
-}
-
-// SAFETY: every method only counts, then forwards to the system allocator, which is a GlobalAlloc.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.record();
-        // SAFETY: forwarded unchanged: the caller upholds GlobalAlloc::alloc's contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.record();
-        // SAFETY: forwarded unchanged: the caller upholds GlobalAlloc::alloc_zeroed's contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        self.record();
-        // SAFETY: forwarded unchanged: the caller upholds GlobalAlloc::realloc's contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged: the caller upholds GlobalAlloc::dealloc's contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+// The counting allocator (the workspace's test kit), on the relay's event-loop threads
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
-/// Counting is process-wide, so the tests of this file run one at a time: another test's
-/// set-up must not land in a window.
-static SERIAL: Mutex<()> = Mutex::new(());
+/// The relay's event loops are named `relay-shard-N`.
+const RELAY_THREADS: &str = "relay-shard-";
 
-fn serial() -> Serial {
-    Serial(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
-}
-
-/// Holds the lock for one test; when the test body ends, marks its thread finished.
-struct Serial(#[allow(dead_code)] MutexGuard<'static, ()>);
-
-impl Drop for Serial {
-    fn drop(&mut self) {
-        FINISHED.with(|f| f.set(true));
-    }
-}
-
-/// Runs `f` with counting on for the whole process and returns the allocations made.
+/// Runs `f` counting the allocations on the relay's event-loop threads.
 fn count_allocations<T>(f: impl FnOnce() -> T) -> (u64, T) {
-    TRACE.store(
-        std::env::var_os("NO_ALLOC_BACKTRACE").is_some_and(|v| v == "1"),
-        Ordering::Relaxed,
-    );
-    TRACED.store(0, Ordering::Relaxed);
-    COUNT.store(0, Ordering::SeqCst);
-    ENABLED.store(true, Ordering::SeqCst);
-    let out = f();
-    ENABLED.store(false, Ordering::SeqCst);
-    (COUNT.load(Ordering::SeqCst), out)
+    count_on_threads_named(RELAY_THREADS, f)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,54 +85,6 @@ fn relay() -> Relay {
         ..RelayConfig::default()
     };
     Relay::start(config).expect("relay starts")
-}
-
-/// A UDP echo peer with a fixed buffer: it allocates nothing per packet.
-struct Echo {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<u64>>,
-}
-
-impl Echo {
-    fn start() -> Self {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let addr = s.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("echo-peer".into())
-            .spawn(move || {
-                let mut buf = [0u8; 2048];
-                let mut echoed = 0u64;
-                while !flag.load(Ordering::Relaxed) {
-                    if let Ok((n, from)) = s.recv_from(&mut buf) {
-                        if s.send_to(&buf[..n], from).is_ok() {
-                            echoed += 1;
-                        }
-                    }
-                }
-                echoed
-            })
-            .unwrap();
-        Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 /// Bytes of one ChannelData frame the test sends (no padding needed: `PAYLOAD` % 4 == 0).
@@ -395,7 +236,7 @@ impl Client {
 /// allocations of the whole process over `PACKETS` round trips.
 fn measure(transport: &str) -> (u64, Run) {
     let relay = relay();
-    let echo = Echo::start();
+    let echo = EchoPeer::start("127.0.0.1:0").expect("the echo peer");
     let addrs = relay.local_addrs().clone();
     let conn = match transport {
         "udp" => Conn::udp(addrs.udp[0]),

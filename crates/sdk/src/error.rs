@@ -37,7 +37,7 @@ pub enum PathFailure {
     /// The HTTP proxy (named by its URL, password masked) did not open the tunnel.
     HttpProxy {
         proxy: String,
-        failure: crate::http_proxy::ProxyFailure,
+        failure: crate::http_proxy::failure::ProxyFailure,
     },
     /// Not tried: the join had already succeeded or given up.
     Cancelled,
@@ -223,7 +223,7 @@ impl fmt::Display for JoinError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http_proxy::ProxyFailure;
+    use crate::http_proxy::failure::ProxyFailure;
 
     fn attempt(path: PathKind, failure: PathFailure) -> PathAttempt {
         PathAttempt {

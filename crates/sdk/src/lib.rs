@@ -13,6 +13,9 @@
 //! let info = client.join("room-1", 42, "<token from cloudproxy token>").await?;
 //! client.send(b"hello").await?;
 //! let from_others = client.recv().await?;
+//! // Or into a buffer of the caller's, which the session recycles: no allocation per packet.
+//! let mut payload = Vec::new();
+//! let from = client.recv_into(&mut payload).await?;
 //! client.leave().await?;
 //! client.set_cloud_proxy(CloudProxyType::None)?; // back to Auto, after leaving
 //! # Ok(()) }
@@ -27,7 +30,6 @@
 //! Behind a web proxy, set [`ClientConfig::http_proxy`] (e.g. from [`HttpProxy::from_env`]):
 //! the TLS paths then tunnel through it with CONNECT, TLS end to end to the relay.
 
-pub mod blocking;
 mod client;
 mod connect;
 pub mod error;
@@ -40,8 +42,9 @@ mod probe;
 mod release;
 pub mod signal;
 pub mod tls;
+mod transport;
 
-pub use client::{Client, ClientConfig, JoinInfo, Proxies, Received, SessionStats};
+pub use client::{Client, ClientConfig, JoinInfo, Proxies, Received, ReceivedFrom, SessionStats};
 pub use error::{JoinError, PathAttempt, PathFailure, SdkError};
 pub use event::{ConnectionState, Event, PathKind, StateReason};
 pub use http_proxy::{HttpProxy, NoProxy, ProxyConfigError, ProxyFailure};

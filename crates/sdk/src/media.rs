@@ -65,8 +65,10 @@ pub(crate) fn data(seq: u32, sent_micros: u64, payload: &[u8], out: &mut Vec<u8>
     out[wire::DATA_HEADER..].copy_from_slice(payload);
 }
 
-pub(crate) fn ping(t: u64) -> Vec<u8> {
-    encode(Packet::Ping(t))
+/// PING into `out` (cleared first): keepalives reuse the session's send buffer.
+pub(crate) fn ping(t: u64, out: &mut Vec<u8>) {
+    out.clear();
+    let _ = Packet::Ping(t).encode_vec(out);
 }
 
 pub(crate) fn leave() -> Vec<u8> {

@@ -18,32 +18,19 @@ use cloudproxy_proto::channel::stream_frame_len;
 use cloudproxy_proto::client::{
     self, Attr, ClientAuth, Method, Response, TransactionId, ALLOCATE, CHANNEL_BIND, REFRESH,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::error::PathFailure;
 use crate::event::PathKind;
 use crate::http_proxy::HttpProxy;
 use crate::release::{Held, Release, Released};
+use crate::transport::{Link, Stream};
 
 /// The channel number the SDK binds to the media service.
 const CHANNEL: u16 = 0x4000;
 /// Refresh the channel binding (600 s) and its permission (300 s) this often.
 const REFRESH_EVERY: Duration = Duration::from_secs(120);
-
-pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-pub(crate) enum Link {
-    Udp(UdpSocket),
-    Stream {
-        io: Box<dyn Stream>,
-        buf: Vec<u8>,
-        filled: usize,
-    },
-    /// Handed over to a [`Release`].
-    Released,
-}
 
 /// TURN state kept for refreshes and for the release.
 struct Turn {

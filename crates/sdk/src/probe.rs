@@ -54,10 +54,12 @@ pub async fn probe(
     let mut pipe = joined.pipe;
     let mut rtts = Vec::new();
     let mut buf = Vec::with_capacity(2048);
+    let mut ping = Vec::with_capacity(64);
     let epoch = Instant::now();
     for _ in 0..pings {
         let t = epoch.elapsed().as_micros() as u64;
-        if pipe.send(&media::ping(t)).await.is_err() {
+        media::ping(t, &mut ping);
+        if pipe.send(&ping).await.is_err() {
             break;
         }
         let wait = tokio::time::sleep(Duration::from_millis(500));

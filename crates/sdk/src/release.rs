@@ -35,7 +35,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use crate::pipe::Link;
+use crate::transport::Link;
 
 /// First retransmission timeout of the Refresh (RFC 8489 §6.2.1).
 const RELEASE_RTO: Duration = Duration::from_millis(500);

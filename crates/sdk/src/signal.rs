@@ -15,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloudproxy_api::{AllowList, ProxyList, Service, Transport};
 use cloudproxy_proto::client::{self, Attr, ClientAuth};
 use cloudproxy_proto::server::{ATTR_SIGNAL_PATH, SIGNAL};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -213,24 +214,13 @@ fn parse_http(raw: &[u8]) -> Option<Fetched> {
 /// give UDP proxies, Force TCP rows TLS proxies. A CIDR row lists its addresses when it
 /// holds at most 16; a wider one is skipped (firewalls need it, clients cannot dial it).
 pub fn published_proxies(allowlist_json: &[u8]) -> Result<crate::Proxies, SignalError> {
-    #[derive(serde::Deserialize)]
-    struct List {
-        rows: Vec<Row>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Row {
-        service: String,
-        ips: Vec<String>,
-        ports: Vec<u16>,
-    }
-    let list: List = serde_json::from_slice(allowlist_json)
+    let list: AllowList = serde_json::from_slice(allowlist_json)
         .map_err(|e| SignalError::AllowList(e.to_string()))?;
     let mut out = crate::Proxies::default();
     for row in list.rows {
-        let target = match row.service.as_str() {
-            "force_udp" => &mut out.udp,
-            "force_tcp" => &mut out.tls,
-            _ => continue,
+        let target = match row.service {
+            Service::ForceUdp => &mut out.udp,
+            Service::ForceTcp => &mut out.tls,
         };
         for ip in &row.ips {
             for addr in hosts(ip).map_err(SignalError::AllowList)? {
@@ -246,25 +236,15 @@ pub fn published_proxies(allowlist_json: &[u8]) -> Result<crate::Proxies, Signal
 /// Auto-mode proxies from `GET /v1/proxies?region=` (JSON): each relay's TLS listeners, in
 /// the control plane's order (least loaded first), in [`crate::Proxies::auto`].
 pub fn auto_proxies(json: &[u8]) -> Result<crate::Proxies, SignalError> {
-    #[derive(serde::Deserialize)]
-    struct List {
-        proxies: Vec<Proxy>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Proxy {
-        listeners: Vec<Listener>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Listener {
-        transport: String,
-        ip: IpAddr,
-        port: u16,
-    }
-    let list: List =
+    let list: ProxyList =
         serde_json::from_slice(json).map_err(|e| SignalError::AllowList(e.to_string()))?;
     let mut out = crate::Proxies::default();
     for p in list.proxies {
-        for l in p.listeners.into_iter().filter(|l| l.transport == "tls") {
+        for l in p
+            .listeners
+            .into_iter()
+            .filter(|l| l.transport == Transport::Tls)
+        {
             out.auto.push(SocketAddr::new(l.ip, l.port));
         }
     }
@@ -305,7 +285,8 @@ mod tests {
 
     #[test]
     fn allowlist_rows_become_proxies() {
-        let json = br#"{"region":"japan","version":2,"rows":[
+        let json = br#"{"region":"japan","version":2,"created_at":1,"effective_at":1,
+            "effective_date":"1970-01-01T00:00:01Z","changes":[],"rows":[
             {"service":"force_udp","ips":["203.0.113.10","203.0.113.12/31"],"protocol":"udp","ports":[3478]},
             {"service":"force_tcp","ips":["2001:db8::1"],"protocol":"tcp","ports":[443,5349]},
             {"service":"force_tcp","ips":["198.51.100.0/24"],"protocol":"tcp","ports":[443]}]}"#;

@@ -1,51 +1,53 @@
 //! Owners, apps and usage: creation prints keys and secrets once.
 
+use cloudproxy_api::{
+    App, AppInput, CreatedApp, CreatedOwner, Owner, OwnerInput, OwnerKey, RotateInput, Rotated,
+    Usage,
+};
 use reqwest::Method;
-use serde_json::{json, Value};
 
-use super::http::{Api, Auth};
-use super::table::{date, fields, items, text, Table};
+use super::http::{Api, Auth, NO_BODY};
+use super::table::{date, fields, opt, Table};
 use super::{app_path, or_none, seg, AppsCommand, Out, OwnersCommand, UsageArgs};
 use crate::failure::Failure;
 
 pub(super) fn owners(api: &Api, out: &Out, c: OwnersCommand) -> Result<(), Failure> {
     match c {
         OwnersCommand::Create { name } => {
-            let body = json!({ "name": name });
+            let body = OwnerInput { name };
             let body = api.call(Method::POST, "/v1/owners", &[], Some(&body), Auth::Key)?;
-            out.emit(&body, |v| {
-                let owner = &v["owner"];
-                let id = text(owner, "id");
+            out.emit(&body, |v: &CreatedOwner| {
+                let id = &v.owner.id;
                 format!(
                     "{}\nThe API key is shown only once: store it now \
                      (`cloudproxy admin owners key {id}` issues another).\n",
                     fields(&[
                         ("Owner ID", id.clone()),
-                        ("Name", text(owner, "name")),
-                        ("API key", text(v, "api_key")),
+                        ("Name", v.owner.name.clone()),
+                        ("API key", v.api_key.clone()),
                     ])
                 )
             })
         }
         OwnersCommand::List => {
-            let body = api.call(Method::GET, "/v1/owners", &[], None, Auth::Key)?;
-            out.emit(&body, |v| {
+            let body = api.call(Method::GET, "/v1/owners", &[], NO_BODY, Auth::Key)?;
+            out.emit(&body, |v: &Vec<Owner>| {
                 let mut t = Table::new(&["ID", "NAME", "CREATED"]);
-                for o in items(v) {
-                    t.row(vec![text(o, "id"), text(o, "name"), date(o, "created_at")]);
+                for o in v {
+                    t.row(vec![o.id.clone(), o.name.clone(), date(o.created_at)]);
                 }
                 or_none(&t, "no owners")
             })
         }
         OwnersCommand::Key { owner_id } => {
             let path = format!("/v1/owners/{}/keys", seg(&owner_id));
-            let body = api.call(Method::POST, &path, &[], None, Auth::Key)?;
-            out.emit(&body, |v| {
+            let body = api.call(Method::POST, &path, &[], NO_BODY, Auth::Key)?;
+            out.emit(&body, |v: &OwnerKey| {
                 format!(
                     "{}\nThe API key is shown only once: store it now.\n",
                     fields(&[
-                        ("Owner ID", text(v, "owner_id")),
-                        ("API key", text(v, "api_key")),
+                        ("Owner ID", v.owner_id.clone()),
+                        ("API key", v.api_key.clone()),
                     ])
                 )
             })
@@ -56,91 +58,80 @@ pub(super) fn owners(api: &Api, out: &Out, c: OwnersCommand) -> Result<(), Failu
 pub(super) fn apps(api: &Api, out: &Out, c: AppsCommand) -> Result<(), Failure> {
     match c {
         AppsCommand::Create { name, owner } => {
-            let mut body = json!({ "name": name });
-            if let Some(owner) = owner {
-                body["owner_id"] = owner.into();
-            }
+            let body = AppInput {
+                name,
+                owner_id: owner,
+            };
             let body = api.call(Method::POST, "/v1/apps", &[], Some(&body), Auth::Key)?;
-            out.emit(&body, |v| {
-                let (app, cred) = (&v["app"], &v["credentials"]);
+            out.emit(&body, |v: &CreatedApp| {
+                let (app, cred) = (&v.app, &v.credentials);
                 format!(
                     "{}\nThe secret is shown only once: store it now. Mint user tokens with \
                      `cloudproxy token`; `cloudproxy admin apps rotate {}` issues a new one.\n",
                     fields(&[
-                        ("App ID", text(app, "id")),
-                        ("Name", text(app, "name")),
-                        ("Owner", text(app, "owner_id")),
-                        ("Key ID", text(cred, "key_id")),
-                        ("Secret", text(cred, "secret")),
+                        ("App ID", app.id.clone()),
+                        ("Name", app.name.clone()),
+                        ("Owner", opt(&app.owner_id)),
+                        ("Key ID", cred.key_id.clone()),
+                        ("Secret", cred.secret.clone()),
                     ]),
-                    text(app, "id")
+                    app.id
                 )
             })
         }
         AppsCommand::List => {
-            let body = api.call(Method::GET, "/v1/apps", &[], None, Auth::Key)?;
-            out.emit(&body, |v| {
+            let body = api.call(Method::GET, "/v1/apps", &[], NO_BODY, Auth::Key)?;
+            out.emit(&body, |v: &Vec<App>| {
                 let mut t = Table::new(&["ID", "NAME", "OWNER", "STATUS", "KEYS", "CREATED"]);
-                for a in items(v) {
+                for a in v {
                     t.row(vec![
-                        text(a, "id"),
-                        text(a, "name"),
-                        text(a, "owner_id"),
-                        text(a, "status"),
-                        items(&a["keys"]).len().to_string(),
-                        date(a, "created_at"),
+                        a.id.clone(),
+                        a.name.clone(),
+                        opt(&a.owner_id),
+                        a.status.to_string(),
+                        a.keys.len().to_string(),
+                        date(a.created_at),
                     ]);
                 }
                 or_none(&t, "no apps")
             })
         }
         AppsCommand::Show { id } => {
-            let body = api.call(Method::GET, &app_path(&id, ""), &[], None, Auth::Key)?;
+            let body = api.call(Method::GET, &app_path(&id, ""), &[], NO_BODY, Auth::Key)?;
             out.emit(&body, app_block)
         }
         AppsCommand::Delete { id } => {
-            api.call(Method::DELETE, &app_path(&id, ""), &[], None, Auth::Key)?;
+            api.call(Method::DELETE, &app_path(&id, ""), &[], NO_BODY, Auth::Key)?;
             out.done(format!("App {id} deleted."))
         }
         AppsCommand::Suspend { id } => {
-            let body = api.call(
-                Method::POST,
-                &app_path(&id, "/suspend"),
-                &[],
-                None,
-                Auth::Key,
-            )?;
+            let path = app_path(&id, "/suspend");
+            let body = api.call(Method::POST, &path, &[], NO_BODY, Auth::Key)?;
             out.emit(&body, app_status)
         }
         AppsCommand::Resume { id } => {
-            let body = api.call(
-                Method::POST,
-                &app_path(&id, "/resume"),
-                &[],
-                None,
-                Auth::Key,
-            )?;
+            let path = app_path(&id, "/resume");
+            let body = api.call(Method::POST, &path, &[], NO_BODY, Auth::Key)?;
             out.emit(&body, app_status)
         }
         AppsCommand::Rotate { id, grace } => {
-            let body = match grace {
-                Some(g) => json!({ "grace_seconds": g.as_secs() }),
-                None => json!({}),
+            let body = RotateInput {
+                grace_seconds: grace.map(|g| g.as_secs().try_into().unwrap_or(i64::MAX)),
             };
             let path = app_path(&id, "/rotate");
             let body = api.call(Method::POST, &path, &[], Some(&body), Auth::Key)?;
-            out.emit(&body, |v| {
-                let cred = &v["credentials"];
+            out.emit(&body, |v: &Rotated| {
+                let cred = &v.credentials;
                 let mut s = fields(&[
-                    ("App ID", text(cred, "app_id")),
-                    ("Key ID", text(cred, "key_id")),
-                    ("Secret", text(cred, "secret")),
+                    ("App ID", cred.app_id.clone()),
+                    ("Key ID", cred.key_id.clone()),
+                    ("Secret", cred.secret.clone()),
                 ]);
-                for k in items(&v["retiring"]) {
+                for k in &v.retiring {
                     s.push_str(&format!(
                         "Key {} keeps working until {}.\n",
-                        text(k, "key_id"),
-                        date(k, "not_after")
+                        k.key_id,
+                        date(k.not_after)
                     ));
                 }
                 s.push_str("\nThe secret is shown only once: store it now.\n");
@@ -150,22 +141,22 @@ pub(super) fn apps(api: &Api, out: &Out, c: AppsCommand) -> Result<(), Failure> 
     }
 }
 
-fn app_block(a: &Value) -> String {
+fn app_block(a: &App) -> String {
     let mut s = fields(&[
-        ("App ID", text(a, "id")),
-        ("Name", text(a, "name")),
-        ("Owner", text(a, "owner_id")),
-        ("Status", text(a, "status")),
-        ("Created", date(a, "created_at")),
-        ("Updated", date(a, "updated_at")),
+        ("App ID", a.id.clone()),
+        ("Name", a.name.clone()),
+        ("Owner", opt(&a.owner_id)),
+        ("Status", a.status.to_string()),
+        ("Created", date(a.created_at)),
+        ("Updated", date(a.updated_at)),
     ]);
     let mut t = Table::new(&["KEY ID", "CREATED", "NOT AFTER"]);
-    for k in items(&a["keys"]) {
-        let not_after = match k["not_after"].as_i64() {
-            Some(_) => date(k, "not_after"),
+    for k in &a.keys {
+        let not_after = match k.not_after {
+            Some(t) => date(t),
             None => "- (current)".into(),
         };
-        t.row(vec![text(k, "key_id"), date(k, "created_at"), not_after]);
+        t.row(vec![k.key_id.clone(), date(k.created_at), not_after]);
     }
     if !t.is_empty() {
         s.push('\n');
@@ -174,8 +165,8 @@ fn app_block(a: &Value) -> String {
     s
 }
 
-fn app_status(a: &Value) -> String {
-    format!("App {}: {}\n", text(a, "id"), text(a, "status"))
+fn app_status(a: &App) -> String {
+    format!("App {}: {}\n", a.id, a.status)
 }
 
 pub(super) fn usage(api: &Api, out: &Out, a: UsageArgs) -> Result<(), Failure> {
@@ -189,29 +180,28 @@ pub(super) fn usage(api: &Api, out: &Out, a: UsageArgs) -> Result<(), Failure> {
     let path = app_path(&a.app_id, "/usage");
     if a.csv || a.format.as_deref() == Some("csv") {
         query.push(("format", "csv".into()));
-        let body = api.call(Method::GET, &path, &query, None, Auth::Key)?;
+        let body = api.call(Method::GET, &path, &query, NO_BODY, Auth::Key)?;
         print!("{}", super::table::terminal_safe(&body, true));
         return Ok(());
     }
-    let body = api.call(Method::GET, &path, &query, None, Auth::Key)?;
-    out.emit(&body, |v| {
+    let body = api.call(Method::GET, &path, &query, NO_BODY, Auth::Key)?;
+    out.emit(&body, |v: &Usage| {
         let mut t = Table::new(&["DAY", "MODE", "QUALITY", "MINUTES", "BYTES", "PEAK"]);
         let (mut minutes, mut bytes) = (0.0, 0u64);
-        for d in items(&v["days"]) {
-            let m = d["minutes"].as_f64().unwrap_or(0.0);
-            minutes += m;
-            bytes += d["bytes"].as_u64().unwrap_or(0);
+        for d in &v.days {
+            minutes += d.minutes;
+            bytes += d.bytes;
             t.row(vec![
-                text(d, "day"),
-                text(d, "mode"),
-                text(d, "quality"),
-                format!("{m:.1}"),
-                text(d, "bytes"),
-                text(d, "peak_concurrency"),
+                d.day.clone(),
+                d.mode.to_string(),
+                d.quality.map_or("-".into(), |q| q.to_string()),
+                format!("{:.1}", d.minutes),
+                d.bytes.to_string(),
+                d.peak_concurrency.to_string(),
             ]);
         }
         if t.is_empty() {
-            return format!("No usage recorded for app {}.\n", text(v, "app_id"));
+            return format!("No usage recorded for app {}.\n", v.app_id);
         }
         format!("{}Total: {minutes:.1} minutes, {bytes} bytes\n", t.render())
     })

@@ -1,15 +1,17 @@
 //! Regions, relays (edges) and the allow-list table they publish.
 
 use anyhow::anyhow;
+use cloudproxy_api::{
+    AllowList, Edge, EdgeCidrs, EdgeCidrsInput, EdgeInput, EdgeUpdate, Listener, RegionSummary, Row,
+};
 use reqwest::Method;
-use serde_json::{json, Value};
 
-use super::http::{Api, Auth};
-use super::table::{date, fields, items, text, Table};
+use super::http::{Api, Auth, NO_BODY};
+use super::table::{date, fields, Table};
 use super::{or_none, seg, AllowlistArgs, EdgesCommand, Out};
 use crate::failure::Failure;
 
-pub(super) fn regions_table(v: &Value) -> String {
+pub(super) fn regions_table(v: &Vec<RegionSummary>) -> String {
     let mut t = Table::new(&[
         "REGION",
         "NAME",
@@ -19,15 +21,15 @@ pub(super) fn regions_table(v: &Value) -> String {
         "RESERVED_KBPS",
         "AVAILABLE_KBPS",
     ]);
-    for r in items(v) {
+    for r in v {
         t.row(vec![
-            text(r, "region"),
-            text(r, "name"),
-            text(r, "static_edges"),
-            text(r, "dynamic_edges"),
-            text(r, "static_capacity_kbps"),
-            text(r, "reserved_kbps"),
-            text(r, "available_kbps"),
+            r.region.to_string(),
+            r.name.clone(),
+            r.static_edges.to_string(),
+            r.dynamic_edges.to_string(),
+            r.static_capacity_kbps.to_string(),
+            r.reserved_kbps.to_string(),
+            r.available_kbps.to_string(),
         ]);
     }
     t.render()
@@ -36,29 +38,35 @@ pub(super) fn regions_table(v: &Value) -> String {
 pub(super) fn edges(api: &Api, out: &Out, c: EdgesCommand) -> Result<(), Failure> {
     match c {
         EdgesCommand::Put(a) => {
-            let listeners: Vec<Value> = a
-                .listeners
-                .iter()
-                .map(|(t, addr)| json!({ "transport": t, "ip": addr.ip(), "port": addr.port() }))
-                .collect();
-            let body = json!({
-                "region": a.region,
-                "pool": a.pool,
-                "capacity_kbps": a.capacity_kbps,
-                "listeners": listeners,
-            });
+            let body = EdgeInput {
+                region: a.region,
+                pool: a.pool,
+                capacity_kbps: a.capacity_kbps,
+                listeners: a
+                    .listeners
+                    .iter()
+                    .map(|&(transport, addr)| Listener {
+                        transport,
+                        ip: addr.ip(),
+                        port: addr.port(),
+                    })
+                    .collect(),
+                effective_at: None,
+            };
             let path = format!("/v1/edges/{}", seg(&a.id));
             let body = api.call(Method::PUT, &path, &[], Some(&body), Auth::Key)?;
-            out.emit(&body, |v| {
-                let e = &v["edge"];
-                let mut s = format!(
-                    "Edge {}: {} {}, {} kbps, {}\n",
-                    text(e, "id"),
-                    text(e, "region"),
-                    text(e, "pool"),
-                    text(e, "capacity_kbps"),
-                    listeners_text(e)
-                );
+            out.emit(&body, |v: &EdgeUpdate| {
+                let mut s = match &v.edge {
+                    Some(e) => format!(
+                        "Edge {}: {} {}, {} kbps, {}\n",
+                        e.id,
+                        e.region,
+                        e.pool,
+                        e.capacity_kbps,
+                        listeners_text(&e.listeners)
+                    ),
+                    None => String::new(),
+                };
                 s.push_str(&published(v));
                 s
             })
@@ -68,16 +76,16 @@ pub(super) fn edges(api: &Api, out: &Out, c: EdgesCommand) -> Result<(), Failure
                 .map(|r| ("region", r.as_str().to_owned()))
                 .into_iter()
                 .collect();
-            let body = api.call(Method::GET, "/v1/edges", &query, None, Auth::Key)?;
-            out.emit(&body, |v| {
+            let body = api.call(Method::GET, "/v1/edges", &query, NO_BODY, Auth::Key)?;
+            out.emit(&body, |v: &Vec<Edge>| {
                 let mut t = Table::new(&["ID", "REGION", "POOL", "CAPACITY_KBPS", "LISTENERS"]);
-                for e in items(v) {
+                for e in v {
                     t.row(vec![
-                        text(e, "id"),
-                        text(e, "region"),
-                        text(e, "pool"),
-                        text(e, "capacity_kbps"),
-                        listeners_text(e),
+                        e.id.clone(),
+                        e.region.to_string(),
+                        e.pool.to_string(),
+                        e.capacity_kbps.to_string(),
+                        listeners_text(&e.listeners),
                     ]);
                 }
                 or_none(&t, "no edges")
@@ -85,37 +93,41 @@ pub(super) fn edges(api: &Api, out: &Out, c: EdgesCommand) -> Result<(), Failure
         }
         EdgesCommand::Show { id } => {
             let path = format!("/v1/edges/{}", seg(&id));
-            let body = api.call(Method::GET, &path, &[], None, Auth::Key)?;
-            out.emit(&body, |e| {
+            let body = api.call(Method::GET, &path, &[], NO_BODY, Auth::Key)?;
+            out.emit(&body, |e: &Edge| {
                 fields(&[
-                    ("Edge ID", text(e, "id")),
-                    ("Region", text(e, "region")),
-                    ("Pool", text(e, "pool")),
-                    ("Capacity kbps", text(e, "capacity_kbps")),
-                    ("Listeners", listeners_text(e)),
-                    ("Created", date(e, "created_at")),
-                    ("Updated", date(e, "updated_at")),
+                    ("Edge ID", e.id.clone()),
+                    ("Region", e.region.to_string()),
+                    ("Pool", e.pool.to_string()),
+                    ("Capacity kbps", e.capacity_kbps.to_string()),
+                    ("Listeners", listeners_text(&e.listeners)),
+                    ("Created", date(e.created_at)),
+                    ("Updated", date(e.updated_at)),
                 ])
             })
         }
         EdgesCommand::Delete { id } => {
             let path = format!("/v1/edges/{}", seg(&id));
-            let body = api.call(Method::DELETE, &path, &[], None, Auth::Key)?;
-            out.emit(&body, |v| format!("Edge {id} deleted.\n{}", published(v)))
+            let body = api.call(Method::DELETE, &path, &[], NO_BODY, Auth::Key)?;
+            out.emit(&body, |v: &EdgeUpdate| {
+                format!("Edge {id} deleted.\n{}", published(v))
+            })
         }
         EdgesCommand::Cidrs { id, cidrs, none } => {
             let path = format!("/v1/edges/{}/cidrs", seg(&id));
             let body = if cidrs.is_empty() && !none {
-                api.call(Method::GET, &path, &[], None, Auth::Key)?
+                api.call(Method::GET, &path, &[], NO_BODY, Auth::Key)?
             } else {
-                let body = json!({ "cidrs": cidrs });
+                // Parsed here for the message; the server checks them the same way.
+                let cidrs = cidrs
+                    .iter()
+                    .map(|c| c.parse().map_err(|e| Failure::Usage(anyhow!("{e}"))))
+                    .collect::<Result<_, _>>()?;
+                let body = EdgeCidrsInput { cidrs };
                 api.call(Method::PUT, &path, &[], Some(&body), Auth::Key)?
             };
-            out.emit(&body, |v| {
-                let list: Vec<String> = items(&v["cidrs"])
-                    .iter()
-                    .map(|c| c.as_str().unwrap_or_default().to_owned())
-                    .collect();
+            out.emit(&body, |v: &EdgeCidrs| {
+                let list: Vec<String> = v.cidrs.iter().map(|c| c.with_prefix()).collect();
                 let list = if list.is_empty() {
                     "none (the relay key may not register it)".to_owned()
                 } else {
@@ -128,36 +140,31 @@ pub(super) fn edges(api: &Api, out: &Out, c: EdgesCommand) -> Result<(), Failure
 }
 
 /// `udp 203.0.113.10:3478, tls 203.0.113.10:443`
-fn listeners_text(edge: &Value) -> String {
-    items(&edge["listeners"])
+fn listeners_text(listeners: &[Listener]) -> String {
+    listeners
         .iter()
         .map(|l| {
-            let ip = text(l, "ip");
-            let ip = if ip.contains(':') {
-                format!("[{ip}]")
-            } else {
-                ip
-            };
-            format!("{} {ip}:{}", text(l, "transport"), text(l, "port"))
+            let addr = std::net::SocketAddr::new(l.ip, l.port);
+            format!("{} {addr}", l.transport)
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 /// The allow-list versions an edge change published, one line each.
-fn published(update: &Value) -> String {
-    let versions = items(&update["published"]);
-    if versions.is_empty() {
+fn published(update: &EdgeUpdate) -> String {
+    if update.published.is_empty() {
         return "Allow-list unchanged.\n".into();
     }
-    versions
+    update
+        .published
         .iter()
         .map(|p| {
             format!(
                 "Published allow-list {} version {}, effective {}.\n",
-                text(p, "region"),
-                text(p, "version"),
-                date(p, "effective_at")
+                p.region,
+                p.version,
+                date(p.effective_at)
             )
         })
         .collect()
@@ -175,8 +182,8 @@ pub(super) fn allowlist(api: &Api, out: &Out, a: AllowlistArgs) -> Result<(), Fa
                 "--format {format} and --history need a REGION, e.g. `cloudproxy admin allowlist japan --format {format}`"
             )));
         }
-        let body = api.call(Method::GET, "/v1/allowlist", &[], None, Auth::Public)?;
-        return out.emit(&body, |v| allowlist_table(items(v)));
+        let body = api.call(Method::GET, "/v1/allowlist", &[], NO_BODY, Auth::Public)?;
+        return out.emit(&body, |v: &Vec<AllowList>| allowlist_table(v));
     };
     if a.history {
         if export {
@@ -185,24 +192,37 @@ pub(super) fn allowlist(api: &Api, out: &Out, a: AllowlistArgs) -> Result<(), Fa
             )));
         }
         let path = format!("/v1/allowlist/{}/history", region.as_str());
-        let body = api.call(Method::GET, &path, &[], None, Auth::Public)?;
+        let body = api.call(Method::GET, &path, &[], NO_BODY, Auth::Public)?;
         return out.emit(&body, history_table);
     }
     let path = format!("/v1/allowlist/{}", region.as_str());
     if export {
         // The server names the format field when it does not know it.
         let query = [("format", format.to_owned())];
-        let body = api.call(Method::GET, &path, &query, None, Auth::Public)?;
+        let body = api.call(Method::GET, &path, &query, NO_BODY, Auth::Public)?;
         print!("{}", super::table::terminal_safe(&body, true));
         return Ok(());
     }
-    let body = api.call(Method::GET, &path, &[], None, Auth::Public)?;
-    out.emit(&body, |v| allowlist_table(std::slice::from_ref(v)))
+    let body = api.call(Method::GET, &path, &[], NO_BODY, Auth::Public)?;
+    out.emit(&body, |v: &AllowList| {
+        allowlist_table(std::slice::from_ref(v))
+    })
+}
+
+/// A row's cells: service, protocol, ports and addresses.
+fn row_cells(row: &Row) -> [String; 4] {
+    let ports: Vec<String> = row.ports.iter().map(u16::to_string).collect();
+    [
+        row.service.as_str().to_owned(),
+        row.protocol.as_str().to_owned(),
+        ports.join(" "),
+        row.ips.join(" "),
+    ]
 }
 
 /// One table for several regions' current versions; regions with nothing published are
 /// listed after it.
-fn allowlist_table(lists: &[Value]) -> String {
+fn allowlist_table(lists: &[AllowList]) -> String {
     let mut t = Table::new(&[
         "REGION",
         "VERSION",
@@ -214,20 +234,17 @@ fn allowlist_table(lists: &[Value]) -> String {
     ]);
     let mut empty = Vec::new();
     for list in lists {
-        let rows = items(&list["rows"]);
-        if rows.is_empty() {
-            empty.push(text(list, "region"));
+        if list.rows.is_empty() {
+            empty.push(list.region.as_str());
         }
-        for row in rows {
-            t.row(vec![
-                text(list, "region"),
-                text(list, "version"),
-                text(list, "effective_date"),
-                text(row, "service"),
-                text(row, "protocol"),
-                text(row, "ports"),
-                text(row, "ips"),
-            ]);
+        for row in &list.rows {
+            let mut cells = vec![
+                list.region.to_string(),
+                list.version.to_string(),
+                list.effective_date.clone(),
+            ];
+            cells.extend(row_cells(row));
+            t.row(cells);
         }
     }
     let mut s = if t.is_empty() {
@@ -242,7 +259,7 @@ fn allowlist_table(lists: &[Value]) -> String {
 }
 
 /// Each version's changes against the one before it, newest first.
-fn history_table(v: &Value) -> String {
+fn history_table(v: &Vec<AllowList>) -> String {
     let mut t = Table::new(&[
         "VERSION",
         "EFFECTIVE",
@@ -252,18 +269,15 @@ fn history_table(v: &Value) -> String {
         "PORTS",
         "ADDRESSES",
     ]);
-    for list in items(v) {
-        for c in items(&list["changes"]) {
-            let row = &c["row"];
-            t.row(vec![
-                text(list, "version"),
-                text(list, "effective_date"),
-                text(c, "kind"),
-                text(row, "service"),
-                text(row, "protocol"),
-                text(row, "ports"),
-                text(row, "ips"),
-            ]);
+    for list in v {
+        for c in &list.changes {
+            let mut cells = vec![
+                list.version.to_string(),
+                list.effective_date.clone(),
+                c.kind.as_str().to_owned(),
+            ];
+            cells.extend(row_cells(&c.row));
+            t.row(cells);
         }
     }
     or_none(&t, "no versions published")
@@ -272,17 +286,19 @@ fn history_table(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn allowlist_table_lists_empty_regions() {
-        let lists = json!([
-            {"region": "japan", "version": 2, "effective_date": "2026-01-01T00:00:00Z",
+        let lists: Vec<AllowList> = serde_json::from_value(serde_json::json!([
+            {"region": "japan", "version": 2, "created_at": 1, "effective_at": 1767225600,
+             "effective_date": "2026-01-01T00:00:00Z", "changes": [],
              "rows": [{"service": "force_tcp", "ips": ["203.0.113.10/31"], "protocol": "tcp", "ports": [443]}]},
-            {"region": "europe", "version": 0, "effective_date": "1970-01-01T00:00:00Z", "rows": []}
-        ]);
+            {"region": "europe", "version": 0, "created_at": 0, "effective_at": 0,
+             "effective_date": "1970-01-01T00:00:00Z", "changes": [], "rows": []}
+        ]))
+        .unwrap();
         assert_eq!(
-            allowlist_table(items(&lists)),
+            allowlist_table(&lists),
             "REGION  VERSION  EFFECTIVE             SERVICE    PROTOCOL  PORTS  ADDRESSES\n\
              japan   2        2026-01-01T00:00:00Z  force_tcp  tcp       443    203.0.113.10/31\n\
              Nothing published for: europe\n"

@@ -7,13 +7,16 @@
 use std::time::Duration;
 
 use anyhow::anyhow;
-use cloudproxy_control::error::ErrorBody;
+use cloudproxy_api::ErrorBody;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::failure::Failure;
 
 /// Whether a path needs the bearer key.
+/// The `body` of a call that sends none.
+pub(super) const NO_BODY: Option<&()> = None;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Auth {
     Key,
@@ -56,13 +59,13 @@ impl Api {
         })
     }
 
-    /// Sends one request and returns the body of a 2xx answer (empty for 204).
-    pub(super) fn call(
+    /// Sends one request (with `body` as JSON, or [`NO_BODY`]) and returns the body of a 2xx answer (empty for 204).
+    pub(super) fn call<B: Serialize>(
         &self,
         method: Method,
         path: &str,
         query: &[(&str, String)],
-        body: Option<&Value>,
+        body: Option<&B>,
         auth: Auth,
     ) -> Result<String, Failure> {
         // An id of "", "." or ".." would make the URL name another resource.

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 
 use clap::builder::{PossibleValue, TypedValueParser};
-use cloudproxy_control::model::{Transport, Wire};
+use cloudproxy_api::{Transport, Wire};
 
 /// `udp:203.0.113.10:3478`, `tls:[2001:db8::1]:443`
 pub(super) fn parse_listener(s: &str) -> Result<(Transport, SocketAddr), String> {
@@ -61,10 +61,10 @@ fn spellings<T: Wire>() -> String {
 /// Parses a control-plane enum by its wire spelling, or the same with hyphens
 /// (`force-tcp`), and lists the spellings in `--help`.
 #[derive(Clone)]
-pub(super) struct WireParser<T>(PhantomData<T>);
+pub(crate) struct WireParser<T>(PhantomData<T>);
 
 impl<T> WireParser<T> {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         WireParser(PhantomData)
     }
 }

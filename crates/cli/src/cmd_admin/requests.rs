@@ -1,31 +1,31 @@
 //! Enablement requests: the form, and each lifecycle step as one line.
 
+use cloudproxy_api::{ApproveInput, EnablementInput, EnablementRequest, RejectInput, RequestState};
 use reqwest::Method;
-use serde_json::{json, Value};
 
-use super::http::{Api, Auth};
-use super::table::{date, fields, items, text, Table};
+use super::http::{Api, Auth, NO_BODY};
+use super::table::{date, fields, opt, Table};
 use super::{app_path, or_none, seg, Out, RequestsCommand};
 use crate::failure::Failure;
 
 pub(super) fn requests(api: &Api, out: &Out, c: RequestsCommand) -> Result<(), Failure> {
     let step = |id: &str, step: &str| -> Result<(), Failure> {
         let path = format!("/v1/requests/{}/{step}", seg(id));
-        let body = api.call(Method::POST, &path, &[], None, Auth::Key)?;
+        let body = api.call(Method::POST, &path, &[], NO_BODY, Auth::Key)?;
         out.emit(&body, request_outcome)
     };
     match c {
         RequestsCommand::Submit(a) => {
-            let body = json!({
-                "region": a.region,
-                "sdk": a.sdk,
-                "use_case": a.use_case,
-                "max_concurrent_channels": a.channels,
-                "max_users_per_channel": a.users,
-                "max_proxy_users_per_channel": a.proxy_users,
-                "quality": a.quality,
-                "mode": a.mode,
-            });
+            let body = EnablementInput {
+                region: a.region,
+                sdk: a.sdk,
+                use_case: a.use_case,
+                max_concurrent_channels: a.channels,
+                max_users_per_channel: a.users,
+                max_proxy_users_per_channel: a.proxy_users,
+                quality: a.quality,
+                mode: a.mode,
+            };
             let path = app_path(&a.app_id, "/requests");
             let body = api.call(Method::POST, &path, &[], Some(&body), Auth::Key)?;
             out.emit(&body, request_block)
@@ -35,25 +35,25 @@ pub(super) fn requests(api: &Api, out: &Out, c: RequestsCommand) -> Result<(), F
                 Some(id) => app_path(id, "/requests"),
                 None => "/v1/requests".into(),
             };
-            let body = api.call(Method::GET, &path, &[], None, Auth::Key)?;
-            out.emit(&body, |v| {
+            let body = api.call(Method::GET, &path, &[], NO_BODY, Auth::Key)?;
+            out.emit(&body, |v: &Vec<EnablementRequest>| {
                 let mut t = Table::new(&[
                     "ID", "APP", "REGION", "SDK", "MODE", "QUALITY", "CHANNELS", "USERS", "PROXY",
                     "KBPS", "STATE",
                 ]);
-                for r in items(v) {
+                for r in v {
                     t.row(vec![
-                        text(r, "id"),
-                        text(r, "app_id"),
-                        text(r, "region"),
-                        text(r, "sdk"),
-                        text(r, "mode"),
-                        text(r, "quality"),
-                        text(r, "max_concurrent_channels"),
-                        text(r, "max_users_per_channel"),
-                        text(r, "max_proxy_users_per_channel"),
-                        text(r, "estimated_kbps"),
-                        text(r, "state"),
+                        r.id.clone(),
+                        r.app_id.clone(),
+                        r.region.to_string(),
+                        r.sdk.to_string(),
+                        r.mode.to_string(),
+                        r.quality.to_string(),
+                        r.max_concurrent_channels.to_string(),
+                        r.max_users_per_channel.to_string(),
+                        r.max_proxy_users_per_channel.to_string(),
+                        r.estimated_kbps.to_string(),
+                        r.state.to_string(),
                     ]);
                 }
                 or_none(&t, "no requests")
@@ -61,21 +61,18 @@ pub(super) fn requests(api: &Api, out: &Out, c: RequestsCommand) -> Result<(), F
         }
         RequestsCommand::Show { id } => {
             let path = format!("/v1/requests/{}", seg(&id));
-            let body = api.call(Method::GET, &path, &[], None, Auth::Key)?;
+            let body = api.call(Method::GET, &path, &[], NO_BODY, Auth::Key)?;
             out.emit(&body, request_block)
         }
         RequestsCommand::Reject { id, reason } => {
             let path = format!("/v1/requests/{}/reject", seg(&id));
-            let body = json!({ "reason": reason });
+            let body = RejectInput { reason };
             let body = api.call(Method::POST, &path, &[], Some(&body), Auth::Key)?;
             out.emit(&body, request_outcome)
         }
         RequestsCommand::Approve { id, effective_at } => {
             let path = format!("/v1/requests/{}/approve", seg(&id));
-            let body = match effective_at {
-                Some(t) => json!({ "effective_at": t }),
-                None => json!({}),
-            };
+            let body = ApproveInput { effective_at };
             let body = api.call(Method::POST, &path, &[], Some(&body), Auth::Key)?;
             out.emit(&body, request_outcome)
         }
@@ -86,43 +83,43 @@ pub(super) fn requests(api: &Api, out: &Out, c: RequestsCommand) -> Result<(), F
     }
 }
 
-fn request_block(r: &Value) -> String {
+fn request_block(r: &EnablementRequest) -> String {
+    let date_opt = |t: Option<i64>| t.map_or("-".into(), date);
     fields(&[
-        ("Request ID", text(r, "id")),
-        ("App ID", text(r, "app_id")),
-        ("State", text(r, "state")),
-        ("Reason", text(r, "reason")),
-        ("Region", text(r, "region")),
-        ("SDK", text(r, "sdk")),
-        ("Mode", text(r, "mode")),
-        ("Quality", text(r, "quality")),
-        ("Use case", text(r, "use_case")),
-        ("Channels", text(r, "max_concurrent_channels")),
-        ("Users/channel", text(r, "max_users_per_channel")),
+        ("Request ID", r.id.clone()),
+        ("App ID", r.app_id.clone()),
+        ("State", r.state.to_string()),
+        ("Reason", opt(&r.reason)),
+        ("Region", r.region.to_string()),
+        ("SDK", r.sdk.to_string()),
+        ("Mode", r.mode.to_string()),
+        ("Quality", r.quality.to_string()),
+        ("Use case", r.use_case.clone()),
+        ("Channels", r.max_concurrent_channels.to_string()),
+        ("Users/channel", r.max_users_per_channel.to_string()),
         (
             "Proxy users/channel",
-            text(r, "max_proxy_users_per_channel"),
+            r.max_proxy_users_per_channel.to_string(),
         ),
-        ("Estimated kbps", text(r, "estimated_kbps")),
-        ("Reserved kbps", text(r, "reserved_kbps")),
-        ("Created", date(r, "created_at")),
-        ("Updated", date(r, "updated_at")),
-        ("Activates", date(r, "activates_at")),
+        ("Estimated kbps", r.estimated_kbps.to_string()),
+        ("Reserved kbps", r.reserved_kbps.to_string()),
+        ("Created", date(r.created_at)),
+        ("Updated", date(r.updated_at)),
+        ("Activates", date_opt(r.activates_at)),
     ])
 }
 
 /// One line after a lifecycle step: the state, with the reservation or the reason.
-fn request_outcome(r: &Value) -> String {
-    let state = text(r, "state");
-    let detail = match state.as_str() {
-        "rejected" => format!(": {}", text(r, "reason")),
-        "revoked" => String::new(),
-        "approved" if !r["activates_at"].is_null() => format!(
+fn request_outcome(r: &EnablementRequest) -> String {
+    let detail = match (r.state, r.activates_at) {
+        (RequestState::Rejected, _) => format!(": {}", opt(&r.reason)),
+        (RequestState::Revoked, _) => String::new(),
+        (RequestState::Approved, Some(at)) => format!(
             " ({} kbps reserved; active from {})",
-            text(r, "reserved_kbps"),
-            date(r, "activates_at")
+            r.reserved_kbps,
+            date(at)
         ),
-        _ => format!(" ({} kbps reserved)", text(r, "reserved_kbps")),
+        _ => format!(" ({} kbps reserved)", r.reserved_kbps),
     };
-    format!("Request {}: {state}{detail}\n", text(r, "id"))
+    format!("Request {}: {}{detail}\n", r.id, r.state)
 }

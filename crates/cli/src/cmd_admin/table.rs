@@ -1,12 +1,11 @@
 //! Human output of `cloudproxy admin`: aligned tables and label/value blocks built from the
-//! API's JSON. Reading fields from `serde_json::Value` (rather than typed mirrors of the
-//! server's structs) keeps the CLI working across additive API changes; `--json` prints the
-//! response itself for scripts.
+//! API's answers, read as the API's own types ([`cloudproxy_api`]; fields they do not know
+//! are ignored, so additive API changes do not break the CLI); `--json` prints the response
+//! itself for scripts.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use serde_json::Value;
 use unicode_width::UnicodeWidthStr as _;
 
 /// Text from the API as it may reach a terminal: control characters (ESC, BEL, C1, and with
@@ -105,31 +104,14 @@ pub(super) fn fields(pairs: &[(&str, String)]) -> String {
         .collect()
 }
 
-/// A field as text: strings as they are, numbers, `-` for null or missing, lists joined.
-pub(super) fn text(v: &Value, key: &str) -> String {
-    cell(&v[key])
+/// An optional text field: `-` when absent.
+pub(super) fn opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
 }
 
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(" "),
-        other => other.to_string(),
-    }
-}
-
-/// A Unix-seconds field as an RFC 3339 UTC date, `-` when null or missing.
-pub(super) fn date(v: &Value, key: &str) -> String {
-    match v[key].as_i64() {
-        Some(t) => cloudproxy_control::time::rfc3339(t),
-        None => "-".into(),
-    }
-}
-
-/// The elements of a JSON array (none for anything else).
-pub(super) fn items(v: &Value) -> &[Value] {
-    v.as_array().map(Vec::as_slice).unwrap_or_default()
+/// Unix seconds as an RFC 3339 UTC date.
+pub(super) fn date(unix: i64) -> String {
+    cloudproxy_api::calendar::rfc3339(unix)
 }
 
 #[cfg(test)]
@@ -189,15 +171,10 @@ mod tests {
     }
 
     #[test]
-    fn cells_from_json() {
-        let v = serde_json::json!({"s": "x", "n": 3, "z": null, "l": ["a", 1], "t": 0});
-        assert_eq!(text(&v, "s"), "x");
-        assert_eq!(text(&v, "n"), "3");
-        assert_eq!(text(&v, "z"), "-");
-        assert_eq!(text(&v, "missing"), "-");
-        assert_eq!(text(&v, "l"), "a 1");
-        assert_eq!(date(&v, "t"), "1970-01-01T00:00:00Z");
-        assert_eq!(date(&v, "z"), "-");
+    fn dates_and_absent_fields() {
+        assert_eq!(date(0), "1970-01-01T00:00:00Z");
+        assert_eq!(opt(&None), "-");
+        assert_eq!(opt(&Some("x".into())), "x");
         assert_eq!(
             fields(&[("ID", "1".into()), ("Name", "n".into())]),
             "ID    1\nName  n\n"

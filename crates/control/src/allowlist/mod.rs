@@ -24,111 +24,11 @@ pub mod render;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use crate::cidr;
-use crate::model::{Pool, Region, Transport};
+use crate::model::{Pool, Transport};
 
-/// What an allow-list row is for.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Service {
-    /// Force UDP: TURN over UDP, signaling and media.
-    ForceUdp,
-    /// Force TCP: TURN over TLS on TCP.
-    ForceTcp,
-}
-
-impl Service {
-    pub fn label(self) -> &'static str {
-        match self {
-            Service::ForceUdp => "Force UDP (TURN over UDP)",
-            Service::ForceTcp => "Force TCP (TURN over TLS)",
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Service::ForceUdp => "force_udp",
-            Service::ForceTcp => "force_tcp",
-        }
-    }
-}
-
-/// The IP protocol a firewall rule matches.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    Udp,
-    Tcp,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Udp => "udp",
-            Protocol::Tcp => "tcp",
-        }
-    }
-}
-
-/// One public listener of a relay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Listener {
-    pub transport: Transport,
-    /// The public address clients connect to.
-    #[schema(value_type = String, example = "203.0.113.10")]
-    pub ip: IpAddr,
-    #[schema(example = 443)]
-    pub port: u16,
-}
-
-/// One row of the table.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
-pub struct Row {
-    pub service: Service,
-    /// Single addresses or CIDR blocks, IPv4 first.
-    #[schema(example = json!(["203.0.113.10", "203.0.113.12/31"]))]
-    pub ips: Vec<String>,
-    pub protocol: Protocol,
-    /// Destination ports, ascending.
-    pub ports: Vec<u16>,
-}
-
-/// How one version differs from the one before it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Change {
-    pub kind: ChangeKind,
-    pub row: Row,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangeKind {
-    Added,
-    Removed,
-}
-
-/// One published version of a region's table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct AllowList {
-    pub region: Region,
-    /// 0 when nothing was ever published for the region (then `rows` is empty).
-    pub version: u64,
-    /// When this version was recorded (Unix seconds).
-    pub created_at: i64,
-    /// When it takes effect (Unix seconds) and the same as an RFC 3339 UTC date.
-    pub effective_at: i64,
-    pub effective_date: String,
-    pub rows: Vec<Row>,
-    /// What changed against the previous version.
-    pub changes: Vec<Change>,
-}
+pub use cloudproxy_api::allowlist::{AllowList, Change, ChangeKind, Protocol, Row, Service};
+pub use cloudproxy_api::edges::Listener;
 
 /// Builds a region's rows from its relays' pools and listeners.
 pub fn build<'a>(edges: impl IntoIterator<Item = (Pool, &'a [Listener])>) -> Vec<Row> {

@@ -7,14 +7,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::{check_text, AppState, Caller, JsonBody, PathId};
 use crate::error::{ApiError, ErrorBody};
 use crate::model::AppStatus;
-use crate::store::{App, CreatedApp, NewSecret, Owner, RetiringKey, SyncApp};
+use crate::store::{App, CreatedApp, Owner};
 use crate::time::now_unix;
+use cloudproxy_api::{
+    AppInput, CreatedOwner, OwnerInput, OwnerKey, RotateInput, Rotated, SyncResponse,
+};
 
 /// Default and longest rotation grace period.
 pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
@@ -31,58 +32,6 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/apps/{id}/resume", post(resume_app))
         .route("/v1/apps/{id}/rotate", post(rotate_secret))
         .route("/v1/sync/apps", get(sync_apps))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OwnerInput {
-    /// 1 to 100 characters.
-    pub name: String,
-}
-
-/// A new owner with its API key, shown once.
-#[derive(Serialize, ToSchema)]
-pub struct CreatedOwner {
-    pub owner: Owner,
-    pub api_key: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct OwnerKey {
-    pub owner_id: String,
-    pub api_key: String,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AppInput {
-    /// 1 to 100 characters.
-    pub name: String,
-    /// Operator only: the owner the app belongs to (absent: the operator's own app).
-    /// Owners' apps are always their own.
-    pub owner_id: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RotateInput {
-    /// How long the current keys keep working, in seconds: 0 to 2592000 (30 days), default
-    /// 86400.
-    pub grace_seconds: Option<i64>,
-}
-
-/// A rotation's new secret (shown once) and the keys now retiring.
-#[derive(Serialize, ToSchema)]
-pub struct Rotated {
-    pub credentials: NewSecret,
-    pub retiring: Vec<RetiringKey>,
-}
-
-/// What relays fetch.
-#[derive(Serialize, ToSchema)]
-pub struct SyncResponse {
-    pub generated_at: i64,
-    pub apps: Vec<SyncApp>,
 }
 
 #[utoipa::path(post, path = "/v1/owners", tag = "owners", request_body = OwnerInput,

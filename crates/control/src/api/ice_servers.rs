@@ -18,7 +18,7 @@
 //! the region. Auto needs no enablement, and with no live dynamic relay it answers an empty
 //! `iceServers`: the media service's own candidates remain.
 //!
-//! The request and response types live here alone, to move into a shared crate as they are.
+//! The request and response types are the wire vocabulary's (`cloudproxy_api::ice_servers`).
 
 use axum::extract::State;
 use axum::http::header::{
@@ -33,102 +33,28 @@ use axum::{Json, Router};
 use cloudproxy_proto::auth::Authenticator;
 use cloudproxy_proto::token::{self, Token};
 use cloudproxy_proto::AuthConfig;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::{AppState, JsonBody};
 use crate::allowlist::Listener;
 use crate::error::{ApiError, ErrorBody};
-use crate::model::{Mode, Pool, Region, Transport};
+use crate::model::{Mode, Pool, Transport};
 use crate::time::now_unix;
 
 /// How many published relays a Force mode lists: enough to fail over, and a browser gathers
 /// one relay candidate per server, so not the whole pool.
 const FORCE_RELAYS: i64 = 3;
 
-/// The client-side connection mode, as the SDKs name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(try_from = "ModeSpelling", rename_all = "snake_case")]
-pub enum ProxyMode {
-    /// Direct first, a dynamic proxy over TLS 443 as the fallback (web `0`).
-    Auto,
-    /// Force UDP: only published relays, TURN over UDP (web `startProxyServer(3)`).
-    Udp,
-    /// Force TCP: only published relays, TURN over TLS (web `startProxyServer(5)`).
-    Tcp,
-}
+pub use cloudproxy_api::ice_servers::{
+    IceServer, IceServersRequest, IceServersResponse, ProxyMode,
+};
 
-/// What a request may say for a mode: a name or the web SDK's number.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ModeSpelling {
-    Number(i64),
-    Name(String),
-    /// Anything else (null, a float, an object), refused with the same message.
-    Other(serde::de::IgnoredAny),
-}
-
-impl TryFrom<ModeSpelling> for ProxyMode {
-    type Error = String;
-
-    fn try_from(m: ModeSpelling) -> Result<Self, String> {
-        match m {
-            ModeSpelling::Number(0) => Ok(ProxyMode::Auto),
-            ModeSpelling::Number(3) => Ok(ProxyMode::Udp),
-            ModeSpelling::Number(5) => Ok(ProxyMode::Tcp),
-            ModeSpelling::Name(n) if n == "auto" => Ok(ProxyMode::Auto),
-            ModeSpelling::Name(n) if n == "udp" => Ok(ProxyMode::Udp),
-            ModeSpelling::Name(n) if n == "tcp" => Ok(ProxyMode::Tcp),
-            _ => Err("must be \"auto\", \"udp\" or \"tcp\" (or 0, 3 or 5)".into()),
-        }
+/// The enablement a Force mode needs; Auto needs none.
+fn enablement(mode: ProxyMode) -> Option<Mode> {
+    match mode {
+        ProxyMode::Auto => None,
+        ProxyMode::Udp => Some(Mode::ForceUdp),
+        ProxyMode::Tcp => Some(Mode::ForceTcp),
     }
-}
-
-impl ProxyMode {
-    /// The enablement a Force mode needs; Auto needs none.
-    fn enablement(self) -> Option<Mode> {
-        match self {
-            ProxyMode::Auto => None,
-            ProxyMode::Udp => Some(Mode::ForceUdp),
-            ProxyMode::Tcp => Some(Mode::ForceTcp),
-        }
-    }
-}
-
-/// `POST /v1/ice-servers`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct IceServersRequest {
-    /// `auto`, `udp` or `tcp`; `0`, `3` and `5` are accepted too.
-    #[schema(value_type = String, example = "tcp")]
-    pub mode: ProxyMode,
-    pub region: Region,
-}
-
-/// One entry of `RTCConfiguration.iceServers`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct IceServer {
-    #[schema(example = json!(["turns:203.0.113.10:443?transport=tcp"]))]
-    pub urls: Vec<String>,
-    /// The token's TURN username (`<expiry>:<app>:<key>:<channel>:<uid>`).
-    pub username: String,
-    /// The token's TURN password.
-    pub credential: String,
-}
-
-/// An `RTCConfiguration` a page passes to `new RTCPeerConnection(...)` as it is (the extra
-/// members are ignored there).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct IceServersResponse {
-    pub ice_servers: Vec<IceServer>,
-    /// `all` for Auto, `relay` for the Force modes.
-    #[schema(example = "relay")]
-    pub ice_transport_policy: String,
-    pub mode: ProxyMode,
-    pub region: Region,
-    /// When the credentials stop working (Unix seconds): the token's expiry.
-    pub expires_at: u64,
 }
 
 pub(super) fn routes() -> Router<AppState> {
@@ -208,7 +134,7 @@ pub(super) async fn ice_servers(
     JsonBody(request): JsonBody<IceServersRequest>,
 ) -> Result<Json<IceServersResponse>, ApiError> {
     let IceServersRequest { mode, region } = request;
-    if let Some(needed) = mode.enablement() {
+    if let Some(needed) = enablement(mode) {
         if !state
             .store()
             .is_enabled(&user.app_id, region, needed)

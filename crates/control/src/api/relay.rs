@@ -7,16 +7,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::edges::check_edge_id;
 use super::{check_fields, AppState, Caller, JsonBody, Params, PathId, RelayCaller};
-use crate::allowlist::Listener;
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::model::{Pool, Region, Wire};
-use crate::store::{Heartbeat, Lease, LeaseInput, UsageDay, UsageReport};
+use crate::store::{Heartbeat, Lease, LeaseInput, UsageReport};
 use crate::time::{day, is_day, now_unix};
+use cloudproxy_api::{Changed, Proxy, ProxyList, Release, Renewal, Usage, UsageAck};
 
 /// How many relays `GET /v1/proxies` returns: enough to race and fail over, few enough that
 /// the dynamic pool is never listed whole.
@@ -50,21 +48,6 @@ pub(super) async fn acquire_lease(
     Ok((StatusCode::CREATED, Json(lease)))
 }
 
-/// `POST /v1/leases/renew`.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Renewal {
-    pub leases: Vec<LeaseInput>,
-}
-
-/// How many leases a call changed.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct Changed {
-    pub changed: u64,
-    /// Seconds a renewed lease lives.
-    pub ttl_seconds: i64,
-}
-
 /// Extends the leases of a relay's live allocations (re-creating expired ones, without a
 /// quota check: the allocations exist).
 #[utoipa::path(post, path = "/v1/leases/renew", tag = "relays", request_body = Renewal,
@@ -93,14 +76,6 @@ pub(super) async fn renew_leases(
     }))
 }
 
-/// `POST /v1/leases/release`.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Release {
-    pub relay_id: String,
-    pub lease_ids: Vec<String>,
-}
-
 /// Ends leases of allocations that ended.
 #[utoipa::path(post, path = "/v1/leases/release", tag = "relays", request_body = Release,
     responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)),
@@ -118,14 +93,6 @@ pub(super) async fn release_leases(
         changed,
         ttl_seconds: state.settings().lease_ttl,
     }))
-}
-
-/// Whether a usage report was new.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct UsageAck {
-    pub report_id: String,
-    /// `false`: this id was applied before; nothing was added again.
-    pub applied: bool,
 }
 
 /// Applies a relay's usage report once (by `report_id`).
@@ -159,22 +126,6 @@ pub(super) async fn heartbeat(
     check_fields(hb.validate())?;
     state.store().heartbeat(&id, &hb, now_unix()).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// One relay an Auto-mode client may fall back to.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct Proxy {
-    pub id: String,
-    pub listeners: Vec<Listener>,
-    /// Load over capacity at the last heartbeat, 0 to 1 (or more when overloaded).
-    pub load: f64,
-}
-
-/// `GET /v1/proxies`.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct ProxyList {
-    pub region: Region,
-    pub proxies: Vec<Proxy>,
 }
 
 /// The Auto-mode proxy list: up to three live dynamic-pool relays of the region, least
@@ -216,15 +167,6 @@ pub(super) async fn proxies(
             })
             .collect(),
     }))
-}
-
-/// `GET /v1/apps/{id}/usage`.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct Usage {
-    pub app_id: String,
-    pub from: String,
-    pub to: String,
-    pub days: Vec<UsageDay>,
 }
 
 /// An app's usage per day, mode and tier: allocation minutes, bytes and peak concurrency.

@@ -6,13 +6,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use utoipa::ToSchema;
 
 use super::{check_fields, check_text, AppState, Caller, JsonBody, PathId};
 use crate::enablement::{EnablementInput, EnablementRequest, Step};
 use crate::error::{ApiError, ErrorBody};
 use crate::time::now_unix;
+use cloudproxy_api::{ApproveInput, RejectInput};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -28,13 +27,6 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/requests/{id}/suspend", post(suspend_request))
         .route("/v1/requests/{id}/resume", post(resume_request))
         .route("/v1/requests/{id}/revoke", post(revoke_request))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RejectInput {
-    /// Why, for the applicant: 1 to 500 characters.
-    pub reason: String,
 }
 
 #[utoipa::path(post, path = "/v1/apps/{id}/requests", tag = "requests",
@@ -97,15 +89,6 @@ pub(super) async fn get_request(
 ) -> Result<Json<EnablementRequest>, ApiError> {
     state.store().activate_due(now_unix()).await?;
     Ok(Json(state.store().get_request(&id, caller.scope()).await?))
-}
-
-/// `POST /v1/requests/{id}/approve` (the body is optional).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ApproveInput {
-    /// When the enablement takes effect (Unix seconds, up to 253402300799). Absent or not in
-    /// the future: at once.
-    pub effective_at: Option<i64>,
 }
 
 /// Approves a submitted request when its estimated bandwidth fits into the region's

@@ -1,22 +1,11 @@
 //! The versioned allow-list table in the database: appending a version when a region's table
 //! changed ([`republish!`], run inside an edge change's transaction) and reading versions.
 
-use serde::Serialize;
-use utoipa::ToSchema;
-
 use super::{parse_wire, with_pool, Store};
 use crate::allowlist::AllowList;
 use crate::error::StoreError;
 use crate::model::Region;
 use crate::time::rfc3339;
-
-/// A newly published allow-list version.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Published {
-    pub region: Region,
-    pub version: u64,
-    pub effective_at: i64,
-}
 
 #[derive(sqlx::FromRow)]
 struct VersionRow {

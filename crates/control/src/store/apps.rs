@@ -3,77 +3,12 @@
 //! `owner` arguments scope a call to one app owner: `Some(id)` sees only that owner's apps
 //! (another owner's app is simply not found), `None` is the operator and sees everything.
 
-use serde::Serialize;
-use utoipa::ToSchema;
-
-use super::{parse_wire, random_hex, with_pool, with_tx, Store};
-use crate::enablement::SyncEnablement;
+use super::{
+    parse_wire, random_hex, with_pool, with_tx, App, AppKeyInfo, CreatedApp, NewSecret,
+    RetiringKey, Store, SyncApp, SyncKey,
+};
 use crate::error::StoreError;
 use crate::model::AppStatus;
-
-/// An application key's public part.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
-pub struct AppKeyInfo {
-    pub key_id: String,
-    pub created_at: i64,
-    /// Unix time after which the key no longer authenticates; `null` for the current key.
-    pub not_after: Option<i64>,
-}
-
-/// An application.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct App {
-    /// The App ID, 32 hex digits; the `app_id` of user tokens.
-    pub id: String,
-    pub name: String,
-    /// `null` for apps the operator keeps for itself.
-    pub owner_id: Option<String>,
-    pub status: AppStatus,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// Current and retiring keys, newest first (no secrets).
-    pub keys: Vec<AppKeyInfo>,
-}
-
-/// A new app secret. Shown once: only the relays' sync ever sees it again.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct NewSecret {
-    pub app_id: String,
-    pub key_id: String,
-    /// 64 hex digits. Sign user tokens with its bytes as written (the ASCII text).
-    pub secret: String,
-}
-
-/// What creating an app returns.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct CreatedApp {
-    pub app: App,
-    pub credentials: NewSecret,
-}
-
-/// A key that a rotation put on notice.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct RetiringKey {
-    pub key_id: String,
-    pub not_after: i64,
-}
-
-/// One app as relays need it: keys with secrets and the enablements that are active.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SyncApp {
-    pub app_id: String,
-    pub status: AppStatus,
-    pub keys: Vec<SyncKey>,
-    pub enablements: Vec<SyncEnablement>,
-}
-
-/// An app key with its secret, for relays.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
-pub struct SyncKey {
-    pub key_id: String,
-    pub secret: String,
-    pub not_after: Option<i64>,
-}
 
 /// (app id, key id, created at, not after) of `app_keys`.
 type KeyRow = (String, String, i64, Option<i64>);

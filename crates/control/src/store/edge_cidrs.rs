@@ -10,10 +10,7 @@
 //! anything, as before. Dynamic relays are held to the same rule: the proxy list is public
 //! too.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
-use super::{with_pool, Store};
+use super::{with_pool, EdgeCidrs, Store};
 use crate::allowlist::Listener;
 use crate::cidr::Cidr;
 use crate::error::StoreError;
@@ -25,29 +22,6 @@ pub enum Registrar {
     Operator,
     /// The relay key: only addresses inside the edge's CIDRs.
     RelayKey,
-}
-
-/// The most CIDRs one edge may have.
-pub const MAX_EDGE_CIDRS: usize = 64;
-
-/// `PUT /v1/edges/{id}/cidrs`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EdgeCidrsInput {
-    /// `203.0.113.0/24`, `2001:db8::/48`, or a bare address; bits past the prefix must be
-    /// zero. At most 64; empty: the relay key may not register this edge.
-    #[schema(value_type = Vec<String>, example = json!(["203.0.113.0/28"]))]
-    pub cidrs: Vec<Cidr>,
-}
-
-/// An edge's CIDRs.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct EdgeCidrs {
-    pub edge_id: String,
-    #[schema(value_type = Vec<String>)]
-    pub cidrs: Vec<Cidr>,
-    /// When the operator last set them (Unix seconds); absent: never.
-    pub updated_at: Option<i64>,
 }
 
 /// The stored JSON of an edge's CIDRs (a missing row is none).

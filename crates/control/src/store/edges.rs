@@ -5,139 +5,14 @@
 //! relays differs from the latest version, version n+1 is appended with its changes and its
 //! effective date (see [`crate::allowlist`]).
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use super::allowlist::republish;
 use super::edge_cidrs::{check_within, parse_cidrs, Registrar};
-use super::{parse_wire, with_pool, with_tx, Published, Store};
-use crate::allowlist::Listener;
+use super::{
+    parse_wire, with_pool, with_tx, Edge, EdgeInput, EdgeUpdate, Heartbeat, RegionSummary, Store,
+};
 use crate::capacity::{saturating_sum, RegionLoad};
-use crate::error::{FieldError, StoreError};
-use crate::limits;
+use crate::error::StoreError;
 use crate::model::{Pool, Region, Wire};
-
-/// A relay's registration (`PUT /v1/edges/{id}`).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EdgeInput {
-    pub region: Region,
-    pub pool: Pool,
-    /// Relayed bandwidth this relay can carry, in kbit/s, 0 to 10⁹ (1 Tbit/s); static relays'
-    /// capacities add up to the region's reservable capacity.
-    pub capacity_kbps: u64,
-    /// Public addresses and ports per transport.
-    pub listeners: Vec<Listener>,
-    /// When the allow-list change this causes takes effect (Unix seconds, 0 to 253402300799);
-    /// default now. A future date announces the change ahead.
-    pub effective_at: Option<i64>,
-}
-
-impl EdgeInput {
-    /// Every field problem at once.
-    pub fn validate(&self) -> Vec<FieldError> {
-        let mut errors = Vec::new();
-        if self.listeners.is_empty() {
-            errors.push(FieldError {
-                field: "listeners".into(),
-                message: "must list at least one public address".into(),
-            });
-        }
-        for (i, l) in self.listeners.iter().enumerate() {
-            if l.ip.is_unspecified() || l.ip.is_multicast() {
-                errors.push(FieldError {
-                    field: format!("listeners[{i}].ip"),
-                    message: "must be a unicast address clients can reach".into(),
-                });
-            }
-            if l.port == 0 {
-                errors.push(FieldError {
-                    field: format!("listeners[{i}].port"),
-                    message: "must be between 1 and 65535".into(),
-                });
-            }
-        }
-        limits::check_into(
-            &mut errors,
-            "capacity_kbps",
-            self.capacity_kbps,
-            0,
-            limits::MAX_CAPACITY_KBPS,
-        );
-        if let Some(t) = self.effective_at {
-            limits::check_into(&mut errors, "effective_at", t, 0, limits::MAX_UNIX_SECONDS);
-        }
-        errors
-    }
-}
-
-/// A registered relay.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Edge {
-    pub id: String,
-    pub region: Region,
-    pub pool: Pool,
-    pub capacity_kbps: u64,
-    pub listeners: Vec<Listener>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// The last heartbeat (Unix seconds), if any.
-    pub heartbeat_at: Option<i64>,
-    /// Relayed bandwidth at the last heartbeat, kbit/s.
-    pub load_kbps: u64,
-    /// Allocations at the last heartbeat.
-    pub allocations: u64,
-}
-
-/// `POST /v1/edges/{id}/heartbeat`.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Heartbeat {
-    /// 0 to 10⁹ (1 Tbit/s).
-    pub load_kbps: u64,
-    /// 0 to 10⁷.
-    pub allocations: u64,
-}
-
-impl Heartbeat {
-    /// Every field problem at once.
-    pub fn validate(&self) -> Vec<FieldError> {
-        let mut errors = Vec::new();
-        let max_kbps = limits::MAX_CAPACITY_KBPS;
-        limits::check_into(&mut errors, "load_kbps", self.load_kbps, 0, max_kbps);
-        let max_allocations = limits::MAX_ALLOCATIONS;
-        limits::check_into(
-            &mut errors,
-            "allocations",
-            self.allocations,
-            0,
-            max_allocations,
-        );
-        errors
-    }
-}
-
-/// What an edge change did: the edge (absent after a delete) and the allow-list versions it
-/// published.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct EdgeUpdate {
-    pub edge: Option<Edge>,
-    pub published: Vec<Published>,
-}
-
-/// A region's relays and capacity.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct RegionSummary {
-    pub region: Region,
-    pub name: String,
-    pub static_edges: u64,
-    pub dynamic_edges: u64,
-    /// Sum of the static relays' capacities, kbit/s.
-    pub static_capacity_kbps: u64,
-    /// Held by approved, active and suspended enablement requests.
-    pub reserved_kbps: u64,
-    pub available_kbps: u64,
-}
 
 /// (region, kbit/s): one row to add up.
 type RegionKbps = (String, i64);

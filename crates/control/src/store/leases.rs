@@ -13,62 +13,9 @@
 //! are counted together whichever Force mode each uses. The limits applied are those of the
 //! enablement (app, region, mode) the new lease is for.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
-use super::{parse_wire, with_pool, with_tx, Store};
+use super::{parse_wire, with_pool, with_tx, Lease, LeaseInput, Store};
 use crate::error::StoreError;
-use crate::model::{AppStatus, Mode, QualityTier, Region, UsageMode};
-
-/// One admitted allocation, as a relay describes it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LeaseInput {
-    /// Chosen by the relay (random), so a retried acquisition is recognised.
-    pub lease_id: String,
-    pub relay_id: String,
-    pub app_id: String,
-    pub region: Region,
-    pub mode: Mode,
-    pub channel: String,
-    pub user: String,
-}
-
-impl LeaseInput {
-    /// Field problems: ids must be 1 to 128 characters.
-    pub fn validate(&self, prefix: &str) -> Vec<crate::error::FieldError> {
-        let mut errors = Vec::new();
-        for (name, v) in [
-            ("lease_id", &self.lease_id),
-            ("relay_id", &self.relay_id),
-            ("app_id", &self.app_id),
-            ("user", &self.user),
-        ] {
-            if v.is_empty() || v.len() > 128 {
-                errors.push(crate::error::FieldError {
-                    field: format!("{prefix}{name}"),
-                    message: "must be 1 to 128 characters".into(),
-                });
-            }
-        }
-        if self.channel.len() > 128 {
-            errors.push(crate::error::FieldError {
-                field: format!("{prefix}channel"),
-                message: "must be at most 128 characters".into(),
-            });
-        }
-        errors
-    }
-}
-
-/// A granted lease.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Lease {
-    pub lease_id: String,
-    pub expires_at: i64,
-    /// The enablement's tier, which the relay meters the allocation's minutes in.
-    pub quality: QualityTier,
-}
+use crate::model::{AppStatus, QualityTier, UsageMode};
 
 /// Binds a lease's eight columns, in table order, to `$1`…`$8`.
 macro_rules! bind_lease {

@@ -39,13 +39,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use allowlist::Published;
-pub use apps::{App, AppKeyInfo, CreatedApp, NewSecret, RetiringKey, SyncApp, SyncKey};
-pub use edge_cidrs::{EdgeCidrs, EdgeCidrsInput, Registrar, MAX_EDGE_CIDRS};
-pub use edges::{Edge, EdgeInput, EdgeUpdate, Heartbeat, RegionSummary};
-pub use leases::{Lease, LeaseInput};
-pub use owners::Owner;
-pub use usage::{UsageDay, UsageRecord, UsageReport};
+pub use cloudproxy_api::{
+    App, AppKeyInfo, CreatedApp, Edge, EdgeCidrs, EdgeCidrsInput, EdgeInput, EdgeUpdate, Heartbeat,
+    Lease, LeaseInput, NewSecret, Owner, Published, RegionSummary, RetiringKey, SyncApp, SyncKey,
+    UsageDay, UsageRecord, UsageReport, MAX_EDGE_CIDRS,
+};
+pub use edge_cidrs::Registrar;
 
 use crate::error::{ControlError, StoreError};
 

@@ -1,19 +1,8 @@
 //! App owners and their bearer API keys. Only the SHA-256 of a key is stored; the key itself
 //! is returned once, when it is made.
 
-use serde::Serialize;
-use utoipa::ToSchema;
-
-use super::{hash_key, random_hex, with_pool, with_tx, Store};
+use super::{hash_key, random_hex, with_pool, with_tx, Owner, Store};
 use crate::error::StoreError;
-
-/// An app owner: a customer who manages its own applications.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
-pub struct Owner {
-    pub id: String,
-    pub name: String,
-    pub created_at: i64,
-}
 
 impl Store {
     /// Creates an owner and its first API key (returned once).

@@ -132,7 +132,7 @@ impl Store {
         now: i64,
     ) -> Result<EnablementRequest, StoreError> {
         let id = format!("r{}", random_hex(8));
-        let estimate = input.estimate_kbps();
+        let estimate = crate::enablement::estimate_kbps(input);
         with_tx!(self, |tx, pg| {
             let app: Option<(String,)> = sqlx::query_as(
                 "SELECT id FROM apps WHERE id = $1 AND ($2 IS NULL OR owner_id = $2)",

@@ -38,6 +38,7 @@ use crate::policy::PeerPolicy;
 use crate::ports::{ClaimError, RelayPorts};
 use crate::timer::TimerQueue;
 
+mod allocation;
 mod authenticate;
 mod contract;
 mod ledger;
@@ -45,6 +46,7 @@ mod methods;
 mod response;
 mod signal;
 
+use allocation::{relay_for, Allocation, PendingAllocate};
 pub use contract::{
     AllocationHandle, AuthFailure, ClientInput, Command, DeleteReason, Event, Forward, Transmit,
 };
@@ -91,129 +93,6 @@ const KNOWN_REQUIRED: [u16; 17] = [
     0x001D, // PASSWORD-ALGORITHM
 ];
 // RESERVATION-TOKEN (0x0022) is understood only to be refused with 508; see `allocate`.
-
-/// What is needed to answer an Allocate once its relay sockets are bound.
-#[derive(Debug)]
-struct PendingAllocate {
-    reply: ReplyAuth,
-    lifetime: Duration,
-    /// IPv6 was asked for in ADDITIONAL-ADDRESS-FAMILY but is unavailable (RFC 8656 §7.2).
-    v6_refused: bool,
-    tries: u8,
-    /// RESERVATION-TOKEN for the port after this one (EVEN-PORT R=1).
-    token: Option<u64>,
-}
-
-#[derive(Debug)]
-struct Allocation {
-    generation: u32,
-    client: ClientAddr,
-    username: String,
-    quota_key: String,
-    /// Transaction id of the Allocate that created it, to answer retransmissions (§7.2).
-    transaction: TransactionId,
-    port: u16,
-    v4: bool,
-    v6: bool,
-    expires: Instant,
-    pending: Option<PendingAllocate>,
-    permissions: Permissions,
-    channels: Channels,
-    /// The deadline currently in the timer queue for this allocation.
-    scheduled: Option<Instant>,
-    /// The mode it was admitted in (`None`: no admission, e.g. the static secret).
-    mode: Option<Mode>,
-    /// Waiting for [`Server::handle_admission`].
-    admitting: bool,
-    /// Set once admitted.
-    account: Option<u64>,
-    /// Relayed bytes (both directions) since the last [`Server::drain_usage`].
-    bytes: u64,
-}
-
-/// The allocation side of [`Event::ChannelUsable`] and [`Event::ChannelEnded`].
-#[derive(Debug, Clone, Copy)]
-struct ChannelOwner {
-    client: ClientAddr,
-    account: Option<u64>,
-    v4: Option<SocketAddr>,
-    v6: Option<SocketAddr>,
-}
-
-impl ChannelOwner {
-    fn relay(&self, peer: SocketAddr) -> Option<RelayAddr> {
-        match peer {
-            SocketAddr::V4(_) => self.v4,
-            SocketAddr::V6(_) => self.v6,
-        }
-        .map(RelayAddr)
-    }
-
-    /// The binding relays until `until`.
-    fn usable(&self, b: &ChannelBinding, until: Instant) -> Option<Event> {
-        Some(Event::ChannelUsable {
-            client: self.client,
-            relay: self.relay(b.peer)?,
-            peer: PeerAddr(b.peer),
-            number: b.number,
-            until,
-            account: self.account,
-        })
-    }
-
-    fn ended(&self, b: &ChannelBinding) -> Option<Event> {
-        Some(Event::ChannelEnded {
-            client: self.client,
-            relay: self.relay(b.peer)?,
-            peer: PeerAddr(b.peer),
-            number: b.number,
-            account: self.account,
-        })
-    }
-}
-
-impl Allocation {
-    fn relay_addrs(&self, cfg: &ServerConfig) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        let v4 = self
-            .v4
-            .then(|| {
-                cfg.relay_ipv4
-                    .map(|ip| SocketAddr::new(ip.into(), self.port))
-            })
-            .flatten();
-        let v6 = self
-            .v6
-            .then(|| {
-                cfg.relay_ipv6
-                    .map(|ip| SocketAddr::new(ip.into(), self.port))
-            })
-            .flatten();
-        (v4, v6)
-    }
-
-    /// What a channel event says about this allocation (its relayed addresses, client and
-    /// account), copied out so events can be made while its tables are borrowed.
-    fn channel_owner(&self, cfg: &ServerConfig) -> ChannelOwner {
-        let (v4, v6) = self.relay_addrs(cfg);
-        ChannelOwner {
-            client: self.client,
-            account: self.account,
-            v4,
-            v6,
-        }
-    }
-
-    fn has_family(&self, ip: IpAddr) -> bool {
-        match ip {
-            IpAddr::V4(_) => self.v4,
-            IpAddr::V6(_) => self.v6,
-        }
-    }
-
-    fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.allows(ip, now)
-    }
-}
 
 /// How to sign responses to an authenticated request: same key and integrity kind as the
 /// request (RFC 8489 §9.2.4), FINGERPRINT if the request had one.
@@ -923,15 +802,6 @@ impl Server {
 }
 
 /// The relayed address of the allocation in the peer's family.
-fn relay_for(alloc: &Allocation, cfg: &ServerConfig, peer: SocketAddr) -> Option<RelayAddr> {
-    let (v4, v6) = alloc.relay_addrs(cfg);
-    match peer {
-        SocketAddr::V4(_) => v4,
-        SocketAddr::V6(_) => v6,
-    }
-    .map(RelayAddr)
-}
-
 /// Writes a Data indication header in front of `buf[HEADROOM..HEADROOM + len]` and pads the
 /// DATA attribute; returns the range of the whole message.
 fn write_data_indication(

@@ -60,7 +60,7 @@ pub(super) fn read_cache(cfg: &LinkConfig) -> Option<Directory> {
                 "working from the last good sync in {} until the control plane answers",
                 path.display()
             );
-            Some(directory_of(&sync, &cfg.region))
+            Some(directory_of(&sync, cfg.region))
         }
         Err(e) => {
             tracing::warn!("ignoring the sync cache {}: {e}", path.display());

@@ -14,19 +14,17 @@ pub(super) async fn admit(
         rand::rng().fill_bytes(&mut b);
         hex::encode(b)
     };
-    let (verdict, quality, lease) = if request.mode == Mode::Auto {
-        (Ok(()), None, None)
-    } else {
+    let (verdict, quality, lease) = if let Some(mode) = request.mode.force() {
         let req = {
             let s = state.borrow();
-            let body = LeaseBody {
-                lease_id: &lease_id,
-                relay_id: &s.cfg.edge_id,
-                app_id: &request.app_id,
-                region: &s.cfg.region,
-                mode: request.mode.as_str(),
-                channel: &request.channel,
-                user: &request.user,
+            let body = LeaseInput {
+                lease_id: lease_id.clone(),
+                relay_id: s.cfg.edge_id.clone(),
+                app_id: request.app_id.clone(),
+                region: s.cfg.region,
+                mode,
+                channel: request.channel.clone(),
+                user: request.user.clone(),
             };
             s.http
                 .post(url(&s, "/v1/leases"))
@@ -39,10 +37,10 @@ pub(super) async fn admit(
             .borrow()
             .quality
             .get(&(request.app_id.clone(), request.mode))
-            .cloned();
+            .copied();
         match req.send().await {
             Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
-                let q = r.json::<LeaseGranted>().await.ok().map(|g| g.quality);
+                let q = r.json::<Lease>().await.ok().map(|g| g.quality);
                 (Ok(()), q.or(fallback_quality), Some(lease_id))
             }
             Ok(r) if r.status().is_client_error() => {
@@ -71,6 +69,9 @@ pub(super) async fn admit(
                 (Ok(()), fallback_quality, Some(lease_id))
             }
         }
+    } else {
+        // Auto: admitted at once, no lease.
+        (Ok(()), None, None)
     };
     let verdict = match verdict {
         Ok(()) => {
@@ -82,14 +83,14 @@ pub(super) async fn admit(
                 Account {
                     app: request.app_id.clone(),
                     mode: request.mode,
-                    quality: quality.clone(),
+                    quality,
                     channel: request.channel,
                     user: request.user,
                     lease,
                     since: Instant::now(),
                 },
             );
-            note_peak(&mut s, &request.app_id, request.mode, &quality);
+            note_peak(&mut s, &request.app_id, request.mode, quality);
             Verdict::Granted { account }
         }
         Err((code, reason)) => Verdict::Refused { code, reason },
@@ -108,18 +109,18 @@ pub(super) async fn admit(
 pub(super) async fn renew(state: &LinkState) {
     let req = {
         let s = state.borrow();
-        let leases: Vec<LeaseBody<'_>> = s
+        let leases: Vec<LeaseInput> = s
             .accounts
             .values()
             .filter_map(|a| {
-                Some(LeaseBody {
-                    lease_id: a.lease.as_deref()?,
-                    relay_id: &s.cfg.edge_id,
-                    app_id: &a.app,
-                    region: &s.cfg.region,
-                    mode: a.mode.as_str(),
-                    channel: &a.channel,
-                    user: &a.user,
+                Some(LeaseInput {
+                    lease_id: a.lease.clone()?,
+                    relay_id: s.cfg.edge_id.clone(),
+                    app_id: a.app.clone(),
+                    region: s.cfg.region,
+                    mode: a.mode.force()?,
+                    channel: a.channel.clone(),
+                    user: a.user.clone(),
                 })
             })
             .collect();
@@ -129,7 +130,7 @@ pub(super) async fn renew(state: &LinkState) {
         s.http
             .post(url(&s, "/v1/leases/renew"))
             .bearer_auth(&s.cfg.key)
-            .json(&json!({ "leases": leases }))
+            .json(&Renewal { leases })
     };
     state.borrow_mut().renewing = true;
     let answer = req.send().await.and_then(|r| r.error_for_status());
@@ -151,7 +152,10 @@ pub(super) async fn release(state: &LinkState) {
             .http
             .post(url(&s, "/v1/leases/release"))
             .bearer_auth(&s.cfg.key)
-            .json(&json!({"relay_id": s.cfg.edge_id, "lease_ids": ids}));
+            .json(&Release {
+                relay_id: s.cfg.edge_id.clone(),
+                lease_ids: ids.clone(),
+            });
         (req, ids)
     };
     if let Err(e) = req.send().await.and_then(|r| r.error_for_status()) {

@@ -32,11 +32,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cloudproxy_api::{
+    AppStatus, EdgeInput, ErrorBody, Heartbeat, Lease, LeaseInput, Listener, Mode as ForceMode,
+    QualityTier, Region, Release, Renewal, SyncResponse, Transport, UsageRecord, UsageReport,
+};
 use cloudproxy_proto::admission::{Access, AdmitRequest, AppAccess, Mode, Pool, Verdict};
 use cloudproxy_proto::server::{AllocationHandle, SignalHandle};
 use cloudproxy_proto::AppKey;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
@@ -70,14 +72,14 @@ pub struct LinkConfig {
     pub key: String,
     /// This relay's edge id: 1 to 64 of `A-Z a-z 0-9 _ . -`.
     pub edge_id: String,
-    /// The region's wire spelling: `japan`, `europe`, `north_america`, …
-    pub region: String,
+    /// The region this relay serves.
+    pub region: Region,
     pub pool: Pool,
     /// Relayed bandwidth this relay can carry, kbit/s.
     pub capacity_kbps: u64,
-    /// Public addresses per transport (`udp`, `tcp`, `tls`) as clients reach them. Empty: the
-    /// bound listener addresses.
-    pub public: Vec<(String, SocketAddr)>,
+    /// Public addresses per transport as clients reach them. Empty: the bound listener
+    /// addresses.
+    pub public: Vec<(Transport, SocketAddr)>,
     /// With `public` empty: publish the bound listeners with this address instead of theirs
     /// (a relay behind 1:1 NAT, which knows its public address but not which ports it bound,
     /// as when TLS fell back from 443 to 5349). `None`: the listeners as bound.
@@ -114,7 +116,7 @@ impl Default for LinkConfig {
             url: "http://127.0.0.1:8480".into(),
             key: String::new(),
             edge_id: "relay-1".into(),
-            region: "japan".into(),
+            region: Region::Japan,
             pool: Pool::Static,
             capacity_kbps: 1_000_000,
             public: Vec::new(),
@@ -137,7 +139,7 @@ pub struct Directory {
     pub keys: Vec<AppKey>,
     pub access: Access,
     /// The tier usage of (app, mode) is metered in.
-    pub quality: HashMap<(String, Mode), String>,
+    pub quality: HashMap<(String, Mode), QualityTier>,
 }
 
 /// From shards to the link.
@@ -226,10 +228,10 @@ struct State {
     /// A lease renewal is in flight: releases wait for it (see [`renew`]).
     renewing: bool,
     period: HashMap<UsageKey, Totals>,
-    reports: VecDeque<serde_json::Value>,
+    reports: VecDeque<UsageReport>,
     boot: String,
     report_seq: u64,
-    listeners: Vec<(String, SocketAddr)>,
+    listeners: Vec<(Transport, SocketAddr)>,
     /// When the last heartbeat was sent and the relayed byte count then (for the load).
     last_beat: Option<(Instant, u64)>,
 }
@@ -241,7 +243,7 @@ type LinkState = Rc<RefCell<State>>;
 pub(crate) fn start(
     cfg: LinkConfig,
     shards: usize,
-    listeners: Vec<(String, SocketAddr)>,
+    listeners: Vec<(Transport, SocketAddr)>,
     metrics: Arc<Metrics>,
 ) -> Result<(Link, Vec<ShardLink>), RelayError> {
     // When another crate of the build turns on reqwest's rustls feature, reqwest needs a
@@ -513,19 +515,20 @@ mod tests {
 
     #[test]
     fn directory_keeps_active_apps_and_this_regions_modes() {
-        let sync: SyncResponse = serde_json::from_value(json!({"generated_at": 1, "apps": [
-            {"app_id": "a", "status": "active",
-             "keys": [{"key_id": "k1", "secret": "s", "not_after": null}],
-             "enablements": [
-                {"region": "japan", "mode": "force_tcp", "max_concurrent_channels": 1,
-                 "max_proxy_users_per_channel": 1, "quality": "720p"},
-                {"region": "europe", "mode": "force_udp", "max_concurrent_channels": 1,
-                 "max_proxy_users_per_channel": 1, "quality": "360p"}]},
-            {"app_id": "b", "status": "suspended", "keys": [], "enablements": []},
-            {"app_id": "c", "status": "active", "keys": [], "enablements": []},
-        ]}))
-        .unwrap();
-        let d = directory_of(&sync, "japan");
+        let sync: SyncResponse =
+            serde_json::from_value(serde_json::json!({"generated_at": 1, "apps": [
+                {"app_id": "a", "status": "active",
+                 "keys": [{"key_id": "k1", "secret": "s", "not_after": null}],
+                 "enablements": [
+                    {"region": "japan", "mode": "force_tcp", "max_concurrent_channels": 1,
+                     "max_proxy_users_per_channel": 1, "quality": "720p"},
+                    {"region": "europe", "mode": "force_udp", "max_concurrent_channels": 1,
+                     "max_proxy_users_per_channel": 1, "quality": "360p"}]},
+                {"app_id": "b", "status": "suspended", "keys": [], "enablements": []},
+                {"app_id": "c", "status": "active", "keys": [], "enablements": []},
+            ]}))
+            .unwrap();
+        let d = directory_of(&sync, Region::Japan);
         assert_eq!(d.keys.len(), 1);
         assert_eq!(
             d.access.get("a"),
@@ -537,8 +540,8 @@ mod tests {
         assert!(!d.access.contains_key("b"));
         assert_eq!(d.access.get("c"), Some(&AppAccess::default()));
         assert_eq!(
-            d.quality.get(&("a".into(), Mode::ForceTcp)).unwrap(),
-            "720p"
+            d.quality.get(&("a".into(), Mode::ForceTcp)),
+            Some(&QualityTier::P720)
         );
         assert_eq!(d.quality.len(), 1);
     }

@@ -23,7 +23,7 @@ pub(super) async fn fetch_directory(
     }
     let sync: SyncResponse =
         serde_json::from_str(&text).map_err(|e| format!("sync answer: {e}"))?;
-    Ok((directory_of(&sync, &cfg.region), text))
+    Ok((directory_of(&sync, cfg.region), text))
 }
 
 /// Every key of every active app, from the control plane's sync endpoint (`GET
@@ -79,19 +79,21 @@ pub(super) async fn sync(state: &LinkState) {
 pub(super) async fn register(state: &LinkState) {
     let (req, id) = {
         let s = state.borrow();
-        let listeners: Vec<_> = s
-            .listeners
-            .iter()
-            .map(|(t, a)| json!({"transport": t, "ip": a.ip(), "port": a.port()}))
-            .collect();
-        let pool = match s.cfg.pool {
-            Pool::Static => "static",
-            Pool::Dynamic => "dynamic",
+        let body = EdgeInput {
+            region: s.cfg.region,
+            pool: s.cfg.pool,
+            capacity_kbps: s.cfg.capacity_kbps,
+            listeners: s
+                .listeners
+                .iter()
+                .map(|&(transport, a)| Listener {
+                    transport,
+                    ip: a.ip(),
+                    port: a.port(),
+                })
+                .collect(),
+            effective_at: None,
         };
-        let body = json!({
-            "region": s.cfg.region, "pool": pool, "capacity_kbps": s.cfg.capacity_kbps,
-            "listeners": listeners,
-        });
         let req = s
             .http
             .put(url(&s, &format!("/v1/edges/{}", s.cfg.edge_id)))
@@ -127,7 +129,10 @@ pub(super) async fn heartbeat(state: LinkState) {
             let secs = now.duration_since(at).as_secs_f64().max(0.001);
             (bytes.saturating_sub(b) as f64 * 8.0 / 1000.0 / secs) as u64
         });
-        let body = json!({"load_kbps": kbps, "allocations": s.metrics.allocations.get().max(0)});
+        let body = Heartbeat {
+            load_kbps: kbps,
+            allocations: s.metrics.allocations.get().max(0) as u64,
+        };
         s.http
             .post(url(&s, &format!("/v1/edges/{}/heartbeat", s.cfg.edge_id)))
             .bearer_auth(&s.cfg.key)

@@ -8,7 +8,7 @@ use super::*;
 pub(super) struct Account {
     pub(super) app: String,
     pub(super) mode: Mode,
-    pub(super) quality: Option<String>,
+    pub(super) quality: Option<QualityTier>,
     pub(super) channel: String,
     pub(super) user: String,
     pub(super) lease: Option<String>,
@@ -24,13 +24,13 @@ pub(super) struct Totals {
     pub(super) peak: u64,
 }
 
-pub(super) type UsageKey = (String, Mode, Option<String>, String);
+pub(super) type UsageKey = (String, Mode, Option<QualityTier>, String);
 
 pub(super) fn add_bytes(s: &mut State, account: u64, bytes: u64) {
     let Some(a) = s.accounts.get(&account) else {
         return;
     };
-    let key = (a.app.clone(), a.mode, a.quality.clone(), day(unix_now()));
+    let key = (a.app.clone(), a.mode, a.quality, day(unix_now()));
     s.period.entry(key).or_default().bytes += bytes;
 }
 
@@ -41,7 +41,7 @@ pub(super) fn accrue(s: &mut State, account: u64, now: Instant) {
     };
     let millis = now.saturating_duration_since(a.since).as_millis() as u64;
     a.since = now;
-    let key = (a.app.clone(), a.mode, a.quality.clone(), day(unix_now()));
+    let key = (a.app.clone(), a.mode, a.quality, day(unix_now()));
     s.period.entry(key).or_default().millis += millis;
 }
 
@@ -60,13 +60,13 @@ pub(super) fn end_account(state: &LinkState, account: u64, bytes: u64) {
 }
 
 /// Records the peak of (app, mode) after an admission.
-pub(super) fn note_peak(s: &mut State, app: &str, mode: Mode, quality: &Option<String>) {
+pub(super) fn note_peak(s: &mut State, app: &str, mode: Mode, quality: Option<QualityTier>) {
     let live = s
         .accounts
         .values()
         .filter(|a| a.app == app && a.mode == mode)
         .count() as u64;
-    let key = (app.to_owned(), mode, quality.clone(), day(unix_now()));
+    let key = (app.to_owned(), mode, quality, day(unix_now()));
     let t = s.period.entry(key).or_default();
     t.peak = t.peak.max(live);
 }
@@ -80,11 +80,9 @@ pub(super) fn close_period(state: &LinkState) {
         accrue(&mut s, id, now);
     }
     // The peak of the period also counts allocations that were simply held throughout.
-    let mut live: HashMap<(String, Mode, Option<String>), u64> = HashMap::new();
+    let mut live: HashMap<(String, Mode, Option<QualityTier>), u64> = HashMap::new();
     for a in s.accounts.values() {
-        *live
-            .entry((a.app.clone(), a.mode, a.quality.clone()))
-            .or_default() += 1;
+        *live.entry((a.app.clone(), a.mode, a.quality)).or_default() += 1;
     }
     let today = day(unix_now());
     for ((app, mode, quality), n) in live {
@@ -99,10 +97,15 @@ pub(super) fn close_period(state: &LinkState) {
     for ((app, mode, quality, day), t) in s.period.drain() {
         let seconds = t.millis / 1000;
         if seconds > 0 || t.bytes > 0 || t.peak > 0 {
-            records.push(json!({
-                "app_id": app, "day": day, "mode": mode.as_str(), "quality": quality,
-                "seconds": seconds, "bytes": t.bytes, "peak_concurrency": t.peak,
-            }));
+            records.push(UsageRecord {
+                app_id: app.clone(),
+                day: day.clone(),
+                mode,
+                quality,
+                seconds,
+                bytes: t.bytes,
+                peak_concurrency: t.peak,
+            });
         }
         // Sub-second remainders carry over to the next report.
         if t.millis % 1000 > 0 {
@@ -120,11 +123,11 @@ pub(super) fn close_period(state: &LinkState) {
         return;
     }
     s.report_seq += 1;
-    let report = json!({
-        "report_id": format!("{}-{}-{}", s.cfg.edge_id, s.boot, s.report_seq),
-        "relay_id": s.cfg.edge_id,
-        "records": records,
-    });
+    let report = UsageReport {
+        report_id: format!("{}-{}-{}", s.cfg.edge_id, s.boot, s.report_seq),
+        relay_id: s.cfg.edge_id.clone(),
+        records,
+    };
     s.reports.push_back(report);
     if s.reports.len() > MAX_PENDING_REPORTS {
         s.reports.pop_front();

@@ -1,53 +1,20 @@
-//! A small blocking TURN client and a UDP echo peer, over real sockets, for tests and
-//! diagnostics (the async [`crate::Client`] is the SDK proper). It speaks only standard TURN (via [`cloudproxy_proto::client`]), so it works
-//! against any TURN server. Every read is bounded by [`TIMEOUT`]; failures panic with a
-//! message, which is what a test wants.
+//! A small blocking TURN client over real sockets, and a TURN client's usual moves against a
+//! relay under test (allocate, bind the test channel, echo, delete). It speaks only standard
+//! TURN (via [`cloudproxy_proto::client`]), so it works against any TURN server. Every read is
+//! bounded by [`TIMEOUT`]; failures panic with a message, which is what a test wants.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use cloudproxy_proto::auth::{rest_password, rest_username};
 use cloudproxy_proto::channel::stream_frame_len;
-use cloudproxy_proto::client::{self, Attr, ClientAuth, Response, TransactionId};
+use cloudproxy_proto::client::{
+    self, Attr, ClientAuth, Response, TransactionId, ALLOCATE, CHANNEL_BIND, REFRESH,
+};
 
 /// How long any read waits.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A UDP echo peer on loopback that stops when dropped.
-pub struct EchoPeer {
-    pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl EchoPeer {
-    /// Binds `bind` (e.g. `127.0.0.1:0`) and echoes every datagram back to its sender.
-    pub fn start(bind: &str) -> std::io::Result<Self> {
-        let s = UdpSocket::bind(bind)?;
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let addr = s.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = s.recv_from(&mut buf) {
-                    let _ = s.send_to(&buf[..n], from);
-                }
-            }
-        });
-        Ok(Self { addr, stop })
-    }
-}
-
-impl Drop for EchoPeer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 /// A connection to a TURN server over one transport.
 pub enum Conn {
@@ -75,7 +42,7 @@ impl Conn {
     pub fn tls(server: SocketAddr, alpn: Option<&[u8]>) -> Self {
         let s = TcpStream::connect_timeout(&server, TIMEOUT).unwrap();
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let config = crate::tls::insecure_client_config(alpn);
+        let config = cloudproxy_sdk::tls::insecure_client_config(alpn);
         let name = "localhost".try_into().expect("valid name");
         let conn = rustls::ClientConnection::new(config, name).unwrap();
         Conn::Tls(Box::new(rustls::StreamOwned::new(conn, s)), Vec::new())
@@ -181,4 +148,41 @@ impl TurnClient {
         }
         panic!("no answer after the challenge");
     }
+}
+
+/// The channel number these helpers bind.
+pub const CHANNEL: u16 = 0x4000;
+
+/// A client (credentials minted with `secret`) with an allocation and [`CHANNEL`] bound to
+/// `peer`.
+pub fn client_with_channel(conn: Conn, secret: &str, peer: SocketAddr) -> TurnClient {
+    let mut c = TurnClient::with_secret(conn, secret);
+    let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
+    assert!(r.success, "allocate: {:?}", r.error);
+    let r = c.transact(
+        CHANNEL_BIND,
+        &[Attr::ChannelNumber(CHANNEL), Attr::PeerAddress(peer)],
+    );
+    assert!(r.success, "channel bind: {:?}", r.error);
+    c
+}
+
+/// Sends one ChannelData packet on [`CHANNEL`] and expects it echoed back through the relay.
+pub fn echo(c: &mut TurnClient, payload: &[u8]) {
+    let msg = client::channel_data(CHANNEL, payload, c.conn.is_stream());
+    c.conn.send(&msg);
+    let back = c.conn.recv();
+    assert_eq!(back, msg, "echo of {:?}", String::from_utf8_lossy(payload));
+}
+
+/// A fresh client's Allocate: `Ok(())` on success (the allocation is deleted again), or the
+/// error code.
+pub fn try_allocate(conn: Conn, secret: &str) -> Result<(), u16> {
+    let mut c = TurnClient::with_secret(conn, secret);
+    let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
+    if r.success {
+        let _ = c.transact(REFRESH, &[Attr::Lifetime(0)]);
+        return Ok(());
+    }
+    Err(r.error.map_or(0, |e| e.0))
 }

@@ -2,11 +2,15 @@
 //! WebRTC `iceServers` entry with RFC 7065 URIs.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::Ipv6Addr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use cloudproxy_proto::auth::{rest_password, rest_username};
 use serde_json::json;
+
+use crate::failure::Failure;
 
 /// Flags of `cloudproxy creds`.
 #[derive(Debug, Clone, clap::Args)]
@@ -145,6 +149,21 @@ impl Creds {
         let _ = writeln!(out, "iceServers: {}", self.ice_servers());
         out
     }
+}
+
+/// `cloudproxy creds`: prints the credential (text or `--json`).
+pub(crate) fn run(args: &CredsArgs) -> Result<(), Failure> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is before 1970")
+        .map_err(Failure::Runtime)?
+        .as_secs();
+    let creds = mint(args, now).map_err(Failure::Usage)?;
+    std::io::stdout()
+        .lock()
+        .write_all(creds.render(args.json).as_bytes())
+        .context("writing to stdout")
+        .map_err(Failure::Runtime)
 }
 
 #[cfg(test)]

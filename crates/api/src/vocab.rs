@@ -1,0 +1,225 @@
+//! The closed vocabulary: regions, SDKs, modes, quality tiers, lifecycle states, pools,
+//! transports and roles. Each is an enum with one wire spelling (snake_case), used in JSON,
+//! in URLs, on the command line and in the control plane's database (a `TEXT` column holding
+//! [`Wire::as_str`]).
+
+use serde::{Deserialize, Serialize};
+
+/// Closed enums stored as text: one spelling on the wire, in URLs and in the database.
+pub trait Wire: Sized + Copy + 'static {
+    /// Every value, in display order.
+    const ALL: &'static [Self];
+    /// The one spelling of this value.
+    fn as_str(self) -> &'static str;
+    /// The value spelled `s`, if any.
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.as_str() == s)
+    }
+}
+
+macro_rules! wire_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $s)] $variant),+
+        }
+        impl $name {
+            /// The wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $s),+ }
+            }
+        }
+        impl Wire for $name {
+            const ALL: &'static [Self] = &[$(Self::$variant),+];
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// A service region. Force-mode clients reach only their region's published relays.
+    Region {
+        MainlandChina = "mainland_china",
+        Europe = "europe",
+        India = "india",
+        Japan = "japan",
+        NorthAmerica = "north_america",
+        SoutheastAsia = "southeast_asia",
+    }
+}
+
+impl Region {
+    /// The name people read (HTML page, exports).
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Region::MainlandChina => "Mainland China",
+            Region::Europe => "Europe",
+            Region::India => "India",
+            Region::Japan => "Japan",
+            Region::NorthAmerica => "North America",
+            Region::SoutheastAsia => "Southeast Asia",
+        }
+    }
+}
+
+wire_enum! {
+    /// The client SDK an enablement request is for.
+    Sdk { Native = "native", Web = "web" }
+}
+
+wire_enum! {
+    /// The Force mode an enablement request asks for (native `UDP_PROXY`/`TCP_PROXY`, web
+    /// `startProxyServer(3)`/`startProxyServer(5)`).
+    Mode { ForceUdp = "force_udp", ForceTcp = "force_tcp" }
+}
+
+wire_enum! {
+    /// The mode an allocation was used in, as usage is metered: Auto (a dynamic-pool relay) or
+    /// one of the Force modes (a static-pool relay, UDP or TCP/TLS).
+    UsageMode { Auto = "auto", ForceUdp = "force_udp", ForceTcp = "force_tcp" }
+}
+
+impl UsageMode {
+    /// The Force mode, if this is one (Auto is not: it takes no lease).
+    pub fn force(self) -> Option<Mode> {
+        match self {
+            UsageMode::Auto => None,
+            UsageMode::ForceUdp => Some(Mode::ForceUdp),
+            UsageMode::ForceTcp => Some(Mode::ForceTcp),
+        }
+    }
+}
+
+impl From<Mode> for UsageMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::ForceUdp => UsageMode::ForceUdp,
+            Mode::ForceTcp => UsageMode::ForceTcp,
+        }
+    }
+}
+
+wire_enum! {
+    /// Video quality tier. Each has a documented bitrate budget per proxy user
+    /// ([`QualityTier::kbps_per_proxy_user`]) that drives the bandwidth estimate.
+    QualityTier {
+        AudioOnly = "audio_only",
+        P360 = "360p",
+        P480 = "480p",
+        P720 = "720p",
+        P1080 = "1080p",
+        K2Plus = "2k_plus",
+    }
+}
+
+impl QualityTier {
+    /// Relayed bandwidth budgeted per proxy user, in kbit/s, both directions together: the
+    /// user's own stream up plus what it receives, with headroom for TURN/TLS overhead and
+    /// retransmissions.
+    ///
+    /// | tier | kbit/s |
+    /// |---|---|
+    /// | audio_only | 100 |
+    /// | 360p | 1 000 |
+    /// | 480p | 1 500 |
+    /// | 720p | 3 000 |
+    /// | 1080p | 5 000 |
+    /// | 2k_plus | 10 000 |
+    pub fn kbps_per_proxy_user(self) -> u64 {
+        match self {
+            QualityTier::AudioOnly => 100,
+            QualityTier::P360 => 1_000,
+            QualityTier::P480 => 1_500,
+            QualityTier::P720 => 3_000,
+            QualityTier::P1080 => 5_000,
+            QualityTier::K2Plus => 10_000,
+        }
+    }
+}
+
+wire_enum! {
+    /// Where an enablement request is in its lifecycle:
+    /// submitted → approved | rejected(reason) → active → suspended | revoked.
+    /// Approved, active and suspended requests hold their bandwidth reservation.
+    RequestState {
+        Submitted = "submitted",
+        Approved = "approved",
+        Rejected = "rejected",
+        Active = "active",
+        Suspended = "suspended",
+        Revoked = "revoked",
+    }
+}
+
+impl RequestState {
+    /// Whether a request in this state holds a capacity reservation in its region.
+    pub fn reserves(self) -> bool {
+        matches!(
+            self,
+            RequestState::Approved | RequestState::Active | RequestState::Suspended
+        )
+    }
+}
+
+wire_enum! {
+    /// Whether an application's credentials are accepted.
+    AppStatus { Active = "active", Suspended = "suspended" }
+}
+
+wire_enum! {
+    /// Relay pool. Static relays are published in the allow-list table and serve the Force
+    /// modes; dynamic relays serve Auto and are never published.
+    Pool { Static = "static", Dynamic = "dynamic" }
+}
+
+wire_enum! {
+    /// A relay listener's transport. `tls` is TURN over TLS on TCP (443 for Force TCP).
+    Transport { Udp = "udp", Tcp = "tcp", Tls = "tls" }
+}
+
+impl Transport {
+    /// Stream transports frame ChannelData with padding to 4 bytes (RFC 8656 §12.5).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
+wire_enum! {
+    /// The role of an API key.
+    Role { Operator = "operator", Owner = "owner" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_spellings_round_trip() {
+        for r in Region::ALL {
+            assert_eq!(Region::parse(r.as_str()), Some(*r));
+            let json = serde_json::to_string(r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+        }
+        assert_eq!(QualityTier::parse("2k_plus"), Some(QualityTier::K2Plus));
+        assert_eq!(Mode::parse("force_udp"), Some(Mode::ForceUdp));
+        assert_eq!(Region::parse("mars"), None);
+    }
+
+    #[test]
+    fn tiers_grow() {
+        let rates: Vec<u64> = QualityTier::ALL
+            .iter()
+            .map(|t| t.kbps_per_proxy_user())
+            .collect();
+        assert!(rates.windows(2).all(|w| w[0] < w[1]), "{rates:?}");
+    }
+}

@@ -1,0 +1,96 @@
+//! Why an HTTP proxy did not open a tunnel, in words an operator can act on.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Why the proxy did not open the tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProxyFailure {
+    /// 407: the proxy wants credentials (none were sent) or refused the ones sent. Some
+    /// proxies answer refused credentials with 401 instead (tinyproxy 1.11 does); that is
+    /// this too, with its own status.
+    AuthenticationRequired {
+        status: u16,
+        reason: String,
+        sent_credentials: bool,
+        /// From `Proxy-Authenticate`, if the proxy named one.
+        realm: Option<String>,
+    },
+    /// 403: the proxy does not allow a tunnel to this destination (address or port).
+    Forbidden { reason: String },
+    /// Another answer that is not 2xx.
+    Status { code: u16, reason: String },
+    /// The connection to the proxy was refused (nothing listens there).
+    Refused,
+    /// The proxy did not answer (connect or CONNECT) in time.
+    Timeout,
+    /// The proxy closed the connection before it answered the CONNECT.
+    Closed,
+    /// The answer is not HTTP, or its head is too long.
+    Malformed { detail: String },
+    /// Another socket error (no route, name resolution, …).
+    Io { detail: String },
+}
+
+impl ProxyFailure {
+    pub(super) fn from_io(e: &std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            ConnectionRefused => ProxyFailure::Refused,
+            ConnectionReset | UnexpectedEof => ProxyFailure::Closed,
+            TimedOut => ProxyFailure::Timeout,
+            _ => ProxyFailure::Io {
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    /// Whether another relay through the same proxy may succeed: not after a 407 (the
+    /// credentials are the same for every destination).
+    pub fn retry_elsewhere(&self) -> bool {
+        !matches!(self, ProxyFailure::AuthenticationRequired { .. })
+    }
+}
+
+impl fmt::Display for ProxyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyFailure::AuthenticationRequired {
+                status,
+                reason,
+                sent_credentials: false,
+                ..
+            } => write!(
+                f,
+                "{status} {reason}: the proxy needs credentials; \
+                 give them in the proxy URL (http://user:password@host:port)"
+            ),
+            ProxyFailure::AuthenticationRequired {
+                status,
+                reason,
+                sent_credentials: true,
+                ..
+            } => write!(
+                f,
+                "{status} {reason}: the proxy refused the credentials \
+                 in the proxy URL (wrong user or password)"
+            ),
+            ProxyFailure::Forbidden { reason } => write!(
+                f,
+                "403 {reason}: the proxy does not allow a tunnel to this address and port"
+            ),
+            ProxyFailure::Status { code, reason } => write!(f, "{code} {reason}"),
+            ProxyFailure::Refused => {
+                f.write_str("connection refused (is the proxy running there?)")
+            }
+            ProxyFailure::Timeout => f.write_str("timed out: the proxy did not answer in time"),
+            ProxyFailure::Closed => {
+                f.write_str("the proxy closed the connection before answering the CONNECT")
+            }
+            ProxyFailure::Malformed { detail } => write!(f, "not an HTTP answer: {detail}"),
+            ProxyFailure::Io { detail } => write!(f, "{detail}"),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Test support for the workspace's tests, in one place instead of a copy per test file:
+//!
+//! - [`alloc`]: the counting global allocator behind the "no allocation per packet" tests,
+//!   counting on the calling thread or on threads of a given name;
+//! - [`turn`]: a blocking TURN client over UDP, TCP or TLS that answers challenges itself,
+//!   and the usual moves (allocate, bind a channel, echo, delete);
+//! - [`echo`]: a UDP echo peer that allocates nothing per packet;
+//! - [`process`]: child processes with captured output, killed on drop or run within a
+//!   deadline; signals and scratch directories.
+//!
+//! Dev-only (`publish = false`): nothing here ships in a binary.
+
+pub mod alloc;
+pub mod echo;
+pub mod process;
+pub mod turn;
