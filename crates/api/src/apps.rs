@@ -13,8 +13,11 @@ use crate::vocab::AppStatus;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
 pub struct Owner {
+    /// The owner's id (32 hex digits).
     pub id: String,
+    /// The owner's display name, 1 to 100 characters.
     pub name: String,
+    /// When the owner was created (Unix seconds).
     pub created_at: i64,
 }
 
@@ -31,7 +34,9 @@ pub struct OwnerInput {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedOwner {
+    /// The owner created.
     pub owner: Owner,
+    /// The owner's first API key, shown only in this answer.
     pub api_key: String,
 }
 
@@ -39,7 +44,9 @@ pub struct CreatedOwner {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OwnerKey {
+    /// The owner the key belongs to.
     pub owner_id: String,
+    /// The new API key, shown only in this answer.
     pub api_key: String,
 }
 
@@ -71,7 +78,9 @@ pub struct RotateInput {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rotated {
+    /// The new current key and its secret.
     pub credentials: NewSecret,
+    /// The previous keys, each working until its `not_after`.
     pub retiring: Vec<RetiringKey>,
 }
 
@@ -79,7 +88,9 @@ pub struct Rotated {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncResponse {
+    /// When the control plane built this snapshot (Unix seconds); relays keep the newest.
     pub generated_at: i64,
+    /// Every application, with its keys and active enablements.
     pub apps: Vec<SyncApp>,
 }
 
@@ -88,7 +99,9 @@ pub struct SyncResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
 pub struct AppKeyInfo {
+    /// The key's id, the `<key>` field of user tokens.
     pub key_id: String,
+    /// When the key was made (Unix seconds).
     pub created_at: i64,
     /// Unix time after which the key no longer authenticates; `null` for the current key.
     pub not_after: Option<i64>,
@@ -100,11 +113,15 @@ pub struct AppKeyInfo {
 pub struct App {
     /// The App ID, 32 hex digits; the `app_id` of user tokens.
     pub id: String,
+    /// The application's display name, 1 to 100 characters.
     pub name: String,
     /// `null` for apps the operator keeps for itself.
     pub owner_id: Option<String>,
+    /// Whether the application's credentials are accepted.
     pub status: AppStatus,
+    /// When the application was created (Unix seconds).
     pub created_at: i64,
+    /// When the application last changed (Unix seconds).
     pub updated_at: i64,
     /// Current and retiring keys, newest first (no secrets).
     pub keys: Vec<AppKeyInfo>,
@@ -114,7 +131,9 @@ pub struct App {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewSecret {
+    /// The application the secret signs tokens for.
     pub app_id: String,
+    /// The key's id, the `<key>` field of user tokens signed with this secret.
     pub key_id: String,
     /// 64 hex digits. Sign user tokens with its bytes as written (the ASCII text).
     pub secret: String,
@@ -124,7 +143,9 @@ pub struct NewSecret {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedApp {
+    /// The application created.
     pub app: App,
+    /// Its first key and secret, shown only in this answer.
     pub credentials: NewSecret,
 }
 
@@ -132,7 +153,9 @@ pub struct CreatedApp {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetiringKey {
+    /// The retiring key's id.
     pub key_id: String,
+    /// When it stops authenticating (Unix seconds).
     pub not_after: i64,
 }
 
@@ -140,9 +163,13 @@ pub struct RetiringKey {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncApp {
+    /// The App ID (32 hex digits).
     pub app_id: String,
+    /// Whether relays accept the application's tokens at all.
     pub status: AppStatus,
+    /// Every key still authenticating: the current one and those retiring.
     pub keys: Vec<SyncKey>,
+    /// The enablements in the active state; Force-mode admission checks against them.
     pub enablements: Vec<SyncEnablement>,
 }
 
@@ -151,7 +178,10 @@ pub struct SyncApp {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
 pub struct SyncKey {
+    /// The key's id, the `<key>` field of user tokens.
     pub key_id: String,
+    /// The secret (64 hex digits) relays verify token signatures with.
     pub secret: String,
+    /// When the key stops authenticating (Unix seconds); `null` for the current key.
     pub not_after: Option<i64>,
 }

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 /// An address block. A `/32` (IPv4) or `/128` (IPv6) displays as the bare address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cidr {
+    /// The block's first address (its host bits are zero).
     pub addr: IpAddr,
+    /// The prefix length: 0 to 32 for IPv4, 0 to 128 for IPv6.
     pub prefix: u8,
 }
 
@@ -42,12 +44,20 @@ impl Cidr {
 /// Why a CIDR does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CidrError {
+    /// The text (carried) is neither an address nor `ADDRESS/PREFIX`.
     #[error("'{0}' is not an IP address or ADDRESS/PREFIX")]
     Syntax(String),
+    /// The prefix length is longer than the address family allows (32 or 128).
     #[error("'{0}': the prefix length is past the address's bits")]
     Prefix(String),
+    /// Bits past the prefix are set, so the operator probably meant another block.
     #[error("'{given}' has bits set past its prefix; the block is {block}")]
-    HostBits { given: String, block: String },
+    HostBits {
+        /// The text as given.
+        given: String,
+        /// The block with the host bits cleared, suggested in the message.
+        block: String,
+    },
 }
 
 impl std::str::FromStr for Cidr {

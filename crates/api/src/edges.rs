@@ -15,10 +15,12 @@ use crate::vocab::{Pool, Region, Transport};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Listener {
+    /// The transport the listener speaks.
     pub transport: Transport,
     /// The public address clients connect to.
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "203.0.113.10"))]
     pub ip: IpAddr,
+    /// The public port.
     #[cfg_attr(feature = "openapi", schema(example = 443))]
     pub port: u16,
 }
@@ -28,7 +30,9 @@ pub struct Listener {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EdgeInput {
+    /// The region the relay serves.
     pub region: Region,
+    /// The pool it belongs to: static (published, Force modes) or dynamic (Auto).
     pub pool: Pool,
     /// Relayed bandwidth this relay can carry, in kbit/s, 0 to 10⁹ (1 Tbit/s); static relays'
     /// capacities add up to the region's reservable capacity.
@@ -83,12 +87,19 @@ impl EdgeInput {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Edge {
+    /// The relay's id, chosen by the relay (its `--relay-id`).
     pub id: String,
+    /// The region the relay serves.
     pub region: Region,
+    /// Its pool: static relays are published in the allow-list, dynamic ones are not.
     pub pool: Pool,
+    /// Relayed bandwidth it can carry, in kbit/s.
     pub capacity_kbps: u64,
+    /// Its public addresses and ports per transport.
     pub listeners: Vec<Listener>,
+    /// When it was first registered (Unix seconds).
     pub created_at: i64,
+    /// When its registration last changed (Unix seconds).
     pub updated_at: i64,
     /// The last heartbeat (Unix seconds), if any.
     pub heartbeat_at: Option<i64>,
@@ -132,7 +143,9 @@ impl Heartbeat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EdgeUpdate {
+    /// The edge as it is now; absent after a delete.
     pub edge: Option<Edge>,
+    /// The allow-list versions the change published, one per affected region (empty for a dynamic relay).
     pub published: Vec<Published>,
 }
 
@@ -140,14 +153,19 @@ pub struct EdgeUpdate {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegionSummary {
+    /// The region.
     pub region: Region,
+    /// The region's display name.
     pub name: String,
+    /// Static (published) relays registered in the region.
     pub static_edges: u64,
+    /// Dynamic (Auto) relays registered in the region.
     pub dynamic_edges: u64,
     /// Sum of the static relays' capacities, kbit/s.
     pub static_capacity_kbps: u64,
     /// Held by approved, active and suspended enablement requests.
     pub reserved_kbps: u64,
+    /// Static capacity not yet reserved, kbit/s (never below 0).
     pub available_kbps: u64,
 }
 
@@ -155,8 +173,11 @@ pub struct RegionSummary {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Published {
+    /// The region whose table changed.
     pub region: Region,
+    /// The new version number, one more than the previous.
     pub version: u64,
+    /// When the version takes effect (Unix seconds).
     pub effective_at: i64,
 }
 
@@ -178,7 +199,9 @@ pub struct EdgeCidrsInput {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EdgeCidrs {
+    /// The edge the blocks belong to.
     pub edge_id: String,
+    /// The blocks the relay key may publish this edge's listeners in.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub cidrs: Vec<Cidr>,
     /// When the operator last set them (Unix seconds); absent: never.

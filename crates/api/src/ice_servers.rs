@@ -52,6 +52,7 @@ pub struct IceServersRequest {
     /// `auto`, `udp` or `tcp`; `0`, `3` and `5` are accepted too.
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "tcp"))]
     pub mode: ProxyMode,
+    /// The region whose relays the credentials are for.
     pub region: Region,
 }
 
@@ -59,6 +60,7 @@ pub struct IceServersRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IceServer {
+    /// TURN URIs of the region's relays for the requested mode (`turn:` and/or `turns:`).
     #[cfg_attr(
         feature = "openapi",
         schema(example = json!(["turns:203.0.113.10:443?transport=tcp"]))
@@ -76,11 +78,14 @@ pub struct IceServer {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct IceServersResponse {
+    /// The relays to use, with their credentials.
     pub ice_servers: Vec<IceServer>,
     /// `all` for Auto, `relay` for the Force modes.
     #[cfg_attr(feature = "openapi", schema(example = "relay"))]
     pub ice_transport_policy: String,
+    /// The mode the answer was made for.
     pub mode: ProxyMode,
+    /// The region the answer was made for.
     pub region: Region,
     /// When the credentials stop working (Unix seconds): the token's expiry.
     pub expires_at: u64,

@@ -17,11 +17,17 @@ use crate::vocab::{Mode, QualityTier, Region, UsageMode};
 pub struct LeaseInput {
     /// Chosen by the relay (random), so a retried acquisition is recognised.
     pub lease_id: String,
+    /// The relay holding the allocation.
     pub relay_id: String,
+    /// The application whose token admitted it.
     pub app_id: String,
+    /// The region the relay serves.
     pub region: Region,
+    /// The Force mode the allocation uses.
     pub mode: Mode,
+    /// The channel named in the user's token (may be empty).
     pub channel: String,
+    /// The user id from the token.
     pub user: String,
 }
 
@@ -56,7 +62,9 @@ impl LeaseInput {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
+    /// The lease's id, as the relay chose it.
     pub lease_id: String,
+    /// When the lease lapses unless renewed (Unix seconds).
     pub expires_at: i64,
     /// The enablement's tier, which the relay meters the allocation's minutes in.
     pub quality: QualityTier,
@@ -67,6 +75,7 @@ pub struct Lease {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Renewal {
+    /// The leases the relay still holds; each gets a fresh expiry.
     pub leases: Vec<LeaseInput>,
 }
 
@@ -74,6 +83,7 @@ pub struct Renewal {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Changed {
+    /// How many leases were renewed or released.
     pub changed: u64,
     /// Seconds a renewed lease lives.
     pub ttl_seconds: i64,
@@ -84,7 +94,9 @@ pub struct Changed {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Release {
+    /// The relay releasing them.
     pub relay_id: String,
+    /// The ids of the leases whose allocations ended.
     pub lease_ids: Vec<String>,
 }
 
@@ -93,9 +105,11 @@ pub struct Release {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UsageRecord {
+    /// The application the usage belongs to.
     pub app_id: String,
     /// `YYYY-MM-DD`, UTC.
     pub day: String,
+    /// The mode the allocations ran in.
     pub mode: UsageMode,
     /// The enablement's tier; absent for Auto.
     pub quality: Option<QualityTier>,
@@ -115,11 +129,14 @@ pub struct UsageRecord {
 pub struct UsageReport {
     /// Unique per report; a report with a known id is acknowledged and ignored.
     pub report_id: String,
+    /// The reporting relay.
     pub relay_id: String,
+    /// One record per (app, day, mode, tier) since the relay's last report.
     pub records: Vec<UsageRecord>,
 }
 
 impl UsageReport {
+    /// Every field problem at once: ids' lengths, dates, and each counter's range.
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         let mut bad = |field: String, message: &str| {
@@ -166,6 +183,7 @@ impl UsageReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageAck {
+    /// The report's id, echoed.
     pub report_id: String,
     /// `false`: this id was applied before; nothing was added again.
     pub applied: bool,
@@ -175,12 +193,17 @@ pub struct UsageAck {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageDay {
+    /// The day (`YYYY-MM-DD`, UTC).
     pub day: String,
+    /// The mode the allocations ran in.
     pub mode: UsageMode,
+    /// The tier, absent for Auto.
     pub quality: Option<QualityTier>,
+    /// Allocation-seconds, summed over every relay.
     pub seconds: u64,
     /// `seconds / 60`.
     pub minutes: f64,
+    /// Relayed bytes, both directions, summed over every relay.
     pub bytes: u64,
     /// The day's highest concurrency: for Force modes the central lease count across every
     /// relay, for Auto the highest a single relay reported.
@@ -191,9 +214,13 @@ pub struct UsageDay {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
+    /// The application.
     pub app_id: String,
+    /// The first day of the range (`YYYY-MM-DD`, inclusive).
     pub from: String,
+    /// The last day of the range (`YYYY-MM-DD`, inclusive).
     pub to: String,
+    /// One row per (day, mode, tier) with usage, in day order.
     pub days: Vec<UsageDay>,
 }
 
@@ -201,7 +228,9 @@ pub struct Usage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Proxy {
+    /// The relay's id.
     pub id: String,
+    /// Its public addresses and ports.
     pub listeners: Vec<Listener>,
     /// Load over capacity at the last heartbeat, 0 to 1 (or more when overloaded).
     pub load: f64,
@@ -211,6 +240,8 @@ pub struct Proxy {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProxyList {
+    /// The region the list is for.
     pub region: Region,
+    /// Up to three live dynamic relays of the region (heartbeat within the timeout), least loaded first.
     pub proxies: Vec<Proxy>,
 }

@@ -22,11 +22,14 @@ const MAX_USE_CASE_CHARS: usize = 200;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnablementInput {
+    /// The region whose static relays the application will use.
     pub region: Region,
+    /// The SDK the application integrates.
     pub sdk: Sdk,
     /// e.g. "1:1 video call", "1:N live broadcast".
     #[cfg_attr(feature = "openapi", schema(example = "1:1 video call"))]
     pub use_case: String,
+    /// Channels (calls or rooms) open at the same time, 1 to 1 000 000.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub max_concurrent_channels: u32,
     /// Proxy and non-proxy users together.
@@ -35,7 +38,9 @@ pub struct EnablementInput {
     /// At most `max_users_per_channel`.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100_000))]
     pub max_proxy_users_per_channel: u32,
+    /// The video tier; it sets the bitrate budgeted per proxy user.
     pub quality: QualityTier,
+    /// The Force mode asked for.
     pub mode: Mode,
 }
 
@@ -91,16 +96,27 @@ impl EnablementInput {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnablementRequest {
+    /// The request's id (32 hex digits), used in `/v1/requests/{id}` URLs.
     pub id: String,
+    /// The application the request is for.
     pub app_id: String,
+    /// The region asked for.
     pub region: Region,
+    /// The SDK the application integrates.
     pub sdk: Sdk,
+    /// The applicant's words for the use case, as submitted.
     pub use_case: String,
+    /// Channels open at the same time.
     pub max_concurrent_channels: u32,
+    /// Users per channel, proxy and non-proxy together.
     pub max_users_per_channel: u32,
+    /// Users per channel that go through a relay.
     pub max_proxy_users_per_channel: u32,
+    /// The video tier the estimate is computed with.
     pub quality: QualityTier,
+    /// The Force mode asked for.
     pub mode: Mode,
+    /// Where the request is in its lifecycle.
     pub state: RequestState,
     /// Why it was rejected (or revoked), when it was.
     pub reason: Option<String>,
@@ -109,7 +125,9 @@ pub struct EnablementRequest {
     /// What it holds of the region's static-pool capacity (0 unless approved, active or
     /// suspended).
     pub reserved_kbps: u64,
+    /// When it was filed (Unix seconds).
     pub created_at: i64,
+    /// When its state last changed (Unix seconds).
     pub updated_at: i64,
     /// When an approved request becomes active on its own (Unix seconds), if approval gave a
     /// later effective date; null otherwise (approval without a date activates at once).
@@ -120,9 +138,13 @@ pub struct EnablementRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncEnablement {
+    /// The region the enablement covers.
     pub region: Region,
+    /// The Force mode it allows.
     pub mode: Mode,
+    /// Channels a relay admits at once for this application in this region and mode.
     pub max_concurrent_channels: u32,
+    /// Proxy users a relay admits per channel.
     pub max_proxy_users_per_channel: u32,
     /// The tier usage minutes are metered in.
     pub quality: QualityTier,

@@ -48,11 +48,17 @@ macro_rules! wire_enum {
 wire_enum! {
     /// A service region. Force-mode clients reach only their region's published relays.
     Region {
+        /// Mainland China.
         MainlandChina = "mainland_china",
+        /// Europe.
         Europe = "europe",
+        /// India.
         India = "india",
+        /// Japan.
         Japan = "japan",
+        /// North America.
         NorthAmerica = "north_america",
+        /// Southeast Asia.
         SoutheastAsia = "southeast_asia",
     }
 }
@@ -73,19 +79,37 @@ impl Region {
 
 wire_enum! {
     /// The client SDK an enablement request is for.
-    Sdk { Native = "native", Web = "web" }
+    Sdk {
+        /// The native SDK (desktop and mobile apps).
+        Native = "native",
+        /// The web SDK, running in a browser's WebRTC stack.
+        Web = "web",
+    }
 }
 
 wire_enum! {
     /// The Force mode an enablement request asks for (native `UDP_PROXY`/`TCP_PROXY`, web
     /// `startProxyServer(3)`/`startProxyServer(5)`).
-    Mode { ForceUdp = "force_udp", ForceTcp = "force_tcp" }
+    Mode {
+        /// All media through a static relay over UDP (`UDP_PROXY`, `startProxyServer(3)`).
+        ForceUdp = "force_udp",
+        /// All media through a static relay over TURN/TLS on TCP 443 (`TCP_PROXY`,
+        /// `startProxyServer(5)`).
+        ForceTcp = "force_tcp",
+    }
 }
 
 wire_enum! {
     /// The mode an allocation was used in, as usage is metered: Auto (a dynamic-pool relay) or
     /// one of the Force modes (a static-pool relay, UDP or TCP/TLS).
-    UsageMode { Auto = "auto", ForceUdp = "force_udp", ForceTcp = "force_tcp" }
+    UsageMode {
+        /// Auto: a dynamic-pool relay, used only when direct paths fail; takes no lease.
+        Auto = "auto",
+        /// Force UDP on a static-pool relay.
+        ForceUdp = "force_udp",
+        /// Force TCP (TURN/TLS) on a static-pool relay.
+        ForceTcp = "force_tcp",
+    }
 }
 
 impl UsageMode {
@@ -112,11 +136,17 @@ wire_enum! {
     /// Video quality tier. Each has a documented bitrate budget per proxy user
     /// ([`QualityTier::kbps_per_proxy_user`]) that drives the bandwidth estimate.
     QualityTier {
+        /// Audio only: 100 kbit/s per proxy user.
         AudioOnly = "audio_only",
+        /// 360p video: 1 000 kbit/s per proxy user.
         P360 = "360p",
+        /// 480p video: 1 500 kbit/s per proxy user.
         P480 = "480p",
+        /// 720p video: 3 000 kbit/s per proxy user.
         P720 = "720p",
+        /// 1080p video: 5 000 kbit/s per proxy user.
         P1080 = "1080p",
+        /// 2K and above: 10 000 kbit/s per proxy user.
         K2Plus = "2k_plus",
     }
 }
@@ -151,11 +181,17 @@ wire_enum! {
     /// submitted → approved | rejected(reason) → active → suspended | revoked.
     /// Approved, active and suspended requests hold their bandwidth reservation.
     RequestState {
+        /// Filed by the owner, waiting for an operator's decision.
         Submitted = "submitted",
+        /// Accepted by an operator; its bandwidth is reserved, not yet in service.
         Approved = "approved",
+        /// Refused by an operator (the reason is kept on the request); reserves nothing.
         Rejected = "rejected",
+        /// In service.
         Active = "active",
+        /// Paused; keeps its bandwidth reservation.
         Suspended = "suspended",
+        /// Ended for good; the reservation is released.
         Revoked = "revoked",
     }
 }
@@ -172,18 +208,35 @@ impl RequestState {
 
 wire_enum! {
     /// Whether an application's credentials are accepted.
-    AppStatus { Active = "active", Suspended = "suspended" }
+    AppStatus {
+        /// The application's credentials are accepted.
+        Active = "active",
+        /// The application's credentials are refused until an operator reactivates it.
+        Suspended = "suspended",
+    }
 }
 
 wire_enum! {
     /// Relay pool. Static relays are published in the allow-list table and serve the Force
     /// modes; dynamic relays serve Auto and are never published.
-    Pool { Static = "static", Dynamic = "dynamic" }
+    Pool {
+        /// Published relays with fixed addresses, serving the Force modes.
+        Static = "static",
+        /// Unpublished relays serving Auto; their addresses may change.
+        Dynamic = "dynamic",
+    }
 }
 
 wire_enum! {
     /// A relay listener's transport. `tls` is TURN over TLS on TCP (443 for Force TCP).
-    Transport { Udp = "udp", Tcp = "tcp", Tls = "tls" }
+    Transport {
+        /// TURN over UDP.
+        Udp = "udp",
+        /// TURN over plain TCP.
+        Tcp = "tcp",
+        /// TURN over TLS on TCP.
+        Tls = "tls",
+    }
 }
 
 impl Transport {
@@ -195,7 +248,12 @@ impl Transport {
 
 wire_enum! {
     /// The role of an API key.
-    Role { Operator = "operator", Owner = "owner" }
+    Role {
+        /// Runs the service: approves requests, manages relays and every application.
+        Operator = "operator",
+        /// Owns applications: files enablement requests and reads its own usage.
+        Owner = "owner",
+    }
 }
 
 #[cfg(test)]

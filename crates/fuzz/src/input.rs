@@ -8,18 +8,22 @@
 pub struct Input<'a>(&'a [u8]);
 
 impl<'a> Input<'a> {
+    /// Reads `data` from the front.
     pub fn new(data: &'a [u8]) -> Self {
         Self(data)
     }
 
+    /// Whether every byte has been read.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The next byte, or 0 past the end.
     pub fn u8(&mut self) -> u8 {
         self.bytes(1).first().copied().unwrap_or(0)
     }
 
+    /// The next two bytes as a big-endian `u16` (zeros past the end).
     pub fn u16(&mut self) -> u16 {
         u16::from_be_bytes([self.u8(), self.u8()])
     }
@@ -37,6 +41,7 @@ impl<'a> Input<'a> {
         self.bytes(n)
     }
 
+    /// Everything not read yet.
     pub fn rest(&mut self) -> &'a [u8] {
         self.bytes(self.0.len())
     }
@@ -47,16 +52,19 @@ impl<'a> Input<'a> {
 pub struct Script(pub Vec<u8>);
 
 impl Script {
+    /// Appends a byte.
     pub fn u8(mut self, v: u8) -> Self {
         self.0.push(v);
         self
     }
 
+    /// Appends a big-endian `u16`.
     pub fn u16(mut self, v: u16) -> Self {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
 
+    /// Appends bytes as they are (for [`Input::bytes`] or [`Input::rest`]).
     pub fn bytes(mut self, b: &[u8]) -> Self {
         self.0.extend_from_slice(b);
         self

@@ -18,6 +18,7 @@ use crate::world::{self, World};
 /// `(target, file name, bytes)`.
 pub type Seed = (&'static str, String, Vec<u8>);
 
+/// Every seed of every target.
 pub fn all() -> Vec<Seed> {
     let mut out = Vec::new();
     stun_server(&mut out);

@@ -21,15 +21,18 @@ use rand::SeedableRng;
 pub const T0_UNIX: u64 = 1_900_000_000;
 /// The static TURN REST secret.
 pub const SECRET: &[u8] = b"fuzz-secret";
+/// The server's REALM, which clients learn from its 401.
 pub const REALM: &str = "fuzz";
 /// Relayed ports: a small range, so allocations run out and are reused.
 pub const RELAY_PORTS: std::ops::RangeInclusive<u16> = 50000..=50009;
-/// Allocations in total (486 beyond), and per credential.
+/// Allocations in total (486 beyond).
 pub const MAX_ALLOCATIONS: usize = 5;
+/// Allocations one credential may hold (486 beyond).
 pub const MAX_PER_USER: usize = 2;
 /// Clients 0 and 1 on UDP, 2 on TCP, 3 on TLS. 0 and 2 share a credential.
 pub const CLIENTS: usize = 4;
 
+/// The transport address of client `i` (taken modulo [`CLIENTS`]): which transport it uses and which listener it reached.
 pub fn client_addr(i: usize) -> ClientAddr {
     let transport = match i % CLIENTS {
         2 => Transport::Tcp,
@@ -78,8 +81,11 @@ pub fn username(i: usize) -> String {
     rest_username(T0_UNIX + 86_400, &format!("u{}", i % 2))
 }
 
+/// The server under fuzzing, its clock, its clients' credentials and what it asked the driver for.
 pub struct World {
+    /// The server under test.
     pub server: Server,
+    /// The virtual clock, moved only by [`World::advance`].
     pub now: Instant,
     policy: PeerPolicy,
     /// Credentials once a 401 told the realm and nonce.
@@ -91,6 +97,7 @@ pub struct World {
     pub bind_ok: bool,
     /// Every answer sent, in order (kept only when asked, for the signal target).
     pub keep_transmits: bool,
+    /// The answers sent, with their client, when `keep_transmits` is set.
     pub transmits: Vec<(ClientAddr, Vec<u8>)>,
 }
 
@@ -101,6 +108,7 @@ impl Default for World {
 }
 
 impl World {
+    /// A server configured with this module's constants and a seeded RNG; no client has authenticated yet.
     pub fn new() -> Self {
         let cfg = ServerConfig {
             realm: REALM.into(),
@@ -131,6 +139,7 @@ impl World {
         }
     }
 
+    /// The next transaction id (one more than the last).
     pub fn next_tid(&mut self) -> TransactionId {
         self.tid += 1;
         TransactionId::from(self.tid)
@@ -223,6 +232,7 @@ impl World {
         }
     }
 
+    /// Moves the clock `secs` seconds on, runs the server's timers and checks what comes out.
     pub fn advance(&mut self, secs: u64) {
         self.now += Duration::from_secs(secs);
         self.server.handle_timeout(self.now);

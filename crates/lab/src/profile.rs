@@ -90,6 +90,7 @@ pub enum Profile {
     /// on a network that passes only TURN over UDP, and a Force mode must then reach nothing
     /// but these and the proxies.
     WithSignaling {
+        /// The profile whose rules apply besides the signaling addresses.
         base: Box<Profile>,
         /// TCP addresses the client may open (IPv4).
         signaling: Vec<SocketAddr>,

@@ -10,41 +10,65 @@ use crate::wire::{self, ErrorCode, Packet};
 /// A datagram from the service, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
+    /// JOINED: the client is a member.
     Joined {
+        /// The member's uid, from its token.
         uid: u32,
+        /// Members in the channel, this one included.
         members: u16,
+        /// The source address the service saw.
         addr: SocketAddr,
     },
+    /// ERROR: a request was refused.
     Error {
+        /// What went wrong (400, 401, 404, 503, ...).
         code: ErrorCode,
+        /// Whether the same request may succeed later.
         retryable: bool,
+        /// The token's app id, when it had a well-formed one.
         app_id: String,
+        /// The service's explanation.
         message: String,
     },
+    /// FORWARDED: another member's DATA.
     Forwarded {
+        /// The uid of the member that sent it.
         from_uid: u32,
+        /// The sender's sequence number.
         seq: u32,
+        /// The sender's send time, in microseconds of its clock.
         sent_micros: u64,
+        /// The media bytes.
         payload: Vec<u8>,
     },
+    /// PONG, echoing the PING's timestamp.
     Pong(u64),
+    /// LEFT: the LEAVE was done.
     Left,
+    /// CHALLENGE: repeat the JOIN with this cookie.
     Challenge(wire::Cookie),
 }
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// No reply arrived within the (carried) wait.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// The socket failed.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The service answered with ERROR.
     #[error("refused with {code:?}: {message} (app '{app_id}')")]
     Refused {
+        /// The ERROR's code.
         code: ErrorCode,
+        /// The token's app id, as the service echoed it.
         app_id: String,
+        /// The service's explanation.
         message: String,
     },
+    /// The service answered with a datagram the call did not expect.
     #[error("unexpected reply {0:?}")]
     Unexpected(Box<Reply>),
 }
@@ -76,6 +100,7 @@ impl Client {
         })
     }
 
+    /// The client socket's local address (what the service sees, without NAT).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }

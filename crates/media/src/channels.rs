@@ -21,23 +21,23 @@ pub(crate) struct Channels {
 
 impl Channels {
     /// Channels with at least one member.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_key.len()
     }
 
-    pub fn find(&self, key: &str) -> Option<usize> {
+    pub(crate) fn find(&self, key: &str) -> Option<usize> {
         self.by_key.get(key).copied()
     }
 
     /// The members of channel `i` (empty for a free slot).
-    pub fn members(&self, i: usize) -> &[Endpoint] {
+    pub(crate) fn members(&self, i: usize) -> &[Endpoint] {
         match self.slots.get(i) {
             Some(Some(c)) => &c.members,
             _ => &[],
         }
     }
 
-    pub fn members_mut(&mut self, i: usize) -> Option<&mut Vec<Endpoint>> {
+    pub(crate) fn members_mut(&mut self, i: usize) -> Option<&mut Vec<Endpoint>> {
         self.slots
             .get_mut(i)
             .and_then(Option::as_mut)
@@ -45,7 +45,7 @@ impl Channels {
     }
 
     /// Adds `r` to the channel named `key`, making the channel if missing: `(slot, members)`.
-    pub fn join(&mut self, key: &str, r: Endpoint) -> (usize, usize) {
+    pub(crate) fn join(&mut self, key: &str, r: Endpoint) -> (usize, usize) {
         let slot = match self.by_key.get(key) {
             Some(&i) => i,
             None => {
@@ -73,7 +73,7 @@ impl Channels {
     }
 
     /// Takes `member` out of channel `i`; the channel goes when it is empty.
-    pub fn leave(&mut self, i: usize, member: MemberKey) {
+    pub(crate) fn leave(&mut self, i: usize, member: MemberKey) {
         let Some(c) = self.slots.get_mut(i).and_then(Option::as_mut) else {
             return;
         };

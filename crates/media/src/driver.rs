@@ -75,6 +75,7 @@ impl Default for MediaConfig {
 }
 
 impl MediaConfig {
+    /// The server limits this configuration sets.
     pub fn limits(&self) -> Limits {
         Limits {
             member_timeout: self.member_timeout,
@@ -90,14 +91,28 @@ impl MediaConfig {
 /// Why the service did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
+    /// The configuration lists no UDP listen address.
     #[error("no listen address configured")]
     NoListeners,
+    /// A UDP listen address could not be bound (in use, not local, no permission).
     #[error("cannot bind UDP {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// The service's thread or runtime could not be created.
     #[error("cannot start the media service runtime: {0}")]
     Runtime(#[source] io::Error),
+    /// The WebRTC endpoint's HTTP address could not be bound.
     #[error("cannot bind HTTP {addr}: {source}")]
-    BindHttp { addr: SocketAddr, source: io::Error },
+    BindHttp {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: io::Error,
+    },
 }
 
 /// A running media service. Stops when dropped.

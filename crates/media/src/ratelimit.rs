@@ -50,7 +50,7 @@ pub(crate) struct RateTable {
 }
 
 impl RateTable {
-    pub fn new(rate: JoinRate, key: &[u8; 32]) -> Self {
+    pub(crate) fn new(rate: JoinRate, key: &[u8; 32]) -> Self {
         Self {
             tat: vec![0; BUCKETS].into_boxed_slice(),
             rate,
@@ -59,7 +59,7 @@ impl RateTable {
     }
 
     /// Counts one JOIN for the key made of `parts`, at `now_us`: whether it is within the rate.
-    pub fn allow(&mut self, parts: &[&[u8]], now_us: u64) -> bool {
+    pub(crate) fn allow(&mut self, parts: &[&[u8]], now_us: u64) -> bool {
         let mut mac = self.mac.clone();
         for p in parts {
             // Length-prefixed, so ("ab", "c") and ("a", "bc") are different keys.

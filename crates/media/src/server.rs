@@ -138,21 +138,28 @@ impl std::str::FromStr for SessionId {
 /// browser session (its data channel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
+    /// A client speaking the datagram format over UDP.
     Udp {
+        /// The client's address, as the service sees it.
         remote: SocketAddr,
+        /// The service's listening address the client reached, which answers it.
         local: SocketAddr,
     },
+    /// A browser, over its WebRTC session's data channel.
     Web(SessionId),
 }
 
 /// What identifies a member: its UDP address or its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MemberKey {
+    /// A UDP member, by its source address.
     Udp(SocketAddr),
+    /// A browser member, by its session.
     Web(SessionId),
 }
 
 impl Endpoint {
+    /// The key the member table files this endpoint under.
     pub fn key(&self) -> MemberKey {
         match *self {
             Endpoint::Udp { remote, .. } => MemberKey::Udp(remote),
@@ -165,7 +172,9 @@ impl Endpoint {
 /// data-channel message of a browser session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit<'a> {
+    /// The member (or would-be member) to send to.
     pub to: Endpoint,
+    /// The encoded datagram.
     pub bytes: &'a [u8],
 }
 
@@ -192,6 +201,7 @@ pub enum WebRefusal {
 /// A browser member admitted by [`MediaServer::join_web`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WebJoin {
+    /// The member's uid, from its token.
     pub uid: u32,
     /// Members of the channel, this one included.
     pub members: usize,
@@ -200,7 +210,9 @@ pub struct WebJoin {
 /// Counters since start, and the current sizes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Members now, UDP and browser.
     pub members: usize,
+    /// Channels open now.
     pub channels: usize,
     /// JOINs answered with JOINED (re-joins included).
     pub joins: u64,
@@ -305,10 +317,12 @@ impl MediaServer {
         self.auth.set_app_keys(keys);
     }
 
+    /// The limits this server enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
+    /// Counters since start and the current member and channel counts.
     pub fn stats(&self) -> Stats {
         Stats {
             members: self.members.len(),

@@ -47,12 +47,16 @@ pub const DATA_CHANNEL_LABEL: &str = "cloudproxy";
 /// Why an endpoint request failed: an HTTP status and a JSON error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// The HTTP status, e.g. 400, 401, 404, 503.
     pub status: u16,
+    /// The JSON `error` code, e.g. `seat_taken`.
     pub code: &'static str,
+    /// The explanation for the page's developer.
     pub message: String,
 }
 
 impl ApiError {
+    /// An error answered with `status` and the JSON body `{error: code, message}`.
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -82,8 +86,9 @@ pub struct WebStats {
     pub sessions: usize,
     /// Source addresses mapped to a session.
     pub addresses: usize,
-    /// Sessions ever admitted, and ended.
+    /// Sessions ever admitted.
     pub admitted: u64,
+    /// Sessions ended (closed, timed out or deleted).
     pub ended: u64,
     /// Data-channel messages received from browsers.
     pub messages: u64,
@@ -126,7 +131,7 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(
+    pub(crate) fn new(
         socket: UdpSocket,
         local: SocketAddr,
         advertised: SocketAddr,
@@ -148,11 +153,11 @@ impl Sessions {
         }
     }
 
-    pub fn socket(&self) -> &UdpSocket {
+    pub(crate) fn socket(&self) -> &UdpSocket {
         &self.socket
     }
 
-    pub fn stats(&self) -> WebStats {
+    pub(crate) fn stats(&self) -> WebStats {
         WebStats {
             sessions: self.by_id.len(),
             addresses: self.by_addr.len(),
@@ -160,13 +165,13 @@ impl Sessions {
         }
     }
 
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
     /// POST: admits a session for `sdp` (an offer with a `cloudproxy` data channel) with
     /// `token`; the answer.
-    pub fn offer(
+    pub(crate) fn offer(
         &mut self,
         server: &mut MediaServer,
         id: SessionId,
@@ -233,7 +238,7 @@ impl Sessions {
     }
 
     /// PATCH: the `a=candidate:` lines of a trickle-ice-sdpfrag (RFC 8840).
-    pub fn candidates(&mut self, id: SessionId, frag: &str) -> Result<(), ApiError> {
+    pub(crate) fn candidates(&mut self, id: SessionId, frag: &str) -> Result<(), ApiError> {
         let Some(s) = self.by_id.get_mut(&id) else {
             return Err(not_found(id));
         };
@@ -254,7 +259,11 @@ impl Sessions {
     }
 
     /// DELETE: ends the session (its member leaves).
-    pub fn delete(&mut self, server: &mut MediaServer, id: SessionId) -> Result<(), ApiError> {
+    pub(crate) fn delete(
+        &mut self,
+        server: &mut MediaServer,
+        id: SessionId,
+    ) -> Result<(), ApiError> {
         if !self.by_id.contains_key(&id) {
             return Err(not_found(id));
         }
@@ -263,7 +272,7 @@ impl Sessions {
     }
 
     /// A datagram on the WebRTC socket.
-    pub fn receive(
+    pub(crate) fn receive(
         &mut self,
         server: &mut MediaServer,
         listeners: &[(UdpSocket, SocketAddr)],
@@ -310,7 +319,7 @@ impl Sessions {
     }
 
     /// Drives every Rtc whose deadline has come.
-    pub fn handle_timeout(
+    pub(crate) fn handle_timeout(
         &mut self,
         server: &mut MediaServer,
         listeners: &[(UdpSocket, SocketAddr)],
@@ -336,7 +345,7 @@ impl Sessions {
     }
 
     /// Ends the sessions whose member is gone (timed out, or its seat taken by a UDP JOIN).
-    pub fn sweep(&mut self, server: &mut MediaServer) {
+    pub(crate) fn sweep(&mut self, server: &mut MediaServer) {
         let gone: Vec<SessionId> = self
             .by_id
             .keys()
@@ -350,7 +359,7 @@ impl Sessions {
 
     /// Polls the output of every dirty session, then handles the events it gave, until
     /// nothing is left to do.
-    pub fn run(
+    pub(crate) fn run(
         &mut self,
         server: &mut MediaServer,
         listeners: &[(UdpSocket, SocketAddr)],
@@ -480,7 +489,7 @@ impl Sessions {
 
     /// Queues `bytes` as one binary message on browser `to`'s data channel; its datagrams go
     /// out at the next [`run`](Self::run).
-    pub fn write_web(&mut self, to: SessionId, bytes: &[u8]) {
+    pub(crate) fn write_web(&mut self, to: SessionId, bytes: &[u8]) {
         let Some(s) = self.by_id.get_mut(&to) else {
             return;
         };
@@ -494,7 +503,7 @@ impl Sessions {
     }
 
     /// Ends every session (the service stops).
-    pub fn sweep_all(&mut self, server: &mut MediaServer) {
+    pub(crate) fn sweep_all(&mut self, server: &mut MediaServer) {
         let all: Vec<SessionId> = self.by_id.keys().copied().collect();
         for id in all {
             self.end(server, id, "service stopping");

@@ -41,15 +41,25 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+/// Type byte of JOIN (client -> service): join the token's channel.
 pub const JOIN: u8 = 0x01;
+/// Type byte of JOINED (service -> client): the join succeeded.
 pub const JOINED: u8 = 0x02;
+/// Type byte of ERROR (service -> client): a request was refused.
 pub const ERROR: u8 = 0x03;
+/// Type byte of DATA (client -> service): media for the other members.
 pub const DATA: u8 = 0x04;
+/// Type byte of FORWARDED (service -> client): another member's DATA.
 pub const FORWARDED: u8 = 0x05;
+/// Type byte of PING (client -> service): keepalive and round-trip probe.
 pub const PING: u8 = 0x06;
+/// Type byte of PONG (service -> client): the answer to PING.
 pub const PONG: u8 = 0x07;
+/// Type byte of LEAVE (client -> service): leave the channel now.
 pub const LEAVE: u8 = 0x08;
+/// Type byte of LEFT (service -> client): the LEAVE was done.
 pub const LEFT: u8 = 0x09;
+/// Type byte of CHALLENGE (service -> client): repeat the JOIN with this cookie.
 pub const CHALLENGE: u8 = 0x0a;
 
 /// JOIN flag: also send my own DATA back to me.
@@ -87,56 +97,89 @@ impl ErrorCode {
 /// One datagram, borrowing from the buffer it was decoded from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Packet<'a> {
+    /// Join the channel the token names (client -> service).
     Join {
+        /// Also send the member's own DATA back to it, as FORWARDED.
         echo: bool,
+        /// The user token, as [`cloudproxy_proto::token::Token::encode`] writes it.
         token: &'a str,
         /// The cookie of the CHALLENGE this JOIN answers; `None` on a first JOIN.
         cookie: Option<Cookie>,
     },
+    /// The join succeeded (service -> client).
     Joined {
+        /// The member's uid, from its token.
         uid: u32,
+        /// Members in the channel, this one included.
         members: u16,
+        /// The source address the service saw (through a TURN relay: the relayed address).
         addr: SocketAddr,
     },
+    /// A request was refused (service -> client).
     Error {
+        /// What went wrong (400, 401, 404, 503, ...).
         code: ErrorCode,
+        /// Whether the same request may succeed later or on another server.
         retryable: bool,
+        /// The token's app id when it had a well-formed one, else empty.
         app_id: &'a str,
+        /// A human-readable explanation, for logs.
         message: &'a str,
     },
+    /// Media from a member for the rest of its channel (client -> service).
     Data {
+        /// The sender's sequence number, to count loss and reordering.
         seq: u32,
+        /// The sender's clock when it sent, in microseconds, to measure latency.
         sent_micros: u64,
+        /// The media bytes.
         payload: &'a [u8],
     },
+    /// Another member's DATA, relayed by the service (service -> client).
     Forwarded {
+        /// The uid of the member that sent it.
         from_uid: u32,
+        /// The sender's sequence number, unchanged.
         seq: u32,
+        /// The sender's send time in microseconds, unchanged.
         sent_micros: u64,
+        /// The media bytes, unchanged.
         payload: &'a [u8],
     },
+    /// Keepalive and round-trip probe carrying the client's timestamp (client -> service).
     Ping(u64),
+    /// The answer to PING, echoing its timestamp (service -> client).
     Pong(u64),
+    /// Leave the channel now rather than by timeout (client -> service).
     Leave,
+    /// The LEAVE was done (service -> client).
     Left,
+    /// Repeat the JOIN with this cookie, proving the source address (service -> client).
     Challenge(Cookie),
 }
 
 /// Why a datagram did not decode. `&'static str` names the field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    /// The datagram has no bytes.
     #[error("empty datagram")]
     Empty,
+    /// The type byte (carried) is not one of the format's.
     #[error("unknown packet type 0x{0:02x}")]
     UnknownType(u8),
+    /// The datagram ends inside the named field.
     #[error("datagram ends inside {0}")]
     Truncated(&'static str),
+    /// The named packet has bytes after its last field.
     #[error("{0} has bytes after its end")]
     Trailing(&'static str),
+    /// The named text field is not UTF-8.
     #[error("{0} is not UTF-8")]
     NotUtf8(&'static str),
+    /// JOINED's address family byte (carried) is neither 4 nor 6.
     #[error("address family {0} is neither 4 nor 6")]
     Family(u8),
+    /// ERROR's retryable byte (carried) is neither 0 nor 1.
     #[error("retryable flag {0} is neither 0 nor 1")]
     Flag(u8),
 }
@@ -144,8 +187,13 @@ pub enum WireError {
 /// Why a packet did not encode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
+    /// The caller's buffer cannot hold the packet.
     #[error("buffer too small: {needed} bytes needed")]
-    BufferTooSmall { needed: usize },
+    BufferTooSmall {
+        /// Bytes the packet needs.
+        needed: usize,
+    },
+    /// The named length-prefixed field does not fit its 16-bit length.
     #[error("{0} is longer than 65535 bytes")]
     TooLong(&'static str),
 }

@@ -295,9 +295,15 @@ fn config() -> Criterion {
         .sample_size(50)
 }
 
-criterion_group! {
+// `criterion_group!` generates an undocumented `pub fn benches`.
+#[allow(missing_docs)]
+mod group {
+    use super::*;
+
+    criterion_group! {
     name = benches;
     config = config();
     targets = codec
+    }
 }
-criterion_main!(benches);
+criterion_main!(group::benches);

@@ -12,8 +12,11 @@ pub use cloudproxy_api::Transport;
 /// An allocation is identified by this value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientAddr {
+    /// The transport the client connected over (UDP, TCP or TLS).
     pub transport: Transport,
+    /// The client's address and port as the server sees it (after any NAT).
     pub remote: SocketAddr,
+    /// The server's local listening address the client reached.
     pub local: SocketAddr,
 }
 

@@ -29,7 +29,9 @@ pub use cloudproxy_api::UsageMode as Mode;
 /// What an active app may do on this relay (its region).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppAccess {
+    /// Whether Force UDP allocations (UDP on a static relay) are admitted.
     pub force_udp: bool,
+    /// Whether Force TCP allocations (TURN/TLS on a static relay) are admitted.
     pub force_tcp: bool,
 }
 
@@ -39,11 +41,14 @@ pub type Access = HashMap<String, AppAccess>;
 /// The central check a Force-mode (or metered Auto) allocation waits for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdmitRequest {
+    /// The application whose token asks.
     pub app_id: String,
+    /// The mode the allocation would be used in.
     pub mode: Mode,
     /// The channel and user from the credential (`expiry:app:key:channel:user`); empty when
     /// the credential does not name them.
     pub channel: String,
+    /// The user id from the credential; empty when it names none.
     pub user: String,
 }
 
@@ -52,9 +57,17 @@ pub struct AdmitRequest {
 pub enum Verdict {
     /// Go ahead; `account` identifies the allocation in usage reports and in
     /// [`crate::Event::AccountClosed`].
-    Granted { account: u64 },
+    Granted {
+        /// The driver's id for the allocation's lease and usage account.
+        account: u64,
+    },
     /// Answer the Allocate with this error (403, 486, …).
-    Refused { code: u16, reason: String },
+    Refused {
+        /// The STUN error code to answer with.
+        code: u16,
+        /// The reason phrase sent with it, e.g. "Force UDP not enabled for this app".
+        reason: String,
+    },
 }
 
 /// The channel and user named by a credential `expiry:app:key[:channel[:user]]`.

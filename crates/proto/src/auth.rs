@@ -58,14 +58,19 @@ pub fn rest_password(secret: &[u8], username: &str) -> String {
 /// Why a credential was refused. Logged at debug level; the client only sees 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
+    /// The username has no `<unix-expiry>:` prefix or is not a well-formed token username.
     #[error("username is not '<unix-expiry>:<id>'")]
     Malformed,
+    /// The username's expiry is in the past.
     #[error("credential expired")]
     Expired,
+    /// The application has no key with the username's key id.
     #[error("application has no key with this key id")]
     UnknownKey,
+    /// The key was rotated out and its grace period is over.
     #[error("application key retired (rotation grace period over)")]
     KeyRetired,
+    /// The username names no application and no static secret is configured.
     #[error("no secret is configured for this username")]
     NoSecret,
 }
@@ -87,6 +92,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// An authenticator for the static secret and application keys in `config`.
     pub fn new(config: &AuthConfig) -> Self {
         let mut apps: HashMap<String, Vec<AppKey>> = HashMap::new();
         for k in &config.app_keys {
@@ -176,6 +182,7 @@ impl std::fmt::Debug for NonceKey {
 }
 
 impl NonceKey {
+    /// A nonce key from 32 secret bytes (the server draws them at random when it starts).
     pub fn new(key: [u8; 32]) -> Self {
         Self(key)
     }
@@ -209,6 +216,7 @@ impl NonceKey {
         s
     }
 
+    /// Whether `nonce` was minted for `client` with this key and has not expired at `now_unix`.
     pub fn check(
         &self,
         nonce: &str,

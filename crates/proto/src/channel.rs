@@ -8,6 +8,7 @@
 /// does). A relay port only ever carries STUN and ChannelData, so accepting the older range
 /// costs nothing and keeps those clients working, as coturn does.
 pub const MIN_CHANNEL: u16 = 0x4000;
+/// The highest channel number accepted (RFC 5766's upper bound; see [`MIN_CHANNEL`]).
 pub const MAX_CHANNEL: u16 = 0x7FFE;
 
 /// Whether the first byte of a packet says ChannelData: 0x40..=0x7F (RFC 7983 gives 64..=79 to
@@ -70,8 +71,10 @@ pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
 /// Stream bytes that cannot be a TURN frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
+    /// The first byte is neither a STUN header (0b00) nor a channel number (0b01): the stream lost framing.
     #[error("bytes on the stream are neither STUN nor ChannelData")]
     NotTurn,
+    /// A STUN header's length is not a multiple of 4, so the stream cannot be framed further.
     #[error("STUN message length is not a multiple of 4")]
     BadStunLength,
 }

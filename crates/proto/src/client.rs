@@ -23,13 +23,18 @@ use crate::integrity::{self, IntegrityKind, KeyAlgorithm, LongTermKey};
 /// Long-term credentials once the server's REALM and NONCE are known.
 #[derive(Debug, Clone)]
 pub struct ClientAuth {
+    /// The USERNAME to send (the token's username).
     pub username: String,
+    /// The server's REALM, from its 401 challenge.
     pub realm: String,
+    /// The server's NONCE, from its latest 401 or 438.
     pub nonce: String,
+    /// The long-term key (MD5 of `username:realm:password`, RFC 8489 §9.2.2) that signs requests.
     pub key: LongTermKey,
 }
 
 impl ClientAuth {
+    /// Derives the key from `password` for the REALM and NONCE a 401 challenge gave.
     pub fn new(username: &str, password: &str, realm: &str, nonce: &str) -> Self {
         Self {
             username: username.into(),
@@ -43,9 +48,13 @@ impl ClientAuth {
 /// One attribute to put in a request.
 #[derive(Debug, Clone, Copy)]
 pub enum Attr<'a> {
+    /// REQUESTED-TRANSPORT: UDP (17), as every Allocate carries.
     RequestedTransportUdp,
+    /// LIFETIME in seconds (0 on a Refresh deletes the allocation).
     Lifetime(u32),
+    /// XOR-PEER-ADDRESS of the peer to permit, bind or send to.
     PeerAddress(SocketAddr),
+    /// CHANNEL-NUMBER, 0x4000 to 0x4FFF.
     ChannelNumber(u16),
     /// Any raw attribute, e.g. an unknown comprehension-required one for tests.
     Raw(u16, &'a [u8]),
@@ -143,19 +152,33 @@ pub fn channel_data(number: u16, payload: &[u8], stream: bool) -> Vec<u8> {
 /// What a client needs from a server's response or indication.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Response {
+    /// Whether the class is a success response.
     pub success: bool,
+    /// Whether the message is an indication (Data) rather than a response.
     pub is_indication: bool,
+    /// The STUN method, e.g. 0x003 for Allocate.
     pub method: u16,
+    /// The 96-bit transaction id, to match the request.
     pub transaction: u128,
+    /// ERROR-CODE: the code (e.g. 401, 438) and its reason phrase.
     pub error: Option<(u16, String)>,
+    /// REALM, present on a 401 challenge.
     pub realm: Option<String>,
+    /// NONCE, present on a 401 or 438.
     pub nonce: Option<String>,
+    /// XOR-RELAYED-ADDRESS values (one per address family) of a successful Allocate.
     pub relayed: Vec<SocketAddr>,
+    /// XOR-MAPPED-ADDRESS: the client's address as the server sees it.
     pub mapped: Option<SocketAddr>,
+    /// LIFETIME granted, in seconds.
     pub lifetime: Option<u32>,
+    /// RESERVATION-TOKEN, if the server reserved the next port.
     pub reservation_token: Option<u64>,
+    /// XOR-PEER-ADDRESS of a Data indication.
     pub peer: Option<SocketAddr>,
+    /// DATA of a Data indication: the peer's payload.
     pub data: Option<Vec<u8>>,
+    /// UNKNOWN-ATTRIBUTES of a 420 response: the attribute types the server refused.
     pub unknown_attributes: Vec<u16>,
     /// Whether MESSAGE-INTEGRITY verified with the given key.
     pub integrity_ok: Option<bool>,
@@ -164,6 +187,7 @@ pub struct Response {
 /// Why a server's bytes could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// The bytes do not decode as a STUN message.
     #[error("not a STUN message")]
     NotStun,
 }

@@ -106,8 +106,11 @@ pub struct AuthConfig {
 /// One application's secret under one key id. Several keys per app make rotation possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppKey {
+    /// The application the key belongs to, as named in token usernames.
     pub app_id: String,
+    /// The key's id, as named in token usernames (several per app during a rotation).
     pub key_id: String,
+    /// The secret tokens are signed with (the ASCII text of the 64 hex digits).
     pub secret: Vec<u8>,
     /// Unix time after which this key no longer authenticates (end of a rotation grace period).
     pub not_after: Option<u64>,

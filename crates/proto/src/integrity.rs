@@ -12,7 +12,9 @@ use sha2::{Digest, Sha256};
 /// Which hash the long-term key is made with (PASSWORD-ALGORITHM, RFC 8489 §14.11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyAlgorithm {
+    /// MD5, the RFC 5389 default and what every TURN client supports.
     Md5,
+    /// SHA-256, selectable with PASSWORD-ALGORITHM (RFC 8489 §18.5.1).
     Sha256,
 }
 
@@ -31,6 +33,7 @@ impl std::fmt::Debug for LongTermKey {
 }
 
 impl LongTermKey {
+    /// Derives the key from `username`, `realm` and `password` with `algorithm`.
     pub fn derive(algorithm: KeyAlgorithm, username: &str, realm: &str, password: &str) -> Self {
         let parts = [
             username.as_bytes(),
@@ -69,6 +72,7 @@ impl LongTermKey {
         }
     }
 
+    /// The key's bytes: 16 for MD5, 32 for SHA-256 (or the short-term password's bytes).
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
@@ -77,11 +81,14 @@ impl LongTermKey {
 /// Which integrity attribute a message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntegrityKind {
+    /// MESSAGE-INTEGRITY: HMAC-SHA1, 20 bytes.
     Sha1,
+    /// MESSAGE-INTEGRITY-SHA256: HMAC-SHA256, 32 bytes as written (16 to 32 accepted, §14.6).
     Sha256,
 }
 
 impl IntegrityKind {
+    /// The attribute's type code: 0x0008 or 0x001C.
     pub fn attribute_type(self) -> u16 {
         match self {
             IntegrityKind::Sha1 => 0x0008,

@@ -32,15 +32,19 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 /// One allowed upstream: a network and a port range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerRule {
+    /// The allowed network; a host address is a `/32` or `/128`.
     pub net: IpNet,
+    /// The allowed destination ports (the whole range 1-65535 when the rule names none).
     pub ports: RangeInclusive<u16>,
 }
 
 /// Error parsing a peer rule such as `10.0.0.0/8`, `192.0.2.7:5000-5100` or `[2001:db8::]/32`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PeerRuleError {
+    /// The part before the ports is not a CIDR network or address.
     #[error("not a CIDR network (expected e.g. 10.0.0.0/8 or 2001:db8::/32)")]
     BadNet,
+    /// The port part is not `PORT` or `LOW-HIGH` within 1-65535 with LOW <= HIGH.
     #[error("bad port range (expected PORT or LOW-HIGH, 1..=65535, LOW <= HIGH)")]
     BadPorts,
 }
@@ -143,6 +147,7 @@ pub struct PeerPolicy {
 /// Why a peer is refused, or that it is not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
+    /// A rule opens the peer.
     Allowed,
     /// No rule covers it.
     NoRule,
@@ -155,6 +160,7 @@ pub enum Verdict {
 }
 
 impl PeerPolicy {
+    /// A policy that allows exactly `rules` (special ranges only when a rule lies inside them).
     pub fn new(rules: impl IntoIterator<Item = PeerRule>) -> Self {
         let mut p = Self::default();
         for r in rules {
@@ -185,10 +191,12 @@ impl PeerPolicy {
         self.own = OwnAddrs { ips, ports };
     }
 
+    /// The relay's own transport addresses, as last set with [`PeerPolicy::set_own`].
     pub fn own(&self) -> &OwnAddrs {
         &self.own
     }
 
+    /// The allowed ranges, in the order they were added.
     pub fn rules(&self) -> impl Iterator<Item = &PeerRule> {
         self.rules.iter().map(|(r, _)| r)
     }

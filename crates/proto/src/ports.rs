@@ -31,6 +31,7 @@ pub(crate) enum ClaimError {
 }
 
 impl RelayPorts {
+    /// A pool over `range`, shuffled with `rng` so relayed ports are not predictable.
     pub fn new(range: RangeInclusive<u16>, rng: &mut impl rand::RngCore) -> Self {
         Self {
             inner: Mutex::new((PortPool::new(range.clone(), rng), HashMap::new())),
@@ -38,6 +39,7 @@ impl RelayPorts {
         }
     }
 
+    /// The port range relayed sockets are bound in.
     pub fn range(&self) -> RangeInclusive<u16> {
         self.range.clone()
     }

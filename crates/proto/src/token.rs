@@ -30,22 +30,31 @@ pub const SEPARATOR: char = '#';
 /// What is wrong with a token or with the parts it is minted from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// The app id is empty, longer than 64 characters or has a character outside `A-Z a-z 0-9 _ . -`.
     #[error("app id must be 1 to 64 characters of A-Z a-z 0-9 _ . -")]
     AppId,
+    /// The key id is empty, longer than 64 characters or has a forbidden character.
     #[error("key id must be 1 to 64 characters of A-Z a-z 0-9 _ . -")]
     KeyId,
+    /// The channel name is empty, longer than 64 characters or has a forbidden character.
     #[error("channel must be 1 to 64 characters of A-Z a-z 0-9 _ . -")]
     Channel,
+    /// The uid is not a decimal `u32`.
     #[error("uid must be a number from 0 to 4294967295 in decimal")]
     Uid,
+    /// The expiry is not a decimal Unix time.
     #[error("expiry must be a unix time in decimal")]
     Expiry,
+    /// The app secret to sign with is empty.
     #[error("secret must not be empty")]
     EmptySecret,
+    /// The username does not have the five `:`-separated fields.
     #[error("username is not '<expiry>:<app_id>:<key_id>:<channel>:<uid>'")]
     Username,
+    /// The password is not non-empty standard base64.
     #[error("password is not base64")]
     Password,
+    /// The text is not `<username>#<password>` with one `#`.
     #[error("token is not '<username>#<password>'")]
     Shape,
 }
@@ -53,7 +62,9 @@ pub enum TokenError {
 /// A user token. `username`/`password` are the TURN REST credential.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
+    /// `<expiry>:<app_id>:<key_id>:<channel>:<uid>`, the TURN USERNAME.
     pub username: String,
+    /// Base64 HMAC of the username under the app key's secret, the TURN password.
     pub password: String,
 }
 
@@ -71,9 +82,13 @@ impl std::fmt::Debug for Token {
 pub struct Claims<'a> {
     /// Unix time after which the token is refused.
     pub expiry: u64,
+    /// The application the token was minted for.
     pub app_id: &'a str,
+    /// The application key that signed it.
     pub key_id: &'a str,
+    /// The channel (call or room) the user may join.
     pub channel: &'a str,
+    /// The user id within the application.
     pub uid: u32,
 }
 
@@ -209,7 +224,9 @@ pub enum VerifyReason {
 /// A refused token: the app id it names (when it names a well-formed one) and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifyError<'a> {
+    /// The app id the username names, when it is well-formed (for per-app logs and metrics).
     pub app_id: Option<&'a str>,
+    /// Why the token was refused.
     pub reason: VerifyReason,
 }
 

@@ -72,6 +72,7 @@ pub struct RelayConfig {
 pub struct FastPathConfig {
     /// The interface clients and peers reach the relay through.
     pub interface: String,
+    /// How the XDP program attaches: native (in the driver) or generic.
     pub mode: cloudproxy_xdp::Mode,
 }
 

@@ -41,28 +41,40 @@ pub use metrics::Metrics;
 /// The addresses the relay actually bound (port 0 in the config becomes a real port).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BoundAddrs {
+    /// The TURN-over-UDP listeners, in configuration order.
     pub udp: Vec<SocketAddr>,
+    /// The TURN-over-TCP listeners.
     pub tcp: Vec<SocketAddr>,
+    /// The TURN-over-TLS listeners.
     pub tls: Vec<SocketAddr>,
+    /// The Prometheus `/metrics` HTTP listener, if configured.
     pub metrics: Option<SocketAddr>,
 }
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
+    /// A listener could not be bound (address in use, not local, no permission).
     #[error("cannot bind {what} listener on {addr}: {source}")]
     Bind {
+        /// Which listener: "UDP", "TCP", "TLS" or "metrics".
         what: &'static str,
+        /// The address asked for.
         addr: SocketAddr,
+        /// The operating system's reason.
         #[source]
         source: io::Error,
     },
+    /// The TLS certificate or key could not be loaded or generated.
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    /// The configuration is inconsistent (e.g. no listener at all).
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// The control-plane link could not be set up (bad URL, HTTP client).
     #[error("control plane link: {0}")]
     ControlPlane(String),
+    /// An event-loop thread or runtime could not be created.
     #[error("cannot start event loop: {0}")]
     Runtime(#[source] io::Error),
 }
@@ -98,6 +110,8 @@ impl Relay {
         Self::start_with_metrics(config, Arc::new(Metrics::new()))
     }
 
+    /// Like [`Relay::start`], counting into `metrics` (shared with the caller, e.g. a test
+    /// or an embedding process that serves them itself).
     pub fn start_with_metrics(
         mut config: RelayConfig,
         metrics: Arc<Metrics>,
@@ -332,10 +346,12 @@ impl Relay {
         })
     }
 
+    /// The addresses actually bound (real ports where the configuration said 0).
     pub fn local_addrs(&self) -> &BoundAddrs {
         &self.addrs
     }
 
+    /// The relay's counters and gauges.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }

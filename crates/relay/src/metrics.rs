@@ -39,6 +39,7 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// The `direction` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::ClientToPeer => "client_to_peer",
@@ -51,7 +52,9 @@ impl Direction {
 /// it, so a driver may keep its own copies.
 #[derive(Debug, Clone, Default)]
 pub struct Traffic {
+    /// Datagrams or ChannelData frames relayed.
     pub packets: Counter,
+    /// Payload bytes relayed.
     pub bytes: Counter,
 }
 
@@ -206,6 +209,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric at zero, registered for the `/metrics` text exposition.
     pub fn new() -> Self {
         let mut registry = Registry::default();
 

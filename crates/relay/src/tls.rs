@@ -26,10 +26,18 @@ pub const ALPN_STUN_TURN: &[u8] = b"stun.turn";
 pub enum TlsIdentity {
     /// Generate a self-signed certificate for these names at start. Names that parse as IP
     /// addresses become IP subject alternative names, the others DNS names.
-    SelfSigned { names: Vec<String> },
+    SelfSigned {
+        /// DNS names and IP addresses the certificate is valid for.
+        names: Vec<String>,
+    },
     /// PEM files: certificate chain (leaf first) and private key (PKCS#8, PKCS#1 or SEC1).
     /// They may be the same file.
-    Pem { cert: PathBuf, key: PathBuf },
+    Pem {
+        /// The certificate chain's PEM file.
+        cert: PathBuf,
+        /// The private key's PEM file.
+        key: PathBuf,
+    },
 }
 
 impl Default for TlsIdentity {
@@ -45,49 +53,96 @@ impl Default for TlsIdentity {
 /// cause, so printing the `Display` alone is enough.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// The certificate file could not be read (missing, no permission).
     #[error("TLS certificate file {}: cannot read: {reason}", path.display())]
-    CertUnreadable { path: PathBuf, reason: io::Error },
+    CertUnreadable {
+        /// The certificate file.
+        path: PathBuf,
+        /// The operating system's reason.
+        reason: io::Error,
+    },
+    /// The certificate file is not valid PEM.
     #[error("TLS certificate file {}: {reason}", path.display())]
-    CertPem { path: PathBuf, reason: pem::Error },
+    CertPem {
+        /// The certificate file.
+        path: PathBuf,
+        /// The PEM parser's reason.
+        reason: pem::Error,
+    },
+    /// The certificate file has no CERTIFICATE section.
     #[error(
         "TLS certificate file {}: no certificate in file \
          (expected a -----BEGIN CERTIFICATE----- section)",
         path.display()
     )]
-    NoCertificate { path: PathBuf },
+    NoCertificate {
+        /// The certificate file.
+        path: PathBuf,
+    },
+    /// The key file could not be read (missing, no permission).
     #[error("TLS key file {}: cannot read: {reason}", path.display())]
-    KeyUnreadable { path: PathBuf, reason: io::Error },
+    KeyUnreadable {
+        /// The key file.
+        path: PathBuf,
+        /// The operating system's reason.
+        reason: io::Error,
+    },
+    /// The key file is not valid PEM.
     #[error("TLS key file {}: {reason}", path.display())]
-    KeyPem { path: PathBuf, reason: pem::Error },
+    KeyPem {
+        /// The key file.
+        path: PathBuf,
+        /// The PEM parser's reason.
+        reason: pem::Error,
+    },
+    /// The key file has no private key section.
     #[error(
         "TLS key file {}: no private key in file \
          (expected a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY section)",
         path.display()
     )]
-    NoKey { path: PathBuf },
+    NoKey {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The key does not belong to the certificate's public key.
     #[error(
         "TLS key file {} does not match the certificate in {}",
         key.display(),
         cert.display()
     )]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file whose key is not the certificate's.
+        key: PathBuf,
+    },
+    /// rustls refused the certificate chain or key.
     #[error(
         "TLS certificate {} / key {}: rejected: {reason}",
         cert.display(),
         key.display()
     )]
     Rejected {
+        /// The certificate file.
         cert: PathBuf,
+        /// The key file.
         key: PathBuf,
+        /// rustls's reason (e.g. an unsupported key type).
         reason: rustls::Error,
     },
+    /// A self-signed certificate was asked for with an empty list of names.
     #[error("self-signed TLS certificate: no names given")]
     NoNames,
+    /// The self-signed certificate could not be generated (e.g. a name is not a valid DNS name).
     #[error("self-signed TLS certificate for {names:?}: {reason}")]
     SelfSigned {
+        /// The names asked for.
         names: Vec<String>,
+        /// rcgen's reason.
         reason: rcgen::Error,
     },
+    /// rustls refused the server configuration itself (protocol versions, provider).
     #[error("TLS configuration: {0}")]
     Config(rustls::Error),
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 /// An echo peer that stops when dropped (or with [`EchoPeer::stop`]).
 pub struct EchoPeer {
+    /// The UDP address the peer echoes datagrams on.
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<u64>>,

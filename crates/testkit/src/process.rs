@@ -38,6 +38,7 @@ pub fn read_lines<R: Read + Send + 'static>(
 pub struct Captured(Arc<Mutex<String>>);
 
 impl Captured {
+    /// Everything captured so far (up to 4 MiB), stderr lines prefixed with `[stderr] `.
     pub fn text(&self) -> String {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -83,6 +84,7 @@ pub struct ChildGuard {
     child: Option<Child>,
     pid: u32,
     readers: Vec<thread::JoinHandle<()>>,
+    /// The child's stdout and stderr, collected as it runs.
     pub output: Captured,
 }
 
@@ -113,6 +115,7 @@ impl ChildGuard {
         ))
     }
 
+    /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -137,6 +140,7 @@ impl ChildGuard {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Kills the child (if it still runs) and reaps it; a second call does nothing.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -171,16 +175,19 @@ impl Drop for ChildGuard {
 pub struct BoundedRun {
     /// `None` if the process was killed at the deadline.
     pub status: Option<ExitStatus>,
+    /// Wall time from spawn to exit or kill.
     pub elapsed: Duration,
     /// stdout and stderr interleaved by line; stderr lines start with `[stderr] `.
     pub output: String,
 }
 
 impl BoundedRun {
+    /// Whether the process was killed at the deadline.
     pub fn timed_out(&self) -> bool {
         self.status.is_none()
     }
 
+    /// Whether the process exited on its own with status 0.
     pub fn success(&self) -> bool {
         self.status.is_some_and(|s| s.success())
     }
@@ -215,6 +222,7 @@ pub fn run_bounded(name: &str, cmd: Command, deadline: Duration) -> BoundedRun {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// Creates `$TMPDIR/cloudproxy-<tag>-<pid>-<n>`, unique within the process.
     pub fn new(tag: &str) -> Self {
         static N: AtomicU16 = AtomicU16::new(0);
         let dir = std::env::temp_dir().join(format!(

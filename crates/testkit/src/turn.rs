@@ -18,8 +18,11 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection to a TURN server over one transport.
 pub enum Conn {
+    /// A UDP socket on loopback and the server's address.
     Udp(UdpSocket, SocketAddr),
+    /// A TCP stream and the bytes read past the last whole frame.
     Tcp(TcpStream, Vec<u8>),
+    /// A TLS stream (any server certificate accepted) and the bytes read past the last frame.
     Tls(
         Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
         Vec<u8>,
@@ -27,18 +30,22 @@ pub enum Conn {
 }
 
 impl Conn {
+    /// A UDP socket on 127.0.0.1 talking to `server`.
     pub fn udp(server: SocketAddr) -> Self {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
         Conn::Udp(s, server)
     }
 
+    /// A TCP connection to `server`; panics if it is not accepted within [`TIMEOUT`].
     pub fn tcp(server: SocketAddr) -> Self {
         let s = TcpStream::connect_timeout(&server, TIMEOUT).unwrap();
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
         Conn::Tcp(s, Vec::new())
     }
 
+    /// A TLS connection to `server` for the name `localhost`, offering `alpn` if given. The
+    /// certificate is not verified (tests use self-signed ones).
     pub fn tls(server: SocketAddr, alpn: Option<&[u8]>) -> Self {
         let s = TcpStream::connect_timeout(&server, TIMEOUT).unwrap();
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -48,10 +55,12 @@ impl Conn {
         Conn::Tls(Box::new(rustls::StreamOwned::new(conn, s)), Vec::new())
     }
 
+    /// Whether frames are stream-framed (TCP or TLS: ChannelData padded to 4 bytes).
     pub fn is_stream(&self) -> bool {
         !matches!(self, Conn::Udp(..))
     }
 
+    /// Sends one STUN message or ChannelData frame; panics on a socket error.
     pub fn send(&mut self, bytes: &[u8]) {
         match self {
             Conn::Udp(s, to) => {
@@ -65,6 +74,8 @@ impl Conn {
         }
     }
 
+    /// The next datagram or whole frame; panics if none comes within [`TIMEOUT`] or the
+    /// server closes the connection.
     pub fn recv(&mut self) -> Vec<u8> {
         fn frame<R: Read>(r: &mut R, pending: &mut Vec<u8>) -> Vec<u8> {
             loop {
@@ -91,10 +102,15 @@ impl Conn {
 
 /// A blocking TURN client that answers 401/438 challenges by itself.
 pub struct TurnClient {
+    /// The connection to the server.
     pub conn: Conn,
+    /// The realm, nonce and key once the server has challenged; `None` before.
     pub auth: Option<ClientAuth>,
+    /// The last transaction id used; each request takes the next one.
     pub tid: u128,
+    /// The TURN username sent.
     pub username: String,
+    /// The password the key is derived from.
     pub password: String,
 }
 

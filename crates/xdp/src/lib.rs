@@ -43,20 +43,34 @@ pub enum Mode {
 /// Why the fast path is not running.
 #[derive(Debug, thiserror::Error)]
 pub enum XdpError {
+    /// This build has no XDP program (no clang at build time); the carried text is [`BUILT_WITHOUT`].
     #[error("this relay was built without its XDP program: {0}")]
     NotBuilt(&'static str),
+    /// The kernel refused to load the program (no privilege, verifier, old kernel).
     #[error("cannot load the XDP program (needs root or CAP_BPF + CAP_NET_ADMIN): {0}")]
     Load(String),
+    /// The program loaded but could not be attached to the interface.
     #[error("cannot attach the XDP program to {interface} in {mode:?} mode: {why}")]
     Attach {
+        /// The interface named in the configuration.
         interface: String,
+        /// The attach mode tried.
         mode: Mode,
+        /// The kernel's or loader's reason.
         why: String,
     },
+    /// A BPF map could not be found, read or written.
     #[error("XDP map {map}: {why}")]
-    Map { map: &'static str, why: String },
+    Map {
+        /// The map's name in the program.
+        map: &'static str,
+        /// The loader's reason.
+        why: String,
+    },
+    /// Every map entry ([`MAX_ENTRIES`]) holds a channel already.
     #[error("all {MAX_ENTRIES} fast-path entries are in use")]
     Full,
+    /// A channel mixed IPv4 and IPv6 addresses, which one map entry cannot hold.
     #[error("a channel's addresses must all be IPv4 or all IPv6")]
     MixedFamilies,
 }
@@ -126,7 +140,9 @@ struct P2cVal<A> {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counter {
+    /// Packets forwarded.
     pub packets: u64,
+    /// Payload bytes forwarded.
     pub bytes: u64,
 }
 
@@ -464,6 +480,7 @@ impl FastPath {
         self.installed.len()
     }
 
+    /// Whether no channel is installed.
     pub fn is_empty(&self) -> bool {
         self.installed.is_empty()
     }

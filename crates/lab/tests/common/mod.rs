@@ -8,40 +8,40 @@ use std::time::Duration;
 use cloudproxy_lab::{Lab, LabChild, Profile, Role, MEDIA_ADDR, RELAY_ADDR, RELAY_POOL_ADDR};
 
 /// The probe tool built from `src/bin/cpl-lab-probe.rs`.
-pub const PROBE: &str = env!("CARGO_BIN_EXE_cpl-lab-probe");
+pub(crate) const PROBE: &str = env!("CARGO_BIN_EXE_cpl-lab-probe");
 
 /// Bound for a probe run; a probe bounds its own waits well below this.
 const PROBE_DEADLINE: Duration = Duration::from_secs(20);
 
 /// The relay's published TURN-over-UDP port.
-pub const RELAY_UDP: SocketAddrV4 = SocketAddrV4::new(RELAY_ADDR, 3478);
+pub(crate) const RELAY_UDP: SocketAddrV4 = SocketAddrV4::new(RELAY_ADDR, 3478);
 /// A relay UDP port that no profile publishes.
-pub const RELAY_UDP_OTHER: SocketAddrV4 = SocketAddrV4::new(RELAY_ADDR, 3479);
+pub(crate) const RELAY_UDP_OTHER: SocketAddrV4 = SocketAddrV4::new(RELAY_ADDR, 3479);
 /// The relay's TLS port.
-pub const RELAY_TLS: SocketAddrV4 = SocketAddrV4::new(RELAY_ADDR, 443);
+pub(crate) const RELAY_TLS: SocketAddrV4 = SocketAddrV4::new(RELAY_ADDR, 443);
 /// A relay TCP port that no profile publishes.
-pub const RELAY_TCP_OTHER: SocketAddrV4 = SocketAddrV4::new(RELAY_ADDR, 8080);
+pub(crate) const RELAY_TCP_OTHER: SocketAddrV4 = SocketAddrV4::new(RELAY_ADDR, 8080);
 /// The unpublished pool address, UDP.
-pub const POOL_UDP: SocketAddrV4 = SocketAddrV4::new(RELAY_POOL_ADDR, 3478);
+pub(crate) const POOL_UDP: SocketAddrV4 = SocketAddrV4::new(RELAY_POOL_ADDR, 3478);
 /// The unpublished pool address, TLS port.
-pub const POOL_TLS: SocketAddrV4 = SocketAddrV4::new(RELAY_POOL_ADDR, 443);
+pub(crate) const POOL_TLS: SocketAddrV4 = SocketAddrV4::new(RELAY_POOL_ADDR, 443);
 /// The media service's UDP port.
-pub const MEDIA_UDP: SocketAddrV4 = SocketAddrV4::new(MEDIA_ADDR, 5000);
+pub(crate) const MEDIA_UDP: SocketAddrV4 = SocketAddrV4::new(MEDIA_ADDR, 5000);
 /// A media TCP port.
-pub const MEDIA_TCP: SocketAddrV4 = SocketAddrV4::new(MEDIA_ADDR, 8443);
+pub(crate) const MEDIA_TCP: SocketAddrV4 = SocketAddrV4::new(MEDIA_ADDR, 8443);
 
 /// A lab for `profile`, or `None` (after a loud message) where labs cannot run outside CI.
-pub fn lab(profile: Profile) -> Option<Lab> {
+pub(crate) fn lab(profile: Profile) -> Option<Lab> {
     Lab::start_or_skip(profile)
 }
 
 /// Echo servers in the relay and media namespaces; they stop when dropped.
-pub struct Servers {
+pub(crate) struct Servers {
     pub relay: LabChild,
     pub media: LabChild,
 }
 
-pub fn start_servers(lab: &Lab) -> Servers {
+pub(crate) fn start_servers(lab: &Lab) -> Servers {
     let relay = serve(
         lab,
         Role::Relay,
@@ -64,7 +64,7 @@ pub fn start_servers(lab: &Lab) -> Servers {
 }
 
 /// `cpl-lab-probe serve SPECS…` in `role`, once it said `ready`.
-pub fn serve(lab: &Lab, role: Role, specs: &[&str]) -> LabChild {
+pub(crate) fn serve(lab: &Lab, role: Role, specs: &[&str]) -> LabChild {
     let server = lab
         .spawn(role, PROBE, [&["serve"], specs].concat())
         .expect("spawn echo server");
@@ -76,13 +76,13 @@ pub fn serve(lab: &Lab, role: Role, specs: &[&str]) -> LabChild {
 
 /// What a UDP probe saw.
 #[derive(Debug, Clone, Copy)]
-pub struct Udp {
+pub(crate) struct Udp {
     pub sent: u32,
     pub received: u32,
 }
 
 /// Sends `count` datagrams from `from` to `target` and counts the echoes.
-pub fn udp(lab: &Lab, from: Role, target: SocketAddrV4, count: u32) -> Udp {
+pub(crate) fn udp(lab: &Lab, from: Role, target: SocketAddrV4, count: u32) -> Udp {
     let line = probe(
         lab,
         from,
@@ -101,16 +101,16 @@ pub fn udp(lab: &Lab, from: Role, target: SocketAddrV4, count: u32) -> Udp {
 }
 
 /// Whether a TCP connection from `from` to `target` opens and echoes within `timeout`.
-pub fn tcp(lab: &Lab, from: Role, target: SocketAddrV4, timeout: Duration) -> bool {
+pub(crate) fn tcp(lab: &Lab, from: Role, target: SocketAddrV4, timeout: Duration) -> bool {
     let ms = timeout.as_millis().to_string();
     let line = probe(lab, from, &["tcp", &target.to_string(), &ms]);
     line.contains("echoed=true")
 }
 
 /// A short TCP timeout for connections the firewall should drop.
-pub const BLOCKED: Duration = Duration::from_millis(400);
+pub(crate) const BLOCKED: Duration = Duration::from_millis(400);
 /// A generous TCP timeout for connections that must work.
-pub const OPEN: Duration = Duration::from_secs(5);
+pub(crate) const OPEN: Duration = Duration::from_secs(5);
 
 fn probe(lab: &Lab, from: Role, args: &[&str]) -> String {
     let out = lab
@@ -126,12 +126,12 @@ fn probe(lab: &Lab, from: Role, args: &[&str]) -> String {
 }
 
 /// `addr` as the `SocketAddr` the profiles take.
-pub fn sa(addr: SocketAddrV4) -> SocketAddr {
+pub(crate) fn sa(addr: SocketAddrV4) -> SocketAddr {
     SocketAddr::V4(addr)
 }
 
 /// Names of the lab namespaces currently present.
-pub fn namespaces() -> Vec<String> {
+pub(crate) fn namespaces() -> Vec<String> {
     let out = std::process::Command::new("ip")
         .args(["netns", "list"])
         .output()

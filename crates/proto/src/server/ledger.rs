@@ -10,6 +10,7 @@ pub trait AllocationLedger: Send + Sync + std::fmt::Debug {
     /// Takes one allocation for `user`. `Err(())` when the user's quota or the total cap is
     /// reached (answered with 486).
     fn try_acquire(&self, user: &str) -> Result<(), QuotaExceeded>;
+    /// Gives back one allocation of `user`, when one of its allocations ends.
     fn release(&self, user: &str);
     /// New limits (a configuration reload). Allocations already held stay, even above them;
     /// new ones are refused until the counts are back under.
@@ -19,7 +20,9 @@ pub trait AllocationLedger: Send + Sync + std::fmt::Debug {
 /// Which limit refused an allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaExceeded {
+    /// The credential already holds its per-user maximum of allocations.
     User,
+    /// The relay already holds its total maximum of allocations.
     Total,
 }
 
@@ -35,6 +38,7 @@ pub struct LocalLedger {
 }
 
 impl LocalLedger {
+    /// A ledger with no allocations and these limits: per credential and for the whole process.
     pub fn new(per_user_max: usize, total_max: usize) -> Self {
         Self {
             per_user_max: AtomicUsize::new(per_user_max),
@@ -44,6 +48,7 @@ impl LocalLedger {
         }
     }
 
+    /// Allocations held now, across every shard.
     pub fn total(&self) -> usize {
         self.total.load(Ordering::Relaxed)
     }
@@ -86,7 +91,9 @@ impl AllocationLedger for LocalLedger {
 /// What the servers of one process share: the allocation counts and the relay port range.
 #[derive(Debug, Clone)]
 pub struct Shared {
+    /// The allocation counts (quota and total cap) the shards check on Allocate.
     pub ledger: Arc<dyn AllocationLedger>,
+    /// The relay port range the shards draw relayed ports from.
     pub ports: Arc<RelayPorts>,
 }
 

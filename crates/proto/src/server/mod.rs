@@ -207,6 +207,7 @@ impl Server {
         }
     }
 
+    /// The configuration this server runs with (limits, realm, policies).
     pub fn config(&self) -> &ServerConfig {
         &self.config
     }
@@ -348,14 +349,17 @@ impl Server {
         self.anchor_unix + now.saturating_duration_since(self.anchor).as_secs()
     }
 
+    /// The next STUN message to send, if any; the driver calls it until `None` after each input.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
+    /// The next side effect (bind, close, admit, signal) for the driver to carry out, if any.
     pub fn poll_command(&mut self) -> Option<Command> {
         self.commands.pop_front()
     }
 
+    /// The next event for metrics and logs, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

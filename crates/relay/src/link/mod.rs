@@ -74,6 +74,7 @@ pub struct LinkConfig {
     pub edge_id: String,
     /// The region this relay serves.
     pub region: Region,
+    /// The pool it registers in: static (published, Force modes) or dynamic (Auto).
     pub pool: Pool,
     /// Relayed bandwidth this relay can carry, kbit/s.
     pub capacity_kbps: u64,
@@ -84,9 +85,13 @@ pub struct LinkConfig {
     /// (a relay behind 1:1 NAT, which knows its public address but not which ports it bound,
     /// as when TLS fell back from 443 to 5349). `None`: the listeners as bound.
     pub public_ip: Option<std::net::IpAddr>,
+    /// How often app keys, statuses and enablements are fetched (default 5 s).
     pub sync_interval: Duration,
+    /// How often load and allocation counts are reported (default 10 s).
     pub heartbeat_interval: Duration,
+    /// How often held leases are renewed (default 10 s).
     pub lease_renew_interval: Duration,
+    /// How often usage records are reported (default 30 s).
     pub usage_interval: Duration,
     /// Every HTTP call's timeout; also how long an Allocate waits for its lease at most.
     pub request_timeout: Duration,
@@ -136,7 +141,9 @@ impl Default for LinkConfig {
 /// What shards need from a sync: keys and, per active app, the modes enabled here.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Directory {
+    /// Every app key that authenticates now, current and retiring.
     pub keys: Vec<AppKey>,
+    /// Per active app, which Force modes this relay's region has enabled.
     pub access: Access,
     /// The tier usage of (app, mode) is metered in.
     pub quality: HashMap<(String, Mode), QualityTier>,
