@@ -56,6 +56,7 @@ impl ChurnSwitch {
 
 /// The churn thread and its switch.
 pub struct Churn {
+    /// Starts and stops the replacing; the driver flips it around the sending step.
     pub switch: Arc<ChurnSwitch>,
     handle: JoinHandle<ChurnTally>,
 }

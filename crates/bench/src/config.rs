@@ -21,17 +21,31 @@ pub enum Credentials {
     /// uses `username = "<now+24h>:<user>-<i>"`, `password = base64(HMAC-SHA1(secret,
     /// username))`. One id per allocation, so a per-user quota (cloudproxy's default is 32 per
     /// credential) does not cap the run.
-    Rest { secret: String, user: String },
+    Rest {
+        /// The shared secret the server is configured with.
+        secret: String,
+        /// The user-id part of each username; `-<i>` is appended per allocation.
+        user: String,
+    },
     /// One static username and password for every allocation.
-    Static { username: String, password: String },
+    Static {
+        /// The long-term credential's username.
+        username: String,
+        /// The long-term credential's password.
+        password: String,
+    },
     /// A cloudproxy app key: allocation `i` uses its own user token
     /// ([`cloudproxy_proto::token`]), channel `<channel>-<i>` and uid `i`, valid for 24 h. A
     /// relay governed by a control plane then admits, leases and meters every allocation as
     /// the app's, one user per channel.
     App {
+        /// The app the tokens are minted for.
         app_id: String,
+        /// Which of the app's signing keys `secret` is (the relay looks the key up by it).
         key_id: String,
+        /// The app key's signing secret.
         secret: String,
+        /// The channel name prefix; allocation `i` joins `<channel>-<i>`.
         channel: String,
     },
 }
@@ -158,6 +172,7 @@ pub struct Config {
     pub server: SocketAddr,
     /// Default UDP.
     pub transport: Transport,
+    /// How each allocation authenticates its Allocate.
     pub credentials: Credentials,
     /// REALM to use if the server's 401 carries none (the 401's REALM always wins).
     pub realm: Option<String>,
@@ -184,6 +199,8 @@ pub struct Config {
     /// Only set up the allocations, hold them idle for [`Config::hold`], and report the
     /// set-up rate.
     pub setup_only: bool,
+    /// How long a [`Config::setup_only`] run holds its allocations idle (refreshed) before
+    /// releasing them, so the server's memory can be read meanwhile. Default 0.
     pub hold: Duration,
     /// Where the echo peer binds. Default: the loopback address of the server's family.
     pub peer_ip: Option<IpAddr>,
@@ -202,6 +219,7 @@ pub struct Config {
     /// Requested send and receive buffer of every socket. Default 4 MiB (forced past
     /// `rmem_max` when the process may, as root may).
     pub socket_buffer: usize,
+    /// The ramp and bisection of a [`Rate::Max`] run.
     pub search: Search,
 }
 

@@ -18,6 +18,9 @@ pub struct Control {
 }
 
 impl Control {
+    /// Starts step `step` at `per_allocation_pps` packets per second per allocation (0:
+    /// send nothing); workers pick it up on their next wake-up. The rate is kept to 0.001
+    /// packet/s.
     pub fn set(&self, step: u16, per_allocation_pps: f64) {
         let milli = ((per_allocation_pps * 1000.0) as u64).min((1 << 48) - 1);
         self.word
@@ -29,6 +32,8 @@ impl Control {
         ((w >> 48) as u16, (w & ((1 << 48) - 1)) as f64 / 1000.0)
     }
 
+    /// Tells every worker to finish: they stop sending, release their allocations and
+    /// return their [`Outcome`].
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
@@ -37,7 +42,10 @@ impl Control {
 /// Per-step counters of one thread, read by the driver while the thread runs.
 #[derive(Debug)]
 pub struct Live {
+    /// ChannelData packets sent, indexed by step.
     pub sent: [AtomicU64; MAX_STEPS],
+    /// Probes received back, indexed by the step written in the probe (a late packet counts
+    /// for the step that sent it).
     pub received: [AtomicU64; MAX_STEPS],
     /// Packets due that could not be sent: socket buffer full, or a stream backlogged.
     pub unsent: [AtomicU64; MAX_STEPS],
@@ -57,6 +65,7 @@ impl Default for Live {
 pub struct Outcome {
     /// Round-trip times per step, in nanoseconds.
     pub latency: Vec<Histogram>,
+    /// The thread's totals over the whole run (errors, duplicates, refreshes, releases).
     pub counters: DataCounters,
 }
 

@@ -18,8 +18,11 @@ const RX_CAPACITY: usize = 32 * 1024;
 
 /// The transport of one allocation.
 pub enum DataConn {
+    /// A connected UDP socket: one 5-tuple per allocation.
     Udp(UdpSocket),
+    /// A TCP connection and its frame buffers.
     Tcp(TcpStream, StreamBufs),
+    /// A TLS session over TCP (boxed: rustls's state is large) and its frame buffers.
     Tls(Box<(rustls::ClientConnection, TcpStream)>, StreamBufs),
 }
 
@@ -100,6 +103,7 @@ impl StreamBufs {
 }
 
 impl DataConn {
+    /// The socket's descriptor, for the worker's epoll registration.
     pub fn fd(&self) -> RawFd {
         match self {
             DataConn::Udp(s) => s.as_raw_fd(),
@@ -108,6 +112,7 @@ impl DataConn {
         }
     }
 
+    /// Switches the socket to non-blocking mode for the data phase (set-up is blocking).
     pub fn set_nonblocking(&self) -> io::Result<()> {
         match self {
             DataConn::Udp(s) => s.set_nonblocking(true),

@@ -10,7 +10,9 @@ use std::time::Duration;
 /// The step of an allocation's set-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// The TCP connect (TCP and TLS transports only).
     Connect,
+    /// The TLS handshake with ALPN `stun.turn`.
     TlsHandshake,
     /// Allocate (RFC 8656 §7), with or without credentials.
     Allocate,
@@ -35,24 +37,41 @@ pub enum SetupError {
     /// The server answered with an error response.
     #[error("{stage}: {code} {reason}")]
     Rejected {
+        /// The request that was refused.
         stage: Stage,
+        /// The ERROR-CODE (e.g. 401 bad credentials, 403 peer forbidden, 486 quota).
         code: u16,
+        /// The server's reason phrase.
         reason: String,
     },
     /// No answer in time (UDP retransmissions included).
     #[error("{stage}: no response within {}s", timeout.as_secs_f64())]
-    Timeout { stage: Stage, timeout: Duration },
+    Timeout {
+        /// The request that went unanswered.
+        stage: Stage,
+        /// The set-up timeout it was given ([`crate::Config::setup_timeout`]).
+        timeout: Duration,
+    },
+    /// A socket error: refused, reset, closed by the server….
     #[error("{stage}: {}", io_text(source))]
     Io {
+        /// The step the socket failed in.
         stage: Stage,
+        /// The socket's error.
         #[source]
         source: io::Error,
     },
+    /// The TLS handshake failed (certificate, protocol or ALPN).
     #[error("{stage}: {0}", stage = Stage::TlsHandshake)]
     Tls(#[source] rustls::Error),
     /// The server's answer made no sense for the request.
     #[error("{stage}: {what}")]
-    Protocol { stage: Stage, what: &'static str },
+    Protocol {
+        /// The request whose answer was wrong.
+        stage: Stage,
+        /// What was wrong with it, e.g. "401 without NONCE".
+        what: &'static str,
+    },
 }
 
 fn io_text(e: &io::Error) -> String {
@@ -86,26 +105,36 @@ impl SetupError {
 /// Why a run did not happen or produced nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
+    /// The echo peer's socket could not be bound.
     #[error("cannot start the echo peer on {ip}: {source}")]
     EchoPeer {
+        /// The address it was to bind ([`crate::Config::peer_ip`]).
         ip: std::net::IpAddr,
+        /// Why binding failed.
         #[source]
         source: io::Error,
     },
+    /// The operating system refused a thread.
     #[error("cannot start a {what} thread: {source}")]
     Thread {
+        /// Which thread: "worker", "churn" or "set-up".
         what: &'static str,
+        /// The spawn error.
         #[source]
         source: io::Error,
     },
+    /// A worker's epoll instance could not be created.
     #[error("cannot watch the sockets (epoll): {0}")]
     Poll(#[source] io::Error),
     /// Not a single allocation could be set up.
     #[error("0/{requested} allocations: {summary}{hint}")]
     NoAllocations {
+        /// Allocations the run asked for.
         requested: usize,
         /// Failures grouped by cause, e.g. `Allocate: 401 Unauthorized ×100`.
         summary: String,
+        /// A likely cause and what to do for the most common failures (led by " — "), or
+        /// empty.
         hint: String,
     },
 }

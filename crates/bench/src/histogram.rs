@@ -59,12 +59,15 @@ fn bucket(i: usize) -> (u64, u64) {
 }
 
 impl Histogram {
+    /// Counts one value, in nanoseconds; values past 2^40 ns count in the top bucket (the
+    /// exact maximum is kept apart).
     pub fn record(&mut self, value: u64) {
         self.counts[index(value)] += 1;
         self.total += 1;
         self.max = self.max.max(value);
     }
 
+    /// Adds another histogram's counts (a worker thread's, into the run's total).
     pub fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
             *a += b;
@@ -73,10 +76,12 @@ impl Histogram {
         self.max = self.max.max(other.max);
     }
 
+    /// Values recorded.
     pub fn count(&self) -> u64 {
         self.total
     }
 
+    /// The largest value recorded, exactly; 0 when empty.
     pub fn max(&self) -> u64 {
         self.max
     }

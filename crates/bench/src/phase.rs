@@ -21,6 +21,8 @@ const SENT_SHARE: f64 = 0.95;
 /// The search never asks for more than this many packets per second.
 const CEILING_PPS: f64 = 50e6;
 
+/// The driver's side of the timed part: runs steps by setting the workers' [`Control`] word,
+/// sums their [`Live`] counters into [`StepReport`]s and reports progress to `observe`.
 pub struct Phases<'a> {
     control: &'a Control,
     lives: &'a [Arc<Live>],
@@ -36,6 +38,9 @@ pub struct Phases<'a> {
 }
 
 impl<'a> Phases<'a> {
+    /// Phases for `allocations` allocations (the ones that came up), whose workers listen to
+    /// `control` and count into `lives`; size, duration, loss threshold and drain time come
+    /// from `config`, and `churn` (if any) is started with a fixed-rate step.
     pub fn new(
         control: &'a Control,
         lives: &'a [Arc<Live>],
@@ -223,6 +228,8 @@ pub struct Bisection {
 }
 
 impl Bisection {
+    /// A search for `allocations` allocations: it starts at `search.start_pps` total (at
+    /// least 10 packets/s per allocation) and ends rather than go below 1 per allocation.
     pub fn new(search: &Search, allocations: usize) -> Self {
         Self {
             start: search.start_pps.max(10.0 * allocations as f64),

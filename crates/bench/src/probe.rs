@@ -19,9 +19,14 @@ const MAGIC: u16 = 0xCB7E;
 /// The fields of one probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
+    /// The step that sent it (0 for a fixed-rate run; below [`crate::control::MAX_STEPS`]).
     pub step: u16,
+    /// The index of the allocation that sent it, so a packet delivered to another
+    /// allocation's socket is caught.
     pub allocation: u32,
+    /// Per-allocation sequence number, from 0, for duplicate detection.
     pub seq: u64,
+    /// When it was sent: nanoseconds since the Unix epoch (CLOCK_REALTIME).
     pub sent_ns: u64,
 }
 

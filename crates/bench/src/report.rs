@@ -20,7 +20,12 @@ pub enum Event {
     Progress(String),
     /// Every allocation that could be set up is up and idle (`--setup-only`): now is the time
     /// to read the server's memory use.
-    Ready { up: usize, requested: usize },
+    Ready {
+        /// Allocations set up and held.
+        up: usize,
+        /// Allocations the run asked for.
+        requested: usize,
+    },
     /// A step of the `--rate max` search ended (latency is filled in only in the final report).
     Step(StepReport),
 }
@@ -30,6 +35,7 @@ pub enum Event {
 pub struct DataCounters {
     /// `sendmmsg` calls that failed (e.g. the server's port went away).
     pub send_errors: u64,
+    /// `recvmmsg` calls that failed, e.g. with an ICMP port unreachable reported on the socket.
     pub receive_errors: u64,
     /// TCP/TLS connections the server closed (or that failed) during the run.
     pub closed: u64,
@@ -37,19 +43,23 @@ pub struct DataCounters {
     pub foreign: u64,
     /// Probes that came back on another allocation's connection.
     pub misrouted: u64,
+    /// Probes whose sequence number had already been received on that allocation.
     pub duplicates: u64,
+    /// Refreshes (every 120 s per allocation) the server accepted.
     pub refresh_ok: u64,
+    /// Refreshes the server refused or left unanswered (by the end of the run).
     pub refresh_failed: u64,
-    /// UDP allocations deleted (Refresh, LIFETIME 0) at the end or when churn replaced them,
-    /// and deletions that failed or went unanswered (the server frees those when their
-    /// lifetime runs out).
+    /// UDP allocations deleted (Refresh, LIFETIME 0) at the end or when churn replaced them.
     pub released: u64,
+    /// Deletions that failed or went unanswered (the server frees those when their lifetime
+    /// runs out).
     pub release_failed: u64,
     /// Allocations replaced by churn during the run (each then deleted, see `released`).
     pub left: u64,
 }
 
 impl DataCounters {
+    /// Adds another thread's counters to these.
     pub fn add(&mut self, o: &DataCounters) {
         self.send_errors += o.send_errors;
         self.receive_errors += o.receive_errors;
@@ -68,14 +78,20 @@ impl DataCounters {
 /// Quantiles of a latency histogram, in milliseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
+    /// Median.
     pub p50_ms: f64,
+    /// 99th percentile.
     pub p99_ms: f64,
+    /// 99.9th percentile.
     pub p999_ms: f64,
+    /// Largest value recorded, exact.
     pub max_ms: f64,
+    /// Values the quantiles are taken over.
     pub samples: u64,
 }
 
 impl Latency {
+    /// The quantiles of a histogram of nanoseconds; `None` when it is empty.
     pub fn of(h: &Histogram) -> Option<Self> {
         let ms = |q: f64| h.quantile(q).map(|ns| ns as f64 / 1e6);
         Some(Self {
@@ -104,33 +120,48 @@ pub enum Verdict {
 /// One constant-rate period.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
+    /// The step's number: 0 for a fixed rate, the search's step index for `--rate max`.
     pub step: u16,
     /// Total packets per second asked of all allocations together.
     pub target_pps: f64,
+    /// How long the step sent (the drain wait after it not included).
     pub seconds: f64,
+    /// ChannelData packets sent during the step, all allocations.
     pub sent: u64,
+    /// Echoes of this step's packets that came back, up to the end of the drain wait.
     pub received: u64,
     /// Due but not sent (socket buffer full, stream backlogged).
     pub unsent: u64,
+    /// `sent` over `seconds`.
     pub sent_pps: f64,
+    /// `received` over `seconds`.
     pub received_pps: f64,
+    /// Payload megabits per second sent (headers not counted).
     pub sent_mbps: f64,
+    /// Payload megabits per second received back (headers not counted).
     pub received_mbps: f64,
+    /// `(sent − received) / sent`, in percent.
     pub loss_percent: f64,
+    /// Round-trip times of the step's probes; filled in only in the final report.
     pub latency: Option<Latency>,
     /// CPU cores this process used during the step (user + system time / wall time).
     pub generator_cpu: f64,
+    /// Pass, loss or short, against the loss threshold and the target rate.
     pub verdict: Verdict,
 }
 
 /// Allocation set-up.
 #[derive(Debug, Clone, Serialize)]
 pub struct SetupReport {
+    /// Allocations the run asked for.
     pub requested: usize,
+    /// Allocations set up (Allocate and ChannelBind succeeded).
     pub up: usize,
+    /// Allocations whose set-up failed ([`SetupReport::failures`] says why).
     pub failed: usize,
     /// Not tried because every attempt so far had failed.
     pub not_attempted: usize,
+    /// Wall time of the whole set-up phase.
     pub seconds: f64,
     /// Allocations set up per second (successful ones over the whole set-up time).
     pub rate_per_s: f64,
@@ -143,35 +174,46 @@ pub struct SetupReport {
 /// Join/leave churn of a fixed-rate run ([`crate::churn`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct ChurnReport {
+    /// The churn asked for, in percent of the allocations per minute.
     pub percent_per_minute: f64,
     /// New allocations set up during the run, each replacing an old one.
     pub joined: u64,
-    /// Replacements whose set-up failed, and why.
+    /// Replacements whose set-up failed.
     pub join_failed: u64,
+    /// Those failures counted per cause ([`crate::SetupError::key`]).
     pub failures: BTreeMap<String, u64>,
 }
 
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The server measured (a TURN server, or the plain forwarder of a raw run).
     pub server: String,
+    /// How the generator reached it.
     pub transport: Transport,
     /// `fixed`, `max` or `setup-only`.
     pub mode: &'static str,
+    /// ChannelData payload size, probe header included.
     pub payload_bytes: usize,
+    /// Allocations asked for (see [`SetupReport::up`] for those set up).
     pub allocations: usize,
     /// The per-allocation rate of a fixed-rate run.
     pub per_allocation_pps: Option<f64>,
+    /// Sending and receiving worker threads.
     pub threads: usize,
+    /// Echo peer threads.
     pub echo_threads: usize,
+    /// How the allocations' set-up went.
     pub setup: SetupReport,
     /// The fixed-rate step, or the best passing step of `--rate max`.
     pub result: Option<StepReport>,
     /// Every step (one for a fixed rate).
     pub steps: Vec<StepReport>,
+    /// Join/leave churn, when the run had some.
     pub churn: Option<ChurnReport>,
     /// Datagrams that reached the echo peer (client → peer direction), all steps.
     pub peer_received: u64,
+    /// Data-path events of every thread, summed over the run.
     pub counters: DataCounters,
 }
 

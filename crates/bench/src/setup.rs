@@ -33,22 +33,34 @@ const FIRST_RTO: Duration = Duration::from_millis(250);
 /// What every set-up shares.
 #[derive(Clone)]
 pub struct Params {
+    /// The TURN server's listener.
     pub server: SocketAddr,
+    /// How to reach it: UDP, TCP or TLS.
     pub transport: Transport,
+    /// How each allocation authenticates ([`Credentials::for_allocation`]).
     pub credentials: Credentials,
+    /// REALM to use if the server's 401 carries none.
     pub realm: Option<String>,
+    /// The echo peer every allocation binds its channel to.
     pub peer: SocketAddr,
+    /// How long one request may go unanswered (UDP retransmits within it).
     pub timeout: Duration,
+    /// Requested send and receive buffer of every socket, in bytes.
     pub buffer: usize,
+    /// The TLS client configuration, for [`Transport::Tls`] only.
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// An allocation bound to a channel toward the peer, ready for ChannelData.
 pub struct Allocation {
+    /// Its number in the run, from 0: written in every probe, and the `-<i>` of its
+    /// credential.
     pub index: u32,
+    /// Its connection to the server, which the data phase uses from then on.
     pub conn: DataConn,
     /// `None` if the server allocated without asking for credentials.
     pub auth: Option<ClientAuth>,
+    /// The relayed transport address the server allocated (XOR-RELAYED-ADDRESS).
     pub relayed: SocketAddr,
     /// From the first request to the ChannelBind success.
     pub took: Duration,

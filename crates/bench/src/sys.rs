@@ -22,6 +22,7 @@ pub struct Epoll {
 }
 
 impl Epoll {
+    /// A new epoll instance (close-on-exec), with room for 256 events per wait.
     pub fn new() -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked before it is wrapped.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -171,6 +172,8 @@ pub struct Batch {
 const CTRL_BYTES: usize = 64;
 
 impl Batch {
+    /// [`BATCH`] packet slots of `slot` bytes each (the largest frame a socket may carry),
+    /// allocated once.
     pub fn new(slot: usize) -> Self {
         Self {
             buf: vec![0u8; slot * BATCH].into_boxed_slice(),

@@ -70,6 +70,8 @@ struct Leaving {
     sent_at: Instant,
 }
 
+/// One sending/receiving thread's state: its allocations, their flows and counters, and the
+/// batches and epoll instance of its poll loop (see the module docs).
 pub struct Worker {
     conns: Vec<DataConn>,
     flows: Vec<Flow>,

@@ -14,7 +14,7 @@ use crate::failure::Failure;
 
 /// Flags of `cloudproxy creds`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct CredsArgs {
+pub(crate) struct CredsArgs {
     /// Shared secret: the relay's --static-secret, or an application key's secret.
     #[arg(
         long,
@@ -50,7 +50,7 @@ pub struct CredsArgs {
 
 /// A minted credential.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Creds {
+pub(crate) struct Creds {
     pub username: String,
     pub password: String,
     pub expires_at: u64,
@@ -59,7 +59,7 @@ pub struct Creds {
 }
 
 /// Mints a credential valid until `now_unix + ttl`. Errors are usage errors.
-pub fn mint(args: &CredsArgs, now_unix: u64) -> anyhow::Result<Creds> {
+pub(crate) fn mint(args: &CredsArgs, now_unix: u64) -> anyhow::Result<Creds> {
     if args.secret.is_empty() {
         bail!("--secret: must not be empty");
     }
@@ -121,7 +121,7 @@ fn uri_host(server: &str) -> anyhow::Result<String> {
 
 impl Creds {
     /// A WebRTC `RTCIceServer` list with one entry for all three URIs.
-    pub fn ice_servers(&self) -> serde_json::Value {
+    pub(crate) fn ice_servers(&self) -> serde_json::Value {
         json!([{
             "urls": self.urls,
             "username": self.username,
@@ -130,7 +130,7 @@ impl Creds {
     }
 
     /// What `cloudproxy creds` prints.
-    pub fn render(&self, as_json: bool) -> String {
+    pub(crate) fn render(&self, as_json: bool) -> String {
         if as_json {
             let v = json!({
                 "username": self.username,

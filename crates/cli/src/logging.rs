@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     #[default]
     Text,
     Json,
@@ -24,7 +24,7 @@ const QUIET_CODEC_CRATES: &str = "stun_types=error,turn_types=error";
 ///
 /// Unlike plain `EnvFilter` syntax, a directive without `=` must be a level: `EnvFilter` would
 /// take a typo such as `inof` as a target name and silently log nothing else.
-pub fn filter(level: &str, rust_log: Option<&str>) -> anyhow::Result<EnvFilter> {
+pub(crate) fn filter(level: &str, rust_log: Option<&str>) -> anyhow::Result<EnvFilter> {
     let (spec, source) = match rust_log.filter(|s| !s.trim().is_empty()) {
         Some(s) => (s, "RUST_LOG"),
         None => (level, "--log-level"),
@@ -46,7 +46,7 @@ pub fn filter(level: &str, rust_log: Option<&str>) -> anyhow::Result<EnvFilter> 
 }
 
 /// Installs the global subscriber. Call once, before anything logs.
-pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
+pub(crate) fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = filter(level, rust_log.as_deref())?;
     let builder = tracing_subscriber::fmt()

@@ -24,7 +24,7 @@ fn api(up: &Up, method: &str, path: &str, body: &str) -> Value {
 }
 
 /// Creates an app with `cloudproxy admin`; returns (app id, key id, secret).
-pub fn admin_create_app(up: &Up, name: &str) -> (String, String, String) {
+fn admin_create_app(up: &Up, name: &str) -> (String, String, String) {
     let mut cmd = Command::new(cloudproxy_bin());
     cmd.args(["admin", "--control", &up.control, "--key", &up.operator_key])
         .args(["--json", "apps", "create", name]);

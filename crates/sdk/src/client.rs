@@ -74,6 +74,8 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// A configuration for reaching the media service at `media` with the defaults above and
+    /// no proxies: add [`Self::proxies`] before using a Force mode or Auto's fallback.
     pub fn new(media: SocketAddr) -> Self {
         Self {
             media,
@@ -109,40 +111,59 @@ impl ClientConfig {
 /// `auto` (the dynamic pool the control plane hands out).
 #[derive(Debug, Clone, Default)]
 pub struct Proxies {
+    /// TURN/UDP relays for Force UDP, tried in this order (staggered, first join wins).
     pub udp: Vec<SocketAddr>,
+    /// TURN/TLS relays (usually TCP 443) for Force TCP.
     pub tls: Vec<SocketAddr>,
+    /// TURN/TLS relays Auto falls back to when direct UDP to the media service loses the race.
     pub auto: Vec<SocketAddr>,
 }
 
 /// What a join achieved.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct JoinInfo {
+    /// The channel joined, as passed to [`Client::join`].
     pub channel: String,
+    /// This member's uid, as the media service confirmed it in JOINED.
     pub uid: u32,
+    /// The cloud-proxy mode the client was in when it joined.
     pub mode: CloudProxyType,
+    /// The path that won the race: direct UDP, TURN/UDP or TURN/TLS.
     pub path: PathKind,
     /// The proxy, or the media service for a direct path.
     pub server: SocketAddr,
     /// The source address the media service saw (a relayed address through a proxy).
     pub seen_as: SocketAddr,
+    /// Members of the channel right after this join, this one included.
     pub members: u16,
+    /// Milliseconds from the start of [`Client::join`] to JOINED on the winning path.
     pub elapsed_ms: u64,
 }
 
 /// A datagram from another member of the channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
+    /// The sending member's uid.
     pub from_uid: u32,
+    /// The sender's sequence number: 0 for its session's first datagram, then +1 (wrapping)
+    /// per datagram, so a gap means loss.
     pub seq: u32,
+    /// When the sender sent it: microseconds since the sender's session started, by the
+    /// sender's clock (comparable between datagrams of one sender only).
     pub sent_micros: u64,
+    /// The application's bytes, exactly as the sender passed them to [`Client::send`].
     pub payload: Vec<u8>,
 }
 
 /// Who sent a datagram [`Client::recv_into`] received, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceivedFrom {
+    /// The sending member's uid.
     pub from_uid: u32,
+    /// The sender's sequence number (see [`Received::seq`]).
     pub seq: u32,
+    /// Microseconds since the sender's session started, by its clock (see
+    /// [`Received::sent_micros`]).
     pub sent_micros: u64,
 }
 
@@ -152,12 +173,15 @@ const SPARE_BUFFERS: usize = 1024;
 /// Counters of a session.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SessionStats {
+    /// Datagrams this session sent to the channel (keepalives not counted).
     pub sent: u64,
+    /// Datagrams this session received from other members (or echoed back to it).
     pub received: u64,
     /// Sequence gaps seen per sender, summed.
     pub lost: u64,
     /// Latest round-trip time to the media service, through the path, in microseconds.
     pub rtt_micros: Option<u64>,
+    /// Times the session re-established its path after a drop, on any path.
     pub reconnects: u32,
 }
 
@@ -253,6 +277,7 @@ impl Client {
         ))
     }
 
+    /// The current cloud-proxy mode (vendor `getCloudProxy`); `None` (Auto) until set.
     pub fn cloud_proxy(&self) -> CloudProxyType {
         self.mode
     }
@@ -487,6 +512,7 @@ impl Client {
         self.session.as_ref().map(|s| &s.info)
     }
 
+    /// The current session's counters, read without a lock; all zero when not in a channel.
     pub fn stats(&self) -> SessionStats {
         self.session
             .as_ref()

@@ -17,26 +17,54 @@ pub enum PathFailure {
     /// Actively refused: TCP reset or ICMP port unreachable.
     Refused,
     /// The TLS handshake failed.
-    Tls { detail: String },
+    Tls {
+        /// rustls's description (certificate not trusted, name mismatch, alert received…).
+        detail: String,
+    },
     /// The relay refused the credential (401).
-    Unauthorized { reason: String },
+    Unauthorized {
+        /// The relay's reason phrase from the ERROR-CODE attribute.
+        reason: String,
+    },
     /// The relay refused the peer or the app's mode (403).
-    Forbidden { reason: String },
+    Forbidden {
+        /// The relay's reason phrase from the ERROR-CODE attribute.
+        reason: String,
+    },
     /// The relay's quota or capacity is exhausted (486, 508).
-    Capacity { code: u16, reason: String },
+    Capacity {
+        /// The TURN error code: 486 (allocation quota reached) or 508 (insufficient capacity).
+        code: u16,
+        /// The relay's reason phrase from the ERROR-CODE attribute.
+        reason: String,
+    },
     /// Another TURN error.
-    Turn { code: u16, reason: String },
+    Turn {
+        /// The TURN/STUN error code (300–699); 5xx is the server's fault and worth retrying
+        /// elsewhere.
+        code: u16,
+        /// The relay's reason phrase from the ERROR-CODE attribute.
+        reason: String,
+    },
     /// The media service refused the join.
     Media {
+        /// The media service's ERROR code (HTTP-like: 4xx the join's fault, 5xx the service's).
         code: u16,
+        /// The app the token names, as the media service read it.
         app_id: String,
+        /// The media service's explanation.
         message: String,
     },
     /// A local socket error.
-    Io { detail: String },
+    Io {
+        /// The operating system's error message.
+        detail: String,
+    },
     /// The HTTP proxy (named by its URL, password masked) did not open the tunnel.
     HttpProxy {
+        /// The HTTP proxy's URL, password masked.
         proxy: String,
+        /// What the proxy answered to CONNECT, or how talking to it failed.
         failure: crate::http_proxy::failure::ProxyFailure,
     },
     /// Not tried: the join had already succeeded or given up.
@@ -111,8 +139,11 @@ impl fmt::Display for PathFailure {
 /// One path that was tried.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PathAttempt {
+    /// The transport tried: direct UDP, TURN/UDP or TURN/TLS.
     pub path: PathKind,
+    /// The address tried: a proxy, or the media service for a direct path.
     pub target: SocketAddr,
+    /// Why it did not lead to a join.
     pub failure: PathFailure,
 }
 
@@ -125,22 +156,37 @@ impl fmt::Display for PathAttempt {
 /// Errors of the SDK's API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SdkError {
+    /// [`crate::Client::set_cloud_proxy`] or a proxy refresh was called while in a channel.
     #[error("the cloud proxy mode can only be set outside a channel: leave first")]
     InChannel,
+    /// A switch from one Force mode straight to the other, which the vendor API refuses too.
     #[error("the cloud proxy mode is already {current}: set None (Auto) first, then the new mode")]
-    SetNoneFirst { current: crate::CloudProxyType },
+    SetNoneFirst {
+        /// The Force mode the client is in.
+        current: crate::CloudProxyType,
+    },
+    /// [`crate::Client::join`] while already in a channel.
     #[error("already in a channel: leave first")]
     AlreadyJoined,
+    /// Sending or receiving outside a channel.
     #[error("not in a channel")]
     NotJoined,
+    /// The mode needs proxy addresses and its list in [`crate::Proxies`] is empty; the
+    /// string names the list ("UDP", "TLS" or "Auto").
     #[error("no {0} proxy address is configured for this mode")]
     NoProxies(&'static str),
+    /// The join token does not parse (or the TLS trust configuration is unusable); the string
+    /// says what is wrong with it.
     #[error("bad token: {0}")]
     BadToken(String),
+    /// Every path of the join failed; the error lists each one.
     #[error("{0}")]
     Join(JoinError),
+    /// The session task has ended: its path dropped and every reconnect attempt failed.
     #[error("the connection to the channel was lost and could not be restored")]
     Disconnected,
+    /// No proxy answered the allow-list or proxy-list request usefully; the string gives
+    /// each proxy's answer or error.
     #[error("could not refresh the published proxies: {0}")]
     Refresh(String),
 }
@@ -148,7 +194,10 @@ pub enum SdkError {
 /// Every path failed: each one tried, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JoinError {
+    /// Every path, in the order each one ended: failures as they came, then at the join
+    /// deadline those still running (`Timeout`) and those never started (`Cancelled`).
     pub attempts: Vec<PathAttempt>,
+    /// Milliseconds from the start of the join until it gave up.
     pub elapsed_ms: u64,
     /// The HTTP proxy configured for the TCP paths (password masked), if any.
     #[serde(skip_serializing_if = "Option::is_none")]

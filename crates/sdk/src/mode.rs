@@ -43,10 +43,13 @@ impl CloudProxyType {
         }
     }
 
+    /// Whether this is a Force mode (UDP or TCP), which sends nothing to any address but
+    /// the published proxies.
     pub fn is_forced(self) -> bool {
         self != Self::None
     }
 
+    /// The mode's name on the command line and in JSON: `auto`, `udp` or `tcp`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "auto",

@@ -14,7 +14,9 @@ use crate::{ClientConfig, SdkError};
 /// What one path achieved.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Probe {
+    /// The transport probed: direct UDP, TURN/UDP or TURN/TLS.
     pub path: PathKind,
+    /// The address probed: a proxy, or the media service for a direct path.
     pub target: SocketAddr,
     /// Connect, TURN set-up and media join, in milliseconds.
     pub join_ms: u64,

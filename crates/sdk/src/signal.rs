@@ -26,33 +26,56 @@ use tokio::net::{TcpStream, UdpSocket};
 pub struct Fetched {
     /// The HTTP status (200 for an in-band success, else the STUN error code, which carries it).
     pub status: u16,
+    /// The response body (JSON on success; the reason phrase for an in-band error).
     pub body: Vec<u8>,
 }
 
 /// Why a signaling request got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
+    /// A socket or TLS error talking to the relay.
     #[error("{proxy}: {source}")]
     Io {
+        /// The relay asked.
         proxy: SocketAddr,
+        /// The error the socket or TLS stream returned.
         #[source]
         source: std::io::Error,
     },
+    /// The relay did not answer in time (UDP: after retransmissions).
     #[error("{proxy}: no answer within {timeout:?}")]
     Timeout {
+        /// The relay asked.
         proxy: SocketAddr,
+        /// The whole request's bound, as passed in.
         timeout: Duration,
     },
+    /// The answer is not a usable HTTP/1.1 response, or the TLS server name is invalid.
     #[error("{proxy}: malformed answer: {detail}")]
-    Malformed { proxy: SocketAddr, detail: String },
+    Malformed {
+        /// The relay asked.
+        proxy: SocketAddr,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The relay refused the TURN credential of an in-band request (401).
     #[error("{proxy}: credentials refused: {reason}")]
-    Unauthorized { proxy: SocketAddr, reason: String },
+    Unauthorized {
+        /// The relay asked.
+        proxy: SocketAddr,
+        /// The relay's reason phrase.
+        reason: String,
+    },
     /// The HTTP proxy did not open the tunnel to `proxy` (the failure names the HTTP proxy).
     #[error("{proxy}: {failure}")]
     Tunnel {
+        /// The relay the tunnel was meant to reach.
         proxy: SocketAddr,
+        /// The HTTP proxy's failure ([`crate::PathFailure::HttpProxy`]).
         failure: crate::PathFailure,
     },
+    /// The allow-list or proxy-list JSON does not parse, or holds an address that does not;
+    /// the string is the parser's message.
     #[error("the allow-list does not parse: {0}")]
     AllowList(String),
 }

@@ -17,7 +17,7 @@ const COOKIE: u32 = 0x2112_A442;
 
 /// How the fake behaves.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Script {
+pub(crate) struct Script {
     /// Answer every authenticated Allocate with 401 (a wrong secret).
     pub reject_credentials: bool,
     /// Answer the first authenticated Allocate of each client with 438 Stale Nonce.
@@ -32,7 +32,7 @@ pub struct Script {
 
 /// What the fake saw and did.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub dropped: AtomicU64,
     pub duplicated: AtomicU64,
     pub stale_nonces: AtomicU64,
@@ -40,7 +40,7 @@ pub struct Tally {
     pub deletions: AtomicU64,
 }
 
-pub struct FakeTurn {
+pub(crate) struct FakeTurn {
     pub addr: SocketAddr,
     pub tally: Arc<Tally>,
     stop: Arc<AtomicBool>,
@@ -66,7 +66,7 @@ struct Client {
 }
 
 impl FakeTurn {
-    pub fn start(script: Script) -> Self {
+    pub(crate) fn start(script: Script) -> Self {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind the fake server");
         sock.set_nonblocking(true).expect("nonblocking");
         let addr = sock.local_addr().expect("addr");

@@ -59,7 +59,7 @@ pub(super) fn validate(config: &RelayConfig) -> anyhow::Result<()> {
 }
 
 /// Things that are allowed but probably not what the operator meant.
-pub fn warnings(config: &RelayConfig) -> Vec<String> {
+pub(crate) fn warnings(config: &RelayConfig) -> Vec<String> {
     let mut out = Vec::new();
     if config.server.peer_policy.rules().next().is_none() {
         out.push(

@@ -18,7 +18,7 @@ use crate::cmd_admin::WireParser;
 /// front door) are not offered.
 #[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ControlSettings {
+pub(crate) struct ControlSettings {
     /// The control plane to register with, sync app keys from, take admission leases from and
     /// report usage to, e.g. http://127.0.0.1:8480.
     #[arg(id = "control", long = "control", value_name = "URL")]

@@ -15,7 +15,7 @@ use super::values::{at_least_one, fast_path, parse_port_range, secret, set_relay
 
 /// Flags of `cloudproxy relay`. Each overrides the config file.
 #[derive(Debug, Default, Clone, clap::Args)]
-pub struct RelayArgs {
+pub(crate) struct RelayArgs {
     /// TOML configuration file (see relay.example.toml); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -25,14 +25,14 @@ use anyhow::{anyhow, Context as _};
 use cloudproxy_relay::RelayConfig;
 
 use self::checks::validate;
-pub use self::checks::warnings;
+pub(crate) use self::checks::warnings;
 use self::file::{apply_file, FileConfig};
 use self::flags::apply_flags;
-pub use self::flags::RelayArgs;
+pub(crate) use self::flags::RelayArgs;
 pub(crate) use self::values::{relay_ip_from_listeners, set_relay_ips};
 
 /// Reads the config file (if any), applies the flags on top and checks the result.
-pub fn relay_config(file: Option<&Path>, flags: &RelayArgs) -> anyhow::Result<RelayConfig> {
+pub(crate) fn relay_config(file: Option<&Path>, flags: &RelayArgs) -> anyhow::Result<RelayConfig> {
     let mut config = RelayConfig::default();
     let mut relay_ip_given = !flags.relay_ip.is_empty();
     if let Some(path) = file {

@@ -28,7 +28,7 @@ pub(super) fn parse_addrs(key: &str, list: &[String]) -> anyhow::Result<Vec<Sock
 }
 
 /// `LOW-HIGH` with 1 <= LOW <= HIGH (a single `PORT` is a range of one).
-pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+pub(super) fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
     let hint = "expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535, e.g. 49152-65535";
     let (lo, hi) = s.split_once('-').unwrap_or((s, s));
     let lo: u16 = lo.trim().parse().map_err(|_| hint.to_owned())?;

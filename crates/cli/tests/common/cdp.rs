@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 /// Where Debian's Chromium is, if installed.
-pub fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser"]
         .into_iter()
         .find_map(super::which)
 }
 
-pub struct Browser {
+pub(crate) struct Browser {
     child: Child,
     to: ChildStdin,
     from: mpsc::Receiver<Value>,
@@ -32,25 +32,25 @@ pub struct Browser {
 }
 
 /// One tab in its own browser context.
-pub struct Page {
+pub(crate) struct Page {
     pub session: String,
 }
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
 impl Browser {
-    pub fn launch(binary: &Path) -> Browser {
+    pub(crate) fn launch(binary: &Path) -> Browser {
         Browser::launch_with(binary, &[])
     }
 
     /// [`Browser::launch`] with more command-line switches.
-    pub fn launch_with(binary: &Path, extra: &[&str]) -> Browser {
+    pub(crate) fn launch_with(binary: &Path, extra: &[&str]) -> Browser {
         Browser::start(binary, extra, None)
     }
 
     /// [`Browser::launch_with`] inside network namespace `netns` (`ip netns exec`, which
     /// execs the browser: the child is Chromium itself).
-    pub fn launch_in_netns(binary: &Path, extra: &[&str], netns: &str) -> Browser {
+    pub(crate) fn launch_in_netns(binary: &Path, extra: &[&str], netns: &str) -> Browser {
         Browser::start(binary, extra, Some(netns))
     }
 
@@ -123,7 +123,7 @@ impl Browser {
     }
 
     /// Sends a command (to a page's session, or to the browser) and waits for its result.
-    pub fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+    pub(crate) fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -153,7 +153,7 @@ impl Browser {
 
     /// A new tab in a new browser context (no cookies shared with other pages), with a
     /// 1200×860 viewport and `accept_language` as its `Accept-Language`.
-    pub fn page(&mut self, accept_language: &str) -> Page {
+    pub(crate) fn page(&mut self, accept_language: &str) -> Page {
         let ctx = self.call(None, "Target.createBrowserContext", json!({}));
         let ctx = ctx["browserContextId"].as_str().unwrap().to_owned();
         let target = self.call(
@@ -186,7 +186,7 @@ impl Browser {
     }
 
     /// Waits for event `method` of `page` (one already received counts).
-    pub fn wait_event(&mut self, page: &Page, method: &str) -> Value {
+    pub(crate) fn wait_event(&mut self, page: &Page, method: &str) -> Value {
         let matches = |v: &Value| v["method"] == method && v["sessionId"] == page.session.as_str();
         if let Some(i) = self.pending.iter().position(matches) {
             return self.pending.remove(i);
@@ -206,7 +206,7 @@ impl Browser {
     }
 
     /// Whether any JavaScript dialog (alert, confirm, prompt) opened on `page` so far.
-    pub fn dialog_opened(&mut self, page: &Page) -> bool {
+    pub(crate) fn dialog_opened(&mut self, page: &Page) -> bool {
         while let Ok(v) = self.from.try_recv() {
             self.pending.push(v);
         }
@@ -216,7 +216,7 @@ impl Browser {
     }
 
     /// Loads `url` and waits for its load event.
-    pub fn goto(&mut self, page: &Page, url: &str) {
+    pub(crate) fn goto(&mut self, page: &Page, url: &str) {
         self.drop_loads(page);
         let r = self.call(
             Some(page.session.as_str()),
@@ -238,7 +238,7 @@ impl Browser {
 
     /// Evaluates `expr` in the page (DevTools is not bound by the page's CSP) and returns its
     /// value.
-    pub fn eval(&mut self, page: &Page, expr: &str) -> Value {
+    pub(crate) fn eval(&mut self, page: &Page, expr: &str) -> Value {
         let r = self.call(
             Some(page.session.as_str()),
             "Runtime.evaluate",
@@ -252,7 +252,7 @@ impl Browser {
 
     /// Evaluates `expr` and waits for the promise it returns (at most the CDP patience);
     /// a rejection is `Err` with its description.
-    pub fn eval_async(&mut self, page: &Page, expr: &str) -> Result<Value, String> {
+    pub(crate) fn eval_async(&mut self, page: &Page, expr: &str) -> Result<Value, String> {
         let r = self.call(
             Some(page.session.as_str()),
             "Runtime.evaluate",
@@ -267,14 +267,14 @@ impl Browser {
     }
 
     /// Runs `action` (which submits a form or clicks a button) and waits for the next page.
-    pub fn submit(&mut self, page: &Page, action: &str) {
+    pub(crate) fn submit(&mut self, page: &Page, action: &str) {
         self.drop_loads(page);
         self.eval(page, action);
         self.wait_event(page, "Page.loadEventFired");
     }
 
     /// The page's visible text.
-    pub fn text(&mut self, page: &Page) -> String {
+    pub(crate) fn text(&mut self, page: &Page) -> String {
         self.eval(page, "document.body.innerText")
             .as_str()
             .unwrap_or("")
@@ -282,7 +282,7 @@ impl Browser {
     }
 
     /// A PNG of the viewport.
-    pub fn screenshot(&mut self, page: &Page) -> Vec<u8> {
+    pub(crate) fn screenshot(&mut self, page: &Page) -> Vec<u8> {
         use base64::Engine as _;
         let r = self.call(
             Some(page.session.as_str()),

@@ -11,7 +11,7 @@ use super::{cloudproxy_bin, http, ChildGuard};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A running control plane and its operator key.
-pub struct ControlProc {
+pub(crate) struct ControlProc {
     /// `IP:PORT` of the API.
     pub addr: String,
     pub operator_key: String,
@@ -20,7 +20,7 @@ pub struct ControlProc {
 
 /// Starts `cloudproxy control` on `addr` with `database`, the two keys and `extra` flags, and
 /// waits (bounded) for its `control http://…` line.
-pub fn start_control_on(
+pub(crate) fn start_control_on(
     addr: String,
     database: &str,
     operator_key: &str,
@@ -51,7 +51,7 @@ pub fn start_control_on(
 
 impl ControlProc {
     /// One API call with `key`: (status, JSON body or `Null`).
-    pub fn api(&self, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
+    pub(crate) fn api(&self, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
         let body = if body.is_null() {
             String::new()
         } else {
@@ -67,7 +67,7 @@ impl ControlProc {
 
     /// An operator call that must succeed (2xx); its JSON body.
     #[track_caller]
-    pub fn ok(&self, method: &str, path: &str, body: Value) -> Value {
+    pub(crate) fn ok(&self, method: &str, path: &str, body: Value) -> Value {
         let (code, json) = self.api(method, path, &self.operator_key.clone(), body);
         assert!((200..300).contains(&code), "{method} {path}: {code} {json}");
         json

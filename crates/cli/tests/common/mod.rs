@@ -8,12 +8,12 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-pub mod cdp;
-pub mod control;
-pub mod turn;
-pub mod up;
-pub mod web;
-pub mod xdp_maps;
+pub(crate) mod cdp;
+pub(crate) mod control;
+pub(crate) mod turn;
+pub(crate) mod up;
+pub(crate) mod web;
+pub(crate) mod xdp_maps;
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -26,20 +26,20 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub const LOCALHOST: &str = "127.0.0.1";
+pub(crate) const LOCALHOST: &str = "127.0.0.1";
 
 // ------------------------------------------------------------------------------------------
 // Environment
 
 /// Whether we run under CI (`CI` set to anything but empty, `0` or `false`).
-pub fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var("CI")
         .map(|v| !matches!(v.trim(), "" | "0" | "false" | "FALSE" | "False"))
         .unwrap_or(false)
 }
 
 /// Full path of `program` on `PATH`, if there is an executable file by that name.
-pub fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -53,7 +53,7 @@ pub fn which(program: &str) -> Option<PathBuf> {
 
 /// `true` if coturn's tools are installed. If not: under CI this panics (a missing coturn must
 /// fail the run, `.ci/run` installs it); elsewhere it prints a loud notice and the caller skips.
-pub fn require_coturn(test: &str) -> bool {
+pub(crate) fn require_coturn(test: &str) -> bool {
     let missing: Vec<&str> = ["turnutils_uclient", "turnutils_peer", "turnserver"]
         .into_iter()
         .filter(|p| which(p).is_none())
@@ -75,7 +75,7 @@ pub fn require_coturn(test: &str) -> bool {
 
 /// Interop tests run one at a time: each pushes thousands of packets through loopback, and two
 /// at once on a 2-core machine make loss and timeouts that are not the relay's fault.
-pub fn serial() -> MutexGuard<'static, ()> {
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -110,7 +110,7 @@ fn port_is_free(port: u16, tcp_too: bool) -> bool {
 
 /// Reserves `n` consecutive ports, all free on 127.0.0.1 for UDP (and TCP if `tcp_too`) at the
 /// time of the check. The start is spread by process id so parallel test processes rarely meet.
-pub fn reserve_ports(n: u16, tcp_too: bool) -> Vec<u16> {
+pub(crate) fn reserve_ports(n: u16, tcp_too: bool) -> Vec<u16> {
     static CURSOR: AtomicU16 = AtomicU16::new(0);
     let (low, high) = port_window();
     let span = high - low;
@@ -145,7 +145,7 @@ pub fn reserve_ports(n: u16, tcp_too: bool) -> Vec<u16> {
     panic!("could not find {n} free consecutive ports in {low}..{high}");
 }
 
-pub fn reserve_port() -> u16 {
+pub(crate) fn reserve_port() -> u16 {
     reserve_ports(1, true)[0]
 }
 
@@ -153,7 +153,7 @@ pub fn reserve_port() -> u16 {
 // Processes: the workspace's test kit (kept under these names for the tests that use them)
 
 #[allow(unused_imports)] // each test binary uses a different subset
-pub use cloudproxy_testkit::process::{
+pub(crate) use cloudproxy_testkit::process::{
     run_bounded, send_signal, wait_exit, BoundedRun, Captured, ChildGuard, TempDir,
 };
 
@@ -162,7 +162,7 @@ pub use cloudproxy_testkit::process::{
 
 /// Options for `cloudproxy relay`.
 #[derive(Debug, Clone)]
-pub struct RelayOptions {
+pub(crate) struct RelayOptions {
     pub secret: String,
     pub realm: String,
     /// `--allow-peer` values; empty means the relay's default (deny every peer).
@@ -189,7 +189,7 @@ impl Default for RelayOptions {
 }
 
 /// A running relay (ours or coturn's) and where it listens.
-pub struct Relay {
+pub(crate) struct Relay {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub tls: Option<SocketAddr>,
@@ -200,12 +200,12 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.process.output.text()
     }
 
     /// Panics with the relay's output if it has died.
-    pub fn assert_alive(&mut self) {
+    pub(crate) fn assert_alive(&mut self) {
         if let Some(status) = self.process.try_wait() {
             panic!(
                 "relay exited with {status} during the test; its output:\n{}",
@@ -216,17 +216,17 @@ impl Relay {
 }
 
 /// The binary under test, as cargo built it for this test target.
-pub fn cloudproxy_bin() -> &'static Path {
+pub(crate) fn cloudproxy_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_cloudproxy"))
 }
 
 /// How long a server gets to print its listener lines.
-pub const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Starts `cloudproxy relay` on fresh ports and waits (bounded) until it has printed a line for
 /// each listener: `udp ADDR`, `tcp ADDR`, `tls ADDR`, `metrics ADDR`. Retries on other ports if
 /// it exits early (e.g. a port was taken between our check and its bind).
-pub fn start_cloudproxy(opts: &RelayOptions) -> Relay {
+pub(crate) fn start_cloudproxy(opts: &RelayOptions) -> Relay {
     let mut last_error = String::new();
     for attempt in 1..=3 {
         let listen = reserve_ports(4, true);
@@ -290,7 +290,7 @@ pub fn start_cloudproxy(opts: &RelayOptions) -> Relay {
 }
 
 /// Waits for `NAME ADDR` lines on stdout for every name in `names`.
-pub fn wait_for_listeners(
+pub(crate) fn wait_for_listeners(
     guard: &mut ChildGuard,
     lines: &mpsc::Receiver<String>,
     names: &[&str],
@@ -331,7 +331,7 @@ pub fn wait_for_listeners(
 }
 
 /// Parses `udp 127.0.0.1:3478` (also tolerating extra words after the address).
-pub fn parse_listener_line(line: &str) -> Option<(String, SocketAddr)> {
+pub(crate) fn parse_listener_line(line: &str) -> Option<(String, SocketAddr)> {
     let mut words = line.split_whitespace();
     let name = words.next()?;
     let addr = words.next()?.parse().ok()?;
@@ -340,7 +340,7 @@ pub fn parse_listener_line(line: &str) -> Option<(String, SocketAddr)> {
 
 /// Starts coturn's own `turnserver` (UDP and TCP, no TLS), as a reference relay that validates
 /// this harness: if uclient fails against coturn too, the fault is not our relay's.
-pub fn start_coturn(opts: &RelayOptions, workdir: &Path) -> Relay {
+pub(crate) fn start_coturn(opts: &RelayOptions, workdir: &Path) -> Relay {
     let listen = reserve_ports(2, true);
     let relay = reserve_ports(opts.relay_port_count, false);
     let (low, high) = (relay[0], *relay.last().expect("n > 0"));
@@ -405,14 +405,14 @@ pub fn start_coturn(opts: &RelayOptions, workdir: &Path) -> Relay {
 // coturn's test peer and client
 
 /// `turnutils_peer`: a UDP echo server, the peer uclient talks to through the relay.
-pub struct Peer {
+pub(crate) struct Peer {
     pub addr: SocketAddr,
     pub process: ChildGuard,
 }
 
 impl Peer {
     /// Panics if the echo peer is gone: a run against a dead peer says nothing about the relay.
-    pub fn assert_alive(&mut self) {
+    pub(crate) fn assert_alive(&mut self) {
         if let Some(status) = self.process.try_wait() {
             panic!(
                 "turnutils_peer on {} exited with {status} during the test (killed from outside?); \
@@ -425,7 +425,7 @@ impl Peer {
 }
 
 /// Starts `turnutils_peer -L 127.0.0.1 -p PORT` and waits until it echoes a datagram.
-pub fn start_peer() -> Peer {
+pub(crate) fn start_peer() -> Peer {
     let mut last = String::new();
     for _ in 0..3 {
         let port = reserve_ports(1, false)[0];
@@ -469,7 +469,7 @@ fn wait_for_echo(guard: &mut ChildGuard, addr: SocketAddr) -> Result<(), String>
 
 /// How a uclient run reached the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientTransport {
+pub(crate) enum ClientTransport {
     Udp,
     Tcp,
     Tls,
@@ -477,7 +477,7 @@ pub enum ClientTransport {
 
 /// One `turnutils_uclient` run.
 #[derive(Debug, Clone)]
-pub struct Uclient {
+pub(crate) struct Uclient {
     pub transport: ClientTransport,
     pub secret: String,
     pub user: String,
@@ -495,7 +495,7 @@ pub struct Uclient {
 
 impl Uclient {
     /// The run described in the project README: 10 clients × 200 messages of 170 bytes.
-    pub fn new(transport: ClientTransport, secret: &str) -> Self {
+    pub(crate) fn new(transport: ClientTransport, secret: &str) -> Self {
         Self {
             transport,
             secret: secret.to_owned(),
@@ -510,7 +510,7 @@ impl Uclient {
         }
     }
 
-    pub fn args(&self, relay: &Relay, peer: SocketAddr) -> Vec<String> {
+    pub(crate) fn args(&self, relay: &Relay, peer: SocketAddr) -> Vec<String> {
         let server = match self.transport {
             ClientTransport::Udp => relay.udp,
             ClientTransport::Tcp => relay.tcp,
@@ -553,7 +553,7 @@ impl Uclient {
         args
     }
 
-    pub fn run(&self, relay: &Relay, peer: SocketAddr) -> UclientReport {
+    pub(crate) fn run(&self, relay: &Relay, peer: SocketAddr) -> UclientReport {
         let args = self.args(relay, peer);
         let mut cmd = Command::new("turnutils_uclient");
         cmd.args(&args);
@@ -577,7 +577,7 @@ impl Uclient {
 /// and errors look like `0: : ERROR: Cannot complete Allocation` or
 /// `0: : channel bind: error 403 (Forbidden IP)` (followed by exit status 255).
 #[derive(Debug, Clone, Default)]
-pub struct UclientReport {
+pub(crate) struct UclientReport {
     pub sent: Option<u64>,
     pub received: Option<u64>,
     pub sent_bytes: Option<u64>,
@@ -591,7 +591,7 @@ pub struct UclientReport {
 }
 
 impl UclientReport {
-    pub fn parse(output: &str) -> Self {
+    pub(crate) fn parse(output: &str) -> Self {
         let mut r = Self::default();
         for line in output.lines() {
             // Drop the "<seconds>: : " prefix coturn's logger puts on every line.
@@ -621,21 +621,21 @@ impl UclientReport {
     }
 
     /// uclient printed its closing statistics.
-    pub fn completed(&self) -> bool {
+    pub(crate) fn completed(&self) -> bool {
         self.sent.is_some() && self.received.is_some() && self.lost.is_some()
     }
 
-    pub fn exit_status(&self) -> Option<ExitStatus> {
+    pub(crate) fn exit_status(&self) -> Option<ExitStatus> {
         self.run.as_ref().and_then(|r| r.status)
     }
 
-    pub fn timed_out(&self) -> bool {
+    pub(crate) fn timed_out(&self) -> bool {
         self.run.as_ref().is_some_and(|r| r.timed_out())
     }
 
     /// A one-paragraph account for assertion messages: command, outcome, figures, errors and
     /// the tail of the output.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let run = self.run.as_ref();
         let outcome = match run {
             None => "not run".to_owned(),
@@ -675,7 +675,7 @@ fn number_after(s: &str, key: &str) -> Option<u64> {
 }
 
 /// The OpenMetrics text of a `/metrics` endpoint.
-pub fn metrics_text(addr: SocketAddr) -> String {
+pub(crate) fn metrics_text(addr: SocketAddr) -> String {
     use std::io::Write as _;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("metrics");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -691,12 +691,12 @@ pub fn metrics_text(addr: SocketAddr) -> String {
 
 /// The value of one series (name and labels exactly as exposed, e.g.
 /// `cloudproxy_stream_refused_total{reason="total_limit"}`), if present.
-pub fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+pub(crate) fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
     series_value(&metrics_text(addr), series)
 }
 
 /// The value of `series` (name and labels exactly as exposed) in OpenMetrics text.
-pub fn series_value(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn series_value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| {
         l.strip_prefix(series)?
             .strip_prefix(' ')?
@@ -708,7 +708,13 @@ pub fn series_value(text: &str, series: &str) -> Option<f64> {
 
 /// One HTTP/1.1 request with `Connection: close`: (status, whole response text).
 #[allow(dead_code)]
-pub fn http(addr: &str, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
+pub(crate) fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     use std::io::Write as _;
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

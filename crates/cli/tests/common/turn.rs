@@ -2,4 +2,4 @@
 //! these names for the tests that use them.
 
 #[allow(unused_imports)] // each test binary uses a different subset
-pub use cloudproxy_testkit::turn::{client_with_channel, echo, try_allocate, CHANNEL};
+pub(crate) use cloudproxy_testkit::turn::{client_with_channel, echo, try_allocate, CHANNEL};

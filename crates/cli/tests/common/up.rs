@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::{cloudproxy_bin, reserve_ports, ChildGuard};
 
 /// A running `cloudproxy up`.
-pub struct Up {
+pub(crate) struct Up {
     pub guard: ChildGuard,
     /// `http://127.0.0.1:PORT` of the control plane.
     pub control: String,
@@ -22,7 +22,7 @@ pub struct Up {
 }
 
 /// Starts `cloudproxy up` with `data` as its data directory and waits for `ready`.
-pub fn start_up(data: &Path, patience: Duration) -> Up {
+pub(crate) fn start_up(data: &Path, patience: Duration) -> Up {
     let p = reserve_ports(7, true);
     let a = |i: usize| format!("127.0.0.1:{}", p[i]);
     let mut cmd = Command::new(cloudproxy_bin());

@@ -13,13 +13,13 @@ use super::in_ci;
 
 /// Chromium switches for WebRTC tests: without the first, host candidates are mDNS names
 /// (`<uuid>.local`) no test resolves; without the second, loopback is left out of ICE.
-pub const WEBRTC_SWITCHES: &[&str] = &[
+pub(crate) const WEBRTC_SWITCHES: &[&str] = &[
     "--disable-features=WebRtcHideLocalIpsWithMdns",
     "--allow-loopback-in-peer-connection",
 ];
 
 /// Debian's Chromium, or `None` with a notice (a failure under CI).
-pub fn browser_or_skip(test: &str) -> Option<PathBuf> {
+pub(crate) fn browser_or_skip(test: &str) -> Option<PathBuf> {
     let binary = chromium();
     if binary.is_none() {
         assert!(
@@ -32,7 +32,7 @@ pub fn browser_or_skip(test: &str) -> Option<PathBuf> {
 }
 
 /// Loads `base`'s demo for `uid` in `channel` in a new tab.
-pub fn demo_page(browser: &mut Browser, base: &str, channel: &str, uid: u32) -> Page {
+pub(crate) fn demo_page(browser: &mut Browser, base: &str, channel: &str, uid: u32) -> Page {
     let page = browser.page("en");
     browser.goto(
         &page,
@@ -44,12 +44,12 @@ pub fn demo_page(browser: &mut Browser, base: &str, channel: &str, uid: u32) -> 
 }
 
 /// Picks `mode` (0, 3, 5) in the page's select and joins as the demo's button does.
-pub fn join(browser: &mut Browser, page: &Page, mode: u8) -> Value {
+pub(crate) fn join(browser: &mut Browser, page: &Page, mode: u8) -> Value {
     try_join(browser, page, mode).unwrap_or_else(|e| panic!("mode {mode}: join failed: {e}"))
 }
 
 /// [`join`], with a failed join as `Err` (the error's code and message).
-pub fn try_join(browser: &mut Browser, page: &Page, mode: u8) -> Result<Value, String> {
+pub(crate) fn try_join(browser: &mut Browser, page: &Page, mode: u8) -> Result<Value, String> {
     browser.eval_async(
         page,
         &format!(
@@ -62,7 +62,7 @@ pub fn try_join(browser: &mut Browser, page: &Page, mode: u8) -> Result<Value, S
 }
 
 /// The events the page recorded, as `[name, args]`.
-pub fn events(browser: &mut Browser, page: &Page) -> Vec<(String, Value)> {
+pub(crate) fn events(browser: &mut Browser, page: &Page) -> Vec<(String, Value)> {
     let v = browser.eval(page, "JSON.stringify(window.demo.events)");
     let list: Vec<Value> = serde_json::from_str(v.as_str().unwrap()).unwrap();
     list.into_iter()
@@ -70,12 +70,12 @@ pub fn events(browser: &mut Browser, page: &Page) -> Vec<(String, Value)> {
         .collect()
 }
 
-pub fn event<'a>(list: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
+pub(crate) fn event<'a>(list: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
     list.iter().rev().find(|(n, _)| n == name).map(|(_, a)| a)
 }
 
 /// Sends `n` messages `"<tag><i>"` from the page.
-pub fn send(browser: &mut Browser, page: &Page, tag: &str, n: usize) {
+pub(crate) fn send(browser: &mut Browser, page: &Page, tag: &str, n: usize) {
     browser.eval(
         page,
         &format!("for (let i = 0; i < {n}; i++) window.demo.client.send('{tag}' + i); true"),
@@ -83,7 +83,12 @@ pub fn send(browser: &mut Browser, page: &Page, tag: &str, n: usize) {
 }
 
 /// Waits until the page received `n` messages from `from`; returns their texts in order.
-pub fn received_from(browser: &mut Browser, page: &Page, from: u32, n: usize) -> Vec<String> {
+pub(crate) fn received_from(
+    browser: &mut Browser,
+    page: &Page,
+    from: u32,
+    n: usize,
+) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let v = browser.eval(

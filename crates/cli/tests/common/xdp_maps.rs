@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// Relay flags for the fast path on the loopback interface in generic mode (`lo` has no
 /// native XDP).
-pub const GENERIC_ON_LO: [&str; 6] = [
+pub(crate) const GENERIC_ON_LO: [&str; 6] = [
     "--fast-path",
     "xdp",
     "--xdp-interface",
@@ -18,7 +18,7 @@ pub const GENERIC_ON_LO: [&str; 6] = [
 ];
 
 /// The newest maps named `c2p` and `p2c` (the running relay's: one XDP relay at a time here).
-pub fn relay_maps() -> (u64, u64) {
+pub(crate) fn relay_maps() -> (u64, u64) {
     let out = Command::new("bpftool")
         .args(["-j", "map", "show"])
         .output()
@@ -38,24 +38,24 @@ pub fn relay_maps() -> (u64, u64) {
 
 /// A kernel entry, from its raw bytes (network order, as the program reads them).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
 }
 
 impl Entry {
-    pub fn channel(&self) -> u16 {
+    pub(crate) fn channel(&self) -> u16 {
         u16::from_be_bytes([self.key[12], self.key[13]])
     }
-    pub fn peer_port(&self) -> u16 {
+    pub(crate) fn peer_port(&self) -> u16 {
         u16::from_be_bytes([self.value[10], self.value[11]])
     }
-    pub fn expires_ns(&self) -> u64 {
+    pub(crate) fn expires_ns(&self) -> u64 {
         u64::from_ne_bytes(self.value[16..24].try_into().unwrap())
     }
 }
 
-pub fn dump(id: u64) -> Vec<Entry> {
+pub(crate) fn dump(id: u64) -> Vec<Entry> {
     let out = Command::new("bpftool")
         .args(["-j", "map", "dump", "id", &id.to_string()])
         .output()
@@ -81,7 +81,7 @@ pub fn dump(id: u64) -> Vec<Entry> {
 }
 
 /// Waits (bounded) until map `id` holds `n` entries; returns them.
-pub fn expect_entries(id: u64, n: usize, what: &str) -> Vec<Entry> {
+pub(crate) fn expect_entries(id: u64, n: usize, what: &str) -> Vec<Entry> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let e = dump(id);

@@ -11,34 +11,34 @@ use cloudproxy_lab::{Lab, Profile, Role, MEDIA_ADDR, RELAY_ADDR, RELAY_POOL_ADDR
 use cloudproxy_proto::token::Token;
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_cloudproxy");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_cloudproxy");
 const APP: &str = "labapp";
 const KEY: &str = "k1";
 const SECRET: &str = "lab-app-secret";
 const MEDIA_PORT: u16 = 7000;
 
-pub fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
+pub(crate) fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(ip), port)
 }
 
-pub fn published_udp() -> SocketAddr {
+pub(crate) fn published_udp() -> SocketAddr {
     sa(RELAY_ADDR, 3478)
 }
 
-pub fn published_tls() -> SocketAddr {
+pub(crate) fn published_tls() -> SocketAddr {
     sa(RELAY_ADDR, 443)
 }
 
-pub fn pool_tls() -> SocketAddr {
+pub(crate) fn pool_tls() -> SocketAddr {
     sa(RELAY_POOL_ADDR, 443)
 }
 
-pub fn media() -> SocketAddr {
+pub(crate) fn media() -> SocketAddr {
     sa(MEDIA_ADDR, MEDIA_PORT)
 }
 
 /// A lab with the media service and the relays running in it.
-pub struct World {
+pub(crate) struct World {
     pub lab: Lab,
     _media: cloudproxy_lab::LabChild,
     /// Each relay's address (TURN on UDP and TCP 3478, TLS on 443) and its process.
@@ -47,17 +47,20 @@ pub struct World {
 
 /// The media service and one relay on [`RELAY_ADDR`], which also serves TLS on the pool
 /// address (the Auto proxy).
-pub fn world(profile: Profile) -> Option<World> {
+pub(crate) fn world(profile: Profile) -> Option<World> {
     world_with_relays(profile, &[(RELAY_ADDR, &[pool_tls()])])
 }
 
 /// The media service and one relay per entry: its address, and further TLS listeners.
-pub fn world_with_relays(profile: Profile, relays: &[(Ipv4Addr, &[SocketAddr])]) -> Option<World> {
+pub(crate) fn world_with_relays(
+    profile: Profile,
+    relays: &[(Ipv4Addr, &[SocketAddr])],
+) -> Option<World> {
     world_with_relay_flags(profile, relays, &[])
 }
 
 /// [`world_with_relays`], each relay given `flags` too (e.g. `--metrics ADDR`).
-pub fn world_with_relay_flags(
+pub(crate) fn world_with_relay_flags(
     profile: Profile,
     relays: &[(Ipv4Addr, &[SocketAddr])],
     flags: &[&str],
@@ -132,7 +135,7 @@ fn relay(
     child
 }
 
-pub fn token(uid: u32) -> String {
+pub(crate) fn token(uid: u32) -> String {
     let expiry = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -144,7 +147,7 @@ pub fn token(uid: u32) -> String {
 }
 
 /// What `cloudproxy join` printed: its events and the final summary or error.
-pub struct JoinRun {
+pub(crate) struct JoinRun {
     pub ok: bool,
     pub lines: Vec<Value>,
     pub stderr: String,
@@ -152,7 +155,7 @@ pub struct JoinRun {
 
 impl JoinRun {
     /// From the process's exit and output; lines that are not JSON are left out.
-    pub fn parse(ok: bool, stdout: Vec<String>, stderr: Vec<String>) -> JoinRun {
+    pub(crate) fn parse(ok: bool, stdout: Vec<String>, stderr: Vec<String>) -> JoinRun {
         JoinRun {
             ok,
             lines: stdout
@@ -163,11 +166,11 @@ impl JoinRun {
         }
     }
 
-    pub fn last(&self, event: &str) -> Option<&Value> {
+    pub(crate) fn last(&self, event: &str) -> Option<&Value> {
         self.lines.iter().rev().find(|v| v["event"] == event)
     }
 
-    pub fn summary(&self) -> &Value {
+    pub(crate) fn summary(&self) -> &Value {
         self.last("summary").unwrap_or_else(|| {
             panic!(
                 "no summary; output:\n{:#?}\nstderr:\n{}",
@@ -176,17 +179,17 @@ impl JoinRun {
         })
     }
 
-    pub fn has(&self, event: &str) -> bool {
+    pub(crate) fn has(&self, event: &str) -> bool {
         self.last(event).is_some()
     }
 }
 
-pub fn join(w: &World, mode: &str, proxies: &[SocketAddr], uid: u32, send: u32) -> JoinRun {
+pub(crate) fn join(w: &World, mode: &str, proxies: &[SocketAddr], uid: u32, send: u32) -> JoinRun {
     join_with(w, mode, proxies, uid, send, &[])
 }
 
 /// `join` with extra flags (e.g. `--stagger-ms`).
-pub fn join_with(
+pub(crate) fn join_with(
     w: &World,
     mode: &str,
     proxies: &[SocketAddr],
@@ -209,7 +212,7 @@ pub fn join_with(
 
 /// The arguments of `cloudproxy join` for the lab's media service and channel, a packet every
 /// 10 ms.
-pub fn join_args(
+pub(crate) fn join_args(
     mode: &str,
     proxies: &[SocketAddr],
     uid: u32,
@@ -253,7 +256,7 @@ pub fn join_args(
 
 /// `cloudproxy relay` relaying from `ip` with plain TURN over TCP (no TLS) on `ip`:`port` only,
 /// e.g. on 443 to show what an inspecting firewall does to it.
-pub fn plain_tcp_relay(lab: &Lab, ip: Ipv4Addr, port: u16) -> cloudproxy_lab::LabChild {
+pub(crate) fn plain_tcp_relay(lab: &Lab, ip: Ipv4Addr, port: u16) -> cloudproxy_lab::LabChild {
     let listen = sa(ip, port).to_string();
     let child = lab
         .spawn(
@@ -282,7 +285,7 @@ pub fn plain_tcp_relay(lab: &Lab, ip: Ipv4Addr, port: u16) -> cloudproxy_lab::La
 /// `cloudproxy up` (control plane, relay, media service on the relay's address, port 7000) in
 /// the relay's namespace, publishing the lab's relay addresses; returns it, once ready, with
 /// its app id and token.
-pub fn up_in_relay(lab: &Lab, tag: &str) -> (cloudproxy_lab::LabChild, String, String) {
+pub(crate) fn up_in_relay(lab: &Lab, tag: &str) -> (cloudproxy_lab::LabChild, String, String) {
     let dir = std::env::temp_dir().join(format!("cp-lab-up-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let child = lab

@@ -51,7 +51,7 @@ const USAGE_INTERVAL_SECS: u64 = 1;
 
 /// One soak run.
 #[derive(Debug, Clone)]
-pub struct Soak {
+pub(crate) struct Soak {
     pub allocations: usize,
     /// Sending time.
     pub seconds: u64,
@@ -70,7 +70,7 @@ pub struct Soak {
 
 impl Soak {
     /// The soak: 1,000 allocations at the audio rate for 10 minutes, 5% churn a minute.
-    pub fn full() -> Self {
+    pub(crate) fn full() -> Self {
         Self {
             allocations: 1000,
             seconds: 600,
@@ -86,7 +86,7 @@ impl Soak {
 
 /// Everything a run measured.
 #[derive(Debug, Clone)]
-pub struct SoakReport {
+pub(crate) struct SoakReport {
     pub soak: Soak,
     /// The bench's JSON report.
     pub bench: Value,
@@ -325,7 +325,7 @@ fn metric_or_zero(relay: &RelayProc, name: &str) -> i64 {
 }
 
 /// `VmRSS` of a process, KiB.
-pub fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -392,7 +392,7 @@ fn usage(control: &ControlProc, app: &str) -> (u64, u64, u64) {
 
 /// Runs the soak and measures it. Panics only when something could not be run at all; the
 /// figures are for the caller to judge.
-pub fn run(soak: &Soak) -> SoakReport {
+pub(crate) fn run(soak: &Soak) -> SoakReport {
     let dir = TempDir::new("soak");
     let control = start_control(&dir);
     let relay = start_relay(&control, &dir, soak);
@@ -607,7 +607,7 @@ pub fn run(soak: &Soak) -> SoakReport {
 
 impl SoakReport {
     /// RSS at the end relative to the start, in percent.
-    pub fn rss_growth_percent(&self) -> f64 {
+    pub(crate) fn rss_growth_percent(&self) -> f64 {
         (self.rss_end_kib as f64 / self.rss_start_kib.max(1) as f64 - 1.0) * 100.0
     }
 }

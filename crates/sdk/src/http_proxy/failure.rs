@@ -12,16 +12,28 @@ pub enum ProxyFailure {
     /// proxies answer refused credentials with 401 instead (tinyproxy 1.11 does); that is
     /// this too, with its own status.
     AuthenticationRequired {
+        /// The status the proxy answered: 407, or 401 from proxies that use it.
         status: u16,
+        /// The proxy's reason phrase.
         reason: String,
+        /// Whether the CONNECT carried `Proxy-Authorization` (then the proxy refused those
+        /// credentials; otherwise it wants some).
         sent_credentials: bool,
         /// From `Proxy-Authenticate`, if the proxy named one.
         realm: Option<String>,
     },
     /// 403: the proxy does not allow a tunnel to this destination (address or port).
-    Forbidden { reason: String },
+    Forbidden {
+        /// The proxy's reason phrase.
+        reason: String,
+    },
     /// Another answer that is not 2xx.
-    Status { code: u16, reason: String },
+    Status {
+        /// The HTTP status the proxy answered the CONNECT with.
+        code: u16,
+        /// The proxy's reason phrase.
+        reason: String,
+    },
     /// The connection to the proxy was refused (nothing listens there).
     Refused,
     /// The proxy did not answer (connect or CONNECT) in time.
@@ -29,9 +41,15 @@ pub enum ProxyFailure {
     /// The proxy closed the connection before it answered the CONNECT.
     Closed,
     /// The answer is not HTTP, or its head is too long.
-    Malformed { detail: String },
+    Malformed {
+        /// What is wrong with the answer.
+        detail: String,
+    },
     /// Another socket error (no route, name resolution, …).
-    Io { detail: String },
+    Io {
+        /// The operating system's error message.
+        detail: String,
+    },
 }
 
 impl ProxyFailure {

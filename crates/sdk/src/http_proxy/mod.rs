@@ -58,14 +58,19 @@ pub enum ProxyConfigError {
     BadUrl {
         /// Where it came from: `HTTPS_PROXY`, `--http-proxy`, ….
         origin: String,
+        /// The URL as given, password masked.
         url: String,
+        /// What is wrong: the scheme, a path, the host or port, a percent-encoding….
         why: String,
     },
     /// A `NO_PROXY` entry does not parse.
     #[error("{origin}: entry {entry:?}: {why}")]
     BadNoProxy {
+        /// Where the list came from: `NO_PROXY`, `--no-proxy`, ….
         origin: String,
+        /// The entry that does not parse, as given.
         entry: String,
+        /// Why it does not parse (bad address block, bad prefix length, not a host name).
         why: String,
     },
 }
