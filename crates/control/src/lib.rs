@@ -83,20 +83,25 @@
 
 pub mod allowlist;
 pub mod api;
+pub mod caller;
 pub mod capacity;
 pub mod cidr;
 pub mod console;
 pub mod enablement;
 pub mod error;
+pub mod extract;
 pub mod limits;
+mod metrics;
 pub mod model;
+pub mod state;
 pub mod store;
 pub mod time;
 pub mod web;
 
 mod server;
 
-pub use api::{router, AppState};
+pub use api::router;
 pub use error::{ApiError, ControlError, StoreError};
 pub use server::{Control, ControlConfig};
+pub use state::AppState;
 pub use web::{DemoSetup, WebDemo};

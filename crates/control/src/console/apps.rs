@@ -11,9 +11,12 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use maud::{html, Markup};
 
-use super::{field, i18n, redirect, when, Ctx};
-use crate::api::{AppState, Caller, PathId};
+use super::i18n;
+use super::page::{field, redirect, when, Ctx};
+use crate::caller::Caller;
+use crate::extract::{check_text, PathId};
 use crate::model::AppStatus;
+use crate::state::AppState;
 use crate::store::{App, NewSecret};
 use crate::time::now_unix;
 
@@ -97,7 +100,7 @@ async fn create(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let name = match crate::api::check_text("name", field(&form, "name"), 100) {
+    let name = match check_text("name", field(&form, "name"), 100) {
         Ok(n) => n,
         Err(e) => return ctx.api_error(e),
     };

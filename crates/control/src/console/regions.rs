@@ -10,8 +10,9 @@ use axum::routing::get;
 use axum::Router;
 use maud::html;
 
-use super::{ago, i18n, Ctx};
-use crate::api::AppState;
+use super::i18n;
+use super::page::{ago, Ctx};
+use crate::state::AppState;
 use crate::time::now_unix;
 
 pub(super) fn routes() -> Router<AppState> {

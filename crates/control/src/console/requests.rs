@@ -11,11 +11,14 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use maud::html;
 
-use super::{field, i18n, redirect, Ctx};
-use crate::api::{AppState, Caller, PathId};
+use super::i18n;
+use super::page::{field, redirect, Ctx};
+use crate::caller::Caller;
 use crate::enablement::{EnablementInput, Step};
 use crate::error::ApiError;
+use crate::extract::{check_fields, check_text, PathId};
 use crate::model::{Mode, QualityTier, Region, RequestState, Sdk, Wire};
+use crate::state::AppState;
 use crate::time::now_unix;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -184,7 +187,7 @@ fn parse_form(form: &HashMap<String, String>) -> Result<EnablementInput, ApiErro
                 quality,
                 mode,
             };
-            crate::api::check_fields(input.validate())?;
+            check_fields(input.validate())?;
             Ok(input)
         }
         _ => Err(ApiError::fields(errors)),
@@ -242,7 +245,7 @@ async fn reject(
     if let Err(r) = ctx.operator_form(&form) {
         return r;
     }
-    let reason = match crate::api::check_text("reason", field(&form, "reason"), 500) {
+    let reason = match check_text("reason", field(&form, "reason"), 500) {
         Ok(r) => r,
         Err(e) => return ctx.api_error(e),
     };

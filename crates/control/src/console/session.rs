@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::api::Caller;
+use crate::caller::Caller;
 use crate::store::{hash_key, random_hex};
 
 /// How long a session lasts after sign-in.

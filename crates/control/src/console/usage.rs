@@ -10,9 +10,10 @@ use axum::Router;
 use maud::html;
 
 use super::chart::{self, Series};
-use super::{i18n, Ctx};
-use crate::api::AppState;
+use super::i18n;
+use super::page::Ctx;
 use crate::model::{UsageMode, Wire};
+use crate::state::AppState;
 use crate::store::{App, UsageDay};
 use crate::time::{day, now_unix};
 
