@@ -12,7 +12,7 @@ use axum::{Form, Router};
 use maud::{html, Markup};
 
 use super::i18n;
-use super::page::{field, redirect, when, Ctx};
+use super::page::{field, when, Ctx, FormPost};
 use crate::caller::Caller;
 use crate::extract::{check_text, PathId};
 use crate::model::AppStatus;
@@ -205,16 +205,14 @@ async fn show(State(state): State<AppState>, ctx: Ctx, PathId(id): PathId) -> Re
     ctx.page(&app.name, body)
 }
 
-async fn rotate(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    PathId(id): PathId,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let session = match ctx.check_form(&form) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn rotate(post: FormPost) -> Response {
+    let FormPost {
+        state,
+        ctx,
+        id,
+        form,
+        caller,
+    } = post;
     let grace = match field(&form, "grace_seconds").trim() {
         "" => Ok(DEFAULT_GRACE_SECS),
         g => g
@@ -229,7 +227,7 @@ async fn rotate(
             format!("must be between 0 and {MAX_GRACE_SECS}"),
         ));
     };
-    let scope = session.caller.scope();
+    let scope = caller.scope();
     let rotated = state
         .store()
         .rotate_secret(&id, scope, grace, now_unix())
@@ -243,38 +241,22 @@ async fn rotate(
     }
 }
 
-async fn suspend(
-    state: State<AppState>,
-    ctx: Ctx,
-    id: PathId,
-    form: Form<HashMap<String, String>>,
-) -> Response {
-    set_status(state, ctx, id, form, AppStatus::Suspended).await
+async fn suspend(post: FormPost) -> Response {
+    set_status(post, AppStatus::Suspended).await
 }
 
-async fn resume(
-    state: State<AppState>,
-    ctx: Ctx,
-    id: PathId,
-    form: Form<HashMap<String, String>>,
-) -> Response {
-    set_status(state, ctx, id, form, AppStatus::Active).await
+async fn resume(post: FormPost) -> Response {
+    set_status(post, AppStatus::Active).await
 }
 
-async fn set_status(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    PathId(id): PathId,
-    Form(form): Form<HashMap<String, String>>,
-    status: AppStatus,
-) -> Response {
-    if let Err(r) = ctx.operator_form(&form) {
+async fn set_status(post: FormPost, status: AppStatus) -> Response {
+    if let Err(r) = post.require_operator() {
         return r;
     }
-    match state.store().set_app_status(&id, status, now_unix()).await {
-        Ok(()) => redirect(&format!("/apps/{id}")),
-        Err(e) => ctx.api_error(e),
-    }
+    let store = post.state.store();
+    let done = store.set_app_status(&post.id, status, now_unix()).await;
+    post.ctx
+        .redirect_or_error(done, &format!("/apps/{}", post.id))
 }
 
 pub(super) fn status_badge(ctx: &Ctx, s: AppStatus) -> Markup {

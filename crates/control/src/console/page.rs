@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{Form, FromRequest, FromRequestParts, Request};
 use axum::http::header::{ACCEPT_LANGUAGE, CONTENT_TYPE, COOKIE, LOCATION};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -15,6 +15,7 @@ use super::i18n::{Lang, Text};
 use super::session::{self, Session, SESSION_COOKIE};
 use crate::caller::Caller;
 use crate::error::ApiError;
+use crate::extract::PathId;
 use crate::state::AppState;
 use crate::time::now_unix;
 
@@ -75,17 +76,6 @@ impl Ctx {
         }
     }
 
-    /// [`Ctx::check_form`] for an operator's action: the session must be the operator's.
-    #[allow(clippy::result_large_err)]
-    pub fn operator_form(&self, form: &HashMap<String, String>) -> Result<&Session, Response> {
-        let session = self.check_form(form)?;
-        session
-            .caller
-            .require_operator()
-            .map_err(|e| self.api_error(e))?;
-        Ok(session)
-    }
-
     /// The hidden CSRF field of a form.
     pub fn csrf_field(&self) -> Markup {
         let token = self.session.as_ref().map_or("", |s| s.csrf.as_str());
@@ -107,6 +97,19 @@ impl Ctx {
         let t = self.t();
         let body = html! { p.error { (message) } p { a href="/apps" { (t.nav_apps) } } };
         self.page_with(status, t.error_title, body)
+    }
+
+    /// The answer to a form that changed something: 303 to `to` when `done` succeeded, the
+    /// error page otherwise.
+    pub(crate) fn redirect_or_error<T>(
+        &self,
+        done: Result<T, impl Into<ApiError>>,
+        to: &str,
+    ) -> Response {
+        match done {
+            Ok(_) => redirect(to),
+            Err(e) => self.api_error(e),
+        }
     }
 
     /// An API error (from the store or a check) as a page: its status, and its message with
@@ -172,6 +175,56 @@ impl FromRequestParts<AppState> for Ctx {
             secure: forwarded_https || origin_https,
             path,
             query,
+        })
+    }
+}
+
+/// A console form posted about one record (`/apps/{id}/…`, `/requests/{id}/…`) by a signed-in
+/// browser: extracted in this order (page context, the id in the path, the form's fields), then
+/// refused with 403 unless the form carries the session's CSRF token.
+pub(super) struct FormPost {
+    /// What every handler shares.
+    pub(super) state: AppState,
+    /// The request's language and session.
+    pub(super) ctx: Ctx,
+    /// The record the form acts on.
+    pub(super) id: String,
+    /// The posted fields.
+    pub(super) form: HashMap<String, String>,
+    /// Who signed in to the session that posted the form.
+    pub(super) caller: Caller,
+}
+
+impl FormPost {
+    /// The forbidden page unless the form was posted from the operator's session.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn require_operator(&self) -> Result<(), Response> {
+        self.caller
+            .require_operator()
+            .map_err(|e| self.ctx.api_error(e))
+    }
+}
+
+impl FromRequest<AppState> for FormPost {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let Ok(ctx) = Ctx::from_request_parts(&mut parts, state).await;
+        let PathId(id) = PathId::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let req = Request::from_parts(parts, body);
+        let Form(form) = Form::<HashMap<String, String>>::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let caller = ctx.check_form(&form)?.caller.clone();
+        Ok(FormPost {
+            state: state.clone(),
+            ctx,
+            id,
+            form,
+            caller,
         })
     }
 }
