@@ -53,8 +53,11 @@ impl std::fmt::Debug for WebDemo {
 /// The demo's app and services.
 #[derive(Clone)]
 pub struct DemoSetup {
+    /// The demo app's App ID, which the page's tokens are minted for.
     pub app_id: String,
+    /// The id of the app key that signs the demo tokens.
     pub key_id: String,
+    /// That key's secret (base64url), kept in this process to mint a token per page load.
     pub secret: String,
     /// The media service's HTTP endpoint, as the browser reaches it: `http://127.0.0.1:7001`.
     pub media_url: String,

@@ -9,13 +9,18 @@ use crate::model::Region;
 /// The export formats of `GET /v1/allowlist/{region}?format=…`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// The table as JSON (the default).
     Json,
+    /// One line per service and address, for spreadsheets and firewall import tools.
     Csv,
+    /// An nftables ruleset that accepts the published addresses and ports.
     Nftables,
+    /// iptables rules that accept the published addresses and ports.
     Iptables,
 }
 
 impl Format {
+    /// The format a `format=` query value names (`nft` is short for `nftables`).
     pub fn parse(s: &str) -> Option<Format> {
         Some(match s {
             "json" => Format::Json,
@@ -26,6 +31,7 @@ impl Format {
         })
     }
 
+    /// The `Content-Type` the format is served with.
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Json => "application/json",

@@ -20,8 +20,8 @@ use cloudproxy_api::{
 };
 
 /// Default and longest rotation grace period.
-pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
-pub const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
+pub(super) const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
+pub(super) const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()

@@ -24,11 +24,11 @@
 mod allowlist;
 mod apps;
 mod chart;
-pub mod i18n;
+mod i18n;
 mod page;
 mod regions;
 mod requests;
-pub mod session;
+pub(crate) mod session;
 mod usage;
 
 use std::collections::HashMap;

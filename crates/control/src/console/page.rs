@@ -39,7 +39,8 @@ fn serde_urlencoded_pairs(q: &str) -> HashMap<String, String> {
 }
 
 /// What every console handler knows about its request.
-pub struct Ctx {
+pub(crate) struct Ctx {
+    /// The language the page is written in.
     pub lang: Lang,
     /// The session, if the cookie names a live one.
     pub session: Option<Session>,
@@ -49,18 +50,20 @@ pub struct Ctx {
     pub(super) secure: bool,
     /// The path of a GET (the language switch links back to it).
     path: String,
+    /// The query string's parameters, percent-decoded.
     pub query: HashMap<String, String>,
 }
 
 impl Ctx {
-    pub fn t(&self) -> &'static Text {
+    /// Every string of the page's language.
+    pub(crate) fn t(&self) -> &'static Text {
         self.lang.text()
     }
 
     /// The caller, or a redirect to the sign-in page when there is no session.
     // The error is the response itself, handed straight back to axum once per request.
     #[allow(clippy::result_large_err)]
-    pub fn caller(&self) -> Result<&Caller, Response> {
+    pub(crate) fn caller(&self) -> Result<&Caller, Response> {
         match &self.session {
             Some(s) => Ok(&s.caller),
             None => Err(redirect("/")),
@@ -69,7 +72,7 @@ impl Ctx {
 
     /// The session of a POST whose `csrf` field is this session's token; 403 otherwise.
     #[allow(clippy::result_large_err)]
-    pub fn check_form(&self, form: &HashMap<String, String>) -> Result<&Session, Response> {
+    pub(crate) fn check_form(&self, form: &HashMap<String, String>) -> Result<&Session, Response> {
         match &self.session {
             Some(s) if s.csrf_ok(form.get("csrf").map(String::as_str)) => Ok(s),
             _ => Err(self.error(StatusCode::FORBIDDEN, self.t().csrf_refused)),
@@ -77,23 +80,24 @@ impl Ctx {
     }
 
     /// The hidden CSRF field of a form.
-    pub fn csrf_field(&self) -> Markup {
+    pub(crate) fn csrf_field(&self) -> Markup {
         let token = self.session.as_ref().map_or("", |s| s.csrf.as_str());
         html! { input type="hidden" name="csrf" value=(token); }
     }
 
     /// A page with the header, navigation and language switch.
-    pub fn page(&self, title: &str, body: Markup) -> Response {
+    pub(crate) fn page(&self, title: &str, body: Markup) -> Response {
         self.page_with(StatusCode::OK, title, body)
     }
 
-    pub fn page_with(&self, status: StatusCode, title: &str, body: Markup) -> Response {
+    /// A page with the header, navigation and language switch, answered with `status`.
+    pub(crate) fn page_with(&self, status: StatusCode, title: &str, body: Markup) -> Response {
         let markup = layout(self.lang, self.session.as_ref(), &self.path, title, body);
         (status, html_response(markup)).into_response()
     }
 
     /// An error page.
-    pub fn error(&self, status: StatusCode, message: &str) -> Response {
+    pub(crate) fn error(&self, status: StatusCode, message: &str) -> Response {
         let t = self.t();
         let body = html! { p.error { (message) } p { a href="/apps" { (t.nav_apps) } } };
         self.page_with(status, t.error_title, body)
@@ -114,7 +118,7 @@ impl Ctx {
 
     /// An API error (from the store or a check) as a page: its status, and its message with
     /// every field named.
-    pub fn api_error(&self, e: impl Into<ApiError>) -> Response {
+    pub(crate) fn api_error(&self, e: impl Into<ApiError>) -> Response {
         let e: ApiError = e.into();
         let t = self.t();
         let message = match e.status {
@@ -238,7 +242,7 @@ fn html_response(markup: Markup) -> Response {
 }
 
 /// 303 See Other to `to`.
-pub fn redirect(to: &str) -> Response {
+pub(super) fn redirect(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(LOCATION, to.to_owned())]).into_response()
 }
 
@@ -307,14 +311,14 @@ fn layout(lang: Lang, session: Option<&Session>, path: &str, title: &str, body: 
 }
 
 /// Unix seconds as a UTC date and time people read.
-pub fn when(unix: i64) -> String {
+pub(super) fn when(unix: i64) -> String {
     crate::time::rfc3339(unix)
         .replace('T', " ")
         .replace('Z', " UTC")
 }
 
 /// "12 s ago", or "never".
-pub fn ago(t: &Text, at: Option<i64>, now: i64) -> String {
+pub(super) fn ago(t: &Text, at: Option<i64>, now: i64) -> String {
     match at {
         Some(at) => format!("{} {}", (now - at).max(0), t.seconds_ago),
         None => t.never.to_owned(),
@@ -322,6 +326,6 @@ pub fn ago(t: &Text, at: Option<i64>, now: i64) -> String {
 }
 
 /// A form field as text.
-pub fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
+pub(super) fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
     form.get(name).map(String::as_str).unwrap_or("")
 }
