@@ -70,7 +70,9 @@
 //!   aggregation), [`allowlist`] (building, diffing and rendering the table), [`time`].
 //! - [`store`]: SQLite and PostgreSQL behind one [`store::Store`], one transaction per change,
 //!   region locks for reservations.
-//! - [`api`]: axum handlers, authentication, JSON bodies with field-named errors, OpenAPI.
+//! - [`api`]: axum handlers and OpenAPI over [`state`] (what handlers share), [`caller`] (the
+//!   roles of bearer keys) and [`extract`] (authentication, JSON bodies with field-named errors,
+//!   path ids), which the console uses too.
 //! - [`console`]: the web console, server-rendered HTML in English and Japanese.
 //! - [`Control`]: the server on its own thread and runtime.
 //!
