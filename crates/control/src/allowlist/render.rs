@@ -225,7 +225,7 @@ pub fn html(lists: &[AllowList]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allowlist::{Protocol, Service};
+    use crate::allowlist::{row, Service};
 
     fn sample() -> AllowList {
         AllowList {
@@ -235,18 +235,12 @@ mod tests {
             effective_at: 0,
             effective_date: "1970-01-01T00:00:00Z".into(),
             rows: vec![
-                Row {
-                    service: Service::ForceUdp,
-                    ips: vec!["203.0.113.10/31".into(), "2001:db8::1".into()],
-                    protocol: Protocol::Udp,
-                    ports: vec![3478],
-                },
-                Row {
-                    service: Service::ForceTcp,
-                    ips: vec!["203.0.113.10/31".into()],
-                    protocol: Protocol::Tcp,
-                    ports: vec![443, 5349],
-                },
+                row(
+                    Service::ForceUdp,
+                    &["203.0.113.10/31", "2001:db8::1"],
+                    &[3478],
+                ),
+                row(Service::ForceTcp, &["203.0.113.10/31"], &[443, 5349]),
             ],
             changes: vec![],
         }
