@@ -12,7 +12,7 @@ use axum::{Form, Router};
 use maud::{html, Markup};
 
 use super::i18n;
-use super::page::{field, when, Ctx, FormPost};
+use super::page::{field, when, Ctx, FormPost, SignedIn};
 use crate::caller::Caller;
 use crate::extract::{check_text, PathId};
 use crate::model::AppStatus;
@@ -33,11 +33,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/apps/{id}/resume", post(resume))
 }
 
-async fn list(State(state): State<AppState>, ctx: Ctx) -> Response {
-    let caller = match ctx.caller() {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn list(State(state): State<AppState>, SignedIn { ctx, caller }: SignedIn) -> Response {
     let t = ctx.t();
     let apps = match state.store().list_apps(caller.scope()).await {
         Ok(a) => a,
@@ -47,7 +43,7 @@ async fn list(State(state): State<AppState>, ctx: Ctx) -> Response {
         Caller::Operator => state.store().list_owners().await.unwrap_or_default(),
         Caller::Owner(_) => Vec::new(),
     };
-    let operator = *caller == Caller::Operator;
+    let operator = caller == Caller::Operator;
     let body = html! {
         p { (t.apps_intro) }
         @if apps.is_empty() {
@@ -131,11 +127,11 @@ fn secret_page(ctx: &Ctx, app: &App, secret: &NewSecret) -> Response {
     ctx.page_with(StatusCode::CREATED, &app.name, body)
 }
 
-async fn show(State(state): State<AppState>, ctx: Ctx, PathId(id): PathId) -> Response {
-    let caller = match ctx.caller() {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn show(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    SignedIn { ctx, caller }: SignedIn,
+) -> Response {
     let t = ctx.t();
     let lang = ctx.lang;
     let app = match state.store().get_app(&id, caller.scope()).await {
@@ -147,7 +143,7 @@ async fn show(State(state): State<AppState>, ctx: Ctx, PathId(id): PathId) -> Re
         .list_requests(caller.scope(), Some(&id))
         .await
         .unwrap_or_default();
-    let operator = *caller == Caller::Operator;
+    let operator = caller == Caller::Operator;
     let body = html! {
         dl {
             dt { (t.app_id) } dd { code { (app.id) } }

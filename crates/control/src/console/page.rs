@@ -183,6 +183,25 @@ impl FromRequestParts<AppState> for Ctx {
     }
 }
 
+/// A page for signed-in browsers only: the page context and who signed in; a browser without
+/// a live session is redirected to the sign-in page instead.
+pub(super) struct SignedIn {
+    /// The request's language and session.
+    pub(super) ctx: Ctx,
+    /// Who signed in: the operator or an app owner.
+    pub(super) caller: Caller,
+}
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Ok(ctx) = Ctx::from_request_parts(parts, state).await;
+        let caller = ctx.caller()?.clone();
+        Ok(SignedIn { ctx, caller })
+    }
+}
+
 /// A console form posted about one record (`/apps/{id}/…`, `/requests/{id}/…`) by a signed-in
 /// browser: extracted in this order (page context, the id in the path, the form's fields), then
 /// refused with 403 unless the form carries the session's CSRF token.

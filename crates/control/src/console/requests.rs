@@ -12,7 +12,7 @@ use axum::{Form, Router};
 use maud::html;
 
 use super::i18n;
-use super::page::{field, Ctx, FormPost};
+use super::page::{field, Ctx, FormPost, SignedIn};
 use crate::caller::Caller;
 use crate::enablement::{EnablementInput, Step};
 use crate::error::ApiError;
@@ -30,11 +30,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/requests/{id}/activate", post(activate))
 }
 
-async fn list(State(state): State<AppState>, ctx: Ctx) -> Response {
-    let caller = match ctx.caller() {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn list(State(state): State<AppState>, SignedIn { ctx, caller }: SignedIn) -> Response {
     let (t, lang) = (ctx.t(), ctx.lang);
     let scope = caller.scope();
     let (requests, apps) = match (
@@ -44,7 +40,7 @@ async fn list(State(state): State<AppState>, ctx: Ctx) -> Response {
         (Ok(r), Ok(a)) => (r, a),
         (Err(e), _) | (_, Err(e)) => return ctx.api_error(e),
     };
-    let operator = *caller == Caller::Operator;
+    let operator = caller == Caller::Operator;
     let name_of = |id: &str| {
         apps.iter()
             .find(|a| a.id == id)
