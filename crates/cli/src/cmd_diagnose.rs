@@ -30,13 +30,8 @@ pub(crate) struct DiagnoseArgs {
     /// Relay TURN/TLS address (TCP 443), IP:PORT.
     #[arg(long, value_name = "ADDR")]
     tls_proxy: Option<SocketAddr>,
-    #[arg(long)]
-    channel: String,
-    #[arg(long)]
-    uid: u32,
-    /// Token from `cloudproxy token`.
-    #[arg(long, env = "CLOUDPROXY_TOKEN", hide_env_values = true)]
-    token: String,
+    #[command(flatten)]
+    member: crate::cmd_join::MemberArgs,
     /// Time allowed per path (as `join --attempt-timeout`; `--timeout` is its earlier name).
     #[arg(long, alias = "timeout", value_name = "DURATION", value_parser = crate::duration::parse, default_value = "4s")]
     attempt_timeout: Duration,
@@ -131,9 +126,9 @@ async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
             &config,
             kind,
             target,
-            &args.channel,
-            args.uid,
-            &args.token,
+            &args.member.channel,
+            args.member.uid,
+            &args.member.token,
             5,
         )
         .await

@@ -20,6 +20,21 @@ use serde_json::json;
 
 use crate::failure::Failure;
 
+/// Who joins which channel, with the token that admits them: the flags `join` and `diagnose`
+/// share.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MemberArgs {
+    /// Channel to join.
+    #[arg(long)]
+    pub(crate) channel: String,
+    /// This user's uid.
+    #[arg(long)]
+    pub(crate) uid: u32,
+    /// Token from `cloudproxy token` (`<username>#<password>`).
+    #[arg(long, env = "CLOUDPROXY_TOKEN", hide_env_values = true)]
+    pub(crate) token: String,
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct JoinArgs {
     /// The media service, as this client would reach it directly (IP:PORT).
@@ -28,15 +43,8 @@ pub(crate) struct JoinArgs {
     /// The app id the token was minted for (checked against the token).
     #[arg(long)]
     app_id: String,
-    /// Channel to join.
-    #[arg(long)]
-    channel: String,
-    /// This user's uid.
-    #[arg(long)]
-    uid: u32,
-    /// Token from `cloudproxy token` (`<username>#<password>`).
-    #[arg(long, env = "CLOUDPROXY_TOKEN", hide_env_values = true)]
-    token: String,
+    #[command(flatten)]
+    member: MemberArgs,
     /// auto (0), udp (1 or web 3) or tcp (2 or web 5).
     #[arg(long, default_value = "auto")]
     mode: CloudProxyType,
@@ -181,7 +189,7 @@ fn trust(args: &JoinArgs) -> anyhow::Result<TlsTrust> {
 
 pub(crate) fn run(mut args: JoinArgs) -> Result<(), Failure> {
     args.normalize();
-    let claims = cloudproxy_proto::token::split(&args.token)
+    let claims = cloudproxy_proto::token::split(&args.member.token)
         .and_then(|(username, _)| cloudproxy_proto::token::claims(username))
         .map_err(|e| Failure::Usage(anyhow::anyhow!("--token: {e}")))?;
     let token_app = claims.app_id;
@@ -263,7 +271,7 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
         }
     };
     if let Some(region) = &args.refresh_proxies {
-        let refreshed = client.refresh_proxies(region, &args.token).await;
+        let refreshed = client.refresh_proxies(region, &args.member.token).await;
         print_pending(&mut events);
         match refreshed {
             // What was fetched: the region's published proxies (both Force modes), or the
@@ -284,7 +292,7 @@ async fn session(args: JoinArgs, config: ClientConfig) -> Result<(), Failure> {
         .context("installing the SIGINT handler")
         .map_err(Failure::Runtime)?;
     let joining = {
-        let join = client.join(&args.channel, args.uid, &args.token);
+        let join = client.join(&args.member.channel, args.member.uid, &args.member.token);
         tokio::pin!(join);
         loop {
             tokio::select! {

@@ -231,33 +231,17 @@ mod tests {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         };
+        // `cloudproxy diagnose` with its required flags, then `timeout`.
+        let diagnose = |timeout: &[&'static str]| {
+            let required = ["diagnose", "--media", "127.0.0.1:1", "--channel", "c"];
+            let required = required.into_iter().chain(["--uid", "1", "--token", "t"]);
+            required.chain(timeout.iter().copied()).collect::<Vec<_>>()
+        };
         for args in [
             &["up", "--turn", "127.0.0.1:3478"][..],
             &["up", "--udp", "127.0.0.1:3478", "--tcp", "127.0.0.1:3479"],
-            &[
-                "diagnose",
-                "--media",
-                "127.0.0.1:1",
-                "--channel",
-                "c",
-                "--uid",
-                "1",
-            ]
-            .into_iter()
-            .chain(["--token", "t", "--timeout", "4"])
-            .collect::<Vec<_>>(),
-            &[
-                "diagnose",
-                "--media",
-                "127.0.0.1:1",
-                "--channel",
-                "c",
-                "--uid",
-                "1",
-            ]
-            .into_iter()
-            .chain(["--token", "t", "--attempt-timeout", "1500ms"])
-            .collect::<Vec<_>>(),
+            &diagnose(&["--timeout", "4"]),
+            &diagnose(&["--attempt-timeout", "1500ms"]),
             &["admin", "usage", "app1", "--csv"],
             &["admin", "usage", "app1", "--format", "csv"],
             &["admin", "apps", "rotate", "app1", "--grace", "86400"],

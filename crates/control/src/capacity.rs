@@ -23,7 +23,9 @@ pub fn estimate_kbps(
 /// A region's static-pool capacity and what is reserved of it, in kbit/s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegionLoad {
+    /// The sum of the region's static relays' declared capacity.
     pub capacity_kbps: u64,
+    /// The bandwidth approved requests hold in the region.
     pub reserved_kbps: u64,
 }
 

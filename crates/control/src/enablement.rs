@@ -28,9 +28,13 @@ pub fn estimate_kbps(form: &EnablementInput) -> u64 {
 /// A lifecycle step after approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// Approved → active before the effective date (an active request stays active).
     Activate,
+    /// Active → suspended; the reserved bandwidth is kept.
     Suspend,
+    /// Suspended → active again.
     Resume,
+    /// Approved, active or suspended → revoked; the reservation is released.
     Revoke,
 }
 
@@ -49,6 +53,7 @@ impl Step {
         }
     }
 
+    /// The step as the API's paths spell it (`/v1/requests/{id}/activate`).
     pub fn name(self) -> &'static str {
         match self {
             Step::Activate => "activate",

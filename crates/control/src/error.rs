@@ -26,28 +26,39 @@ use axum::Json;
 /// Why the control plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// The API's listening socket could not be bound (address in use, no permission).
     #[error("cannot bind the API listener on {addr}: {source}")]
     Bind {
+        /// The address `ControlConfig::listen` asked for.
         addr: std::net::SocketAddr,
+        /// The operating system's reason.
         #[source]
         source: std::io::Error,
     },
+    /// The database URL names neither SQLite nor PostgreSQL (the URL as given).
     #[error(
         "unsupported database URL '{0}': expected sqlite:PATH, sqlite::memory: or postgres://…"
     )]
     DatabaseUrl(String),
+    /// The SQLite file (or its journal) could not be made readable by its owner only.
     #[error("cannot make {path} private to its owner (it holds app secrets): {source}")]
     Permissions {
+        /// The database file.
         path: std::path::PathBuf,
+        /// The operating system's reason.
         #[source]
         source: std::io::Error,
     },
+    /// The database could not be opened or reached.
     #[error("cannot open the database: {0}")]
     Connect(#[source] sqlx::Error),
+    /// The schema migrations failed (a newer schema, or a database error mid-way).
     #[error("cannot migrate the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The control plane's own tokio runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The operator's or the relays' key is not 16 to 256 printable ASCII characters.
     #[error(
         "the operator and relay keys must be 16 to 256 printable ASCII characters without spaces"
     )]
@@ -58,8 +69,15 @@ pub enum ControlError {
 /// transaction, rolled back on any error.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// No such record, or one outside the caller's scope (answered as 404 alike).
     #[error("{what} '{id}' not found")]
-    NotFound { what: &'static str, id: String },
+    NotFound {
+        /// The kind of record (`app`, `request`, `edge`…).
+        what: &'static str,
+        /// The id that was looked up.
+        id: String,
+    },
+    /// The record's state does not allow this step (a 409); the message says why.
     #[error("{0}")]
     Conflict(String),
     /// The caller may not have this (an app not active for a mode and region).
@@ -68,10 +86,18 @@ pub enum StoreError {
     /// An admission limit is reached.
     #[error("{0}")]
     Quota(String),
+    /// An input the store itself refuses (a 400 naming the field).
     #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
+    Invalid {
+        /// The field's name as the API spells it.
+        field: String,
+        /// What is wrong with its value.
+        message: String,
+    },
+    /// The database failed (a 500; the details are logged, not returned).
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// A stored row that does not decode (JSON columns, enum spellings): a 500.
     #[error("a stored row does not parse: {0}")]
     Corrupt(String),
 }
@@ -97,7 +123,9 @@ pub use cloudproxy_api::error::{ErrorBody, ErrorDetail, FieldError};
 /// An HTTP error in the shape above.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status the error is answered with.
     pub status: StatusCode,
+    /// The JSON body: code, message and the fields at fault.
     pub body: ErrorBody,
 }
 
@@ -134,18 +162,22 @@ impl ApiError {
         }])
     }
 
+    /// 401 `unauthorized`: no key, or a key nobody holds.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// 403 `forbidden`: the caller's role may never do this.
     pub fn forbidden(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// 404 `not_found`: no such record or path (or one outside the caller's scope).
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 405 `method_not_allowed`: the path exists, the method does not.
     pub fn method_not_allowed() -> Self {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -154,6 +186,7 @@ impl ApiError {
         )
     }
 
+    /// 409 `conflict`: the record's state does not allow this step.
     pub fn conflict(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::CONFLICT, "conflict", message)
     }
@@ -178,6 +211,7 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// 500 `internal`: the database failed; the message points to the log, not the details.
     pub fn internal() -> Self {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -70,7 +70,9 @@
 //!   aggregation), [`allowlist`] (building, diffing and rendering the table), [`time`].
 //! - [`store`]: SQLite and PostgreSQL behind one [`store::Store`], one transaction per change,
 //!   region locks for reservations.
-//! - [`api`]: axum handlers, authentication, JSON bodies with field-named errors, OpenAPI.
+//! - [`api`]: axum handlers and OpenAPI over [`state`] (what handlers share), [`caller`] (the
+//!   roles of bearer keys) and [`extract`] (authentication, JSON bodies with field-named errors,
+//!   path ids), which the console uses too.
 //! - [`console`]: the web console, server-rendered HTML in English and Japanese.
 //! - [`Control`]: the server on its own thread and runtime.
 //!
@@ -83,20 +85,25 @@
 
 pub mod allowlist;
 pub mod api;
+pub mod caller;
 pub mod capacity;
 pub mod cidr;
 pub mod console;
 pub mod enablement;
 pub mod error;
+pub mod extract;
 pub mod limits;
+mod metrics;
 pub mod model;
+pub mod state;
 pub mod store;
 pub mod time;
 pub mod web;
 
 mod server;
 
-pub use api::{router, AppState};
+pub use api::router;
 pub use error::{ApiError, ControlError, StoreError};
 pub use server::{Control, ControlConfig};
+pub use state::AppState;
 pub use web::{DemoSetup, WebDemo};

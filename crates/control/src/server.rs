@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::api::{router, AppState};
+use crate::api::router;
 use crate::error::ControlError;
+use crate::state::{AppState, Settings};
 use crate::store::{random_hex, Store};
 
 /// How long [`Control::stop`] lets open requests finish before closing them.
@@ -205,7 +206,7 @@ fn serve_thread(
                 return;
             }
         };
-        let settings = crate::api::Settings {
+        let settings = Settings {
             lease_ttl: config.lease_ttl.as_secs().max(1) as i64,
             heartbeat_timeout: config.heartbeat_timeout.as_secs().max(1) as i64,
         };

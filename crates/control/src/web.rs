@@ -20,7 +20,7 @@ use axum::http::header::{
 };
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use cloudproxy_proto::token::Token;
 use serde::Deserialize;
@@ -53,8 +53,11 @@ impl std::fmt::Debug for WebDemo {
 /// The demo's app and services.
 #[derive(Clone)]
 pub struct DemoSetup {
+    /// The demo app's App ID, which the page's tokens are minted for.
     pub app_id: String,
+    /// The id of the app key that signs the demo tokens.
     pub key_id: String,
+    /// That key's secret (base64url), kept in this process to mint a token per page load.
     pub secret: String,
     /// The media service's HTTP endpoint, as the browser reaches it: `http://127.0.0.1:7001`.
     pub media_url: String,
@@ -72,32 +75,33 @@ impl WebDemo {
 /// `/web/cloudproxy.js` and `/web/cloudproxy.d.ts`, on every control plane.
 pub(crate) fn library_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route(
-            "/web/cloudproxy.js",
-            get(|| async { asset("text/javascript; charset=utf-8", LIBRARY) }),
-        )
-        .route(
-            "/web/cloudproxy.d.ts",
-            get(|| async { asset("application/typescript; charset=utf-8", TYPES) }),
-        )
+        .route("/web/cloudproxy.js", asset(JAVASCRIPT, LIBRARY))
+        .route("/web/cloudproxy.d.ts", asset(TYPESCRIPT, TYPES))
 }
 
 /// `/demo/web` and its script and style.
 pub(crate) fn demo_routes(demo: WebDemo) -> Router {
     Router::new()
         .route("/demo/web", get(page))
-        .route(
-            "/demo/web/demo.js",
-            get(|| async { asset("text/javascript; charset=utf-8", DEMO_JS) }),
-        )
-        .route(
-            "/demo/web/demo.css",
-            get(|| async { asset("text/css; charset=utf-8", DEMO_CSS) }),
-        )
+        .route("/demo/web/demo.js", asset(JAVASCRIPT, DEMO_JS))
+        .route("/demo/web/demo.css", asset(CSS, DEMO_CSS))
         .with_state(demo)
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const TYPESCRIPT: &str = "application/typescript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// `GET` of a file compiled into the binary: any origin may load it (a page imports the library
+/// from the deployment it talks to), and browsers revalidate it rather than keep an old copy.
+fn asset<S: Clone + Send + Sync + 'static>(
+    content_type: &'static str,
+    body: &'static str,
+) -> MethodRouter<S> {
+    get(move || async move { asset_response(content_type, body) })
+}
+
+fn asset_response(content_type: &'static str, body: &'static str) -> Response {
     (
         [
             (CONTENT_TYPE, content_type),

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::control::{apply_control, ControlSettings};
 use super::values::{
-    at_least_one, bad, check_relay_ip, fast_path, parse_addrs, parse_port_range, positive, secret,
+    at_least_one, bad, fast_path, parse_addrs, parse_port_range, positive, relay_address, secret,
     SOCKET_ADDR_HINT,
 };
 
@@ -236,26 +236,10 @@ pub(super) fn apply_file(
 
     if let Some(relay) = file.relay {
         let server = &mut config.server;
-        let ipv4 = relay
-            .ipv4
-            .map(|s| {
-                let ip: Ipv4Addr = s
-                    .parse()
-                    .map_err(|_| bad("relay.ipv4", &s, "not an IPv4 address"))?;
-                check_relay_ip("relay.ipv4", ip.into())?;
-                anyhow::Ok(ip)
-            })
-            .transpose()?;
-        let ipv6 = relay
-            .ipv6
-            .map(|s| {
-                let ip: Ipv6Addr = s
-                    .parse()
-                    .map_err(|_| bad("relay.ipv6", &s, "not an IPv6 address"))?;
-                check_relay_ip("relay.ipv6", ip.into())?;
-                anyhow::Ok(ip)
-            })
-            .transpose()?;
+        let ipv4: Option<Ipv4Addr> =
+            relay_address("relay.ipv4", relay.ipv4, "not an IPv4 address")?;
+        let ipv6: Option<Ipv6Addr> =
+            relay_address("relay.ipv6", relay.ipv6, "not an IPv6 address")?;
         // Naming either family means "exactly these": `ipv6 = ".."` alone relays on IPv6 only.
         if ipv4.is_some() || ipv6.is_some() {
             server.relay_ipv4 = ipv4;

@@ -102,59 +102,66 @@ fn no_credentials_is_left_for_start_up_to_generate() {
 
 #[test]
 fn unknown_keys_are_named() {
-    let msg = file_error("udpp = [\"127.0.0.1:3478\"]\n");
-    assert!(msg.contains("udpp"), "{msg}");
-    let msg = file_error("[relay]\nipv4 = \"127.0.0.1\"\nbogus = 1\n");
-    assert!(msg.contains("bogus"), "{msg}");
-    let msg = file_error(
-        "[[auth.app_keys]]\napp_id = \"a\"\nkey_id = \"k\"\nsecret = \"s\"\nnot_afterr = 5\n",
-    );
-    assert!(msg.contains("not_afterr"), "{msg}");
-    let msg = file_error("shards = \"four\"\n");
-    assert!(msg.contains("shards"), "{msg}");
-    let msg = file_error("udp = [\n");
-    assert!(msg.contains("TOML parse error"), "{msg}");
+    for (file, named) in [
+        ("udpp = [\"127.0.0.1:3478\"]\n", "udpp"),
+        ("[relay]\nipv4 = \"127.0.0.1\"\nbogus = 1\n", "bogus"),
+        (
+            "[[auth.app_keys]]\napp_id = \"a\"\nkey_id = \"k\"\nsecret = \"s\"\nnot_afterr = 5\n",
+            "not_afterr",
+        ),
+        ("shards = \"four\"\n", "shards"),
+        ("udp = [\n", "TOML parse error"),
+    ] {
+        let msg = file_error(file);
+        assert!(msg.contains(named), "{msg}");
+    }
 }
 
 #[test]
 fn bad_values_name_the_key() {
-    let msg = file_error("[peers]\nallow = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n");
-    assert!(
-        msg.contains(r#"peers.allow[1]: "10.0.0.0/33": not a CIDR network"#),
-        "{msg}"
-    );
-    let msg = file_error("[peers]\nallow = [\"10.0.0.0/8:9-1\"]\n");
-    assert!(
-        msg.contains(r#"peers.allow[0]: "10.0.0.0/8:9-1": bad port range"#),
-        "{msg}"
-    );
-    let msg = file_error("tcp = [\"127.0.0.1:1\", \"localhost:3478\"]\n");
-    assert!(
-        msg.contains(r#"tcp[1]: "localhost:3478": not a socket address"#),
-        "{msg}"
-    );
-    let msg = file_error("[relay]\nports = \"6000-5000\"\n");
-    assert!(msg.contains(r#"relay.ports: "6000-5000""#), "{msg}");
-    let msg = file_error("[relay]\nipv4 = \"::1\"\n");
-    assert!(
-        msg.contains(r#"relay.ipv4: "::1": not an IPv4 address"#),
-        "{msg}"
-    );
-    let msg = file_error("[relay]\nipv4 = \"0.0.0.0\"\n");
-    assert!(msg.contains("relay.ipv4"), "{msg}");
-    let msg = file_error("metrics = \"nope\"\n");
-    assert!(msg.contains(r#"metrics: "nope""#), "{msg}");
-    let msg = file_error("[tls_cert]\ncert = \"c.pem\"\n");
-    assert!(
-        msg.contains("tls_cert: cert is set but key is missing"),
-        "{msg}"
-    );
-    let msg = file_error("[[auth.app_keys]]\napp_id = \"a:b\"\nkey_id = \"k\"\nsecret = \"s\"\n");
-    assert!(msg.contains("auth.app_keys[0].app_id"), "{msg}");
-    let msg = file_error("[lifetimes]\npermission_secs = 0\n");
-    assert!(msg.contains("lifetimes.permission_secs"), "{msg}");
-    let msg = file_error("[lifetimes]\nallocation_default_secs = 7200\n");
-    assert!(msg.contains("allocation_default_secs"), "{msg}");
+    for (file, named) in [
+        (
+            "[peers]\nallow = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n",
+            r#"peers.allow[1]: "10.0.0.0/33": not a CIDR network"#,
+        ),
+        (
+            "[peers]\nallow = [\"10.0.0.0/8:9-1\"]\n",
+            r#"peers.allow[0]: "10.0.0.0/8:9-1": bad port range"#,
+        ),
+        (
+            "tcp = [\"127.0.0.1:1\", \"localhost:3478\"]\n",
+            r#"tcp[1]: "localhost:3478": not a socket address"#,
+        ),
+        (
+            "[relay]\nports = \"6000-5000\"\n",
+            r#"relay.ports: "6000-5000""#,
+        ),
+        (
+            "[relay]\nipv4 = \"::1\"\n",
+            r#"relay.ipv4: "::1": not an IPv4 address"#,
+        ),
+        ("[relay]\nipv4 = \"0.0.0.0\"\n", "relay.ipv4"),
+        ("metrics = \"nope\"\n", r#"metrics: "nope""#),
+        (
+            "[tls_cert]\ncert = \"c.pem\"\n",
+            "tls_cert: cert is set but key is missing",
+        ),
+        (
+            "[[auth.app_keys]]\napp_id = \"a:b\"\nkey_id = \"k\"\nsecret = \"s\"\n",
+            "auth.app_keys[0].app_id",
+        ),
+        (
+            "[lifetimes]\npermission_secs = 0\n",
+            "lifetimes.permission_secs",
+        ),
+        (
+            "[lifetimes]\nallocation_default_secs = 7200\n",
+            "allocation_default_secs",
+        ),
+    ] {
+        let msg = file_error(file);
+        assert!(msg.contains(named), "{msg}");
+    }
 }
 
 #[test]
@@ -217,18 +224,9 @@ fn file_values_are_mapped() {
     assert_eq!(c.server.relay_ports, 50000..=50009);
     assert_eq!(c.server.max_allocations_per_user, 3);
     assert_eq!(c.server.software, None);
-    assert!(c
-        .server
-        .peer_policy
-        .permits("127.0.0.1".parse().unwrap(), 3480));
-    assert!(!c
-        .server
-        .peer_policy
-        .permits("127.0.0.1".parse().unwrap(), 3481));
-    assert!(c
-        .server
-        .peer_policy
-        .permits("2001:db8::7".parse().unwrap(), 5500));
+    assert!(permits(&c, "127.0.0.1", 3480));
+    assert!(!permits(&c, "127.0.0.1", 3481));
+    assert!(permits(&c, "2001:db8::7", 5500));
     assert_eq!(c.server.lifetimes.permission, Duration::from_secs(60));
     assert_eq!(
         c.server.lifetimes.allocation_default,
@@ -300,14 +298,8 @@ fn flags_override_the_file() {
         Some(&b"from-flag"[..])
     );
     assert_eq!(c.server.realm, "flag.example");
-    assert!(c
-        .server
-        .peer_policy
-        .permits("127.0.0.1".parse().unwrap(), 3480));
-    assert!(!c
-        .server
-        .peer_policy
-        .permits("10.0.0.1".parse().unwrap(), 3480));
+    assert!(permits(&c, "127.0.0.1", 3480));
+    assert!(!permits(&c, "10.0.0.1", 3480));
     assert_eq!(c.server.relay_ipv4, None);
     assert_eq!(c.server.relay_ipv6, Some(Ipv6Addr::LOCALHOST));
     assert_eq!(c.server.relay_ports, 50000..=50010);
@@ -366,76 +358,45 @@ fn flag_errors_are_clear() {
     }
 }
 
+/// The configuration of a relay whose UDP, TCP (3478) and TLS (443) listeners are all on
+/// `host` (an IPv4 address, or an IPv6 one in brackets), with `extra` flags after them.
+fn listening_on(host: &str, extra: &[&str]) -> RelayConfig {
+    let (udp, tls) = (format!("{host}:3478"), format!("{host}:443"));
+    let mut args = vec![
+        "--static-secret",
+        "s",
+        "--udp",
+        &udp,
+        "--tcp",
+        &udp,
+        "--tls",
+        &tls,
+    ];
+    args.extend_from_slice(extra);
+    relay_config(None, &flags(&args)).unwrap()
+}
+
 #[test]
 fn the_relay_address_follows_one_specific_listener_address() {
-    let c = relay_config(
-        None,
-        &flags(&[
-            "--static-secret",
-            "s",
-            "--udp",
-            "10.0.0.5:3478",
-            "--tcp",
-            "10.0.0.5:3478",
-            "--tls",
-            "10.0.0.5:443",
-        ]),
-    )
-    .unwrap();
+    let c = listening_on("10.0.0.5", &[]);
     assert_eq!(c.server.relay_ipv4, Some(Ipv4Addr::new(10, 0, 0, 5)));
     assert!(config_warnings_are_quiet(&c));
     // An IPv6 listener: relay on IPv6 only.
-    let c = relay_config(
-        None,
-        &flags(&[
-            "--static-secret",
-            "s",
-            "--udp",
-            "[2001:db8::5]:3478",
-            "--tcp",
-            "[2001:db8::5]:3478",
-            "--tls",
-            "[2001:db8::5]:443",
-        ]),
-    )
-    .unwrap();
+    let c = listening_on("[2001:db8::5]", &[]);
     assert_eq!(c.server.relay_ipv4, None);
     assert_eq!(c.server.relay_ipv6, Some("2001:db8::5".parse().unwrap()));
     // Several addresses, or the wildcard: the default stays (and warns).
-    let c = relay_config(
-        None,
-        &flags(&[
-            "--static-secret",
-            "s",
-            "--udp",
-            "0.0.0.0:3478",
-            "--tcp",
-            "0.0.0.0:3478",
-            "--tls",
-            "0.0.0.0:443",
-        ]),
-    )
-    .unwrap();
+    let c = listening_on("0.0.0.0", &[]);
     assert_eq!(c.server.relay_ipv4, Some(Ipv4Addr::LOCALHOST));
     assert!(!config_warnings_are_quiet(&c));
     // A given relay address wins.
-    let c = relay_config(
-        None,
-        &flags(&[
-            "--static-secret",
-            "s",
-            "--udp",
-            "10.0.0.5:3478",
-            "--tcp",
-            "10.0.0.5:3478",
-            "--tls",
-            "10.0.0.5:443",
-            "--relay-ip",
-            "203.0.113.9",
-        ]),
-    )
-    .unwrap();
+    let c = listening_on("10.0.0.5", &["--relay-ip", "203.0.113.9"]);
     assert_eq!(c.server.relay_ipv4, Some(Ipv4Addr::new(203, 0, 113, 9)));
+}
+
+/// Whether the relay configured by `c` lets allocations reach `peer` on `port`.
+fn permits(c: &RelayConfig, peer: &str, port: u16) -> bool {
+    c.server.peer_policy.permits(peer.parse().unwrap(), port)
 }
 
 fn config_warnings_are_quiet(c: &RelayConfig) -> bool {

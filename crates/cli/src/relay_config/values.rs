@@ -53,6 +53,25 @@ pub(super) fn at_least_one(key: &str, v: usize) -> anyhow::Result<usize> {
     Ok(v)
 }
 
+/// `[relay] ipv4` or `ipv6` when given: an address of the family `A` (`family` names it in
+/// the error) that relayed traffic may use (see [`check_relay_ip`]).
+pub(super) fn relay_address<A>(
+    key: &str,
+    value: Option<String>,
+    family: &str,
+) -> anyhow::Result<Option<A>>
+where
+    A: std::str::FromStr + Into<IpAddr> + Copy,
+{
+    value
+        .map(|s| {
+            let ip: A = s.parse().map_err(|_| bad(key, &s, family))?;
+            check_relay_ip(key, ip.into())?;
+            anyhow::Ok(ip)
+        })
+        .transpose()
+}
+
 /// A relay address is advertised to clients in XOR-RELAYED-ADDRESS, so it must be a unicast
 /// address someone can send to.
 pub(super) fn check_relay_ip(key: &str, ip: IpAddr) -> anyhow::Result<()> {

@@ -92,6 +92,22 @@ pub fn diff(old: &[Row], new: &[Row]) -> Vec<Change> {
     removed.chain(added).collect()
 }
 
+/// A row of the table as tests spell it: `service` on `ips` and `ports`, over the protocol
+/// that service uses.
+#[cfg(test)]
+pub(crate) fn row(service: Service, ips: &[&str], ports: &[u16]) -> Row {
+    let protocol = match service {
+        Service::ForceUdp => Protocol::Udp,
+        Service::ForceTcp => Protocol::Tcp,
+    };
+    Row {
+        service,
+        ips: ips.iter().map(|ip| ip.to_string()).collect(),
+        protocol,
+        ports: ports.to_vec(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,18 +140,8 @@ mod tests {
         assert_eq!(
             rows,
             vec![
-                Row {
-                    service: Service::ForceUdp,
-                    ips: vec!["203.0.113.10/31".into()],
-                    protocol: Protocol::Udp,
-                    ports: vec![3478],
-                },
-                Row {
-                    service: Service::ForceTcp,
-                    ips: vec!["203.0.113.10/31".into()],
-                    protocol: Protocol::Tcp,
-                    ports: vec![443],
-                },
+                row(Service::ForceUdp, &["203.0.113.10/31"], &[3478]),
+                row(Service::ForceTcp, &["203.0.113.10/31"], &[443]),
             ]
         );
     }

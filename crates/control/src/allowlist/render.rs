@@ -9,13 +9,18 @@ use crate::model::Region;
 /// The export formats of `GET /v1/allowlist/{region}?format=…`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// The table as JSON (the default).
     Json,
+    /// One line per service and address, for spreadsheets and firewall import tools.
     Csv,
+    /// An nftables ruleset that accepts the published addresses and ports.
     Nftables,
+    /// iptables rules that accept the published addresses and ports.
     Iptables,
 }
 
 impl Format {
+    /// The format a `format=` query value names (`nft` is short for `nftables`).
     pub fn parse(s: &str) -> Option<Format> {
         Some(match s {
             "json" => Format::Json,
@@ -26,6 +31,7 @@ impl Format {
         })
     }
 
+    /// The `Content-Type` the format is served with.
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Json => "application/json",
@@ -219,7 +225,7 @@ pub fn html(lists: &[AllowList]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allowlist::{Protocol, Service};
+    use crate::allowlist::{row, Service};
 
     fn sample() -> AllowList {
         AllowList {
@@ -229,18 +235,12 @@ mod tests {
             effective_at: 0,
             effective_date: "1970-01-01T00:00:00Z".into(),
             rows: vec![
-                Row {
-                    service: Service::ForceUdp,
-                    ips: vec!["203.0.113.10/31".into(), "2001:db8::1".into()],
-                    protocol: Protocol::Udp,
-                    ports: vec![3478],
-                },
-                Row {
-                    service: Service::ForceTcp,
-                    ips: vec!["203.0.113.10/31".into()],
-                    protocol: Protocol::Tcp,
-                    ports: vec![443, 5349],
-                },
+                row(
+                    Service::ForceUdp,
+                    &["203.0.113.10/31", "2001:db8::1"],
+                    &[3478],
+                ),
+                row(Service::ForceTcp, &["203.0.113.10/31"], &[443, 5349]),
             ],
             changes: vec![],
         }

@@ -8,9 +8,11 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::{check_text, AppState, Caller, JsonBody, PathId};
+use crate::caller::{Caller, RelayCaller};
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::{check_text, JsonBody, OptionalJsonBody, Params, PathId};
 use crate::model::AppStatus;
+use crate::state::AppState;
 use crate::store::{App, CreatedApp, Owner};
 use crate::time::now_unix;
 use cloudproxy_api::{
@@ -18,8 +20,8 @@ use cloudproxy_api::{
 };
 
 /// Default and longest rotation grace period.
-pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
-pub const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
+pub(super) const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
+pub(super) const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -187,7 +189,7 @@ pub(super) async fn rotate_secret(
     caller: Caller,
     PathId(id): PathId,
     // The body is optional: an empty one means the default grace period.
-    super::OptionalJsonBody(input): super::OptionalJsonBody<RotateInput>,
+    OptionalJsonBody(input): OptionalJsonBody<RotateInput>,
 ) -> Result<Json<Rotated>, ApiError> {
     let grace = input.grace_seconds.unwrap_or(DEFAULT_GRACE_SECS);
     if !(0..=MAX_GRACE_SECS).contains(&grace) {
@@ -212,8 +214,8 @@ pub(super) async fn rotate_secret(
     security(("bearer" = [])))]
 pub(super) async fn sync_apps(
     State(state): State<AppState>,
-    _relay: super::RelayCaller,
-    params: super::Params,
+    _relay: RelayCaller,
+    params: Params,
 ) -> Result<Json<SyncResponse>, ApiError> {
     let now = now_unix();
     // Approvals whose effective date has come reach the relays in this sync.

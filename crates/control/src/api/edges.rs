@@ -7,12 +7,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 
-use super::{check_fields, AppState, Caller, JsonBody, Params, PathId};
 use crate::allowlist::render::{self, Format};
 use crate::allowlist::AllowList;
+use crate::caller::{Caller, RelayCaller};
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::{check_fields, JsonBody, Params, PathId};
 use crate::limits;
 use crate::model::{Region, Wire};
+use crate::state::AppState;
 use crate::store::{
     Edge, EdgeCidrs, EdgeCidrsInput, EdgeInput, EdgeUpdate, RegionSummary, Registrar,
     MAX_EDGE_CIDRS,
@@ -87,15 +89,15 @@ pub(super) async fn list_regions(
     security(("bearer" = [])))]
 pub(super) async fn put_edge(
     State(state): State<AppState>,
-    caller: super::RelayCaller,
+    caller: RelayCaller,
     PathId(id): PathId,
     JsonBody(input): JsonBody<EdgeInput>,
 ) -> Result<Json<EdgeUpdate>, ApiError> {
     check_edge_id(&id)?;
     check_fields(input.validate())?;
     let by = match caller {
-        super::RelayCaller::Operator => Registrar::Operator,
-        super::RelayCaller::Relay => Registrar::RelayKey,
+        RelayCaller::Operator => Registrar::Operator,
+        RelayCaller::Relay => Registrar::RelayKey,
     };
     Ok(Json(
         state.store().put_edge(&id, &input, by, now_unix()).await?,

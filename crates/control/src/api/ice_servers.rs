@@ -34,10 +34,11 @@ use cloudproxy_proto::auth::Authenticator;
 use cloudproxy_proto::token::{self, Token};
 use cloudproxy_proto::AuthConfig;
 
-use super::{AppState, JsonBody};
 use crate::allowlist::Listener;
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::{bearer_key, JsonBody};
 use crate::model::{Mode, Pool, Transport};
+use crate::state::AppState;
 use crate::time::now_unix;
 
 /// How many published relays a Force mode lists: enough to fail over, and a browser gathers
@@ -94,7 +95,7 @@ impl axum::extract::FromRequestParts<AppState> for UserToken {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let encoded = super::bearer_key(parts)?;
+        let encoded = bearer_key(parts)?;
         let token = Token::decode(encoded)
             .map_err(|e| ApiError::unauthorized(format!("the token is malformed: {e}")))?;
         let now = now_unix();

@@ -9,9 +9,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::edges::check_edge_id;
-use super::{check_fields, AppState, Caller, JsonBody, Params, PathId, RelayCaller};
+use crate::caller::{Caller, RelayCaller};
 use crate::error::{ApiError, ErrorBody, FieldError};
+use crate::extract::{check_fields, JsonBody, Params, PathId};
 use crate::model::{Pool, Region, Wire};
+use crate::state::AppState;
 use crate::store::{Heartbeat, Lease, LeaseInput, UsageReport};
 use crate::time::{day, is_day, now_unix};
 use cloudproxy_api::{Changed, Proxy, ProxyList, Release, Renewal, Usage, UsageAck};

@@ -7,9 +7,11 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::{check_fields, check_text, AppState, Caller, JsonBody, PathId};
+use crate::caller::Caller;
 use crate::enablement::{EnablementInput, EnablementRequest, Step};
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::{check_fields, check_text, parse_json, JsonBody, PathId};
+use crate::state::AppState;
 use crate::time::now_unix;
 use cloudproxy_api::{ApproveInput, RejectInput};
 
@@ -109,7 +111,7 @@ pub(super) async fn approve_request(
     let input: ApproveInput = if body.iter().all(u8::is_ascii_whitespace) {
         ApproveInput::default()
     } else {
-        super::parse_json(&body)?
+        parse_json(&body)?
     };
     if let Some(t) = input.effective_at {
         crate::limits::check("effective_at", t, 0, crate::limits::MAX_UNIX_SECONDS)

@@ -6,11 +6,13 @@ use axum::extract::State;
 use axum::response::Response;
 use maud::{html, Markup};
 
-use super::{i18n, when, Ctx};
+use super::i18n;
+use super::page::{when, Ctx};
 use crate::allowlist::{AllowList, ChangeKind, Row};
-use crate::api::{AppState, PathId};
 use crate::error::ApiError;
+use crate::extract::PathId;
 use crate::model::{Region, Wire};
+use crate::state::AppState;
 use crate::time::now_unix;
 
 /// `/allowlist`.

@@ -11,9 +11,12 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use maud::{html, Markup};
 
-use super::{field, i18n, redirect, when, Ctx};
-use crate::api::{AppState, Caller, PathId};
+use super::i18n;
+use super::page::{field, when, Ctx, FormPost, SignedIn};
+use crate::caller::Caller;
+use crate::extract::{check_text, PathId};
 use crate::model::AppStatus;
+use crate::state::AppState;
 use crate::store::{App, NewSecret};
 use crate::time::now_unix;
 
@@ -30,11 +33,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/apps/{id}/resume", post(resume))
 }
 
-async fn list(State(state): State<AppState>, ctx: Ctx) -> Response {
-    let caller = match ctx.caller() {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn list(State(state): State<AppState>, SignedIn { ctx, caller }: SignedIn) -> Response {
     let t = ctx.t();
     let apps = match state.store().list_apps(caller.scope()).await {
         Ok(a) => a,
@@ -44,7 +43,7 @@ async fn list(State(state): State<AppState>, ctx: Ctx) -> Response {
         Caller::Operator => state.store().list_owners().await.unwrap_or_default(),
         Caller::Owner(_) => Vec::new(),
     };
-    let operator = *caller == Caller::Operator;
+    let operator = caller == Caller::Operator;
     let body = html! {
         p { (t.apps_intro) }
         @if apps.is_empty() {
@@ -97,7 +96,7 @@ async fn create(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let name = match crate::api::check_text("name", field(&form, "name"), 100) {
+    let name = match check_text("name", field(&form, "name"), 100) {
         Ok(n) => n,
         Err(e) => return ctx.api_error(e),
     };
@@ -128,11 +127,11 @@ fn secret_page(ctx: &Ctx, app: &App, secret: &NewSecret) -> Response {
     ctx.page_with(StatusCode::CREATED, &app.name, body)
 }
 
-async fn show(State(state): State<AppState>, ctx: Ctx, PathId(id): PathId) -> Response {
-    let caller = match ctx.caller() {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn show(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    SignedIn { ctx, caller }: SignedIn,
+) -> Response {
     let t = ctx.t();
     let lang = ctx.lang;
     let app = match state.store().get_app(&id, caller.scope()).await {
@@ -144,7 +143,7 @@ async fn show(State(state): State<AppState>, ctx: Ctx, PathId(id): PathId) -> Re
         .list_requests(caller.scope(), Some(&id))
         .await
         .unwrap_or_default();
-    let operator = *caller == Caller::Operator;
+    let operator = caller == Caller::Operator;
     let body = html! {
         dl {
             dt { (t.app_id) } dd { code { (app.id) } }
@@ -202,16 +201,14 @@ async fn show(State(state): State<AppState>, ctx: Ctx, PathId(id): PathId) -> Re
     ctx.page(&app.name, body)
 }
 
-async fn rotate(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    PathId(id): PathId,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let session = match ctx.check_form(&form) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn rotate(post: FormPost) -> Response {
+    let FormPost {
+        state,
+        ctx,
+        id,
+        form,
+        caller,
+    } = post;
     let grace = match field(&form, "grace_seconds").trim() {
         "" => Ok(DEFAULT_GRACE_SECS),
         g => g
@@ -226,7 +223,7 @@ async fn rotate(
             format!("must be between 0 and {MAX_GRACE_SECS}"),
         ));
     };
-    let scope = session.caller.scope();
+    let scope = caller.scope();
     let rotated = state
         .store()
         .rotate_secret(&id, scope, grace, now_unix())
@@ -240,38 +237,22 @@ async fn rotate(
     }
 }
 
-async fn suspend(
-    state: State<AppState>,
-    ctx: Ctx,
-    id: PathId,
-    form: Form<HashMap<String, String>>,
-) -> Response {
-    set_status(state, ctx, id, form, AppStatus::Suspended).await
+async fn suspend(post: FormPost) -> Response {
+    set_status(post, AppStatus::Suspended).await
 }
 
-async fn resume(
-    state: State<AppState>,
-    ctx: Ctx,
-    id: PathId,
-    form: Form<HashMap<String, String>>,
-) -> Response {
-    set_status(state, ctx, id, form, AppStatus::Active).await
+async fn resume(post: FormPost) -> Response {
+    set_status(post, AppStatus::Active).await
 }
 
-async fn set_status(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    PathId(id): PathId,
-    Form(form): Form<HashMap<String, String>>,
-    status: AppStatus,
-) -> Response {
-    if let Err(r) = ctx.operator_form(&form) {
+async fn set_status(post: FormPost, status: AppStatus) -> Response {
+    if let Err(r) = post.require_operator() {
         return r;
     }
-    match state.store().set_app_status(&id, status, now_unix()).await {
-        Ok(()) => redirect(&format!("/apps/{id}")),
-        Err(e) => ctx.api_error(e),
-    }
+    let store = post.state.store();
+    let done = store.set_app_status(&post.id, status, now_unix()).await;
+    post.ctx
+        .redirect_or_error(done, &format!("/apps/{}", post.id))
 }
 
 pub(super) fn status_badge(ctx: &Ctx, s: AppStatus) -> Markup {

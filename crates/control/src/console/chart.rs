@@ -11,14 +11,14 @@ const BOTTOM: f64 = 36.0;
 const TOP: f64 = 12.0;
 
 /// One series: its label and a value per day.
-pub struct Series<'a> {
+pub(super) struct Series<'a> {
     pub label: &'a str,
     pub values: Vec<f64>,
 }
 
 /// Bars for `days` (labels along the x axis) and `series`, with a y axis from 0 to the
 /// largest value; `title` is the chart's accessible name.
-pub fn bars(title: &str, days: &[String], series: &[Series<'_>]) -> Markup {
+pub(super) fn bars(title: &str, days: &[String], series: &[Series<'_>]) -> Markup {
     let max = series
         .iter()
         .flat_map(|s| s.values.iter().copied())

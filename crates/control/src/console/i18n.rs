@@ -9,20 +9,24 @@ use crate::model::{AppStatus, Mode, Pool, QualityTier, Region, RequestState, Sdk
 
 /// A language of the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
+pub(crate) enum Lang {
+    /// English, the default.
     En,
+    /// Japanese.
     Ja,
 }
 
 impl Lang {
-    pub fn code(self) -> &'static str {
+    /// The language's BCP 47 code (`en`, `ja`), for `lang=` and the cookie.
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Lang::En => "en",
             Lang::Ja => "ja",
         }
     }
 
-    pub fn parse(s: &str) -> Option<Lang> {
+    /// The language a code names, if the console has it.
+    pub(crate) fn parse(s: &str) -> Option<Lang> {
         match s.trim() {
             "en" => Some(Lang::En),
             "ja" => Some(Lang::Ja),
@@ -30,7 +34,8 @@ impl Lang {
         }
     }
 
-    pub fn text(self) -> &'static Text {
+    /// Every string of the console in this language.
+    pub(crate) fn text(self) -> &'static Text {
         match self {
             Lang::En => &EN,
             Lang::Ja => &JA,
@@ -39,7 +44,11 @@ impl Lang {
 
     /// The language a request asks for: `?lang=`, then the `lang` cookie, then
     /// `Accept-Language`, then English.
-    pub fn choose(query_lang: Option<&str>, cookie: Option<&str>, accept: Option<&str>) -> Lang {
+    pub(crate) fn choose(
+        query_lang: Option<&str>,
+        cookie: Option<&str>,
+        accept: Option<&str>,
+    ) -> Lang {
         query_lang
             .and_then(Lang::parse)
             .or_else(|| cookie.and_then(Lang::parse))
@@ -50,7 +59,7 @@ impl Lang {
 
 /// The supported language with the highest quality in an `Accept-Language` header
 /// (RFC 9110 §12.5.4): `ja-JP,ja;q=0.9,en;q=0.8` is Japanese, `en-US,ja;q=0.5` English.
-pub fn from_accept_language(header: &str) -> Option<Lang> {
+pub(super) fn from_accept_language(header: &str) -> Option<Lang> {
     let mut best: Option<(f32, Lang)> = None;
     for item in header.split(',') {
         let mut parts = item.split(';');
@@ -74,13 +83,13 @@ macro_rules! texts {
     ($($field:ident: $en:literal, $ja:literal;)+) => {
         /// Every string of the console, in one language.
         #[derive(Debug)]
-        pub struct Text {
-            $(pub $field: &'static str,)+
+        pub(crate) struct Text {
+            $(#[doc = $en] pub(crate) $field: &'static str,)+
         }
         /// English.
-        pub static EN: Text = Text { $($field: $en,)+ };
+        pub(crate) static EN: Text = Text { $($field: $en,)+ };
         /// Japanese.
-        pub static JA: Text = Text { $($field: $ja,)+ };
+        pub(crate) static JA: Text = Text { $($field: $ja,)+ };
     };
 }
 
@@ -203,7 +212,7 @@ texts! {
 }
 
 /// Region names as people read them.
-pub fn region(lang: Lang, r: Region) -> &'static str {
+pub(super) fn region(lang: Lang, r: Region) -> &'static str {
     match lang {
         Lang::En => r.display_name(),
         Lang::Ja => match r {
@@ -217,11 +226,13 @@ pub fn region(lang: Lang, r: Region) -> &'static str {
     }
 }
 
-pub fn mode(lang: Lang, m: Mode) -> &'static str {
+/// A request's mode as the console names it.
+pub(super) fn mode(lang: Lang, m: Mode) -> &'static str {
     usage_mode(lang, m.into())
 }
 
-pub fn usage_mode(lang: Lang, m: UsageMode) -> &'static str {
+/// A usage row's mode (Auto, Force UDP, Force TCP) as the console names it.
+pub(super) fn usage_mode(lang: Lang, m: UsageMode) -> &'static str {
     match (lang, m) {
         (Lang::En, UsageMode::Auto) => "Auto",
         (Lang::Ja, UsageMode::Auto) => "自動 (Auto)",
@@ -230,7 +241,8 @@ pub fn usage_mode(lang: Lang, m: UsageMode) -> &'static str {
     }
 }
 
-pub fn sdk(lang: Lang, s: Sdk) -> &'static str {
+/// The SDK a request is for, as the console names it.
+pub(super) fn sdk(lang: Lang, s: Sdk) -> &'static str {
     match (lang, s) {
         (Lang::En, Sdk::Native) => "Native",
         (Lang::Ja, Sdk::Native) => "ネイティブ",
@@ -238,7 +250,8 @@ pub fn sdk(lang: Lang, s: Sdk) -> &'static str {
     }
 }
 
-pub fn quality(lang: Lang, q: QualityTier) -> &'static str {
+/// A quality tier as the console names it.
+pub(super) fn quality(lang: Lang, q: QualityTier) -> &'static str {
     match (lang, q) {
         (Lang::En, QualityTier::AudioOnly) => "Audio only",
         (Lang::Ja, QualityTier::AudioOnly) => "音声のみ",
@@ -248,7 +261,8 @@ pub fn quality(lang: Lang, q: QualityTier) -> &'static str {
     }
 }
 
-pub fn request_state(lang: Lang, s: RequestState) -> &'static str {
+/// An enablement request's state as the console names it.
+pub(super) fn request_state(lang: Lang, s: RequestState) -> &'static str {
     use RequestState::*;
     match (lang, s) {
         (Lang::En, s) => s.as_str(),
@@ -261,7 +275,8 @@ pub fn request_state(lang: Lang, s: RequestState) -> &'static str {
     }
 }
 
-pub fn app_status(lang: Lang, s: AppStatus) -> &'static str {
+/// An app's status (active, suspended) as the console names it.
+pub(super) fn app_status(lang: Lang, s: AppStatus) -> &'static str {
     let t = lang.text();
     match s {
         AppStatus::Active => t.app_status_active,
@@ -269,7 +284,8 @@ pub fn app_status(lang: Lang, s: AppStatus) -> &'static str {
     }
 }
 
-pub fn pool(lang: Lang, p: Pool) -> &'static str {
+/// A relay pool, with what it serves, as the console names it.
+pub(super) fn pool(lang: Lang, p: Pool) -> &'static str {
     match (lang, p) {
         (Lang::En, Pool::Static) => "static (Force modes, published)",
         (Lang::En, Pool::Dynamic) => "dynamic (Auto)",
@@ -278,7 +294,8 @@ pub fn pool(lang: Lang, p: Pool) -> &'static str {
     }
 }
 
-pub fn service(lang: Lang, s: crate::allowlist::Service) -> &'static str {
+/// An allow-list service (Force UDP, Force TCP) as the console names it.
+pub(super) fn service(lang: Lang, s: crate::allowlist::Service) -> &'static str {
     use crate::allowlist::Service;
     match (lang, s) {
         (Lang::En, s) => s.label(),

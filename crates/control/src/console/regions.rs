@@ -10,19 +10,16 @@ use axum::routing::get;
 use axum::Router;
 use maud::html;
 
-use super::{ago, i18n, Ctx};
-use crate::api::AppState;
+use super::i18n;
+use super::page::{ago, SignedIn};
+use crate::state::AppState;
 use crate::time::now_unix;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/regions", get(view))
 }
 
-async fn view(State(state): State<AppState>, ctx: Ctx) -> Response {
-    let caller = match ctx.caller() {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn view(State(state): State<AppState>, SignedIn { ctx, caller }: SignedIn) -> Response {
     let (t, lang) = (ctx.t(), ctx.lang);
     if caller.require_operator().is_err() {
         return ctx.error(StatusCode::FORBIDDEN, t.operator_only);

@@ -11,11 +11,14 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use maud::html;
 
-use super::{field, i18n, redirect, Ctx};
-use crate::api::{AppState, Caller, PathId};
+use super::i18n;
+use super::page::{field, Ctx, FormPost, SignedIn};
+use crate::caller::Caller;
 use crate::enablement::{EnablementInput, Step};
 use crate::error::ApiError;
+use crate::extract::{check_fields, check_text};
 use crate::model::{Mode, QualityTier, Region, RequestState, Sdk, Wire};
+use crate::state::AppState;
 use crate::time::now_unix;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -27,11 +30,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/requests/{id}/activate", post(activate))
 }
 
-async fn list(State(state): State<AppState>, ctx: Ctx) -> Response {
-    let caller = match ctx.caller() {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn list(State(state): State<AppState>, SignedIn { ctx, caller }: SignedIn) -> Response {
     let (t, lang) = (ctx.t(), ctx.lang);
     let scope = caller.scope();
     let (requests, apps) = match (
@@ -41,7 +40,7 @@ async fn list(State(state): State<AppState>, ctx: Ctx) -> Response {
         (Ok(r), Ok(a)) => (r, a),
         (Err(e), _) | (_, Err(e)) => return ctx.api_error(e),
     };
-    let operator = *caller == Caller::Operator;
+    let operator = caller == Caller::Operator;
     let name_of = |id: &str| {
         apps.iter()
             .find(|a| a.id == id)
@@ -184,7 +183,7 @@ fn parse_form(form: &HashMap<String, String>) -> Result<EnablementInput, ApiErro
                 quality,
                 mode,
             };
-            crate::api::check_fields(input.validate())?;
+            check_fields(input.validate())?;
             Ok(input)
         }
         _ => Err(ApiError::fields(errors)),
@@ -205,94 +204,53 @@ async fn create(
         Err(e) => return ctx.api_error(e),
     };
     let app = field(&form, "app_id");
-    match state
+    let done = state
         .store()
         .create_request(app, session.caller.scope(), &input, now_unix())
-        .await
-    {
-        Ok(_) => redirect("/requests"),
-        Err(e) => ctx.api_error(e),
-    }
+        .await;
+    ctx.redirect_or_error(done, "/requests")
 }
 
-async fn approve(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    PathId(id): PathId,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = ctx.operator_form(&form) {
+async fn approve(post: FormPost) -> Response {
+    if let Err(r) = post.require_operator() {
         return r;
     }
-    let now = now_unix();
     // Approval activates at once (the API's approve takes an effective date; the console's
     // button means now).
-    if let Err(e) = state.store().approve_request(&id, None, now).await {
-        return ctx.api_error(e);
-    }
-    redirect("/requests")
+    let store = post.state.store();
+    let done = store.approve_request(&post.id, None, now_unix()).await;
+    post.ctx.redirect_or_error(done, "/requests")
 }
 
-async fn reject(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    PathId(id): PathId,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = ctx.operator_form(&form) {
+async fn reject(post: FormPost) -> Response {
+    if let Err(r) = post.require_operator() {
         return r;
     }
-    let reason = match crate::api::check_text("reason", field(&form, "reason"), 500) {
+    let reason = match check_text("reason", field(&post.form, "reason"), 500) {
         Ok(r) => r,
-        Err(e) => return ctx.api_error(e),
+        Err(e) => return post.ctx.api_error(e),
     };
-    match state.store().reject_request(&id, &reason, now_unix()).await {
-        Ok(_) => redirect("/requests"),
-        Err(e) => ctx.api_error(e),
-    }
+    let store = post.state.store();
+    let done = store.reject_request(&post.id, &reason, now_unix()).await;
+    post.ctx.redirect_or_error(done, "/requests")
 }
 
-async fn revoke(
-    state: State<AppState>,
-    ctx: Ctx,
-    id: PathId,
-    form: Form<HashMap<String, String>>,
-) -> Response {
-    step(state, ctx, id, form, Step::Revoke).await
+async fn revoke(post: FormPost) -> Response {
+    step(post, Step::Revoke).await
 }
 
-async fn activate(
-    state: State<AppState>,
-    ctx: Ctx,
-    id: PathId,
-    form: Form<HashMap<String, String>>,
-) -> Response {
-    step(state, ctx, id, form, Step::Activate).await
+async fn activate(post: FormPost) -> Response {
+    step(post, Step::Activate).await
 }
 
 /// A lifecycle step with the API's rules: owners may only activate their own requests.
-async fn step(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    PathId(id): PathId,
-    Form(form): Form<HashMap<String, String>>,
-    step: Step,
-) -> Response {
-    let session = match ctx.check_form(&form) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn step(post: FormPost, step: Step) -> Response {
     if step != Step::Activate {
-        if let Err(e) = session.caller.require_operator() {
-            return ctx.api_error(e);
+        if let Err(r) = post.require_operator() {
+            return r;
         }
     }
-    match state
-        .store()
-        .step_request(&id, session.caller.scope(), step, now_unix())
-        .await
-    {
-        Ok(_) => redirect("/requests"),
-        Err(e) => ctx.api_error(e),
-    }
+    let (store, scope) = (post.state.store(), post.caller.scope());
+    let done = store.step_request(&post.id, scope, step, now_unix()).await;
+    post.ctx.redirect_or_error(done, "/requests")
 }

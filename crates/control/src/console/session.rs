@@ -18,35 +18,39 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::api::Caller;
+use crate::caller::Caller;
 use crate::store::{hash_key, random_hex};
 
 /// How long a session lasts after sign-in.
-pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+pub(crate) const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 /// Sessions held at once; past this the oldest goes (sign-in needs a valid key, so this only
 /// bounds memory against a key holder signing in in a loop).
 const MAX_SESSIONS: usize = 10_000;
 
-pub const SESSION_COOKIE: &str = "cp_session";
+/// The name of the cookie that carries the session id.
+pub(crate) const SESSION_COOKIE: &str = "cp_session";
 
 /// One signed-in browser.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub(crate) struct Session {
+    /// Who signed in: the operator or an app owner.
     pub caller: Caller,
+    /// The synchronizer token every form of this session carries.
     pub csrf: String,
+    /// When the session ends (Unix seconds).
     pub expires_at: i64,
 }
 
 /// The session table.
 #[derive(Debug, Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     // A std mutex: every use is a short map operation, never held across an `.await`.
     table: Mutex<HashMap<String, Session>>,
 }
 
 impl Sessions {
     /// A new session for `caller`: (session id for the cookie, the session).
-    pub fn create(&self, caller: Caller, now: i64) -> (String, Session) {
+    pub(crate) fn create(&self, caller: Caller, now: i64) -> (String, Session) {
         let id = random_hex(32);
         let session = Session {
             caller,
@@ -69,7 +73,7 @@ impl Sessions {
     }
 
     /// The live session of a cookie value.
-    pub fn get(&self, id: &str, now: i64) -> Option<Session> {
+    pub(crate) fn get(&self, id: &str, now: i64) -> Option<Session> {
         let key = hash_key(id);
         let mut table = self.lock();
         match table.get(&key) {
@@ -83,7 +87,7 @@ impl Sessions {
     }
 
     /// Ends a session (sign-out).
-    pub fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         self.lock().remove(&hash_key(id));
     }
 
@@ -94,7 +98,7 @@ impl Sessions {
 
 impl Session {
     /// Whether `token` is this session's CSRF token (compared in constant time).
-    pub fn csrf_ok(&self, token: Option<&str>) -> bool {
+    pub(crate) fn csrf_ok(&self, token: Option<&str>) -> bool {
         token.is_some_and(|t| {
             t.len() == self.csrf.len()
                 && t.bytes()
@@ -106,7 +110,7 @@ impl Session {
 }
 
 /// The value of cookie `name` in a `Cookie` header.
-pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
         (k.trim() == name).then(|| v.trim())
@@ -114,7 +118,7 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// `Set-Cookie` for a new session.
-pub fn session_cookie(id: &str, secure: bool) -> String {
+pub(crate) fn session_cookie(id: &str, secure: bool) -> String {
     format!(
         "{SESSION_COOKIE}={id}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{}",
         SESSION_TTL.as_secs(),
@@ -123,7 +127,7 @@ pub fn session_cookie(id: &str, secure: bool) -> String {
 }
 
 /// `Set-Cookie` that removes the session cookie.
-pub fn clear_cookie(secure: bool) -> String {
+pub(crate) fn clear_cookie(secure: bool) -> String {
     format!(
         "{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
         if secure { "; Secure" } else { "" }

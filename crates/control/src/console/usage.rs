@@ -10,9 +10,10 @@ use axum::Router;
 use maud::html;
 
 use super::chart::{self, Series};
-use super::{i18n, Ctx};
-use crate::api::AppState;
+use super::i18n;
+use super::page::{Ctx, SignedIn};
 use crate::model::{UsageMode, Wire};
+use crate::state::AppState;
 use crate::store::{App, UsageDay};
 use crate::time::{day, now_unix};
 
@@ -63,11 +64,7 @@ async fn load(
     Ok((out, labels))
 }
 
-async fn view(State(state): State<AppState>, ctx: Ctx) -> Response {
-    let caller = match ctx.caller() {
-        Ok(c) => c.clone(),
-        Err(r) => return r,
-    };
+async fn view(State(state): State<AppState>, SignedIn { ctx, caller }: SignedIn) -> Response {
     let (t, lang) = (ctx.t(), ctx.lang);
     let (apps, days) = match load(&state, &ctx, caller.scope()).await {
         Ok(x) => x,
@@ -113,11 +110,7 @@ async fn view(State(state): State<AppState>, ctx: Ctx) -> Response {
     ctx.page(t.nav_usage, body)
 }
 
-async fn csv(State(state): State<AppState>, ctx: Ctx) -> Response {
-    let caller = match ctx.caller() {
-        Ok(c) => c.clone(),
-        Err(r) => return r,
-    };
+async fn csv(State(state): State<AppState>, SignedIn { ctx, caller }: SignedIn) -> Response {
     let (apps, _) = match load(&state, &ctx, caller.scope()).await {
         Ok(x) => x,
         Err(r) => return r,

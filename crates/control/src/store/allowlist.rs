@@ -113,6 +113,18 @@ macro_rules! republish {
 }
 pub(super) use republish;
 
+/// The columns of an allow-list version, from `allowlist_versions`, then `$rest` (the `WHERE`
+/// and the order).
+macro_rules! select_versions {
+    ($rest:literal) => {
+        concat!(
+            "SELECT region, version, created_at, effective_at, rows_json, changes_json ",
+            "FROM allowlist_versions ",
+            $rest
+        )
+    };
+}
+
 impl Store {
     /// The version of `region`'s allow-list in effect at `now` (version 0, empty, if none).
     pub async fn current_allowlist(
@@ -120,15 +132,10 @@ impl Store {
         region: Region,
         now: i64,
     ) -> Result<AllowList, StoreError> {
-        let q = "SELECT region, version, created_at, effective_at, rows_json, changes_json \
-                 FROM allowlist_versions WHERE region = $1 AND effective_at <= $2 \
-                 ORDER BY version DESC LIMIT 1";
-        let row: Option<VersionRow> = with_pool!(self, |pool| sqlx::query_as(q)
-            .bind(region.as_str())
-            .bind(now)
-            .fetch_optional(pool)
-            .await?);
-        match row {
+        let q = select_versions!(
+            "WHERE region = $1 AND effective_at <= $2 ORDER BY version DESC LIMIT 1"
+        );
+        match self.one_version(q, region, now).await? {
             Some(row) => row.try_into(),
             None => Ok(AllowList {
                 region,
@@ -148,14 +155,9 @@ impl Store {
         region: Region,
         version: u64,
     ) -> Result<AllowList, StoreError> {
-        let q = "SELECT region, version, created_at, effective_at, rows_json, changes_json \
-                 FROM allowlist_versions WHERE region = $1 AND version = $2";
+        let q = select_versions!("WHERE region = $1 AND version = $2");
         let v = i64::try_from(version).unwrap_or(i64::MAX);
-        let row: Option<VersionRow> = with_pool!(self, |pool| sqlx::query_as(q)
-            .bind(region.as_str())
-            .bind(v)
-            .fetch_optional(pool)
-            .await?);
+        let row = self.one_version(q, region, v).await?;
         row.ok_or_else(|| {
             StoreError::not_found("allow-list version", format!("{region}/{version}"))
         })?
@@ -164,12 +166,26 @@ impl Store {
 
     /// Every version of `region`'s allow-list, newest first, future ones included.
     pub async fn allowlist_history(&self, region: Region) -> Result<Vec<AllowList>, StoreError> {
-        let q = "SELECT region, version, created_at, effective_at, rows_json, changes_json \
-                 FROM allowlist_versions WHERE region = $1 ORDER BY version DESC";
+        let q = select_versions!("WHERE region = $1 ORDER BY version DESC");
         let rows: Vec<VersionRow> = with_pool!(self, |pool| sqlx::query_as(q)
             .bind(region.as_str())
             .fetch_all(pool)
             .await?);
         rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// The version row `q` (a [`select_versions!`] query) finds for `region` and its second
+    /// parameter (a time or a version number), if any.
+    async fn one_version(
+        &self,
+        q: &'static str,
+        region: Region,
+        second: i64,
+    ) -> Result<Option<VersionRow>, StoreError> {
+        Ok(with_pool!(self, |pool| sqlx::query_as(q)
+            .bind(region.as_str())
+            .bind(second)
+            .fetch_optional(pool)
+            .await?))
     }
 }

@@ -157,6 +157,7 @@ impl Store {
         })
     }
 
+    /// One relay's registration, with its listeners and load; `NotFound` for an unknown id.
     pub async fn get_edge(&self, id: &str) -> Result<Edge, StoreError> {
         let q = select_edges!("WHERE id = $1");
         let row: Option<EdgeRow> = with_pool!(self, |pool| sqlx::query_as(q)

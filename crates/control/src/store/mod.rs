@@ -55,7 +55,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// The database behind the control plane.
 #[derive(Debug, Clone)]
 pub enum Store {
+    /// An embedded SQLite file (or `sqlite::memory:`), the default.
     Sqlite(SqlitePool),
+    /// A PostgreSQL server, for several control-plane processes over one database.
     Postgres(PgPool),
 }
 

@@ -55,6 +55,7 @@ impl Store {
         Ok(key)
     }
 
+    /// Every app owner, oldest first.
     pub async fn list_owners(&self) -> Result<Vec<Owner>, StoreError> {
         let q = "SELECT id, name, created_at FROM owners ORDER BY created_at, id";
         Ok(with_pool!(self, |pool| sqlx::query_as(q)
@@ -62,6 +63,7 @@ impl Store {
             .await?))
     }
 
+    /// One app owner; `NotFound` for an unknown id.
     pub async fn get_owner(&self, id: &str) -> Result<Owner, StoreError> {
         let q = "SELECT id, name, created_at FROM owners WHERE id = $1";
         let owner: Option<Owner> = with_pool!(self, |pool| sqlx::query_as(q)

@@ -168,6 +168,7 @@ impl Store {
         self.get_request(&id, None).await
     }
 
+    /// One enablement request, if `scope` (an owner, or `None` for the operator) may see it.
     pub async fn get_request(
         &self,
         id: &str,

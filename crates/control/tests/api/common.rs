@@ -15,19 +15,19 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sqlx::Connection;
 
-pub const OPERATOR_KEY: &str = "operator-key-for-tests-0123456789";
-pub const RELAY_KEY: &str = "relay-key-for-tests-0123456789";
+pub(crate) const OPERATOR_KEY: &str = "operator-key-for-tests-0123456789";
+pub(crate) const RELAY_KEY: &str = "relay-key-for-tests-0123456789";
 /// Every test's whole body runs under this bound.
-pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
 
 /// A database for one test.
-pub struct Db {
+pub(crate) struct Db {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
     /// (admin URL, database name) to drop at the end.
@@ -36,7 +36,7 @@ pub struct Db {
 
 impl Db {
     /// `None` when PostgreSQL is not configured (and this is not CI).
-    pub async fn new(backend: Backend) -> Option<Db> {
+    pub(crate) async fn new(backend: Backend) -> Option<Db> {
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -135,7 +135,7 @@ fn with_database(url: &str, name: &str) -> String {
 }
 
 /// A running control plane over a test database, with an HTTP client.
-pub struct Env {
+pub(crate) struct Env {
     pub control: Option<Control>,
     pub base: String,
     pub http: reqwest::Client,
@@ -145,7 +145,7 @@ pub struct Env {
 
 /// A response: status and JSON (or `Value::String` for non-JSON bodies).
 #[derive(Debug)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: StatusCode,
     pub body: Value,
     pub content_type: String,
@@ -154,7 +154,7 @@ pub struct Resp {
 impl Resp {
     /// Asserts the status and, for errors, the one error shape; returns the body.
     #[track_caller]
-    pub fn expect(self, status: u16) -> Value {
+    pub(crate) fn expect(self, status: u16) -> Value {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
         if status >= 400 {
             assert_error_shape(&self.body);
@@ -164,7 +164,7 @@ impl Resp {
 
     /// Asserts a 400 that names `field` among its field errors; returns that field's message.
     #[track_caller]
-    pub fn expect_field(self, field: &str) -> String {
+    pub(crate) fn expect_field(self, field: &str) -> String {
         let body = self.expect(400);
         assert_eq!(body["error"]["code"], "invalid_request", "{body}");
         let fields = body["error"]["fields"].as_array().unwrap();
@@ -180,7 +180,7 @@ impl Resp {
 
 /// `{"error": {"code": str, "message": str, "fields": [{"field": str, "message": str}]}}`.
 #[track_caller]
-pub fn assert_error_shape(body: &Value) {
+pub(crate) fn assert_error_shape(body: &Value) {
     let e = &body["error"];
     assert!(e["code"].is_string(), "no error.code in {body}");
     assert!(
@@ -196,7 +196,7 @@ pub fn assert_error_shape(body: &Value) {
 }
 
 impl Env {
-    pub async fn new(backend: Backend) -> Option<Env> {
+    pub(crate) async fn new(backend: Backend) -> Option<Env> {
         let db = Db::new(backend).await?;
         let control = start(&db.url);
         Some(Env {
@@ -209,11 +209,11 @@ impl Env {
     }
 
     /// A second control plane on the same database (another "process").
-    pub fn second(&self) -> Control {
+    pub(crate) fn second(&self) -> Control {
         start(&self.db.url)
     }
 
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -223,24 +223,24 @@ impl Env {
         call(&self.http, &self.base, method, path, key, body).await
     }
 
-    pub async fn get(&self, path: &str, key: Option<&str>) -> Resp {
+    pub(crate) async fn get(&self, path: &str, key: Option<&str>) -> Resp {
         self.call(Method::GET, path, key, None).await
     }
 
-    pub async fn post(&self, path: &str, key: Option<&str>, body: Value) -> Resp {
+    pub(crate) async fn post(&self, path: &str, key: Option<&str>, body: Value) -> Resp {
         self.call(Method::POST, path, key, Some(body)).await
     }
 
-    pub async fn put(&self, path: &str, key: Option<&str>, body: Value) -> Resp {
+    pub(crate) async fn put(&self, path: &str, key: Option<&str>, body: Value) -> Resp {
         self.call(Method::PUT, path, key, Some(body)).await
     }
 
-    pub async fn delete(&self, path: &str, key: Option<&str>) -> Resp {
+    pub(crate) async fn delete(&self, path: &str, key: Option<&str>) -> Resp {
         self.call(Method::DELETE, path, key, None).await
     }
 
     /// Creates an owner; returns (owner id, API key).
-    pub async fn owner(&self, name: &str) -> (String, String) {
+    pub(crate) async fn owner(&self, name: &str) -> (String, String) {
         let body = self
             .post(
                 "/v1/owners",
@@ -256,7 +256,7 @@ impl Env {
     }
 
     /// Creates an app with `key`; returns the creation body.
-    pub async fn app(&self, key: &str, name: &str) -> Value {
+    pub(crate) async fn app(&self, key: &str, name: &str) -> Value {
         self.post("/v1/apps", Some(key), serde_json::json!({ "name": name }))
             .await
             .expect(201)
@@ -272,7 +272,7 @@ impl Drop for Env {
     }
 }
 
-pub fn start(url: &str) -> Control {
+pub(crate) fn start(url: &str) -> Control {
     Control::start(ControlConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         database: url.into(),
@@ -283,7 +283,7 @@ pub fn start(url: &str) -> Control {
     .unwrap_or_else(|e| panic!("control plane on {url}: {e}"))
 }
 
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     // In a workspace build reqwest may have rustls without a provider (cloudproxy admin's
     // HTTPS): install aws-lc-rs, as the binaries do.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -294,7 +294,7 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-pub async fn call(
+pub(crate) async fn call(
     http: &reqwest::Client,
     base: &str,
     method: Method,

@@ -16,7 +16,7 @@ on_both_backends!(
 
 /// An app with an active Force TCP enablement in Japan (`channels` channels, `proxy` proxy
 /// users each); returns (app id, owner key).
-pub async fn enabled_app(env: &Env, channels: u32, proxy: u32) -> (String, String) {
+pub(crate) async fn enabled_app(env: &Env, channels: u32, proxy: u32) -> (String, String) {
     crate::requests::static_edge(env, "jp-1", "japan", "203.0.113.10", 10_000_000).await;
     let (_, owner) = env.owner("acme").await;
     let app = env.app(&owner, "calls").await;
@@ -47,7 +47,14 @@ pub async fn enabled_app(env: &Env, channels: u32, proxy: u32) -> (String, Strin
     (app_id, owner)
 }
 
-pub fn lease(id: &str, relay: &str, app: &str, mode: &str, channel: &str, user: &str) -> Value {
+pub(crate) fn lease(
+    id: &str,
+    relay: &str,
+    app: &str,
+    mode: &str,
+    channel: &str,
+    user: &str,
+) -> Value {
     json!({"lease_id": id, "relay_id": relay, "app_id": app, "region": "japan",
            "mode": mode, "channel": channel, "user": user})
 }

@@ -14,7 +14,7 @@ on_both_backends!(
 );
 
 /// A valid form: 720p (3000 kbit/s per proxy user) in `region`.
-pub fn form(region: &str, channels: u32, users: u32, proxy_users: u32) -> Value {
+pub(crate) fn form(region: &str, channels: u32, users: u32, proxy_users: u32) -> Value {
     json!({
         "region": region,
         "sdk": "web",
@@ -28,7 +28,7 @@ pub fn form(region: &str, channels: u32, users: u32, proxy_users: u32) -> Value 
 }
 
 /// Registers a static relay in `region` with `kbps` of capacity.
-pub async fn static_edge(env: &Env, id: &str, region: &str, ip: &str, kbps: u64) {
+pub(crate) async fn static_edge(env: &Env, id: &str, region: &str, ip: &str, kbps: u64) {
     env.put(
         &format!("/v1/edges/{id}"),
         Some(OPERATOR_KEY),
