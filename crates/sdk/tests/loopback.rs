@@ -1,94 +1,20 @@
 //! The SDK against a real relay and a real media service on loopback, in every mode.
 //! (The firewall lab, which blocks paths for real, is in crates/lab/tests.)
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use cloudproxy_media::driver::{MediaConfig, MediaService};
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::token::Token;
-use cloudproxy_proto::{AppKey, AuthConfig, ServerConfig};
+use cloudproxy_proto::ServerConfig;
 use cloudproxy_relay::{Relay, RelayConfig};
 use cloudproxy_sdk::{
-    Client, ClientConfig, CloudProxyType, ConnectionState, Event, PathFailure, PathKind, SdkError,
-    StateReason,
+    Client, CloudProxyType, ConnectionState, Event, PathFailure, PathKind, SdkError, StateReason,
 };
 
-const APP: &str = "app1";
-const SECRET: &[u8] = b"app1-secret";
+mod common;
 
-fn app_auth() -> AuthConfig {
-    AuthConfig {
-        static_secret: None,
-        app_keys: vec![AppKey {
-            app_id: APP.into(),
-            key_id: "k1".into(),
-            secret: SECRET.to_vec(),
-            not_after: None,
-        }],
-    }
-}
-
-fn any() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-struct World {
-    relay: Relay,
-    media: MediaService,
-}
-
-impl World {
-    fn start() -> Self {
-        let media = MediaService::start(MediaConfig {
-            listen: vec![any()],
-            auth: app_auth(),
-            ..MediaConfig::default()
-        })
-        .unwrap();
-        let relay = Relay::start(RelayConfig {
-            server: ServerConfig {
-                auth: app_auth(),
-                peer_policy: PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]),
-                relay_ports: 24000..=24999,
-                ..ServerConfig::default()
-            },
-            udp: vec![any()],
-            tcp: vec![any()],
-            tls: vec![any()],
-            metrics: None,
-            shards: 1,
-            ..RelayConfig::default()
-        })
-        .unwrap();
-        Self { relay, media }
-    }
-
-    fn media_addr(&self) -> SocketAddr {
-        self.media.local_addrs()[0]
-    }
-
-    fn config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new(self.media_addr());
-        let a = self.relay.local_addrs();
-        c.proxies.udp = a.udp.clone();
-        c.proxies.tls = a.tls.clone();
-        c.proxies.auto = a.tls.clone();
-        c.echo = true;
-        c
-    }
-}
-
-fn token(channel: &str, uid: u32) -> String {
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    Token::mint(APP, "k1", SECRET, channel, uid, expiry)
-        .unwrap()
-        .encode()
-}
+use common::{any, app_auth, token, World, APP};
 
 fn drain(events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> Vec<Event> {
     std::iter::from_fn(|| events.try_recv().ok()).collect()
@@ -108,7 +34,7 @@ async fn echo_roundtrip(client: &mut Client, n: usize) {
 
 #[tokio::test]
 async fn every_mode_joins_over_the_right_path_and_exchanges_media() {
-    let w = World::start();
+    let w = World::start(24000..=24999);
     let relay = w.relay.local_addrs().clone();
     for (mode, path, server) in [
         (CloudProxyType::None, PathKind::Direct, w.media_addr()),
@@ -167,7 +93,7 @@ async fn every_mode_joins_over_the_right_path_and_exchanges_media() {
 
 #[tokio::test]
 async fn failures_list_every_path_and_say_whether_to_retry_elsewhere() {
-    let w = World::start();
+    let w = World::start(24000..=24999);
     // Nothing listens on these.
     let dead_udp = {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -225,7 +151,7 @@ async fn failures_list_every_path_and_say_whether_to_retry_elsewhere() {
 
 #[tokio::test]
 async fn a_token_for_another_channel_is_refused_before_any_packet() {
-    let w = World::start();
+    let w = World::start(24000..=24999);
     let (mut client, _events) = Client::new(w.config()).unwrap();
     let r = client.join("room", 1, &token("other-room", 1)).await;
     assert!(matches!(r, Err(SdkError::BadToken(_))), "{r:?}");
@@ -233,7 +159,7 @@ async fn a_token_for_another_channel_is_refused_before_any_packet() {
 
 #[tokio::test]
 async fn a_dropped_path_reconnects_through_the_next_proxy() {
-    let w = World::start();
+    let w = World::start(24000..=24999);
     let spare = Relay::start(RelayConfig {
         server: ServerConfig {
             auth: app_auth(),
@@ -308,7 +234,7 @@ async fn settles_at(relay: &Relay, want: i64, bound: Duration, what: &str) -> Du
 
 #[tokio::test]
 async fn leave_tells_the_media_service_and_releases_the_allocation() {
-    let w = World::start();
+    let w = World::start(24000..=24999);
     for (n, mode) in [CloudProxyType::UdpProxy, CloudProxyType::TcpProxy]
         .into_iter()
         .enumerate()
@@ -338,7 +264,7 @@ async fn leave_tells_the_media_service_and_releases_the_allocation() {
 
 #[tokio::test]
 async fn a_dropped_client_releases_its_allocation() {
-    let w = World::start();
+    let w = World::start(24000..=24999);
     for mode in [CloudProxyType::UdpProxy, CloudProxyType::TcpProxy] {
         let (mut client, _events) = Client::new(w.config()).unwrap();
         client.set_cloud_proxy(mode).unwrap();
@@ -362,7 +288,7 @@ async fn a_dropped_client_releases_its_allocation() {
 /// winner joins, and must delete its allocation (UDP) or close its connection (TLS).
 #[tokio::test]
 async fn losing_race_candidates_release_their_allocations() {
-    let w = World::start();
+    let w = World::start(24000..=24999);
     for mode in [CloudProxyType::UdpProxy, CloudProxyType::TcpProxy] {
         let mut config = w.config();
         let a = w.relay.local_addrs();
@@ -410,7 +336,7 @@ async fn losing_race_candidates_release_their_allocations() {
 /// reconnects, and the allocation it replaced is deleted rather than left to expire.
 #[tokio::test]
 async fn a_reconnect_releases_the_allocation_it_replaces() {
-    let w = World::start();
+    let w = World::start(24000..=24999);
     let media_addr = w.media_addr();
     let mut config = w.config();
     config.keepalive = Duration::from_millis(200);
@@ -467,7 +393,7 @@ async fn a_reconnect_releases_the_allocation_it_replaces() {
 /// LIFETIME 0 synchronously, so the relay lets go at once instead of after 600 s.
 #[test]
 fn a_runtime_shutting_down_under_a_session_still_releases_its_allocation() {
-    let w = World::start();
+    let w = World::start(24000..=24999);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -501,7 +427,7 @@ fn a_runtime_shutting_down_under_a_session_still_releases_its_allocation() {
 async fn a_session_whose_seat_is_taken_joins_again_through_the_challenge() {
     use cloudproxy_media::blocking::{Client as MediaClient, Reply};
     use cloudproxy_media::wire::ErrorCode;
-    let w = World::start();
+    let w = World::start(24000..=24999);
     for (mode, uid) in [(CloudProxyType::None, 6), (CloudProxyType::UdpProxy, 7)] {
         let (mut client, _events) = Client::new(w.config()).unwrap();
         client.set_cloud_proxy(mode).unwrap();

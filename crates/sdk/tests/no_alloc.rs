@@ -16,22 +16,17 @@
 //! The relay's and the media service's threads are not counted (the relay has its own test,
 //! `no_alloc_driver`). Never asserts time; every wait is bounded.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use cloudproxy_media::driver::{MediaConfig, MediaService};
-use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
-use cloudproxy_proto::token::Token;
-use cloudproxy_proto::{AppKey, AuthConfig, ServerConfig};
-use cloudproxy_relay::{Relay, RelayConfig};
-use cloudproxy_sdk::{Client, ClientConfig, CloudProxyType, SessionStats};
+use cloudproxy_sdk::{Client, CloudProxyType, SessionStats};
+mod common;
+
 use cloudproxy_testkit::alloc::{count_on_threads_named, serial, CountingAllocator, Window};
+use common::{token, World};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
-const APP: &str = "app1";
-const SECRET: &[u8] = b"no-alloc-secret";
 /// The thread the client runs on, and the only one counted.
 const THREAD: &str = "sdk-data-path";
 const WARM_UP: u32 = 2_000;
@@ -41,62 +36,6 @@ const PACKETS: u32 = 20_000;
 const SIZES: [usize; 4] = [200, 160, 1_200, 57];
 /// How long one echo may take before the run gives up (loopback; generous for a loaded box).
 const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn auth() -> AuthConfig {
-    AuthConfig {
-        static_secret: None,
-        app_keys: vec![AppKey {
-            app_id: APP.into(),
-            key_id: "k1".into(),
-            secret: SECRET.to_vec(),
-            not_after: None,
-        }],
-    }
-}
-
-fn any() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn token(channel: &str, uid: u32) -> String {
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    Token::mint(APP, "k1", SECRET, channel, uid, expiry)
-        .unwrap()
-        .encode()
-}
-
-struct World {
-    relay: Relay,
-    media: MediaService,
-}
-
-fn world() -> World {
-    let media = MediaService::start(MediaConfig {
-        listen: vec![any()],
-        auth: auth(),
-        ..MediaConfig::default()
-    })
-    .unwrap();
-    let relay = Relay::start(RelayConfig {
-        server: ServerConfig {
-            auth: auth(),
-            peer_policy: PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]),
-            relay_ports: 25000..=25999,
-            ..ServerConfig::default()
-        },
-        udp: vec![any()],
-        tls: vec![any()],
-        metrics: None,
-        shards: 1,
-        ..RelayConfig::default()
-    })
-    .unwrap();
-    World { relay, media }
-}
 
 /// `n` echoed packets in lockstep; the payloads that came back intact.
 async fn echo(client: &mut Client, payload: &mut Vec<u8>, received: &mut Vec<u8>, n: u32) -> u32 {
@@ -119,12 +58,8 @@ async fn echo(client: &mut Client, payload: &mut Vec<u8>, received: &mut Vec<u8>
 
 /// Joins in `mode`, warms up, then counts the allocations of [`PACKETS`] echoes.
 fn measure(mode: CloudProxyType) -> (u64, u32, SessionStats) {
-    let w = world();
-    let mut config = ClientConfig::new(w.media.local_addrs()[0]);
-    let addrs = w.relay.local_addrs();
-    config.proxies.udp = addrs.udp.clone();
-    config.proxies.tls = addrs.tls.clone();
-    config.echo = true;
+    let w = World::start(25000..=25999);
+    let mut config = w.config();
     if mode == CloudProxyType::TcpProxy {
         // No keepalive inside the window: each PING and PONG would be two more TLS records
         // (over UDP they cost nothing, and run as configured).

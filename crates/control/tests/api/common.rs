@@ -255,6 +255,36 @@ impl Env {
         )
     }
 
+    /// Files the enablement request `form` for `app_id` as its owner (`owner_key`), approves
+    /// it as the operator and activates it; returns the request id.
+    pub(crate) async fn enable(&self, app_id: &str, owner_key: &str, form: Value) -> String {
+        let req = self
+            .post(
+                &format!("/v1/apps/{app_id}/requests"),
+                Some(owner_key),
+                form,
+            )
+            .await
+            .expect(201);
+        let id = req["id"].as_str().unwrap().to_owned();
+        let empty = serde_json::json!({});
+        self.post(
+            &format!("/v1/requests/{id}/approve"),
+            Some(OPERATOR_KEY),
+            empty.clone(),
+        )
+        .await
+        .expect(200);
+        self.post(
+            &format!("/v1/requests/{id}/activate"),
+            Some(owner_key),
+            empty,
+        )
+        .await
+        .expect(200);
+        id
+    }
+
     /// Creates an app with `key`; returns the creation body.
     pub(crate) async fn app(&self, key: &str, name: &str) -> Value {
         self.post("/v1/apps", Some(key), serde_json::json!({ "name": name }))

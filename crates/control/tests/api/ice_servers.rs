@@ -70,29 +70,7 @@ async fn app(env: &Env) -> App {
 async fn enable(env: &Env, app: &App, mode: &str) {
     let mut f = form("japan", 4, 4, 2);
     f["mode"] = json!(mode);
-    let req = env
-        .post(
-            &format!("/v1/apps/{}/requests", app.id),
-            Some(&app.owner),
-            f,
-        )
-        .await
-        .expect(201);
-    let id = req["id"].as_str().unwrap();
-    env.post(
-        &format!("/v1/requests/{id}/approve"),
-        Some(OPERATOR_KEY),
-        json!({}),
-    )
-    .await
-    .expect(200);
-    env.post(
-        &format!("/v1/requests/{id}/activate"),
-        Some(&app.owner),
-        json!({}),
-    )
-    .await
-    .expect(200);
+    env.enable(&app.id, &app.owner, f).await;
 }
 
 /// Registers a relay and, if `live`, sends its heartbeat.

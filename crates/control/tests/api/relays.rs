@@ -21,29 +21,8 @@ pub(crate) async fn enabled_app(env: &Env, channels: u32, proxy: u32) -> (String
     let (_, owner) = env.owner("acme").await;
     let app = env.app(&owner, "calls").await;
     let app_id = app["app"]["id"].as_str().unwrap().to_owned();
-    let req = env
-        .post(
-            &format!("/v1/apps/{app_id}/requests"),
-            Some(&owner),
-            form("japan", channels, proxy + 2, proxy),
-        )
-        .await
-        .expect(201);
-    let id = req["id"].as_str().unwrap();
-    env.post(
-        &format!("/v1/requests/{id}/approve"),
-        Some(OPERATOR_KEY),
-        json!({}),
-    )
-    .await
-    .expect(200);
-    env.post(
-        &format!("/v1/requests/{id}/activate"),
-        Some(&owner),
-        json!({}),
-    )
-    .await
-    .expect(200);
+    env.enable(&app_id, &owner, form("japan", channels, proxy + 2, proxy))
+        .await;
     (app_id, owner)
 }
 
