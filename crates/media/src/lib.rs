@@ -38,6 +38,7 @@
 pub mod blocking;
 mod channels;
 pub mod driver;
+pub mod endpoint;
 pub mod http;
 pub(crate) mod ratelimit;
 pub mod server;
