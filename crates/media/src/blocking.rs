@@ -227,43 +227,49 @@ impl Client {
             if from != self.server {
                 continue;
             }
-            if let Ok(Some(reply)) = wire::decode(&self.buf[..n]).map(owned) {
+            if let Ok(Some(reply)) = wire::decode(&self.buf[..n]).map(Reply::from_packet) {
                 return Ok(reply);
             }
         }
     }
 }
 
-fn owned(p: Packet<'_>) -> Option<Reply> {
-    Some(match p {
-        Packet::Joined { uid, members, addr } => Reply::Joined { uid, members, addr },
-        Packet::Error {
-            code,
-            retryable,
-            app_id,
-            message,
-        } => Reply::Error {
-            code,
-            retryable,
-            app_id: app_id.to_owned(),
-            message: message.to_owned(),
-        },
-        Packet::Forwarded {
-            from_uid,
-            seq,
-            sent_micros,
-            payload,
-        } => Reply::Forwarded {
-            from_uid,
-            seq,
-            sent_micros,
-            payload: payload.to_vec(),
-        },
-        Packet::Pong(t) => Reply::Pong(t),
-        Packet::Left => Reply::Left,
-        Packet::Challenge(c) => Reply::Challenge(c),
-        Packet::Join { .. } | Packet::Data { .. } | Packet::Ping(_) | Packet::Leave => return None,
-    })
+impl Reply {
+    /// A decoded datagram from the service as an owned reply; `None` for the kinds a client
+    /// sends (JOIN, DATA, PING, LEAVE).
+    pub fn from_packet(p: Packet<'_>) -> Option<Reply> {
+        Some(match p {
+            Packet::Joined { uid, members, addr } => Reply::Joined { uid, members, addr },
+            Packet::Error {
+                code,
+                retryable,
+                app_id,
+                message,
+            } => Reply::Error {
+                code,
+                retryable,
+                app_id: app_id.to_owned(),
+                message: message.to_owned(),
+            },
+            Packet::Forwarded {
+                from_uid,
+                seq,
+                sent_micros,
+                payload,
+            } => Reply::Forwarded {
+                from_uid,
+                seq,
+                sent_micros,
+                payload: payload.to_vec(),
+            },
+            Packet::Pong(t) => Reply::Pong(t),
+            Packet::Left => Reply::Left,
+            Packet::Challenge(c) => Reply::Challenge(c),
+            Packet::Join { .. } | Packet::Data { .. } | Packet::Ping(_) | Packet::Leave => {
+                return None
+            }
+        })
+    }
 }
 
 fn refusal(reply: Reply) -> ClientError {

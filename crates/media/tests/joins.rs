@@ -7,37 +7,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cloudproxy_media::blocking::{Client, Reply};
 use cloudproxy_media::wire::{self, Packet};
-use cloudproxy_media::{JoinRate, MediaConfig, MediaService};
-use cloudproxy_proto::token::Token;
-use cloudproxy_proto::{AppKey, AuthConfig};
+use cloudproxy_media::{JoinRate, MediaConfig};
+
+mod common;
+
+use common::service;
 
 const WAIT: Duration = Duration::from_secs(5);
-
-fn service(config: MediaConfig) -> MediaService {
-    MediaService::start(MediaConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        auth: AuthConfig {
-            static_secret: None,
-            app_keys: vec![AppKey {
-                app_id: "app1".into(),
-                key_id: "k1".into(),
-                secret: b"secret1".to_vec(),
-                not_after: None,
-            }],
-        },
-        ..config
-    })
-    .expect("start the media service")
-}
 
 fn token(channel: &str, uid: u32) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    Token::mint("app1", "k1", b"secret1", channel, uid, now + 600)
-        .unwrap()
-        .encode()
+    common::token_until(channel, uid, now + 600)
 }
 
 /// Whether CI is running us (`CI` set to anything but empty, 0 or false): there a test that

@@ -10,11 +10,12 @@ use cloudproxy_media::blocking::{Client, Reply};
 use cloudproxy_media::wire::{self, Packet};
 use cloudproxy_media::{MediaConfig, MediaService};
 use cloudproxy_proto::token::Token;
-use cloudproxy_proto::{AppKey, AuthConfig};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
+
+mod common;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -39,21 +40,10 @@ fn service_with(max_web_sessions: usize) -> MediaService {
 }
 
 fn service_config(base: MediaConfig) -> MediaService {
-    MediaService::start(MediaConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        auth: AuthConfig {
-            static_secret: None,
-            app_keys: vec![AppKey {
-                app_id: "app1".into(),
-                key_id: "k1".into(),
-                secret: b"secret1".to_vec(),
-                not_after: None,
-            }],
-        },
+    common::service(MediaConfig {
         http: Some("127.0.0.1:0".parse().unwrap()),
         ..base
     })
-    .expect("start the media service")
 }
 
 fn service() -> MediaService {
@@ -61,10 +51,21 @@ fn service() -> MediaService {
 }
 
 fn token(channel: &str, uid: u32, ttl: i64) -> String {
-    let expiry = unix_now().checked_add_signed(ttl).unwrap();
-    Token::mint("app1", "k1", b"secret1", channel, uid, expiry)
-        .unwrap()
-        .encode()
+    common::token_until(channel, uid, unix_now().checked_add_signed(ttl).unwrap())
+}
+
+/// POSTs a valid offer (with a data channel) authorized by `token`.
+fn offer_with(http_addr: SocketAddr, token: &str) -> Response {
+    http(
+        http_addr,
+        "POST",
+        "/v1/whip",
+        &[
+            ("Authorization", &format!("Bearer {token}")),
+            ("Content-Type", "application/sdp"),
+        ],
+        offer_with_channel().as_bytes(),
+    )
 }
 
 /// `(status, head, body)`.
@@ -254,20 +255,8 @@ impl WebPeer {
         self.drive_until(WAIT, |p| !p.inbox.is_empty());
         assert!(!self.inbox.is_empty(), "a message within {WAIT:?}");
         let m = self.inbox.remove(0);
-        match wire::decode(&m).expect("a wire datagram") {
-            Packet::Forwarded {
-                from_uid,
-                seq,
-                sent_micros,
-                payload,
-            } => Reply::Forwarded {
-                from_uid,
-                seq,
-                sent_micros,
-                payload: payload.to_vec(),
-            },
-            Packet::Pong(t) => Reply::Pong(t),
-            Packet::Left => Reply::Left,
+        match Reply::from_packet(wire::decode(&m).expect("a wire datagram")) {
+            Some(r @ (Reply::Forwarded { .. } | Reply::Pong(_) | Reply::Left)) => r,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -547,61 +536,28 @@ fn hostile_requests_get_clear_statuses_and_leak_nothing() {
             "forged token",
             401,
             "unauthorized",
-            http(
+            offer_with(
                 http_addr,
-                "POST",
-                "/v1/whip",
-                &[
-                    (
-                        "Authorization",
-                        &format!(
-                            "Bearer {}",
-                            Token::mint("app1", "k1", b"wrong", "h", 1, unix_now() + 600)
-                                .unwrap()
-                                .encode()
-                        ),
-                    ),
-                    ("Content-Type", "application/sdp"),
-                ],
-                offer_with_channel().as_bytes(),
+                &Token::mint("app1", "k1", b"wrong", "h", 1, unix_now() + 600)
+                    .unwrap()
+                    .encode(),
             ),
         ),
         (
             "expired token",
             401,
             "unauthorized",
-            http(
-                http_addr,
-                "POST",
-                "/v1/whip",
-                &[
-                    ("Authorization", &format!("Bearer {}", token("h", 1, -60))),
-                    ("Content-Type", "application/sdp"),
-                ],
-                offer_with_channel().as_bytes(),
-            ),
+            offer_with(http_addr, &token("h", 1, -60)),
         ),
         (
             "unknown app",
             403,
             "app_not_allowed",
-            http(
+            offer_with(
                 http_addr,
-                "POST",
-                "/v1/whip",
-                &[
-                    (
-                        "Authorization",
-                        &format!(
-                            "Bearer {}",
-                            Token::mint("other", "k1", b"secret1", "h", 1, unix_now() + 600)
-                                .unwrap()
-                                .encode()
-                        ),
-                    ),
-                    ("Content-Type", "application/sdp"),
-                ],
-                offer_with_channel().as_bytes(),
+                &Token::mint("other", "k1", b"secret1", "h", 1, unix_now() + 600)
+                    .unwrap()
+                    .encode(),
             ),
         ),
         (
