@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use cloudproxy_lab::{Lab, LabChild, Profile, Role, RELAY_ADDR, RELAY_POOL_ADDR};
 use common::cdp::Browser;
 use common::web::*;
-use labworld::{published_tls, published_udp, sa, BIN};
+use labworld::{published_udp, sa, spawn_up, BIN};
 use serde_json::json;
 
 /// The control plane of `up`, on the published address.
@@ -59,27 +59,12 @@ fn web_lab(profile: Profile, test: &str) -> Option<WebLab> {
     let lab = Lab::start_or_skip(profile)?;
     let dir = std::env::temp_dir().join(format!("cp-lab-web-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let up = lab
-        .spawn(
-            Role::Relay,
-            BIN,
-            [
-                "up",
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--control",
-                &control().to_string(),
-                "--udp",
-                &published_udp().to_string(),
-                "--tls",
-                &published_tls().to_string(),
-                "--media",
-                &sa(RELAY_ADDR, 7000).to_string(),
-                "--media-http",
-                &whip().to_string(),
-            ],
-        )
-        .expect("cloudproxy up starts");
+    let (control_addr, whip_addr) = (control().to_string(), whip().to_string());
+    let up = spawn_up(
+        &lab,
+        &dir,
+        &["--control", &control_addr, "--media-http", &whip_addr],
+    );
     up.wait_for_line(Duration::from_secs(60), |l| l == "ready")
         .expect("cloudproxy up is ready");
     let key = std::fs::read_to_string(dir.join("operator.key")).unwrap();

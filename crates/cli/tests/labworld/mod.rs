@@ -282,29 +282,40 @@ pub(crate) fn plain_tcp_relay(lab: &Lab, ip: Ipv4Addr, port: u16) -> cloudproxy_
     child
 }
 
+/// Starts `cloudproxy up` in the relay's namespace with its data in `dir`: relay on the
+/// published addresses, media service on the relay's address port 7000, then `extra` flags.
+pub(crate) fn spawn_up(
+    lab: &Lab,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> cloudproxy_lab::LabChild {
+    let (udp, tls, media) = (
+        published_udp().to_string(),
+        published_tls().to_string(),
+        sa(RELAY_ADDR, 7000).to_string(),
+    );
+    let args = [
+        "up",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--udp",
+        &udp,
+        "--tls",
+        &tls,
+        "--media",
+        &media,
+    ];
+    lab.spawn(Role::Relay, BIN, args.iter().chain(extra))
+        .expect("cloudproxy up starts")
+}
+
 /// `cloudproxy up` (control plane, relay, media service on the relay's address, port 7000) in
 /// the relay's namespace, publishing the lab's relay addresses; returns it, once ready, with
 /// its app id and token.
 pub(crate) fn up_in_relay(lab: &Lab, tag: &str) -> (cloudproxy_lab::LabChild, String, String) {
     let dir = std::env::temp_dir().join(format!("cp-lab-up-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let child = lab
-        .spawn(
-            Role::Relay,
-            BIN,
-            [
-                "up",
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--udp",
-                &published_udp().to_string(),
-                "--tls",
-                &published_tls().to_string(),
-                "--media",
-                &sa(RELAY_ADDR, 7000).to_string(),
-            ],
-        )
-        .expect("cloudproxy up starts");
+    let child = spawn_up(lab, &dir, &[]);
     let wait = Duration::from_secs(60);
     let line = |prefix: &str| {
         let l = child
