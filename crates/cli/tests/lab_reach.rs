@@ -97,18 +97,25 @@ fn error_line(run: &JoinRun) -> &Value {
         .unwrap_or_else(|| panic!("no error line: {:#?}\n{}", run.lines, run.stderr))
 }
 
-#[test]
-fn http_proxy_only_force_tcp_and_auto_tunnel_through_it_and_force_udp_says_why_not() {
-    let Some(w) = world(proxy_only()) else {
-        return;
-    };
+/// The http-proxy-only lab with tinyproxy on the router (Basic authentication when `auth` is
+/// given), or `None` when the lab or tinyproxy is unavailable here (outside CI).
+fn proxy_world(auth: Option<(&str, &str)>) -> Option<(World, cloudproxy_lab::HttpProxyServer)> {
+    let w = world(proxy_only())?;
     if !tinyproxy_present() {
-        return;
+        return None;
     }
     let proxy = w
         .lab
-        .start_http_proxy(PROXY_PORT, None, Duration::from_secs(20))
+        .start_http_proxy(PROXY_PORT, auth, Duration::from_secs(20))
         .expect("tinyproxy starts");
+    Some((w, proxy))
+}
+
+#[test]
+fn http_proxy_only_force_tcp_and_auto_tunnel_through_it_and_force_udp_says_why_not() {
+    let Some((w, proxy)) = proxy_world(None) else {
+        return;
+    };
     let url = proxy.url();
 
     // Force TCP with --http-proxy.
@@ -249,20 +256,9 @@ fn http_proxy_only_force_tcp_and_auto_tunnel_through_it_and_force_udp_says_why_n
 
 #[test]
 fn http_proxy_with_basic_auth_wrong_password_is_refused_naming_the_proxy_right_one_joins() {
-    let Some(w) = world(proxy_only()) else {
+    let Some((w, proxy)) = proxy_world(Some(("alice", "s3cret"))) else {
         return;
     };
-    if !tinyproxy_present() {
-        return;
-    }
-    let proxy = w
-        .lab
-        .start_http_proxy(
-            PROXY_PORT,
-            Some(("alice", "s3cret")),
-            Duration::from_secs(20),
-        )
-        .expect("tinyproxy starts");
     let masked = format!(
         "http://alice:***@{}",
         proxy.url().trim_start_matches("http://")
@@ -385,20 +381,9 @@ fn tls_only_dpi_passes_force_tcp_and_drops_plain_turn_tcp_on_443() {
 
 #[test]
 fn time_to_join_through_the_http_proxy() {
-    let Some(w) = world(proxy_only()) else {
+    let Some((w, proxy)) = proxy_world(Some(("alice", "s3cret"))) else {
         return;
     };
-    if !tinyproxy_present() {
-        return;
-    }
-    let proxy = w
-        .lab
-        .start_http_proxy(
-            PROXY_PORT,
-            Some(("alice", "s3cret")),
-            Duration::from_secs(20),
-        )
-        .expect("tinyproxy starts");
     let url = proxy.url_with("alice", "s3cret");
     const RUNS: u32 = 7;
     let mut report = Vec::new();
