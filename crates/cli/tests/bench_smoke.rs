@@ -108,6 +108,7 @@ fn assert_clean(run: &BoundedRun, what: &str) -> Value {
 
 #[test]
 fn bench_drives_our_relay_over_udp_tcp_and_tls() {
+    let _lo = common::loopback_shared();
     let _serial = serial();
     let mut relay = start_cloudproxy(&options());
     let tls = relay.tls.expect("the relay has a TLS listener");
@@ -121,6 +122,7 @@ fn bench_drives_our_relay_over_udp_tcp_and_tls() {
 
 #[test]
 fn bench_drives_coturn_over_udp() {
+    let _lo = common::loopback_shared();
     if !require_coturn("bench_drives_coturn_over_udp") {
         return;
     }
@@ -134,6 +136,7 @@ fn bench_drives_coturn_over_udp() {
 
 #[test]
 fn wrong_secret_exits_1_and_says_why() {
+    let _lo = common::loopback_shared();
     let _serial = serial();
     let relay = start_cloudproxy(&options());
     let run = bench(relay.udp, "udp", "not-the-secret");
@@ -158,6 +161,7 @@ fn wrong_secret_exits_1_and_says_why() {
 /// with `--raw` (the no-relay baseline). The peer counts what reached it: every packet sent.
 #[test]
 fn bench_through_a_remote_echo_peer_and_straight_to_it() {
+    let _lo = common::loopback_shared();
     let relay = start_cloudproxy(&options());
     for raw in [false, true] {
         let mut cmd = Command::new(cloudproxy_bin());
@@ -226,6 +230,7 @@ fn usage_errors_exit_2_and_name_the_flag() {
 /// minute (10 replacements), through a relay governed by a control plane (debug build).
 #[test]
 fn soak_smoke_churns_leaves_nothing_behind_and_meters_what_was_relayed() {
+    let _lo = common::loopback_shared();
     let _serial = serial();
     let run = soak::Soak {
         allocations: 50,
@@ -283,6 +288,7 @@ fn soak_smoke_churns_leaves_nothing_behind_and_meters_what_was_relayed() {
 /// and passes.
 #[test]
 fn soak_smoke_in_the_kernel_meters_exactly() {
+    let _lo = common::loopback_exclusive();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         assert!(

@@ -234,6 +234,7 @@ fn metric(relay: &RelayProc, name: &str) -> i64 {
 
 #[test]
 fn app_enabled_synced_used_metered_and_suspended() {
+    let _lo = common::loopback_shared();
     let dir = TempDir::new("e2e-control");
     let db = format!("sqlite:{}", dir.0.join("control.db").display());
     let mut control = start_control(&db, &[]);
@@ -522,6 +523,7 @@ fn app_enabled_synced_used_metered_and_suspended() {
 
 #[test]
 fn proxy_users_per_channel_hold_across_two_relays_and_a_crashed_relay_lets_go() {
+    let _lo = common::loopback_shared();
     let dir = TempDir::new("e2e-quota");
     let db = format!("sqlite:{}", dir.0.join("control.db").display());
     let control = start_control(&db, &["--lease-ttl", "3"]);
@@ -575,6 +577,7 @@ fn proxy_users_per_channel_hold_across_two_relays_and_a_crashed_relay_lets_go() 
 /// leave the maps. Needs root and a build with clang (CI has both).
 #[test]
 fn suspending_an_app_removes_its_kernel_entries() {
+    let _lo = common::loopback_exclusive();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         assert!(!in_ci(), "CI runs as root");
@@ -673,6 +676,7 @@ fn suspending_an_app_removes_its_kernel_entries() {
 
 #[test]
 fn two_control_processes_share_one_postgresql() {
+    let _lo = common::loopback_shared();
     let Ok(base) = std::env::var("CLOUDPROXY_TEST_POSTGRES") else {
         assert!(
             !in_ci(),

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::mpsc;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,27 @@ pub(crate) fn require_coturn(test: &str) -> bool {
 pub(crate) fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An XDP program on `lo` (generic mode) sees every loopback datagram of the process's other
+/// tests, and the kernel's generic XDP path can hand a locally sent datagram on with only its
+/// partial checksum, which the receiver then drops: a test that attaches one holds
+/// [`loopback_exclusive`], and every other loopback test of that binary holds
+/// [`loopback_shared`] (they still run in parallel with each other).
+static LOOPBACK: RwLock<()> = RwLock::new(());
+
+/// Loopback traffic while no XDP program is on `lo` (see [`LOOPBACK`]).
+pub(crate) fn loopback_shared() -> RwLockReadGuard<'static, ()> {
+    LOOPBACK
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `lo` to this test alone, for an XDP program on it (see [`LOOPBACK`]).
+pub(crate) fn loopback_exclusive() -> RwLockWriteGuard<'static, ()> {
+    LOOPBACK
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 // ------------------------------------------------------------------------------------------
