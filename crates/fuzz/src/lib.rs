@@ -112,6 +112,14 @@ pub fn stun_server(data: &[u8]) {
     w.finish();
 }
 
+/// Fewer than `count_bound` attributes of fuzzed types, each value at most `max_len` bytes.
+fn raw_attrs<'a>(d: &mut Input<'a>, count_bound: u8, max_len: usize) -> Vec<Attr<'a>> {
+    let n = d.u8() % count_bound;
+    (0..n)
+        .map(|_| Attr::Raw(d.u16(), d.blob(max_len)))
+        .collect()
+}
+
 /// A message the harness signs with client `i`'s credential (when it has one): fuzzed class,
 /// method and attributes.
 fn signed_message(w: &mut World, d: &mut Input<'_>) {
@@ -122,12 +130,7 @@ fn signed_message(w: &mut World, d: &mut Input<'_>) {
         _ => MessageClass::Success,
     };
     let method = client::Method::new(d.u16() & 0x0FFF);
-    let n = d.u8() % 6;
-    let mut attrs = Vec::with_capacity(usize::from(n));
-    for _ in 0..n {
-        let t = d.u16();
-        attrs.push(Attr::Raw(t, d.blob(300)));
-    }
+    let attrs = raw_attrs(d, 6, 300);
     let tid = w.next_tid();
     let auth = w.auth[client % world::CLIENTS].clone();
     let bytes = client::build(class, method, tid, &attrs, None, auth.as_ref());
@@ -618,12 +621,7 @@ pub fn signal(data: &[u8]) {
     let flags = d.u8();
     let client = if flags & 1 == 1 { 2 } else { 0 };
     let path = d.blob(MAX_SIGNAL_PATH + 40);
-    let n = d.u8() % 4;
-    let mut extra = Vec::with_capacity(usize::from(n));
-    for _ in 0..n {
-        let t = d.u16();
-        extra.push(Attr::Raw(t, d.blob(64)));
-    }
+    let extra = raw_attrs(&mut d, 4, 64);
     let status = d.u16();
     let body = d.blob(MAX_SIGNAL_BODY + 200);
 

@@ -196,6 +196,17 @@ fn tls_route(out: &mut Vec<Seed>) {
     }
 }
 
+/// Script steps of [`crate::media_server`]: a JOIN to channel c1 with a token the harness mints
+/// for `uid` (valid an hour; `flags` bit 0 asks for echo), sent from source `source`.
+fn media_join(s: Script, source: u8, uid: u8, flags: u8) -> Script {
+    s.u8(2).u8(source).u8(0).u8(uid).u16(3600).u8(flags)
+}
+
+/// Script steps of [`crate::media_server`]: a datagram as it is, from source `source`.
+fn media_datagram(s: Script, source: u8, bytes: &[u8]) -> Script {
+    s.u8(0).u8(source).blob(bytes)
+}
+
 fn media(out: &mut Vec<Seed>) {
     let token = Token::mint(
         "app1",
@@ -287,40 +298,16 @@ fn media(out: &mut Vec<Seed>) {
             .expect("made above")
     };
     // Two members join c1 (harness-minted tokens), exchange DATA, ping, time passes, one leaves.
-    let s = Script::default()
-        .u8(2)
-        .u8(0)
-        .u8(0)
-        .u8(1)
-        .u16(3600)
-        .u8(1)
-        .u8(2)
-        .u8(1)
-        .u8(0)
-        .u8(2)
-        .u16(3600)
-        .u8(0)
-        .u8(0)
-        .u8(0)
-        .blob(&find("data"))
-        .u8(0)
-        .u8(1)
-        .blob(&find("ping"))
-        .u8(0)
-        .u8(2)
-        .blob(&find("join"))
-        .u8(3)
-        .u8(0)
-        .u8(10)
-        .u8(0)
-        .u8(1)
-        .blob(&find("data"))
-        .u8(0)
-        .u8(0)
-        .blob(&find("leave"))
-        .u8(3)
-        .u8(0)
-        .u8(30);
+    let mut s = Script::default();
+    s = media_join(s, 0, 1, 1); // source 0, uid 1, echo
+    s = media_join(s, 1, 2, 0); // source 1, uid 2
+    s = media_datagram(s, 0, &find("data"));
+    s = media_datagram(s, 1, &find("ping"));
+    s = media_datagram(s, 2, &find("join"));
+    s = s.u8(3).u8(0).u8(10); // 10 s pass
+    s = media_datagram(s, 1, &find("data"));
+    s = media_datagram(s, 0, &find("leave"));
+    s = s.u8(3).u8(0).u8(30); // 30 s pass
     seed(out, "media_server", "two_members", s.0);
 }
 

@@ -125,12 +125,9 @@ struct P2cKey<A> {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 struct P2cVal<A> {
-    client_ip: A,
-    listener_ip: A,
-    client_port: u16,
-    listener_port: u16,
-    channel: u16,
-    pad: u16,
+    /// Where a peer's datagram goes: the client side of the binding, which is also the binding's
+    /// key in the other direction (C's `p2c_val` spells the same fields out, same offsets).
+    client: C2pKey<A>,
     counter: u32,
     pad2: u32,
     expires_ns: u64,
@@ -204,12 +201,7 @@ impl<A: Addr> Maps<A> {
             expires_ns,
         };
         let pv = P2cVal {
-            client_ip: ck.client_ip,
-            listener_ip: ck.listener_ip,
-            client_port: ck.client_port,
-            listener_port: ck.listener_port,
-            channel: ck.channel,
-            pad: 0,
+            client: ck,
             counter: ids.to_client,
             pad2: 0,
             expires_ns,
