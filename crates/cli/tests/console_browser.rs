@@ -15,12 +15,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cloudproxy_proto::token::Token;
-use common::cdp::{chromium, Browser, Page};
+use common::cdp::{chromium, screenshot_dir, Browser, Page};
+use common::control::Credential;
 use common::up::{start_up, Up};
 use common::{cloudproxy_bin, http, in_ci, run_bounded, TempDir};
 use serde_json::Value;
@@ -147,7 +147,12 @@ fn flow(run: &mut Run<'_>, lang: &str, owner_key: &str, words: &Words) -> String
     // Join through up's relay, over TLS, once the relay and the media service synced it.
     let deadline = Instant::now() + PATIENCE;
     let joined = loop {
-        let (ok, out) = join(run.up.media, run.up.tls, &app, &key_id, &secret);
+        let cred = Credential {
+            app_id: app.clone(),
+            key_id: key_id.clone(),
+            secret: secret.clone(),
+        };
+        let (ok, out) = join(run.up.media, run.up.tls, &cred);
         if ok {
             break out;
         }
@@ -243,45 +248,28 @@ const JA: Words = Words {
     allowlist: &["cloudproxy 許可リスト", "Force TCP (TLS 上の TURN)", "日本"],
 };
 
-fn join(
-    media: SocketAddr,
-    tls: SocketAddr,
-    app: &str,
-    key_id: &str,
-    secret: &str,
-) -> (bool, String) {
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    let token = Token::mint(app, key_id, secret.as_bytes(), "console", 1, expiry)
-        .unwrap()
-        .encode();
+fn join(media: SocketAddr, tls: SocketAddr, app: &Credential) -> (bool, String) {
+    let token = app.token("console", 1);
     let mut cmd = Command::new(cloudproxy_bin());
-    cmd.args(["join", "--media", &media.to_string(), "--app-id", app])
-        .args(["--channel", "console", "--uid", "1", "--token", &token])
-        .args(["--mode", "tcp", "--proxy", &tls.to_string()])
-        .args([
-            "--send",
-            "100",
-            "--interval-ms",
-            "20",
-            "--join-timeout-ms",
-            "15000",
-        ]);
+    cmd.args([
+        "join",
+        "--media",
+        &media.to_string(),
+        "--app-id",
+        &app.app_id,
+    ])
+    .args(["--channel", "console", "--uid", "1", "--token", &token])
+    .args(["--mode", "tcp", "--proxy", &tls.to_string()])
+    .args([
+        "--send",
+        "100",
+        "--interval-ms",
+        "20",
+        "--join-timeout-ms",
+        "15000",
+    ]);
     let run = run_bounded("cloudproxy join", cmd, PATIENCE);
     (run.success(), run.output)
-}
-
-fn screenshot_dir(tmp: &Path) -> PathBuf {
-    if std::env::var("CLOUDPROXY_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    } else {
-        tmp.to_owned()
-    }
 }
 
 #[test]

@@ -10,15 +10,14 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cloudproxy_proto::client::{self, Attr, Response, ALLOCATE, CHANNEL_BIND, REFRESH};
-use cloudproxy_proto::token::Token;
 use cloudproxy_sdk::{signal, Client, ClientConfig, CloudProxyType};
 use cloudproxy_testkit::echo::EchoPeer;
 use cloudproxy_testkit::turn::{Conn, TurnClient};
-use common::control::ControlProc;
-use common::{cloudproxy_bin, http, in_ci, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
+use common::control::{unix_now, ControlProc, Credential, GovernedRelay, RelaySpec};
+use common::{http, in_ci, reserve_ports, TempDir};
 use serde_json::{json, Value};
 
 const OPERATOR: &str = "operator-key-e2e-0123456789";
@@ -37,21 +36,7 @@ fn start_control_on(addr: String, database: &str, extra: &[&str]) -> ControlProc
     common::control::start_control_on(addr, database, OPERATOR, RELAY_KEY, extra)
 }
 
-fn api(c: &ControlProc, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
-    c.api(method, path, key, body)
-}
-
-#[track_caller]
-fn ok(c: &ControlProc, method: &str, path: &str, body: Value) -> Value {
-    c.ok(method, path, body)
-}
-
-struct RelayProc {
-    udp: SocketAddr,
-    tls: SocketAddr,
-    metrics: SocketAddr,
-    guard: ChildGuard,
-}
+type RelayProc = GovernedRelay;
 
 /// A static-pool relay in Japan with 1-second sync, heartbeat, renewal and usage intervals.
 fn start_relay(control: &ControlProc, edge: &str, tls: &str, dir: &TempDir) -> RelayProc {
@@ -66,63 +51,19 @@ fn start_relay_with(
     dir: &TempDir,
     extra: &[&str],
 ) -> RelayProc {
-    // The relay registers with the relay key: only inside the CIDRs the operator gave it.
-    ok(
-        control,
-        "PUT",
-        &format!("/v1/edges/{edge}/cidrs"),
-        json!({"cidrs": ["127.0.0.0/8"]}),
-    );
-    let config = dir.0.join(format!("{edge}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[control]\nurl = \"http://{}\"\nkey = \"{RELAY_KEY}\"\nedge_id = \"{edge}\"\n\
-             region = \"japan\"\npool = \"static\"\ncapacity_kbps = 1000000\n\
-             sync_interval_secs = 1\nheartbeat_interval_secs = 1\nlease_renew_interval_secs = 1\n\
-             usage_interval_secs = 1\napi_server_name = \"api.cloudproxy.test\"\n",
-            control.addr
-        ),
-    )
-    .unwrap();
-    let ports = reserve_ports(3, true);
-    let relay_ports = reserve_ports(20, false);
-    let mut cmd = Command::new(cloudproxy_bin());
-    cmd.arg("relay")
-        .args(["--config", config.to_str().unwrap()])
-        .args(["--udp", &format!("127.0.0.1:{}", ports[0])])
-        .args(["--tcp", &format!("127.0.0.1:{}", ports[2])])
-        .args(["--tls", tls])
-        .args(["--metrics", &format!("127.0.0.1:{}", ports[1])])
-        .args(["--relay-ip", "127.0.0.1", "--allow-peer", "127.0.0.0/8"])
-        .args([
-            "--relay-ports",
-            &format!("{}-{}", relay_ports[0], relay_ports[19]),
-        ])
-        .args(["--shards", "2"])
-        .args(extra)
-        .env("RUST_LOG", "info");
-    let (mut guard, lines) = ChildGuard::spawn(&format!("relay {edge}"), cmd).unwrap();
-    let found = wait_for_listeners(&mut guard, &lines, &["udp", "tls", "metrics"])
-        .unwrap_or_else(|e| panic!("relay {edge} did not start: {e}\n{}", guard.output.text()));
-    let get = |k: &str| found.iter().find(|(n, _)| n == k).unwrap().1;
-    RelayProc {
-        udp: get("udp"),
-        tls: get("tls"),
-        metrics: get("metrics"),
-        guard,
-    }
+    let spec = RelaySpec {
+        edge,
+        tls: Some(tls),
+        control_lines: "api_server_name = \"api.cloudproxy.test\"\n",
+        flags: extra,
+        ..RelaySpec::default()
+    };
+    control.start_relay(&dir.0, RELAY_KEY, &spec)
 }
 
-/// (app id, key id, secret) of a new app.
-fn create_app(c: &ControlProc) -> (String, String, String) {
-    let app = ok(c, "POST", "/v1/apps", json!({"name": "e2e"}));
-    let cred = &app["credentials"];
-    (
-        cred["app_id"].as_str().unwrap().into(),
-        cred["key_id"].as_str().unwrap().into(),
-        cred["secret"].as_str().unwrap().into(),
-    )
+/// A new app's credential.
+fn create_app(c: &ControlProc) -> Credential {
+    c.create_app("e2e")
 }
 
 /// Submits, approves and activates Force TCP in Japan.
@@ -135,28 +76,14 @@ fn enable(c: &ControlProc, app: &str, mode: &str, channels: u32, proxy_users: u3
     let form = json!({"region": "japan", "sdk": "web", "use_case": "1:1 video call",
         "max_concurrent_channels": channels, "max_users_per_channel": proxy_users + 1,
         "max_proxy_users_per_channel": proxy_users, "quality": "720p", "mode": mode});
-    let req = ok(c, "POST", &format!("/v1/apps/{app}/requests"), form);
-    let id = req["id"].as_str().unwrap();
-    let approved = ok(c, "POST", &format!("/v1/requests/{id}/approve"), json!({}));
+    let request = c.enable(app, form);
     // Approval alone activates: no separate `activate`.
-    assert_eq!(approved["state"], "active", "{approved}");
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    assert_eq!(request["state"], "active", "{request}");
 }
 
 /// A TURN client over TLS with a user token of the app.
-fn client(
-    relay: SocketAddr,
-    app: &(String, String, String),
-    channel: &str,
-    uid: u32,
-) -> TurnClient {
-    let token = Token::mint(&app.0, &app.1, app.2.as_bytes(), channel, uid, now() + 3600).unwrap();
+fn client(relay: SocketAddr, app: &Credential, channel: &str, uid: u32) -> TurnClient {
+    let token = app.mint(channel, uid, unix_now() + 3600);
     TurnClient {
         conn: Conn::tls(relay, None),
         auth: None,
@@ -228,8 +155,7 @@ fn https_get(addr: SocketAddr, alpn: Option<&[u8]>, name: &str, path: &str) -> S
 }
 
 fn metric(relay: &RelayProc, name: &str) -> i64 {
-    let text = common::metrics_text(relay.metrics);
-    common::series_value(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}")) as i64
+    common::metric_i64(relay.metrics, name)
 }
 
 #[test]
@@ -287,7 +213,7 @@ fn app_enabled_synced_used_metered_and_suspended() {
     let reason = r.error.unwrap().1;
     assert!(reason.contains("not enabled for Force TCP"), "{reason}");
 
-    enable_force_tcp(&control, &app.0, 2, 2);
+    enable_force_tcp(&control, &app.app_id, 2, 2);
     let (mut c, _) = allocate_until(
         || client(relay.tls, &app, "room", 1),
         |c| c == 0,
@@ -309,9 +235,7 @@ fn app_enabled_synced_used_metered_and_suspended() {
 
     // Signaling through the published addresses only: the SDK refreshes its proxies from the
     // region's allow-list in-band over UDP (Force UDP) and over HTTPS on TLS (Force TCP).
-    let token = Token::mint(&app.0, &app.1, app.2.as_bytes(), "room", 9, now() + 600)
-        .unwrap()
-        .encode();
+    let token = app.token_until("room", 9, unix_now() + 600);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -333,15 +257,13 @@ fn app_enabled_synced_used_metered_and_suspended() {
     }
     // Auto: the dynamic list, chosen by load, over HTTPS from a relay's TLS listener.
     let listeners = json!([{"transport": "tls", "ip": "198.51.100.7", "port": 443}]);
-    ok(
-        &control,
+    control.ok(
         "PUT",
         "/v1/edges/jp-dyn-1",
         json!({"region": "japan", "pool": "dynamic",
         "capacity_kbps": 1000, "listeners": listeners}),
     );
-    ok(
-        &control,
+    control.ok(
         "POST",
         "/v1/edges/jp-dyn-1/heartbeat",
         json!({"load_kbps": 10, "allocations": 1}),
@@ -381,10 +303,9 @@ fn app_enabled_synced_used_metered_and_suspended() {
     // Usage appears: bytes, minutes (allocation-seconds), tier and peak.
     let deadline = Instant::now() + PATIENCE;
     let day = loop {
-        let (_, u) = api(
-            &control,
+        let (_, u) = control.api(
             "GET",
-            &format!("/v1/apps/{}/usage", app.0),
+            &format!("/v1/apps/{}/usage", app.app_id),
             OPERATOR,
             Value::Null,
         );
@@ -404,7 +325,7 @@ fn app_enabled_synced_used_metered_and_suspended() {
     let (code, csv) = http(
         &control.addr,
         "GET",
-        &format!("/v1/apps/{}/usage?format=csv", app.0),
+        &format!("/v1/apps/{}/usage?format=csv", app.app_id),
         Some(OPERATOR),
         "",
     );
@@ -417,10 +338,9 @@ fn app_enabled_synced_used_metered_and_suspended() {
         |c| c == 0,
         "second allocation",
     );
-    ok(
-        &control,
+    control.ok(
         "POST",
-        &format!("/v1/apps/{}/suspend", app.0),
+        &format!("/v1/apps/{}/suspend", app.app_id),
         json!({}),
     );
     let (_, r) = allocate_until(
@@ -452,10 +372,9 @@ fn app_enabled_synced_used_metered_and_suspended() {
 
     // Resumed, then the control plane goes away: the relay works from its last good copy
     // (admitting without the central check) and reports how stale it is.
-    ok(
-        &control,
+    control.ok(
         "POST",
-        &format!("/v1/apps/{}/resume", app.0),
+        &format!("/v1/apps/{}/resume", app.app_id),
         json!({}),
     );
     allocate_until(
@@ -464,10 +383,9 @@ fn app_enabled_synced_used_metered_and_suspended() {
         "allocation after resume",
     );
     let usage_bytes = |c: &ControlProc| {
-        let (_, u) = api(
-            c,
+        let (_, u) = c.api(
             "GET",
-            &format!("/v1/apps/{}/usage", app.0),
+            &format!("/v1/apps/{}/usage", app.app_id),
             OPERATOR,
             Value::Null,
         );
@@ -530,7 +448,7 @@ fn proxy_users_per_channel_hold_across_two_relays_and_a_crashed_relay_lets_go() 
     let mut r1 = start_relay(&control, "jp-a", "127.0.0.1:0", &dir);
     let r2 = start_relay(&control, "jp-b", "127.0.0.1:0", &dir);
     let app = create_app(&control);
-    enable_force_tcp(&control, &app.0, 2, 1);
+    enable_force_tcp(&control, &app.app_id, 2, 1);
     // User 1 holds channel "c" on relay A.
     let (_held, _) = allocate_until(
         || client(r1.tls, &app, "c", 1),
@@ -603,7 +521,7 @@ fn suspending_an_app_removes_its_kernel_entries() {
     let (c2p, p2c) = common::xdp_maps::relay_maps();
     let peer = EchoPeer::start("127.0.0.1:0").unwrap();
     let app = create_app(&control);
-    enable(&control, &app.0, "force_udp", 2, 2);
+    enable(&control, &app.app_id, "force_udp", 2, 2);
     let udp_client = |uid| TurnClient {
         conn: Conn::udp(relay.udp),
         ..client(relay.tls, &app, "room", uid)
@@ -644,10 +562,9 @@ fn suspending_an_app_removes_its_kernel_entries() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    ok(
-        &control,
+    control.ok(
         "POST",
-        &format!("/v1/apps/{}/suspend", app.0),
+        &format!("/v1/apps/{}/suspend", app.app_id),
         json!({}),
     );
     let started = Instant::now();
@@ -686,7 +603,7 @@ fn two_control_processes_share_one_postgresql() {
         return;
     };
     // A database of our own, made with psql.
-    let name = format!("cp_e2e_{}_{}", std::process::id(), now() % 100_000);
+    let name = format!("cp_e2e_{}_{}", std::process::id(), unix_now() % 100_000);
     let psql = |sql: &str| {
         let out = Command::new("psql")
             .args([base.as_str(), "-v", "ON_ERROR_STOP=1", "-c", sql])
@@ -706,12 +623,11 @@ fn two_control_processes_share_one_postgresql() {
     let a = start_control(&url, &[]);
     let b = start_control(&url, &[]);
     // Consistent: what one writes, the other reads.
-    let (app, _, _) = create_app(&a);
-    let seen = ok(&b, "GET", &format!("/v1/apps/{app}"), Value::Null);
+    let app = create_app(&a).app_id;
+    let seen = b.ok("GET", &format!("/v1/apps/{app}"), Value::Null);
     assert_eq!(seen["id"], app.as_str(), "{seen}");
     // 10 000 kbit/s of static capacity; each request needs 3 000 (one 720p proxy user).
-    ok(
-        &a,
+    a.ok(
         "PUT",
         "/v1/edges/jp-1",
         json!({"region": "japan", "pool": "static", "capacity_kbps": 10_000,
@@ -722,12 +638,7 @@ fn two_control_processes_share_one_postgresql() {
     let ids: Vec<String> = (0..12)
         .map(|i| {
             let via = if i % 2 == 0 { &a } else { &b };
-            ok(
-                via,
-                "POST",
-                &format!("/v1/apps/{app}/requests"),
-                form.clone(),
-            )["id"]
+            via.ok("POST", &format!("/v1/apps/{app}/requests"), form.clone())["id"]
                 .as_str()
                 .unwrap()
                 .to_owned()
@@ -741,8 +652,7 @@ fn two_control_processes_share_one_postgresql() {
             .map(|(i, id)| {
                 let via = if i % 2 == 0 { &a } else { &b };
                 s.spawn(move || {
-                    let (code, v) = api(
-                        via,
+                    let (code, v) = via.api(
                         "POST",
                         &format!("/v1/requests/{id}/approve"),
                         OPERATOR,
@@ -761,7 +671,7 @@ fn two_control_processes_share_one_postgresql() {
         "exactly floor(10000 / 3000) approvals fit: {approved:?}"
     );
     for c in [&a, &b] {
-        let regions = ok(c, "GET", "/v1/regions", Value::Null);
+        let regions = c.ok("GET", "/v1/regions", Value::Null);
         let jp = regions
             .as_array()
             .unwrap()

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use cloudproxy_proto::client::{self, Attr, ALLOCATE, CHANNEL_BIND};
 use cloudproxy_testkit::echo::EchoPeer;
 use cloudproxy_testkit::turn::{Conn, TurnClient};
-use common::{start_cloudproxy, Relay, RelayOptions, TempDir};
+use common::{rss_kib, start_cloudproxy, Relay, RelayOptions, TempDir};
 
 const SECRET: &str = "hostile-secret";
 const PER_TRANSPORT: usize = 300;
@@ -39,15 +39,6 @@ fn relay_with(config: &str) -> (Relay, TempDir) {
 
 fn metric(relay: &Relay, series: &str) -> f64 {
     common::metric(relay.metrics.expect("metrics"), series).unwrap_or(0.0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
 }
 
 /// A TCP connection from `source` (an address of the loopback network).

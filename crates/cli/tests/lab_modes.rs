@@ -172,41 +172,13 @@ fn diagnose_in_a_udp_blocked_network_recommends_force_tcp() {
     let Some(w) = world(Profile::UdpBlocked) else {
         return;
     };
-    let out = w
-        .lab
-        .spawn(
-            Role::Client,
-            BIN,
-            [
-                "diagnose",
-                "--media",
-                &media().to_string(),
-                "--udp-proxy",
-                &published_udp().to_string(),
-                "--tcp-proxy",
-                &published_udp().to_string(),
-                "--tls-proxy",
-                &published_tls().to_string(),
-                "--channel",
-                "lab",
-                "--uid",
-                "20",
-                "--token",
-                &token(20),
-                "--timeout",
-                "2",
-                "--json",
-            ],
-        )
-        .expect("diagnose starts")
-        .finish(std::time::Duration::from_secs(30))
-        .expect("diagnose ends");
+    let proxies = [
+        ("--udp-proxy", published_udp()),
+        ("--tcp-proxy", published_udp()),
+        ("--tls-proxy", published_tls()),
+    ];
+    let (out, report) = diagnose(&w, 20, &proxies, &[]);
     assert!(out.status.success(), "{:?}", out.stderr);
-    let report: serde_json::Value = out
-        .stdout
-        .iter()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .expect("a JSON report");
     let ok = |path: &str| {
         report["paths"]
             .as_array()

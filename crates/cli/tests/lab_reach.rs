@@ -157,39 +157,12 @@ fn http_proxy_only_force_tcp_and_auto_tunnel_through_it_and_force_udp_says_why_n
     );
 
     // diagnose finds the proxy in the environment and checks each path through it.
-    let mut cmd = w.lab.command(Role::Client, BIN);
-    cmd.args([
-        "diagnose",
-        "--media",
-        &media().to_string(),
-        "--udp-proxy",
-        &published_udp().to_string(),
-        "--tcp-proxy",
-        &published_udp().to_string(),
-        "--tls-proxy",
-        &published_tls().to_string(),
-        "--channel",
-        "lab",
-        "--uid",
-        "34",
-        "--token",
-        &token(34),
-        "--timeout",
-        "2",
-        "--json",
-    ])
-    .env("https_proxy", &url);
-    let out = w
-        .lab
-        .spawn_command(Role::Client, cmd)
-        .expect("diagnose starts")
-        .finish(Duration::from_secs(40))
-        .expect("diagnose ends");
-    let report: Value = out
-        .stdout
-        .iter()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON report: {:?}", out.stderr));
+    let proxies = [
+        ("--udp-proxy", published_udp()),
+        ("--tcp-proxy", published_udp()),
+        ("--tls-proxy", published_tls()),
+    ];
+    let (_, report) = diagnose(&w, 34, &proxies, &[("https_proxy", &url)]);
     assert_eq!(report["http_proxy"]["proxy"], url.as_str(), "{report}");
     assert_eq!(report["http_proxy"]["from"], "https_proxy", "{report}");
     let path = |kind: &str| {
@@ -321,38 +294,11 @@ fn tls_only_dpi_passes_force_tcp_and_drops_plain_turn_tcp_on_443() {
     );
 
     // diagnose checks plain TURN/TCP on 443 and TURN/TLS on 443 side by side.
-    let out = w
-        .lab
-        .spawn(
-            Role::Client,
-            BIN,
-            [
-                "diagnose",
-                "--media",
-                &media().to_string(),
-                "--tcp-proxy",
-                &sa(SECOND_RELAY_ADDR, 443).to_string(),
-                "--tls-proxy",
-                &published_tls().to_string(),
-                "--channel",
-                "lab",
-                "--uid",
-                "52",
-                "--token",
-                &token(52),
-                "--timeout",
-                "2",
-                "--json",
-            ],
-        )
-        .expect("diagnose starts")
-        .finish(Duration::from_secs(40))
-        .expect("diagnose ends");
-    let report: Value = out
-        .stdout
-        .iter()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON report: {:?}", out.stderr));
+    let proxies = [
+        ("--tcp-proxy", sa(SECOND_RELAY_ADDR, 443)),
+        ("--tls-proxy", published_tls()),
+    ];
+    let (_, report) = diagnose(&w, 52, &proxies, &[]);
     let path = |kind: &str| {
         report["paths"]
             .as_array()

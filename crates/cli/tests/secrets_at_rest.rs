@@ -45,15 +45,6 @@ fn modes(dir: &Path) -> Vec<(String, u32)> {
     out
 }
 
-/// Waits until `done` holds, or panics with `what` and the process's output.
-fn wait_until(guard: &ChildGuard, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}\n{}", guard.output.text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Starts `cloudproxy up` on private ports with `data` as its data directory and waits for
 /// `ready` and for the relay's sync cache.
 fn start_up(data: &Path) -> ChildGuard {
@@ -77,7 +68,7 @@ fn start_up(data: &Path) -> ChildGuard {
         }
     }
     let cache = data.join("relay-sync.json");
-    wait_until(&guard, "no relay-sync.json", || cache.exists());
+    guard.wait_until(PATIENCE, "no relay-sync.json", || cache.exists());
     guard
 }
 
@@ -205,9 +196,11 @@ fn relay_sync_cache_is_private() {
     let (mut relay, lines) = ChildGuard::spawn("cloudproxy relay", cmd).unwrap();
     wait_for_listeners(&mut relay, &lines, &["udp", "metrics"])
         .unwrap_or_else(|e| panic!("relay did not start: {e}\n{}", relay.output.text()));
-    wait_until(&relay, "the sync cache never got the app's secret", || {
-        std::fs::read_to_string(&cache).is_ok_and(|c| c.contains(&secret))
-    });
+    relay.wait_until(
+        PATIENCE,
+        "the sync cache never got the app's secret",
+        || std::fs::read_to_string(&cache).is_ok_and(|c| c.contains(&secret)),
+    );
     assert_eq!(mode(&cache), 0o600, "the sync cache");
     let out = relay.output.text();
     assert!(
@@ -226,9 +219,11 @@ fn relay_sync_cache_is_private() {
     // A sync with something new rewrites the cache: still 0600.
     let second = api("POST", "/v1/apps", r#"{"name": "secrets-2"}"#);
     let secret2 = second["credentials"]["secret"].as_str().unwrap().to_owned();
-    wait_until(&relay, "the sync cache never got the second secret", || {
-        std::fs::read_to_string(&cache).is_ok_and(|c| c.contains(&secret2))
-    });
+    relay.wait_until(
+        PATIENCE,
+        "the sync cache never got the second secret",
+        || std::fs::read_to_string(&cache).is_ok_and(|c| c.contains(&secret2)),
+    );
     assert_eq!(mode(&cache), 0o600, "the rewritten sync cache");
 
     // `cloudproxy control`'s own SQLite files, in the directory it created.

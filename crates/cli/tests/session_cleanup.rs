@@ -25,11 +25,10 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use cloudproxy_proto::token::Token;
-use common::control::ControlProc;
-use common::{cloudproxy_bin, http, in_ci, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
+use common::control::{ControlProc, Credential, GovernedRelay, RelaySpec};
+use common::{cloudproxy_bin, in_ci, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
 use serde_json::{json, Value};
 
 const OPERATOR: &str = "operator-key-cleanup-0123456789";
@@ -52,154 +51,47 @@ fn start_control(dir: &TempDir) -> Control {
     common::control::start_control_on(addr, &db, OPERATOR, RELAY_KEY, &[])
 }
 
-fn api(c: &Control, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
-    c.api(method, path, key, body)
+/// Submits, approves and activates `mode` in Japan with one proxy user per channel.
+fn enable(c: &Control, app: &Credential, mode: &str) {
+    let form = json!({"region": "japan", "sdk": "native", "use_case": "1:1 call",
+        "max_concurrent_channels": 4, "max_users_per_channel": 2,
+        "max_proxy_users_per_channel": 1, "quality": "720p", "mode": mode});
+    let request = c.enable(&app.app_id, form);
+    assert_eq!(request["state"], "active", "{request}");
 }
 
-#[track_caller]
-fn ok(c: &Control, method: &str, path: &str, body: Value) -> Value {
-    c.ok(method, path, body)
+/// (allocation-seconds, bytes) metered so far for `app` in `mode`.
+fn usage(c: &Control, app: &Credential, mode: &str) -> (u64, u64) {
+    let path = format!("/v1/apps/{}/usage", app.app_id);
+    let (_, u) = c.api("GET", &path, OPERATOR, Value::Null);
+    let sum = |field: &str| {
+        u["days"].as_array().map_or(0, |d| {
+            d.iter()
+                .filter(|d| d["mode"] == mode)
+                .map(|d| d[field].as_u64().unwrap_or(0))
+                .sum()
+        })
+    };
+    (sum("seconds"), sum("bytes"))
 }
 
-struct App {
-    id: String,
-    key_id: String,
-    secret: String,
-}
-
-impl App {
-    fn create(c: &Control) -> Self {
-        let app = ok(c, "POST", "/v1/apps", json!({"name": "cleanup"}));
-        let cred = &app["credentials"];
-        Self {
-            id: cred["app_id"].as_str().unwrap().into(),
-            key_id: cred["key_id"].as_str().unwrap().into(),
-            secret: cred["secret"].as_str().unwrap().into(),
-        }
-    }
-
-    /// Submits, approves and activates `mode` in Japan with one proxy user per channel.
-    fn enable(&self, c: &Control, mode: &str) {
-        let form = json!({"region": "japan", "sdk": "native", "use_case": "1:1 call",
-            "max_concurrent_channels": 4, "max_users_per_channel": 2,
-            "max_proxy_users_per_channel": 1, "quality": "720p", "mode": mode});
-        let req = ok(c, "POST", &format!("/v1/apps/{}/requests", self.id), form);
-        let id = req["id"].as_str().unwrap();
-        let approved = ok(c, "POST", &format!("/v1/requests/{id}/approve"), json!({}));
-        assert_eq!(approved["state"], "active", "{approved}");
-        ok(c, "POST", &format!("/v1/requests/{id}/activate"), json!({}));
-    }
-
-    fn token(&self, channel: &str, uid: u32) -> String {
-        let expiry = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600;
-        Token::mint(
-            &self.id,
-            &self.key_id,
-            self.secret.as_bytes(),
-            channel,
-            uid,
-            expiry,
-        )
-        .unwrap()
-        .encode()
-    }
-
-    /// (allocation-seconds, bytes) metered so far in `mode`.
-    fn usage(&self, c: &Control, mode: &str) -> (u64, u64) {
-        let (_, u) = api(
-            c,
-            "GET",
-            &format!("/v1/apps/{}/usage", self.id),
-            OPERATOR,
-            Value::Null,
-        );
-        let sum = |field: &str| {
-            u["days"].as_array().map_or(0, |d| {
-                d.iter()
-                    .filter(|d| d["mode"] == mode)
-                    .map(|d| d[field].as_u64().unwrap_or(0))
-                    .sum()
-            })
-        };
-        (sum("seconds"), sum("bytes"))
-    }
-}
-
-struct RelayProc {
-    edge: String,
-    udp: SocketAddr,
-    tls: SocketAddr,
-    metrics: SocketAddr,
-    _guard: ChildGuard,
-}
+type RelayProc = GovernedRelay;
 
 impl RelayProc {
     /// A relay in Japan with 1-second sync, renewal and usage intervals, relaying from
     /// `relay_ip`.
     fn start(control: &Control, dir: &TempDir, edge: &str, pool: &str, relay_ip: &str) -> Self {
-        // The relay key may publish only addresses inside the edge's CIDRs.
-        ok(
-            control,
-            "PUT",
-            &format!("/v1/edges/{edge}/cidrs"),
-            json!({"cidrs": ["127.0.0.0/8"]}),
-        );
-        let config = dir.0.join(format!("{edge}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[control]\nurl = \"http://{}\"\nkey = \"{RELAY_KEY}\"\nedge_id = \"{edge}\"\n\
-                 region = \"japan\"\npool = \"{pool}\"\ncapacity_kbps = 1000000\n\
-                 sync_interval_secs = 1\nheartbeat_interval_secs = 1\n\
-                 lease_renew_interval_secs = 1\nusage_interval_secs = 1\n",
-                control.addr
-            ),
-        )
-        .unwrap();
-        let ports = reserve_ports(4, true);
-        let relay_ports = reserve_ports(20, false);
-        let mut cmd = Command::new(cloudproxy_bin());
-        cmd.arg("relay")
-            .args(["--config", config.to_str().unwrap()])
-            .args(["--udp", &format!("127.0.0.1:{}", ports[0])])
-            .args(["--tls", &format!("127.0.0.1:{}", ports[2])])
-            .args(["--tcp", &format!("127.0.0.1:{}", ports[3])])
-            .args(["--metrics", &format!("127.0.0.1:{}", ports[1])])
-            .args(["--relay-ip", relay_ip, "--allow-peer", "127.0.0.0/8"])
-            .args([
-                "--relay-ports",
-                &format!("{}-{}", relay_ports[0], relay_ports[19]),
-            ])
-            .args(["--shards", "2"])
-            .env("RUST_LOG", "info");
-        let (mut guard, lines) = ChildGuard::spawn(&format!("relay {edge}"), cmd).unwrap();
-        let found = wait_for_listeners(&mut guard, &lines, &["udp", "tls", "metrics"])
-            .unwrap_or_else(|e| panic!("relay {edge} did not start: {e}\n{}", guard.output.text()));
-        let get = |k: &str| found.iter().find(|(n, _)| n == k).unwrap().1;
-        Self {
-            edge: edge.into(),
-            udp: get("udp"),
-            tls: get("tls"),
-            metrics: get("metrics"),
-            _guard: guard,
-        }
+        let spec = RelaySpec {
+            edge,
+            pool,
+            relay_ip,
+            ..RelaySpec::default()
+        };
+        control.start_relay(&dir.0, RELAY_KEY, &spec)
     }
 
     fn metric(&self, name: &str) -> i64 {
-        let (_, text) = http(&self.metrics.to_string(), "GET", "/metrics", None, "");
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("no {name} in\n{text}")) as i64
+        common::metric_i64(self.metrics, name)
     }
 
     fn allocations(&self) -> i64 {
@@ -241,17 +133,15 @@ impl RelayProc {
 }
 
 fn registered(control: &Control, edge: &str) -> bool {
-    let edges = ok(control, "GET", "/v1/edges", Value::Null);
+    let edges = control.ok("GET", "/v1/edges", Value::Null);
     edges.to_string().contains(&format!("\"{edge}\""))
 }
 
-fn start_media(ip: &str, app: &App) -> (ChildGuard, SocketAddr) {
+fn start_media(ip: &str, app: &Credential) -> (ChildGuard, SocketAddr) {
     let listen = format!("{ip}:{}", reserve_ports(1, false)[0]);
     let mut cmd = Command::new(cloudproxy_bin());
-    cmd.args(["media", "--listen", &listen]).args([
-        "--app",
-        &format!("{}:{}:{}", app.id, app.key_id, app.secret),
-    ]);
+    cmd.args(["media", "--listen", &listen])
+        .args(["--app", &app.joined()]);
     let (mut guard, lines) = ChildGuard::spawn("cloudproxy media", cmd).unwrap();
     let found = wait_for_listeners(&mut guard, &lines, &["media"])
         .unwrap_or_else(|e| panic!("media did not start: {e}\n{}", guard.output.text()));
@@ -345,7 +235,7 @@ impl Drop for Firewall {
 
 struct Join<'a> {
     media: SocketAddr,
-    app: &'a App,
+    app: &'a Credential,
     channel: &'a str,
     uid: u32,
     mode: &'a str,
@@ -360,7 +250,7 @@ impl Join<'_> {
         let mut cmd = Command::new(cloudproxy_bin());
         cmd.arg("join")
             .args(["--media", &self.media.to_string()])
-            .args(["--app-id", &self.app.id, "--channel", self.channel])
+            .args(["--app-id", &self.app.app_id, "--channel", self.channel])
             .args(["--uid", &self.uid.to_string(), "--mode", self.mode])
             .args(["--proxy", &self.proxy.to_string()])
             .args(["--send", &self.send.to_string()])
@@ -437,25 +327,29 @@ fn summary(lines: &mpsc::Receiver<String>, wait: Duration) -> Option<Value> {
 
 /// A lease for another user of `channel`, asked for as a relay would: granted only when the
 /// channel's one proxy user has gone at the control plane too. Released again at once.
-fn lease_free(control: &Control, relay: &RelayProc, app: &App, mode: &str, channel: &str) -> bool {
+fn lease_free(
+    control: &Control,
+    relay: &RelayProc,
+    app: &Credential,
+    mode: &str,
+    channel: &str,
+) -> bool {
     static PROBES: AtomicU32 = AtomicU32::new(0);
     let id = format!(
         "probe-{}-{}",
         std::process::id(),
         PROBES.fetch_add(1, Ordering::Relaxed)
     );
-    let (code, body) = api(
-        control,
+    let (code, body) = control.api(
         "POST",
         "/v1/leases",
         RELAY_KEY,
-        json!({"lease_id": id, "relay_id": relay.edge, "app_id": app.id, "region": "japan",
+        json!({"lease_id": id, "relay_id": relay.edge, "app_id": app.app_id, "region": "japan",
                "mode": mode, "channel": channel, "user": "probe"}),
     );
     match code {
         201 => {
-            let (code, body) = api(
-                control,
+            let (code, body) = control.api(
                 "POST",
                 "/v1/leases/release",
                 RELAY_KEY,
@@ -490,7 +384,7 @@ struct Mode<'a> {
 fn cycles(
     control: &Control,
     relay: &RelayProc,
-    app: &App,
+    app: &Credential,
     media: SocketAddr,
     m: Mode<'_>,
 ) -> Cycles {
@@ -555,15 +449,15 @@ fn cycles(
 fn two_hundred_join_leave_cycles_per_mode_release_everything() {
     let dir = TempDir::new("cleanup-cycles");
     let control = start_control(&dir);
-    let app = App::create(&control);
+    let app = control.create_app("cleanup");
     let published = RelayProc::start(&control, &dir, "jp-static", "static", "127.0.0.1");
     // The Auto relay relays from an address of its own, which the firewall tells apart.
     let pool = RelayProc::start(&control, &dir, "jp-dynamic", "dynamic", "127.0.0.77");
     let (_media, media) = start_media("127.0.0.88", &app);
     published.wait_ready(&control);
     pool.wait_ready(&control);
-    app.enable(&control, "force_udp");
-    app.enable(&control, "force_tcp");
+    enable(&control, &app, "force_udp");
+    enable(&control, &app, "force_tcp");
     for (mode, proxy) in [("udp", published.udp), ("tcp", published.tls)] {
         let join = Join {
             media,
@@ -639,7 +533,7 @@ fn two_hundred_join_leave_cycles_per_mode_release_everything() {
 fn auto_on_an_open_network_leaves_no_allocation_behind() {
     let dir = TempDir::new("cleanup-auto");
     let control = start_control(&dir);
-    let app = App::create(&control);
+    let app = control.create_app("cleanup");
     let pool = RelayProc::start(&control, &dir, "jp-dyn-open", "dynamic", "127.0.0.78");
     let (_media, media) = start_media("127.0.0.89", &app);
     pool.wait_ready(&control);
@@ -735,11 +629,11 @@ fn auto_on_an_open_network_leaves_no_allocation_behind() {
 fn a_two_second_session_is_metered_under_five_allocation_seconds() {
     let dir = TempDir::new("cleanup-usage");
     let control = start_control(&dir);
-    let app = App::create(&control);
+    let app = control.create_app("cleanup");
     let relay = RelayProc::start(&control, &dir, "jp-usage", "static", "127.0.0.1");
     let (_media, media) = start_media("127.0.0.1", &app);
     relay.wait_ready(&control);
-    app.enable(&control, "force_udp");
+    enable(&control, &app, "force_udp");
     let warm = Join {
         media,
         app: &app,
@@ -770,7 +664,7 @@ fn a_two_second_session_is_metered_under_five_allocation_seconds() {
     // The relay reports every second. Once the session's bytes are in (they come with the
     // allocation's end), its seconds are too; two more reports must add nothing.
     let deadline = Instant::now() + PATIENCE;
-    while app.usage(&control, "force_udp").1 < 2 * 100 * 160 {
+    while usage(&control, &app, "force_udp").1 < 2 * 100 * 160 {
         assert!(
             Instant::now() < deadline,
             "the session's usage did not arrive"
@@ -778,7 +672,7 @@ fn a_two_second_session_is_metered_under_five_allocation_seconds() {
         std::thread::sleep(Duration::from_millis(300));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let (seconds, bytes) = app.usage(&control, "force_udp");
+    let (seconds, bytes) = usage(&control, &app, "force_udp");
     // Sub-second remainders carry over to the app's next usage, so a session of just under
     // 2 s may show as 1 s until more comes.
     eprintln!(
@@ -796,11 +690,11 @@ fn a_two_second_session_is_metered_under_five_allocation_seconds() {
 fn join_leaves_on_sigterm_and_sigint() {
     let dir = TempDir::new("cleanup-signal");
     let control = start_control(&dir);
-    let app = App::create(&control);
+    let app = control.create_app("cleanup");
     let relay = RelayProc::start(&control, &dir, "jp-signal", "static", "127.0.0.1");
     let (_media, media) = start_media("127.0.0.1", &app);
     relay.wait_ready(&control);
-    app.enable(&control, "force_udp");
+    enable(&control, &app, "force_udp");
     let join = |uid: u32, send: u32| Join {
         media,
         app: &app,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cloudproxy_proto::token::Token;
+use common::control::Credential;
 use common::up::{start_up, Up};
 use common::{cloudproxy_bin, http, reserve_port, run_bounded, ChildGuard, TempDir};
 use serde_json::Value;
@@ -24,7 +24,7 @@ fn api(up: &Up, method: &str, path: &str, body: &str) -> Value {
 }
 
 /// Creates an app with `cloudproxy admin`; returns (app id, key id, secret).
-fn admin_create_app(up: &Up, name: &str) -> (String, String, String) {
+fn admin_create_app(up: &Up, name: &str) -> Credential {
     let mut cmd = Command::new(cloudproxy_bin());
     cmd.args(["admin", "--control", &up.control, "--key", &up.operator_key])
         .args(["--json", "apps", "create", name]);
@@ -32,9 +32,7 @@ fn admin_create_app(up: &Up, name: &str) -> (String, String, String) {
     assert!(run.success(), "admin apps create:\n{}", run.output);
     let v: Value = serde_json::from_str(run.output.lines().find(|l| l.starts_with('{')).unwrap())
         .unwrap_or_else(|e| panic!("{e}: {}", run.output));
-    let c = &v["credentials"];
-    let s = |k: &str| c[k].as_str().unwrap().to_owned();
-    (s("app_id"), s("key_id"), s("secret"))
+    Credential::from_json(&v["credentials"])
 }
 
 /// Files, approves and (when approval left it approved) activates a Force TCP request.
@@ -49,18 +47,6 @@ fn enable_force_tcp(up: &Up, app: &str) {
     }
 }
 
-fn token(app: &str, key_id: &str, secret: &str, uid: u32) -> String {
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    Token::mint(app, key_id, secret.as_bytes(), "room", uid, expiry)
-        .unwrap()
-        .encode()
-}
-
-/// `cloudproxy join` once; returns (joined, output).
 fn join(
     media: SocketAddr,
     app: &str,
@@ -91,18 +77,6 @@ fn count(guard: &ChildGuard, needle: &str) -> usize {
     guard.output.text().matches(needle).count()
 }
 
-fn wait_until(guard: &ChildGuard, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}\n{}",
-            guard.output.tail(60)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn an_app_created_with_admin_joins_through_up_within_one_sync() {
     let dir = TempDir::new("up-apps");
@@ -111,38 +85,34 @@ fn an_app_created_with_admin_joins_through_up_within_one_sync() {
     let before = count(&up.guard, SYNCED);
 
     let created = Instant::now();
-    let (app, key_id, secret) = admin_create_app(&up, "made-with-admin");
+    let cred = admin_create_app(&up, "made-with-admin");
+    let app = cred.app_id.clone();
     enable_force_tcp(&up, &app);
     // One sync of each: the media service's keys changed, and the relay's sync cache holds
     // the app with its Force TCP enablement.
-    wait_until(
-        &up.guard,
+    up.guard.wait_until(
+        PATIENCE,
         "the media service never synced the new app",
         || count(&up.guard, SYNCED) > before,
     );
     let media_synced = created.elapsed();
     let cache = up.data.join("relay-sync.json");
-    wait_until(&up.guard, "the relay never synced the enablement", || {
-        let text = std::fs::read_to_string(&cache).unwrap_or_default();
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        v["apps"].as_array().is_some_and(|apps| {
-            apps.iter().any(|a| {
-                a["app_id"] == app.as_str()
-                    && a["enablements"]
-                        .as_array()
-                        .is_some_and(|e| e.iter().any(|e| e["mode"] == "force_tcp"))
+    up.guard
+        .wait_until(PATIENCE, "the relay never synced the enablement", || {
+            let text = std::fs::read_to_string(&cache).unwrap_or_default();
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            v["apps"].as_array().is_some_and(|apps| {
+                apps.iter().any(|a| {
+                    a["app_id"] == app.as_str()
+                        && a["enablements"]
+                            .as_array()
+                            .is_some_and(|e| e.iter().any(|e| e["mode"] == "force_tcp"))
+                })
             })
-        })
-    });
+        });
     let relay_synced = created.elapsed();
     // The first attempt after one sync must work: no retries.
-    let (ok, out) = join(
-        up.media,
-        &app,
-        &token(&app, &key_id, &secret, 7),
-        7,
-        Some(up.tls),
-    );
+    let (ok, out) = join(up.media, &app, &cred.token("room", 7), 7, Some(up.tls));
     assert!(
         ok,
         "join through up's relay failed:\n{out}\n{}",
@@ -184,10 +154,10 @@ fn an_app_created_with_admin_joins_through_up_within_one_sync() {
     .env("RUST_LOG", "info")
     .env("NO_COLOR", "1");
     let (media, _) = ChildGuard::spawn("cloudproxy media", cmd).unwrap();
-    wait_until(&media, "cloudproxy media never synced", || {
+    media.wait_until(PATIENCE, "cloudproxy media never synced", || {
         count(&media, SYNCED) > 0
     });
-    let (ok, out) = join(listen, &app, &token(&app, &key_id, &secret, 8), 8, None);
+    let (ok, out) = join(listen, &app, &cred.token("room", 8), 8, None);
     assert!(
         ok,
         "direct join at media --control failed:\n{out}\n{}",
@@ -197,7 +167,12 @@ fn an_app_created_with_admin_joins_through_up_within_one_sync() {
     let (ok, out) = join(
         listen,
         "0123456789abcdef0123456789abcdef",
-        &token("0123456789abcdef0123456789abcdef", "k1", "not-a-secret", 9),
+        &Credential {
+            app_id: "0123456789abcdef0123456789abcdef".into(),
+            key_id: "k1".into(),
+            secret: "not-a-secret".into(),
+        }
+        .token("room", 9),
         9,
         None,
     );

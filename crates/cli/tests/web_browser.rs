@@ -17,13 +17,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::process::Command;
 use std::time::Duration;
 
-use cloudproxy_proto::token::Token;
-use common::cdp::Browser;
+use common::cdp::{screenshot_dir, Browser};
+use common::control::{unix_now, Credential};
 use common::up::{start_up, Up};
 use common::web::*;
 use common::{cloudproxy_bin, run_bounded, TempDir};
@@ -35,16 +35,6 @@ const MESSAGES: usize = 50;
 /// The demo through the relay's TLS port.
 fn base(up: &Up) -> String {
     format!("https://{}", up.tls)
-}
-
-fn screenshot_dir(tmp: &Path) -> PathBuf {
-    if std::env::var("CLOUDPROXY_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    } else {
-        tmp.to_owned()
-    }
 }
 
 /// One mode: two pages join, 50 messages each way, the events and the path.
@@ -203,27 +193,11 @@ fn a_page_and_cloudproxy_join_exchange_messages() {
         &page,
         "let n = 0; window.sender = setInterval(() => window.demo.client.send('p' + n++), 20); true",
     );
-    let app: Value =
-        serde_json::from_str(&std::fs::read_to_string(up.data.join("demo-app.json")).unwrap())
-            .unwrap();
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let token = Token::mint(
-        app["app_id"].as_str().unwrap(),
-        app["key_id"].as_str().unwrap(),
-        app["secret"].as_str().unwrap().as_bytes(),
-        "web-and-udp",
-        11,
-        expiry,
-    )
-    .unwrap()
-    .encode();
+    let app = Credential::demo(&up.data);
+    let token = app.token_until("web-and-udp", 11, unix_now() + 600);
     let mut cmd = Command::new(cloudproxy_bin());
     cmd.args(["join", "--media", &up.media.to_string()])
-        .args(["--app-id", app["app_id"].as_str().unwrap()])
+        .args(["--app-id", &app.app_id])
         .args(["--channel", "web-and-udp", "--uid", "11", "--token", &token])
         .args(["--send", "50", "--interval", "20ms", "--no-echo"]);
     let run = run_bounded("cloudproxy join", cmd, Duration::from_secs(60));

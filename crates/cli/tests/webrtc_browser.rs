@@ -16,10 +16,10 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use cloudproxy_proto::token::Token;
 use common::cdp::{chromium, Browser, Page};
+use common::control::Credential;
 use common::up::{start_up, Up};
 use common::{cloudproxy_bin, in_ci, run_bounded, BoundedRun, TempDir};
 use serde_json::Value;
@@ -88,43 +88,6 @@ window.framesDecoded = async () => {
   return n;
 };
 "#;
-
-struct App {
-    app_id: String,
-    key_id: String,
-    secret: String,
-}
-
-impl App {
-    fn of(up: &Up) -> App {
-        let text = std::fs::read_to_string(up.data.join("demo-app.json")).unwrap();
-        let v: Value = serde_json::from_str(&text).unwrap();
-        let s = |k: &str| v[k].as_str().unwrap().to_owned();
-        App {
-            app_id: s("app_id"),
-            key_id: s("key_id"),
-            secret: s("secret"),
-        }
-    }
-
-    fn token(&self, channel: &str, uid: u32) -> String {
-        let expiry = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600;
-        Token::mint(
-            &self.app_id,
-            &self.key_id,
-            self.secret.as_bytes(),
-            channel,
-            uid,
-            expiry,
-        )
-        .unwrap()
-        .encode()
-    }
-}
 
 fn whip_url(up: &Up) -> String {
     let text = up.guard.output.text();
@@ -204,7 +167,7 @@ fn browser(extra: &[&str]) -> Option<Browser> {
 
 /// `cloudproxy join` direct to `up`'s media service, sending 50 DATA and counting what the
 /// other members send.
-fn join(up: &Up, app: &App, channel: &str, uid: u32) -> BoundedRun {
+fn join(up: &Up, app: &Credential, channel: &str, uid: u32) -> BoundedRun {
     let mut cmd = Command::new(cloudproxy_bin());
     cmd.args([
         "join",
@@ -242,7 +205,7 @@ fn exchange(
     browser: &mut Browser,
     url: &str,
     up: &Up,
-    app: &App,
+    app: &Credential,
     channel: &str,
     config: &str,
 ) -> Exchanged {
@@ -346,7 +309,7 @@ fn a_page_and_cloudproxy_join_exchange_messages_directly_and_through_the_relay()
     };
     let dir = TempDir::new("webrtc-browser");
     let up = start_up(&dir.0.join("data"), PATIENCE);
-    let app = App::of(&up);
+    let app = Credential::demo(&up.data);
 
     let url = blank_page_url();
     let direct = exchange(&mut browser, &url, &up, &app, "web-direct", "{}");
@@ -391,7 +354,7 @@ fn two_pages_with_fake_cameras_see_each_others_video_through_the_sfu() {
     };
     let dir = TempDir::new("webrtc-media");
     let up = start_up(&dir.0.join("data"), PATIENCE);
-    let app = App::of(&up);
+    let app = Credential::demo(&up.data);
     let whip = whip_url(&up);
     let url = blank_page_url();
     let pages: Vec<Page> = (1..=2u32)

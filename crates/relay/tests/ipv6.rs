@@ -20,6 +20,7 @@ use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::{AuthConfig, ServerConfig};
 use cloudproxy_relay::{Relay, RelayConfig};
 use cloudproxy_testkit::echo::EchoPeer;
+use cloudproxy_testkit::process::in_ci;
 use cloudproxy_testkit::turn::{Conn, TurnClient, TIMEOUT};
 
 const SECRET: &str = "ipv6-secret";
@@ -28,12 +29,6 @@ const SECRET: &str = "ipv6-secret";
 const REQUESTED_FAMILY_V6: Attr<'static> = Attr::Raw(0x0017, &[2, 0, 0, 0]);
 /// ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.2) with family IPv6.
 const ADDITIONAL_FAMILY_V6: Attr<'static> = Attr::Raw(0x8000, &[2, 0, 0, 0]);
-
-fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| !matches!(v.trim(), "" | "0" | "false" | "FALSE" | "False"))
-        .unwrap_or(false)
-}
 
 /// `true` if `[::1]` can be bound. Otherwise: panics under CI, else prints a notice (skip).
 fn require_ipv6_loopback(test: &str) -> bool {

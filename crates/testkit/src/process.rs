@@ -89,6 +89,21 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
+    /// Waits (checking every 50 ms, at most `patience`) until `done` holds, or panics with
+    /// `what` and the end of this child's output.
+    #[track_caller]
+    pub fn wait_until(&self, patience: Duration, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + patience;
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}\n{}",
+                self.output.tail(60)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Spawns `cmd` with stdout and stderr captured. Lines of stdout are also sent on the
     /// returned receiver (for readiness lines).
     pub fn spawn(name: &str, mut cmd: Command) -> std::io::Result<(Self, mpsc::Receiver<String>)> {
@@ -263,4 +278,12 @@ pub fn wait_exit(child: &mut ChildGuard, limit: Duration) -> Option<ExitStatus> 
         }
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Whether this run is CI (`CI` set to anything but empty, `0` or `false`): there a test that
+/// lacks a capability (IPv6, coturn, Chromium…) fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| !matches!(v.trim(), "" | "0" | "false" | "FALSE" | "False"))
+        .unwrap_or(false)
 }

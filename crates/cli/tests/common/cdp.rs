@@ -301,3 +301,15 @@ impl Drop for Browser {
         let _ = self.child.wait();
     }
 }
+
+/// Where a test writes its screenshots: `docs/screenshots` when `CLOUDPROXY_UPDATE_SCREENSHOTS=1`
+/// (to refresh the README's pictures), else `tmp`.
+pub(crate) fn screenshot_dir(tmp: &Path) -> PathBuf {
+    if std::env::var("CLOUDPROXY_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    } else {
+        tmp.to_owned()
+    }
+}

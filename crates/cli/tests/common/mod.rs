@@ -31,12 +31,7 @@ pub(crate) const LOCALHOST: &str = "127.0.0.1";
 // ------------------------------------------------------------------------------------------
 // Environment
 
-/// Whether we run under CI (`CI` set to anything but empty, `0` or `false`).
-pub(crate) fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| !matches!(v.trim(), "" | "0" | "false" | "FALSE" | "False"))
-        .unwrap_or(false)
-}
+pub(crate) use cloudproxy_testkit::process::in_ci;
 
 /// Full path of `program` on `PATH`, if there is an executable file by that name.
 pub(crate) fn which(program: &str) -> Option<PathBuf> {
@@ -714,6 +709,23 @@ pub(crate) fn metrics_text(addr: SocketAddr) -> String {
 /// `cloudproxy_stream_refused_total{reason="total_limit"}`), if present.
 pub(crate) fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
     series_value(&metrics_text(addr), series)
+}
+
+/// The value of a series that must be there (name and labels exactly as exposed), as an integer.
+#[track_caller]
+pub(crate) fn metric_i64(addr: SocketAddr, series: &str) -> i64 {
+    let text = metrics_text(addr);
+    series_value(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}")) as i64
+}
+
+/// `VmRSS` of a live process, KiB.
+pub(crate) fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
 }
 
 /// The value of `series` (name and labels exactly as exposed) in OpenMetrics text.

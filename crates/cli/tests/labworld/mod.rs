@@ -146,6 +146,37 @@ pub(crate) fn token(uid: u32) -> String {
         .encode()
 }
 
+/// `cloudproxy diagnose --json` from the client namespace as `uid` in channel `lab` (2 s per
+/// check), against the lab's media service and `proxies` (flag, address: `--udp-proxy`…), with
+/// `env` set: how it ended, and its JSON report.
+pub(crate) fn diagnose(
+    w: &World,
+    uid: u32,
+    proxies: &[(&str, SocketAddr)],
+    env: &[(&str, &str)],
+) -> (cloudproxy_lab::ChildOutput, Value) {
+    let mut cmd = w.lab.command(Role::Client, BIN);
+    cmd.args(["diagnose", "--media", &media().to_string()]);
+    for (flag, addr) in proxies {
+        cmd.args([*flag, &addr.to_string()]);
+    }
+    cmd.args(["--channel", "lab", "--uid", &uid.to_string()])
+        .args(["--token", &token(uid), "--timeout", "2", "--json"])
+        .envs(env.iter().copied());
+    let out = w
+        .lab
+        .spawn_command(Role::Client, cmd)
+        .expect("diagnose starts")
+        .finish(Duration::from_secs(40))
+        .expect("diagnose ends");
+    let report = out
+        .stdout
+        .iter()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON report: {:?}", out.stderr));
+    (out, report)
+}
+
 /// What `cloudproxy join` printed: its events and the final summary or error.
 pub(crate) struct JoinRun {
     pub ok: bool,

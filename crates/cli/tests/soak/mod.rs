@@ -37,9 +37,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::common::control::{start_control_on, ControlProc};
 use crate::common::{
-    cloudproxy_bin, http, metrics_text, reserve_ports, series_value, wait_for_listeners,
-    ChildGuard, TempDir,
+    cloudproxy_bin, http, metric_i64, metrics_text, reserve_ports, rss_kib, series_value,
+    wait_for_listeners, ChildGuard, TempDir,
 };
 
 const OPERATOR: &str = "operator-key-soak-0123456789";
@@ -152,11 +153,6 @@ pub(crate) struct SoakReport {
     pub usage_reports_pending: i64,
 }
 
-struct ControlProc {
-    addr: String,
-    _guard: ChildGuard,
-}
-
 struct RelayProc {
     udp: SocketAddr,
     metrics: SocketAddr,
@@ -164,49 +160,10 @@ struct RelayProc {
     guard: ChildGuard,
 }
 
-fn api(addr: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let (code, text) = http(addr, method, path, Some(OPERATOR), &body);
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    (code, json)
-}
-
-#[track_caller]
-fn ok(addr: &str, method: &str, path: &str, body: Value) -> Value {
-    let (code, json) = api(addr, method, path, body);
-    assert!((200..300).contains(&code), "{method} {path}: {code} {json}");
-    json
-}
-
 fn start_control(dir: &TempDir) -> ControlProc {
     let addr = format!("127.0.0.1:{}", reserve_ports(1, true)[0]);
     let db = format!("sqlite:{}", dir.0.join("control.db").display());
-    let mut cmd = Command::new(cloudproxy_bin());
-    cmd.args(["control", "--listen", &addr, "--database", &db])
-        .args(["--operator-key", OPERATOR, "--relay-key", RELAY_KEY])
-        .env("RUST_LOG", "warn");
-    let (guard, lines) = ChildGuard::spawn("cloudproxy control", cmd).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("control did not start:\n{}", guard.output.text()));
-        if line.starts_with("control http://") {
-            break;
-        }
-    }
-    ControlProc {
-        addr,
-        _guard: guard,
-    }
+    start_control_on(addr, &db, OPERATOR, RELAY_KEY, &[])
 }
 
 /// A static-pool relay in Japan governed by `control`, with relay ports for `allocations`
@@ -214,8 +171,7 @@ fn start_control(dir: &TempDir) -> ControlProc {
 fn start_relay(control: &ControlProc, dir: &TempDir, soak: &Soak) -> RelayProc {
     let allocations = soak.allocations;
     // The relay key may publish only addresses inside the edge's CIDRs.
-    ok(
-        &control.addr,
+    control.ok(
         "PUT",
         "/v1/edges/soak-1/cidrs",
         json!({"cidrs": ["127.0.0.0/8"]}),
@@ -273,22 +229,14 @@ fn enable_app(control: &ControlProc, relay: &RelayProc, allocations: usize) -> (
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let app = ok(c, "POST", "/v1/apps", json!({"name": "soak"}));
-    let cred = &app["credentials"];
-    let s = |k: &str| cred[k].as_str().unwrap().to_owned();
-    let (app_id, key) = (
-        s("app_id"),
-        format!("{}:{}:{}", s("app_id"), s("key_id"), s("secret")),
-    );
+    let app = control.create_app("soak");
     let form = json!({"region": "japan", "sdk": "native", "use_case": "soak",
         "max_concurrent_channels": 2 * allocations + 16, "max_users_per_channel": 2,
         "max_proxy_users_per_channel": 1, "quality": "audio_only", "mode": "force_udp"});
-    let req = ok(c, "POST", &format!("/v1/apps/{app_id}/requests"), form);
-    let id = req["id"].as_str().unwrap();
-    let approved = ok(c, "POST", &format!("/v1/requests/{id}/approve"), json!({}));
-    assert_eq!(approved["state"], "active", "{approved}");
-    ok(c, "POST", &format!("/v1/requests/{id}/activate"), json!({}));
-    (app_id, key)
+    let request = control.enable(&app.app_id, form);
+    assert_eq!(request["state"], "active", "{request}");
+    let key = app.joined();
+    (app.app_id, key)
 }
 
 /// Waits until the relay has synced the app: one allocation set up and deleted, no data.
@@ -315,23 +263,12 @@ fn wait_for_sync(relay: &RelayProc, app: &str) {
 
 /// A series' value from the relay's OpenMetrics text (labels included in `name`).
 fn metric(relay: &RelayProc, name: &str) -> i64 {
-    let text = metrics_text(relay.metrics);
-    series_value(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}")) as i64
+    metric_i64(relay.metrics, name)
 }
 
 /// [`metric`], 0 when the series is absent.
 fn metric_or_zero(relay: &RelayProc, name: &str) -> i64 {
     series_value(&metrics_text(relay.metrics), name).unwrap_or(0.0) as i64
-}
-
-/// `VmRSS` of a process, KiB.
-pub(crate) fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// User + system CPU time of a process (clock ticks of 10 ms, Linux's USER_HZ).
@@ -372,12 +309,7 @@ fn udp_drops(relay: &RelayProc) -> (u64, u64, u64) {
 
 /// The app's metered usage in Force UDP over every day: (bytes, seconds, peak).
 fn usage(control: &ControlProc, app: &str) -> (u64, u64, u64) {
-    let (_, u) = api(
-        &control.addr,
-        "GET",
-        &format!("/v1/apps/{app}/usage"),
-        Value::Null,
-    );
+    let u = control.ok("GET", &format!("/v1/apps/{app}/usage"), Value::Null);
     let days = u["days"].as_array().cloned().unwrap_or_default();
     days.iter()
         .filter(|d| d["mode"] == "force_udp")
