@@ -6,7 +6,8 @@
 //!   and the usual moves (allocate, bind a channel, echo, delete);
 //! - [`echo`]: a UDP echo peer that allocates nothing per packet;
 //! - [`process`]: child processes with captured output, killed on drop or run within a
-//!   deadline; signals and scratch directories.
+//!   deadline, or waited on until a condition holds; signals, scratch directories and the CI
+//!   switch ([`process::in_ci`]).
 //!
 //! Dev-only (`publish = false`): nothing here ships in a binary.
 
