@@ -310,14 +310,14 @@ impl Server {
         Ok(())
     }
 
-    /// RFC 8656 §9.2: CreatePermission — all listed peers or none.
+    /// RFC 8656 §9.2: CreatePermission — all listed peers or none. The success carries no
+    /// attribute (the caller answers).
     pub(super) fn create_permission(
         &mut self,
         msg: &Message<'_>,
         slot: usize,
         now: Instant,
-        reply: &ReplyAuth,
-    ) -> Result<Option<Vec<u8>>, Reject> {
+    ) -> Result<(), Reject> {
         let tid = msg.transaction_id();
         let mut peers: Vec<IpAddr> = Vec::new();
         let mut n = 0;
@@ -344,18 +344,17 @@ impl Server {
         for ip in peers {
             self.channels_usable(slot, ip, now);
         }
-        let w = Message::builder_success(msg, MessageWriteVec::new());
-        Ok(Some(self.finish(w, reply)))
+        Ok(())
     }
 
-    /// RFC 8656 §11.2: ChannelBind; also installs or refreshes the peer's permission.
+    /// RFC 8656 §11.2: ChannelBind; also installs or refreshes the peer's permission. The
+    /// success carries no attribute (the caller answers).
     pub(super) fn channel_bind(
         &mut self,
         msg: &Message<'_>,
         slot: usize,
         now: Instant,
-        reply: &ReplyAuth,
-    ) -> Result<Option<Vec<u8>>, Reject> {
+    ) -> Result<(), Reject> {
         let number = msg
             .attribute::<ChannelNumber>()
             .map_err(|_| reject(400, "Bad Request: CHANNEL-NUMBER missing"))?
@@ -403,8 +402,7 @@ impl Server {
         alloc.permissions.install(peer.ip(), now + l.permission);
         self.schedule(slot);
         self.channels_usable(slot, peer.ip(), now);
-        let w = Message::builder_success(msg, MessageWriteVec::new());
-        Ok(Some(self.finish(w, reply)))
+        Ok(())
     }
 
     /// RFC 8656 §11.4: a Send indication is relayed if a permission exists; otherwise dropped.

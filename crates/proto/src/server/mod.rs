@@ -790,11 +790,18 @@ impl Server {
                 {
                     Err(reject(437, "Allocation Mismatch: allocation not ready"))
                 }
-                Some(slot) => match method {
-                    REFRESH => self.refresh(msg, slot, now, &reply),
-                    CREATE_PERMISSION => self.create_permission(msg, slot, now, &reply),
-                    _ => self.channel_bind(msg, slot, now, &reply),
-                },
+                Some(slot) if method == REFRESH => self.refresh(msg, slot, now, &reply),
+                Some(slot) => {
+                    let done = if method == CREATE_PERMISSION {
+                        self.create_permission(msg, slot, now)
+                    } else {
+                        self.channel_bind(msg, slot, now)
+                    };
+                    done.map(|()| {
+                        let w = Message::builder_success(msg, MessageWriteVec::new());
+                        Some(self.finish(w, &reply))
+                    })
+                }
             }
         };
         match result {
