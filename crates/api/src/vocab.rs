@@ -17,7 +17,24 @@ pub trait Wire: Sized + Copy + 'static {
     }
 }
 
+/// `wire_enum! { Enum { Variant = "spelling", ... } }` defines the enum and its [`Wire`] spelling.
+/// With `Variant = "spelling" => value` and a closing `fn name -> Type;`, each variant's value
+/// stands beside it in the one table, and `name(self)` returns it.
 macro_rules! wire_enum {
+    (
+        $(#[$m:meta])* $name:ident {
+            $($(#[$vm:meta])* $variant:ident = $s:literal => $value:expr),+ $(,)?
+        }
+        $(#[$fm:meta])* fn $f:ident -> $t:ty;
+    ) => {
+        wire_enum! { $(#[$m])* $name { $($(#[$vm])* $variant = $s),+ } }
+        impl $name {
+            $(#[$fm])*
+            pub fn $f(self) -> $t {
+                match self { $(Self::$variant => $value),+ }
+            }
+        }
+    };
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -49,32 +66,20 @@ wire_enum! {
     /// A service region. Force-mode clients reach only their region's published relays.
     Region {
         /// Mainland China.
-        MainlandChina = "mainland_china",
+        MainlandChina = "mainland_china" => "Mainland China",
         /// Europe.
-        Europe = "europe",
+        Europe = "europe" => "Europe",
         /// India.
-        India = "india",
+        India = "india" => "India",
         /// Japan.
-        Japan = "japan",
+        Japan = "japan" => "Japan",
         /// North America.
-        NorthAmerica = "north_america",
+        NorthAmerica = "north_america" => "North America",
         /// Southeast Asia.
-        SoutheastAsia = "southeast_asia",
+        SoutheastAsia = "southeast_asia" => "Southeast Asia",
     }
-}
-
-impl Region {
     /// The name people read (HTML page, exports).
-    pub fn display_name(self) -> &'static str {
-        match self {
-            Region::MainlandChina => "Mainland China",
-            Region::Europe => "Europe",
-            Region::India => "India",
-            Region::Japan => "Japan",
-            Region::NorthAmerica => "North America",
-            Region::SoutheastAsia => "Southeast Asia",
-        }
-    }
+    fn display_name -> &'static str;
 }
 
 wire_enum! {
@@ -137,21 +142,18 @@ wire_enum! {
     /// ([`QualityTier::kbps_per_proxy_user`]) that drives the bandwidth estimate.
     QualityTier {
         /// Audio only: 100 kbit/s per proxy user.
-        AudioOnly = "audio_only",
+        AudioOnly = "audio_only" => 100,
         /// 360p video: 1 000 kbit/s per proxy user.
-        P360 = "360p",
+        P360 = "360p" => 1_000,
         /// 480p video: 1 500 kbit/s per proxy user.
-        P480 = "480p",
+        P480 = "480p" => 1_500,
         /// 720p video: 3 000 kbit/s per proxy user.
-        P720 = "720p",
+        P720 = "720p" => 3_000,
         /// 1080p video: 5 000 kbit/s per proxy user.
-        P1080 = "1080p",
+        P1080 = "1080p" => 5_000,
         /// 2K and above: 10 000 kbit/s per proxy user.
-        K2Plus = "2k_plus",
+        K2Plus = "2k_plus" => 10_000,
     }
-}
-
-impl QualityTier {
     /// Relayed bandwidth budgeted per proxy user, in kbit/s, both directions together: the
     /// user's own stream up plus what it receives, with headroom for TURN/TLS overhead and
     /// retransmissions.
@@ -164,16 +166,7 @@ impl QualityTier {
     /// | 720p | 3 000 |
     /// | 1080p | 5 000 |
     /// | 2k_plus | 10 000 |
-    pub fn kbps_per_proxy_user(self) -> u64 {
-        match self {
-            QualityTier::AudioOnly => 100,
-            QualityTier::P360 => 1_000,
-            QualityTier::P480 => 1_500,
-            QualityTier::P720 => 3_000,
-            QualityTier::P1080 => 5_000,
-            QualityTier::K2Plus => 10_000,
-        }
-    }
+    fn kbps_per_proxy_user -> u64;
 }
 
 wire_enum! {

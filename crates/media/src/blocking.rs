@@ -7,47 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::wire::{self, ErrorCode, Packet};
 
-/// A datagram from the service, owned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// JOINED: the client is a member.
-    Joined {
-        /// The member's uid, from its token.
-        uid: u32,
-        /// Members in the channel, this one included.
-        members: u16,
-        /// The source address the service saw.
-        addr: SocketAddr,
-    },
-    /// ERROR: a request was refused.
-    Error {
-        /// What went wrong (400, 401, 404, 503, ...).
-        code: ErrorCode,
-        /// Whether the same request may succeed later.
-        retryable: bool,
-        /// The token's app id, when it had a well-formed one.
-        app_id: String,
-        /// The service's explanation.
-        message: String,
-    },
-    /// FORWARDED: another member's DATA.
-    Forwarded {
-        /// The uid of the member that sent it.
-        from_uid: u32,
-        /// The sender's sequence number.
-        seq: u32,
-        /// The sender's send time, in microseconds of its clock.
-        sent_micros: u64,
-        /// The media bytes.
-        payload: Vec<u8>,
-    },
-    /// PONG, echoing the PING's timestamp.
-    Pong(u64),
-    /// LEFT: the LEAVE was done.
-    Left,
-    /// CHALLENGE: repeat the JOIN with this cookie.
-    Challenge(wire::Cookie),
-}
+/// A datagram from the service, owned: what [`Reply::from_packet`] makes of a [`Packet`]
+/// of the service's kinds (JOINED, ERROR, FORWARDED, PONG, LEFT, CHALLENGE).
+pub type Reply = wire::Datagram<String, Vec<u8>>;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]

@@ -410,7 +410,8 @@ async fn serve(
                         timeouts = t;
                         s.sweep(&mut server);
                     }
-                    s.handle_timeout(&mut server, &listeners, &mut buf, now);
+                    s.handle_timeout(now);
+                    s.run(&mut server, &listeners, &mut buf, now);
                 }
                 // A fired sleep stays ready: always re-arm it.
                 armed = None;
@@ -456,14 +457,8 @@ async fn serve(
             }
             Wake::Web(Ok((len, from))) => {
                 if let Some((s, _)) = sessions.as_mut() {
-                    s.receive(
-                        &mut server,
-                        &listeners,
-                        from,
-                        &web_buf[..len],
-                        &mut buf,
-                        now,
-                    );
+                    s.receive(&mut server, from, &web_buf[..len], now);
+                    s.run(&mut server, &listeners, &mut buf, now);
                 }
                 continue;
             }

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
@@ -141,8 +141,7 @@ struct OfferQuery {
 async fn offer(
     State(commands): State<Loop>,
     Query(q): Query<OfferQuery>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let echo = match q.echo.as_deref() {
         None | Some("0") => false,
@@ -155,9 +154,8 @@ async fn offer(
             ))
         }
     };
-    let token = bearer(&headers)?;
-    content_type(&headers, "application/sdp")?;
-    let sdp = text_body(&headers, body).await?;
+    let token = bearer(request.headers())?;
+    let sdp = text_body(request, "application/sdp").await?;
     let (reply, answer) = oneshot::channel();
     let command = Command::Offer {
         token,
@@ -181,12 +179,10 @@ async fn offer(
 async fn candidates(
     State(commands): State<Loop>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<StatusCode, ApiError> {
     let id = session(&id)?;
-    content_type(&headers, "application/trickle-ice-sdpfrag")?;
-    let frag = text_body(&headers, body).await?;
+    let frag = text_body(request, "application/trickle-ice-sdpfrag").await?;
     let (reply, done) = oneshot::channel();
     ask(&commands, Command::Candidates { id, frag, reply }, done).await??;
     Ok(StatusCode::NO_CONTENT)
@@ -251,9 +247,11 @@ fn content_type(headers: &HeaderMap, want: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The body as UTF-8, at most [`MAX_BODY`] bytes (a larger declared length is refused
-/// before reading).
-async fn text_body(headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
+/// The body of a request of media type `want` (415 otherwise) as UTF-8, at most [`MAX_BODY`]
+/// bytes (a larger declared length is refused before reading).
+async fn text_body(request: Request, want: &str) -> Result<String, ApiError> {
+    let headers = request.headers();
+    content_type(headers, want)?;
     let too_large = || {
         ApiError::new(
             413,
@@ -268,7 +266,7 @@ async fn text_body(headers: &HeaderMap, body: Body) -> Result<String, ApiError> 
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(too_large());
     }
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY)
+    let bytes: Bytes = axum::body::to_bytes(request.into_body(), MAX_BODY)
         .await
         .map_err(|_| too_large())?;
     String::from_utf8(bytes.to_vec())

@@ -330,13 +330,7 @@ impl MediaServer {
             }) => {
                 self.on_join(token, echo, cookie, reply_to, len, now, out);
             }
-            Ok(Packet::Ping(t)) => match self.members.get_mut(&reply_to.key()) {
-                Some(m) => {
-                    m.last_seen = now;
-                    self.send(reply_to, Packet::Pong(t), out);
-                }
-                None => self.not_joined(reply_to, len, out),
-            },
+            Ok(Packet::Ping(t)) => self.on_ping(reply_to, t, len, now, out),
             Ok(Packet::Leave) => {
                 if self.remove_member(reply_to.key()).is_some() {
                     tracing::debug!(remote = %from, "member left");
@@ -382,24 +376,14 @@ impl MediaServer {
     ) -> Result<WebJoin, WebRefusal> {
         let since_start = now.saturating_duration_since(self.anchor);
         let now_us = u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX);
-        let now_unix = self.anchor_unix + since_start.as_secs();
-        let verified = token::split(token)
-            .map_err(|e| VerifyError {
-                app_id: None,
-                reason: token::VerifyReason::Malformed(e),
-            })
-            .and_then(|(user, pass)| token::verify_credential(&self.auth, user, pass, now_unix));
-        let claims = match verified {
+        let claims = match self.verify(token, since_start) {
             Ok(c) => c,
             Err(e) if matches!(e.reason, token::VerifyReason::UnknownApp) => {
                 return Err(WebRefusal::AppNotAllowed(e.to_string()))
             }
             Err(e) => return Err(WebRefusal::Unauthorized(e.to_string())),
         };
-        self.key.clear();
-        let _ = write!(self.key, "{}/{}", claims.app_id, claims.channel);
-        let uid = claims.uid.to_be_bytes();
-        if !self.token_rate.allow(&[self.key.as_bytes(), &uid], now_us) {
+        if !self.token_rate_allows(&claims, now_us) {
             self.rate_limited(MemberKey::Web(id), "token", now);
             return Err(WebRefusal::RateLimited);
         }
@@ -476,13 +460,7 @@ impl MediaServer {
             Ok(Packet::Data {
                 seq, sent_micros, ..
             }) => self.on_data(buf, from, seq, sent_micros, now, out),
-            Ok(Packet::Ping(t)) => match self.members.get_mut(&from.key()) {
-                Some(m) => {
-                    m.last_seen = now;
-                    self.send(from, Packet::Pong(t), out);
-                }
-                None => self.not_joined(from, len, out),
-            },
+            Ok(Packet::Ping(t)) => self.on_ping(from, t, len, now, out),
             Ok(Packet::Leave) => {
                 self.remove_member(from.key());
                 self.send(from, Packet::Left, out);
@@ -543,6 +521,24 @@ impl MediaServer {
         }
     }
 
+    /// PING from a member: it is alive, and gets its PONG; from anyone else, 404.
+    fn on_ping(
+        &mut self,
+        from: Endpoint,
+        t: u64,
+        request_len: usize,
+        now: Instant,
+        out: &mut impl FnMut(Transmit<'_>),
+    ) {
+        match self.members.get_mut(&from.key()) {
+            Some(m) => {
+                m.last_seen = now;
+                self.send(from, Packet::Pong(t), out);
+            }
+            None => self.not_joined(from, request_len, out),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn on_join(
         &mut self,
@@ -564,14 +560,7 @@ impl MediaServer {
         if !self.source_rate.allow(&[source], now_us) {
             return self.rate_limited(from.key(), "source", now);
         }
-        let now_unix = self.anchor_unix + since_start.as_secs();
-        let verified = token::split(token)
-            .map_err(|e| VerifyError {
-                app_id: None,
-                reason: token::VerifyReason::Malformed(e),
-            })
-            .and_then(|(user, pass)| token::verify_credential(&self.auth, user, pass, now_unix));
-        let claims = match verified {
+        let claims = match self.verify(token, since_start) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(%remote, "join refused: {e}");
@@ -588,10 +577,7 @@ impl MediaServer {
                 );
             }
         };
-        self.key.clear();
-        let _ = write!(self.key, "{}/{}", claims.app_id, claims.channel);
-        let uid = claims.uid.to_be_bytes();
-        if !self.token_rate.allow(&[self.key.as_bytes(), &uid], now_us) {
+        if !self.token_rate_allows(&claims, now_us) {
             return self.rate_limited(from.key(), "token", now);
         }
 
@@ -687,6 +673,26 @@ impl MediaServer {
     }
 
     /// The cookie for `source` and `token` in time slot `slot`.
+    /// The claims of an encoded `token`, its expiry checked against the anchored wall clock
+    /// `since_start` after the anchor.
+    fn verify<'t>(
+        &self,
+        token: &'t str,
+        since_start: Duration,
+    ) -> Result<token::Claims<'t>, VerifyError<'t>> {
+        let now_unix = self.anchor_unix + since_start.as_secs();
+        token::verify_encoded(&self.auth, token, now_unix)
+    }
+
+    /// Counts a JOIN against its token identity's (app, channel, uid) rate. Leaves the
+    /// identity's channel key (`app/channel`) in `self.key` for the caller's lookups.
+    fn token_rate_allows(&mut self, claims: &token::Claims<'_>, now_us: u64) -> bool {
+        self.key.clear();
+        let _ = write!(self.key, "{}/{}", claims.app_id, claims.channel);
+        let uid = claims.uid.to_be_bytes();
+        self.token_rate.allow(&[self.key.as_bytes(), &uid], now_us)
+    }
+
     fn cookie(&self, slot: u64, source: &[u8], token: &str) -> Cookie {
         let tag = self.cookie_tag(slot, source, token).finalize().into_bytes();
         let mut c = [0u8; wire::COOKIE_LEN];

@@ -33,7 +33,7 @@ use std::time::Instant;
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
 use str0m::config::CryptoProvider;
-use str0m::media::{KeyframeRequest, MediaData, MediaKind, Mid};
+use str0m::media::{KeyframeRequest, MediaData, MediaKind, Mid, Writer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -271,14 +271,12 @@ impl Sessions {
         Ok(())
     }
 
-    /// A datagram on the WebRTC socket.
+    /// A datagram on the WebRTC socket; what it causes happens at the next [`run`](Self::run).
     pub(crate) fn receive(
         &mut self,
         server: &mut MediaServer,
-        listeners: &[(UdpSocket, SocketAddr)],
         from: SocketAddr,
         datagram: &[u8],
-        buf: &mut [u8],
         now: Instant,
     ) {
         let id = match self.by_addr.get(&from) {
@@ -315,17 +313,11 @@ impl Sessions {
         }
         server.touch_web(id, now);
         self.dirty.push(id);
-        self.run(server, listeners, buf, now);
     }
 
-    /// Drives every Rtc whose deadline has come.
-    pub(crate) fn handle_timeout(
-        &mut self,
-        server: &mut MediaServer,
-        listeners: &[(UdpSocket, SocketAddr)],
-        buf: &mut [u8],
-        now: Instant,
-    ) {
+    /// Gives every Rtc whose deadline has come its timeout; the next [`run`](Self::run)
+    /// drives them.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now {
                 break;
@@ -341,7 +333,6 @@ impl Sessions {
             let _ = s.rtc.handle_input(Input::Timeout(now));
             self.dirty.push(id);
         }
-        self.run(server, listeners, buf, now);
     }
 
     /// Ends the sessions whose member is gone (timed out, or its seat taken by a UDP JOIN).
@@ -517,26 +508,14 @@ impl Sessions {
     }
 
     fn forward_media(&mut self, server: &MediaServer, from: SessionId, data: &MediaData) {
-        let Some(kind) = self
-            .by_id
-            .get(&from)
-            .and_then(|s| s.rtc.media(data.mid))
-            .map(|m| m.kind())
-        else {
+        let Some(kind) = self.kind_of(from, data.mid) else {
             return;
         };
         for to in server.web_peers(from) {
             if Self::source_of(server, to) != Some(from) {
                 continue;
             }
-            let Some(s) = self.by_id.get_mut(&to) else {
-                continue;
-            };
-            let mid = match kind {
-                MediaKind::Audio => s.audio,
-                MediaKind::Video => s.video,
-            };
-            let Some(writer) = mid.and_then(|m| s.rtc.writer(m)) else {
+            let Some(writer) = self.writer(to, kind) else {
                 continue;
             };
             let Some(pt) = writer.match_params(data.params) else {
@@ -558,28 +537,32 @@ impl Sessions {
         from: SessionId,
         req: KeyframeRequest,
     ) {
-        let Some(kind) = self
-            .by_id
-            .get(&from)
-            .and_then(|s| s.rtc.media(req.mid))
-            .map(|m| m.kind())
-        else {
+        let Some(kind) = self.kind_of(from, req.mid) else {
             return;
         };
         let Some(source) = Self::source_of(server, from) else {
             return;
         };
-        let Some(s) = self.by_id.get_mut(&source) else {
-            return;
-        };
-        let mid = match kind {
-            MediaKind::Audio => s.audio,
-            MediaKind::Video => s.video,
-        };
-        if let Some(mut writer) = mid.and_then(|m| s.rtc.writer(m)) {
+        if let Some(mut writer) = self.writer(source, kind) {
             let _ = writer.request_keyframe(None, req.kind);
             self.dirty.push(source);
         }
+    }
+
+    /// Whether session `id`'s track `mid` is audio or video.
+    fn kind_of(&self, id: SessionId, mid: Mid) -> Option<MediaKind> {
+        let s = self.by_id.get(&id)?;
+        s.rtc.media(mid).map(|m| m.kind())
+    }
+
+    /// The sending side of session `to`'s own track of `kind`, once it has one.
+    fn writer(&mut self, to: SessionId, kind: MediaKind) -> Option<Writer<'_>> {
+        let s = self.by_id.get_mut(&to)?;
+        let mid = match kind {
+            MediaKind::Audio => s.audio,
+            MediaKind::Video => s.video,
+        }?;
+        s.rtc.writer(mid)
     }
 
     fn end(&mut self, server: &mut MediaServer, id: SessionId, why: &str) {

@@ -95,14 +95,18 @@ impl ErrorCode {
 }
 
 /// One datagram, borrowing from the buffer it was decoded from.
+pub type Packet<'a> = Datagram<&'a str, &'a [u8]>;
+
+/// One datagram of the format, holding its text as `S` and its media bytes as `B`: borrowed
+/// in a [`Packet`], owned in a [`crate::blocking::Reply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Packet<'a> {
+pub enum Datagram<S, B> {
     /// Join the channel the token names (client -> service).
     Join {
         /// Also send the member's own DATA back to it, as FORWARDED.
         echo: bool,
         /// The user token, as [`cloudproxy_proto::token::Token::encode`] writes it.
-        token: &'a str,
+        token: S,
         /// The cookie of the CHALLENGE this JOIN answers; `None` on a first JOIN.
         cookie: Option<Cookie>,
     },
@@ -122,9 +126,9 @@ pub enum Packet<'a> {
         /// Whether the same request may succeed later or on another server.
         retryable: bool,
         /// The token's app id when it had a well-formed one, else empty.
-        app_id: &'a str,
+        app_id: S,
         /// A human-readable explanation, for logs.
-        message: &'a str,
+        message: S,
     },
     /// Media from a member for the rest of its channel (client -> service).
     Data {
@@ -133,7 +137,7 @@ pub enum Packet<'a> {
         /// The sender's clock when it sent, in microseconds, to measure latency.
         sent_micros: u64,
         /// The media bytes.
-        payload: &'a [u8],
+        payload: B,
     },
     /// Another member's DATA, relayed by the service (service -> client).
     Forwarded {
@@ -144,7 +148,7 @@ pub enum Packet<'a> {
         /// The sender's send time in microseconds, unchanged.
         sent_micros: u64,
         /// The media bytes, unchanged.
-        payload: &'a [u8],
+        payload: B,
     },
     /// Keepalive and round-trip probe carrying the client's timestamp (client -> service).
     Ping(u64),

@@ -378,11 +378,19 @@ mod tests {
         PeerPolicy::new(rules.iter().map(|r| r.parse::<PeerRule>().unwrap()))
     }
 
+    /// What `p` says of each `(ip, port)`, in order.
+    fn verdicts(p: &PeerPolicy, peers: &[(&str, u16)]) -> Vec<bool> {
+        peers
+            .iter()
+            .map(|(ip, port)| p.permits(ip.parse().unwrap(), *port))
+            .collect()
+    }
+
     #[test]
     fn default_denies_everything() {
         let p = PeerPolicy::default();
-        assert!(!p.permits("192.0.2.1".parse().unwrap(), 5000));
-        assert!(!p.permits("127.0.0.1".parse().unwrap(), 5000));
+        let peers = [("192.0.2.1", 5000), ("127.0.0.1", 5000)];
+        assert_eq!(verdicts(&p, &peers), [false, false]);
     }
 
     #[test]
@@ -414,19 +422,26 @@ mod tests {
     #[test]
     fn explicit_loopback_rule_allows_loopback_and_its_mapped_form() {
         let p = policy(&["127.0.0.0/8"]);
-        assert!(p.permits("127.0.0.1".parse().unwrap(), 3480));
-        assert!(p.permits("::ffff:127.0.0.1".parse().unwrap(), 3480));
-        assert!(!p.permits("169.254.169.254".parse().unwrap(), 80));
-        assert!(!p.permits("10.0.0.1".parse().unwrap(), 80));
+        let peers = [
+            ("127.0.0.1", 3480),
+            ("::ffff:127.0.0.1", 3480),
+            ("169.254.169.254", 80),
+            ("10.0.0.1", 80),
+        ];
+        assert_eq!(verdicts(&p, &peers), [true, true, false, false]);
     }
 
     #[test]
     fn port_ranges_are_honoured() {
         let p = policy(&["10.0.0.0/8:5000-5010", "[2001:db8::]/32:443"]);
-        assert!(p.permits("10.1.2.3".parse().unwrap(), 5005));
-        assert!(!p.permits("10.1.2.3".parse().unwrap(), 5011));
-        assert!(p.permits("2001:db8::1".parse().unwrap(), 443));
-        assert!(!p.permits("2001:db8::1".parse().unwrap(), 444));
+        let (v4, v6) = ("10.1.2.3".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        for port in [1, 4999, 5000, 5005, 5010, 5011, 65535] {
+            let inside = (5000..=5010).contains(&port);
+            assert_eq!(p.permits(v4, port), inside, "{v4} port {port}");
+        }
+        for port in [442, 443, 444] {
+            assert_eq!(p.permits(v6, port), port == 443, "{v6} port {port}");
+        }
         assert!(p.permits_ip("10.9.9.9".parse().unwrap()));
     }
 

@@ -294,6 +294,20 @@ pub fn verify_credential<'t>(
     Ok(claims)
 }
 
+/// [`verify`] on a token as [`Token::encode`] writes it (`username#password`), split by
+/// [`split`] without allocating: what a server does with a token it receives.
+pub fn verify_encoded<'t>(
+    auth: &Authenticator,
+    encoded: &'t str,
+    now_unix: u64,
+) -> Result<Claims<'t>, VerifyError<'t>> {
+    let (username, password) = split(encoded).map_err(|e| VerifyError {
+        app_id: None,
+        reason: VerifyReason::Malformed(e),
+    })?;
+    verify_credential(auth, username, password, now_unix)
+}
+
 /// The app id of a username that is not a valid token, if its second part looks like one.
 fn app_id_of(username: &str) -> Option<&str> {
     let app = username.split(':').nth(1)?;
@@ -361,34 +375,21 @@ mod tests {
     #[test]
     fn mint_names_the_bad_part() {
         let long = "x".repeat(65);
-        assert_eq!(
-            Token::mint("", "k", b"s", "c", 1, 1),
-            Err(TokenError::AppId)
-        );
-        assert_eq!(
-            Token::mint("a:b", "k", b"s", "c", 1, 1),
-            Err(TokenError::AppId)
-        );
-        assert_eq!(
-            Token::mint(&long, "k", b"s", "c", 1, 1),
-            Err(TokenError::AppId)
-        );
-        assert_eq!(
-            Token::mint("a", "k#", b"s", "c", 1, 1),
-            Err(TokenError::KeyId)
-        );
-        assert_eq!(
-            Token::mint("a", "k", b"s", "c/d", 1, 1),
-            Err(TokenError::Channel)
-        );
-        assert_eq!(
-            Token::mint("a", "k", b"s", &long, 1, 1),
-            Err(TokenError::Channel)
-        );
-        assert_eq!(
-            Token::mint("a", "k", b"", "c", 1, 1),
-            Err(TokenError::EmptySecret)
-        );
+        for (app, key_id, secret, channel, err) in [
+            ("", "k", &b"s"[..], "c", TokenError::AppId),
+            ("a:b", "k", b"s", "c", TokenError::AppId),
+            (&long, "k", b"s", "c", TokenError::AppId),
+            ("a", "k#", b"s", "c", TokenError::KeyId),
+            ("a", "k", b"s", "c/d", TokenError::Channel),
+            ("a", "k", b"s", &long, TokenError::Channel),
+            ("a", "k", b"", "c", TokenError::EmptySecret),
+        ] {
+            assert_eq!(
+                Token::mint(app, key_id, secret, channel, 1, 1),
+                Err(err),
+                "{app} {key_id} {channel}"
+            );
+        }
         assert!(Token::mint(&"x".repeat(64), "k_.-9", b"s", "C", 0, 0).is_ok());
     }
 

@@ -310,14 +310,8 @@ impl Server {
         Ok(())
     }
 
-    /// RFC 8656 §9.2: CreatePermission — all listed peers or none.
-    pub(super) fn create_permission(
-        &mut self,
-        msg: &Message<'_>,
-        slot: usize,
-        now: Instant,
-        reply: &ReplyAuth,
-    ) -> Result<Option<Vec<u8>>, Reject> {
+    /// RFC 8656 §9.2: the peers a CreatePermission lists, at least one.
+    pub(super) fn permission_peers(msg: &Message<'_>) -> Result<Vec<IpAddr>, Reject> {
         let tid = msg.transaction_id();
         let mut peers: Vec<IpAddr> = Vec::new();
         let mut n = 0;
@@ -328,6 +322,17 @@ impl Server {
         if peers.is_empty() {
             return Err(reject(400, "Bad Request: XOR-PEER-ADDRESS missing"));
         }
+        Ok(peers)
+    }
+
+    /// RFC 8656 §9.2: CreatePermission on allocation `slot` — all of `peers` or none. The
+    /// success carries no attribute (the caller answers).
+    pub(super) fn create_permission(
+        &mut self,
+        slot: usize,
+        peers: Vec<IpAddr>,
+        now: Instant,
+    ) -> Result<(), Reject> {
         let alloc = self.slots[slot].as_ref().expect("indexed");
         for ip in &peers {
             self.checked_peer(alloc, SocketAddr::new(*ip, 0), false)?;
@@ -344,18 +349,11 @@ impl Server {
         for ip in peers {
             self.channels_usable(slot, ip, now);
         }
-        let w = Message::builder_success(msg, MessageWriteVec::new());
-        Ok(Some(self.finish(w, reply)))
+        Ok(())
     }
 
-    /// RFC 8656 §11.2: ChannelBind; also installs or refreshes the peer's permission.
-    pub(super) fn channel_bind(
-        &mut self,
-        msg: &Message<'_>,
-        slot: usize,
-        now: Instant,
-        reply: &ReplyAuth,
-    ) -> Result<Option<Vec<u8>>, Reject> {
+    /// RFC 8656 §11.2: the channel number (in range) and peer a ChannelBind names.
+    pub(super) fn channel_to_bind(msg: &Message<'_>) -> Result<(u16, SocketAddr), Reject> {
         let number = msg
             .attribute::<ChannelNumber>()
             .map_err(|_| reject(400, "Bad Request: CHANNEL-NUMBER missing"))?
@@ -367,6 +365,19 @@ impl Server {
         if !(channel::MIN_CHANNEL..=channel::MAX_CHANNEL).contains(&number) {
             return Err(reject(400, "Bad Request: channel number out of range"));
         }
+        Ok((number, peer))
+    }
+
+    /// RFC 8656 §11.2: ChannelBind of `number` to `peer` on allocation `slot`; also installs
+    /// or refreshes the peer's permission. The success carries no attribute (the caller
+    /// answers).
+    pub(super) fn channel_bind(
+        &mut self,
+        slot: usize,
+        number: u16,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<(), Reject> {
         let alloc = self.slots[slot].as_ref().expect("indexed");
         // §11.2: a number stays with its peer, and a peer with its number, while bound and for
         // the 5 minutes after expiry.
@@ -403,8 +414,7 @@ impl Server {
         alloc.permissions.install(peer.ip(), now + l.permission);
         self.schedule(slot);
         self.channels_usable(slot, peer.ip(), now);
-        let w = Message::builder_success(msg, MessageWriteVec::new());
-        Ok(Some(self.finish(w, reply)))
+        Ok(())
     }
 
     /// RFC 8656 §11.4: a Send indication is relayed if a permission exists; otherwise dropped.

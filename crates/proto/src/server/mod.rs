@@ -790,11 +790,21 @@ impl Server {
                 {
                     Err(reject(437, "Allocation Mismatch: allocation not ready"))
                 }
-                Some(slot) => match method {
-                    REFRESH => self.refresh(msg, slot, now, &reply),
-                    CREATE_PERMISSION => self.create_permission(msg, slot, now, &reply),
-                    _ => self.channel_bind(msg, slot, now, &reply),
-                },
+                Some(slot) if method == REFRESH => self.refresh(msg, slot, now, &reply),
+                Some(slot) => {
+                    // Parse (400s) first, then apply to the allocation.
+                    let done = if method == CREATE_PERMISSION {
+                        Self::permission_peers(msg)
+                            .and_then(|peers| self.create_permission(slot, peers, now))
+                    } else {
+                        Self::channel_to_bind(msg)
+                            .and_then(|(number, peer)| self.channel_bind(slot, number, peer, now))
+                    };
+                    done.map(|()| {
+                        let w = Message::builder_success(msg, MessageWriteVec::new());
+                        Some(self.finish(w, &reply))
+                    })
+                }
             }
         };
         match result {
