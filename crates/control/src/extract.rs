@@ -9,7 +9,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::caller::{Caller, RelayCaller};
+use crate::caller::{Caller, Operator, RelayCaller};
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 
@@ -46,6 +46,17 @@ impl FromRequestParts<AppState> for RelayCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         state.relay_caller_for_key(bearer_key(parts)?).await
+    }
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Caller::from_request_parts(parts, state)
+            .await?
+            .require_operator()?;
+        Ok(Operator)
     }
 }
 
@@ -145,18 +156,24 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// The one `{id}` (or `{region}`) segment of a path. No id is empty, holds a control
-/// character or is not UTF-8, so those are a 404 with the JSON error before any query runs
-/// (PostgreSQL cannot even compare a text holding NUL: it would be a 500).
+/// The `{id}` (or `{region}`) segment of a path: its first parameter (a step may follow, as
+/// in `/v1/requests/{id}/{step}`). No id is empty, holds a control character or is not UTF-8,
+/// so those are a 404 with the JSON error before any query runs (PostgreSQL cannot even
+/// compare a text holding NUL: it would be a 500).
 pub struct PathId(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state)
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::not_found("the id in the path is not valid UTF-8"))?;
+        let id = params
+            .into_iter()
+            .next()
+            .map(|(_, id)| id)
+            .unwrap_or_default();
         if id.is_empty() {
             return Err(ApiError::not_found("the id in the path is empty"));
         }

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::caller::{Caller, RelayCaller};
-use crate::error::{ApiError, ErrorBody};
+use crate::caller::{Caller, Operator, RelayCaller};
+use crate::error::ApiError;
 use crate::extract::{check_text, JsonBody, OptionalJsonBody, Params, PathId};
 use crate::model::AppStatus;
 use crate::state::AppState;
@@ -37,51 +37,43 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 #[utoipa::path(post, path = "/v1/owners", tag = "owners", request_body = OwnerInput,
-    responses((status = 201, body = CreatedOwner), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 201, body = CreatedOwner)))]
 pub(super) async fn create_owner(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Operator,
     JsonBody(input): JsonBody<OwnerInput>,
 ) -> Result<(StatusCode, Json<CreatedOwner>), ApiError> {
-    caller.require_operator()?;
     let name = check_text("name", &input.name, 100)?;
     let (owner, api_key) = state.store().create_owner(&name, now_unix()).await?;
     Ok((StatusCode::CREATED, Json(CreatedOwner { owner, api_key })))
 }
 
 #[utoipa::path(get, path = "/v1/owners", tag = "owners",
-    responses((status = 200, body = Vec<Owner>), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Vec<Owner>)))]
 pub(super) async fn list_owners(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Operator,
 ) -> Result<Json<Vec<Owner>>, ApiError> {
-    caller.require_operator()?;
     Ok(Json(state.store().list_owners().await?))
 }
 
 #[utoipa::path(get, path = "/v1/owners/{id}", tag = "owners",
-    responses((status = 200, body = Owner), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Owner)))]
 pub(super) async fn get_owner(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Operator,
     PathId(id): PathId,
 ) -> Result<Json<Owner>, ApiError> {
-    caller.require_operator()?;
     Ok(Json(state.store().get_owner(&id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/owners/{id}/keys", tag = "owners",
-    responses((status = 201, body = OwnerKey), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 201, body = OwnerKey)))]
 pub(super) async fn add_owner_key(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Operator,
     PathId(id): PathId,
 ) -> Result<(StatusCode, Json<OwnerKey>), ApiError> {
-    caller.require_operator()?;
     let api_key = state.store().add_owner_key(&id, now_unix()).await?;
     Ok((
         StatusCode::CREATED,
@@ -93,8 +85,7 @@ pub(super) async fn add_owner_key(
 }
 
 #[utoipa::path(post, path = "/v1/apps", tag = "apps", request_body = AppInput,
-    responses((status = 201, body = CreatedApp), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 201, body = CreatedApp)))]
 pub(super) async fn create_app(
     State(state): State<AppState>,
     caller: Caller,
@@ -116,8 +107,7 @@ pub(super) async fn create_app(
 }
 
 #[utoipa::path(get, path = "/v1/apps", tag = "apps",
-    responses((status = 200, body = Vec<App>), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Vec<App>)))]
 pub(super) async fn list_apps(
     State(state): State<AppState>,
     caller: Caller,
@@ -126,8 +116,7 @@ pub(super) async fn list_apps(
 }
 
 #[utoipa::path(get, path = "/v1/apps/{id}", tag = "apps",
-    responses((status = 200, body = App), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = App)))]
 pub(super) async fn get_app(
     State(state): State<AppState>,
     caller: Caller,
@@ -137,8 +126,7 @@ pub(super) async fn get_app(
 }
 
 #[utoipa::path(delete, path = "/v1/apps/{id}", tag = "apps",
-    responses((status = 204), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 204)))]
 pub(super) async fn delete_app(
     State(state): State<AppState>,
     caller: Caller,
@@ -148,42 +136,33 @@ pub(super) async fn delete_app(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_status(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    status: AppStatus,
-) -> Result<Json<App>, ApiError> {
-    caller.require_operator()?;
+async fn set_status(state: &AppState, id: &str, status: AppStatus) -> Result<Json<App>, ApiError> {
     state.store().set_app_status(id, status, now_unix()).await?;
     Ok(Json(state.store().get_app(id, None).await?))
 }
 
 #[utoipa::path(post, path = "/v1/apps/{id}/suspend", tag = "apps",
-    responses((status = 200, body = App), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = App)))]
 pub(super) async fn suspend_app(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Operator,
     PathId(id): PathId,
 ) -> Result<Json<App>, ApiError> {
-    set_status(&state, &caller, &id, AppStatus::Suspended).await
+    set_status(&state, &id, AppStatus::Suspended).await
 }
 
 #[utoipa::path(post, path = "/v1/apps/{id}/resume", tag = "apps",
-    responses((status = 200, body = App), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = App)))]
 pub(super) async fn resume_app(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Operator,
     PathId(id): PathId,
 ) -> Result<Json<App>, ApiError> {
-    set_status(&state, &caller, &id, AppStatus::Active).await
+    set_status(&state, &id, AppStatus::Active).await
 }
 
 #[utoipa::path(post, path = "/v1/apps/{id}/rotate", tag = "apps", request_body = RotateInput,
-    responses((status = 200, body = Rotated), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Rotated)))]
 pub(super) async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -210,8 +189,7 @@ pub(super) async fn rotate_secret(
 
 #[utoipa::path(get, path = "/v1/sync/apps", tag = "sync",
     params(("edge" = Option<String>, Query, description = "the calling relay's edge id, for the console's sync age")),
-    responses((status = 200, body = SyncResponse), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = SyncResponse)))]
 pub(super) async fn sync_apps(
     State(state): State<AppState>,
     _relay: RelayCaller,

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 
 use crate::error::ApiError;
 
-pub use crate::caller::{Caller, RelayCaller};
+pub use crate::caller::{Caller, Operator, RelayCaller};
 pub use crate::extract::{parse_json, JsonBody, OptionalJsonBody, Params, PathId};
 pub use crate::state::{AppState, Settings};
 pub use ice_servers::{IceServer, IceServersRequest, IceServersResponse, ProxyMode};

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 
 use super::edges::check_edge_id;
 use crate::caller::{Caller, RelayCaller};
-use crate::error::{ApiError, ErrorBody, FieldError};
+use crate::error::{ApiError, FieldError};
 use crate::extract::{check_fields, JsonBody, Params, PathId};
 use crate::model::{Pool, Region, Wire};
 use crate::state::AppState;
@@ -37,8 +37,7 @@ pub(super) fn routes() -> Router<AppState> {
 /// active for that mode in that region, 409 `quota_exceeded` when the channel already has
 /// its maximum of proxy users or the app its maximum of channels.
 #[utoipa::path(post, path = "/v1/leases", tag = "relays", request_body = LeaseInput,
-    responses((status = 201, body = Lease), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 201, body = Lease)))]
 pub(super) async fn acquire_lease(
     State(state): State<AppState>,
     _relay: RelayCaller,
@@ -53,8 +52,7 @@ pub(super) async fn acquire_lease(
 /// Extends the leases of a relay's live allocations (re-creating expired ones, without a
 /// quota check: the allocations exist).
 #[utoipa::path(post, path = "/v1/leases/renew", tag = "relays", request_body = Renewal,
-    responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Changed)))]
 pub(super) async fn renew_leases(
     State(state): State<AppState>,
     _relay: RelayCaller,
@@ -80,8 +78,7 @@ pub(super) async fn renew_leases(
 
 /// Ends leases of allocations that ended.
 #[utoipa::path(post, path = "/v1/leases/release", tag = "relays", request_body = Release,
-    responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Changed)))]
 pub(super) async fn release_leases(
     State(state): State<AppState>,
     _relay: RelayCaller,
@@ -99,8 +96,7 @@ pub(super) async fn release_leases(
 
 /// Applies a relay's usage report once (by `report_id`).
 #[utoipa::path(post, path = "/v1/usage", tag = "relays", request_body = UsageReport,
-    responses((status = 200, body = UsageAck), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = UsageAck)))]
 pub(super) async fn report_usage(
     State(state): State<AppState>,
     _relay: RelayCaller,
@@ -116,8 +112,7 @@ pub(super) async fn report_usage(
 
 /// Records a relay's heartbeat and load.
 #[utoipa::path(post, path = "/v1/edges/{id}/heartbeat", tag = "relays", request_body = Heartbeat,
-    responses((status = 204), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 204)))]
 pub(super) async fn heartbeat(
     State(state): State<AppState>,
     _relay: RelayCaller,
@@ -135,7 +130,8 @@ pub(super) async fn heartbeat(
 /// heartbeat timeout is never listed, and the pool is never listed whole.
 #[utoipa::path(get, path = "/v1/proxies", tag = "relays",
     params(("region" = String, Query, description = "the client's region")),
-    responses((status = 200, body = ProxyList), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = ProxyList)),
+    security(()))]
 pub(super) async fn proxies(
     State(state): State<AppState>,
     Params(params): Params,
@@ -179,8 +175,7 @@ pub(super) async fn proxies(
         ("to" = Option<String>, Query, description = "last day, YYYY-MM-DD"),
         ("format" = Option<String>, Query, description = "json (default) or csv"),
     ),
-    responses((status = 200, body = Usage), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Usage)))]
 pub(super) async fn app_usage(
     State(state): State<AppState>,
     caller: Caller,
