@@ -60,6 +60,47 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
+/// What a handler of the keyed API takes: the state every handler shares, and the caller in
+/// the role `R` the endpoint requires — [`Caller`] (the operator or an app owner),
+/// [`Operator`] or [`RelayCaller`]. A key that does not grant `R` is refused (401 or 403)
+/// before the handler runs. It dereferences to the [`AppState`].
+pub(crate) struct Api<R = Caller> {
+    /// The store, settings and keys.
+    pub(crate) state: AppState,
+    /// Who calls, in the endpoint's role.
+    pub(crate) caller: R,
+}
+
+impl<R> std::ops::Deref for Api<R> {
+    type Target = AppState;
+
+    fn deref(&self) -> &AppState {
+        &self.state
+    }
+}
+
+impl Api<Caller> {
+    /// The owner the caller's queries are restricted to: `None` for the operator.
+    pub(crate) fn scope(&self) -> Option<&str> {
+        self.caller.scope()
+    }
+}
+
+impl<R> FromRequestParts<AppState> for Api<R>
+where
+    R: FromRequestParts<AppState, Rejection = ApiError>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = R::from_request_parts(parts, state).await?;
+        Ok(Api {
+            state: state.clone(),
+            caller,
+        })
+    }
+}
+
 /// A JSON body whose errors name the field: `max_users_per_channel`, `listeners[1].ip`, or
 /// `body` when the JSON itself is broken.
 pub struct JsonBody<T>(pub T);

@@ -10,8 +10,8 @@ use axum::{Json, Router};
 use crate::allowlist::render::{self, Format};
 use crate::allowlist::AllowList;
 use crate::caller::{Operator, RelayCaller};
-use crate::error::ApiError;
-use crate::extract::{check_fields, JsonBody, Params, PathId};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{check_fields, Api, JsonBody, Params, PathId};
 use crate::limits;
 use crate::model::{Region, Wire};
 use crate::state::AppState;
@@ -72,11 +72,8 @@ pub(super) fn check_edge_id(id: &str) -> Result<(), ApiError> {
 
 #[utoipa::path(get, path = "/v1/regions", tag = "regions",
     responses((status = 200, body = Vec<RegionSummary>)))]
-pub(super) async fn list_regions(
-    State(state): State<AppState>,
-    _: Operator,
-) -> Result<Json<Vec<RegionSummary>>, ApiError> {
-    Ok(Json(state.store().region_summaries().await?))
+pub(super) async fn list_regions(api: Api<Operator>) -> ApiResult<Vec<RegionSummary>> {
+    Ok(Json(api.store().region_summaries().await?))
 }
 
 /// Registers or replaces a relay. Changes to static relays publish a new allow-list version.
@@ -85,19 +82,18 @@ pub(super) async fn list_regions(
 #[utoipa::path(put, path = "/v1/edges/{id}", tag = "edges", request_body = EdgeInput,
     responses((status = 200, body = EdgeUpdate)))]
 pub(super) async fn put_edge(
-    State(state): State<AppState>,
-    caller: RelayCaller,
+    api: Api<RelayCaller>,
     PathId(id): PathId,
     JsonBody(input): JsonBody<EdgeInput>,
-) -> Result<Json<EdgeUpdate>, ApiError> {
+) -> ApiResult<EdgeUpdate> {
     check_edge_id(&id)?;
     check_fields(input.validate())?;
-    let by = match caller {
+    let by = match api.caller {
         RelayCaller::Operator => Registrar::Operator,
         RelayCaller::Relay => Registrar::RelayKey,
     };
     Ok(Json(
-        state.store().put_edge(&id, &input, by, now_unix()).await?,
+        api.store().put_edge(&id, &input, by, now_unix()).await?,
     ))
 }
 
@@ -106,11 +102,10 @@ pub(super) async fn put_edge(
 #[utoipa::path(put, path = "/v1/edges/{id}/cidrs", tag = "edges", request_body = EdgeCidrsInput,
     responses((status = 200, body = EdgeCidrs)))]
 pub(super) async fn put_edge_cidrs(
-    State(state): State<AppState>,
-    _: Operator,
+    api: Api<Operator>,
     PathId(id): PathId,
     JsonBody(input): JsonBody<EdgeCidrsInput>,
-) -> Result<Json<EdgeCidrs>, ApiError> {
+) -> ApiResult<EdgeCidrs> {
     check_edge_id(&id)?;
     if input.cidrs.len() > MAX_EDGE_CIDRS {
         return Err(ApiError::field(
@@ -119,8 +114,7 @@ pub(super) async fn put_edge_cidrs(
         ));
     }
     Ok(Json(
-        state
-            .store()
+        api.store()
             .set_edge_cidrs(&id, &input.cidrs, now_unix())
             .await?,
     ))
@@ -129,23 +123,15 @@ pub(super) async fn put_edge_cidrs(
 /// The CIDRs the operator gave this edge (empty when none).
 #[utoipa::path(get, path = "/v1/edges/{id}/cidrs", tag = "edges",
     responses((status = 200, body = EdgeCidrs)))]
-pub(super) async fn get_edge_cidrs(
-    State(state): State<AppState>,
-    _: Operator,
-    PathId(id): PathId,
-) -> Result<Json<EdgeCidrs>, ApiError> {
+pub(super) async fn get_edge_cidrs(api: Api<Operator>, PathId(id): PathId) -> ApiResult<EdgeCidrs> {
     check_edge_id(&id)?;
-    Ok(Json(state.store().edge_cidrs(&id).await?))
+    Ok(Json(api.store().edge_cidrs(&id).await?))
 }
 
 #[utoipa::path(get, path = "/v1/edges", tag = "edges",
     params(("region" = Option<String>, Query, description = "only this region's relays")),
     responses((status = 200, body = Vec<Edge>)))]
-pub(super) async fn list_edges(
-    State(state): State<AppState>,
-    _: Operator,
-    params: Params,
-) -> Result<Json<Vec<Edge>>, ApiError> {
+pub(super) async fn list_edges(api: Api<Operator>, params: Params) -> ApiResult<Vec<Edge>> {
     let region = match params.0.get("region") {
         Some(r) => Some(
             Region::parse(r)
@@ -153,17 +139,13 @@ pub(super) async fn list_edges(
         ),
         None => None,
     };
-    Ok(Json(state.store().list_edges(region).await?))
+    Ok(Json(api.store().list_edges(region).await?))
 }
 
 #[utoipa::path(get, path = "/v1/edges/{id}", tag = "edges",
     responses((status = 200, body = Edge)))]
-pub(super) async fn get_edge(
-    State(state): State<AppState>,
-    _: Operator,
-    PathId(id): PathId,
-) -> Result<Json<Edge>, ApiError> {
-    Ok(Json(state.store().get_edge(&id).await?))
+pub(super) async fn get_edge(api: Api<Operator>, PathId(id): PathId) -> ApiResult<Edge> {
+    Ok(Json(api.store().get_edge(&id).await?))
 }
 
 /// Deregisters a relay; `effective_at` dates the allow-list change (default now).
@@ -171,19 +153,17 @@ pub(super) async fn get_edge(
     params(("effective_at" = Option<i64>, Query, description = "Unix seconds, 0 to 253402300799")),
     responses((status = 200, body = EdgeUpdate)))]
 pub(super) async fn delete_edge(
-    State(state): State<AppState>,
-    _: Operator,
+    api: Api<Operator>,
     PathId(id): PathId,
     params: Params,
-) -> Result<Json<EdgeUpdate>, ApiError> {
+) -> ApiResult<EdgeUpdate> {
     let effective_at = params.int::<i64>("effective_at")?;
     if let Some(t) = effective_at {
         limits::check("effective_at", t, 0, limits::MAX_UNIX_SECONDS)
             .map_err(|e| ApiError::fields(vec![e]))?;
     }
     Ok(Json(
-        state
-            .store()
+        api.store()
             .delete_edge(&id, effective_at, now_unix())
             .await?,
     ))

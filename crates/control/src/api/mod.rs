@@ -1,6 +1,7 @@
 //! The HTTP API (`/v1/…`): the router and the OpenAPI document. Handlers live in `apps`,
 //! `requests`, `edges`, `relay` and `ice_servers`; the state they share is [`crate::state`], the
-//! extractors (caller, JSON bodies, path ids) are [`crate::extract`].
+//! extractors (the state with the caller in the endpoint's role, `Api<Role>`; JSON bodies; path
+//! ids) are [`crate::extract`].
 
 mod apps;
 mod edges;

@@ -2,16 +2,16 @@
 //! lifecycle after it. Owners file and activate requests for their own apps; the operator
 //! approves, rejects, suspends, resumes and revokes.
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::caller::{Caller, Operator};
+use crate::caller::Operator;
 use crate::enablement::{EnablementInput, EnablementRequest, Step};
-use crate::error::ApiError;
-use crate::extract::{check_fields, check_text, parse_json, JsonBody, PathId};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{check_fields, check_text, Api, JsonBody, OptionalJsonBody, PathId};
 use crate::state::AppState;
 use crate::time::now_unix;
 use cloudproxy_api::{ApproveInput, RejectInput};
@@ -33,15 +33,14 @@ pub(super) fn routes() -> Router<AppState> {
     request_body = EnablementInput,
     responses((status = 201, body = EnablementRequest)))]
 pub(super) async fn create_request(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api,
     PathId(app_id): PathId,
     JsonBody(input): JsonBody<EnablementInput>,
 ) -> Result<(StatusCode, Json<EnablementRequest>), ApiError> {
     check_fields(input.validate())?;
-    let req = state
+    let req = api
         .store()
-        .create_request(&app_id, caller.scope(), &input, now_unix())
+        .create_request(&app_id, api.scope(), &input, now_unix())
         .await?;
     Ok((StatusCode::CREATED, Json(req)))
 }
@@ -49,42 +48,31 @@ pub(super) async fn create_request(
 #[utoipa::path(get, path = "/v1/apps/{id}/requests", tag = "requests",
     responses((status = 200, body = Vec<EnablementRequest>)))]
 pub(super) async fn list_app_requests(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api,
     PathId(app_id): PathId,
-) -> Result<Json<Vec<EnablementRequest>>, ApiError> {
+) -> ApiResult<Vec<EnablementRequest>> {
     // 404 for an app the caller cannot see, rather than an empty list.
-    state.store().get_app(&app_id, caller.scope()).await?;
-    state.store().activate_due(now_unix()).await?;
+    api.store().get_app(&app_id, api.scope()).await?;
+    api.store().activate_due(now_unix()).await?;
     Ok(Json(
-        state
-            .store()
-            .list_requests(caller.scope(), Some(&app_id))
+        api.store()
+            .list_requests(api.scope(), Some(&app_id))
             .await?,
     ))
 }
 
 #[utoipa::path(get, path = "/v1/requests", tag = "requests",
     responses((status = 200, body = Vec<EnablementRequest>)))]
-pub(super) async fn list_requests(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Vec<EnablementRequest>>, ApiError> {
-    state.store().activate_due(now_unix()).await?;
-    Ok(Json(
-        state.store().list_requests(caller.scope(), None).await?,
-    ))
+pub(super) async fn list_requests(api: Api) -> ApiResult<Vec<EnablementRequest>> {
+    api.store().activate_due(now_unix()).await?;
+    Ok(Json(api.store().list_requests(api.scope(), None).await?))
 }
 
 #[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests",
     responses((status = 200, body = EnablementRequest)))]
-pub(super) async fn get_request(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<EnablementRequest>, ApiError> {
-    state.store().activate_due(now_unix()).await?;
-    Ok(Json(state.store().get_request(&id, caller.scope()).await?))
+pub(super) async fn get_request(api: Api, PathId(id): PathId) -> ApiResult<EnablementRequest> {
+    api.store().activate_due(now_unix()).await?;
+    Ok(Json(api.store().get_request(&id, api.scope()).await?))
 }
 
 /// Approves a submitted request when its estimated bandwidth fits into the region's
@@ -95,23 +83,17 @@ pub(super) async fn get_request(
     request_body = ApproveInput,
     responses((status = 200, body = EnablementRequest)))]
 pub(super) async fn approve_request(
-    State(state): State<AppState>,
-    _: Operator,
+    api: Api<Operator>,
     PathId(id): PathId,
-    body: axum::body::Bytes,
-) -> Result<Json<EnablementRequest>, ApiError> {
-    let input: ApproveInput = if body.iter().all(u8::is_ascii_whitespace) {
-        ApproveInput::default()
-    } else {
-        parse_json(&body)?
-    };
+    // The body is optional: an empty one approves as of now.
+    OptionalJsonBody(input): OptionalJsonBody<ApproveInput>,
+) -> ApiResult<EnablementRequest> {
     if let Some(t) = input.effective_at {
         crate::limits::check("effective_at", t, 0, crate::limits::MAX_UNIX_SECONDS)
             .map_err(|e| ApiError::fields(vec![e]))?;
     }
     Ok(Json(
-        state
-            .store()
+        api.store()
             .approve_request(&id, input.effective_at, now_unix())
             .await?,
     ))
@@ -121,17 +103,13 @@ pub(super) async fn approve_request(
     request_body = RejectInput,
     responses((status = 200, body = EnablementRequest)))]
 pub(super) async fn reject_request(
-    State(state): State<AppState>,
-    _: Operator,
+    api: Api<Operator>,
     PathId(id): PathId,
     JsonBody(input): JsonBody<RejectInput>,
-) -> Result<Json<EnablementRequest>, ApiError> {
+) -> ApiResult<EnablementRequest> {
     let reason = check_text("reason", &input.reason, 500)?;
     Ok(Json(
-        state
-            .store()
-            .reject_request(&id, &reason, now_unix())
-            .await?,
+        api.store().reject_request(&id, &reason, now_unix()).await?,
     ))
 }
 
@@ -144,18 +122,16 @@ pub(super) async fn reject_request(
     params(("step" = String, Path, description = "activate, suspend, resume or revoke")),
     responses((status = 200, body = EnablementRequest)))]
 pub(super) async fn step_request(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api,
     PathId(id): PathId,
     PathStep(step): PathStep,
-) -> Result<Json<EnablementRequest>, ApiError> {
+) -> ApiResult<EnablementRequest> {
     if step != Step::Activate {
-        caller.require_operator()?;
+        api.caller.require_operator()?;
     }
     Ok(Json(
-        state
-            .store()
-            .step_request(&id, caller.scope(), step, now_unix())
+        api.store()
+            .step_request(&id, api.scope(), step, now_unix())
             .await?,
     ))
 }
