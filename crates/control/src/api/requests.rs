@@ -119,7 +119,10 @@ pub(super) async fn reject_request(
 /// - `resume`: suspended → active (operator);
 /// - `revoke`: approved | active | suspended → revoked (operator); the reservation is released.
 #[utoipa::path(post, path = "/v1/requests/{id}/{step}", tag = "requests",
-    params(("step" = String, Path, description = "activate, suspend, resume or revoke")),
+    params(
+        ("id" = String, Path, description = "the request's id"),
+        ("step" = String, Path, description = "activate, suspend, resume or revoke"),
+    ),
     responses((status = 200, body = EnablementRequest)))]
 pub(super) async fn step_request(
     api: Api,
