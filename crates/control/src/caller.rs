@@ -34,6 +34,10 @@ impl Caller {
     }
 }
 
+/// The operator's key: what operator-only endpoints take (an app owner's key is a 403).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Operator;
+
 /// A relay, or the operator acting as one: what the relay endpoints require.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayCaller {

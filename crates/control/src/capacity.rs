@@ -95,16 +95,26 @@ mod tests {
         assert_eq!(saturating_sum([]), 0);
     }
 
+    fn load(capacity_kbps: u64, reserved_kbps: u64) -> RegionLoad {
+        RegionLoad {
+            capacity_kbps,
+            reserved_kbps,
+        }
+    }
+
+    /// The reason `decide` rejects with; a panic when it reserves instead.
+    fn rejection(region: Region, need_kbps: u64, load: RegionLoad) -> String {
+        match decide(region, need_kbps, load) {
+            Decision::Reject(reason) => reason,
+            other => panic!("{need_kbps} kbit/s must not fit into {load:?}: {other:?}"),
+        }
+    }
+
     #[test]
     fn decide_reserves_up_to_exactly_the_capacity() {
-        let load = RegionLoad {
-            capacity_kbps: 1_000,
-            reserved_kbps: 400,
-        };
+        let load = load(1_000, 400);
         assert_eq!(decide(Region::Japan, 600, load), Decision::Reserve(600));
-        let Decision::Reject(reason) = decide(Region::Japan, 601, load) else {
-            panic!("601 must not fit")
-        };
+        let reason = rejection(Region::Japan, 601, load);
         assert!(reason.contains("insufficient capacity"), "{reason}");
         assert!(
             reason.contains("601") && reason.contains("600 of 1000"),
@@ -115,27 +125,15 @@ mod tests {
 
     #[test]
     fn decide_explains_an_empty_region() {
-        let load = RegionLoad {
-            capacity_kbps: 0,
-            reserved_kbps: 0,
-        };
-        let Decision::Reject(reason) = decide(Region::India, 1, load) else {
-            panic!()
-        };
+        let reason = rejection(Region::India, 1, load(0, 0));
         assert!(reason.contains("no static-pool relay capacity"), "{reason}");
     }
 
     #[test]
     fn over_reserved_regions_have_nothing_available() {
-        let load = RegionLoad {
-            capacity_kbps: 100,
-            reserved_kbps: 150,
-        };
+        let load = load(100, 150);
         assert_eq!(load.available_kbps(), 0);
-        assert!(matches!(
-            decide(Region::Europe, 1, load),
-            Decision::Reject(_)
-        ));
+        rejection(Region::Europe, 1, load);
         assert_eq!(decide(Region::Europe, 0, load), Decision::Reserve(0));
     }
 }

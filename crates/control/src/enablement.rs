@@ -39,6 +39,9 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step, in lifecycle order.
+    pub const ALL: &'static [Step] = &[Step::Activate, Step::Suspend, Step::Resume, Step::Revoke];
+
     /// The state this step leads to from `from`, if it is allowed.
     pub fn next(self, from: RequestState) -> Option<RequestState> {
         use RequestState::*;

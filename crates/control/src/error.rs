@@ -120,6 +120,9 @@ impl StoreError {
 
 pub use cloudproxy_api::error::{ErrorBody, ErrorDetail, FieldError};
 
+/// What a JSON endpoint answers: the value as JSON, or the error.
+pub type ApiResult<T> = Result<Json<T>, ApiError>;
+
 /// An HTTP error in the shape above.
 #[derive(Debug)]
 pub struct ApiError {

@@ -9,7 +9,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::caller::{Caller, RelayCaller};
+use crate::caller::{Caller, Operator, RelayCaller};
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 
@@ -46,6 +46,58 @@ impl FromRequestParts<AppState> for RelayCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         state.relay_caller_for_key(bearer_key(parts)?).await
+    }
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Caller::from_request_parts(parts, state)
+            .await?
+            .require_operator()?;
+        Ok(Operator)
+    }
+}
+
+/// What a handler of the keyed API takes: the state every handler shares, and the caller in
+/// the role `R` the endpoint requires — [`Caller`] (the operator or an app owner),
+/// [`Operator`] or [`RelayCaller`]. A key that does not grant `R` is refused (401 or 403)
+/// before the handler runs. It dereferences to the [`AppState`].
+pub(crate) struct Api<R = Caller> {
+    /// The store, settings and keys.
+    pub(crate) state: AppState,
+    /// Who calls, in the endpoint's role.
+    pub(crate) caller: R,
+}
+
+impl<R> std::ops::Deref for Api<R> {
+    type Target = AppState;
+
+    fn deref(&self) -> &AppState {
+        &self.state
+    }
+}
+
+impl Api<Caller> {
+    /// The owner the caller's queries are restricted to: `None` for the operator.
+    pub(crate) fn scope(&self) -> Option<&str> {
+        self.caller.scope()
+    }
+}
+
+impl<R> FromRequestParts<AppState> for Api<R>
+where
+    R: FromRequestParts<AppState, Rejection = ApiError>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = R::from_request_parts(parts, state).await?;
+        Ok(Api {
+            state: state.clone(),
+            caller,
+        })
     }
 }
 
@@ -145,18 +197,24 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// The one `{id}` (or `{region}`) segment of a path. No id is empty, holds a control
-/// character or is not UTF-8, so those are a 404 with the JSON error before any query runs
-/// (PostgreSQL cannot even compare a text holding NUL: it would be a 500).
+/// The `{id}` (or `{region}`) segment of a path: its first parameter (a step may follow, as
+/// in `/v1/requests/{id}/{step}`). No id is empty, holds a control character or is not UTF-8,
+/// so those are a 404 with the JSON error before any query runs (PostgreSQL cannot even
+/// compare a text holding NUL: it would be a 500).
 pub struct PathId(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state)
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::not_found("the id in the path is not valid UTF-8"))?;
+        let id = params
+            .into_iter()
+            .next()
+            .map(|(_, id)| id)
+            .unwrap_or_default();
         if id.is_empty() {
             return Err(ApiError::not_found("the id in the path is empty"));
         }

@@ -4,6 +4,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 use crate::api::router;
@@ -175,51 +176,16 @@ fn serve_thread(
     mut stop_serving: watch::Receiver<bool>,
     ready: std::sync::mpsc::SyncSender<Result<&'static str, ControlError>>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.workers.max(1))
-        .thread_name("cloudproxy-control")
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    // Every way the start can fail is answered on `ready` once, here.
+    let (runtime, store, listener, app) = match start(&config, listener, &operator_key) {
+        Ok(started) => started,
         Err(e) => {
-            let _ = ready.send(Err(ControlError::Runtime(e)));
+            let _ = ready.send(Err(e));
             return;
         }
     };
     let mut stop_draining = stop_serving.clone();
     runtime.block_on(async move {
-        let store = match Store::open(&config.database).await {
-            Ok(store) => store,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        };
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(source) => {
-                let _ = ready.send(Err(ControlError::Bind {
-                    addr: config.listen,
-                    source,
-                }));
-                return;
-            }
-        };
-        let settings = Settings {
-            lease_ttl: config.lease_ttl.as_secs().max(1) as i64,
-            heartbeat_timeout: config.heartbeat_timeout.as_secs().max(1) as i64,
-        };
-        let state = AppState::with_relays(
-            store.clone(),
-            &operator_key,
-            config.relay_key.as_deref(),
-            settings,
-        );
-        let mut app = router(state).await;
-        if let Some(demo) = config.web_demo.clone() {
-            app = app.merge(crate::web::demo_routes(demo));
-        }
         let _ = ready.send(Ok(store.backend()));
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop_serving.wait_for(|stop| *stop).await;
@@ -241,6 +207,56 @@ fn serve_thread(
         store.close().await;
     });
     runtime.shutdown_timeout(DRAIN);
+}
+
+/// The runtime, and what serving needs made on it: the opened store, the listener handed to
+/// tokio, and the router over the store (with the web demo when configured).
+fn start(
+    config: &ControlConfig,
+    listener: TcpListener,
+    operator_key: &str,
+) -> Result<(Runtime, Store, tokio::net::TcpListener, axum::Router), ControlError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers.max(1))
+        .thread_name("cloudproxy-control")
+        .enable_all()
+        .build()
+        .map_err(ControlError::Runtime)?;
+    match runtime.block_on(prepare(config, listener, operator_key)) {
+        Ok((store, listener, app)) => Ok((runtime, store, listener, app)),
+        Err(e) => {
+            runtime.shutdown_timeout(DRAIN);
+            Err(e)
+        }
+    }
+}
+
+async fn prepare(
+    config: &ControlConfig,
+    listener: TcpListener,
+    operator_key: &str,
+) -> Result<(Store, tokio::net::TcpListener, axum::Router), ControlError> {
+    let store = Store::open(&config.database).await?;
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|source| ControlError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let settings = Settings {
+        lease_ttl: config.lease_ttl.as_secs().max(1) as i64,
+        heartbeat_timeout: config.heartbeat_timeout.as_secs().max(1) as i64,
+    };
+    let state = AppState::with_relays(
+        store.clone(),
+        operator_key,
+        config.relay_key.as_deref(),
+        settings,
+    );
+    let mut app = router(state).await;
+    if let Some(demo) = config.web_demo.clone() {
+        app = app.merge(crate::web::demo_routes(demo));
+    }
+    Ok((store, listener, app))
 }
 
 impl Drop for Control {

@@ -3,14 +3,13 @@
 //! An app owner's key reaches only its own apps: any other app id answers 404, exactly as an
 //! id that does not exist, so a key cannot even learn which ids are taken.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::caller::{Caller, RelayCaller};
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{check_text, JsonBody, OptionalJsonBody, Params, PathId};
+use crate::caller::{Caller, Operator, RelayCaller};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{check_text, Api, JsonBody, OptionalJsonBody, Params, PathId};
 use crate::model::AppStatus;
 use crate::state::AppState;
 use crate::store::{App, CreatedApp, Owner};
@@ -37,52 +36,35 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 #[utoipa::path(post, path = "/v1/owners", tag = "owners", request_body = OwnerInput,
-    responses((status = 201, body = CreatedOwner), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 201, body = CreatedOwner)))]
 pub(super) async fn create_owner(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api<Operator>,
     JsonBody(input): JsonBody<OwnerInput>,
 ) -> Result<(StatusCode, Json<CreatedOwner>), ApiError> {
-    caller.require_operator()?;
     let name = check_text("name", &input.name, 100)?;
-    let (owner, api_key) = state.store().create_owner(&name, now_unix()).await?;
+    let (owner, api_key) = api.store().create_owner(&name, now_unix()).await?;
     Ok((StatusCode::CREATED, Json(CreatedOwner { owner, api_key })))
 }
 
 #[utoipa::path(get, path = "/v1/owners", tag = "owners",
-    responses((status = 200, body = Vec<Owner>), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn list_owners(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Vec<Owner>>, ApiError> {
-    caller.require_operator()?;
-    Ok(Json(state.store().list_owners().await?))
+    responses((status = 200, body = Vec<Owner>)))]
+pub(super) async fn list_owners(api: Api<Operator>) -> ApiResult<Vec<Owner>> {
+    Ok(Json(api.store().list_owners().await?))
 }
 
 #[utoipa::path(get, path = "/v1/owners/{id}", tag = "owners",
-    responses((status = 200, body = Owner), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn get_owner(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<Owner>, ApiError> {
-    caller.require_operator()?;
-    Ok(Json(state.store().get_owner(&id).await?))
+    responses((status = 200, body = Owner)))]
+pub(super) async fn get_owner(api: Api<Operator>, PathId(id): PathId) -> ApiResult<Owner> {
+    Ok(Json(api.store().get_owner(&id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/owners/{id}/keys", tag = "owners",
-    responses((status = 201, body = OwnerKey), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 201, body = OwnerKey)))]
 pub(super) async fn add_owner_key(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api<Operator>,
     PathId(id): PathId,
 ) -> Result<(StatusCode, Json<OwnerKey>), ApiError> {
-    caller.require_operator()?;
-    let api_key = state.store().add_owner_key(&id, now_unix()).await?;
+    let api_key = api.store().add_owner_key(&id, now_unix()).await?;
     Ok((
         StatusCode::CREATED,
         Json(OwnerKey {
@@ -93,15 +75,13 @@ pub(super) async fn add_owner_key(
 }
 
 #[utoipa::path(post, path = "/v1/apps", tag = "apps", request_body = AppInput,
-    responses((status = 201, body = CreatedApp), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 201, body = CreatedApp)))]
 pub(super) async fn create_app(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api,
     JsonBody(input): JsonBody<AppInput>,
 ) -> Result<(StatusCode, Json<CreatedApp>), ApiError> {
     let name = check_text("name", &input.name, 100)?;
-    let owner = match (&caller, input.owner_id.as_deref()) {
+    let owner = match (&api.caller, input.owner_id.as_deref()) {
         (Caller::Operator, owner) => owner,
         (Caller::Owner(me), None) => Some(me.as_str()),
         (Caller::Owner(me), Some(other)) if other == me => Some(me.as_str()),
@@ -111,86 +91,54 @@ pub(super) async fn create_app(
             ))
         }
     };
-    let created = state.store().create_app(owner, &name, now_unix()).await?;
+    let created = api.store().create_app(owner, &name, now_unix()).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
 #[utoipa::path(get, path = "/v1/apps", tag = "apps",
-    responses((status = 200, body = Vec<App>), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn list_apps(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Vec<App>>, ApiError> {
-    Ok(Json(state.store().list_apps(caller.scope()).await?))
+    responses((status = 200, body = Vec<App>)))]
+pub(super) async fn list_apps(api: Api) -> ApiResult<Vec<App>> {
+    Ok(Json(api.store().list_apps(api.scope()).await?))
 }
 
 #[utoipa::path(get, path = "/v1/apps/{id}", tag = "apps",
-    responses((status = 200, body = App), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn get_app(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<App>, ApiError> {
-    Ok(Json(state.store().get_app(&id, caller.scope()).await?))
+    responses((status = 200, body = App)))]
+pub(super) async fn get_app(api: Api, PathId(id): PathId) -> ApiResult<App> {
+    Ok(Json(api.store().get_app(&id, api.scope()).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/apps/{id}", tag = "apps",
-    responses((status = 204), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn delete_app(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<StatusCode, ApiError> {
-    state.store().delete_app(&id, caller.scope()).await?;
+    responses((status = 204)))]
+pub(super) async fn delete_app(api: Api, PathId(id): PathId) -> Result<StatusCode, ApiError> {
+    api.store().delete_app(&id, api.scope()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_status(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    status: AppStatus,
-) -> Result<Json<App>, ApiError> {
-    caller.require_operator()?;
+async fn set_status(state: &AppState, id: &str, status: AppStatus) -> ApiResult<App> {
     state.store().set_app_status(id, status, now_unix()).await?;
     Ok(Json(state.store().get_app(id, None).await?))
 }
 
 #[utoipa::path(post, path = "/v1/apps/{id}/suspend", tag = "apps",
-    responses((status = 200, body = App), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn suspend_app(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<App>, ApiError> {
-    set_status(&state, &caller, &id, AppStatus::Suspended).await
+    responses((status = 200, body = App)))]
+pub(super) async fn suspend_app(api: Api<Operator>, PathId(id): PathId) -> ApiResult<App> {
+    set_status(&api.state, &id, AppStatus::Suspended).await
 }
 
 #[utoipa::path(post, path = "/v1/apps/{id}/resume", tag = "apps",
-    responses((status = 200, body = App), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn resume_app(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<App>, ApiError> {
-    set_status(&state, &caller, &id, AppStatus::Active).await
+    responses((status = 200, body = App)))]
+pub(super) async fn resume_app(api: Api<Operator>, PathId(id): PathId) -> ApiResult<App> {
+    set_status(&api.state, &id, AppStatus::Active).await
 }
 
 #[utoipa::path(post, path = "/v1/apps/{id}/rotate", tag = "apps", request_body = RotateInput,
-    responses((status = 200, body = Rotated), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Rotated)))]
 pub(super) async fn rotate_secret(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api,
     PathId(id): PathId,
     // The body is optional: an empty one means the default grace period.
     OptionalJsonBody(input): OptionalJsonBody<RotateInput>,
-) -> Result<Json<Rotated>, ApiError> {
+) -> ApiResult<Rotated> {
     let grace = input.grace_seconds.unwrap_or(DEFAULT_GRACE_SECS);
     if !(0..=MAX_GRACE_SECS).contains(&grace) {
         return Err(ApiError::field(
@@ -198,9 +146,9 @@ pub(super) async fn rotate_secret(
             format!("must be between 0 and {MAX_GRACE_SECS}"),
         ));
     }
-    let (credentials, retiring) = state
+    let (credentials, retiring) = api
         .store()
-        .rotate_secret(&id, caller.scope(), grace, now_unix())
+        .rotate_secret(&id, api.scope(), grace, now_unix())
         .await?;
     Ok(Json(Rotated {
         credentials,
@@ -210,23 +158,18 @@ pub(super) async fn rotate_secret(
 
 #[utoipa::path(get, path = "/v1/sync/apps", tag = "sync",
     params(("edge" = Option<String>, Query, description = "the calling relay's edge id, for the console's sync age")),
-    responses((status = 200, body = SyncResponse), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn sync_apps(
-    State(state): State<AppState>,
-    _relay: RelayCaller,
-    params: Params,
-) -> Result<Json<SyncResponse>, ApiError> {
+    responses((status = 200, body = SyncResponse)))]
+pub(super) async fn sync_apps(api: Api<RelayCaller>, params: Params) -> ApiResult<SyncResponse> {
     let now = now_unix();
     // Approvals whose effective date has come reach the relays in this sync.
-    state.store().activate_due(now).await?;
+    api.store().activate_due(now).await?;
     if let Some(edge) = params.0.get("edge") {
         if super::edges::check_edge_id(edge).is_ok() {
-            state.edge_synced(edge, now);
+            api.edge_synced(edge, now);
         }
     }
     Ok(Json(SyncResponse {
         generated_at: now,
-        apps: state.store().sync_apps(now).await?,
+        apps: api.store().sync_apps(now).await?,
     }))
 }

@@ -9,9 +9,9 @@ use axum::{Json, Router};
 
 use crate::allowlist::render::{self, Format};
 use crate::allowlist::AllowList;
-use crate::caller::{Caller, RelayCaller};
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{check_fields, JsonBody, Params, PathId};
+use crate::caller::{Operator, RelayCaller};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{check_fields, Api, JsonBody, Params, PathId};
 use crate::limits;
 use crate::model::{Region, Wire};
 use crate::state::AppState;
@@ -71,51 +71,41 @@ pub(super) fn check_edge_id(id: &str) -> Result<(), ApiError> {
 }
 
 #[utoipa::path(get, path = "/v1/regions", tag = "regions",
-    responses((status = 200, body = Vec<RegionSummary>), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn list_regions(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Vec<RegionSummary>>, ApiError> {
-    caller.require_operator()?;
-    Ok(Json(state.store().region_summaries().await?))
+    responses((status = 200, body = Vec<RegionSummary>)))]
+pub(super) async fn list_regions(api: Api<Operator>) -> ApiResult<Vec<RegionSummary>> {
+    Ok(Json(api.store().region_summaries().await?))
 }
 
 /// Registers or replaces a relay. Changes to static relays publish a new allow-list version.
 /// With the relay key, every listener must be inside the CIDRs the operator gave the edge
 /// (403 otherwise).
 #[utoipa::path(put, path = "/v1/edges/{id}", tag = "edges", request_body = EdgeInput,
-    responses((status = 200, body = EdgeUpdate), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = EdgeUpdate)))]
 pub(super) async fn put_edge(
-    State(state): State<AppState>,
-    caller: RelayCaller,
+    api: Api<RelayCaller>,
     PathId(id): PathId,
     JsonBody(input): JsonBody<EdgeInput>,
-) -> Result<Json<EdgeUpdate>, ApiError> {
+) -> ApiResult<EdgeUpdate> {
     check_edge_id(&id)?;
     check_fields(input.validate())?;
-    let by = match caller {
+    let by = match api.caller {
         RelayCaller::Operator => Registrar::Operator,
         RelayCaller::Relay => Registrar::RelayKey,
     };
     Ok(Json(
-        state.store().put_edge(&id, &input, by, now_unix()).await?,
+        api.store().put_edge(&id, &input, by, now_unix()).await?,
     ))
 }
 
 /// Sets the CIDRs a relay key may publish this edge's addresses in (operator only; the edge
 /// need not be registered yet). Empty: the relay key may not register it.
 #[utoipa::path(put, path = "/v1/edges/{id}/cidrs", tag = "edges", request_body = EdgeCidrsInput,
-    responses((status = 200, body = EdgeCidrs), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = EdgeCidrs)))]
 pub(super) async fn put_edge_cidrs(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api<Operator>,
     PathId(id): PathId,
     JsonBody(input): JsonBody<EdgeCidrsInput>,
-) -> Result<Json<EdgeCidrs>, ApiError> {
-    caller.require_operator()?;
+) -> ApiResult<EdgeCidrs> {
     check_edge_id(&id)?;
     if input.cidrs.len() > MAX_EDGE_CIDRS {
         return Err(ApiError::field(
@@ -124,8 +114,7 @@ pub(super) async fn put_edge_cidrs(
         ));
     }
     Ok(Json(
-        state
-            .store()
+        api.store()
             .set_edge_cidrs(&id, &input.cidrs, now_unix())
             .await?,
     ))
@@ -133,28 +122,16 @@ pub(super) async fn put_edge_cidrs(
 
 /// The CIDRs the operator gave this edge (empty when none).
 #[utoipa::path(get, path = "/v1/edges/{id}/cidrs", tag = "edges",
-    responses((status = 200, body = EdgeCidrs), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn get_edge_cidrs(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<EdgeCidrs>, ApiError> {
-    caller.require_operator()?;
+    responses((status = 200, body = EdgeCidrs)))]
+pub(super) async fn get_edge_cidrs(api: Api<Operator>, PathId(id): PathId) -> ApiResult<EdgeCidrs> {
     check_edge_id(&id)?;
-    Ok(Json(state.store().edge_cidrs(&id).await?))
+    Ok(Json(api.store().edge_cidrs(&id).await?))
 }
 
 #[utoipa::path(get, path = "/v1/edges", tag = "edges",
     params(("region" = Option<String>, Query, description = "only this region's relays")),
-    responses((status = 200, body = Vec<Edge>), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn list_edges(
-    State(state): State<AppState>,
-    caller: Caller,
-    params: Params,
-) -> Result<Json<Vec<Edge>>, ApiError> {
-    caller.require_operator()?;
+    responses((status = 200, body = Vec<Edge>)))]
+pub(super) async fn list_edges(api: Api<Operator>, params: Params) -> ApiResult<Vec<Edge>> {
     let region = match params.0.get("region") {
         Some(r) => Some(
             Region::parse(r)
@@ -162,41 +139,31 @@ pub(super) async fn list_edges(
         ),
         None => None,
     };
-    Ok(Json(state.store().list_edges(region).await?))
+    Ok(Json(api.store().list_edges(region).await?))
 }
 
 #[utoipa::path(get, path = "/v1/edges/{id}", tag = "edges",
-    responses((status = 200, body = Edge), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn get_edge(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<Edge>, ApiError> {
-    caller.require_operator()?;
-    Ok(Json(state.store().get_edge(&id).await?))
+    responses((status = 200, body = Edge)))]
+pub(super) async fn get_edge(api: Api<Operator>, PathId(id): PathId) -> ApiResult<Edge> {
+    Ok(Json(api.store().get_edge(&id).await?))
 }
 
 /// Deregisters a relay; `effective_at` dates the allow-list change (default now).
 #[utoipa::path(delete, path = "/v1/edges/{id}", tag = "edges",
     params(("effective_at" = Option<i64>, Query, description = "Unix seconds, 0 to 253402300799")),
-    responses((status = 200, body = EdgeUpdate), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = EdgeUpdate)))]
 pub(super) async fn delete_edge(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api<Operator>,
     PathId(id): PathId,
     params: Params,
-) -> Result<Json<EdgeUpdate>, ApiError> {
-    caller.require_operator()?;
+) -> ApiResult<EdgeUpdate> {
     let effective_at = params.int::<i64>("effective_at")?;
     if let Some(t) = effective_at {
         limits::check("effective_at", t, 0, limits::MAX_UNIX_SECONDS)
             .map_err(|e| ApiError::fields(vec![e]))?;
     }
     Ok(Json(
-        state
-            .store()
+        api.store()
             .delete_edge(&id, effective_at, now_unix())
             .await?,
     ))
@@ -204,7 +171,8 @@ pub(super) async fn delete_edge(
 
 /// Every region's allow-list in effect now. Public.
 #[utoipa::path(get, path = "/v1/allowlist", tag = "allowlist",
-    responses((status = 200, body = Vec<AllowList>)))]
+    responses((status = 200, body = Vec<AllowList>)),
+    security(()))]
 pub(super) async fn all_allowlists(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<AllowList>>, ApiError> {
@@ -228,7 +196,8 @@ async fn current_all(state: &AppState) -> Result<Vec<AllowList>, ApiError> {
         ("format" = Option<String>, Query, description = "json (default), csv, nftables, iptables"),
         ("version" = Option<u64>, Query, description = "a published version; default: the one in effect"),
     ),
-    responses((status = 200, body = AllowList), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = AllowList)),
+    security(()))]
 pub(super) async fn region_allowlist(
     State(state): State<AppState>,
     PathId(region): PathId,
@@ -260,7 +229,8 @@ pub(super) async fn region_allowlist(
 /// Every version of a region's allow-list, newest first, with changes and effective dates
 /// (announced future versions included). Public.
 #[utoipa::path(get, path = "/v1/allowlist/{region}/history", tag = "allowlist",
-    responses((status = 200, body = Vec<AllowList>), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = Vec<AllowList>)),
+    security(()))]
 pub(super) async fn allowlist_history(
     State(state): State<AppState>,
     PathId(region): PathId,
@@ -272,7 +242,8 @@ pub(super) async fn allowlist_history(
 /// The HTML page, in English or Japanese (`Accept-Language`, `?lang=en|ja`). Public.
 #[utoipa::path(get, path = "/allowlist", tag = "allowlist",
     params(("lang" = Option<String>, Query, description = "en or ja")),
-    responses((status = 200, content_type = "text/html", body = String)))]
+    responses((status = 200, content_type = "text/html", body = String)),
+    security(()))]
 pub(super) async fn allowlist_page(
     State(state): State<AppState>,
     ctx: crate::console::Ctx,

@@ -1,6 +1,7 @@
 //! The HTTP API (`/v1/…`): the router and the OpenAPI document. Handlers live in `apps`,
 //! `requests`, `edges`, `relay` and `ice_servers`; the state they share is [`crate::state`], the
-//! extractors (caller, JSON bodies, path ids) are [`crate::extract`].
+//! extractors (the state with the caller in the endpoint's role, `Api<Role>`; JSON bodies; path
+//! ids) are [`crate::extract`].
 
 mod apps;
 mod edges;
@@ -17,7 +18,7 @@ use axum::{Json, Router};
 
 use crate::error::ApiError;
 
-pub use crate::caller::{Caller, RelayCaller};
+pub use crate::caller::{Caller, Operator, RelayCaller};
 pub use crate::extract::{parse_json, JsonBody, OptionalJsonBody, Params, PathId};
 pub use crate::state::{AppState, Settings};
 pub use ice_servers::{IceServer, IceServersRequest, IceServersResponse, ProxyMode};

@@ -1,8 +1,16 @@
 //! The OpenAPI document served at `/openapi.json`.
+//!
+//! What every operation shares is stated once here rather than on each handler: the bearer
+//! key (the document's default security; the public operations say `security(())`), and the
+//! error shape, [`ErrorBody`], as the `4XX` response of every `/v1/` operation that lists no
+//! errors of its own.
 
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
+
+use crate::error::ErrorBody;
 
 use super::{apps, edges, ice_servers, relay, requests};
 
@@ -20,8 +28,7 @@ use super::{apps, edges, ice_servers, relay, requests};
         apps::suspend_app, apps::resume_app, apps::rotate_secret, apps::sync_apps,
         requests::create_request, requests::list_app_requests, requests::list_requests,
         requests::get_request, requests::approve_request, requests::reject_request,
-        requests::activate_request, requests::suspend_request, requests::resume_request,
-        requests::revoke_request,
+        requests::step_request,
         edges::list_regions, edges::put_edge, edges::list_edges, edges::get_edge,
         edges::delete_edge, edges::put_edge_cidrs, edges::get_edge_cidrs,
         edges::all_allowlists, edges::region_allowlist,
@@ -30,7 +37,9 @@ use super::{apps, edges, ice_servers, relay, requests};
         relay::heartbeat, relay::proxies, relay::app_usage,
         ice_servers::ice_servers,
     ),
-    modifiers(&BearerAuth),
+    components(schemas(ErrorBody)),
+    security(("bearer" = [])),
+    modifiers(&BearerAuth, &ErrorResponses),
     tags(
         (name = "owners", description = "App owners and their API keys (operator)"),
         (name = "apps", description = "Applications and their secrets"),
@@ -55,6 +64,40 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// `4XX`: [`ErrorBody`] on every `/v1/` operation that does not list its error statuses.
+struct ErrorResponses;
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = ResponseBuilder::new()
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let responses = &mut op.responses.responses;
+                if !responses.keys().any(|status| status.starts_with('4')) {
+                    responses.insert("4XX".into(), error.clone().into());
+                }
+            }
+        }
     }
 }
 

@@ -9,9 +9,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::edges::check_edge_id;
-use crate::caller::{Caller, RelayCaller};
-use crate::error::{ApiError, ErrorBody, FieldError};
-use crate::extract::{check_fields, JsonBody, Params, PathId};
+use crate::caller::RelayCaller;
+use crate::error::{ApiError, ApiResult, FieldError};
+use crate::extract::{check_fields, Api, JsonBody, Params, PathId};
 use crate::model::{Pool, Region, Wire};
 use crate::state::AppState;
 use crate::store::{Heartbeat, Lease, LeaseInput, UsageReport};
@@ -37,29 +37,25 @@ pub(super) fn routes() -> Router<AppState> {
 /// active for that mode in that region, 409 `quota_exceeded` when the channel already has
 /// its maximum of proxy users or the app its maximum of channels.
 #[utoipa::path(post, path = "/v1/leases", tag = "relays", request_body = LeaseInput,
-    responses((status = 201, body = Lease), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 201, body = Lease)))]
 pub(super) async fn acquire_lease(
-    State(state): State<AppState>,
-    _relay: RelayCaller,
+    api: Api<RelayCaller>,
     JsonBody(input): JsonBody<LeaseInput>,
 ) -> Result<(StatusCode, Json<Lease>), ApiError> {
     check_fields(input.validate(""))?;
-    let ttl = state.settings().lease_ttl;
-    let lease = state.store().acquire_lease(&input, ttl, now_unix()).await?;
+    let ttl = api.settings().lease_ttl;
+    let lease = api.store().acquire_lease(&input, ttl, now_unix()).await?;
     Ok((StatusCode::CREATED, Json(lease)))
 }
 
 /// Extends the leases of a relay's live allocations (re-creating expired ones, without a
 /// quota check: the allocations exist).
 #[utoipa::path(post, path = "/v1/leases/renew", tag = "relays", request_body = Renewal,
-    responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Changed)))]
 pub(super) async fn renew_leases(
-    State(state): State<AppState>,
-    _relay: RelayCaller,
+    api: Api<RelayCaller>,
     JsonBody(input): JsonBody<Renewal>,
-) -> Result<Json<Changed>, ApiError> {
+) -> ApiResult<Changed> {
     let errors: Vec<FieldError> = input
         .leases
         .iter()
@@ -67,8 +63,8 @@ pub(super) async fn renew_leases(
         .flat_map(|(i, l)| l.validate(&format!("leases[{i}].")))
         .collect();
     check_fields(errors)?;
-    let ttl = state.settings().lease_ttl;
-    let changed = state
+    let ttl = api.settings().lease_ttl;
+    let changed = api
         .store()
         .renew_leases(&input.leases, ttl, now_unix())
         .await?;
@@ -80,34 +76,30 @@ pub(super) async fn renew_leases(
 
 /// Ends leases of allocations that ended.
 #[utoipa::path(post, path = "/v1/leases/release", tag = "relays", request_body = Release,
-    responses((status = 200, body = Changed), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Changed)))]
 pub(super) async fn release_leases(
-    State(state): State<AppState>,
-    _relay: RelayCaller,
+    api: Api<RelayCaller>,
     JsonBody(input): JsonBody<Release>,
-) -> Result<Json<Changed>, ApiError> {
-    let changed = state
+) -> ApiResult<Changed> {
+    let changed = api
         .store()
         .release_leases(&input.relay_id, &input.lease_ids)
         .await?;
     Ok(Json(Changed {
         changed,
-        ttl_seconds: state.settings().lease_ttl,
+        ttl_seconds: api.settings().lease_ttl,
     }))
 }
 
 /// Applies a relay's usage report once (by `report_id`).
 #[utoipa::path(post, path = "/v1/usage", tag = "relays", request_body = UsageReport,
-    responses((status = 200, body = UsageAck), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = UsageAck)))]
 pub(super) async fn report_usage(
-    State(state): State<AppState>,
-    _relay: RelayCaller,
+    api: Api<RelayCaller>,
     JsonBody(report): JsonBody<UsageReport>,
-) -> Result<Json<UsageAck>, ApiError> {
+) -> ApiResult<UsageAck> {
     check_fields(report.validate())?;
-    let applied = state.store().apply_usage(&report, now_unix()).await?;
+    let applied = api.store().apply_usage(&report, now_unix()).await?;
     Ok(Json(UsageAck {
         report_id: report.report_id,
         applied,
@@ -116,17 +108,15 @@ pub(super) async fn report_usage(
 
 /// Records a relay's heartbeat and load.
 #[utoipa::path(post, path = "/v1/edges/{id}/heartbeat", tag = "relays", request_body = Heartbeat,
-    responses((status = 204), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 204)))]
 pub(super) async fn heartbeat(
-    State(state): State<AppState>,
-    _relay: RelayCaller,
+    api: Api<RelayCaller>,
     PathId(id): PathId,
     JsonBody(hb): JsonBody<Heartbeat>,
 ) -> Result<StatusCode, ApiError> {
     check_edge_id(&id)?;
     check_fields(hb.validate())?;
-    state.store().heartbeat(&id, &hb, now_unix()).await?;
+    api.store().heartbeat(&id, &hb, now_unix()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -135,7 +125,8 @@ pub(super) async fn heartbeat(
 /// heartbeat timeout is never listed, and the pool is never listed whole.
 #[utoipa::path(get, path = "/v1/proxies", tag = "relays",
     params(("region" = String, Query, description = "the client's region")),
-    responses((status = 200, body = ProxyList), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = ProxyList)),
+    security(()))]
 pub(super) async fn proxies(
     State(state): State<AppState>,
     Params(params): Params,
@@ -179,16 +170,14 @@ pub(super) async fn proxies(
         ("to" = Option<String>, Query, description = "last day, YYYY-MM-DD"),
         ("format" = Option<String>, Query, description = "json (default) or csv"),
     ),
-    responses((status = 200, body = Usage), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Usage)))]
 pub(super) async fn app_usage(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api,
     PathId(id): PathId,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
     // Another owner's app is 404, as everywhere.
-    state.store().get_app(&id, caller.scope()).await?;
+    api.store().get_app(&id, api.scope()).await?;
     let now = now_unix();
     let mut errors = Vec::new();
     let mut day_param = |name: &str, default: String| match params.get(name) {
@@ -216,7 +205,7 @@ pub(super) async fn app_usage(
         }
     };
     check_fields(errors)?;
-    let days = state.store().usage(&id, &from, &to).await?;
+    let days = api.store().usage(&id, &from, &to).await?;
     if csv {
         let mut out = String::from("day,mode,quality,minutes,bytes,peak_concurrency\n");
         for d in &days {

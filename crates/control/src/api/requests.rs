@@ -2,15 +2,16 @@
 //! lifecycle after it. Owners file and activate requests for their own apps; the operator
 //! approves, rejects, suspends, resumes and revokes.
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::caller::Caller;
+use crate::caller::Operator;
 use crate::enablement::{EnablementInput, EnablementRequest, Step};
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{check_fields, check_text, parse_json, JsonBody, PathId};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{check_fields, check_text, Api, JsonBody, OptionalJsonBody, PathId};
 use crate::state::AppState;
 use crate::time::now_unix;
 use cloudproxy_api::{ApproveInput, RejectInput};
@@ -25,72 +26,53 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/requests/{id}", get(get_request))
         .route("/v1/requests/{id}/approve", post(approve_request))
         .route("/v1/requests/{id}/reject", post(reject_request))
-        .route("/v1/requests/{id}/activate", post(activate_request))
-        .route("/v1/requests/{id}/suspend", post(suspend_request))
-        .route("/v1/requests/{id}/resume", post(resume_request))
-        .route("/v1/requests/{id}/revoke", post(revoke_request))
+        .route("/v1/requests/{id}/{step}", post(step_request))
 }
 
 #[utoipa::path(post, path = "/v1/apps/{id}/requests", tag = "requests",
     request_body = EnablementInput,
-    responses((status = 201, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 201, body = EnablementRequest)))]
 pub(super) async fn create_request(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api,
     PathId(app_id): PathId,
     JsonBody(input): JsonBody<EnablementInput>,
 ) -> Result<(StatusCode, Json<EnablementRequest>), ApiError> {
     check_fields(input.validate())?;
-    let req = state
+    let req = api
         .store()
-        .create_request(&app_id, caller.scope(), &input, now_unix())
+        .create_request(&app_id, api.scope(), &input, now_unix())
         .await?;
     Ok((StatusCode::CREATED, Json(req)))
 }
 
 #[utoipa::path(get, path = "/v1/apps/{id}/requests", tag = "requests",
-    responses((status = 200, body = Vec<EnablementRequest>), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Vec<EnablementRequest>)))]
 pub(super) async fn list_app_requests(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api,
     PathId(app_id): PathId,
-) -> Result<Json<Vec<EnablementRequest>>, ApiError> {
+) -> ApiResult<Vec<EnablementRequest>> {
     // 404 for an app the caller cannot see, rather than an empty list.
-    state.store().get_app(&app_id, caller.scope()).await?;
-    state.store().activate_due(now_unix()).await?;
+    api.store().get_app(&app_id, api.scope()).await?;
+    api.store().activate_due(now_unix()).await?;
     Ok(Json(
-        state
-            .store()
-            .list_requests(caller.scope(), Some(&app_id))
+        api.store()
+            .list_requests(api.scope(), Some(&app_id))
             .await?,
     ))
 }
 
 #[utoipa::path(get, path = "/v1/requests", tag = "requests",
-    responses((status = 200, body = Vec<EnablementRequest>), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn list_requests(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Vec<EnablementRequest>>, ApiError> {
-    state.store().activate_due(now_unix()).await?;
-    Ok(Json(
-        state.store().list_requests(caller.scope(), None).await?,
-    ))
+    responses((status = 200, body = Vec<EnablementRequest>)))]
+pub(super) async fn list_requests(api: Api) -> ApiResult<Vec<EnablementRequest>> {
+    api.store().activate_due(now_unix()).await?;
+    Ok(Json(api.store().list_requests(api.scope(), None).await?))
 }
 
 #[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests",
-    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn get_request(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<EnablementRequest>, ApiError> {
-    state.store().activate_due(now_unix()).await?;
-    Ok(Json(state.store().get_request(&id, caller.scope()).await?))
+    responses((status = 200, body = EnablementRequest)))]
+pub(super) async fn get_request(api: Api, PathId(id): PathId) -> ApiResult<EnablementRequest> {
+    api.store().activate_due(now_unix()).await?;
+    Ok(Json(api.store().get_request(&id, api.scope()).await?))
 }
 
 /// Approves a submitted request when its estimated bandwidth fits into the region's
@@ -99,27 +81,19 @@ pub(super) async fn get_request(
 /// reason. Both outcomes answer 200 with the request: read its `state`.
 #[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests",
     request_body = ApproveInput,
-    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = EnablementRequest)))]
 pub(super) async fn approve_request(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api<Operator>,
     PathId(id): PathId,
-    body: axum::body::Bytes,
-) -> Result<Json<EnablementRequest>, ApiError> {
-    caller.require_operator()?;
-    let input: ApproveInput = if body.iter().all(u8::is_ascii_whitespace) {
-        ApproveInput::default()
-    } else {
-        parse_json(&body)?
-    };
+    // The body is optional: an empty one approves as of now.
+    OptionalJsonBody(input): OptionalJsonBody<ApproveInput>,
+) -> ApiResult<EnablementRequest> {
     if let Some(t) = input.effective_at {
         crate::limits::check("effective_at", t, 0, crate::limits::MAX_UNIX_SECONDS)
             .map_err(|e| ApiError::fields(vec![e]))?;
     }
     Ok(Json(
-        state
-            .store()
+        api.store()
             .approve_request(&id, input.effective_at, now_unix())
             .await?,
     ))
@@ -127,85 +101,59 @@ pub(super) async fn approve_request(
 
 #[utoipa::path(post, path = "/v1/requests/{id}/reject", tag = "requests",
     request_body = RejectInput,
-    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = EnablementRequest)))]
 pub(super) async fn reject_request(
-    State(state): State<AppState>,
-    caller: Caller,
+    api: Api<Operator>,
     PathId(id): PathId,
     JsonBody(input): JsonBody<RejectInput>,
-) -> Result<Json<EnablementRequest>, ApiError> {
-    caller.require_operator()?;
+) -> ApiResult<EnablementRequest> {
     let reason = check_text("reason", &input.reason, 500)?;
     Ok(Json(
-        state
-            .store()
-            .reject_request(&id, &reason, now_unix())
-            .await?,
+        api.store().reject_request(&id, &reason, now_unix()).await?,
     ))
 }
 
-async fn step(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    step: Step,
-) -> Result<Json<EnablementRequest>, ApiError> {
+/// One lifecycle step after approval, named by the path's last segment:
+/// - `activate`: approved → active (the owner or the operator);
+/// - `suspend`: active → suspended (operator); the reservation is kept;
+/// - `resume`: suspended → active (operator);
+/// - `revoke`: approved | active | suspended → revoked (operator); the reservation is released.
+#[utoipa::path(post, path = "/v1/requests/{id}/{step}", tag = "requests",
+    params(
+        ("id" = String, Path, description = "the request's id"),
+        ("step" = String, Path, description = "activate, suspend, resume or revoke"),
+    ),
+    responses((status = 200, body = EnablementRequest)))]
+pub(super) async fn step_request(
+    api: Api,
+    PathId(id): PathId,
+    PathStep(step): PathStep,
+) -> ApiResult<EnablementRequest> {
     if step != Step::Activate {
-        caller.require_operator()?;
+        api.caller.require_operator()?;
     }
     Ok(Json(
-        state
-            .store()
-            .step_request(id, caller.scope(), step, now_unix())
+        api.store()
+            .step_request(&id, api.scope(), step, now_unix())
             .await?,
     ))
 }
 
-/// approved → active (the owner or the operator).
-#[utoipa::path(post, path = "/v1/requests/{id}/activate", tag = "requests",
-    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn activate_request(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<EnablementRequest>, ApiError> {
-    step(&state, &caller, &id, Step::Activate).await
-}
+/// The `{step}` of `/v1/requests/{id}/{step}`; any other word is a path that does not exist.
+pub(super) struct PathStep(Step);
 
-/// active → suspended (operator); the reservation is kept.
-#[utoipa::path(post, path = "/v1/requests/{id}/suspend", tag = "requests",
-    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn suspend_request(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<EnablementRequest>, ApiError> {
-    step(&state, &caller, &id, Step::Suspend).await
-}
+impl<S: Send + Sync> FromRequestParts<S> for PathStep {
+    type Rejection = ApiError;
 
-/// suspended → active (operator).
-#[utoipa::path(post, path = "/v1/requests/{id}/resume", tag = "requests",
-    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn resume_request(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<EnablementRequest>, ApiError> {
-    step(&state, &caller, &id, Step::Resume).await
-}
-
-/// approved | active | suspended → revoked (operator); the reservation is released.
-#[utoipa::path(post, path = "/v1/requests/{id}/revoke", tag = "requests",
-    responses((status = 200, body = EnablementRequest), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn revoke_request(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathId(id): PathId,
-) -> Result<Json<EnablementRequest>, ApiError> {
-    step(&state, &caller, &id, Step::Revoke).await
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let no_such_path = || ApiError::not_found("no such path");
+        let Path((_, step)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| no_such_path())?;
+        Step::ALL
+            .iter()
+            .find(|s| s.name() == step)
+            .map(|&s| PathStep(s))
+            .ok_or_else(no_such_path)
+    }
 }

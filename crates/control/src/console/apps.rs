@@ -2,17 +2,15 @@
 //! suspending it. A new secret is shown once, in the answer to the POST that made it (never
 //! behind a redirect, never cached).
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use maud::{html, Markup};
 
 use super::i18n;
-use super::page::{field, when, Ctx, FormPost, SignedIn};
+use super::page::{field, when, Ctx, FormPost, SignedForm, SignedIn};
 use crate::caller::Caller;
 use crate::extract::{check_text, PathId};
 use crate::model::AppStatus;
@@ -89,19 +87,14 @@ async fn list(State(state): State<AppState>, SignedIn { ctx, caller }: SignedIn)
 
 async fn create(
     State(state): State<AppState>,
-    ctx: Ctx,
-    Form(form): Form<HashMap<String, String>>,
+    SignedForm { ctx, form, caller }: SignedForm,
 ) -> Response {
-    let session = match ctx.check_form(&form) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let name = match check_text("name", field(&form, "name"), 100) {
         Ok(n) => n,
         Err(e) => return ctx.api_error(e),
     };
     // The same rule as the API: owners create apps for themselves only.
-    let owner = match &session.caller {
+    let owner = match &caller {
         Caller::Operator => Some(field(&form, "owner_id")).filter(|o| !o.is_empty()),
         Caller::Owner(me) => Some(me.as_str()),
     };

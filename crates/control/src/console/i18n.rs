@@ -135,6 +135,8 @@ texts! {
     resume: "Resume", "再開";
     app_status_active: "active", "有効";
     app_status_suspended: "suspended", "停止中";
+    pool_static: "static (Force modes, published)", "静的 (Force モード・公開)";
+    pool_dynamic: "dynamic (Auto)", "動的 (Auto)";
     requests_intro: "The application form for Force UDP and Force TCP. Approval reserves bandwidth in the region and enables the mode.",
         "Force UDP / Force TCP の申請フォーム。承認するとリージョンの帯域が予約され、モードが有効になります。";
     new_request: "File a request", "申請する";
@@ -286,11 +288,10 @@ pub(super) fn app_status(lang: Lang, s: AppStatus) -> &'static str {
 
 /// A relay pool, with what it serves, as the console names it.
 pub(super) fn pool(lang: Lang, p: Pool) -> &'static str {
-    match (lang, p) {
-        (Lang::En, Pool::Static) => "static (Force modes, published)",
-        (Lang::En, Pool::Dynamic) => "dynamic (Auto)",
-        (Lang::Ja, Pool::Static) => "静的 (Force モード・公開)",
-        (Lang::Ja, Pool::Dynamic) => "動的 (Auto)",
+    let t = lang.text();
+    match p {
+        Pool::Static => t.pool_static,
+        Pool::Dynamic => t.pool_dynamic,
     }
 }
 

@@ -45,7 +45,7 @@ use maud::html;
 use crate::state::AppState;
 use crate::time::now_unix;
 use i18n::Lang;
-use page::{error_page, header, query_param, redirect};
+use page::{error_page, header, query_param, redirect, SignedForm};
 
 pub(crate) use page::Ctx;
 
@@ -184,14 +184,7 @@ async fn sign_in(
     resp
 }
 
-async fn sign_out(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = ctx.check_form(&form) {
-        return r;
-    }
+async fn sign_out(State(state): State<AppState>, SignedForm { ctx, .. }: SignedForm) -> Response {
     if let Some(id) = &ctx.session_id {
         state.sessions().remove(id);
     }

@@ -202,9 +202,35 @@ impl FromRequestParts<AppState> for SignedIn {
     }
 }
 
+/// A console form posted by a signed-in browser: the page context, the form's fields and who
+/// signed in; refused with 403 unless the form carries the session's CSRF token.
+pub(super) struct SignedForm {
+    /// The request's language and session.
+    pub(super) ctx: Ctx,
+    /// The posted fields.
+    pub(super) form: HashMap<String, String>,
+    /// Who signed in to the session that posted the form.
+    pub(super) caller: Caller,
+}
+
+impl FromRequest<AppState> for SignedForm {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let Ok(ctx) = Ctx::from_request_parts(&mut parts, state).await;
+        let req = Request::from_parts(parts, body);
+        let Form(form) = Form::<HashMap<String, String>>::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let caller = ctx.check_form(&form)?.caller.clone();
+        Ok(SignedForm { ctx, form, caller })
+    }
+}
+
 /// A console form posted about one record (`/apps/{id}/…`, `/requests/{id}/…`) by a signed-in
-/// browser: extracted in this order (page context, the id in the path, the form's fields), then
-/// refused with 403 unless the form carries the session's CSRF token.
+/// browser: the id in the path, then the [`SignedForm`] (refused with 403 unless the form
+/// carries the session's CSRF token).
 pub(super) struct FormPost {
     /// What every handler shares.
     pub(super) state: AppState,
@@ -233,15 +259,11 @@ impl FromRequest<AppState> for FormPost {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
         let (mut parts, body) = req.into_parts();
-        let Ok(ctx) = Ctx::from_request_parts(&mut parts, state).await;
         let PathId(id) = PathId::from_request_parts(&mut parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
         let req = Request::from_parts(parts, body);
-        let Form(form) = Form::<HashMap<String, String>>::from_request(req, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let caller = ctx.check_form(&form)?.caller.clone();
+        let SignedForm { ctx, form, caller } = SignedForm::from_request(req, state).await?;
         Ok(FormPost {
             state: state.clone(),
             ctx,

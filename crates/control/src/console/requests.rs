@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use maud::html;
 
 use super::i18n;
-use super::page::{field, Ctx, FormPost, SignedIn};
+use super::page::{field, FormPost, SignedForm, SignedIn};
 use crate::caller::Caller;
 use crate::enablement::{EnablementInput, Step};
 use crate::error::ApiError;
@@ -192,13 +192,8 @@ fn parse_form(form: &HashMap<String, String>) -> Result<EnablementInput, ApiErro
 
 async fn create(
     State(state): State<AppState>,
-    ctx: Ctx,
-    Form(form): Form<HashMap<String, String>>,
+    SignedForm { ctx, form, caller }: SignedForm,
 ) -> Response {
-    let session = match ctx.check_form(&form) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let input = match parse_form(&form) {
         Ok(i) => i,
         Err(e) => return ctx.api_error(e),
@@ -206,7 +201,7 @@ async fn create(
     let app = field(&form, "app_id");
     let done = state
         .store()
-        .create_request(app, session.caller.scope(), &input, now_unix())
+        .create_request(app, caller.scope(), &input, now_unix())
         .await;
     ctx.redirect_or_error(done, "/requests")
 }

@@ -178,10 +178,16 @@ mod tests {
 
     #[test]
     fn csv_fields_are_quoted_and_defused() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=1+1"), "'=1+1");
+        // (field, as written to the CSV): plain, quoted for a comma, quotes doubled, and a
+        // leading `=` defused so a spreadsheet does not run it as a formula.
+        for (field, written) in [
+            ("plain", "plain"),
+            ("a,b", "\"a,b\""),
+            ("say \"hi\"", "\"say \"\"hi\"\"\""),
+            ("=1+1", "'=1+1"),
+        ] {
+            assert_eq!(csv_field(field), written, "{field}");
+        }
         assert_eq!(urlencode("a b&c"), "a%20b%26c");
     }
 }

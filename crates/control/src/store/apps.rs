@@ -4,11 +4,26 @@
 //! (another owner's app is simply not found), `None` is the operator and sees everything.
 
 use super::{
-    parse_wire, random_hex, with_pool, with_tx, App, AppKeyInfo, CreatedApp, NewSecret,
-    RetiringKey, Store, SyncApp, SyncKey,
+    found, parse_wire, random_hex, touched, with_pool, with_tx, App, AppKeyInfo, CreatedApp,
+    NewSecret, RetiringKey, Store, SyncApp, SyncKey,
 };
 use crate::error::StoreError;
 use crate::model::AppStatus;
+
+/// Stores a new key of an app (`$tx` a transaction of either backend).
+macro_rules! insert_app_key {
+    ($tx:expr, $app_id:expr, $key_id:expr, $secret:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO app_keys (app_id, key_id, secret, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind($app_id)
+        .bind($key_id)
+        .bind($secret)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
 
 /// (app id, key id, created at, not after) of `app_keys`.
 type KeyRow = (String, String, i64, Option<i64>);
@@ -71,14 +86,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO app_keys (app_id, key_id, secret, created_at) VALUES ($1, 'k1', $2, $3)",
-            )
-            .bind(&id)
-            .bind(&secret)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            insert_app_key!(tx, &id, "k1", &secret, now);
         });
         let key = AppKeyInfo {
             key_id: "k1".into(),
@@ -157,34 +165,29 @@ impl Store {
         status: AppStatus,
         now: i64,
     ) -> Result<(), StoreError> {
-        with_tx!(self, |tx, pg| {
-            let done = sqlx::query("UPDATE apps SET status = $2, updated_at = $3 WHERE id = $1")
+        let changed = with_tx!(self, |tx, pg| {
+            sqlx::query("UPDATE apps SET status = $2, updated_at = $3 WHERE id = $1")
                 .bind(id)
                 .bind(status.as_str())
                 .bind(now)
                 .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::not_found("app", id));
-            }
+                .await?
+                .rows_affected()
         });
-        Ok(())
+        touched(changed, "app", id)
     }
 
     /// Deletes an app with its keys and enablement requests (their reservations go with them).
     pub async fn delete_app(&self, id: &str, owner: Option<&str>) -> Result<(), StoreError> {
-        with_tx!(self, |tx, pg| {
-            let done =
-                sqlx::query("DELETE FROM apps WHERE id = $1 AND ($2 IS NULL OR owner_id = $2)")
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::not_found("app", id));
-            }
+        let deleted = with_tx!(self, |tx, pg| {
+            sqlx::query("DELETE FROM apps WHERE id = $1 AND ($2 IS NULL OR owner_id = $2)")
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
         });
-        Ok(())
+        touched(deleted, "app", id)
     }
 
     /// Issues a new key and puts every current key on notice: it keeps authenticating for
@@ -208,9 +211,7 @@ impl Store {
                 .bind(owner)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some((seq,)) = seq else {
-                return Err(StoreError::not_found("app", id));
-            };
+            let (seq,) = found(seq, "app", id)?;
             let key_id = format!("k{seq}");
             sqlx::query("DELETE FROM app_keys WHERE app_id = $1 AND not_after <= $2")
                 .bind(id)
@@ -225,15 +226,7 @@ impl Store {
             .bind(not_after)
             .fetch_all(&mut *tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO app_keys (app_id, key_id, secret, created_at) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(id)
-            .bind(&key_id)
-            .bind(&secret)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            insert_app_key!(tx, id, &key_id, &secret, now);
             sqlx::query("UPDATE apps SET next_key_seq = $2, updated_at = $3 WHERE id = $1")
                 .bind(id)
                 .bind(seq + 1)

@@ -194,6 +194,16 @@ pub struct PoolStats {
     pub max: u32,
 }
 
+/// The row a lookup needed, or [`StoreError::NotFound`] naming what is missing.
+pub(crate) fn found<T>(row: Option<T>, what: &'static str, id: &str) -> Result<T, StoreError> {
+    row.ok_or_else(|| StoreError::not_found(what, id))
+}
+
+/// Ok when a change touched a row (`rows_affected` > 0), else [`StoreError::NotFound`].
+pub(crate) fn touched(rows_affected: u64, what: &'static str, id: &str) -> Result<(), StoreError> {
+    found((rows_affected > 0).then_some(()), what, id)
+}
+
 /// Parses a stored enum spelling.
 pub(crate) fn parse_wire<T: crate::model::Wire>(what: &str, s: &str) -> Result<T, StoreError> {
     T::parse(s).ok_or_else(|| StoreError::Corrupt(format!("{what} '{s}'")))

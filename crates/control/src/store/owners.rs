@@ -40,9 +40,7 @@ impl Store {
                 .bind(owner_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            if found.is_none() {
-                return Err(StoreError::not_found("owner", owner_id));
-            }
+            super::found(found, "owner", owner_id)?;
             sqlx::query(
                 "INSERT INTO api_keys (key_hash, owner_id, created_at) VALUES ($1, $2, $3)",
             )

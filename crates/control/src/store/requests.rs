@@ -2,7 +2,7 @@
 //! against its region's static-pool capacity in one transaction that holds the region's lock
 //! (see [`crate::store`]), so concurrent approvals never reserve more than there is.
 
-use super::{parse_wire, random_hex, with_pool, with_tx, Store};
+use super::{found, parse_wire, random_hex, with_pool, with_tx, Store};
 use crate::capacity::{self, Decision, RegionLoad};
 use crate::enablement::{EnablementInput, EnablementRequest, Step, SyncEnablement};
 use crate::error::StoreError;
@@ -122,6 +122,36 @@ macro_rules! region_load {
     }};
 }
 
+/// Writes a request's lifecycle columns: `$state` with its `$reason`, the bandwidth it holds
+/// (`$reserved_kbps`) and when it activates (`$activates_at`), as of `$now`.
+macro_rules! write_state {
+    ($tx:expr, $id:expr, $state:expr, $reason:expr, $reserved_kbps:expr, $activates_at:expr, $now:expr) => {
+        sqlx::query(
+            "UPDATE enablement_requests SET state = $2, reason = $3, reserved_kbps = $4, \
+             updated_at = $5, activates_at = $6 WHERE id = $1",
+        )
+        .bind($id)
+        .bind(RequestState::as_str($state))
+        .bind($reason)
+        .bind(i64::try_from($reserved_kbps).unwrap_or(i64::MAX))
+        .bind($now)
+        .bind($activates_at)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+/// A conflict unless `req` is still submitted: only those are approved or rejected.
+fn check_submitted(req: &EnablementRequest, decision: &str) -> Result<(), StoreError> {
+    if req.state == RequestState::Submitted {
+        return Ok(());
+    }
+    Err(StoreError::Conflict(format!(
+        "request '{}' is {}; only a submitted request can be {decision}",
+        req.id, req.state
+    )))
+}
+
 impl Store {
     /// Files a form for an app `owner` may see. The caller has validated it.
     pub async fn create_request(
@@ -141,9 +171,7 @@ impl Store {
             .bind(owner)
             .fetch_optional(&mut *tx)
             .await?;
-            if app.is_none() {
-                return Err(StoreError::not_found("app", app_id));
-            }
+            found(app, "app", app_id)?;
             sqlx::query(
                 "INSERT INTO enablement_requests (id, app_id, region, sdk, use_case, \
                  max_concurrent_channels, max_users_per_channel, max_proxy_users_per_channel, \
@@ -211,12 +239,7 @@ impl Store {
         let later = effective_at.filter(|&t| t > now);
         with_tx!(self, |tx, pg| {
             let req = fetch_request!(tx, pg, id, None::<&str>);
-            if req.state != RequestState::Submitted {
-                return Err(StoreError::Conflict(format!(
-                    "request '{id}' is {}; only a submitted request can be approved",
-                    req.state
-                )));
-            }
+            check_submitted(&req, "approved")?;
             let load = region_load!(tx, pg, req.region);
             let (state, reason, reserved, activates_at) =
                 match capacity::decide(req.region, req.estimated_kbps, load) {
@@ -226,18 +249,7 @@ impl Store {
                     Decision::Reserve(kbps) => (RequestState::Active, None, kbps, None),
                     Decision::Reject(reason) => (RequestState::Rejected, Some(reason), 0, None),
                 };
-            sqlx::query(
-                "UPDATE enablement_requests SET state = $2, reason = $3, reserved_kbps = $4, \
-                 updated_at = $5, activates_at = $6 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(state.as_str())
-            .bind(reason)
-            .bind(i64::try_from(reserved).unwrap_or(i64::MAX))
-            .bind(now)
-            .bind(activates_at)
-            .execute(&mut *tx)
-            .await?;
+            write_state!(tx, id, state, reason, reserved, activates_at, now);
         });
         self.get_request(id, None).await
     }
@@ -265,21 +277,10 @@ impl Store {
     ) -> Result<EnablementRequest, StoreError> {
         with_tx!(self, |tx, pg| {
             let req = fetch_request!(tx, pg, id, None::<&str>);
-            if req.state != RequestState::Submitted {
-                return Err(StoreError::Conflict(format!(
-                    "request '{id}' is {}; only a submitted request can be rejected",
-                    req.state
-                )));
-            }
-            sqlx::query(
-                "UPDATE enablement_requests SET state = 'rejected', reason = $2, updated_at = $3 \
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(reason)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            check_submitted(&req, "rejected")?;
+            // A submitted request holds nothing and has no activation date.
+            let rejected = RequestState::Rejected;
+            write_state!(tx, id, rejected, Some(reason), 0_u64, None::<i64>, now);
         });
         self.get_request(id, None).await
     }
@@ -306,16 +307,7 @@ impl Store {
             } else {
                 0
             };
-            sqlx::query(
-                "UPDATE enablement_requests SET state = $2, reserved_kbps = $3, updated_at = $4, \
-                 activates_at = NULL WHERE id = $1",
-            )
-            .bind(id)
-            .bind(next.as_str())
-            .bind(i64::try_from(reserved).unwrap_or(i64::MAX))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            write_state!(tx, id, next, req.reason, reserved, None::<i64>, now);
         });
         self.get_request(id, None).await
     }

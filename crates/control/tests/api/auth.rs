@@ -267,6 +267,20 @@ async fn errors_and_openapi(env: Env) {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // Stated once for the document: the bearer key by default, no key on a public operation,
+    // and ErrorBody as the errors of every /v1/ operation that lists none of its own.
+    assert_eq!(doc["security"], json!([{ "bearer": [] }]));
+    assert_eq!(doc["paths"]["/v1/proxies"]["get"]["security"], json!([{}]));
+    assert!(doc["paths"]["/v1/apps"]["get"]["security"].is_null());
+    for (path, method) in [("/v1/apps", "get"), ("/v1/requests/{id}/{step}", "post")] {
+        assert_eq!(
+            doc["paths"][path][method]["responses"]["4XX"]["content"]["application/json"]["schema"]
+                ["$ref"],
+            "#/components/schemas/ErrorBody",
+            "{method} {path}"
+        );
+    }
+    assert!(doc["paths"]["/allowlist"]["get"]["responses"]["4XX"].is_null());
 }
 
 on_both_backends!(smaller_gaps);
@@ -334,6 +348,7 @@ async fn smaller_gaps(env: Env) {
         ("GET", "/v1/allowlist/"),
         // NUL, which PostgreSQL cannot compare, and not UTF-8.
         ("POST", "/v1/requests/%00/approve"),
+        ("POST", "/v1/requests/%00/revoke"),
         ("GET", "/v1/requests/%00"),
         ("GET", "/v1/apps/%00"),
         ("GET", "/v1/apps/%00/usage"),

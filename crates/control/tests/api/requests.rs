@@ -256,6 +256,13 @@ async fn approval_reserves_and_lifecycle(env: Env) {
         .unwrap()
         .contains("no static-pool relay capacity"));
 
+    // A step the lifecycle does not have is a path that does not exist.
+    let unknown = env
+        .post(&op("unsuspend", &a_id), Some(OPERATOR_KEY), json!({}))
+        .await
+        .expect(404);
+    assert_eq!(unknown["error"]["message"], "no such path", "{unknown}");
+
     // Lifecycle: activating an active request is a no-op (scripts of the two-step flow keep
     // working); the operator suspends, resumes, revokes.
     env.post(&op("activate", &b_id), Some(&key), json!({}))
