@@ -416,13 +416,7 @@ async fn interrupted(client: Client) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cmd {
-        #[command(flatten)]
-        join: JoinArgs,
-    }
+    use crate::parse_flags;
 
     fn parse(extra: &[&str]) -> Result<JoinArgs, clap::Error> {
         let base = [
@@ -438,7 +432,7 @@ mod tests {
             "--token",
             "t",
         ];
-        let mut args = Cmd::try_parse_from(base.iter().chain(extra))?.join;
+        let mut args = parse_flags::<JoinArgs>(base.iter().chain(extra))?;
         args.normalize();
         Ok(args)
     }

@@ -230,18 +230,11 @@ fn generated_secret() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cmd {
-        #[command(flatten)]
-        media: MediaArgs,
-    }
+    use crate::parse_flags;
 
     fn config(flags: &[&str], env: Option<&str>) -> anyhow::Result<MediaConfig> {
-        let args = Cmd::try_parse_from(std::iter::once("media").chain(flags.iter().copied()))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .media;
+        let args = parse_flags::<MediaArgs>(std::iter::once("media").chain(flags.iter().copied()))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         media_config(&args, env)
     }
 

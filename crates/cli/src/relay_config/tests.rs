@@ -10,19 +10,11 @@ use cloudproxy_relay::{FastPathConfig, FastPathMode, RelayConfig};
 use super::values::{fast_path, parse_port_range};
 use super::*;
 
-use clap::Parser;
+use crate::parse_flags;
 use cloudproxy_testkit::process::TempDir;
 
-#[derive(Parser)]
-struct Flags {
-    #[command(flatten)]
-    relay: RelayArgs,
-}
-
 fn flags(args: &[&str]) -> RelayArgs {
-    Flags::try_parse_from(std::iter::once("relay").chain(args.iter().copied()))
-        .unwrap()
-        .relay
+    parse_flags(std::iter::once("relay").chain(args.iter().copied())).unwrap()
 }
 
 /// `contents` as `relay.toml` in a scratch directory (removed when the `TempDir` drops).
@@ -332,7 +324,8 @@ fn flag_errors_are_clear() {
         &["--udp", "localhost:1"],
         &["--metrics", "127.0.0.1:1", "--no-metrics"],
     ] {
-        let e = match Flags::try_parse_from(std::iter::once("relay").chain(bad.iter().copied())) {
+        let e = match parse_flags::<RelayArgs>(std::iter::once("relay").chain(bad.iter().copied()))
+        {
             Ok(_) => panic!("{bad:?} should not parse"),
             Err(e) => e.to_string(),
         };
