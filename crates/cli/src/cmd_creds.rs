@@ -170,20 +170,14 @@ pub(crate) fn run(args: &CredsArgs) -> Result<(), Failure> {
 mod tests {
     use super::*;
 
-    use clap::Parser;
+    use crate::parse_flags;
     use serde_json::Value;
-
-    #[derive(Parser)]
-    struct Cmd {
-        #[command(flatten)]
-        creds: CredsArgs,
-    }
 
     fn args(extra: &[&str]) -> CredsArgs {
         let base = [
             "creds", "--secret", "secret", "--id", "alice", "--ttl", "100",
         ];
-        Cmd::try_parse_from(base.iter().chain(extra)).unwrap().creds
+        parse_flags::<CredsArgs>(base.iter().chain(extra)).unwrap()
     }
 
     #[test]
@@ -250,16 +244,15 @@ mod tests {
     fn ttl_takes_units_and_defaults_to_a_day() {
         let base = ["creds", "--secret", "s", "--id", "a"];
         let ttl = |extra: &[&str]| {
-            Cmd::try_parse_from(base.iter().chain(extra))
+            parse_flags::<CredsArgs>(base.iter().chain(extra))
                 .unwrap()
-                .creds
                 .ttl
                 .as_secs()
         };
         assert_eq!(ttl(&[]), 86_400);
         assert_eq!(ttl(&["--ttl", "90"]), 90);
         assert_eq!(ttl(&["--ttl", "2h"]), 7200);
-        assert!(Cmd::try_parse_from(base.iter().chain(&["--ttl", "2x"])).is_err());
+        assert!(parse_flags::<CredsArgs>(base.iter().chain(&["--ttl", "2x"])).is_err());
     }
 
     #[test]

@@ -416,13 +416,7 @@ async fn interrupted(client: Client) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cmd {
-        #[command(flatten)]
-        join: JoinArgs,
-    }
+    use crate::parse_flags;
 
     fn parse(extra: &[&str]) -> Result<JoinArgs, clap::Error> {
         let base = [
@@ -438,50 +432,33 @@ mod tests {
             "--token",
             "t",
         ];
-        let mut args = Cmd::try_parse_from(base.iter().chain(extra))?.join;
+        let mut args = parse_flags::<JoinArgs>(base.iter().chain(extra))?;
         args.normalize();
         Ok(args)
     }
 
+    /// Join timeout, attempt timeout, stagger and interval, parsed from the `flags` (separated
+    /// by spaces).
+    fn timings(flags: &str) -> [Duration; 4] {
+        let a = parse(&flags.split_whitespace().collect::<Vec<_>>()).unwrap();
+        [a.join_timeout, a.attempt_timeout, a.stagger, a.interval]
+    }
+
     #[test]
     fn durations_take_units_and_the_ms_spellings_still_work() {
-        let a = parse(&[]).unwrap();
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        assert_eq!(timings(""), [secs(10), secs(4), ms(250), ms(20)]);
         assert_eq!(
-            (a.join_timeout, a.attempt_timeout, a.stagger, a.interval),
-            (
-                Duration::from_secs(10),
-                Duration::from_secs(4),
-                Duration::from_millis(250),
-                Duration::from_millis(20)
-            )
+            timings("--join-timeout 1500ms --stagger 1s --interval 5ms"),
+            [ms(1500), secs(4), secs(1), ms(5)]
         );
-        let a = parse(&[
-            "--join-timeout",
-            "1500ms",
-            "--stagger",
-            "1s",
-            "--interval",
-            "5ms",
-        ])
-        .unwrap();
-        assert_eq!(a.join_timeout, Duration::from_millis(1500));
-        assert_eq!(a.stagger, Duration::from_secs(1));
-        assert_eq!(a.interval, Duration::from_millis(5));
-        let a = parse(&[
-            "--join-timeout-ms",
-            "1500",
-            "--attempt-timeout-ms",
-            "700",
-            "--stagger-ms",
-            "0",
-            "--interval-ms",
-            "30",
-        ])
-        .unwrap();
-        assert_eq!(a.join_timeout, Duration::from_millis(1500));
-        assert_eq!(a.attempt_timeout, Duration::from_millis(700));
-        assert_eq!(a.stagger, Duration::ZERO);
-        assert_eq!(a.interval, Duration::from_millis(30));
+        assert_eq!(
+            timings(
+                "--join-timeout-ms 1500 --attempt-timeout-ms 700 --stagger-ms 0 --interval-ms 30"
+            ),
+            [ms(1500), ms(700), Duration::ZERO, ms(30)]
+        );
         // One value, one spelling.
         assert!(parse(&["--join-timeout", "2s", "--join-timeout-ms", "5"]).is_err());
         assert!(parse(&["--stagger", "soon"]).is_err());

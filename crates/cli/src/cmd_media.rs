@@ -155,24 +155,34 @@ fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<Medi
     if args.member_timeout.is_zero() {
         bail!("--member-timeout: must be at least 1");
     }
-    for (flag, value) in [
-        ("--max-web-sessions", args.max_web_sessions),
-        ("--max-channels", args.max_channels),
-        ("--max-members-per-channel", args.max_members_per_channel),
-        ("--max-members", args.max_members),
-    ] {
+    let limits = [
+        (
+            "--max-web-sessions",
+            args.max_web_sessions,
+            &mut config.max_web_sessions,
+        ),
+        (
+            "--max-channels",
+            args.max_channels,
+            &mut config.max_channels,
+        ),
+        (
+            "--max-members-per-channel",
+            args.max_members_per_channel,
+            &mut config.max_members_per_channel,
+        ),
+        ("--max-members", args.max_members, &mut config.max_members),
+    ];
+    for (flag, value, slot) in limits {
         if value == 0 {
             bail!("{flag}: must be at least 1");
         }
+        *slot = value;
     }
     config.member_timeout = args.member_timeout;
-    config.max_channels = args.max_channels;
-    config.max_members_per_channel = args.max_members_per_channel;
-    config.max_members = args.max_members;
     config.http = args.http;
     config.webrtc = args.webrtc;
     config.webrtc_public = args.webrtc_public;
-    config.max_web_sessions = args.max_web_sessions;
     Ok(config)
 }
 
@@ -230,18 +240,11 @@ fn generated_secret() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cmd {
-        #[command(flatten)]
-        media: MediaArgs,
-    }
+    use crate::parse_flags;
 
     fn config(flags: &[&str], env: Option<&str>) -> anyhow::Result<MediaConfig> {
-        let args = Cmd::try_parse_from(std::iter::once("media").chain(flags.iter().copied()))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .media;
+        let args = parse_flags::<MediaArgs>(std::iter::once("media").chain(flags.iter().copied()))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         media_config(&args, env)
     }
 

@@ -103,14 +103,8 @@ fn render(args: &TokenArgs, token: &Token, expires: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use crate::parse_flags;
     use cloudproxy_proto::auth::rest_password;
-
-    #[derive(Parser)]
-    struct Cmd {
-        #[command(flatten)]
-        token: TokenArgs,
-    }
 
     fn args(extra: &[&str]) -> TokenArgs {
         let base = [
@@ -126,7 +120,7 @@ mod tests {
             "--ttl",
             "100",
         ];
-        Cmd::try_parse_from(base.iter().chain(extra)).unwrap().token
+        parse_flags::<TokenArgs>(base.iter().chain(extra)).unwrap()
     }
 
     #[test]
@@ -175,7 +169,7 @@ mod tests {
         let cmd = |extra: &[&str]| {
             let mut v = vec!["token", "--app-id", "a", "--secret", "s", "--channel", "c"];
             v.extend(extra);
-            Cmd::try_parse_from(v).err().map(|e| e.to_string())
+            parse_flags::<TokenArgs>(v).err().map(|e| e.to_string())
         };
         // --ttl has a default (one day) and takes units.
         assert!(cmd(&["--uid", "1"]).is_none());

@@ -107,6 +107,19 @@ enum Command {
 /// `token` and `bench` `--secret`).
 pub(crate) const SECRET_ENV: &str = "CLOUDPROXY_SECRET";
 
+/// Test support: `argv` (the command's name first) parsed as the flags `A` of one command.
+#[cfg(test)]
+pub(crate) fn parse_flags<A: clap::Args>(
+    argv: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<A, clap::Error> {
+    #[derive(Parser)]
+    struct Command<A: clap::Args> {
+        #[command(flatten)]
+        flags: A,
+    }
+    Command::<A>::try_parse_from(argv).map(|c| c.flags)
+}
+
 /// Earlier names of `SECRET_ENV`, still read (with a warning) so that existing scripts work.
 const DEPRECATED_SECRET_ENVS: [&str; 3] = [
     "CLOUDPROXY_STATIC_SECRET",

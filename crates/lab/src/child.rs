@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cloudproxy_testkit::process::read_lines;
 
-use crate::command::{describe, lock, output_within, wait_until};
+use crate::command::{lock, output_within, spawn_piped, wait_until};
 use crate::{Lab, LabError, Role};
 
 /// The environment variables that point programs at a web proxy.
@@ -52,40 +52,39 @@ impl Lab {
         cmd
     }
 
-    /// Starts `program args…` inside `role`'s namespace. It is killed when the returned handle
-    /// is dropped, or at the latest when the lab is torn down.
-    pub fn spawn<I, S>(
+    /// [`Lab::command`] with `args`.
+    fn command_with_args(
         &self,
         role: Role,
         program: impl AsRef<OsStr>,
-        args: I,
-    ) -> Result<LabChild, LabError>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+    ) -> Command {
         let mut cmd = self.command(role, program);
         cmd.args(args);
-        self.spawn_command(role, cmd)
+        cmd
+    }
+
+    /// Starts `program args…` inside `role`'s namespace. It is killed when the returned handle
+    /// is dropped, or at the latest when the lab is torn down.
+    pub fn spawn(
+        &self,
+        role: Role,
+        program: impl AsRef<OsStr>,
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+    ) -> Result<LabChild, LabError> {
+        self.spawn_command(role, self.command_with_args(role, program, args))
     }
 
     /// Starts a command made with [`Lab::command`] (`role` labels its output).
-    pub fn spawn_command(&self, role: Role, mut cmd: Command) -> Result<LabChild, LabError> {
+    pub fn spawn_command(&self, role: Role, cmd: Command) -> Result<LabChild, LabError> {
         self.ensure_up()?;
-        let command = describe(&cmd);
         let program = cmd
             .get_args()
             .nth(3)
             .and_then(|p| Path::new(p).file_name())
             .map_or_else(|| "?".into(), |p| p.to_string_lossy().into_owned());
         let label = format!("[{role} {program}]");
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+        let (mut child, command) = spawn_piped(cmd, Stdio::null())?;
         let (tx, stdout) = mpsc::channel();
         let stderr = Arc::new(Mutex::new(Vec::new()));
         if let Some(pipe) = child.stdout.take() {
@@ -117,20 +116,14 @@ impl Lab {
 
     /// Runs `program args…` inside `role`'s namespace to completion, killing it if `deadline`
     /// passes first ([`LabError::Timeout`]). A non-zero exit is returned, not an error.
-    pub fn run<I, S>(
+    pub fn run(
         &self,
         role: Role,
         program: impl AsRef<OsStr>,
-        args: I,
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
         deadline: Duration,
-    ) -> Result<Output, LabError>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let mut cmd = self.command(role, program);
-        cmd.args(args);
-        self.run_command(cmd, deadline)
+    ) -> Result<Output, LabError> {
+        self.run_command(self.command_with_args(role, program, args), deadline)
     }
 
     /// Runs a command made with [`Lab::command`] to completion within `deadline`.

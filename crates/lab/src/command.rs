@@ -5,7 +5,7 @@
 //! only for a short grace period, so a grandchild that keeps a pipe open cannot hang a test.
 
 use std::io::{Read, Write};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -29,26 +29,36 @@ pub(crate) fn describe(cmd: &Command) -> String {
     line
 }
 
+/// Starts `cmd` with `stdin` and its stdout and stderr piped to us; returns the child and its
+/// command line (for later messages).
+pub(crate) fn spawn_piped(mut cmd: Command, stdin: Stdio) -> Result<(Child, String), LabError> {
+    let command = describe(&cmd);
+    let child = cmd
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| LabError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    Ok((child, command))
+}
+
 /// Runs `cmd` to completion, feeding it `stdin`, and kills it if `deadline` passes first.
 ///
 /// A non-zero exit is not an error here; see [`check`] for commands that must succeed.
 pub(crate) fn output_within(
-    mut cmd: Command,
+    cmd: Command,
     deadline: Duration,
     stdin: Option<&[u8]>,
 ) -> Result<Output, LabError> {
-    let command = describe(&cmd);
-    cmd.stdin(if stdin.is_some() {
+    let child_stdin = if stdin.is_some() {
         Stdio::piped()
     } else {
         Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
+    };
+    let (mut child, command) = spawn_piped(cmd, child_stdin)?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // A thread, so that a child that never reads cannot block us past the deadline.
         let input = input.to_vec();

@@ -238,6 +238,8 @@ struct Extra {
 }
 
 fn render(published: &[Ipv4Addr], allow: &[String], loss: Option<u8>, extra: Extra) -> String {
+    const ESTABLISHED: &str = "ct state established,related accept";
+    let to_from_client = format!("iifname \"{IF_CLIENT}\" jump from_client");
     let mut s = String::new();
     // `write!` to a String cannot fail.
     let _ = writeln!(s, "table inet lab {{");
@@ -251,97 +253,89 @@ fn render(published: &[Ipv4Addr], allow: &[String], loss: Option<u8>, extra: Ext
     for counter in ["outside", "dropped", "lost", "not_tls", "proxy_refused"] {
         let _ = writeln!(s, "    counter {counter} {{ }}");
     }
-    let _ = writeln!(s, "    chain forward {{");
-    let _ = writeln!(
-        s,
-        "        type filter hook forward priority filter; policy drop;"
-    );
+    let mut forward = Vec::new();
     if let Some(percent) = loss {
-        let _ = writeln!(
-            s,
-            "        numgen random mod 100 < {percent} counter name \"lost\" drop"
-        );
+        forward.push(format!(
+            "numgen random mod 100 < {percent} counter name \"lost\" drop"
+        ));
     }
     if extra.tls_only_443 {
         // Before the established-flow accept: the verdict is on the first data segment, which
         // travels in an established flow. Classified flows (ct mark 1) skip the check.
-        let _ = writeln!(
-            s,
-            "        iifname \"{IF_CLIENT}\" ip daddr @published tcp dport 443 ct mark 0 jump tls_check"
-        );
+        forward.push(format!(
+            "iifname \"{IF_CLIENT}\" ip daddr @published tcp dport 443 ct mark 0 jump tls_check"
+        ));
     }
-    let _ = writeln!(s, "        ct state established,related accept");
-    let _ = writeln!(
-        s,
-        "        iifname \"{IF_RELAY}\" oifname \"{IF_MEDIA}\" accept"
+    forward.extend([
+        ESTABLISHED.to_owned(),
+        format!("iifname \"{IF_RELAY}\" oifname \"{IF_MEDIA}\" accept"),
+        format!("iifname \"{IF_MEDIA}\" oifname \"{IF_RELAY}\" accept"),
+        to_from_client.clone(),
+    ]);
+    chain(&mut s, "forward", Some(("forward", "drop")), &forward);
+    chain(
+        &mut s,
+        "input",
+        Some(("input", "accept")),
+        &[ESTABLISHED.to_owned(), to_from_client],
     );
-    let _ = writeln!(
-        s,
-        "        iifname \"{IF_MEDIA}\" oifname \"{IF_RELAY}\" accept"
-    );
-    let _ = writeln!(s, "        iifname \"{IF_CLIENT}\" jump from_client");
-    let _ = writeln!(s, "    }}");
-    let _ = writeln!(s, "    chain input {{");
-    let _ = writeln!(
-        s,
-        "        type filter hook input priority filter; policy accept;"
-    );
-    let _ = writeln!(s, "        ct state established,related accept");
-    let _ = writeln!(s, "        iifname \"{IF_CLIENT}\" jump from_client");
-    let _ = writeln!(s, "    }}");
     if extra.tls_only_443 {
         // `@ih` is the TCP payload. On a segment without payload (SYN, pure ACK) loading it
         // fails and the rule does not match, so only data is judged.
-        let _ = writeln!(s, "    chain tls_check {{");
-        let _ = writeln!(
-            s,
-            "        @ih,0,16 0x1603 ct mark set 1 return comment \"a TLS handshake record: the flow is TLS\""
+        chain(
+            &mut s,
+            "tls_check",
+            None,
+            &[
+                "@ih,0,16 0x1603 ct mark set 1 return comment \"a TLS handshake record: the flow is TLS\"".into(),
+                "@ih,0,16 != 0x1603 counter name \"not_tls\" drop comment \"first data is not TLS\"".into(),
+                "@ih,0,8 != 0x16 counter name \"not_tls\" drop comment \"a one-byte segment\"".into(),
+            ],
         );
-        let _ = writeln!(
-            s,
-            "        @ih,0,16 != 0x1603 counter name \"not_tls\" drop comment \"first data is not TLS\""
-        );
-        let _ = writeln!(
-            s,
-            "        @ih,0,8 != 0x16 counter name \"not_tls\" drop comment \"a one-byte segment\""
-        );
-        let _ = writeln!(s, "    }}");
     }
     if extra.proxy_upstream_443_only {
-        let _ = writeln!(s, "    chain output {{");
-        let _ = writeln!(
-            s,
-            "        type filter hook output priority filter; policy accept;"
+        chain(
+            &mut s,
+            "output",
+            Some(("output", "accept")),
+            &[
+                ESTABLISHED.to_owned(),
+                "oifname \"lo\" accept".into(),
+                format!("oifname \"{IF_RELAY}\" ip daddr @published tcp dport 443 accept"),
+                "counter name \"proxy_refused\" drop comment \"the proxy may reach the relays' 443 only\"".into(),
+            ],
         );
-        let _ = writeln!(s, "        ct state established,related accept");
-        let _ = writeln!(s, "        oifname \"lo\" accept");
-        let _ = writeln!(
-            s,
-            "        oifname \"{IF_RELAY}\" ip daddr @published tcp dport 443 accept"
-        );
-        let _ = writeln!(
-            s,
-            "        counter name \"proxy_refused\" drop comment \"the proxy may reach the relays' 443 only\""
-        );
-        let _ = writeln!(s, "    }}");
     }
-    let _ = writeln!(s, "    chain from_client {{");
-    for rule in allow {
-        let _ = writeln!(s, "        {rule}");
-    }
-    let _ = writeln!(
-        s,
-        "        ip daddr @published counter name \"dropped\" drop \
+    let mut from_client = allow.to_vec();
+    from_client.push(
+        "ip daddr @published counter name \"dropped\" drop \
          comment \"published address, refused protocol or port\""
+            .into(),
     );
-    let _ = writeln!(
-        s,
-        "        counter name \"outside\" counter name \"dropped\" drop \
+    from_client.push(
+        "counter name \"outside\" counter name \"dropped\" drop \
          comment \"outside the published set\""
+            .into(),
     );
-    let _ = writeln!(s, "    }}");
+    chain(&mut s, "from_client", None, &from_client);
     let _ = writeln!(s, "}}");
     s
+}
+
+/// Writes the chain `name` with its `rules`, as a base chain on `hook` (hook and policy) if
+/// one is given.
+fn chain(s: &mut String, name: &str, hook: Option<(&str, &str)>, rules: &[String]) {
+    let _ = writeln!(s, "    chain {name} {{");
+    if let Some((hook, policy)) = hook {
+        let _ = writeln!(
+            s,
+            "        type filter hook {hook} priority filter; policy {policy};"
+        );
+    }
+    for rule in rules {
+        let _ = writeln!(s, "        {rule}");
+    }
+    let _ = writeln!(s, "    }}");
 }
 
 /// Reads `nft list counters table inet lab`: `counter NAME {` lines, each followed by a

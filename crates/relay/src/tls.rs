@@ -245,42 +245,48 @@ pub fn with_http(config: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let iter = CertificateDer::pem_file_iter(path).map_err(|e| cert_error(path, e))?;
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| CERT_FILE.error(path, e))?;
     let certs = iter
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| cert_error(path, e))?;
+        .map_err(|e| CERT_FILE.error(path, e))?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate { path: path.into() });
     }
     Ok(certs)
 }
 
-fn cert_error(path: &Path, e: pem::Error) -> TlsError {
-    match e {
-        pem::Error::Io(reason) => TlsError::CertUnreadable {
-            path: path.into(),
-            reason,
-        },
-        pem::Error::NoItemsFound => TlsError::NoCertificate { path: path.into() },
-        reason => TlsError::CertPem {
-            path: path.into(),
-            reason,
-        },
+/// The errors of one kind of PEM file (certificate or key), by what went wrong reading it.
+struct PemFileErrors {
+    unreadable: fn(PathBuf, io::Error) -> TlsError,
+    empty: fn(PathBuf) -> TlsError,
+    invalid: fn(PathBuf, pem::Error) -> TlsError,
+}
+
+impl PemFileErrors {
+    fn error(&self, path: &Path, e: pem::Error) -> TlsError {
+        let path = path.to_path_buf();
+        match e {
+            pem::Error::Io(reason) => (self.unreadable)(path, reason),
+            pem::Error::NoItemsFound => (self.empty)(path),
+            reason => (self.invalid)(path, reason),
+        }
     }
 }
 
+const CERT_FILE: PemFileErrors = PemFileErrors {
+    unreadable: |path, reason| TlsError::CertUnreadable { path, reason },
+    empty: |path| TlsError::NoCertificate { path },
+    invalid: |path, reason| TlsError::CertPem { path, reason },
+};
+
+const KEY_FILE: PemFileErrors = PemFileErrors {
+    unreadable: |path, reason| TlsError::KeyUnreadable { path, reason },
+    empty: |path| TlsError::NoKey { path },
+    invalid: |path, reason| TlsError::KeyPem { path, reason },
+};
+
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
-        pem::Error::Io(reason) => TlsError::KeyUnreadable {
-            path: path.into(),
-            reason,
-        },
-        pem::Error::NoItemsFound => TlsError::NoKey { path: path.into() },
-        reason => TlsError::KeyPem {
-            path: path.into(),
-            reason,
-        },
-    })
+    PrivateKeyDer::from_pem_file(path).map_err(|e| KEY_FILE.error(path, e))
 }
 
 fn self_signed_key(names: &[String]) -> Result<rcgen::CertifiedKey<rcgen::KeyPair>, TlsError> {
@@ -318,7 +324,7 @@ where
 mod tests {
     use super::*;
 
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use cloudproxy_testkit::process::TempDir;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -372,40 +378,19 @@ mod tests {
         assert_eq!(c, None);
     }
 
-    /// A unique scratch directory under the system temp dir, removed on drop.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new() -> Self {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "cloudproxy-tls-test-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            Scratch(dir)
-        }
-
-        fn write(&self, name: &str, contents: &str) -> PathBuf {
-            let p = self.0.join(name);
-            std::fs::write(&p, contents).unwrap();
-            p
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// Writes `contents` to `name` in the scratch directory `dir`.
+    fn write(dir: &TempDir, name: &str, contents: &str) -> PathBuf {
+        let p = dir.0.join(name);
+        std::fs::write(&p, contents).unwrap();
+        p
     }
 
     #[tokio::test]
     async fn pem_files_work_and_ip_names_become_ip_sans() {
-        let dir = Scratch::new();
+        let dir = TempDir::new("tls-test");
         let (cert_pem, key_pem) = self_signed_pem(["relay.example", "127.0.0.1"]).unwrap();
-        let cert = dir.write("cert.pem", &cert_pem);
-        let key = dir.write("key.pem", &key_pem);
+        let cert = write(&dir, "cert.pem", &cert_pem);
+        let key = write(&dir, "key.pem", &key_pem);
         let server = server_config(&TlsIdentity::Pem { cert, key }).unwrap();
 
         // A client that really verifies, trusting only this certificate: the IP SAN and the
@@ -430,14 +415,15 @@ mod tests {
 
     #[test]
     fn bad_pem_paths_give_errors_naming_the_path() {
-        let dir = Scratch::new();
+        let dir = TempDir::new("tls-test");
         let (cert_pem, key_pem) = self_signed_pem(["localhost"]).unwrap();
         let (_, other_key_pem) = self_signed_pem(["localhost"]).unwrap();
-        let cert = dir.write("cert.pem", &cert_pem);
-        let key = dir.write("key.pem", &key_pem);
-        let other_key = dir.write("other-key.pem", &other_key_pem);
-        let empty = dir.write("empty.pem", "");
-        let garbage = dir.write(
+        let cert = write(&dir, "cert.pem", &cert_pem);
+        let key = write(&dir, "key.pem", &key_pem);
+        let other_key = write(&dir, "other-key.pem", &other_key_pem);
+        let empty = write(&dir, "empty.pem", "");
+        let garbage = write(
+            &dir,
             "garbage.pem",
             "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
         );
@@ -471,7 +457,7 @@ mod tests {
         check(e, &other_key, "does not match");
 
         // Both in one file is fine.
-        let both = dir.write("both.pem", &format!("{cert_pem}{key_pem}"));
+        let both = write(&dir, "both.pem", &format!("{cert_pem}{key_pem}"));
         server_config(&TlsIdentity::Pem {
             cert: both.clone(),
             key: both,

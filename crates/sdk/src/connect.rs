@@ -40,7 +40,7 @@ use tokio::task::JoinSet;
 use crate::error::{JoinError, PathAttempt, PathFailure};
 use crate::event::PathKind;
 use crate::media::{self, MediaMsg};
-use crate::pipe::Pipe;
+use crate::pipe::{Answer, Layer, Pipe};
 use crate::{ClientConfig, CloudProxyType, SdkError};
 
 /// One path to try.
@@ -297,29 +297,41 @@ async fn reach(
         }
     };
     let join = media::join(&credential.token, config.echo, None);
-    let mut buf = Vec::with_capacity(2048);
-    loop {
-        pipe.send(&join)
-            .await
-            .map_err(|e| PathFailure::from_io(&e))?;
-        let wait = tokio::time::sleep(JOIN_RESEND);
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                _ = &mut wait => break,
-                r = pipe.recv(&mut buf) => {
-                    r.map_err(|e| PathFailure::from_io(&e))?;
-                    match media::parse(&buf) {
-                        Some(MediaMsg::Challenge { cookie }) => return Ok(Reached { pipe, cookie }),
-                        Some(MediaMsg::Error { code, app_id, message, .. }) => {
-                            return Err(PathFailure::Media { code, app_id, message });
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
+    let cookie = send_join(&mut pipe, join, |msg| match msg {
+        MediaMsg::Challenge { cookie } => Answer::Done(cookie),
+        _ => Answer::Ignore,
+    })
+    .await?;
+    Ok(Reached { pipe, cookie })
+}
+
+/// Sends `join` over `pipe` (again every [`JOIN_RESEND`]) until `answer` makes something of
+/// what the media service says; its ERROR fails the path.
+async fn send_join<T>(
+    pipe: &mut Pipe,
+    join: Vec<u8>,
+    mut answer: impl FnMut(MediaMsg) -> Answer<T>,
+) -> Result<T, PathFailure> {
+    pipe.exchange(
+        Layer::Media,
+        join,
+        || Some(JOIN_RESEND),
+        |reply| match media::parse(reply) {
+            Some(MediaMsg::Error {
+                code,
+                app_id,
+                message,
+                ..
+            }) => Err(PathFailure::Media {
+                code,
+                app_id,
+                message,
+            }),
+            Some(msg) => Ok(answer(msg)),
+            None => Ok(Answer::Ignore),
+        },
+    )
+    .await
 }
 
 /// Echoes the cookie in a JOIN (resent every [`JOIN_RESEND`]; a stale cookie earns a fresh
@@ -331,35 +343,25 @@ async fn finish(
     started: Instant,
 ) -> Result<Joined, PathFailure> {
     let Reached { mut pipe, cookie } = reached;
-    let mut join = media::join(&credential.token, config.echo, Some(cookie));
-    let mut buf = Vec::with_capacity(2048);
-    loop {
-        pipe.send(&join)
-            .await
-            .map_err(|e| PathFailure::from_io(&e))?;
-        let wait = tokio::time::sleep(JOIN_RESEND);
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                _ = &mut wait => break,
-                r = pipe.recv(&mut buf) => {
-                    r.map_err(|e| PathFailure::from_io(&e))?;
-                    match media::parse(&buf) {
-                        Some(MediaMsg::Joined { uid, members, seen_as }) => {
-                            pipe.joined_media();
-                            return Ok(Joined { pipe, uid, members, seen_as, elapsed: started.elapsed() });
-                        }
-                        Some(MediaMsg::Challenge { cookie }) => {
-                            join = media::join(&credential.token, config.echo, Some(cookie));
-                            break;
-                        }
-                        Some(MediaMsg::Error { code, app_id, message, .. }) => {
-                            return Err(PathFailure::Media { code, app_id, message });
-                        }
-                        _ => {}
-                    }
-                }
-            }
+    let join = media::join(&credential.token, config.echo, Some(cookie));
+    let (uid, members, seen_as) = send_join(&mut pipe, join, |msg| match msg {
+        MediaMsg::Joined {
+            uid,
+            members,
+            seen_as,
+        } => Answer::Done((uid, members, seen_as)),
+        MediaMsg::Challenge { cookie } => {
+            Answer::Resend(media::join(&credential.token, config.echo, Some(cookie)))
         }
-    }
+        _ => Answer::Ignore,
+    })
+    .await?;
+    pipe.joined_media();
+    Ok(Joined {
+        pipe,
+        uid,
+        members,
+        seen_as,
+        elapsed: started.elapsed(),
+    })
 }

@@ -41,6 +41,25 @@ struct Turn {
     allocated: bool,
 }
 
+/// Whom a [`Pipe::exchange`] talks to.
+#[derive(Clone, Copy)]
+pub(crate) enum Layer {
+    /// The TURN server (or, on a direct pipe, whatever the link reaches): bytes as they are.
+    Turn,
+    /// The media service: datagrams as [`Pipe::send`] and [`Pipe::recv`] carry them.
+    Media,
+}
+
+/// What a [`Pipe::exchange`] makes of one message that came back.
+pub(crate) enum Answer<T> {
+    /// The exchange is over, with this.
+    Done(T),
+    /// Send this request instead, now, and from then on.
+    Resend(Vec<u8>),
+    /// Not the answer: wait on.
+    Ignore,
+}
+
 /// An open path to the media service.
 pub(crate) struct Pipe {
     link: Link,
@@ -213,29 +232,70 @@ impl Pipe {
         let tid = self.tid;
         let req = client::request(method, TransactionId::from(tid), attrs, auth);
         self.awaiting = Some(tid);
+        // A stream delivers the request or fails: only UDP retransmits.
+        let udp = matches!(self.link, Link::Udp(_));
         let mut rto = Duration::from_millis(500);
-        let mut buf = vec![0u8; 2048];
+        let next_rto = || {
+            let wait = rto;
+            rto *= 2;
+            udp.then_some(wait)
+        };
+        let response = self
+            .exchange(Layer::Turn, req, next_rto, |reply| {
+                Ok(match client::parse(reply, None) {
+                    Ok(r) if r.transaction == tid => Answer::Done(r),
+                    _ => Answer::Ignore,
+                })
+            })
+            .await?;
+        self.awaiting = None;
+        Ok(response)
+    }
+
+    /// Sends `request` on `layer` until `answer` makes something of what comes back. Before
+    /// each sending `patience` says how long to wait for an answer before sending again
+    /// (`None`: wait on). `answer` may also replace the request, which then goes at once.
+    pub(crate) async fn exchange<T>(
+        &mut self,
+        layer: Layer,
+        mut request: Vec<u8>,
+        mut patience: impl FnMut() -> Option<Duration>,
+        mut answer: impl FnMut(&[u8]) -> Result<Answer<T>, PathFailure>,
+    ) -> Result<T, PathFailure> {
+        let mut buf = Vec::with_capacity(2048);
         loop {
-            self.write_raw(&req)
-                .await
-                .map_err(|e| PathFailure::from_io(&e))?;
-            let wait = tokio::time::sleep(rto);
+            match layer {
+                Layer::Turn => self.write_raw(&request).await,
+                Layer::Media => self.send(&request).await,
+            }
+            .map_err(|e| PathFailure::from_io(&e))?;
+            let patience = patience();
+            let wait = tokio::time::sleep(patience.unwrap_or_default());
             tokio::pin!(wait);
             loop {
                 tokio::select! {
-                    _ = &mut wait, if matches!(self.link, Link::Udp(_)) => break,
-                    frame = self.read_raw(&mut buf) => {
-                        let n = frame.map_err(|e| PathFailure::from_io(&e))?;
-                        if let Ok(r) = client::parse(&buf[..n], None) {
-                            if r.transaction == tid {
-                                self.awaiting = None;
-                                return Ok(r);
+                    _ = &mut wait, if patience.is_some() => break,
+                    received = self.receive(layer, &mut buf) => {
+                        let n = received.map_err(|e| PathFailure::from_io(&e))?;
+                        match answer(&buf[..n])? {
+                            Answer::Done(t) => return Ok(t),
+                            Answer::Resend(next) => {
+                                request = next;
+                                break;
                             }
+                            Answer::Ignore => {}
                         }
                     }
                 }
             }
-            rto *= 2;
+        }
+    }
+
+    /// The next message on `layer`, into `out`; returns its length.
+    async fn receive(&mut self, layer: Layer, out: &mut Vec<u8>) -> io::Result<usize> {
+        match layer {
+            Layer::Turn => self.read_raw(out).await,
+            Layer::Media => self.recv(out).await.map(|()| out.len()),
         }
     }
 

@@ -118,13 +118,19 @@ pub(super) fn date(unix: i64) -> String {
 mod tests {
     use super::*;
 
+    /// An ID/NAME/STATUS table of `rows`, rendered.
+    fn id_name_status(rows: &[[&str; 3]]) -> String {
+        let mut t = Table::new(&["ID", "NAME", "STATUS"]);
+        for row in rows {
+            t.row(row.iter().map(|c| c.to_string()).collect());
+        }
+        t.render()
+    }
+
     #[test]
     fn columns_align_without_trailing_spaces() {
-        let mut t = Table::new(&["ID", "NAME", "STATUS"]);
-        t.row(vec!["a1".into(), "demo".into(), "active".into()]);
-        t.row(vec!["b".into(), "a longer name".into(), "-".into()]);
         assert_eq!(
-            t.render(),
+            id_name_status(&[["a1", "demo", "active"], ["b", "a longer name", "-"]]),
             "ID  NAME           STATUS\n\
              a1  demo           active\n\
              b   a longer name  -\n"
@@ -133,12 +139,9 @@ mod tests {
 
     #[test]
     fn cjk_names_align_by_display_width() {
-        let mut t = Table::new(&["ID", "NAME", "STATUS"]);
-        t.row(vec!["a1".into(), "会議アプリ".into(), "active".into()]);
-        t.row(vec!["b".into(), "demo".into(), "-".into()]);
         // 会議アプリ is five characters, ten columns.
         assert_eq!(
-            t.render(),
+            id_name_status(&[["a1", "会議アプリ", "active"], ["b", "demo", "-"]]),
             "ID  NAME        STATUS\n\
              a1  会議アプリ  active\n\
              b   demo        -\n"

@@ -10,58 +10,32 @@ use cloudproxy_relay::{FastPathConfig, FastPathMode, RelayConfig};
 use super::values::{fast_path, parse_port_range};
 use super::*;
 
-use clap::Parser;
-
-#[derive(Parser)]
-struct Flags {
-    #[command(flatten)]
-    relay: RelayArgs,
-}
+use crate::parse_flags;
+use cloudproxy_testkit::process::TempDir;
 
 fn flags(args: &[&str]) -> RelayArgs {
-    Flags::try_parse_from(std::iter::once("relay").chain(args.iter().copied()))
-        .unwrap()
-        .relay
+    parse_flags(std::iter::once("relay").chain(args.iter().copied())).unwrap()
 }
 
-/// A config file in a unique temp directory, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(contents: &str) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "cloudproxy-cli-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("relay.toml");
-        std::fs::write(&path, contents).unwrap();
-        TempFile(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
+/// `contents` as `relay.toml` in a scratch directory (removed when the `TempDir` drops).
+fn config_file(contents: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new("cli-test");
+    let path = dir.0.join("relay.toml");
+    std::fs::write(&path, contents).unwrap();
+    (dir, path)
 }
 
 fn from_file(contents: &str, args: &[&str]) -> anyhow::Result<RelayConfig> {
-    let f = TempFile::new(contents);
-    relay_config(Some(&f.0), &flags(args))
+    let (_dir, path) = config_file(contents);
+    relay_config(Some(&path), &flags(args))
 }
 
 fn file_error(contents: &str) -> String {
-    let f = TempFile::new(contents);
-    let e = relay_config(Some(&f.0), &flags(&["--static-secret", "s"])).unwrap_err();
+    let (_dir, path) = config_file(contents);
+    let e = relay_config(Some(&path), &flags(&["--static-secret", "s"])).unwrap_err();
     let msg = format!("{e:#}");
     assert!(
-        msg.contains(&f.0.display().to_string()),
+        msg.contains(&path.display().to_string()),
         "{msg:?} should name the file"
     );
     msg
@@ -350,7 +324,8 @@ fn flag_errors_are_clear() {
         &["--udp", "localhost:1"],
         &["--metrics", "127.0.0.1:1", "--no-metrics"],
     ] {
-        let e = match Flags::try_parse_from(std::iter::once("relay").chain(bad.iter().copied())) {
+        let e = match parse_flags::<RelayArgs>(std::iter::once("relay").chain(bad.iter().copied()))
+        {
             Ok(_) => panic!("{bad:?} should not parse"),
             Err(e) => e.to_string(),
         };
@@ -405,20 +380,15 @@ fn config_warnings_are_quiet(c: &RelayConfig) -> bool {
         .any(|w| w.contains("relaying on a loopback"))
 }
 
+/// The relay configured by `--fast-path xdp` and `args`, without a file.
+fn xdp_config(args: &[&str]) -> anyhow::Result<RelayConfig> {
+    let xdp = ["--static-secret", "s", "--fast-path", "xdp"];
+    relay_config(None, &flags(&[&xdp[..], args].concat()))
+}
+
 #[test]
 fn fast_path_settings() {
-    let c = relay_config(
-        None,
-        &flags(&[
-            "--static-secret",
-            "s",
-            "--fast-path",
-            "xdp",
-            "--xdp-interface",
-            "eth1",
-        ]),
-    )
-    .unwrap();
+    let c = xdp_config(&["--xdp-interface", "eth1"]).unwrap();
     assert_eq!(
         c.fast_path,
         Some(FastPathConfig {
@@ -426,26 +396,9 @@ fn fast_path_settings() {
             mode: FastPathMode::Native
         })
     );
-    let c = relay_config(
-        None,
-        &flags(&[
-            "--static-secret",
-            "s",
-            "--fast-path",
-            "xdp",
-            "--xdp-interface",
-            "v0",
-            "--xdp-mode",
-            "generic",
-        ]),
-    )
-    .unwrap();
+    let c = xdp_config(&["--xdp-interface", "v0", "--xdp-mode", "generic"]).unwrap();
     assert_eq!(c.fast_path.unwrap().mode, FastPathMode::Generic);
-    let e = relay_config(
-        None,
-        &flags(&["--static-secret", "s", "--fast-path", "xdp"]),
-    )
-    .unwrap_err();
+    let e = xdp_config(&[]).unwrap_err();
     assert!(format!("{e:#}").contains("--xdp-interface"), "{e:#}");
     assert_eq!(
         fast_path(Some("off"), Some("eth0".into()), None).unwrap(),
