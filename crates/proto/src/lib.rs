@@ -50,6 +50,6 @@ mod timer;
 pub use addr::{ClientAddr, PeerAddr, RelayAddr, Transport};
 pub use config::{AppKey, AuthConfig, Lifetimes, ServerConfig};
 pub use server::{
-    AllocationLedger, ClientInput, Command, Event, Forward, LocalLedger, Server, Shared, Transmit,
-    HEADROOM, TAILROOM,
+    AllocationLedger, BoundChannel, ClientInput, Command, Event, Forward, LocalLedger, Server,
+    Shared, Transmit, HEADROOM, TAILROOM,
 };

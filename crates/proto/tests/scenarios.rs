@@ -11,8 +11,8 @@ use cloudproxy_proto::client::{
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::server::AuthFailure;
 use cloudproxy_proto::{
-    AuthConfig, ClientAddr, ClientInput, Command, Event, PeerAddr, RelayAddr, Server, ServerConfig,
-    Shared, Transport, HEADROOM, TAILROOM,
+    AuthConfig, BoundChannel, ClientAddr, ClientInput, Command, Event, PeerAddr, RelayAddr, Server,
+    ServerConfig, Shared, Transport, HEADROOM, TAILROOM,
 };
 use rand::SeedableRng;
 use stun_types::message::TransactionId;
@@ -1241,10 +1241,12 @@ fn channel_events_follow_each_binding_from_bind_to_end() {
     assert!(h.authed(CHANNEL_BIND, &bind).success);
     // Usable until the permission's end (300 s), which comes before the binding's (600 s).
     let usable = |until| Event::ChannelUsable {
-        client: h_client(),
-        relay: RelayAddr(relay),
-        peer: PeerAddr(peer()),
-        number: 0x4000,
+        channel: BoundChannel {
+            client: h_client(),
+            relay: RelayAddr(relay),
+            peer: PeerAddr(peer()),
+            number: 0x4000,
+        },
         until,
         account: None,
     };
@@ -1269,10 +1271,12 @@ fn channel_events_follow_each_binding_from_bind_to_end() {
         vec![usable(refreshed_at + lifetimes.permission)]
     );
     let ended = Event::ChannelEnded {
-        client: h_client(),
-        relay: RelayAddr(relay),
-        peer: PeerAddr(peer()),
-        number: 0x4000,
+        channel: BoundChannel {
+            client: h_client(),
+            relay: RelayAddr(relay),
+            peer: PeerAddr(peer()),
+            number: 0x4000,
+        },
         account: None,
     };
     // The allocation ends (Refresh 0): the binding ends, before the allocation does.
@@ -1306,10 +1310,12 @@ fn channel_events_follow_each_binding_from_bind_to_end() {
     h.advance(lifetimes.channel.as_secs() + lifetimes.channel_cooldown.as_secs() + 1 - 500);
     assert_eq!(h.server.allocation_count(), 1);
     let ended_here = |relay| Event::ChannelEnded {
-        client: client_addr(45001),
-        relay: RelayAddr(relay),
-        peer: PeerAddr(peer()),
-        number: 0x4000,
+        channel: BoundChannel {
+            client: client_addr(45001),
+            relay: RelayAddr(relay),
+            peer: PeerAddr(peer()),
+            number: 0x4000,
+        },
         account: None,
     };
     let ev = channel_events(&mut h);
@@ -1327,10 +1333,12 @@ fn channel_events_follow_each_binding_from_bind_to_end() {
     assert_eq!(
         ev,
         vec![Event::ChannelEnded {
-            client: client_addr(45002),
-            relay: RelayAddr(relay),
-            peer: PeerAddr(peer()),
-            number: 0x4000,
+            channel: BoundChannel {
+                client: client_addr(45002),
+                relay: RelayAddr(relay),
+                peer: PeerAddr(peer()),
+                number: 0x4000,
+            },
             account: None,
         }],
         "{ev:?}"

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cloudproxy_proto::{ClientAddr, PeerAddr, RelayAddr, Transport};
+use cloudproxy_proto::{BoundChannel, ClientAddr, Transport};
 use cloudproxy_xdp::{Channel, Counter, FastPath, Installed};
 
 use crate::metrics::Metrics;
@@ -59,18 +59,11 @@ impl ShardFastPath {
 
     /// [`cloudproxy_proto::Event::ChannelUsable`]: installs or refreshes the binding. Only UDP
     /// clients are forwarded in the kernel; the rest stays on the socket path.
-    pub(crate) fn usable(
-        &mut self,
-        client: ClientAddr,
-        relay: RelayAddr,
-        peer: PeerAddr,
-        number: u16,
-        until: Instant,
-        account: Option<u64>,
-    ) {
-        let Some(channel) = kernel_channel(client, relay, peer, number) else {
+    pub(crate) fn usable(&mut self, bound: BoundChannel, until: Instant, account: Option<u64>) {
+        let Some(channel) = kernel_channel(&bound) else {
             return;
         };
+        let BoundChannel { client, number, .. } = bound;
         let (installed, len) = {
             let mut fp = self.lock();
             (fp.install(&channel, until), fp.len())
@@ -100,8 +93,8 @@ impl ShardFastPath {
 
     /// [`cloudproxy_proto::Event::ChannelEnded`]: removes the binding and returns what the
     /// kernel forwarded since it was last metered.
-    pub(crate) fn ended(&mut self, client: ClientAddr, number: u16) -> Option<Forwarded> {
-        let e = self.entries.remove(&(client, number))?;
+    pub(crate) fn ended(&mut self, bound: &BoundChannel) -> Option<Forwarded> {
+        let e = self.entries.remove(&(bound.client, bound.number))?;
         let (totals, len) = {
             let mut fp = self.lock();
             (fp.remove(&e.channel), fp.len())
@@ -154,20 +147,15 @@ fn meter(
 }
 
 /// The kernel's view of a binding: UDP clients only (IPv4 or IPv6).
-fn kernel_channel(
-    client: ClientAddr,
-    relay: RelayAddr,
-    peer: PeerAddr,
-    number: u16,
-) -> Option<Channel> {
-    if client.transport != Transport::Udp {
+fn kernel_channel(bound: &BoundChannel) -> Option<Channel> {
+    if bound.client.transport != Transport::Udp {
         return None;
     }
     Some(Channel {
-        client: client.remote,
-        listener: client.local,
-        number,
-        relay: relay.0,
-        peer: peer.0,
+        client: bound.client.remote,
+        listener: bound.client.local,
+        number: bound.number,
+        relay: bound.relay.0,
+        peer: bound.peer.0,
     })
 }

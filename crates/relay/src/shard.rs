@@ -506,24 +506,17 @@ impl Shard {
                     self.metrics.reflection_suppressed.inc();
                 }
                 Event::ChannelUsable {
-                    client,
-                    relay,
-                    peer,
-                    number,
+                    channel,
                     until,
                     account,
                 } => {
                     if let Some(fp) = &mut self.fast_path {
-                        fp.usable(client, relay, peer, number, until, account);
+                        fp.usable(channel, until, account);
                     }
                 }
-                Event::ChannelEnded { client, number, .. } => {
+                Event::ChannelEnded { channel, .. } => {
                     // Metered before the account closes (the server orders the events so).
-                    if let Some(f) = self
-                        .fast_path
-                        .as_mut()
-                        .and_then(|fp| fp.ended(client, number))
-                    {
+                    if let Some(f) = self.fast_path.as_mut().and_then(|fp| fp.ended(&channel)) {
                         self.report_forwarded(f);
                     }
                 }

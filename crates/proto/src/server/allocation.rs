@@ -61,24 +61,31 @@ impl ChannelOwner {
         .map(RelayAddr)
     }
 
-    /// The binding relays until `until`.
-    pub(super) fn usable(&self, b: &ChannelBinding, until: Instant) -> Option<Event> {
-        Some(Event::ChannelUsable {
+    /// The binding as the channel events name it (none when the peer's family has no relayed
+    /// address).
+    fn bound(&self, b: &ChannelBinding) -> Option<BoundChannel> {
+        Some(BoundChannel {
             client: self.client,
             relay: self.relay(b.peer)?,
             peer: PeerAddr(b.peer),
             number: b.number,
+        })
+    }
+
+    /// The binding relays until `until`.
+    pub(super) fn usable(&self, b: &ChannelBinding, until: Instant) -> Option<Event> {
+        let channel = self.bound(b)?;
+        Some(Event::ChannelUsable {
+            channel,
             until,
             account: self.account,
         })
     }
 
     pub(super) fn ended(&self, b: &ChannelBinding) -> Option<Event> {
+        let channel = self.bound(b)?;
         Some(Event::ChannelEnded {
-            client: self.client,
-            relay: self.relay(b.peer)?,
-            peer: PeerAddr(b.peer),
-            number: b.number,
+            channel,
             account: self.account,
         })
     }

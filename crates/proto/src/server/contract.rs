@@ -107,14 +107,8 @@ pub enum Event {
     /// ChannelBind, new or refreshed, and when a CreatePermission extends the peer's
     /// permission. What is forwarded outside is the driver's to meter for `account`.
     ChannelUsable {
-        /// The client that bound the channel.
-        client: ClientAddr,
-        /// The relayed address the peer's data arrives on.
-        relay: RelayAddr,
-        /// The peer the channel is bound to.
-        peer: PeerAddr,
-        /// The channel number, 0x4000 to 0x7FFE ([`crate::channel::MAX_CHANNEL`]).
-        number: u16,
+        /// The binding.
+        channel: BoundChannel,
         /// When forwarding must stop unless another `ChannelUsable` extends it.
         until: Instant,
         /// The admitted allocation's account, to meter forwarded bytes to (none without admission).
@@ -124,17 +118,25 @@ pub enum Event {
     /// it, or its allocation ended (then before the allocation's
     /// [`Event::AccountClosed`]). The driver removes what it forwarded outside.
     ChannelEnded {
-        /// The client that had bound the channel.
-        client: ClientAddr,
-        /// The relayed address of the binding.
-        relay: RelayAddr,
-        /// The peer the channel was bound to.
-        peer: PeerAddr,
-        /// The channel number, 0x4000 to 0x7FFE ([`crate::channel::MAX_CHANNEL`]).
-        number: u16,
+        /// The binding that ended.
+        channel: BoundChannel,
         /// The allocation's account, as in the matching `ChannelUsable`.
         account: Option<u64>,
     },
+}
+
+/// One channel binding as [`Event::ChannelUsable`] and [`Event::ChannelEnded`] name it: the
+/// client's 5-tuple and channel number on one side, the relayed address and the peer on the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BoundChannel {
+    /// The client that bound the channel.
+    pub client: ClientAddr,
+    /// The relayed address the peer's data arrives on.
+    pub relay: RelayAddr,
+    /// The peer the channel is bound to.
+    pub peer: PeerAddr,
+    /// The channel number, 0x4000 to 0x7FFE ([`crate::channel::MAX_CHANNEL`]).
+    pub number: u16,
 }
 
 /// Why an allocation ended ([`Event::AllocationDeleted`]).

@@ -48,7 +48,8 @@ mod signal;
 
 use allocation::{relay_for, Allocation, PendingAllocate};
 pub use contract::{
-    AllocationHandle, AuthFailure, ClientInput, Command, DeleteReason, Event, Forward, Transmit,
+    AllocationHandle, AuthFailure, BoundChannel, ClientInput, Command, DeleteReason, Event,
+    Forward, Transmit,
 };
 pub use ledger::{AllocationLedger, LocalLedger, QuotaExceeded, Shared};
 use response::{error_code, password_algorithms, refusal};
