@@ -165,10 +165,10 @@ fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<Medi
             bail!("{flag}: must be at least 1");
         }
     }
-    config.member_timeout = args.member_timeout;
-    config.max_channels = args.max_channels;
-    config.max_members_per_channel = args.max_members_per_channel;
-    config.max_members = args.max_members;
+    config.limits.member_timeout = args.member_timeout;
+    config.limits.max_channels = args.max_channels;
+    config.limits.max_members_per_channel = args.max_members_per_channel;
+    config.limits.max_members = args.max_members;
     config.http = args.http;
     config.webrtc = args.webrtc;
     config.webrtc_public = args.webrtc_public;
@@ -253,7 +253,7 @@ mod tests {
             vec!["127.0.0.1:7000".parse::<SocketAddr>().unwrap()]
         );
         assert!(c.auth.app_keys.is_empty());
-        assert_eq!(c.member_timeout, Duration::from_secs(15));
+        assert_eq!(c.limits.member_timeout, Duration::from_secs(15));
         let c = config(
             &[
                 "--listen",
@@ -287,9 +287,9 @@ mod tests {
         );
         assert_eq!(
             (
-                c.member_timeout.as_secs(),
-                c.max_channels,
-                c.max_members_per_channel
+                c.limits.member_timeout.as_secs(),
+                c.limits.max_channels,
+                c.limits.max_members_per_channel
             ),
             (30, 5, 3)
         );

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cloudproxy_media::blocking::{Client, Reply};
 use cloudproxy_media::wire::{self, Packet};
-use cloudproxy_media::{JoinRate, MediaConfig};
+use cloudproxy_media::{JoinRate, Limits, MediaConfig};
 
 mod common;
 
@@ -49,9 +49,12 @@ fn one_token_from_a_hundred_ports_leaves_one_member_and_another_user_still_joins
     // The per-token rate lifted: every one of the hundred joins completes, so what keeps the
     // seat count at one is the replacement, not the rate limit.
     let svc = service(MediaConfig {
-        joins_per_token: JoinRate {
-            burst: 1_000,
-            interval: Duration::from_millis(1),
+        limits: Limits {
+            joins_per_token: JoinRate {
+                burst: 1_000,
+                interval: Duration::from_millis(1),
+            },
+            ..Limits::default()
         },
         ..MediaConfig::default()
     });
@@ -229,9 +232,12 @@ fn a_spoofed_source_join_gets_at_most_a_challenge_and_never_media() {
 #[test]
 fn join_overhead_is_one_round_trip_on_loopback() {
     let svc = service(MediaConfig {
-        joins_per_token: JoinRate {
-            burst: 1_000,
-            interval: Duration::from_millis(1),
+        limits: Limits {
+            joins_per_token: JoinRate {
+                burst: 1_000,
+                interval: Duration::from_millis(1),
+            },
+            ..Limits::default()
         },
         ..MediaConfig::default()
     });

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cloudproxy_media::blocking::{Client, ClientError, Reply};
 use cloudproxy_media::wire::ErrorCode;
-use cloudproxy_media::{MediaConfig, MediaError, MediaService};
+use cloudproxy_media::{Limits, MediaConfig, MediaError, MediaService};
 use cloudproxy_proto::token::Token;
 use cloudproxy_proto::{AppKey, AuthConfig};
 
@@ -235,7 +235,10 @@ fn silent_members_time_out_and_pinging_ones_stay() {
                 not_after: None,
             }],
         },
-        member_timeout: Duration::from_millis(500),
+        limits: Limits {
+            member_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        },
         ..MediaConfig::default()
     })
     .unwrap();

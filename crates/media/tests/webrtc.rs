@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cloudproxy_media::blocking::{Client, Reply};
 use cloudproxy_media::wire::{self, Packet};
-use cloudproxy_media::{MediaConfig, MediaService};
+use cloudproxy_media::{Limits, MediaConfig, MediaService};
 use cloudproxy_proto::token::Token;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::ChannelId;
@@ -403,7 +403,10 @@ fn a_silent_browser_is_removed_after_the_member_timeout() {
     let _serial = serial();
     let timeout = Duration::from_secs(2);
     let service = service_config(MediaConfig {
-        member_timeout: timeout,
+        limits: Limits {
+            member_timeout: timeout,
+            ..Limits::default()
+        },
         ..MediaConfig::default()
     });
     let http_addr = service.http_addr().unwrap();
