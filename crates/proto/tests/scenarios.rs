@@ -154,6 +154,17 @@ impl Harness {
         r.relayed[0]
     }
 
+    /// Binds channel `number` to the peer (which grants or refreshes its permission too);
+    /// asserts success.
+    fn bind_channel(&mut self, number: u16) -> Response {
+        let r = self.authed(
+            CHANNEL_BIND,
+            &[Attr::ChannelNumber(number), Attr::PeerAddress(peer())],
+        );
+        assert!(r.success, "{:?}", r.error);
+        r
+    }
+
     fn peer_packet(
         &mut self,
         relay: SocketAddr,
@@ -315,11 +326,7 @@ fn default_policy_denies_loopback_peers_with_403() {
 fn channel_data_flows_both_ways_with_an_allowed_peer() {
     let mut h = Harness::new(config(&["127.0.0.0/8"]));
     let relay = h.allocate();
-    let r = h.authed(
-        CHANNEL_BIND,
-        &[Attr::ChannelNumber(0x4001), Attr::PeerAddress(peer())],
-    );
-    assert!(r.success, "{:?}", r.error);
+    let r = h.bind_channel(0x4001);
     assert_eq!(r.integrity_ok, Some(true));
     let frame = client::channel_data(0x4001, b"hello", false);
     let fwd = h
@@ -367,13 +374,7 @@ fn send_and_data_indications_without_a_channel() {
 fn permissions_channels_and_allocations_expire_and_refresh_keeps_them() {
     let mut h = Harness::new(config(&["127.0.0.0/8"]));
     let relay = h.allocate();
-    assert!(
-        h.authed(
-            CHANNEL_BIND,
-            &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())]
-        )
-        .success
-    );
+    h.bind_channel(0x4000);
     // Permission lasts 300 s.
     h.advance(299);
     assert!(h.peer_packet(relay, peer(), b"a").is_some());
@@ -383,13 +384,7 @@ fn permissions_channels_and_allocations_expire_and_refresh_keeps_them() {
         "permission expired at 300 s"
     );
     // Re-binding refreshes both channel and permission.
-    assert!(
-        h.authed(
-            CHANNEL_BIND,
-            &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())]
-        )
-        .success
-    );
+    h.bind_channel(0x4000);
     assert!(h.peer_packet(relay, peer(), b"a").is_some());
     // Refresh keeps the allocation past its 600 s.
     let r = h.authed(REFRESH, &[Attr::Lifetime(600)]);
@@ -504,13 +499,7 @@ fn error_codes_where_they_apply() {
         &[Attr::ChannelNumber(0x3FFF), Attr::PeerAddress(peer())],
     );
     assert_eq!(r.error.unwrap().0, 400);
-    assert!(
-        h.authed(
-            CHANNEL_BIND,
-            &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())]
-        )
-        .success
-    );
+    h.bind_channel(0x4000);
     let r = h.authed(
         CHANNEL_BIND,
         &[
@@ -588,13 +577,7 @@ fn a_failed_relay_bind_retries_another_port_then_gives_508() {
 fn draining_refuses_new_allocations_only() {
     let mut h = Harness::new(config(&["127.0.0.0/8"]));
     let relay = h.allocate();
-    assert!(
-        h.authed(
-            CHANNEL_BIND,
-            &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())]
-        )
-        .success
-    );
+    h.bind_channel(0x4000);
     h.server.set_draining(true);
     h.move_to(45000);
     assert_eq!(
@@ -1000,11 +983,7 @@ fn signal_requests_are_authenticated_then_handed_to_the_driver() {
 fn a_reconfigured_policy_ends_relaying_to_denied_peers_but_keeps_the_allocation() {
     let mut h = Harness::new(config(&["127.0.0.0/8"]));
     let relay = h.allocate();
-    let r = h.authed(
-        CHANNEL_BIND,
-        &[Attr::ChannelNumber(0x4001), Attr::PeerAddress(peer())],
-    );
-    assert!(r.success, "{:?}", r.error);
+    h.bind_channel(0x4001);
     let frame = client::channel_data(0x4001, b"hello", false);
     assert!(h
         .server
@@ -1032,11 +1011,7 @@ fn a_reconfigured_policy_ends_relaying_to_denied_peers_but_keeps_the_allocation(
     // Widened again: a refresh of the binding brings the flow back.
     let widened = PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]);
     assert_eq!(h.server.reconfigure(&auth, widened, 100, 3, h.now), 0);
-    let r = h.authed(
-        CHANNEL_BIND,
-        &[Attr::ChannelNumber(0x4001), Attr::PeerAddress(peer())],
-    );
-    assert!(r.success, "{:?}", r.error);
+    h.bind_channel(0x4001);
     assert!(h
         .server
         .handle_client_input(&frame, h.client, h.now)
