@@ -202,17 +202,14 @@ async fn a_dropped_path_reconnects_through_the_next_proxy() {
     let World { relay, media } = w;
     relay.stop();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    while !seen.contains(&Event::ConnectionStateChanged {
-        state: ConnectionState::Connected,
-        reason: StateReason::JoinSuccess,
-    }) {
-        let e = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("reconnected within 10 s")
-            .unwrap();
-        seen.push(e);
-    }
+    let seen = events_until(
+        &mut events,
+        ConnectionState::Connected,
+        StateReason::JoinSuccess,
+        deadline,
+        "reconnected within 10 s",
+    )
+    .await;
     assert!(
         seen.contains(&Event::ConnectionStateChanged {
             state: ConnectionState::Reconnecting,
@@ -224,6 +221,27 @@ async fn a_dropped_path_reconnects_through_the_next_proxy() {
     let stats = client.leave().await.unwrap();
     assert_eq!(stats.reconnects, 1);
     drop(media);
+}
+
+/// The events until the session reports `state` for `reason` (that one last), waiting until
+/// `deadline` at most; `what` names the wait when it times out.
+async fn events_until(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    state: ConnectionState,
+    reason: StateReason,
+    deadline: tokio::time::Instant,
+    what: &str,
+) -> Vec<Event> {
+    let target = Event::ConnectionStateChanged { state, reason };
+    let mut seen = Vec::new();
+    while seen.last() != Some(&target) {
+        let e = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect(what)
+            .unwrap();
+        seen.push(e);
+    }
+    seen
 }
 
 /// The relay's live allocations, as `cloudproxy_allocations` reports them.
@@ -374,18 +392,14 @@ async fn a_reconnect_releases_the_allocation_it_replaces() {
     let World { relay, media } = w;
     media.stop();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let e = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("reconnecting within 10 s")
-            .unwrap();
-        if e == (Event::ConnectionStateChanged {
-            state: ConnectionState::Reconnecting,
-            reason: StateReason::Interrupted,
-        }) {
-            break;
-        }
-    }
+    events_until(
+        &mut events,
+        ConnectionState::Reconnecting,
+        StateReason::Interrupted,
+        deadline,
+        "reconnecting within 10 s",
+    )
+    .await;
     // The service is back on its address; the session joins it through a new allocation.
     let _media = MediaService::start(MediaConfig {
         listen: vec![media_addr],
@@ -393,18 +407,14 @@ async fn a_reconnect_releases_the_allocation_it_replaces() {
         ..MediaConfig::default()
     })
     .unwrap();
-    loop {
-        let e = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("reconnected within 10 s")
-            .unwrap();
-        if e == (Event::ConnectionStateChanged {
-            state: ConnectionState::Connected,
-            reason: StateReason::JoinSuccess,
-        }) {
-            break;
-        }
-    }
+    events_until(
+        &mut events,
+        ConnectionState::Connected,
+        StateReason::JoinSuccess,
+        deadline,
+        "reconnected within 10 s",
+    )
+    .await;
     echo_roundtrip(&mut client, 2).await;
     assert!(relay.metrics().allocations_created.get() >= 2);
     // The old allocation (600 s lifetime) is gone; only the new one is held.
