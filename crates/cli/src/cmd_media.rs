@@ -164,14 +164,18 @@ fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<Medi
         (
             "--max-channels",
             args.max_channels,
-            &mut config.max_channels,
+            &mut config.limits.max_channels,
         ),
         (
             "--max-members-per-channel",
             args.max_members_per_channel,
-            &mut config.max_members_per_channel,
+            &mut config.limits.max_members_per_channel,
         ),
-        ("--max-members", args.max_members, &mut config.max_members),
+        (
+            "--max-members",
+            args.max_members,
+            &mut config.limits.max_members,
+        ),
     ];
     for (flag, value, slot) in limits {
         if value == 0 {
@@ -179,7 +183,7 @@ fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<Medi
         }
         *slot = value;
     }
-    config.member_timeout = args.member_timeout;
+    config.limits.member_timeout = args.member_timeout;
     config.http = args.http;
     config.webrtc = args.webrtc;
     config.webrtc_public = args.webrtc_public;
@@ -256,7 +260,7 @@ mod tests {
             vec!["127.0.0.1:7000".parse::<SocketAddr>().unwrap()]
         );
         assert!(c.auth.app_keys.is_empty());
-        assert_eq!(c.member_timeout, Duration::from_secs(15));
+        assert_eq!(c.limits.member_timeout, Duration::from_secs(15));
         let c = config(
             &[
                 "--listen",
@@ -290,9 +294,9 @@ mod tests {
         );
         assert_eq!(
             (
-                c.member_timeout.as_secs(),
-                c.max_channels,
-                c.max_members_per_channel
+                c.limits.member_timeout.as_secs(),
+                c.limits.max_channels,
+                c.limits.max_members_per_channel
             ),
             (30, 5, 3)
         );

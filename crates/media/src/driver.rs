@@ -18,7 +18,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{oneshot, watch};
 
 use crate::http::Command;
-use crate::server::{Endpoint, JoinRate, Limits, MediaServer, SessionId, Transmit};
+use crate::server::{Endpoint, Limits, MediaServer, SessionId, Transmit};
 use crate::webrtc::{Sessions, WebStats};
 use crate::wire::HEADROOM;
 
@@ -30,18 +30,9 @@ pub struct MediaConfig {
     /// Application keys that sign user tokens. `static_secret` is ignored: a static-secret
     /// credential names no app, and the service admits tokens from app keys only.
     pub auth: AuthConfig,
-    /// A member silent (no DATA, no PING) for this long is removed. Default 15 s.
-    pub member_timeout: Duration,
-    /// Channels at once. Default 10 000.
-    pub max_channels: usize,
-    /// Members of one channel. Default 100.
-    pub max_members_per_channel: usize,
-    /// Members in all channels. Default 100 000.
-    pub max_members: usize,
-    /// JOIN rate of one source address (see [`Limits::joins_per_source`]).
-    pub joins_per_source: JoinRate,
-    /// JOIN rate of one token identity (see [`Limits::joins_per_token`]).
-    pub joins_per_token: JoinRate,
+    /// How much the service holds at most, and how long a silent member stays. Default
+    /// [`Limits::default`].
+    pub limits: Limits,
     /// The WHIP-style HTTP endpoint for browsers (`POST /v1/whip`). Default none: no WebRTC.
     pub http: Option<SocketAddr>,
     /// The WebRTC UDP socket. Default: the first listener's IP, its port + 1 (a separate port:
@@ -56,34 +47,14 @@ pub struct MediaConfig {
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        let limits = Limits::default();
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 7000))],
             auth: AuthConfig::default(),
-            member_timeout: limits.member_timeout,
-            max_channels: limits.max_channels,
-            max_members_per_channel: limits.max_members_per_channel,
-            max_members: limits.max_members,
-            joins_per_source: limits.joins_per_source,
-            joins_per_token: limits.joins_per_token,
+            limits: Limits::default(),
             http: None,
             webrtc: None,
             webrtc_public: None,
             max_web_sessions: 1_000,
-        }
-    }
-}
-
-impl MediaConfig {
-    /// The server limits this configuration sets.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            member_timeout: self.member_timeout,
-            max_channels: self.max_channels,
-            max_members_per_channel: self.max_members_per_channel,
-            max_members: self.max_members,
-            joins_per_source: self.joins_per_source,
-            joins_per_token: self.joins_per_token,
         }
     }
 }
@@ -214,7 +185,7 @@ impl MediaService {
         };
         let server = MediaServer::new(
             &config.auth,
-            config.limits(),
+            config.limits,
             Instant::now(),
             unix_now(),
             &mut rand::rng(),

@@ -3,32 +3,31 @@
 //! no member of that address, and what the extra round trip costs.
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cloudproxy_media::blocking::{Client, Reply};
 use cloudproxy_media::wire::{self, Packet};
-use cloudproxy_media::{JoinRate, MediaConfig};
+use cloudproxy_media::{JoinRate, Limits, MediaConfig, MediaService};
 
 mod common;
 
-use common::service;
+use cloudproxy_testkit::process::in_ci;
+use common::{service, APP};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-fn token(channel: &str, uid: u32) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    common::token_until(channel, uid, now + 600)
-}
-
-/// Whether CI is running us (`CI` set to anything but empty, 0 or false): there a test that
-/// needs root fails rather than skips.
-fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| !matches!(v.trim(), "" | "0" | "false" | "FALSE" | "False"))
-        .unwrap_or(false)
+/// A service whose per-token JOIN rate never binds (1 000 at once, then one per ms).
+fn service_lifting_the_token_rate() -> MediaService {
+    service(MediaConfig {
+        limits: Limits {
+            joins_per_token: JoinRate {
+                burst: 1_000,
+                interval: Duration::from_millis(1),
+            },
+            ..Limits::default()
+        },
+        ..MediaConfig::default()
+    })
 }
 
 /// Whether `c` receives FORWARDED media within `wait` (other datagrams are skipped).
@@ -48,15 +47,9 @@ fn gets_media(c: &mut Client, wait: Duration) -> bool {
 fn one_token_from_a_hundred_ports_leaves_one_member_and_another_user_still_joins() {
     // The per-token rate lifted: every one of the hundred joins completes, so what keeps the
     // seat count at one is the replacement, not the rate limit.
-    let svc = service(MediaConfig {
-        joins_per_token: JoinRate {
-            burst: 1_000,
-            interval: Duration::from_millis(1),
-        },
-        ..MediaConfig::default()
-    });
+    let svc = service_lifting_the_token_rate();
     let addr = svc.local_addrs()[0];
-    let tok = token("room", 1);
+    let tok = APP.token("room", 1, 600);
     let mut ports = Vec::new();
     for i in 0..100 {
         let mut c = Client::connect(addr).unwrap();
@@ -66,7 +59,7 @@ fn one_token_from_a_hundred_ports_leaves_one_member_and_another_user_still_joins
         ports.push(c);
     }
     let mut other = Client::connect(addr).unwrap();
-    let (_, members, _) = other.join(&token("room", 2), false, WAIT).unwrap();
+    let (_, members, _) = other.join(&APP.token("room", 2, 600), false, WAIT).unwrap();
     assert_eq!(
         members, 2,
         "one seat for the hundred ports, one for the other user"
@@ -108,7 +101,7 @@ fn one_token_from_a_hundred_ports_leaves_one_member_and_another_user_still_joins
         }
     }
     let mut other = Client::connect(addr).unwrap();
-    let (_, members, _) = other.join(&token("room", 2), false, WAIT).unwrap();
+    let (_, members, _) = other.join(&APP.token("room", 2, 600), false, WAIT).unwrap();
     eprintln!(
         "default rates, 100 JOINs at once: {challenged} challenged, {joined} joined, \
          user 2 joined as member {members}"
@@ -158,9 +151,13 @@ fn a_spoofed_source_join_gets_at_most_a_challenge_and_never_media() {
     };
     // A real member that sends media, and one that receives it (the positive control).
     let mut speaker = Client::connect(media.into()).unwrap();
-    speaker.join(&token("room", 1), false, WAIT).unwrap();
+    speaker
+        .join(&APP.token("room", 1, 600), false, WAIT)
+        .unwrap();
     let mut listener = Client::connect(media.into()).unwrap();
-    listener.join(&token("room", 2), false, WAIT).unwrap();
+    listener
+        .join(&APP.token("room", 2, 600), false, WAIT)
+        .unwrap();
     // The victim: a socket the attacker does not own, on another loopback address.
     let victim = UdpSocket::bind("127.0.0.2:0")
         .or_else(|_| UdpSocket::bind("127.0.0.1:0"))
@@ -176,7 +173,7 @@ fn a_spoofed_source_join_gets_at_most_a_challenge_and_never_media() {
     let mut join = Vec::new();
     Packet::Join {
         echo: false,
-        token: &token("room", 3),
+        token: &APP.token("room", 3, 600),
         cookie: None,
     }
     .encode_vec(&mut join)
@@ -220,7 +217,7 @@ fn a_spoofed_source_join_gets_at_most_a_challenge_and_never_media() {
     assert_eq!(challenges, 5);
     // Still one member fewer than it would have been.
     let mut late = Client::connect(media.into()).unwrap();
-    let (_, members, _) = late.join(&token("room", 4), false, WAIT).unwrap();
+    let (_, members, _) = late.join(&APP.token("room", 4, 600), false, WAIT).unwrap();
     assert_eq!(members, 3);
 }
 
@@ -228,15 +225,9 @@ fn a_spoofed_source_join_gets_at_most_a_challenge_and_never_media() {
 /// only that every join completed (a slow machine is no failure).
 #[test]
 fn join_overhead_is_one_round_trip_on_loopback() {
-    let svc = service(MediaConfig {
-        joins_per_token: JoinRate {
-            burst: 1_000,
-            interval: Duration::from_millis(1),
-        },
-        ..MediaConfig::default()
-    });
+    let svc = service_lifting_the_token_rate();
     let addr = svc.local_addrs()[0];
-    let tok = token("timing", 1);
+    let tok = APP.token("timing", 1, 600);
     let (mut challenge_rtt, mut join, mut ping) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..50 {
         let mut c = Client::connect(addr).unwrap();

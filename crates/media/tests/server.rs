@@ -7,37 +7,42 @@ use std::time::{Duration, Instant};
 
 use cloudproxy_media::wire::{decode, Cookie, ErrorCode, Packet, CHALLENGE_LEN, HEADROOM};
 use cloudproxy_media::{Endpoint, JoinRate, Limits, MediaServer, Transmit};
-use cloudproxy_proto::token::Token;
 use cloudproxy_proto::{AppKey, AuthConfig};
+use cloudproxy_testkit::apps::App;
 use proptest::prelude::*;
+
+mod common;
+
+use common::{APP, APP2};
 
 const T0: u64 = 1_700_000_000;
 
+/// Tokens here expire an hour after the virtual clock's start.
+const EXPIRY: u64 = T0 + 3600;
+
 fn auth() -> AuthConfig {
-    let key = |app: &str, id: &str, secret: &[u8], not_after| AppKey {
-        app_id: app.into(),
-        key_id: id.into(),
-        secret: secret.to_vec(),
-        not_after,
-    };
     AuthConfig {
         static_secret: Some(b"static".to_vec()),
         app_keys: vec![
-            key("app1", "k1", b"secret1", None),
-            key("app1", "old", b"secret0", Some(T0 + 5)),
-            key("app2", "k1", b"secret2", None),
+            APP.key(),
+            AppKey {
+                not_after: Some(T0 + 5),
+                ..RETIRED.key()
+            },
+            APP2.key(),
         ],
     }
 }
 
-fn token(app: &str, key: &str, secret: &[u8], channel: &str, uid: u32) -> String {
-    Token::mint(app, key, secret, channel, uid, T0 + 3600)
-        .unwrap()
-        .encode()
-}
+/// `app1`'s retired key, which expires five seconds after the clock's start.
+const RETIRED: App = App {
+    key_id: "old",
+    secret: b"secret0",
+    ..APP
+};
 
 fn good(channel: &str, uid: u32) -> String {
-    token("app1", "k1", b"secret1", channel, uid)
+    APP.token_until(channel, uid, EXPIRY)
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -205,7 +210,7 @@ fn members_receive_each_others_data() {
     ));
     // Another channel of the same app, and the same channel name of another app.
     h.join(c, &good("other", 30), false);
-    h.join(addr(4), &token("app2", "k1", b"secret2", "room", 40), false);
+    h.join(addr(4), &APP2.token_until("room", 40, EXPIRY), false);
     assert_eq!(h.server.channel_size("app1", "room"), 2);
     assert_eq!(h.server.stats().channels, 3);
 
@@ -316,21 +321,36 @@ fn bad_tokens_get_401_naming_the_app() {
     let mut h = Harness::new(Limits::default());
     let cases = [
         (
-            token("app1", "k1", b"wrong", "room", 1),
+            App {
+                secret: b"wrong",
+                ..APP
+            }
+            .token_until("room", 1, EXPIRY),
             "app1",
             "wrong signature",
         ),
-        (token("app2", "k9", b"secret2", "room", 1), "app2", "key id"),
-        (token("app1", "old", b"secret0", "room", 1), "", ""),
         (
-            token("ghost", "k1", b"static", "room", 1),
+            App {
+                key_id: "k9",
+                ..APP2
+            }
+            .token_until("room", 1, EXPIRY),
+            "app2",
+            "key id",
+        ),
+        (RETIRED.token_until("room", 1, EXPIRY), "", ""),
+        (
+            App {
+                id: "ghost",
+                key_id: "k1",
+                secret: b"static",
+            }
+            .token_until("room", 1, EXPIRY),
             "ghost",
             "does not know",
         ),
         (
-            Token::mint("app2", "k1", b"secret2", "room", 1, T0 - 1)
-                .unwrap()
-                .encode(),
+            APP2.token_until("room", 1, T0 - 1),
             "app2",
             "token for app 'app2' expired",
         ),

@@ -1,30 +1,21 @@
 //! The media service over real loopback sockets.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cloudproxy_media::blocking::{Client, ClientError, Reply};
 use cloudproxy_media::wire::ErrorCode;
-use cloudproxy_media::{MediaConfig, MediaError, MediaService};
-use cloudproxy_proto::token::Token;
-use cloudproxy_proto::{AppKey, AuthConfig};
+use cloudproxy_media::{Limits, MediaConfig, MediaError, MediaService};
+use cloudproxy_proto::AuthConfig;
+use cloudproxy_testkit::apps::App;
+
+mod common;
+
+use common::{APP, APP2};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn service() -> MediaService {
-    let key = |app: &str, id: &str, secret: &[u8]| AppKey {
-        app_id: app.into(),
-        key_id: id.into(),
-        secret: secret.to_vec(),
-        not_after: None,
-    };
     let mut listen: Vec<SocketAddr> = vec!["127.0.0.1:0".parse().unwrap()];
     // A second listener on IPv6 loopback, where the machine has one.
     if std::net::UdpSocket::bind("[::1]:0").is_ok() {
@@ -34,18 +25,11 @@ fn service() -> MediaService {
         listen,
         auth: AuthConfig {
             static_secret: Some(b"static".to_vec()),
-            app_keys: vec![key("app1", "k1", b"secret1"), key("app2", "k1", b"secret2")],
+            app_keys: vec![APP.key(), APP2.key()],
         },
         ..MediaConfig::default()
     })
     .expect("start the media service")
-}
-
-fn token(app: &str, key: &str, secret: &[u8], channel: &str, uid: u32, ttl: i64) -> String {
-    let expiry = now().checked_add_signed(ttl).unwrap();
-    Token::mint(app, key, secret, channel, uid, expiry)
-        .unwrap()
-        .encode()
 }
 
 fn forwarded(c: &mut Client) -> (u32, u32, Vec<u8>) {
@@ -66,13 +50,9 @@ fn two_clients_exchange_data_and_see_their_source_addresses() {
     let v4 = svc.local_addrs()[0];
     let mut a = Client::connect(v4).unwrap();
     let mut b = Client::connect(v4).unwrap();
-    let (uid, members, seen) = a
-        .join(&token("app1", "k1", b"secret1", "room", 1, 60), false, WAIT)
-        .unwrap();
+    let (uid, members, seen) = a.join(&APP.token("room", 1, 60), false, WAIT).unwrap();
     assert_eq!((uid, members, seen), (1, 1, a.local_addr().unwrap()));
-    let (uid, members, seen) = b
-        .join(&token("app1", "k1", b"secret1", "room", 2, 60), false, WAIT)
-        .unwrap();
+    let (uid, members, seen) = b.join(&APP.token("room", 2, 60), false, WAIT).unwrap();
     assert_eq!((uid, members, seen), (2, 2, b.local_addr().unwrap()));
 
     for i in 0..20u8 {
@@ -91,9 +71,7 @@ fn two_clients_exchange_data_and_see_their_source_addresses() {
             Client::connect(v4).unwrap()
         }
     };
-    let (_, members, seen) = c
-        .join(&token("app1", "k1", b"secret1", "room", 3, 60), false, WAIT)
-        .unwrap();
+    let (_, members, seen) = c.join(&APP.token("room", 3, 60), false, WAIT).unwrap();
     assert_eq!((members, seen), (3, c.local_addr().unwrap()));
     let seq = c.send_data(b"from v6").unwrap();
     assert_eq!(forwarded(&mut a), (3, seq, b"from v6".to_vec()));
@@ -113,8 +91,7 @@ fn two_clients_exchange_data_and_see_their_source_addresses() {
 fn echo_flag_sends_my_data_back() {
     let svc = service();
     let mut a = Client::connect(svc.local_addrs()[0]).unwrap();
-    a.join(&token("app1", "k1", b"secret1", "solo", 9, 60), true, WAIT)
-        .unwrap();
+    a.join(&APP.token("solo", 9, 60), true, WAIT).unwrap();
     let seq = a.send_data(b"echo me").unwrap();
     assert_eq!(forwarded(&mut a), (9, seq, b"echo me".to_vec()));
 }
@@ -125,22 +102,31 @@ fn bad_tokens_are_refused_with_the_right_app_id() {
     let addr = svc.local_addrs()[0];
     let cases = [
         (
-            token("app2", "k1", b"forged", "room", 1, 60),
+            App {
+                secret: b"forged",
+                ..APP2
+            }
+            .token("room", 1, 60),
             "app2",
             "wrong signature",
         ),
+        (APP.token("room", 1, -10), "app1", "expired"),
         (
-            token("app1", "k1", b"secret1", "room", 1, -10),
-            "app1",
-            "expired",
-        ),
-        (
-            token("app2", "k7", b"secret2", "room", 1, 60),
+            App {
+                key_id: "k7",
+                ..APP2
+            }
+            .token("room", 1, 60),
             "app2",
             "key id",
         ),
         (
-            token("app9", "k1", b"static", "room", 1, 60),
+            App {
+                id: "app9",
+                key_id: "k1",
+                secret: b"static",
+            }
+            .token("room", 1, 60),
             "app9",
             "does not know",
         ),
@@ -175,10 +161,8 @@ fn garbage_does_not_disturb_members() {
     let addr = svc.local_addrs()[0];
     let mut a = Client::connect(addr).unwrap();
     let mut b = Client::connect(addr).unwrap();
-    a.join(&token("app1", "k1", b"secret1", "g", 1, 60), false, WAIT)
-        .unwrap();
-    b.join(&token("app1", "k1", b"secret1", "g", 2, 60), false, WAIT)
-        .unwrap();
+    a.join(&APP.token("g", 1, 60), false, WAIT).unwrap();
+    b.join(&APP.token("g", 2, 60), false, WAIT).unwrap();
     let noise = Client::connect(addr).unwrap();
     let mut x: u32 = 0x1234_5678;
     for n in 0..500usize {
@@ -224,29 +208,18 @@ fn bind_errors_name_the_address() {
 
 #[test]
 fn silent_members_time_out_and_pinging_ones_stay() {
-    let svc = MediaService::start(MediaConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        auth: AuthConfig {
-            static_secret: None,
-            app_keys: vec![AppKey {
-                app_id: "app1".into(),
-                key_id: "k1".into(),
-                secret: b"secret1".to_vec(),
-                not_after: None,
-            }],
+    let svc = common::service(MediaConfig {
+        limits: Limits {
+            member_timeout: Duration::from_millis(500),
+            ..Limits::default()
         },
-        member_timeout: Duration::from_millis(500),
         ..MediaConfig::default()
-    })
-    .unwrap();
+    });
     let addr = svc.local_addrs()[0];
     let mut quiet = Client::connect(addr).unwrap();
     let mut busy = Client::connect(addr).unwrap();
-    quiet
-        .join(&token("app1", "k1", b"secret1", "t", 1, 60), false, WAIT)
-        .unwrap();
-    busy.join(&token("app1", "k1", b"secret1", "t", 2, 60), false, WAIT)
-        .unwrap();
+    quiet.join(&APP.token("t", 1, 60), false, WAIT).unwrap();
+    busy.join(&APP.token("t", 2, 60), false, WAIT).unwrap();
     for _ in 0..12 {
         std::thread::sleep(Duration::from_millis(100));
         busy.ping(WAIT).unwrap();
@@ -259,8 +232,6 @@ fn silent_members_time_out_and_pinging_ones_stay() {
         other => panic!("{other:?}"),
     }
     // Re-joining works, and the timer wakes again for the new member.
-    let (_, members, _) = quiet
-        .join(&token("app1", "k1", b"secret1", "t", 1, 60), false, WAIT)
-        .unwrap();
+    let (_, members, _) = quiet.join(&APP.token("t", 1, 60), false, WAIT).unwrap();
     assert_eq!(members, 2);
 }

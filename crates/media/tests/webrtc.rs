@@ -4,12 +4,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cloudproxy_media::blocking::{Client, Reply};
 use cloudproxy_media::wire::{self, Packet};
-use cloudproxy_media::{MediaConfig, MediaService};
-use cloudproxy_proto::token::Token;
+use cloudproxy_media::{Limits, MediaConfig, MediaService};
+use cloudproxy_testkit::apps::App;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::net::{Protocol, Receive};
@@ -17,19 +17,14 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 
 mod common;
 
+use common::APP;
+
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The tests count the process's open descriptors, so they run one at a time.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 fn service_with(max_web_sessions: usize) -> MediaService {
@@ -48,10 +43,6 @@ fn service_config(base: MediaConfig) -> MediaService {
 
 fn service() -> MediaService {
     service_with(1_000)
-}
-
-fn token(channel: &str, uid: u32, ttl: i64) -> String {
-    common::token_until(channel, uid, unix_now().checked_add_signed(ttl).unwrap())
 }
 
 /// POSTs a valid offer (with a data channel) authorized by `token`.
@@ -284,7 +275,7 @@ fn a_str0m_peer_and_a_udp_client_exchange_50_messages_each_way() {
     let service = service();
     let http_addr = service.http_addr().unwrap();
     let t0 = Instant::now();
-    let mut web = WebPeer::post(http_addr, &token("room", 1, 600), true, false).expect("201");
+    let mut web = WebPeer::post(http_addr, &APP.token("room", 1, 600), true, false).expect("201");
     let (uid, members, seen) = web.joined();
     let join_time = t0.elapsed();
     println!("str0m peer: POST to JOINED in {join_time:?}");
@@ -292,7 +283,7 @@ fn a_str0m_peer_and_a_udp_client_exchange_50_messages_each_way() {
     assert_eq!(seen, web.local, "JOINED carries the address ICE selected");
 
     let mut udp = Client::connect(service.local_addrs()[0]).unwrap();
-    let (_, members, _) = udp.join(&token("room", 2, 600), false, WAIT).unwrap();
+    let (_, members, _) = udp.join(&APP.token("room", 2, 600), false, WAIT).unwrap();
     assert_eq!(members, 2);
 
     for i in 0..50u32 {
@@ -351,7 +342,7 @@ fn trickled_candidates_and_leave_over_the_data_channel() {
     let _serial = serial();
     let service = service();
     let http_addr = service.http_addr().unwrap();
-    let mut web = WebPeer::post(http_addr, &token("t", 5, 600), false, true).expect("201");
+    let mut web = WebPeer::post(http_addr, &APP.token("t", 5, 600), false, true).expect("201");
     let (uid, _, seen) = web.joined();
     assert_eq!((uid, seen), (5, web.local));
     // No echo: a lone member's DATA goes nowhere, PING still answers.
@@ -374,7 +365,8 @@ fn hundreds_of_join_leave_cycles_return_everything_to_zero() {
     let cycles = 200;
     let t0 = Instant::now();
     for i in 0..cycles {
-        let mut web = WebPeer::post(http_addr, &token("churn", i, 600), false, false).expect("201");
+        let mut web =
+            WebPeer::post(http_addr, &APP.token("churn", i, 600), false, false).expect("201");
         if i % 5 == 0 {
             // Every 5th goes all the way to JOINED; the others leave while connecting.
             web.joined();
@@ -403,14 +395,18 @@ fn a_silent_browser_is_removed_after_the_member_timeout() {
     let _serial = serial();
     let timeout = Duration::from_secs(2);
     let service = service_config(MediaConfig {
-        member_timeout: timeout,
+        limits: Limits {
+            member_timeout: timeout,
+            ..Limits::default()
+        },
         ..MediaConfig::default()
     });
     let http_addr = service.http_addr().unwrap();
     // One that connects and then goes silent (the tab died), one that never connects.
-    let mut gone = WebPeer::post(http_addr, &token("quiet", 1, 600), false, false).expect("201");
+    let mut gone =
+        WebPeer::post(http_addr, &APP.token("quiet", 1, 600), false, false).expect("201");
     gone.joined();
-    let never = WebPeer::post(http_addr, &token("quiet", 2, 600), false, false).expect("201");
+    let never = WebPeer::post(http_addr, &APP.token("quiet", 2, 600), false, false).expect("201");
     let t0 = Instant::now();
     drop(gone);
     let (stats, core) = service.web_stats().unwrap();
@@ -438,10 +434,10 @@ fn a_udp_join_with_the_same_identity_takes_a_browsers_seat() {
     let _serial = serial();
     let service = service();
     let http_addr = service.http_addr().unwrap();
-    let mut web = WebPeer::post(http_addr, &token("seat", 7, 600), false, false).expect("201");
+    let mut web = WebPeer::post(http_addr, &APP.token("seat", 7, 600), false, false).expect("201");
     web.joined();
     let mut udp = Client::connect(service.local_addrs()[0]).unwrap();
-    let (uid, members, _) = udp.join(&token("seat", 7, 600), false, WAIT).unwrap();
+    let (uid, members, _) = udp.join(&APP.token("seat", 7, 600), false, WAIT).unwrap();
     assert_eq!((uid, members), (7, 1), "the UDP JOIN replaced the browser");
     let (stats, core) = service.web_stats().unwrap();
     assert_eq!((stats.sessions, core.members, core.replaced), (0, 1, 1));
@@ -453,19 +449,19 @@ fn a_seat_taken_by_a_live_member_is_409_and_limits_are_503() {
     let _serial = serial();
     let service = service_with(2);
     let http_addr = service.http_addr().unwrap();
-    let a = WebPeer::post(http_addr, &token("s", 1, 600), false, false).expect("201");
-    let (status, body) = WebPeer::post(http_addr, &token("s", 1, 600), false, false)
+    let a = WebPeer::post(http_addr, &APP.token("s", 1, 600), false, false).expect("201");
+    let (status, body) = WebPeer::post(http_addr, &APP.token("s", 1, 600), false, false)
         .err()
         .expect("refused");
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("\"error\":\"seat_taken\""), "{body}");
-    let _b = WebPeer::post(http_addr, &token("s", 2, 600), false, false).expect("201");
-    let (status, body) = WebPeer::post(http_addr, &token("s", 3, 600), false, false)
+    let _b = WebPeer::post(http_addr, &APP.token("s", 2, 600), false, false).expect("201");
+    let (status, body) = WebPeer::post(http_addr, &APP.token("s", 3, 600), false, false)
         .err()
         .expect("refused");
     assert_eq!(status, 503, "{body}");
     assert_eq!(a.delete(), 204);
-    WebPeer::post(http_addr, &token("s", 3, 600), false, false)
+    WebPeer::post(http_addr, &APP.token("s", 3, 600), false, false)
         .expect("a freed session is reusable");
 }
 
@@ -474,7 +470,7 @@ fn hostile_requests_get_clear_statuses_and_leak_nothing() {
     let _serial = serial();
     let service = service();
     let http_addr = service.http_addr().unwrap();
-    let good = token("h", 1, 600);
+    let good = APP.token("h", 1, 600);
     let bearer = format!("Bearer {good}");
     let sdp = [
         ("Authorization", bearer.as_str()),
@@ -538,27 +534,24 @@ fn hostile_requests_get_clear_statuses_and_leak_nothing() {
             "unauthorized",
             offer_with(
                 http_addr,
-                &Token::mint("app1", "k1", b"wrong", "h", 1, unix_now() + 600)
-                    .unwrap()
-                    .encode(),
+                &App {
+                    secret: b"wrong",
+                    ..APP
+                }
+                .token("h", 1, 600),
             ),
         ),
         (
             "expired token",
             401,
             "unauthorized",
-            offer_with(http_addr, &token("h", 1, -60)),
+            offer_with(http_addr, &APP.token("h", 1, -60)),
         ),
         (
             "unknown app",
             403,
             "app_not_allowed",
-            offer_with(
-                http_addr,
-                &Token::mint("other", "k1", b"secret1", "h", 1, unix_now() + 600)
-                    .unwrap()
-                    .encode(),
-            ),
+            offer_with(http_addr, &App { id: "other", ..APP }.token("h", 1, 600)),
         ),
         (
             "unknown session, PATCH",

@@ -14,17 +14,17 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use cloudproxy_proto::auth::{rest_password, rest_username};
-use cloudproxy_proto::client::{
-    self, Attr, ClientAuth, TransactionId, ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION,
-};
+use cloudproxy_proto::client::{self, Attr, ClientAuth, ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION};
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::{
-    AuthConfig, ClientAddr, ClientInput, Command, PeerAddr, RelayAddr, Server, ServerConfig,
-    Shared, Transport, HEADROOM, TAILROOM,
+    ClientAddr, ClientInput, Command, PeerAddr, RelayAddr, Server, ServerConfig, Transport,
+    HEADROOM, TAILROOM,
 };
 use cloudproxy_testkit::alloc::{count_on_this_thread, CountingAllocator};
-use rand::SeedableRng;
+
+mod common;
+
+use common::{client_addr, rest_credentials, static_secret, Tids};
 
 // ---------------------------------------------------------------------------------------------
 // The counting allocator (the workspace's test kit)
@@ -58,7 +58,7 @@ fn payload_len(i: usize) -> usize {
 struct Setup {
     server: Server,
     now: Instant,
-    tid: u128,
+    tids: Tids,
     username: String,
     password: String,
 }
@@ -79,44 +79,24 @@ const CHANNEL_PEER: u16 = 3480;
 /// Peer of the allocation without a channel (permission only).
 const PLAIN_PEER: u16 = 3481;
 
-fn client_addr(transport: Transport, port: u16) -> ClientAddr {
-    ClientAddr {
-        transport,
-        remote: SocketAddr::from(([192, 0, 2, 10], port)),
-        local: SocketAddr::from(([127, 0, 0, 1], 3478)),
-    }
-}
-
 impl Setup {
     fn new() -> Self {
         let cfg = ServerConfig {
             realm: "example.org".into(),
-            auth: AuthConfig {
-                static_secret: Some(SECRET.to_vec()),
-                app_keys: vec![],
-            },
+            auth: static_secret(SECRET),
             peer_policy: PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]),
             relay_ports: 50000..=50099,
             ..ServerConfig::default()
         };
-        let now = Instant::now();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let shared = Shared::from_config(&cfg, &mut rng);
-        let server = Server::new(cfg, shared, now, T0_UNIX, &mut rng);
-        let username = rest_username(T0_UNIX + 86_400, "alice");
-        let password = rest_password(SECRET, &username);
+        let (server, now) = common::server(cfg, T0_UNIX, 7);
+        let (username, password) = rest_credentials(SECRET, T0_UNIX + 86_400, "alice");
         Self {
             server,
             now,
-            tid: 1,
+            tids: Tids::after(1),
             username,
             password,
         }
-    }
-
-    fn next_tid(&mut self) -> TransactionId {
-        self.tid += 1;
-        TransactionId::from(self.tid)
     }
 
     /// Sends a request from `client`, carries out relay binds, returns the one response.
@@ -141,7 +121,7 @@ impl Setup {
 
     /// Allocates for `client` (answering the 401) and returns the credentials and relay.
     fn allocate(&mut self, client: ClientAddr) -> (ClientAuth, Allocated) {
-        let tid = self.next_tid();
+        let tid = self.tids.next_id();
         let req = client::request(ALLOCATE, tid, &[Attr::RequestedTransportUdp], None);
         let r = self.exchange(client, &req, None);
         assert_eq!(r.error.as_ref().map(|e| e.0), Some(401));
@@ -168,7 +148,7 @@ impl Setup {
         method: client::Method,
         attrs: &[Attr],
     ) -> client::Response {
-        let tid = self.next_tid();
+        let tid = self.tids.next_id();
         let req = client::request(method, tid, attrs, Some(auth));
         let r = self.exchange(client, &req, Some(auth));
         assert!(r.success, "{method:?} failed: {:?}", r.error);
@@ -311,7 +291,7 @@ fn channel_frames(stream: bool) -> Vec<Vec<u8>> {
 fn send_indications(w: &mut World) -> Vec<Vec<u8>> {
     (0..8)
         .map(|i| {
-            let tid = w.s.next_tid();
+            let tid = w.s.tids.next_id();
             client::send_indication(tid, peer(PLAIN_PEER), &vec![0xCD; payload_len(i)])
         })
         .collect()

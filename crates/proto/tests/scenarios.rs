@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cloudproxy_proto::admission::{Access, AppAccess, Mode, Pool, Verdict};
-use cloudproxy_proto::auth::{rest_password, rest_username};
+use cloudproxy_proto::auth::rest_password;
 use cloudproxy_proto::client::{
     self, Attr, ClientAuth, Response, ALLOCATE, BINDING, CHANNEL_BIND, CREATE_PERMISSION, REFRESH,
 };
@@ -12,10 +12,13 @@ use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::server::AuthFailure;
 use cloudproxy_proto::{
     AuthConfig, BoundChannel, ClientAddr, ClientInput, Command, Event, PeerAddr, RelayAddr, Server,
-    ServerConfig, Shared, Transport, HEADROOM, TAILROOM,
+    ServerConfig, Transport, HEADROOM, TAILROOM,
 };
-use rand::SeedableRng;
 use stun_types::message::TransactionId;
+
+mod common;
+
+use common::{client_addr, rest_credentials, static_secret, Tids};
 
 const SECRET: &[u8] = b"s3cret";
 const T0_UNIX: u64 = 1_800_000_000;
@@ -24,7 +27,7 @@ struct Harness {
     server: Server,
     now: Instant,
     client: ClientAddr,
-    tid: u128,
+    tids: Tids,
     auth: Option<ClientAuth>,
     username: String,
     password: String,
@@ -37,10 +40,7 @@ struct Harness {
 fn config(rules: &[&str]) -> ServerConfig {
     ServerConfig {
         realm: "example.org".into(),
-        auth: AuthConfig {
-            static_secret: Some(SECRET.to_vec()),
-            app_keys: vec![],
-        },
+        auth: static_secret(SECRET),
         peer_policy: PeerPolicy::new(rules.iter().map(|r| r.parse::<PeerRule>().unwrap())),
         relay_ports: 50000..=50009,
         max_allocations_per_user: 3,
@@ -50,17 +50,13 @@ fn config(rules: &[&str]) -> ServerConfig {
 
 impl Harness {
     fn new(cfg: ServerConfig) -> Self {
-        let now = Instant::now();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let shared = Shared::from_config(&cfg, &mut rng);
-        let server = Server::new(cfg, shared, now, T0_UNIX, &mut rng);
-        let username = rest_username(T0_UNIX + 86_400, "alice");
-        let password = rest_password(SECRET, &username);
+        let (server, now) = common::server(cfg, T0_UNIX, 7);
+        let (username, password) = rest_credentials(SECRET, T0_UNIX + 86_400, "alice");
         Self {
             server,
             now,
-            client: client_addr(40000),
-            tid: 1,
+            client: client_addr(Transport::Udp, 40000),
+            tids: Tids::after(1),
             auth: None,
             username,
             password,
@@ -72,11 +68,6 @@ impl Harness {
     fn advance(&mut self, secs: u64) {
         self.now += Duration::from_secs(secs);
         self.server.handle_timeout(self.now);
-    }
-
-    fn next_tid(&mut self) -> TransactionId {
-        self.tid += 1;
-        TransactionId::from(self.tid)
     }
 
     /// Sends bytes, executes bind commands successfully, returns the one response.
@@ -120,7 +111,7 @@ impl Harness {
     /// Does the 401 dance and returns the authenticated request's response.
     fn authed(&mut self, method: stun_types::message::Method, attrs: &[Attr]) -> Response {
         if self.auth.is_none() {
-            let tid = self.next_tid();
+            let tid = self.tids.next_id();
             let r = self.exchange(&client::request(
                 ALLOCATE,
                 tid,
@@ -135,13 +126,13 @@ impl Harness {
                 r.nonce.as_deref().unwrap(),
             ));
         }
-        let tid = self.next_tid();
+        let tid = self.tids.next_id();
         let req = client::request(method, tid, attrs, self.auth.as_ref());
         let r = self.exchange(&req);
         if r.error.as_ref().is_some_and(|e| e.0 == 438) {
             // Stale nonce: retry once with the fresh one, as a client does (RFC 8489 §9.2.5).
             self.auth.as_mut().unwrap().nonce = r.nonce.clone().unwrap();
-            let tid = self.next_tid();
+            let tid = self.tids.next_id();
             let req = client::request(method, tid, attrs, self.auth.as_ref());
             return self.exchange(&req);
         }
@@ -150,7 +141,7 @@ impl Harness {
 
     /// Moves to another client address; nonces are bound to the address, so a new one is due.
     fn move_to(&mut self, port: u16) {
-        self.client = client_addr(port);
+        self.client = client_addr(Transport::Udp, port);
         self.auth = None;
     }
 
@@ -161,6 +152,17 @@ impl Harness {
         assert_eq!(r.lifetime, Some(600));
         assert_eq!(r.mapped, Some(self.client.remote));
         r.relayed[0]
+    }
+
+    /// Binds channel `number` to the peer (which grants or refreshes its permission too);
+    /// asserts success.
+    fn bind_channel(&mut self, number: u16) -> Response {
+        let r = self.authed(
+            CHANNEL_BIND,
+            &[Attr::ChannelNumber(number), Attr::PeerAddress(peer())],
+        );
+        assert!(r.success, "{:?}", r.error);
+        r
     }
 
     fn peer_packet(
@@ -183,14 +185,6 @@ impl Harness {
     }
 }
 
-fn client_addr(port: u16) -> ClientAddr {
-    ClientAddr {
-        transport: Transport::Udp,
-        remote: SocketAddr::from(([192, 0, 2, 10], port)),
-        local: SocketAddr::from(([127, 0, 0, 1], 3478)),
-    }
-}
-
 const PEER: &str = "127.0.0.1:3480";
 
 fn peer() -> SocketAddr {
@@ -200,7 +194,7 @@ fn peer() -> SocketAddr {
 #[test]
 fn binding_reflects_the_client_address() {
     let mut h = Harness::new(config(&[]));
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let r = h.exchange(&client::request(BINDING, tid, &[], None));
     assert!(r.success);
     assert_eq!(r.mapped, Some(h.client.remote));
@@ -210,8 +204,8 @@ fn binding_reflects_the_client_address() {
 fn unauthenticated_allocate_is_challenged_and_leaves_no_state() {
     let mut h = Harness::new(config(&[]));
     for i in 0..100u16 {
-        h.client = client_addr(20000 + i);
-        let tid = h.next_tid();
+        h.client = client_addr(Transport::Udp, 20000 + i);
+        let tid = h.tids.next_id();
         let r = h.exchange(&client::request(
             ALLOCATE,
             tid,
@@ -242,7 +236,7 @@ fn allocate_succeeds_and_a_retransmission_gets_the_same_answer() {
         .count();
     assert_eq!(created, 1);
     // Same transaction id again: success again, no new allocation.
-    let tid = TransactionId::from(h.tid);
+    let tid = TransactionId::from(h.tids.last);
     let again = h.exchange(&client::request(
         ALLOCATE,
         tid,
@@ -272,8 +266,7 @@ fn wrong_password_and_expired_credentials_get_401() {
     )));
 
     let mut h = Harness::new(config(&[]));
-    h.username = rest_username(T0_UNIX - 1, "alice");
-    h.password = rest_password(SECRET, &h.username);
+    (h.username, h.password) = rest_credentials(SECRET, T0_UNIX - 1, "alice");
     let r = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
     assert_eq!(r.error.unwrap().0, 401);
     assert_eq!(h.server.allocation_count(), 0);
@@ -282,8 +275,7 @@ fn wrong_password_and_expired_credentials_get_401() {
 #[test]
 fn credentials_expire_on_the_virtual_clock() {
     let mut h = Harness::new(config(&[]));
-    h.username = rest_username(T0_UNIX + 100, "alice");
-    h.password = rest_password(SECRET, &h.username);
+    (h.username, h.password) = rest_credentials(SECRET, T0_UNIX + 100, "alice");
     h.allocate();
     h.advance(101);
     let r = h.authed(REFRESH, &[Attr::Lifetime(600)]);
@@ -299,13 +291,13 @@ fn stale_nonce_gets_438_with_a_fresh_nonce() {
     h.advance(599);
     assert!(h.authed(REFRESH, &[]).success, "nonce still fresh at 599 s");
     h.advance(2);
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let r = h.exchange(&client::request(REFRESH, tid, &[], h.auth.as_ref()));
     assert_eq!(r.error.as_ref().unwrap().0, 438);
     let fresh = r.nonce.unwrap();
     assert_ne!(Some(&fresh), h.auth.as_ref().map(|a| &a.nonce));
     h.auth.as_mut().unwrap().nonce = fresh;
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let r = h.exchange(&client::request(REFRESH, tid, &[], h.auth.as_ref()));
     assert!(r.success, "{:?}", r.error);
 }
@@ -334,11 +326,7 @@ fn default_policy_denies_loopback_peers_with_403() {
 fn channel_data_flows_both_ways_with_an_allowed_peer() {
     let mut h = Harness::new(config(&["127.0.0.0/8"]));
     let relay = h.allocate();
-    let r = h.authed(
-        CHANNEL_BIND,
-        &[Attr::ChannelNumber(0x4001), Attr::PeerAddress(peer())],
-    );
-    assert!(r.success, "{:?}", r.error);
+    let r = h.bind_channel(0x4001);
     assert_eq!(r.integrity_ok, Some(true));
     let frame = client::channel_data(0x4001, b"hello", false);
     let fwd = h
@@ -363,7 +351,7 @@ fn channel_data_flows_both_ways_with_an_allowed_peer() {
 fn send_and_data_indications_without_a_channel() {
     let mut h = Harness::new(config(&["127.0.0.0/8"]));
     let relay = h.allocate();
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let send = client::send_indication(tid, peer(), b"abc");
     // No permission yet: dropped.
     assert!(h.server.handle_client_input(&send, h.client, h.now) == ClientInput::Dropped);
@@ -386,13 +374,7 @@ fn send_and_data_indications_without_a_channel() {
 fn permissions_channels_and_allocations_expire_and_refresh_keeps_them() {
     let mut h = Harness::new(config(&["127.0.0.0/8"]));
     let relay = h.allocate();
-    assert!(
-        h.authed(
-            CHANNEL_BIND,
-            &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())]
-        )
-        .success
-    );
+    h.bind_channel(0x4000);
     // Permission lasts 300 s.
     h.advance(299);
     assert!(h.peer_packet(relay, peer(), b"a").is_some());
@@ -402,13 +384,7 @@ fn permissions_channels_and_allocations_expire_and_refresh_keeps_them() {
         "permission expired at 300 s"
     );
     // Re-binding refreshes both channel and permission.
-    assert!(
-        h.authed(
-            CHANNEL_BIND,
-            &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())]
-        )
-        .success
-    );
+    h.bind_channel(0x4000);
     assert!(h.peer_packet(relay, peer(), b"a").is_some());
     // Refresh keeps the allocation past its 600 s.
     let r = h.authed(REFRESH, &[Attr::Lifetime(600)]);
@@ -523,13 +499,7 @@ fn error_codes_where_they_apply() {
         &[Attr::ChannelNumber(0x3FFF), Attr::PeerAddress(peer())],
     );
     assert_eq!(r.error.unwrap().0, 400);
-    assert!(
-        h.authed(
-            CHANNEL_BIND,
-            &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())]
-        )
-        .success
-    );
+    h.bind_channel(0x4000);
     let r = h.authed(
         CHANNEL_BIND,
         &[
@@ -544,8 +514,7 @@ fn error_codes_where_they_apply() {
     );
     assert_eq!(r.error.unwrap().0, 400);
     // 441: same 5-tuple, another username
-    let other = rest_username(T0_UNIX + 86_400, "mallory");
-    let pw = rest_password(SECRET, &other);
+    let (other, pw) = rest_credentials(SECRET, T0_UNIX + 86_400, "mallory");
     let a = h.auth.clone().unwrap();
     h.auth = Some(ClientAuth::new(&other, &pw, &a.realm, &a.nonce));
     assert_eq!(h.authed(REFRESH, &[]).error.unwrap().0, 441);
@@ -568,13 +537,11 @@ fn quota_and_capacity_answer_486_and_508() {
     );
     // Other users fill the remaining 7 ports, then 508.
     for i in 0..7u16 {
-        h.username = rest_username(T0_UNIX + 86_400, &format!("user{i}"));
-        h.password = rest_password(SECRET, &h.username);
+        (h.username, h.password) = rest_credentials(SECRET, T0_UNIX + 86_400, &format!("user{i}"));
         h.move_to(31000 + i);
         h.allocate();
     }
-    h.username = rest_username(T0_UNIX + 86_400, "late");
-    h.password = rest_password(SECRET, &h.username);
+    (h.username, h.password) = rest_credentials(SECRET, T0_UNIX + 86_400, "late");
     h.move_to(32000);
     assert_eq!(
         h.authed(ALLOCATE, &[Attr::RequestedTransportUdp])
@@ -589,7 +556,7 @@ fn quota_and_capacity_answer_486_and_508() {
 fn a_failed_relay_bind_retries_another_port_then_gives_508() {
     let mut h = Harness::new(config(&[]));
     let _ = h.authed(BINDING, &[]); // get a nonce
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let req = client::request(
         ALLOCATE,
         tid,
@@ -610,13 +577,7 @@ fn a_failed_relay_bind_retries_another_port_then_gives_508() {
 fn draining_refuses_new_allocations_only() {
     let mut h = Harness::new(config(&["127.0.0.0/8"]));
     let relay = h.allocate();
-    assert!(
-        h.authed(
-            CHANNEL_BIND,
-            &[Attr::ChannelNumber(0x4000), Attr::PeerAddress(peer())]
-        )
-        .success
-    );
+    h.bind_channel(0x4000);
     h.server.set_draining(true);
     h.move_to(45000);
     assert_eq!(
@@ -626,7 +587,7 @@ fn draining_refuses_new_allocations_only() {
             .0,
         508
     );
-    h.client = client_addr(40000);
+    h.client = client_addr(Transport::Udp, 40000);
     assert!(h.peer_packet(relay, peer(), b"still flowing").is_some());
 }
 
@@ -647,7 +608,7 @@ fn garbage_and_malformed_messages_are_dropped_silently() {
             .is_none());
     }
     // A request header with a broken attribute: 400.
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let mut req = client::request(BINDING, tid, &[], None);
     req[3] += 4; // claims 4 more bytes
     req.extend_from_slice(&[0x80, 0x22, 0x00, 0x08]);
@@ -758,14 +719,12 @@ fn refusals_of_app_credentials_name_the_app() {
     ];
     for (id, secret, want) in cases {
         let mut h = Harness::new(cfg.clone());
-        h.username = rest_username(T0_UNIX + 60, id);
-        h.password = rest_password(secret, &h.username);
+        (h.username, h.password) = rest_credentials(secret, T0_UNIX + 60, id);
         let r = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
         assert_eq!(r.error.unwrap(), (401, want.to_owned()), "{id}");
     }
     let mut h = Harness::new(cfg);
-    h.username = rest_username(T0_UNIX - 5, "app1:k1:room:7");
-    h.password = rest_password(b"app-secret", &h.username);
+    (h.username, h.password) = rest_credentials(b"app-secret", T0_UNIX - 5, "app1:k1:room:7");
     let r = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
     assert_eq!(
         r.error.unwrap().1,
@@ -789,8 +748,7 @@ fn governed(transport: Transport, access: &[(&str, AppAccess)]) -> Harness {
     };
     let mut h = Harness::new(cfg);
     h.client.transport = transport;
-    h.username = rest_username(T0_UNIX + 600, "app1:k1:room:7");
-    h.password = rest_password(b"app-secret", &h.username);
+    (h.username, h.password) = rest_credentials(b"app-secret", T0_UNIX + 600, "app1:k1:room:7");
     let access: Access = access.iter().map(|(a, x)| (a.to_string(), *x)).collect();
     h.server.set_access(access);
     h
@@ -817,8 +775,7 @@ fn admission_refuses_apps_not_enabled_for_the_mode_with_403() {
     assert_eq!(r.error.unwrap().0, 403);
     // The operator's static secret is not an app's: no admission.
     let mut h = governed(Transport::Udp, &[]);
-    h.username = rest_username(T0_UNIX + 600, "ops");
-    h.password = rest_password(SECRET, &h.username);
+    (h.username, h.password) = rest_credentials(SECRET, T0_UNIX + 600, "ops");
     h.allocate();
 }
 
@@ -909,7 +866,7 @@ fn a_verdict_for_an_allocation_that_expired_meanwhile_is_refused() {
     // The next one waits for a verdict that does not come in time.
     h.verdict = None;
     h.seen.clear();
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let req = client::request(
         ALLOCATE,
         tid,
@@ -969,7 +926,7 @@ fn signal_requests_are_authenticated_then_handed_to_the_driver() {
     let path = b"/v1/allowlist/japan";
     // First the 401 dance (authed does it with an Allocate), then the signed request.
     let _ = h.authed(ALLOCATE, &[Attr::RequestedTransportUdp]);
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let req = client::request(
         SIGNAL,
         tid,
@@ -993,7 +950,7 @@ fn signal_requests_are_authenticated_then_handed_to_the_driver() {
     // A second answer for the same handle is ignored; errors carry the status.
     h.server.handle_signal_response(request, 200, b"again");
     assert!(h.server.poll_transmit().is_none());
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let req = client::request(
         SIGNAL,
         tid,
@@ -1012,7 +969,7 @@ fn signal_requests_are_authenticated_then_handed_to_the_driver() {
     let r = client::parse(&t.data, h.auth.as_ref().map(|a| &a.key)).unwrap();
     assert_eq!(r.error, Some((404, "Not Found: region 'mars'".into())));
     // Unsigned: challenged, nothing handed on.
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let req = client::request(SIGNAL, tid, &[Attr::Raw(ATTR_SIGNAL_PATH, path)], None);
     h.server
         .handle_client_input(&req, h.client, h.now)
@@ -1026,11 +983,7 @@ fn signal_requests_are_authenticated_then_handed_to_the_driver() {
 fn a_reconfigured_policy_ends_relaying_to_denied_peers_but_keeps_the_allocation() {
     let mut h = Harness::new(config(&["127.0.0.0/8"]));
     let relay = h.allocate();
-    let r = h.authed(
-        CHANNEL_BIND,
-        &[Attr::ChannelNumber(0x4001), Attr::PeerAddress(peer())],
-    );
-    assert!(r.success, "{:?}", r.error);
+    h.bind_channel(0x4001);
     let frame = client::channel_data(0x4001, b"hello", false);
     assert!(h
         .server
@@ -1058,11 +1011,7 @@ fn a_reconfigured_policy_ends_relaying_to_denied_peers_but_keeps_the_allocation(
     // Widened again: a refresh of the binding brings the flow back.
     let widened = PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]);
     assert_eq!(h.server.reconfigure(&auth, widened, 100, 3, h.now), 0);
-    let r = h.authed(
-        CHANNEL_BIND,
-        &[Attr::ChannelNumber(0x4001), Attr::PeerAddress(peer())],
-    );
-    assert!(r.success, "{:?}", r.error);
+    h.bind_channel(0x4001);
     assert!(h
         .server
         .handle_client_input(&frame, h.client, h.now)
@@ -1074,10 +1023,7 @@ fn a_reconfigured_policy_ends_relaying_to_denied_peers_but_keeps_the_allocation(
 fn a_reconfigured_secret_authenticates_new_credentials_only() {
     let mut h = Harness::new(config(&["127.0.0.0/8"]));
     h.allocate();
-    let auth = AuthConfig {
-        static_secret: Some(b"rotated".to_vec()),
-        app_keys: vec![],
-    };
+    let auth = static_secret(b"rotated");
     h.server
         .reconfigure(&auth, config(&["127.0.0.0/8"]).peer_policy, 100, 3, h.now);
     assert_eq!(h.server.allocation_count(), 1, "no allocation ends");
@@ -1092,7 +1038,7 @@ fn a_reconfigured_secret_authenticates_new_credentials_only() {
 
 /// The bytes of the one answer to `req` from a fresh address, if any.
 fn answer(h: &mut Harness, req: &[u8]) -> Option<Vec<u8>> {
-    h.move_to(41000 + (h.tid % 1000) as u16);
+    h.move_to(41000 + (h.tids.last % 1000) as u16);
     assert!(h.server.handle_client_input(req, h.client, h.now) == ClientInput::Handled);
     h.run_commands(true);
     let t = h.server.poll_transmit();
@@ -1123,7 +1069,7 @@ fn raw_request(
 fn no_unauthenticated_answer_is_more_than_four_times_its_request() {
     let mut h = Harness::new(config(&["127.0.0.0/8"]));
     // A bare 20-byte Allocate: the 401 drops the optional password-algorithms offer to fit.
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let bare = raw_request(ALLOCATE, tid, &[]);
     assert_eq!(bare.len(), 20);
     let a = answer(&mut h, &bare).expect("challenged");
@@ -1134,7 +1080,7 @@ fn no_unauthenticated_answer_is_more_than_four_times_its_request() {
 
     // A real client's first Allocate (REQUESTED-TRANSPORT): the offer fits, and the answer
     // still authenticates end to end.
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let first = client::request(ALLOCATE, tid, &[Attr::RequestedTransportUdp], None);
     let a = answer(&mut h, &first).expect("challenged");
     let r = client::parse(&a, None).unwrap();
@@ -1149,7 +1095,7 @@ fn no_unauthenticated_answer_is_more_than_four_times_its_request() {
     h.allocate();
 
     // A Binding gets its mapped address, small.
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let binding = client::request(BINDING, tid, &[], None);
     let a = answer(&mut h, &binding).expect("a Binding answer");
     assert!(a.len() <= 4 * binding.len(), "Binding: {} bytes", a.len());
@@ -1160,7 +1106,7 @@ fn no_unauthenticated_answer_is_more_than_four_times_its_request() {
         let values: Vec<(u16, &[u8])> = (0..1000u16)
             .map(|i| (if distinct { 0x4000 + i } else { 0x4000 }, &b""[..]))
             .collect();
-        let tid = h.next_tid();
+        let tid = h.tids.next_id();
         let req = raw_request(ALLOCATE, tid, &values);
         let a = answer(&mut h, &req).expect("a 420");
         let r = client::parse(&a, None).unwrap();
@@ -1175,7 +1121,7 @@ fn no_unauthenticated_answer_is_more_than_four_times_its_request() {
         assert!(listed <= if distinct { 16 } else { 2 }, "{listed} listed");
     }
     // The smallest request with one unknown attribute also fits.
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let req = raw_request(ALLOCATE, tid, &[(0x4000, b"")]);
     let a = answer(&mut h, &req).expect("a 420");
     assert!(
@@ -1192,12 +1138,12 @@ fn an_answer_that_would_amplify_is_not_sent() {
     let mut cfg = config(&["127.0.0.0/8"]);
     cfg.realm = "r".repeat(100);
     let mut h = Harness::new(cfg);
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let bare = raw_request(ALLOCATE, tid, &[]);
     assert!(answer(&mut h, &bare).is_none());
     assert!(h.events().contains(&Event::ReflectionSuppressed));
     // A larger request earns its (larger) challenge.
-    let tid = h.next_tid();
+    let tid = h.tids.next_id();
     let first = client::request(
         ALLOCATE,
         tid,
@@ -1311,7 +1257,7 @@ fn channel_events_follow_each_binding_from_bind_to_end() {
     assert_eq!(h.server.allocation_count(), 1);
     let ended_here = |relay| Event::ChannelEnded {
         channel: BoundChannel {
-            client: client_addr(45001),
+            client: client_addr(Transport::Udp, 45001),
             relay: RelayAddr(relay),
             peer: PeerAddr(peer()),
             number: 0x4000,
@@ -1334,7 +1280,7 @@ fn channel_events_follow_each_binding_from_bind_to_end() {
         ev,
         vec![Event::ChannelEnded {
             channel: BoundChannel {
-                client: client_addr(45002),
+                client: client_addr(Transport::Udp, 45002),
                 relay: RelayAddr(relay),
                 peer: PeerAddr(peer()),
                 number: 0x4000,
@@ -1346,5 +1292,5 @@ fn channel_events_follow_each_binding_from_bind_to_end() {
 }
 
 fn h_client() -> ClientAddr {
-    client_addr(40000)
+    client_addr(Transport::Udp, 40000)
 }

@@ -5,18 +5,18 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use cloudproxy_proto::auth::{rest_password, rest_username};
 use cloudproxy_proto::client::{
-    self, Attr, ClientAuth, TransactionId, ALLOCATE, BINDING, CHANNEL_BIND, CREATE_PERMISSION,
-    REFRESH,
+    self, Attr, ClientAuth, ALLOCATE, BINDING, CHANNEL_BIND, CREATE_PERMISSION, REFRESH,
 };
 use cloudproxy_proto::policy::PeerPolicy;
 use cloudproxy_proto::{
-    AuthConfig, ClientAddr, Command, PeerAddr, RelayAddr, Server, ServerConfig, Shared, Transport,
-    HEADROOM, TAILROOM,
+    ClientAddr, Command, PeerAddr, RelayAddr, Server, ServerConfig, Transport, HEADROOM, TAILROOM,
 };
 use proptest::prelude::*;
-use rand::SeedableRng;
+
+mod common;
+
+use common::{rest_credentials, static_secret, Tids};
 
 const T0_UNIX: u64 = 1_900_000_000;
 
@@ -79,16 +79,14 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn client_addr(i: u8) -> ClientAddr {
-    ClientAddr {
-        transport: if i == 2 {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        },
-        remote: SocketAddr::from(([192, 0, 2, 1], 40000 + i as u16)),
-        local: SocketAddr::from(([127, 0, 0, 1], 3478)),
-    }
+/// Client `i`'s 5-tuple: clients 0 and 1 on UDP, client 2 on TCP.
+fn nth_client(i: u8) -> ClientAddr {
+    let transport = if i == 2 {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    common::client_addr(transport, 40000 + i as u16)
 }
 
 fn peer_addr(i: u8) -> SocketAddr {
@@ -99,37 +97,31 @@ struct World {
     server: Server,
     now: Instant,
     auth: Vec<Option<ClientAuth>>,
-    tid: u128,
+    tids: Tids,
 }
 
 impl World {
     fn new() -> Self {
         let cfg = ServerConfig {
             realm: "r".into(),
-            auth: AuthConfig {
-                static_secret: Some(b"k".to_vec()),
-                app_keys: vec![],
-            },
+            auth: static_secret(b"k"),
             peer_policy: PeerPolicy::new(["127.0.0.0/8".parse().unwrap()]),
             relay_ports: 50000..=50009,
             max_allocations_per_user: 2,
             max_allocations: 5,
             ..ServerConfig::default()
         };
-        let now = Instant::now();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let shared = Shared::from_config(&cfg, &mut rng);
+        let (server, now) = common::server(cfg, T0_UNIX, 3);
         Self {
-            server: Server::new(cfg, shared, now, T0_UNIX, &mut rng),
+            server,
             now,
             auth: vec![None, None, None],
-            tid: 0,
+            tids: Tids::after(0),
         }
     }
 
     fn request_bytes(&mut self, kind: u8, client: u8, arg: u16) -> Vec<u8> {
-        self.tid += 1;
-        let tid = TransactionId::from(self.tid);
+        let tid = self.tids.next_id();
         let peer = peer_addr((arg % 3) as u8);
         let auth = self.auth[client as usize].as_ref();
         match kind {
@@ -151,7 +143,7 @@ impl World {
     }
 
     fn input(&mut self, bytes: &[u8], client: u8) {
-        let c = client_addr(client);
+        let c = nth_client(client);
         if let Some(fwd) = self
             .server
             .handle_client_input(bytes, c, self.now)
@@ -178,8 +170,8 @@ impl World {
             // Learn realm and nonce as a client would.
             if let (Some(realm), Some(nonce)) = (r.realm, r.nonce) {
                 let i = (t.to.remote.port() - 40000) as usize;
-                let user = rest_username(T0_UNIX + 100_000, &format!("u{}", i % 2));
-                let pass = rest_password(b"k", &user);
+                let (user, pass) =
+                    rest_credentials(b"k", T0_UNIX + 100_000, &format!("u{}", i % 2));
                 self.auth[i] = Some(ClientAuth::new(&user, &pass, &realm, &nonce));
             }
         }

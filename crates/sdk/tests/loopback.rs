@@ -5,16 +5,16 @@ use std::time::Duration;
 
 use cloudproxy_media::driver::{MediaConfig, MediaService};
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
-use cloudproxy_proto::token::Token;
 use cloudproxy_proto::ServerConfig;
 use cloudproxy_relay::{Relay, RelayConfig};
 use cloudproxy_sdk::{
     Client, CloudProxyType, ConnectionState, Event, PathFailure, PathKind, SdkError, StateReason,
 };
+use cloudproxy_testkit::apps::App;
 
 mod common;
 
-use common::{any, app_auth, token, World, APP};
+use common::{any, World, APP};
 
 fn drain(events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> Vec<Event> {
     std::iter::from_fn(|| events.try_recv().ok()).collect()
@@ -43,7 +43,10 @@ async fn every_mode_joins_over_the_right_path_and_exchanges_media() {
     ] {
         let (mut client, mut events) = Client::new(w.config()).unwrap();
         client.set_cloud_proxy(mode).unwrap();
-        let info = client.join("room", 7, &token("room", 7)).await.unwrap();
+        let info = client
+            .join("room", 7, &APP.token("room", 7, 600))
+            .await
+            .unwrap();
         assert_eq!((info.path, info.server), (path, server), "{mode}");
         if path.is_proxy() {
             // The media service saw the relay's relayed address, not the client's.
@@ -109,14 +112,19 @@ async fn failures_list_every_path_and_say_whether_to_retry_elsewhere() {
     let (mut client, _events) = Client::new(config.clone()).unwrap();
     client.set_cloud_proxy(CloudProxyType::TcpProxy).unwrap();
     // The first proxy refuses; the second works.
-    let info = client.join("room", 9, &token("room", 9)).await.unwrap();
+    let info = client
+        .join("room", 9, &APP.token("room", 9, 600))
+        .await
+        .unwrap();
     assert_eq!(info.server, w.relay.local_addrs().tls[0]);
     client.leave().await.unwrap();
 
     // A token for another app: refused by the relay with 401 naming nothing secret.
-    let forged = Token::mint(APP, "k1", b"wrong-secret", "room", 9, u64::MAX / 2)
-        .unwrap()
-        .encode();
+    let forged = App {
+        secret: b"wrong-secret",
+        ..APP
+    }
+    .token_until("room", 9, u64::MAX / 2);
     let (mut client, _events) = Client::new(config.clone()).unwrap();
     client.set_cloud_proxy(CloudProxyType::TcpProxy).unwrap();
     let Err(SdkError::Join(e)) = client.join("room", 9, &forged).await else {
@@ -135,7 +143,7 @@ async fn failures_list_every_path_and_say_whether_to_retry_elsewhere() {
     let (mut client, _events) = Client::new(config).unwrap();
     client.set_cloud_proxy(CloudProxyType::UdpProxy).unwrap();
     let started = std::time::Instant::now();
-    let Err(SdkError::Join(e)) = client.join("room", 9, &token("room", 9)).await else {
+    let Err(SdkError::Join(e)) = client.join("room", 9, &APP.token("room", 9, 600)).await else {
         panic!("must fail")
     };
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -153,7 +161,9 @@ async fn failures_list_every_path_and_say_whether_to_retry_elsewhere() {
 async fn a_token_for_another_channel_is_refused_before_any_packet() {
     let w = World::start(24000..=24999);
     let (mut client, _events) = Client::new(w.config()).unwrap();
-    let r = client.join("room", 1, &token("other-room", 1)).await;
+    let r = client
+        .join("room", 1, &APP.token("other-room", 1, 600))
+        .await;
     assert!(matches!(r, Err(SdkError::BadToken(_))), "{r:?}");
 }
 
@@ -162,7 +172,7 @@ async fn a_dropped_path_reconnects_through_the_next_proxy() {
     let w = World::start(24000..=24999);
     let spare = Relay::start(RelayConfig {
         server: ServerConfig {
-            auth: app_auth(),
+            auth: APP.auth(),
             peer_policy: PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]),
             relay_ports: 25000..=25999,
             ..ServerConfig::default()
@@ -181,7 +191,10 @@ async fn a_dropped_path_reconnects_through_the_next_proxy() {
     config.path_timeout = Duration::from_millis(800);
     let (mut client, mut events) = Client::new(config).unwrap();
     client.set_cloud_proxy(CloudProxyType::UdpProxy).unwrap();
-    let info = client.join("room", 11, &token("room", 11)).await.unwrap();
+    let info = client
+        .join("room", 11, &APP.token("room", 11, 600))
+        .await
+        .unwrap();
     assert_eq!(info.server, w.relay.local_addrs().udp[0]);
     echo_roundtrip(&mut client, 3).await;
     drain(&mut events);
@@ -189,17 +202,14 @@ async fn a_dropped_path_reconnects_through_the_next_proxy() {
     let World { relay, media } = w;
     relay.stop();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    while !seen.contains(&Event::ConnectionStateChanged {
-        state: ConnectionState::Connected,
-        reason: StateReason::JoinSuccess,
-    }) {
-        let e = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("reconnected within 10 s")
-            .unwrap();
-        seen.push(e);
-    }
+    let seen = events_until(
+        &mut events,
+        ConnectionState::Connected,
+        StateReason::JoinSuccess,
+        deadline,
+        "reconnected within 10 s",
+    )
+    .await;
     assert!(
         seen.contains(&Event::ConnectionStateChanged {
             state: ConnectionState::Reconnecting,
@@ -211,6 +221,27 @@ async fn a_dropped_path_reconnects_through_the_next_proxy() {
     let stats = client.leave().await.unwrap();
     assert_eq!(stats.reconnects, 1);
     drop(media);
+}
+
+/// The events until the session reports `state` for `reason` (that one last), waiting until
+/// `deadline` at most; `what` names the wait when it times out.
+async fn events_until(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    state: ConnectionState,
+    reason: StateReason,
+    deadline: tokio::time::Instant,
+    what: &str,
+) -> Vec<Event> {
+    let target = Event::ConnectionStateChanged { state, reason };
+    let mut seen = Vec::new();
+    while seen.last() != Some(&target) {
+        let e = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect(what)
+            .unwrap();
+        seen.push(e);
+    }
+    seen
 }
 
 /// The relay's live allocations, as `cloudproxy_allocations` reports them.
@@ -242,7 +273,10 @@ async fn leave_tells_the_media_service_and_releases_the_allocation() {
         let channel = format!("leave-{n}");
         let (mut client, _events) = Client::new(w.config()).unwrap();
         client.set_cloud_proxy(mode).unwrap();
-        client.join(&channel, 1, &token(&channel, 1)).await.unwrap();
+        client
+            .join(&channel, 1, &APP.token(&channel, 1, 600))
+            .await
+            .unwrap();
         echo_roundtrip(&mut client, 3).await;
         assert_eq!(allocations(&w.relay), 1, "{mode}");
         client.leave().await.unwrap();
@@ -252,7 +286,10 @@ async fn leave_tells_the_media_service_and_releases_the_allocation() {
         // The media service forgot the member: the next one is alone in the channel.
         let (mut next, _events) = Client::new(w.config()).unwrap();
         next.set_cloud_proxy(mode).unwrap();
-        let info = next.join(&channel, 2, &token(&channel, 2)).await.unwrap();
+        let info = next
+            .join(&channel, 2, &APP.token(&channel, 2, 600))
+            .await
+            .unwrap();
         assert_eq!(
             info.members, 1,
             "{mode}: the first member is still in the channel"
@@ -269,7 +306,7 @@ async fn a_dropped_client_releases_its_allocation() {
         let (mut client, _events) = Client::new(w.config()).unwrap();
         client.set_cloud_proxy(mode).unwrap();
         client
-            .join("dropped", 3, &token("dropped", 3))
+            .join("dropped", 3, &APP.token("dropped", 3, 600))
             .await
             .unwrap();
         assert_eq!(allocations(&w.relay), 1, "{mode}");
@@ -301,7 +338,10 @@ async fn losing_race_candidates_release_their_allocations() {
             let created = w.relay.metrics().allocations_created.get();
             let (mut client, _events) = Client::new(config.clone()).unwrap();
             client.set_cloud_proxy(mode).unwrap();
-            client.join("race", 4, &token("race", 4)).await.unwrap();
+            client
+                .join("race", 4, &APP.token("race", 4, 600))
+                .await
+                .unwrap();
             // Only the winner's allocation stays while the session goes on.
             settles_at(
                 &w.relay,
@@ -343,43 +383,38 @@ async fn a_reconnect_releases_the_allocation_it_replaces() {
     config.path_timeout = Duration::from_millis(800);
     let (mut client, mut events) = Client::new(config).unwrap();
     client.set_cloud_proxy(CloudProxyType::UdpProxy).unwrap();
-    client.join("again", 5, &token("again", 5)).await.unwrap();
+    client
+        .join("again", 5, &APP.token("again", 5, 600))
+        .await
+        .unwrap();
     echo_roundtrip(&mut client, 2).await;
     assert_eq!(allocations(&w.relay), 1);
     let World { relay, media } = w;
     media.stop();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let e = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("reconnecting within 10 s")
-            .unwrap();
-        if e == (Event::ConnectionStateChanged {
-            state: ConnectionState::Reconnecting,
-            reason: StateReason::Interrupted,
-        }) {
-            break;
-        }
-    }
+    events_until(
+        &mut events,
+        ConnectionState::Reconnecting,
+        StateReason::Interrupted,
+        deadline,
+        "reconnecting within 10 s",
+    )
+    .await;
     // The service is back on its address; the session joins it through a new allocation.
     let _media = MediaService::start(MediaConfig {
         listen: vec![media_addr],
-        auth: app_auth(),
+        auth: APP.auth(),
         ..MediaConfig::default()
     })
     .unwrap();
-    loop {
-        let e = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("reconnected within 10 s")
-            .unwrap();
-        if e == (Event::ConnectionStateChanged {
-            state: ConnectionState::Connected,
-            reason: StateReason::JoinSuccess,
-        }) {
-            break;
-        }
-    }
+    events_until(
+        &mut events,
+        ConnectionState::Connected,
+        StateReason::JoinSuccess,
+        deadline,
+        "reconnected within 10 s",
+    )
+    .await;
     echo_roundtrip(&mut client, 2).await;
     assert!(relay.metrics().allocations_created.get() >= 2);
     // The old allocation (600 s lifetime) is gone; only the new one is held.
@@ -402,7 +437,7 @@ fn a_runtime_shutting_down_under_a_session_still_releases_its_allocation() {
         let (mut client, _events) = Client::new(w.config()).unwrap();
         client.set_cloud_proxy(CloudProxyType::UdpProxy).unwrap();
         client
-            .join("shutdown", 6, &token("shutdown", 6))
+            .join("shutdown", 6, &APP.token("shutdown", 6, 600))
             .await
             .unwrap();
         client
@@ -431,7 +466,7 @@ async fn a_session_whose_seat_is_taken_joins_again_through_the_challenge() {
     for (mode, uid) in [(CloudProxyType::None, 6), (CloudProxyType::UdpProxy, 7)] {
         let (mut client, _events) = Client::new(w.config()).unwrap();
         client.set_cloud_proxy(mode).unwrap();
-        let tok = token("seat", uid);
+        let tok = APP.token("seat", uid, 600);
         client.join("seat", uid, &tok).await.unwrap();
         echo_roundtrip(&mut client, 2).await;
 

@@ -22,7 +22,7 @@ use cloudproxy_sdk::{Client, CloudProxyType, SessionStats};
 mod common;
 
 use cloudproxy_testkit::alloc::{count_on_threads_named, serial, CountingAllocator, Window};
-use common::{token, World};
+use common::{World, APP};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -76,7 +76,10 @@ fn measure(mode: CloudProxyType) -> (u64, u32, SessionStats) {
             rt.block_on(async {
                 let (mut client, _events) = Client::new(config).unwrap();
                 client.set_cloud_proxy(mode).unwrap();
-                client.join("room", 7, &token("room", 7)).await.unwrap();
+                client
+                    .join("room", 7, &APP.token("room", 7, 600))
+                    .await
+                    .unwrap();
                 let mut payload = Vec::with_capacity(2048);
                 let mut received = Vec::with_capacity(2048);
                 let warm = echo(&mut client, &mut payload, &mut received, WARM_UP).await;

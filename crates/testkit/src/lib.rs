@@ -1,5 +1,6 @@
 //! Test support for the workspace's tests, in one place instead of a copy per test file:
 //!
+//! - [`apps`]: an app key, the configuration admitting it and the user tokens it signs;
 //! - [`alloc`]: the counting global allocator behind the "no allocation per packet" tests,
 //!   counting on the calling thread or on threads of a given name;
 //! - [`turn`]: a blocking TURN client over UDP, TCP or TLS that answers challenges itself,
@@ -12,6 +13,7 @@
 //! Dev-only (`publish = false`): nothing here ships in a binary.
 
 pub mod alloc;
+pub mod apps;
 pub mod echo;
 pub mod process;
 pub mod turn;

@@ -1,37 +1,31 @@
-//! What the media service's tests share: one app key and a service started with it.
+//! What the media service's tests share: the apps whose keys they configure, and a service
+//! started with the first.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 use cloudproxy_media::{MediaConfig, MediaService};
-use cloudproxy_proto::token::Token;
-use cloudproxy_proto::{AppKey, AuthConfig};
+use cloudproxy_testkit::apps::App;
 
-/// The app every test token belongs to.
-pub(crate) const APP: &str = "app1";
-/// Its key's secret.
-pub(crate) const SECRET: &[u8] = b"secret1";
+/// The app most test tokens belong to.
+pub(crate) const APP: App = App {
+    id: "app1",
+    key_id: "k1",
+    secret: b"secret1",
+};
 
-/// A media service on a free loopback port with the app's key, the rest from `config`.
+/// A second app, for tests where two apps share a service.
+pub(crate) const APP2: App = App {
+    id: "app2",
+    key_id: "k1",
+    secret: b"secret2",
+};
+
+/// A media service on a free loopback port with [`APP`]'s key, the rest from `config`.
 pub(crate) fn service(config: MediaConfig) -> MediaService {
     MediaService::start(MediaConfig {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
-        auth: AuthConfig {
-            static_secret: None,
-            app_keys: vec![AppKey {
-                app_id: APP.into(),
-                key_id: "k1".into(),
-                secret: SECRET.to_vec(),
-                not_after: None,
-            }],
-        },
+        auth: APP.auth(),
         ..config
     })
     .expect("start the media service")
-}
-
-/// The app's token for `uid` in `channel`, expiring at `expiry` (Unix seconds).
-pub(crate) fn token_until(channel: &str, uid: u32, expiry: u64) -> String {
-    Token::mint(APP, "k1", SECRET, channel, uid, expiry)
-        .unwrap()
-        .encode()
 }

@@ -1,5 +1,5 @@
-//! What the SDK's loopback tests share: one app key, a relay and a media service in process,
-//! and user tokens for them.
+//! What the SDK's loopback tests share: one app key, and a relay and a media service in
+//! process that both admit its tokens.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -8,44 +8,21 @@ use std::ops::RangeInclusive;
 
 use cloudproxy_media::driver::{MediaConfig, MediaService};
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
-use cloudproxy_proto::token::Token;
-use cloudproxy_proto::{AppKey, AuthConfig, ServerConfig};
+use cloudproxy_proto::ServerConfig;
 use cloudproxy_relay::{Relay, RelayConfig};
 use cloudproxy_sdk::ClientConfig;
+use cloudproxy_testkit::apps::App;
 
-/// The app every token here belongs to.
-pub(crate) const APP: &str = "app1";
-/// Its key's secret.
-pub(crate) const SECRET: &[u8] = b"app1-secret";
-
-/// The app's key, as the relay and the media service are given it.
-pub(crate) fn app_auth() -> AuthConfig {
-    AuthConfig {
-        static_secret: None,
-        app_keys: vec![AppKey {
-            app_id: APP.into(),
-            key_id: "k1".into(),
-            secret: SECRET.to_vec(),
-            not_after: None,
-        }],
-    }
-}
+/// The app every token here belongs to, and its key.
+pub(crate) const APP: App = App {
+    id: "app1",
+    key_id: "k1",
+    secret: b"app1-secret",
+};
 
 /// Any free loopback port.
 pub(crate) fn any() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
-}
-
-/// A user token for `uid` in `channel`, valid for ten minutes.
-pub(crate) fn token(channel: &str, uid: u32) -> String {
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    Token::mint(APP, "k1", SECRET, channel, uid, expiry)
-        .unwrap()
-        .encode()
 }
 
 /// A media service and a one-shard relay (UDP, TCP and TLS) on loopback, both with the app.
@@ -59,13 +36,13 @@ impl World {
     pub(crate) fn start(relay_ports: RangeInclusive<u16>) -> Self {
         let media = MediaService::start(MediaConfig {
             listen: vec![any()],
-            auth: app_auth(),
+            auth: APP.auth(),
             ..MediaConfig::default()
         })
         .unwrap();
         let relay = Relay::start(RelayConfig {
             server: ServerConfig {
-                auth: app_auth(),
+                auth: APP.auth(),
                 peer_policy: PeerPolicy::new(["127.0.0.0/8".parse::<PeerRule>().unwrap()]),
                 relay_ports,
                 ..ServerConfig::default()
