@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use cloudproxy_media::{MediaConfig, MediaService};
+use cloudproxy_media::{MediaConfig, MediaService, WebConfig};
 use cloudproxy_proto::AppKey;
 
 use crate::failure::Failure;
@@ -155,11 +155,12 @@ fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<Medi
     if args.member_timeout.is_zero() {
         bail!("--member-timeout: must be at least 1");
     }
+    let mut max_web_sessions = 0;
     let limits = [
         (
             "--max-web-sessions",
             args.max_web_sessions,
-            &mut config.max_web_sessions,
+            &mut max_web_sessions,
         ),
         (
             "--max-channels",
@@ -184,9 +185,12 @@ fn media_config(args: &MediaArgs, env_apps: Option<&str>) -> anyhow::Result<Medi
         *slot = value;
     }
     config.limits.member_timeout = args.member_timeout;
-    config.http = args.http;
-    config.webrtc = args.webrtc;
-    config.webrtc_public = args.webrtc_public;
+    config.web = args.http.map(|http| WebConfig {
+        http,
+        webrtc: args.webrtc,
+        webrtc_public: args.webrtc_public,
+        max_sessions: max_web_sessions,
+    });
     Ok(config)
 }
 

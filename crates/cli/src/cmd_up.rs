@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use cloudproxy_api::{Pool, Region};
 use cloudproxy_control::{Control, ControlConfig};
-use cloudproxy_media::driver::{MediaConfig, MediaService};
+use cloudproxy_media::driver::{MediaConfig, MediaService, WebConfig};
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::token::Token;
 use cloudproxy_proto::{AppKey, AuthConfig};
@@ -190,14 +190,16 @@ async fn up(args: &UpArgs) -> anyhow::Result<Running> {
             static_secret: None,
             app_keys: vec![key],
         },
-        http: Some(
-            args.media_http
-                .unwrap_or_else(|| SocketAddr::new(args.media.ip(), 0)),
-        ),
-        webrtc: Some(
-            args.media_webrtc
-                .unwrap_or_else(|| SocketAddr::new(args.media.ip(), 0)),
-        ),
+        web: Some(WebConfig {
+            webrtc: Some(
+                args.media_webrtc
+                    .unwrap_or_else(|| SocketAddr::new(args.media.ip(), 0)),
+            ),
+            ..WebConfig::on(
+                args.media_http
+                    .unwrap_or_else(|| SocketAddr::new(args.media.ip(), 0)),
+            )
+        }),
         ..MediaConfig::default()
     })
     .with_context(|| format!("starting the media service on {}", args.media))?;

@@ -33,16 +33,8 @@ pub struct MediaConfig {
     /// How much the service holds at most, and how long a silent member stays. Default
     /// [`Limits::default`].
     pub limits: Limits,
-    /// The WHIP-style HTTP endpoint for browsers (`POST /v1/whip`). Default none: no WebRTC.
-    pub http: Option<SocketAddr>,
-    /// The WebRTC UDP socket. Default: the first listener's IP, its port + 1 (a separate port:
-    /// the UDP protocol's type bytes 0x01-0x03 are also STUN's first bytes).
-    pub webrtc: Option<SocketAddr>,
-    /// The address put in answers as the host candidate. Default: the WebRTC socket's own
-    /// address (loopback, with a warning, when that is unspecified).
-    pub webrtc_public: Option<SocketAddr>,
-    /// Browser sessions at once (503 beyond). Default 1 000.
-    pub max_web_sessions: usize,
+    /// Browsers: the WHIP-style HTTP endpoint and its WebRTC socket. Default none: no WebRTC.
+    pub web: Option<WebConfig>,
 }
 
 impl Default for MediaConfig {
@@ -51,10 +43,35 @@ impl Default for MediaConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 7000))],
             auth: AuthConfig::default(),
             limits: Limits::default(),
-            http: None,
+            web: None,
+        }
+    }
+}
+
+/// The browser side of the service: the WHIP-style HTTP endpoint and the WebRTC socket its
+/// sessions share.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// The WHIP-style HTTP endpoint (`POST /v1/whip`).
+    pub http: SocketAddr,
+    /// The WebRTC UDP socket. Default: the first listener's IP, its port + 1 (a separate port:
+    /// the UDP protocol's type bytes 0x01-0x03 are also STUN's first bytes).
+    pub webrtc: Option<SocketAddr>,
+    /// The address put in answers as the host candidate. Default: the WebRTC socket's own
+    /// address (loopback, with a warning, when that is unspecified).
+    pub webrtc_public: Option<SocketAddr>,
+    /// Browser sessions at once (503 beyond). Default 1 000.
+    pub max_sessions: usize,
+}
+
+impl WebConfig {
+    /// The HTTP endpoint on `http`, everything else by default.
+    pub fn on(http: SocketAddr) -> Self {
+        Self {
+            http,
             webrtc: None,
             webrtc_public: None,
-            max_web_sessions: 1_000,
+            max_sessions: 1_000,
         }
     }
 }
@@ -139,10 +156,11 @@ impl MediaService {
                 })
                 .collect::<Result<Vec<_>, _>>()?
         };
-        let web = match config.http {
+        let web = match &config.web {
             None => None,
-            Some(http) => {
-                let udp = config.webrtc.unwrap_or_else(|| {
+            Some(web) => {
+                let http = web.http;
+                let udp = web.webrtc.unwrap_or_else(|| {
                     // As asked: a listener on port 0 gets a WebRTC socket on port 0 too.
                     let first = config.listen[0];
                     let port = match first.port() {
@@ -158,7 +176,7 @@ impl MediaService {
                 let udp_local = s
                     .local_addr()
                     .map_err(|source| MediaError::Bind { addr: udp, source })?;
-                let mut advertised = config.webrtc_public.unwrap_or(udp_local);
+                let mut advertised = web.webrtc_public.unwrap_or(udp_local);
                 if advertised.ip().is_unspecified() {
                     // An unspecified address is no candidate; loopback at least serves this
                     // machine's browsers.
@@ -180,7 +198,7 @@ impl MediaService {
                 let http_local = tcp
                     .local_addr()
                     .map_err(|source| MediaError::BindHttp { addr: http, source })?;
-                Some((s, udp_local, advertised, tcp, http_local))
+                Some((s, udp_local, advertised, tcp, http_local, web.max_sessions))
             }
         };
         let server = MediaServer::new(
@@ -196,7 +214,7 @@ impl MediaService {
         let (mut http_addr, mut webrtc_addr, mut commands) = (None, None, None);
         let web = match web {
             None => None,
-            Some((udp, udp_local, advertised, tcp, http_local)) => {
+            Some((udp, udp_local, advertised, tcp, http_local, max_sessions)) => {
                 let _guard = runtime.enter();
                 let udp = UdpSocket::from_std(udp).map_err(|source| MediaError::Bind {
                     addr: udp_local,
@@ -208,7 +226,7 @@ impl MediaService {
                         source,
                     }
                 })?;
-                let sessions = Sessions::new(udp, udp_local, advertised, config.max_web_sessions);
+                let sessions = Sessions::new(udp, udp_local, advertised, max_sessions);
                 let (tx, rx) = tokio::sync::mpsc::channel(64);
                 (http_addr, webrtc_addr) = (Some(http_local), Some(udp_local));
                 commands = Some(tx.clone());

@@ -45,7 +45,7 @@ pub mod server;
 pub mod webrtc;
 pub mod wire;
 
-pub use driver::{MediaConfig, MediaError, MediaService};
+pub use driver::{MediaConfig, MediaError, MediaService, WebConfig};
 pub use server::{
     BadSessionId, Endpoint, JoinRate, Limits, MediaServer, MemberKey, SessionId, Stats, Transmit,
     WebJoin, WebRefusal,

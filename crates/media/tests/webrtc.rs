@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cloudproxy_media::blocking::{Client, Reply};
 use cloudproxy_media::wire::{self, Packet};
-use cloudproxy_media::{Limits, MediaConfig, MediaService};
+use cloudproxy_media::{Limits, MediaConfig, MediaService, WebConfig};
 use cloudproxy_testkit::apps::App;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::ChannelId;
@@ -27,16 +27,16 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn service_with(max_web_sessions: usize) -> MediaService {
-    service_config(MediaConfig {
-        max_web_sessions,
-        ..MediaConfig::default()
-    })
+fn service_with(max_sessions: usize) -> MediaService {
+    service_config(MediaConfig::default(), max_sessions)
 }
 
-fn service_config(base: MediaConfig) -> MediaService {
+fn service_config(base: MediaConfig, max_sessions: usize) -> MediaService {
     common::service(MediaConfig {
-        http: Some("127.0.0.1:0".parse().unwrap()),
+        web: Some(WebConfig {
+            max_sessions,
+            ..WebConfig::on("127.0.0.1:0".parse().unwrap())
+        }),
         ..base
     })
 }
@@ -394,13 +394,16 @@ fn hundreds_of_join_leave_cycles_return_everything_to_zero() {
 fn a_silent_browser_is_removed_after_the_member_timeout() {
     let _serial = serial();
     let timeout = Duration::from_secs(2);
-    let service = service_config(MediaConfig {
-        limits: Limits {
-            member_timeout: timeout,
-            ..Limits::default()
+    let service = service_config(
+        MediaConfig {
+            limits: Limits {
+                member_timeout: timeout,
+                ..Limits::default()
+            },
+            ..MediaConfig::default()
         },
-        ..MediaConfig::default()
-    });
+        1_000,
+    );
     let http_addr = service.http_addr().unwrap();
     // One that connects and then goes silent (the tab died), one that never connects.
     let mut gone =
