@@ -170,10 +170,7 @@ async fn two_static_relays_exports(env: Env) {
     env.get("/v1/edges?region=mars", Some(OPERATOR_KEY))
         .await
         .expect_field("region");
-    let e = env
-        .get("/v1/edges/jp-1", Some(OPERATOR_KEY))
-        .await
-        .expect(200);
+    let e = env.edge("jp-1").await.expect(200);
     assert_eq!(
         e["listeners"][1],
         json!({"transport": "tls", "ip": "203.0.113.10", "port": 443})
@@ -254,9 +251,7 @@ async fn versions_and_effective_dates(env: Env) {
         .await
         .expect_field("effective_at");
     // ...and the failed request left nothing behind.
-    env.get("/v1/edges/eu-2", Some(OPERATOR_KEY))
-        .await
-        .expect(404);
+    env.edge("eu-2").await.expect(404);
     // Without a date it follows the announced one.
     let next = env.put_edge("eu-2", OPERATOR_KEY, eu_2).await.expect(200);
     assert_eq!(next["published"][0]["version"], 3);

@@ -206,6 +206,22 @@ pub(crate) fn now() -> u64 {
         .as_secs()
 }
 
+/// The string `key` of every item of the JSON array `list`.
+#[track_caller]
+pub(crate) fn column<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    let items = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"));
+    items
+        .iter()
+        .map(|item| {
+            item[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {key} in {item}"))
+        })
+        .collect()
+}
+
 /// An edge registration body: `listeners` as (transport, ip, port).
 pub(crate) fn edge_body(
     region: &str,
@@ -334,6 +350,19 @@ impl Env {
     /// Registers edge `id` with `key`.
     pub(crate) async fn put_edge(&self, id: &str, key: &str, body: Value) -> Resp {
         self.put(&format!("/v1/edges/{id}"), Some(key), body).await
+    }
+
+    /// `PUT /v1/edges/{id}/cidrs` with `key`: `{"cidrs": cidrs}`.
+    pub(crate) async fn put_cidrs(&self, id: &str, key: &str, cidrs: Value) -> Resp {
+        let body = serde_json::json!({ "cidrs": cidrs });
+        self.put(&format!("/v1/edges/{id}/cidrs"), Some(key), body)
+            .await
+    }
+
+    /// `GET /v1/edges/{id}` as the operator.
+    pub(crate) async fn edge(&self, id: &str) -> Resp {
+        self.get(&format!("/v1/edges/{id}"), Some(OPERATOR_KEY))
+            .await
     }
 
     /// A heartbeat of edge `id` with the relay key.

@@ -460,13 +460,9 @@ async fn every_number_is_range_checked(env: Env) {
     }
 
     // The top of every range is accepted.
-    env.put(
-        "/v1/edges/jp-1/cidrs",
-        Some(OPERATOR_KEY),
-        json!({"cidrs": ["203.0.113.0/24"]}),
-    )
-    .await
-    .expect(200);
+    env.put_cidrs("jp-1", OPERATOR_KEY, json!(["203.0.113.0/24"]))
+        .await
+        .expect(200);
     let top_edge = with(
         &with(&edge_body, &["capacity_kbps"], json!(max_kbps)),
         &["effective_at"],

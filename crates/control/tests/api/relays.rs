@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{edge_body, Env, OPERATOR_KEY, RELAY_KEY};
+use crate::common::{column, edge_body, Env, OPERATOR_KEY, RELAY_KEY};
 use crate::on_both_backends;
 use crate::requests::form;
 
@@ -196,13 +196,9 @@ async fn heartbeats_and_proxies(env: Env) {
         ("dyn-d", "198.51.100.4", 1000),
     ] {
         // The relay key registers only inside the CIDRs the operator gave the edge.
-        env.put(
-            &format!("/v1/edges/{id}/cidrs"),
-            Some(OPERATOR_KEY),
-            json!({"cidrs": ["198.51.100.0/29"]}),
-        )
-        .await
-        .expect(200);
+        env.put_cidrs(id, OPERATOR_KEY, json!(["198.51.100.0/29"]))
+            .await
+            .expect(200);
         let body = edge_body("japan", "dynamic", cap, &[("tls", ip, 443)]);
         env.put_edge(id, RELAY_KEY, body).await.expect(200);
     }
@@ -219,13 +215,11 @@ async fn heartbeats_and_proxies(env: Env) {
     }
     // Three at most, least loaded first; public (no key).
     let p = env.get("/v1/proxies?region=japan", None).await.expect(200);
-    let ids: Vec<&str> = p["proxies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["dyn-b", "dyn-c", "dyn-d"], "{p}");
+    assert_eq!(
+        column(&p["proxies"], "id"),
+        ["dyn-b", "dyn-c", "dyn-d"],
+        "{p}"
+    );
     assert_eq!(p["proxies"][0]["listeners"][0]["port"], 443);
     // Dynamic relays are never in the allow-list.
     let a = env.get("/v1/allowlist/japan?format=csv", None).await;
@@ -245,10 +239,7 @@ async fn heartbeats_and_proxies(env: Env) {
     env.heartbeat("dyn-a", -1, 0)
         .await
         .expect_field("load_kbps");
-    let e = env
-        .get("/v1/edges/dyn-b", Some(OPERATOR_KEY))
-        .await
-        .expect(200);
+    let e = env.edge("dyn-b").await.expect(200);
     assert_eq!(e["load_kbps"], 100);
     assert!(e["heartbeat_at"].as_i64().is_some());
 }

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{call, client, edge_body, now, Env, OPERATOR_KEY, RELAY_KEY};
+use crate::common::{call, client, column, edge_body, now, Env, OPERATOR_KEY, RELAY_KEY};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -80,14 +80,8 @@ async fn validation_names_fields(env: Env) {
     many["use_case"] = json!(" ");
     many["max_proxy_users_per_channel"] = json!(0);
     let body = env.post(&path, Some(&key), many).await.expect(400);
-    let fields: Vec<&str> = body["error"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["field"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        fields,
+        column(&body["error"]["fields"], "field"),
         [
             "use_case",
             "max_concurrent_channels",
