@@ -20,10 +20,7 @@ on_both_backends!(
 /// The relay's view of `/v1/sync/apps`: `AppKey`s parsed from the `APP:KEY:SECRET` spec the
 /// relay's flags take, with `not_after` carried over.
 async fn synced_keys(env: &Env) -> Vec<AppKey> {
-    let sync = env
-        .get("/v1/sync/apps", Some(OPERATOR_KEY))
-        .await
-        .expect(200);
+    let sync = env.sync(OPERATOR_KEY).await;
     let mut keys = Vec::new();
     for app in sync["apps"].as_array().unwrap() {
         for k in app["keys"].as_array().unwrap() {
@@ -221,10 +218,7 @@ async fn suspension_and_sync(env: Env) {
     env.app_step(&id, "suspend", &key).await.expect(403);
     let s = env.app_step(&id, "suspend", OPERATOR_KEY).await.expect(200);
     assert_eq!(s["status"], "suspended");
-    let sync = env
-        .get("/v1/sync/apps", Some(OPERATOR_KEY))
-        .await
-        .expect(200);
+    let sync = env.sync(OPERATOR_KEY).await;
     let entry = |app: &str| {
         sync["apps"]
             .as_array()

@@ -188,6 +188,19 @@ impl Resp {
         body
     }
 
+    /// Asserts a 400 or a 404 (which one depends on where the router or the handler refuses
+    /// `what`), with the error shape.
+    #[track_caller]
+    pub(crate) fn expect_400_or_404(self, what: &str) {
+        assert!(
+            [400, 404].contains(&self.status.as_u16()),
+            "{what}: {} {}",
+            self.status,
+            self.body
+        );
+        assert_error_shape(&self.body);
+    }
+
     /// Asserts a 200 whose body is a JSON array; returns its items.
     #[track_caller]
     pub(crate) fn expect_list(self) -> Vec<Value> {
@@ -359,6 +372,11 @@ impl Env {
             .await
     }
 
+    /// `GET /v1/sync/apps` with `key`; asserts a 200.
+    pub(crate) async fn sync(&self, key: &str) -> Value {
+        self.get("/v1/sync/apps", Some(key)).await.expect(200)
+    }
+
     /// `GET /v1/edges/{id}` as the operator.
     pub(crate) async fn edge(&self, id: &str) -> Resp {
         self.get(&format!("/v1/edges/{id}"), Some(OPERATOR_KEY))
@@ -435,6 +453,23 @@ pub(crate) fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
+}
+
+/// POSTs `body` as it is (any bytes, labelled JSON) to `base``path` with the bearer `key`.
+pub(crate) async fn post_raw(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    key: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    http.post(format!("{base}{path}"))
+        .bearer_auth(key)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request")
 }
 
 pub(crate) async fn call(

@@ -291,10 +291,7 @@ async fn forms_need_the_sessions_csrf_token(env: Env) {
     assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
     let apps = env.get("/v1/apps", Some(&key)).await.expect(200);
     assert_eq!(apps.as_array().unwrap().len(), 1);
-    let synced = env
-        .get("/v1/sync/apps", Some(OPERATOR_KEY))
-        .await
-        .expect(200);
+    let synced = env.sync(OPERATOR_KEY).await;
     let secret = synced["apps"][0]["keys"][0]["secret"].as_str().unwrap();
     assert!(p.body.contains(secret), "the new secret is on the page");
     assert!(

@@ -93,30 +93,26 @@ async fn relay_key_publishes_only_inside_the_edge_cidrs(env: Env) {
     let list = published(&env).await;
     assert!(!list.contains("198.51.100.1"), "{list}");
 
-    // Dynamic relays too: the proxy list is public.
-    env.put_edge("dyn-1", k, edge("dynamic", &["198.51.100.1"]))
-        .await
-        .expect(403);
-    env.put_cidrs("dyn-1", OPERATOR_KEY, json!(["198.51.100.0/24"]))
-        .await
-        .expect(200);
-    env.put_edge("dyn-1", k, edge("dynamic", &["198.51.100.1"]))
-        .await
-        .expect(200);
-    // The grant is per edge: dyn-1's CIDRs do not let jp-1 publish there.
-    env.put_edge("jp-1", k, edge("static", &["198.51.100.2"]))
-        .await
-        .expect(403);
-
-    // Taking the CIDRs away stops the next registration; the operator's key registers
-    // anything, as before.
-    env.put_cidrs("jp-1", OPERATOR_KEY, json!([]))
-        .await
-        .expect(200);
-    env.put_edge("jp-1", k, edge("static", &["203.0.113.5"]))
-        .await
-        .expect(403);
-    env.put_edge("jp-1", OPERATOR_KEY, edge("static", &["192.0.2.1"]))
-        .await
-        .expect(200);
+    // In order, PUTs under /v1/edges/: (path, key, body) → status.
+    for (path, key, body, status) in [
+        // Dynamic relays too: the proxy list is public.
+        ("dyn-1", k, edge("dynamic", &["198.51.100.1"]), 403),
+        (
+            "dyn-1/cidrs",
+            OPERATOR_KEY,
+            json!({"cidrs": ["198.51.100.0/24"]}),
+            200,
+        ),
+        ("dyn-1", k, edge("dynamic", &["198.51.100.1"]), 200),
+        // The grant is per edge: dyn-1's CIDRs do not let jp-1 publish there.
+        ("jp-1", k, edge("static", &["198.51.100.2"]), 403),
+        // Taking the CIDRs away stops the next registration; the operator's key registers
+        // anything, as before.
+        ("jp-1/cidrs", OPERATOR_KEY, json!({"cidrs": []}), 200),
+        ("jp-1", k, edge("static", &["203.0.113.5"]), 403),
+        ("jp-1", OPERATOR_KEY, edge("static", &["192.0.2.1"]), 200),
+    ] {
+        let path = format!("/v1/edges/{path}");
+        env.put(&path, Some(key), body).await.expect(status);
+    }
 }

@@ -194,20 +194,14 @@ async fn approval_reserves_and_lifecycle(env: Env) {
     env.request_step(&a_id, "suspend", &key).await.expect(403);
     let activated = env.request_step(&a_id, "activate", &key).await.expect(200);
     assert_eq!(activated["state"], "active");
-    let sync = env
-        .get("/v1/sync/apps", Some(OPERATOR_KEY))
-        .await
-        .expect(200);
+    let sync = env.sync(op).await;
     assert_eq!(
         sync["apps"][0]["enablements"],
         json!([{"region": "japan", "mode": "force_tcp", "max_concurrent_channels": 10, "max_proxy_users_per_channel": 2, "quality": "720p"}])
     );
     let suspended = env.request_step(&a_id, "suspend", op).await.expect(200);
     assert_eq!(suspended["state"], "suspended");
-    let sync = env
-        .get("/v1/sync/apps", Some(OPERATOR_KEY))
-        .await
-        .expect(200);
+    let sync = env.sync(op).await;
     assert!(sync["apps"][0]["enablements"]
         .as_array()
         .unwrap()
@@ -348,12 +342,12 @@ async fn approval_activates_at_the_effective_date(env: Env) {
     assert_eq!(r["reserved_kbps"], 3_000, "reserved at approval");
     let enablements =
         |sync: serde_json::Value| sync["apps"][0]["enablements"].as_array().unwrap().len();
-    let sync = env.get("/v1/sync/apps", Some(RELAY_KEY)).await.expect(200);
+    let sync = env.sync(RELAY_KEY).await;
     assert_eq!(enablements(sync), 0, "not before the effective date");
     // At the date, the next sync carries it and the request reads active.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let sync = env.get("/v1/sync/apps", Some(RELAY_KEY)).await.expect(200);
+        let sync = env.sync(RELAY_KEY).await;
         if enablements(sync) == 1 {
             break;
         }
