@@ -1,5 +1,6 @@
 //! Authentication, roles, owner isolation, the error shape and the OpenAPI document.
 
+use reqwest::Method;
 use serde_json::json;
 
 use crate::common::{post_raw, Env, OPERATOR_KEY};
@@ -76,8 +77,7 @@ async fn keys_and_roles(env: Env) {
 async fn owners_cannot_see_each_other(env: Env) {
     let (_, alice) = env.owner("Alice").await;
     let (bob_id, bob) = env.owner("Bob").await;
-    let app = env.app(&alice, "alice's app").await;
-    let id = app["app"]["id"].as_str().unwrap().to_owned();
+    let id = env.app_id(&alice, "alice's app").await;
     let path = format!("/v1/apps/{id}");
 
     // Bob gets 404 for Alice's app on every path, exactly as for an id that does not exist.
@@ -87,33 +87,28 @@ async fn owners_cannot_see_each_other(env: Env) {
         .await
         .expect(404);
     assert_eq!(hidden["error"]["code"], missing["error"]["code"]);
-    env.delete(&path, Some(&bob)).await.expect(404);
-    env.post(&format!("{path}/rotate"), Some(&bob), json!({}))
-        .await
-        .expect(404);
-    env.get(&format!("{path}/requests"), Some(&bob))
-        .await
-        .expect(404);
     let form = crate::requests::form("japan", 1, 2, 1);
-    env.post(&format!("{path}/requests"), Some(&bob), form.clone())
-        .await
-        .expect(404);
-    assert!(env
-        .get("/v1/apps", Some(&bob))
-        .await
-        .expect_list()
-        .is_empty());
+    for (method, at, body) in [
+        (Method::DELETE, path.clone(), None),
+        (Method::POST, format!("{path}/rotate"), Some(json!({}))),
+        (Method::GET, format!("{path}/requests"), None),
+        (Method::POST, format!("{path}/requests"), Some(form.clone())),
+    ] {
+        let what = format!("{method} {at}");
+        let r = env.call(method, &at, Some(&bob), body).await;
+        assert_eq!(r.status.as_u16(), 404, "{what}: {}", r.body);
+        crate::common::assert_error_shape(&r.body);
+    }
 
-    // Alice's request is invisible to Bob too.
+    // Alice's request is invisible to Bob too, and neither list shows him anything.
     let rid = env.file_request(&id, &alice, form).await;
     env.get(&format!("/v1/requests/{rid}"), Some(&bob))
         .await
         .expect(404);
-    assert!(env
-        .get("/v1/requests", Some(&bob))
-        .await
-        .expect_list()
-        .is_empty());
+    for list in ["/v1/apps", "/v1/requests"] {
+        let items = env.get(list, Some(&bob)).await.expect_list();
+        assert!(items.is_empty(), "{list}: {items:?}");
+    }
     env.request_step(&rid, "approve", OPERATOR_KEY)
         .await
         .expect(200);
@@ -165,7 +160,7 @@ async fn errors_and_openapi(env: Env) {
         .expect(404);
     assert_eq!(r["error"]["code"], "not_found");
     let r = env
-        .call(reqwest::Method::PATCH, "/v1/apps", Some(OPERATOR_KEY), None)
+        .call(Method::PATCH, "/v1/apps", Some(OPERATOR_KEY), None)
         .await
         .expect(405);
     assert_eq!(r["error"]["code"], "method_not_allowed");
@@ -183,19 +178,15 @@ async fn errors_and_openapi(env: Env) {
     let body: serde_json::Value = raw.json().await.unwrap();
     crate::common::assert_error_shape(&body);
     assert_eq!(body["error"]["fields"][0]["field"], "body");
-    env.post(
-        "/v1/apps",
-        Some(OPERATOR_KEY),
-        json!({"name": "a", "colour": "red"}),
-    )
-    .await
-    .expect_field("colour");
-    env.post("/v1/apps", Some(OPERATOR_KEY), json!({"name": 7}))
-        .await
-        .expect_field("name");
-    env.post("/v1/apps", Some(OPERATOR_KEY), json!({}))
-        .await
-        .expect_field("name");
+    for (body, field) in [
+        (json!({"name": "a", "colour": "red"}), "colour"),
+        (json!({"name": 7}), "name"),
+        (json!({}), "name"),
+    ] {
+        env.post("/v1/apps", Some(OPERATOR_KEY), body)
+            .await
+            .expect_field(field);
+    }
 
     // Health and the OpenAPI document need no key.
     let health = env.get("/healthz", None).await.expect(200);

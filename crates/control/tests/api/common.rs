@@ -445,14 +445,17 @@ pub(crate) fn start(url: &str) -> Control {
 }
 
 pub(crate) fn client() -> reqwest::Client {
+    client_builder().build().unwrap()
+}
+
+/// The tests' HTTP client settings: no proxy, a 30 s timeout.
+pub(crate) fn client_builder() -> reqwest::ClientBuilder {
     // In a workspace build reqwest may have rustls without a provider (cloudproxy admin's
     // HTTPS): install aws-lc-rs, as the binaries do.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
 }
 
 /// POSTs `body` as it is (any bytes, labelled JSON) to `base``path` with the bearer `key`.
