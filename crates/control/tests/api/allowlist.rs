@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::common::{Env, OPERATOR_KEY};
+use crate::common::{edge_body, now, Env, OPERATOR_KEY};
 use crate::on_both_backends;
 use crate::requests::static_edge;
 
@@ -13,13 +13,6 @@ on_both_backends!(
     versions_and_effective_dates,
     edge_validation
 );
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// Checks an nftables file with `nft -c -f` where nft exists (it needs root for netlink).
 fn nft_check(text: &str) {
@@ -52,17 +45,18 @@ async fn two_static_relays_exports(env: Env) {
     static_edge(&env, "jp-1", "japan", "203.0.113.10", 1_000).await;
     static_edge(&env, "jp-2", "japan", "203.0.113.11", 1_000).await;
     // Not published: a dynamic relay, and plain TURN/TCP listeners.
-    env.put("/v1/edges/jp-dyn", Some(OPERATOR_KEY), json!({"region": "japan", "pool": "dynamic", "capacity_kbps": 5,
-        "listeners": [{"transport": "udp", "ip": "198.51.100.5", "port": 3478}, {"transport": "tls", "ip": "198.51.100.5", "port": 443}]}))
-        .await.expect(200);
-    env.put(
-        "/v1/edges/jp-3",
-        Some(OPERATOR_KEY),
-        json!({"region": "japan", "pool": "static", "capacity_kbps": 5,
-        "listeners": [{"transport": "tcp", "ip": "198.51.100.9", "port": 3478}]}),
-    )
-    .await
-    .expect(200);
+    let dyn_ip = "198.51.100.5";
+    for (id, pool, listeners) in [
+        (
+            "jp-dyn",
+            "dynamic",
+            vec![("udp", dyn_ip, 3478), ("tls", dyn_ip, 443)],
+        ),
+        ("jp-3", "static", vec![("tcp", "198.51.100.9", 3478)]),
+    ] {
+        let body = edge_body("japan", pool, 5, &listeners);
+        env.put_edge(id, OPERATOR_KEY, body).await.expect(200);
+    }
 
     // Public: no key needed.
     let list = env.get("/v1/allowlist/japan", None).await.expect(200);
@@ -123,14 +117,9 @@ async fn two_static_relays_exports(env: Env) {
     assert!(!ipt.to_string().contains("198.51.100"));
 
     // Every region, as JSON and as the HTML page; empty regions are version 0.
-    let all = env.get("/v1/allowlist", None).await.expect(200);
-    assert_eq!(all.as_array().unwrap().len(), 6);
-    let india = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["region"] == "india")
-        .unwrap();
+    let all = env.get("/v1/allowlist", None).await.expect_list();
+    assert_eq!(all.len(), 6);
+    let india = all.iter().find(|l| l["region"] == "india").unwrap();
     assert_eq!(
         (
             india["version"].as_u64(),
@@ -173,25 +162,15 @@ async fn two_static_relays_exports(env: Env) {
         .expect(404);
 
     // Edges are listed for the operator only.
-    let edges = env
-        .get("/v1/edges?region=japan", Some(OPERATOR_KEY))
-        .await
-        .expect(200);
-    assert_eq!(edges.as_array().unwrap().len(), 4);
-    assert!(env
-        .get("/v1/edges?region=india", Some(OPERATOR_KEY))
-        .await
-        .expect(200)
-        .as_array()
-        .unwrap()
-        .is_empty());
+    for (region, count) in [("japan", 4), ("india", 0)] {
+        let path = format!("/v1/edges?region={region}");
+        let edges = env.get(&path, Some(OPERATOR_KEY)).await.expect_list();
+        assert_eq!(edges.len(), count, "{region}");
+    }
     env.get("/v1/edges?region=mars", Some(OPERATOR_KEY))
         .await
         .expect_field("region");
-    let e = env
-        .get("/v1/edges/jp-1", Some(OPERATOR_KEY))
-        .await
-        .expect(200);
+    let e = env.edge("jp-1").await.expect(200);
     assert_eq!(
         e["listeners"][1],
         json!({"transport": "tls", "ip": "203.0.113.10", "port": 443})
@@ -199,20 +178,27 @@ async fn two_static_relays_exports(env: Env) {
     env.get("/v1/edges/jp-1", None).await.expect(401);
 }
 
+/// A static relay's registration in Europe.
+fn europe(kbps: u64, listeners: &[(&str, &str, u16)]) -> serde_json::Value {
+    edge_body("europe", "static", kbps, listeners)
+}
+
 async fn versions_and_effective_dates(env: Env) {
     static_edge(&env, "eu-1", "europe", "203.0.113.1", 1_000).await;
     // Re-registering the same relay publishes nothing new.
-    let same = env.put("/v1/edges/eu-1", Some(OPERATOR_KEY), json!({"region": "europe", "pool": "static", "capacity_kbps": 2_000,
-        "listeners": [{"transport": "udp", "ip": "203.0.113.1", "port": 3478}, {"transport": "tls", "ip": "203.0.113.1", "port": 443}]}))
-        .await.expect(200);
+    let listeners = [("udp", "203.0.113.1", 3478), ("tls", "203.0.113.1", 443)];
+    let same = env
+        .put_edge("eu-1", OPERATOR_KEY, europe(2_000, &listeners))
+        .await
+        .expect(200);
     assert!(same["published"].as_array().unwrap().is_empty());
     assert_eq!(same["edge"]["capacity_kbps"], 2_000);
 
     // A change announced an hour ahead: v2 is published but v1 stays current until then.
     let later = now() + 3600;
-    let moved = env.put("/v1/edges/eu-1", Some(OPERATOR_KEY), json!({"region": "europe", "pool": "static", "capacity_kbps": 2_000,
-        "listeners": [{"transport": "udp", "ip": "203.0.113.2", "port": 3478}], "effective_at": later}))
-        .await.expect(200);
+    let mut body = europe(2_000, &[("udp", "203.0.113.2", 3478)]);
+    body["effective_at"] = json!(later);
+    let moved = env.put_edge("eu-1", OPERATOR_KEY, body).await.expect(200);
     assert_eq!(
         moved["published"],
         json!([{"region": "europe", "version": 2, "effective_at": later}])
@@ -258,23 +244,16 @@ async fn versions_and_effective_dates(env: Env) {
     assert_eq!(history[1]["changes"].as_array().unwrap().len(), 2);
 
     // A later change cannot take effect before the announced one.
-    env.put("/v1/edges/eu-2", Some(OPERATOR_KEY), json!({"region": "europe", "pool": "static", "capacity_kbps": 1,
-        "listeners": [{"transport": "udp", "ip": "203.0.113.3", "port": 3478}], "effective_at": now()}))
-        .await.expect_field("effective_at");
+    let eu_2 = europe(1, &[("udp", "203.0.113.3", 3478)]);
+    let mut early = eu_2.clone();
+    early["effective_at"] = json!(now());
+    env.put_edge("eu-2", OPERATOR_KEY, early)
+        .await
+        .expect_field("effective_at");
     // ...and the failed request left nothing behind.
-    env.get("/v1/edges/eu-2", Some(OPERATOR_KEY))
-        .await
-        .expect(404);
+    env.edge("eu-2").await.expect(404);
     // Without a date it follows the announced one.
-    let next = env
-        .put(
-            "/v1/edges/eu-2",
-            Some(OPERATOR_KEY),
-            json!({"region": "europe", "pool": "static", "capacity_kbps": 1,
-        "listeners": [{"transport": "udp", "ip": "203.0.113.3", "port": 3478}]}),
-        )
-        .await
-        .expect(200);
+    let next = env.put_edge("eu-2", OPERATOR_KEY, eu_2).await.expect(200);
     assert_eq!(next["published"][0]["version"], 3);
     assert_eq!(next["published"][0]["effective_at"], later);
 
@@ -291,15 +270,8 @@ async fn versions_and_effective_dates(env: Env) {
     env.delete("/v1/edges/eu-1?effective_at=soon", Some(OPERATOR_KEY))
         .await
         .expect_field("effective_at");
-    let moved = env
-        .put(
-            "/v1/edges/eu-1",
-            Some(OPERATOR_KEY),
-            json!({"region": "india", "pool": "static", "capacity_kbps": 1,
-        "listeners": [{"transport": "udp", "ip": "203.0.113.9", "port": 3478}]}),
-        )
-        .await
-        .expect(200);
+    let india = edge_body("india", "static", 1, &[("udp", "203.0.113.9", 3478)]);
+    let moved = env.put_edge("eu-1", OPERATOR_KEY, india).await.expect(200);
     let mut published: Vec<(String, u64)> = moved["published"]
         .as_array()
         .unwrap()
@@ -323,49 +295,31 @@ async fn versions_and_effective_dates(env: Env) {
 }
 
 async fn edge_validation(env: Env) {
-    let put = |id: &str, body: serde_json::Value| {
-        let path = format!("/v1/edges/{id}");
-        let env = &env;
-        async move { env.put(&path, Some(OPERATOR_KEY), body).await }
-    };
-    let good = json!({"region": "japan", "pool": "static", "capacity_kbps": 1,
-        "listeners": [{"transport": "udp", "ip": "203.0.113.1", "port": 3478}]});
-    let with = |f: &dyn Fn(&mut serde_json::Value)| {
-        let mut b = good.clone();
-        f(&mut b);
-        b
-    };
-    put("bad id!", good.clone()).await.expect_field("id");
-    put("e", with(&|b| b["listeners"][0]["ip"] = json!("not-an-ip")))
+    let good = edge_body("japan", "static", 1, &[("udp", "203.0.113.1", 3478)]);
+    env.put_edge("bad id!", OPERATOR_KEY, good.clone())
         .await
-        .expect_field("listeners[0].ip");
-    put("e", with(&|b| b["listeners"][0]["ip"] = json!("0.0.0.0")))
-        .await
-        .expect_field("listeners[0].ip");
-    put("e", with(&|b| b["listeners"][0]["port"] = json!(0)))
-        .await
-        .expect_field("listeners[0].port");
-    put("e", with(&|b| b["listeners"][0]["port"] = json!(70000)))
-        .await
-        .expect_field("listeners[0].port");
-    put(
-        "e",
-        with(&|b| b["listeners"][0]["transport"] = json!("sctp")),
-    )
-    .await
-    .expect_field("listeners[0].transport");
-    put("e", with(&|b| b["listeners"] = json!([])))
-        .await
-        .expect_field("listeners");
-    put("e", with(&|b| b["pool"] = json!("floating")))
-        .await
-        .expect_field("pool");
-    put("e", with(&|b| b["region"] = json!("moon")))
-        .await
-        .expect_field("region");
-    put("e", with(&|b| b["capacity_kbps"] = json!(-5)))
-        .await
-        .expect_field("capacity_kbps");
+        .expect_field("id");
+    // (the field to spoil, its value) → a 400 naming the field.
+    for (field, value) in [
+        ("listeners[0].ip", json!("not-an-ip")),
+        ("listeners[0].ip", json!("0.0.0.0")),
+        ("listeners[0].port", json!(0)),
+        ("listeners[0].port", json!(70000)),
+        ("listeners[0].transport", json!("sctp")),
+        ("listeners", json!([])),
+        ("pool", json!("floating")),
+        ("region", json!("moon")),
+        ("capacity_kbps", json!(-5)),
+    ] {
+        let mut bad = good.clone();
+        match field.strip_prefix("listeners[0].") {
+            Some(name) => bad["listeners"][0][name] = value,
+            None => bad[field] = value,
+        }
+        env.put_edge("e", OPERATOR_KEY, bad)
+            .await
+            .expect_field(field);
+    }
     env.put("/v1/edges/e", None, good.clone()).await.expect(401);
     let (_, owner) = env.owner("Acme").await;
     env.put("/v1/edges/e", Some(&owner), good.clone())
@@ -375,13 +329,11 @@ async fn edge_validation(env: Env) {
     assert!(env
         .get("/v1/edges", Some(OPERATOR_KEY))
         .await
-        .expect(200)
-        .as_array()
-        .unwrap()
+        .expect_list()
         .is_empty());
     assert_eq!(
         env.get("/v1/allowlist/japan", None).await.expect(200)["version"],
         0
     );
-    put("e", good).await.expect(200);
+    env.put_edge("e", OPERATOR_KEY, good).await.expect(200);
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use cloudproxy_control::store::Store;
 
-use crate::common::{Env, OPERATOR_KEY};
+use crate::common::{column, now, Env, OPERATOR_KEY};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -17,20 +17,10 @@ on_both_backends!(
     suspension_and_sync
 );
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// The relay's view of `/v1/sync/apps`: `AppKey`s parsed from the `APP:KEY:SECRET` spec the
 /// relay's flags take, with `not_after` carried over.
 async fn synced_keys(env: &Env) -> Vec<AppKey> {
-    let sync = env
-        .get("/v1/sync/apps", Some(OPERATOR_KEY))
-        .await
-        .expect(200);
+    let sync = env.sync(OPERATOR_KEY).await;
     let mut keys = Vec::new();
     for app in sync["apps"].as_array().unwrap() {
         for k in app["keys"].as_array().unwrap() {
@@ -179,13 +169,7 @@ async fn rotation_keeps_old_key_for_grace(env: Env) {
         .get(&format!("/v1/apps/{id}"), Some(&key))
         .await
         .expect(200);
-    let ids: Vec<&str> = app["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["key_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["k2", "k1"]);
+    assert_eq!(column(&app["keys"], "key_id"), ["k2", "k1"]);
     assert_eq!(app["keys"][0]["not_after"], Value::Null);
 
     // A rotation with no grace retires k1 and k2 at once; the sync drops them.
@@ -194,12 +178,7 @@ async fn rotation_keeps_old_key_for_grace(env: Env) {
         .await
         .expect(200);
     assert_eq!(rotated["credentials"]["key_id"], "k3");
-    let mut retiring: Vec<&str> = rotated["retiring"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["key_id"].as_str().unwrap())
-        .collect();
+    let mut retiring = column(&rotated["retiring"], "key_id");
     retiring.sort();
     assert_eq!(retiring, ["k1", "k2"]);
     let keys = synced_keys(&env).await;
@@ -232,32 +211,14 @@ async fn rotation_keeps_old_key_for_grace(env: Env) {
 
 async fn suspension_and_sync(env: Env) {
     let (_, key) = env.owner("Acme").await;
-    let id = env.app(&key, "a").await["app"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let other = env.app(&key, "b").await["app"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = env.app_id(&key, "a").await;
+    let other = env.app_id(&key, "b").await;
 
     // Only the operator suspends and resumes.
-    env.post(&format!("/v1/apps/{id}/suspend"), Some(&key), json!({}))
-        .await
-        .expect(403);
-    let s = env
-        .post(
-            &format!("/v1/apps/{id}/suspend"),
-            Some(OPERATOR_KEY),
-            json!({}),
-        )
-        .await
-        .expect(200);
+    env.app_step(&id, "suspend", &key).await.expect(403);
+    let s = env.app_step(&id, "suspend", OPERATOR_KEY).await.expect(200);
     assert_eq!(s["status"], "suspended");
-    let sync = env
-        .get("/v1/sync/apps", Some(OPERATOR_KEY))
-        .await
-        .expect(200);
+    let sync = env.sync(OPERATOR_KEY).await;
     let entry = |app: &str| {
         sync["apps"]
             .as_array()
@@ -272,17 +233,10 @@ async fn suspension_and_sync(env: Env) {
     assert_eq!(entry(&other)["keys"].as_array().unwrap().len(), 1);
     assert!(sync["generated_at"].as_i64().unwrap() > 0);
 
-    let r = env
-        .post(
-            &format!("/v1/apps/{id}/resume"),
-            Some(OPERATOR_KEY),
-            json!({}),
-        )
-        .await
-        .expect(200);
+    let r = env.app_step(&id, "resume", OPERATOR_KEY).await.expect(200);
     assert_eq!(r["status"], "active");
     assert_eq!(synced_keys(&env).await.len(), 2);
-    env.post("/v1/apps/nope/suspend", Some(OPERATOR_KEY), json!({}))
+    env.app_step("nope", "suspend", OPERATOR_KEY)
         .await
         .expect(404);
 }

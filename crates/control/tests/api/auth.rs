@@ -1,8 +1,9 @@
 //! Authentication, roles, owner isolation, the error shape and the OpenAPI document.
 
+use reqwest::Method;
 use serde_json::json;
 
-use crate::common::{Env, OPERATOR_KEY};
+use crate::common::{post_raw, Env, OPERATOR_KEY};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -59,8 +60,8 @@ async fn keys_and_roles(env: Env) {
         .unwrap()
         .to_owned();
     env.app(&second, "from second key").await;
-    let apps = env.get("/v1/apps", Some(&owner_key)).await.expect(200);
-    assert_eq!(apps.as_array().unwrap().len(), 1);
+    let apps = env.get("/v1/apps", Some(&owner_key)).await.expect_list();
+    assert_eq!(apps.len(), 1);
     env.post("/v1/owners/o-nobody/keys", Some(OPERATOR_KEY), json!({}))
         .await
         .expect(404);
@@ -76,8 +77,7 @@ async fn keys_and_roles(env: Env) {
 async fn owners_cannot_see_each_other(env: Env) {
     let (_, alice) = env.owner("Alice").await;
     let (bob_id, bob) = env.owner("Bob").await;
-    let app = env.app(&alice, "alice's app").await;
-    let id = app["app"]["id"].as_str().unwrap().to_owned();
+    let id = env.app_id(&alice, "alice's app").await;
     let path = format!("/v1/apps/{id}");
 
     // Bob gets 404 for Alice's app on every path, exactly as for an id that does not exist.
@@ -87,55 +87,32 @@ async fn owners_cannot_see_each_other(env: Env) {
         .await
         .expect(404);
     assert_eq!(hidden["error"]["code"], missing["error"]["code"]);
-    env.delete(&path, Some(&bob)).await.expect(404);
-    env.post(&format!("{path}/rotate"), Some(&bob), json!({}))
-        .await
-        .expect(404);
-    env.get(&format!("{path}/requests"), Some(&bob))
-        .await
-        .expect(404);
     let form = crate::requests::form("japan", 1, 2, 1);
-    env.post(&format!("{path}/requests"), Some(&bob), form.clone())
-        .await
-        .expect(404);
-    assert!(env
-        .get("/v1/apps", Some(&bob))
-        .await
-        .expect(200)
-        .as_array()
-        .unwrap()
-        .is_empty());
+    for (method, at, body) in [
+        (Method::DELETE, path.clone(), None),
+        (Method::POST, format!("{path}/rotate"), Some(json!({}))),
+        (Method::GET, format!("{path}/requests"), None),
+        (Method::POST, format!("{path}/requests"), Some(form.clone())),
+    ] {
+        let what = format!("{method} {at}");
+        let r = env.call(method, &at, Some(&bob), body).await;
+        assert_eq!(r.status.as_u16(), 404, "{what}: {}", r.body);
+        crate::common::assert_error_shape(&r.body);
+    }
 
-    // Alice's request is invisible to Bob too.
-    let req = env
-        .post(&format!("{path}/requests"), Some(&alice), form)
-        .await
-        .expect(201);
-    let rid = req["id"].as_str().unwrap();
+    // Alice's request is invisible to Bob too, and neither list shows him anything.
+    let rid = env.file_request(&id, &alice, form).await;
     env.get(&format!("/v1/requests/{rid}"), Some(&bob))
         .await
         .expect(404);
-    assert!(env
-        .get("/v1/requests", Some(&bob))
+    for list in ["/v1/apps", "/v1/requests"] {
+        let items = env.get(list, Some(&bob)).await.expect_list();
+        assert!(items.is_empty(), "{list}: {items:?}");
+    }
+    env.request_step(&rid, "approve", OPERATOR_KEY)
         .await
-        .expect(200)
-        .as_array()
-        .unwrap()
-        .is_empty());
-    env.post(
-        &format!("/v1/requests/{rid}/approve"),
-        Some(OPERATOR_KEY),
-        json!({}),
-    )
-    .await
-    .expect(200);
-    env.post(
-        &format!("/v1/requests/{rid}/activate"),
-        Some(&bob),
-        json!({}),
-    )
-    .await
-    .expect(404);
+        .expect(200);
+    env.request_step(&rid, "activate", &bob).await.expect(404);
 
     // Bob cannot create an app in Alice's (or anyone else's) name; the operator can.
     env.post(
@@ -161,29 +138,15 @@ async fn owners_cannot_see_each_other(env: Env) {
     )
     .await
     .expect_field("owner_id");
-    let bobs = env.get("/v1/apps", Some(&bob)).await.expect(200);
-    assert_eq!(bobs.as_array().unwrap().len(), 1);
+    let bobs = env.get("/v1/apps", Some(&bob)).await.expect_list();
+    assert_eq!(bobs.len(), 1);
 
     // The operator sees everything.
-    assert_eq!(
-        env.get("/v1/apps", Some(OPERATOR_KEY))
-            .await
-            .expect(200)
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    let all = env.get("/v1/apps", Some(OPERATOR_KEY)).await.expect_list();
+    assert_eq!(all.len(), 2);
     env.get(&path, Some(OPERATOR_KEY)).await.expect(200);
-    assert_eq!(
-        env.get("/v1/requests", Some(OPERATOR_KEY))
-            .await
-            .expect(200)
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    let requests = env.get("/v1/requests", Some(OPERATOR_KEY)).await;
+    assert_eq!(requests.expect_list().len(), 1);
 
     // Alice still has her app after Bob's attempts.
     env.get(&path, Some(&alice)).await.expect(200);
@@ -197,38 +160,33 @@ async fn errors_and_openapi(env: Env) {
         .expect(404);
     assert_eq!(r["error"]["code"], "not_found");
     let r = env
-        .call(reqwest::Method::PATCH, "/v1/apps", Some(OPERATOR_KEY), None)
+        .call(Method::PATCH, "/v1/apps", Some(OPERATOR_KEY), None)
         .await
         .expect(405);
     assert_eq!(r["error"]["code"], "method_not_allowed");
 
     // Broken JSON names `body`; an unknown field is named.
-    let raw = env
-        .http
-        .post(format!("{}/v1/apps", env.base))
-        .bearer_auth(OPERATOR_KEY)
-        .header("content-type", "application/json")
-        .body("{\"name\": ")
-        .send()
-        .await
-        .unwrap();
+    let raw = post_raw(
+        &env.http,
+        &env.base,
+        "/v1/apps",
+        OPERATOR_KEY,
+        "{\"name\": ",
+    )
+    .await;
     assert_eq!(raw.status().as_u16(), 400);
     let body: serde_json::Value = raw.json().await.unwrap();
     crate::common::assert_error_shape(&body);
     assert_eq!(body["error"]["fields"][0]["field"], "body");
-    env.post(
-        "/v1/apps",
-        Some(OPERATOR_KEY),
-        json!({"name": "a", "colour": "red"}),
-    )
-    .await
-    .expect_field("colour");
-    env.post("/v1/apps", Some(OPERATOR_KEY), json!({"name": 7}))
-        .await
-        .expect_field("name");
-    env.post("/v1/apps", Some(OPERATOR_KEY), json!({}))
-        .await
-        .expect_field("name");
+    for (body, field) in [
+        (json!({"name": "a", "colour": "red"}), "colour"),
+        (json!({"name": 7}), "name"),
+        (json!({}), "name"),
+    ] {
+        env.post("/v1/apps", Some(OPERATOR_KEY), body)
+            .await
+            .expect_field(field);
+    }
 
     // Health and the OpenAPI document need no key.
     let health = env.get("/healthz", None).await.expect(200);
@@ -356,21 +314,14 @@ async fn smaller_gaps(env: Env) {
         ("GET", "/v1/edges/%00"),
         ("GET", "/v1/apps/%ff"),
     ] {
-        let r = env
-            .call(
-                method.parse().unwrap(),
-                path,
-                Some(OPERATOR_KEY),
-                Some(json!({})),
-            )
-            .await;
-        assert!(
-            [400, 404].contains(&r.status.as_u16()),
-            "{method} {path}: {} {}",
-            r.status,
-            r.body
-        );
-        crate::common::assert_error_shape(&r.body);
+        env.call(
+            method.parse().unwrap(),
+            path,
+            Some(OPERATOR_KEY),
+            Some(json!({})),
+        )
+        .await
+        .expect_400_or_404(&format!("{method} {path}"));
     }
 
     // A NUL in any string of a body is a 400, before it reaches the database.

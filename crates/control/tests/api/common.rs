@@ -176,6 +176,77 @@ impl Resp {
             .unwrap()
             .to_owned()
     }
+
+    /// Asserts the error `status` and that the error message contains `part`; returns the body.
+    #[track_caller]
+    pub(crate) fn expect_message(self, status: u16, part: &str) -> Value {
+        let body = self.expect(status);
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(part),
+            "no '{part}' in the message: {body}"
+        );
+        body
+    }
+
+    /// Asserts a 400 or a 404 (which one depends on where the router or the handler refuses
+    /// `what`), with the error shape.
+    #[track_caller]
+    pub(crate) fn expect_400_or_404(self, what: &str) {
+        assert!(
+            [400, 404].contains(&self.status.as_u16()),
+            "{what}: {} {}",
+            self.status,
+            self.body
+        );
+        assert_error_shape(&self.body);
+    }
+
+    /// Asserts a 200 whose body is a JSON array; returns its items.
+    #[track_caller]
+    pub(crate) fn expect_list(self) -> Vec<Value> {
+        match self.expect(200) {
+            Value::Array(items) => items,
+            other => panic!("not a list: {other}"),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The string `key` of every item of the JSON array `list`.
+#[track_caller]
+pub(crate) fn column<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    let items = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"));
+    items
+        .iter()
+        .map(|item| {
+            item[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {key} in {item}"))
+        })
+        .collect()
+}
+
+/// An edge registration body: `listeners` as (transport, ip, port).
+pub(crate) fn edge_body(
+    region: &str,
+    pool: &str,
+    kbps: u64,
+    listeners: &[(&str, &str, u16)],
+) -> Value {
+    let listeners: Vec<Value> = listeners
+        .iter()
+        .map(|(transport, ip, port)| serde_json::json!({"transport": transport, "ip": ip, "port": port}))
+        .collect();
+    serde_json::json!({"region": region, "pool": pool, "capacity_kbps": kbps, "listeners": listeners})
 }
 
 /// `{"error": {"code": str, "message": str, "fields": [{"field": str, "message": str}]}}`.
@@ -258,31 +329,83 @@ impl Env {
     /// Files the enablement request `form` for `app_id` as its owner (`owner_key`), approves
     /// it as the operator and activates it; returns the request id.
     pub(crate) async fn enable(&self, app_id: &str, owner_key: &str, form: Value) -> String {
+        let id = self.file_request(app_id, owner_key, form).await;
+        self.request_step(&id, "approve", OPERATOR_KEY)
+            .await
+            .expect(200);
+        self.request_step(&id, "activate", owner_key)
+            .await
+            .expect(200);
+        id
+    }
+
+    /// Files the enablement request `form` for `app_id` with `key`; returns the request id.
+    pub(crate) async fn file_request(&self, app_id: &str, key: &str, form: Value) -> String {
         let req = self
-            .post(
-                &format!("/v1/apps/{app_id}/requests"),
-                Some(owner_key),
-                form,
-            )
+            .post(&format!("/v1/apps/{app_id}/requests"), Some(key), form)
             .await
             .expect(201);
-        let id = req["id"].as_str().unwrap().to_owned();
-        let empty = serde_json::json!({});
-        self.post(
-            &format!("/v1/requests/{id}/approve"),
-            Some(OPERATOR_KEY),
-            empty.clone(),
-        )
-        .await
-        .expect(200);
-        self.post(
-            &format!("/v1/requests/{id}/activate"),
-            Some(owner_key),
-            empty,
-        )
-        .await
-        .expect(200);
-        id
+        req["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Takes the lifecycle `step` (approve, activate, suspend...) of request `id` with `key`.
+    pub(crate) async fn request_step(&self, id: &str, step: &str, key: &str) -> Resp {
+        let path = format!("/v1/requests/{id}/{step}");
+        self.post(&path, Some(key), serde_json::json!({})).await
+    }
+
+    /// Takes the `step` (suspend, resume) of app `id` with `key`.
+    pub(crate) async fn app_step(&self, id: &str, step: &str, key: &str) -> Resp {
+        let path = format!("/v1/apps/{id}/{step}");
+        self.post(&path, Some(key), serde_json::json!({})).await
+    }
+
+    /// Registers edge `id` with `key`.
+    pub(crate) async fn put_edge(&self, id: &str, key: &str, body: Value) -> Resp {
+        self.put(&format!("/v1/edges/{id}"), Some(key), body).await
+    }
+
+    /// `PUT /v1/edges/{id}/cidrs` with `key`: `{"cidrs": cidrs}`.
+    pub(crate) async fn put_cidrs(&self, id: &str, key: &str, cidrs: Value) -> Resp {
+        let body = serde_json::json!({ "cidrs": cidrs });
+        self.put(&format!("/v1/edges/{id}/cidrs"), Some(key), body)
+            .await
+    }
+
+    /// `GET /v1/sync/apps` with `key`; asserts a 200.
+    pub(crate) async fn sync(&self, key: &str) -> Value {
+        self.get("/v1/sync/apps", Some(key)).await.expect(200)
+    }
+
+    /// `GET /v1/edges/{id}` as the operator.
+    pub(crate) async fn edge(&self, id: &str) -> Resp {
+        self.get(&format!("/v1/edges/{id}"), Some(OPERATOR_KEY))
+            .await
+    }
+
+    /// A heartbeat of edge `id` with the relay key.
+    pub(crate) async fn heartbeat(&self, id: &str, load_kbps: i64, allocations: u64) -> Resp {
+        let body = serde_json::json!({"load_kbps": load_kbps, "allocations": allocations});
+        self.post(&format!("/v1/edges/{id}/heartbeat"), Some(RELAY_KEY), body)
+            .await
+    }
+
+    /// `region`'s entry of `GET /v1/regions` (as the operator).
+    pub(crate) async fn region(&self, region: &str) -> Value {
+        let regions = self
+            .get("/v1/regions", Some(OPERATOR_KEY))
+            .await
+            .expect_list();
+        regions
+            .into_iter()
+            .find(|r| r["region"] == region)
+            .unwrap_or_else(|| panic!("no {region} in /v1/regions"))
+    }
+
+    /// `GET /v1/apps/{app_id}/usage?{query}` with `key`.
+    pub(crate) async fn usage(&self, app_id: &str, key: &str, query: &str) -> Resp {
+        self.get(&format!("/v1/apps/{app_id}/usage?{query}"), Some(key))
+            .await
     }
 
     /// Creates an app with `key`; returns the creation body.
@@ -290,6 +413,14 @@ impl Env {
         self.post("/v1/apps", Some(key), serde_json::json!({ "name": name }))
             .await
             .expect(201)
+    }
+
+    /// Creates an app with `key`; returns its id.
+    pub(crate) async fn app_id(&self, key: &str, name: &str) -> String {
+        self.app(key, name).await["app"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 }
 
@@ -314,14 +445,34 @@ pub(crate) fn start(url: &str) -> Control {
 }
 
 pub(crate) fn client() -> reqwest::Client {
+    client_builder().build().unwrap()
+}
+
+/// The tests' HTTP client settings: no proxy, a 30 s timeout.
+pub(crate) fn client_builder() -> reqwest::ClientBuilder {
     // In a workspace build reqwest may have rustls without a provider (cloudproxy admin's
     // HTTPS): install aws-lc-rs, as the binaries do.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+}
+
+/// POSTs `body` as it is (any bytes, labelled JSON) to `base``path` with the bearer `key`.
+pub(crate) async fn post_raw(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    key: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    http.post(format!("{base}{path}"))
+        .bearer_auth(key)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request")
 }
 
 pub(crate) async fn call(

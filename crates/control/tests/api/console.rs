@@ -7,8 +7,9 @@ use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{Env, OPERATOR_KEY, RELAY_KEY};
+use crate::common::{client_builder, Env, OPERATOR_KEY, RELAY_KEY};
 use crate::on_both_backends;
+use crate::requests::form;
 
 on_both_backends!(
     owners_see_only_their_own_apps_in_every_view,
@@ -42,11 +43,8 @@ impl Page {
 }
 
 fn no_redirects() -> reqwest::Client {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
+    client_builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(30))
         .build()
         .unwrap()
 }
@@ -55,12 +53,7 @@ impl Browser {
     /// Signs in with `key`; panics unless it worked.
     async fn sign_in(env: &Env, key: &str) -> Browser {
         let http = no_redirects();
-        let resp = http
-            .post(format!("{}/signin", env.base))
-            .form(&[("key", key)])
-            .send()
-            .await
-            .unwrap();
+        let resp = post_sign_in(&http, &env.base, key, None).await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER, "sign-in");
         assert_eq!(resp.headers()[LOCATION], "/apps");
         let set = resp.headers()[SET_COOKIE].to_str().unwrap().to_owned();
@@ -97,6 +90,20 @@ impl Browser {
     }
 }
 
+/// Posts the sign-in form with `key`, from a page of `origin` if given.
+async fn post_sign_in(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    origin: Option<&str>,
+) -> reqwest::Response {
+    let mut req = http.post(format!("{base}/signin")).form(&[("key", key)]);
+    if let Some(origin) = origin {
+        req = req.header(ORIGIN, origin);
+    }
+    req.send().await.unwrap()
+}
+
 async fn page(resp: reqwest::Response) -> Page {
     Page {
         status: resp.status(),
@@ -107,13 +114,7 @@ async fn page(resp: reqwest::Response) -> Page {
 
 /// Files a Force TCP request for `app` and reports usage for it, through the API.
 async fn with_request_and_usage(env: &Env, key: &str, app: &str) -> String {
-    let form = json!({"region": "japan", "sdk": "web", "use_case": "1:1 video call",
-        "max_concurrent_channels": 1, "max_users_per_channel": 2,
-        "max_proxy_users_per_channel": 1, "quality": "720p", "mode": "force_tcp"});
-    let r = env
-        .post(&format!("/v1/apps/{app}/requests"), Some(key), form)
-        .await
-        .expect(201);
+    let id = env.file_request(app, key, form("japan", 1, 2, 1)).await;
     let day = cloudproxy_control::time::day(cloudproxy_control::time::now_unix());
     let report = json!({"report_id": format!("r-{app}"), "relay_id": "relay-1", "records": [
         {"app_id": app, "day": day, "mode": "force_tcp", "quality": "720p",
@@ -121,7 +122,7 @@ async fn with_request_and_usage(env: &Env, key: &str, app: &str) -> String {
     env.post("/v1/usage", Some(RELAY_KEY), report)
         .await
         .expect(200);
-    r["id"].as_str().unwrap().to_owned()
+    id
 }
 
 async fn owners_see_only_their_own_apps_in_every_view(env: Env) {
@@ -242,20 +243,17 @@ async fn forms_need_the_sessions_csrf_token(env: Env) {
     let token_b = b.get("/apps").await.csrf();
     assert_ne!(token_a, token_b, "one token per session");
 
-    // No token.
-    let p = a.post("/apps", &[("name", "no-token")]).await;
-    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
-    // Another session's token with this session's cookie.
-    let p = a
-        .post(
-            "/apps",
-            &[("name", "other-token"), ("csrf", token_b.as_str())],
-        )
-        .await;
-    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
-    // An empty token.
-    let p = a.post("/apps", &[("name", "empty"), ("csrf", "")]).await;
-    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    for form in [
+        // No token.
+        vec![("name", "no-token")],
+        // Another session's token with this session's cookie.
+        vec![("name", "other-token"), ("csrf", token_b.as_str())],
+        // An empty token.
+        vec![("name", "empty"), ("csrf", "")],
+    ] {
+        let p = a.post("/apps", &form).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{form:?}: {}", p.body);
+    }
     // A token without any session cookie.
     let anon = no_redirects()
         .post(format!("{}/apps", env.base))
@@ -278,8 +276,8 @@ async fn forms_need_the_sessions_csrf_token(env: Env) {
         .unwrap();
     assert_eq!(cross.status(), StatusCode::FORBIDDEN);
     // Nothing of that was created.
-    let apps = env.get("/v1/apps", Some(OPERATOR_KEY)).await.expect(200);
-    assert_eq!(apps.as_array().unwrap().len(), 0, "{apps}");
+    let apps = env.get("/v1/apps", Some(OPERATOR_KEY)).await.expect_list();
+    assert!(apps.is_empty(), "{apps:?}");
 
     // With its own token it works, and shows the secret once.
     let p = a
@@ -289,12 +287,9 @@ async fn forms_need_the_sessions_csrf_token(env: Env) {
         )
         .await;
     assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
-    let apps = env.get("/v1/apps", Some(&key)).await.expect(200);
-    assert_eq!(apps.as_array().unwrap().len(), 1);
-    let synced = env
-        .get("/v1/sync/apps", Some(OPERATOR_KEY))
-        .await
-        .expect(200);
+    let apps = env.get("/v1/apps", Some(&key)).await.expect_list();
+    assert_eq!(apps.len(), 1);
+    let synced = env.sync(OPERATOR_KEY).await;
     let secret = synced["apps"][0]["keys"][0]["secret"].as_str().unwrap();
     assert!(p.body.contains(secret), "the new secret is on the page");
     assert!(
@@ -326,22 +321,12 @@ async fn sessions_cookies_headers_language_and_escaping(env: Env) {
     assert_eq!(apps.status(), StatusCode::SEE_OTHER);
     // A wrong key and the relay key are refused.
     for key in ["wrong-key-0123456789", RELAY_KEY, ""] {
-        let r = http
-            .post(format!("{}/signin", env.base))
-            .form(&[("key", key)])
-            .send()
-            .await
-            .unwrap();
+        let r = post_sign_in(&http, &env.base, key, None).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{key}");
         assert!(r.headers().get(SET_COOKIE).is_none());
     }
     // The cookie: HttpOnly, SameSite=Strict; Secure when the form came from an https page.
-    let r = http
-        .post(format!("{}/signin", env.base))
-        .form(&[("key", OPERATOR_KEY)])
-        .send()
-        .await
-        .unwrap();
+    let r = post_sign_in(&http, &env.base, OPERATOR_KEY, None).await;
     let plain = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     assert!(
         plain.contains("HttpOnly") && plain.contains("SameSite=Strict"),
@@ -349,13 +334,8 @@ async fn sessions_cookies_headers_language_and_escaping(env: Env) {
     );
     assert!(!plain.contains("Secure"), "{plain}");
     let host = env.base.trim_start_matches("http://").to_owned();
-    let r = http
-        .post(format!("{}/signin", env.base))
-        .header(ORIGIN, format!("https://{host}"))
-        .form(&[("key", OPERATOR_KEY)])
-        .send()
-        .await
-        .unwrap();
+    let https = format!("https://{host}");
+    let r = post_sign_in(&http, &env.base, OPERATOR_KEY, Some(&https)).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let secure = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     assert!(secure.contains("; Secure"), "{secure}");

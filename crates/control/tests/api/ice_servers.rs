@@ -5,7 +5,7 @@ use cloudproxy_proto::token::Token;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{Env, OPERATOR_KEY, RELAY_KEY};
+use crate::common::{client, edge_body, now, post_raw, Env, OPERATOR_KEY};
 use crate::on_both_backends;
 use crate::requests::form;
 
@@ -48,13 +48,6 @@ impl App {
     }
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 async fn app(env: &Env) -> App {
     let (_, owner) = env.owner("acme").await;
     let body = env.app(&owner, "calls").await;
@@ -76,27 +69,13 @@ async fn enable(env: &Env, app: &App, mode: &str) {
 /// Registers a relay and, if `live`, sends its heartbeat.
 async fn relay(env: &Env, id: &str, pool: &str, ip: &str, live: bool) {
     let listeners = match pool {
-        "static" => json!([{"transport": "udp", "ip": ip, "port": 3478},
-                           {"transport": "tcp", "ip": ip, "port": 3478},
-                           {"transport": "tls", "ip": ip, "port": 443}]),
-        _ => json!([{"transport": "tls", "ip": ip, "port": 443}]),
+        "static" => vec![("udp", ip, 3478), ("tcp", ip, 3478), ("tls", ip, 443)],
+        _ => vec![("tls", ip, 443)],
     };
-    env.put(
-        &format!("/v1/edges/{id}"),
-        Some(OPERATOR_KEY),
-        json!({"region": "japan", "pool": pool, "capacity_kbps": 10_000_000,
-               "listeners": listeners}),
-    )
-    .await
-    .expect(200);
+    let body = edge_body("japan", pool, 10_000_000, &listeners);
+    env.put_edge(id, OPERATOR_KEY, body).await.expect(200);
     if live {
-        env.post(
-            &format!("/v1/edges/{id}/heartbeat"),
-            Some(RELAY_KEY),
-            json!({"load_kbps": 0, "allocations": 0}),
-        )
-        .await
-        .expect(204);
+        env.heartbeat(id, 0, 0).await.expect(204);
     }
 }
 
@@ -106,8 +85,9 @@ async fn world(env: &Env) -> App {
     relay(env, "jp-static", "static", PUBLISHED_IP, true).await;
     relay(env, "jp-dynamic", "dynamic", DYNAMIC_IP, true).await;
     let app = app(env).await;
-    enable(env, &app, "force_udp").await;
-    enable(env, &app, "force_tcp").await;
+    for mode in ["force_udp", "force_tcp"] {
+        enable(env, &app, mode).await;
+    }
     app
 }
 
@@ -192,12 +172,8 @@ async fn modes_and_regions(env: Env) {
     for mode in ["udp", "tcp"] {
         let e = ask(&env, &encoded, json!({"mode": mode, "region": "europe"}))
             .await
-            .expect(403);
+            .expect_message(403, "europe");
         assert_eq!(e["error"]["code"], "forbidden", "{e}");
-        assert!(
-            e["error"]["message"].as_str().unwrap().contains("europe"),
-            "{e}"
-        );
     }
 
     // Unknown region and mode: 400 naming the field.
@@ -228,47 +204,43 @@ async fn tokens_are_checked(env: Env) {
         e["error"]["message"].as_str().unwrap().to_owned()
     };
 
-    // No token, and a malformed one.
+    // No token.
     let r = env.call(Method::POST, PATH, None, Some(body.clone())).await;
     assert!(message(r).contains("Bearer"));
-    assert!(message(ask(&env, "not-a-token", body.clone()).await).contains("malformed"));
 
-    // Expired.
-    let expired = app.token(now() - 1).encode();
-    assert!(message(ask(&env, &expired, body.clone()).await).contains("expired"));
-
-    // Forged: signed with another secret, and a username altered after signing.
-    let forged = Token::mint(
-        &app.id,
-        &app.key_id,
-        b"not-the-secret",
-        "room-1",
-        7,
-        now() + 60,
-    )
-    .unwrap()
-    .encode();
-    assert!(message(ask(&env, &forged, body.clone()).await).contains("signature"));
+    // Bad tokens, each refused with a message that says why.
+    let mint = |app_id: &str, key_id: &str, secret: &[u8]| {
+        let token = Token::mint(app_id, key_id, secret, "room-1", 7, now() + 60);
+        token.unwrap().encode()
+    };
     let good = app.fresh();
-    let altered = format!("{}#{}", good.username.replace(":7", ":8"), good.password);
-    assert!(message(ask(&env, &altered, body.clone()).await).contains("signature"));
-
-    // An unknown key id and an unknown app.
-    let unknown_key = Token::mint(
-        &app.id,
-        "k999",
-        app.secret.as_bytes(),
-        "room-1",
-        7,
-        now() + 60,
-    )
-    .unwrap()
-    .encode();
-    assert!(message(ask(&env, &unknown_key, body.clone()).await).contains("key id"));
-    let unknown_app = Token::mint("app-nope", &app.key_id, b"s", "room-1", 7, now() + 60)
-        .unwrap()
-        .encode();
-    assert!(message(ask(&env, &unknown_app, body.clone()).await).contains("app"));
+    // (Only the trailing uid: a random app id may hold ":7" too.)
+    let uid_7 = good.username.strip_suffix(":7").unwrap();
+    for (what, token, says) in [
+        ("malformed", "not-a-token".to_owned(), "malformed"),
+        ("expired", app.token(now() - 1).encode(), "expired"),
+        // Forged: signed with another secret, and a username altered after signing.
+        (
+            "another secret",
+            mint(&app.id, &app.key_id, b"not-the-secret"),
+            "signature",
+        ),
+        (
+            "altered",
+            format!("{uid_7}:8#{}", good.password),
+            "signature",
+        ),
+        // An unknown key id and an unknown app.
+        (
+            "unknown key id",
+            mint(&app.id, "k999", app.secret.as_bytes()),
+            "key id",
+        ),
+        ("unknown app", mint("app-nope", &app.key_id, b"s"), "app"),
+    ] {
+        let why = message(ask(&env, &token, body.clone()).await);
+        assert!(why.contains(says), "{what}: {why}");
+    }
 
     // An operator or owner API key is not a user token.
     message(ask(&env, OPERATOR_KEY, body.clone()).await);
@@ -277,13 +249,9 @@ async fn tokens_are_checked(env: Env) {
     // The good token works; once the app is suspended it does not.
     let encoded = good.encode();
     ask(&env, &encoded, body.clone()).await.expect(200);
-    env.post(
-        &format!("/v1/apps/{}/suspend", app.id),
-        Some(OPERATOR_KEY),
-        json!({}),
-    )
-    .await
-    .expect(200);
+    env.app_step(&app.id, "suspend", OPERATOR_KEY)
+        .await
+        .expect(200);
     message(ask(&env, &encoded, body.clone()).await);
     message(ask(&env, &encoded, json!({"mode": "auto", "region": "japan"})).await);
 }
@@ -295,16 +263,9 @@ async fn enablement_and_liveness(env: Env) {
     enable(&env, &app, "force_tcp").await;
     let token = app.fresh().encode();
 
-    let e = ask(&env, &token, json!({"mode": "udp", "region": "japan"}))
+    ask(&env, &token, json!({"mode": "udp", "region": "japan"}))
         .await
-        .expect(403);
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("force_udp"),
-        "{e}"
-    );
+        .expect_message(403, "force_udp");
     let e = ask(&env, &token, json!({"mode": "tcp", "region": "japan"}))
         .await
         .expect(503);
@@ -316,29 +277,16 @@ async fn enablement_and_liveness(env: Env) {
     assert!(urls(&body).is_empty(), "{body}");
 
     // A heartbeat makes the published relay listed; a dynamic one is never listed in Force.
-    env.post(
-        "/v1/edges/jp-static/heartbeat",
-        Some(RELAY_KEY),
-        json!({"load_kbps": 0, "allocations": 0}),
-    )
-    .await
-    .expect(204);
+    env.heartbeat("jp-static", 0, 0).await.expect(204);
     relay(&env, "jp-dynamic", "dynamic", DYNAMIC_IP, true).await;
-    let body = ask(&env, &token, json!({"mode": "tcp", "region": "japan"}))
-        .await
-        .expect(200);
-    assert_eq!(
-        urls(&body),
-        [format!("turns:{PUBLISHED_IP}:443?transport=tcp")]
-    );
-    // Auto never lists a published relay.
-    let body = ask(&env, &token, json!({"mode": "auto", "region": "japan"}))
-        .await
-        .expect(200);
-    assert_eq!(
-        urls(&body),
-        [format!("turns:{DYNAMIC_IP}:443?transport=tcp")]
-    );
+    // Force TCP lists the published relay; Auto never lists a published relay.
+    for (mode, ip) in [("tcp", PUBLISHED_IP), ("auto", DYNAMIC_IP)] {
+        let body = ask(&env, &token, json!({"mode": mode, "region": "japan"}))
+            .await
+            .expect(200);
+        let url = format!("turns:{ip}:443?transport=tcp");
+        assert_eq!(urls(&body), [url], "{mode}: {body}");
+    }
 }
 
 async fn hostile_input(env: Env) {
@@ -388,15 +336,7 @@ async fn hostile_input(env: Env) {
         .await
         .expect(400);
     for raw in ["", "{", "[]", "\"tcp\""] {
-        let r = env
-            .http
-            .post(format!("{}{PATH}", env.base))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(raw)
-            .send()
-            .await
-            .unwrap();
+        let r = post_raw(&env.http, &env.base, PATH, &token, raw).await;
         assert_eq!(r.status(), 400, "{raw:?}");
     }
     // A 3 MiB body: 413 with the JSON error, even with a valid token.
@@ -406,14 +346,7 @@ async fn hostile_input(env: Env) {
     );
     // (A client of its own: the server closes a connection whose body it refused, and a
     // pooled connection reused after that would fail the next request.)
-    let r = crate::common::client()
-        .post(format!("{}{PATH}", env.base))
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .body(huge)
-        .send()
-        .await
-        .unwrap();
+    let r = post_raw(&client(), &env.base, PATH, &token, huge).await;
     assert_eq!(r.status(), 413);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], "payload_too_large", "{e}");

@@ -26,7 +26,7 @@ async fn metrics_by_route_template(env: Env) {
     env.get("/v1/no-such-thing-xyz", k).await.expect(404);
     env.get("/wp-admin/secret-guess", None).await.expect(404);
     // A relay syncs and takes a lease.
-    env.get("/v1/sync/apps", Some(RELAY_KEY)).await.expect(200);
+    env.sync(RELAY_KEY).await;
     env.post(
         "/v1/leases",
         Some(RELAY_KEY),

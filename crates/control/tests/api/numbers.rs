@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{Backend, Env, OPERATOR_KEY, RELAY_KEY};
+use crate::common::{edge_body, Backend, Env, OPERATOR_KEY, RELAY_KEY};
 use crate::on_both_backends;
 use crate::requests::form;
 
@@ -16,9 +16,8 @@ on_both_backends!(
 
 const I64_MAX: i64 = i64::MAX;
 
-fn edge(region: &str, ip: &str, kbps: Value) -> Value {
-    json!({"region": region, "pool": "static", "capacity_kbps": kbps,
-           "listeners": [{"transport": "udp", "ip": ip, "port": 3478}]})
+fn edge(region: &str, ip: &str, kbps: u64) -> Value {
+    edge_body(region, "static", kbps, &[("udp", ip, 3478)])
 }
 
 /// An edge at i64::MAX capacity is a 400; two at the largest capacity a relay may declare
@@ -28,50 +27,25 @@ async fn capacity_at_i64_max_keeps_regions_up(env: Env) {
     let max = cloudproxy_control::limits::MAX_CAPACITY_KBPS;
     for (id, ip) in [("jp-a", "203.0.113.1"), ("jp-b", "203.0.113.2")] {
         let msg = env
-            .put(
-                &format!("/v1/edges/{id}"),
-                Some(RELAY_KEY),
-                edge("japan", ip, json!(I64_MAX)),
-            )
+            .put_edge(id, RELAY_KEY, edge("japan", ip, I64_MAX as u64))
             .await
             .expect_field("capacity_kbps");
         assert!(msg.contains(&max.to_string()), "{msg}");
-        env.put(
-            &format!("/v1/edges/{id}"),
-            Some(OPERATOR_KEY),
-            edge("japan", ip, json!(max)),
-        )
-        .await
-        .expect(200);
+        env.put_edge(id, OPERATOR_KEY, edge("japan", ip, max))
+            .await
+            .expect(200);
     }
-    let regions = env.get("/v1/regions", Some(OPERATOR_KEY)).await.expect(200);
-    let japan = regions
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["region"] == "japan")
-        .unwrap();
+    let japan = env.region("japan").await;
     assert_eq!(japan["static_capacity_kbps"], json!(2 * max), "{japan}");
 
     // An approval in that region decides on the same sum.
     let (_, owner) = env.owner("acme").await;
-    let app = env.app(&owner, "calls").await;
-    let app_id = app["app"]["id"].as_str().unwrap();
-    let req = env
-        .post(
-            &format!("/v1/apps/{app_id}/requests"),
-            Some(&owner),
-            form("japan", 10, 4, 2),
-        )
-        .await
-        .expect(201);
-    let id = req["id"].as_str().unwrap();
+    let app_id = env.app_id(&owner, "calls").await;
+    let id = env
+        .file_request(&app_id, &owner, form("japan", 10, 4, 2))
+        .await;
     let approved = env
-        .post(
-            &format!("/v1/requests/{id}/approve"),
-            Some(OPERATOR_KEY),
-            json!({}),
-        )
+        .request_step(&id, "approve", OPERATOR_KEY)
         .await
         .expect(200);
     assert_eq!(approved["state"], "active", "{approved}");
@@ -79,21 +53,11 @@ async fn capacity_at_i64_max_keeps_regions_up(env: Env) {
 
     // Rows written before the limits existed (two edges at i64::MAX): the sum no longer
     // fails.
-    env.put(
-        "/v1/edges/dyn-a",
-        Some(OPERATOR_KEY),
-        json!({"region": "japan", "pool": "dynamic", "capacity_kbps": 1,
-               "listeners": [{"transport": "udp", "ip": "198.51.100.1", "port": 3478}]}),
-    )
-    .await
-    .expect(200);
-    env.post(
-        "/v1/edges/dyn-a/heartbeat",
-        Some(RELAY_KEY),
-        json!({"load_kbps": 1, "allocations": 1}),
-    )
-    .await
-    .expect(204);
+    let dynamic = edge_body("japan", "dynamic", 1, &[("udp", "198.51.100.1", 3478)]);
+    env.put_edge("dyn-a", OPERATOR_KEY, dynamic)
+        .await
+        .expect(200);
+    env.heartbeat("dyn-a", 1, 1).await.expect(204);
     execute(
         &env,
         "UPDATE edges SET capacity_kbps = $1 WHERE $2 <> ''",
@@ -104,13 +68,7 @@ async fn capacity_at_i64_max_keeps_regions_up(env: Env) {
     // The proxy list orders by load over capacity: still 200.
     let proxies = env.get("/v1/proxies?region=japan", None).await.expect(200);
     assert_eq!(proxies["proxies"][0]["id"], "dyn-a", "{proxies}");
-    let regions = env.get("/v1/regions", Some(OPERATOR_KEY)).await.expect(200);
-    let japan = regions
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["region"] == "japan")
-        .unwrap();
+    let japan = env.region("japan").await;
     // 2 × i64::MAX: past what SQL SUM could return, summed in u64 instead.
     assert_eq!(
         japan["static_capacity_kbps"],
@@ -129,8 +87,7 @@ fn report(id: &str, app: &str, bytes: Value) -> Value {
 /// saturate at i64::MAX, stored as a 64-bit integer on both backends, and usage stays 200.
 async fn usage_bytes_at_i64_max_keep_usage_up(env: Env) {
     let (_, owner) = env.owner("acme").await;
-    let app = env.app(&owner, "calls").await;
-    let app_id = app["app"]["id"].as_str().unwrap().to_owned();
+    let app_id = env.app_id(&owner, "calls").await;
     let k = Some(RELAY_KEY);
     for n in 0..2 {
         let msg = env
@@ -154,10 +111,7 @@ async fn usage_bytes_at_i64_max_keep_usage_up(env: Env) {
         .expect(200);
     }
     let usage = env
-        .get(
-            &format!("/v1/apps/{app_id}/usage?from=2026-11-01&to=2026-11-30"),
-            Some(&owner),
-        )
+        .usage(&app_id, &owner, "from=2026-11-01&to=2026-11-30")
         .await
         .expect(200);
     assert_eq!(usage["days"][0]["bytes"], json!(3 * max), "{usage}");
@@ -171,22 +125,14 @@ async fn usage_bytes_at_i64_max_keep_usage_up(env: Env) {
     env.post("/v1/usage", k, report("after-top", &app_id, json!(max)))
         .await
         .expect(200);
+    let day = "from=2026-11-28&to=2026-11-28";
     let usage = env
-        .get(
-            &format!("/v1/apps/{app_id}/usage?from=2026-11-28&to=2026-11-28&format=csv"),
-            Some(&owner),
-        )
+        .usage(&app_id, &owner, &format!("{day}&format=csv"))
         .await
         .expect(200);
     let csv = usage.as_str().unwrap();
     assert!(csv.contains(&format!(",{I64_MAX},")), "{csv}");
-    let usage = env
-        .get(
-            &format!("/v1/apps/{app_id}/usage?from=2026-11-28&to=2026-11-28"),
-            Some(&owner),
-        )
-        .await
-        .expect(200);
+    let usage = env.usage(&app_id, &owner, day).await.expect(200);
     assert_eq!(usage["days"][0]["bytes"], json!(I64_MAX), "{usage}");
     assert_eq!(stored_type(&env).await, "integer");
 
@@ -207,8 +153,8 @@ async fn usage_bytes_at_i64_max_keep_usage_up(env: Env) {
             .unwrap();
         assert_eq!(t, "real", "the pre-fix state");
         pool.close().await;
-        let path = format!("/v1/apps/{app_id}/usage?from=2026-11-28&to=2026-11-28");
-        env.get(&path, Some(&owner)).await.expect(500);
+        env.usage(&app_id, &owner, day).await.expect(500);
+        let path = format!("/v1/apps/{app_id}/usage?{day}");
         let upgraded = env.second();
         let base = format!("http://{}", upgraded.local_addr());
         let r = crate::common::call(
@@ -290,15 +236,10 @@ struct Case {
 /// naming the field; a value at the top of the range is accepted.
 async fn every_number_is_range_checked(env: Env) {
     let (_, owner) = env.owner("acme").await;
-    let app = env.app(&owner, "calls").await;
-    let app_id = app["app"]["id"].as_str().unwrap().to_owned();
-    env.put(
-        "/v1/edges/jp-1",
-        Some(OPERATOR_KEY),
-        edge("japan", "203.0.113.1", json!(1000)),
-    )
-    .await
-    .expect(200);
+    let app_id = env.app_id(&owner, "calls").await;
+    env.put_edge("jp-1", OPERATOR_KEY, edge("japan", "203.0.113.1", 1000))
+        .await
+        .expect(200);
     let limits = {
         use cloudproxy_control::limits::*;
         (
@@ -322,7 +263,7 @@ async fn every_number_is_range_checked(env: Env) {
         at[path[path.len() - 1]] = v;
         b
     };
-    let edge_body = edge("japan", "203.0.113.1", json!(1000));
+    let edge_body = edge("japan", "203.0.113.1", 1000);
     let hb = json!({"load_kbps": 1, "allocations": 1});
     let usage = json!({"report_id": "x", "relay_id": "r1", "records": [
         {"app_id": app_id, "day": "2026-11-28", "mode": "auto", "quality": null,
@@ -506,44 +447,24 @@ async fn every_number_is_range_checked(env: Env) {
         &u64::MAX.to_string(),
         "1e3",
     ] {
-        let r = env
-            .get(&format!("/v1/allowlist/japan?version={v}"), None)
-            .await;
-        assert!(
-            [400, 404].contains(&r.status.as_u16()),
-            "version={v}: {} {}",
-            r.status,
-            r.body
-        );
-        crate::common::assert_error_shape(&r.body);
+        env.get(&format!("/v1/allowlist/japan?version={v}"), None)
+            .await
+            .expect_400_or_404(&format!("version={v}"));
     }
 
     // The top of every range is accepted.
-    env.put(
-        "/v1/edges/jp-1/cidrs",
-        Some(OPERATOR_KEY),
-        json!({"cidrs": ["203.0.113.0/24"]}),
-    )
-    .await
-    .expect(200);
-    env.put(
-        "/v1/edges/jp-1",
-        Some(RELAY_KEY),
-        with(
-            &with(&edge_body, &["capacity_kbps"], json!(max_kbps)),
-            &["effective_at"],
-            json!(max_unix),
-        ),
-    )
-    .await
-    .expect(200);
-    env.post(
-        "/v1/edges/jp-1/heartbeat",
-        Some(RELAY_KEY),
-        json!({"load_kbps": max_kbps, "allocations": max_allocs}),
-    )
-    .await
-    .expect(204);
+    env.put_cidrs("jp-1", OPERATOR_KEY, json!(["203.0.113.0/24"]))
+        .await
+        .expect(200);
+    let top_edge = with(
+        &with(&edge_body, &["capacity_kbps"], json!(max_kbps)),
+        &["effective_at"],
+        json!(max_unix),
+    );
+    env.put_edge("jp-1", RELAY_KEY, top_edge).await.expect(200);
+    env.heartbeat("jp-1", max_kbps as i64, max_allocs)
+        .await
+        .expect(204);
     let top = json!({"report_id": "top", "relay_id": "r1", "records": [
         {"app_id": app_id, "day": "2026-11-28", "mode": "auto", "quality": null,
          "seconds": max_secs, "bytes": max_bytes, "peak_concurrency": max_allocs}]});

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{Env, OPERATOR_KEY, RELAY_KEY};
+use crate::common::{column, edge_body, Env, OPERATOR_KEY, RELAY_KEY};
 use crate::on_both_backends;
 use crate::requests::form;
 
@@ -19,8 +19,7 @@ on_both_backends!(
 pub(crate) async fn enabled_app(env: &Env, channels: u32, proxy: u32) -> (String, String) {
     crate::requests::static_edge(env, "jp-1", "japan", "203.0.113.10", 10_000_000).await;
     let (_, owner) = env.owner("acme").await;
-    let app = env.app(&owner, "calls").await;
-    let app_id = app["app"]["id"].as_str().unwrap().to_owned();
+    let app_id = env.app_id(&owner, "calls").await;
     env.enable(&app_id, &owner, form("japan", channels, proxy + 2, proxy))
         .await;
     (app_id, owner)
@@ -41,95 +40,49 @@ pub(crate) fn lease(
 async fn leases_enforce_limits(env: Env) {
     let (app, owner) = enabled_app(&env, 2, 2).await;
     let k = Some(RELAY_KEY);
-    // Two users in channel a, from two relays; the same user again (its RTCP allocation)
-    // does not count twice.
-    let l = env
-        .post(
-            "/v1/leases",
-            k,
-            lease("l1", "r1", &app, "force_tcp", "a", "u1"),
-        )
-        .await
-        .expect(201);
-    assert_eq!(l["quality"], "720p");
-    env.post(
-        "/v1/leases",
-        k,
-        lease("l2", "r2", &app, "force_tcp", "a", "u2"),
-    )
-    .await
-    .expect(201);
-    env.post(
-        "/v1/leases",
-        k,
-        lease("l2b", "r2", &app, "force_tcp", "a", "u2"),
-    )
-    .await
-    .expect(201);
-    // A third user in channel a: 409 quota_exceeded, which names the limit.
-    let e = env
-        .post(
-            "/v1/leases",
-            k,
-            lease("l3", "r1", &app, "force_tcp", "a", "u3"),
-        )
-        .await
-        .expect(409);
-    assert_eq!(e["error"]["code"], "quota_exceeded", "{e}");
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("max_proxy_users_per_channel 2"),
-        "{e}"
-    );
-    // Retrying a granted lease is fine (same id).
-    env.post(
-        "/v1/leases",
-        k,
-        lease("l1", "r1", &app, "force_tcp", "a", "u1"),
-    )
-    .await
-    .expect(201);
-    // Channels: b is the second, c the third → refused.
-    env.post(
-        "/v1/leases",
-        k,
-        lease("l4", "r1", &app, "force_tcp", "b", "u4"),
-    )
-    .await
-    .expect(201);
-    let e = env
-        .post(
-            "/v1/leases",
-            k,
-            lease("l5", "r1", &app, "force_tcp", "c", "u5"),
-        )
-        .await
-        .expect(409);
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("max_concurrent_channels 2"),
-        "{e}"
-    );
-    // Force UDP is not enabled for this app, nor is Europe: 403.
-    let e = env
-        .post(
-            "/v1/leases",
-            k,
-            lease("l6", "r1", &app, "force_udp", "a", "u1"),
-        )
-        .await
-        .expect(403);
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not enabled for force_udp in japan"),
-        "{e}"
-    );
+    // In order: (lease id, relay, mode, channel, user) → status, and for a refusal a part of
+    // its message.
+    for ([id, relay, mode, channel, user], status, says) in [
+        // Two users in channel a, from two relays; the same user again (its RTCP allocation)
+        // does not count twice.
+        (["l1", "r1", "force_tcp", "a", "u1"], 201, ""),
+        (["l2", "r2", "force_tcp", "a", "u2"], 201, ""),
+        (["l2b", "r2", "force_tcp", "a", "u2"], 201, ""),
+        // A third user in channel a: 409 quota_exceeded, which names the limit.
+        (
+            ["l3", "r1", "force_tcp", "a", "u3"],
+            409,
+            "max_proxy_users_per_channel 2",
+        ),
+        // Retrying a granted lease is fine (same id).
+        (["l1", "r1", "force_tcp", "a", "u1"], 201, ""),
+        // Channels: b is the second, c the third → refused.
+        (["l4", "r1", "force_tcp", "b", "u4"], 201, ""),
+        (
+            ["l5", "r1", "force_tcp", "c", "u5"],
+            409,
+            "max_concurrent_channels 2",
+        ),
+        // Force UDP is not enabled for this app.
+        (
+            ["l6", "r1", "force_udp", "a", "u1"],
+            403,
+            "not enabled for force_udp in japan",
+        ),
+    ] {
+        let r = env
+            .post("/v1/leases", k, lease(id, relay, &app, mode, channel, user))
+            .await;
+        if status == 201 {
+            assert_eq!(r.expect(201)["quality"], "720p", "{id}");
+        } else {
+            let e = r.expect_message(status, says);
+            if status == 409 {
+                assert_eq!(e["error"]["code"], "quota_exceeded", "{e}");
+            }
+        }
+    }
+    // Nor is Europe: 403.
     let mut eu = lease("l7", "r1", &app, "force_tcp", "a", "u1");
     eu["region"] = json!("europe");
     env.post("/v1/leases", k, eu).await.expect(403);
@@ -143,13 +96,8 @@ async fn leases_enforce_limits(env: Env) {
         .await
         .expect(200);
     assert_eq!(r["changed"], 2);
-    env.post(
-        "/v1/leases",
-        k,
-        lease("l3", "r1", &app, "force_tcp", "a", "u3"),
-    )
-    .await
-    .expect(201);
+    let l3 = lease("l3", "r1", &app, "force_tcp", "a", "u3");
+    env.post("/v1/leases", k, l3).await.expect(201);
     // Renewal re-creates an expired lease without a quota check and skips deleted apps.
     let r = env
         .post("/v1/leases/renew", k, json!({"leases": [lease("l1", "r1", &app, "force_tcp", "a", "u1"),
@@ -158,20 +106,10 @@ async fn leases_enforce_limits(env: Env) {
         .expect(200);
     assert_eq!(r["changed"], 1, "{r}");
     // Keys: an owner key may not take leases; no key is 401; the relay key may not manage apps.
-    env.post(
-        "/v1/leases",
-        Some(&owner),
-        lease("x", "r1", &app, "force_tcp", "a", "u1"),
-    )
-    .await
-    .expect(403);
-    env.post(
-        "/v1/leases",
-        None,
-        lease("x", "r1", &app, "force_tcp", "a", "u1"),
-    )
-    .await
-    .expect(401);
+    for (key, status) in [(Some(owner.as_str()), 403), (None, 401)] {
+        let x = lease("x", "r1", &app, "force_tcp", "a", "u1");
+        env.post("/v1/leases", key, x).await.expect(status);
+    }
     env.get("/v1/apps", k).await.expect(403);
     // Bad input names the field.
     env.post("/v1/leases", k, json!({"lease_id": "x"}))
@@ -181,28 +119,13 @@ async fn leases_enforce_limits(env: Env) {
     bad["mode"] = json!("auto");
     env.post("/v1/leases", k, bad).await.expect_field("mode");
     // A suspended app gets no lease.
-    env.post(
-        &format!("/v1/apps/{app}/suspend"),
-        Some(OPERATOR_KEY),
-        json!({}),
-    )
-    .await
-    .expect(200);
-    let e = env
-        .post(
-            "/v1/leases",
-            k,
-            lease("l8", "r1", &app, "force_tcp", "z", "u1"),
-        )
+    env.app_step(&app, "suspend", OPERATOR_KEY)
         .await
-        .expect(403);
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("suspended"),
-        "{e}"
-    );
+        .expect(200);
+    let l8 = lease("l8", "r1", &app, "force_tcp", "z", "u1");
+    env.post("/v1/leases", k, l8)
+        .await
+        .expect_message(403, "suspended");
 }
 
 async fn usage_reports_once(env: Env) {
@@ -223,8 +146,8 @@ async fn usage_reports_once(env: Env) {
         {"app_id": app, "day": "2026-11-28", "mode": "force_tcp", "quality": "720p",
          "seconds": 60, "bytes": 24, "peak_concurrency": 3}]});
     env.post("/v1/usage", k, more).await.expect(200);
-    let path = format!("/v1/apps/{app}/usage?from=2026-11-01&to=2026-11-30");
-    let u = env.get(&path, Some(&owner)).await.expect(200);
+    let november = "from=2026-11-01&to=2026-11-30";
+    let u = env.usage(&app, &owner, november).await.expect(200);
     let days = u["days"].as_array().unwrap();
     assert_eq!(days.len(), 2, "{u}");
     assert_eq!(days[0]["day"], "2026-11-28");
@@ -234,7 +157,9 @@ async fn usage_reports_once(env: Env) {
     assert_eq!(days[0]["peak_concurrency"], 3);
     assert_eq!(days[1]["mode"], "auto");
     assert_eq!(days[1]["quality"], Value::Null);
-    let csv = env.get(&format!("{path}&format=csv"), Some(&owner)).await;
+    let csv = env
+        .usage(&app, &owner, &format!("{november}&format=csv"))
+        .await;
     assert!(
         csv.content_type.starts_with("text/csv"),
         "{}",
@@ -248,16 +173,10 @@ async fn usage_reports_once(env: Env) {
     );
     // Another owner sees nothing of it (404); bad days and formats name the parameter.
     let (_, other) = env.owner("other").await;
-    env.get(&path, Some(&other)).await.expect(404);
-    env.get(
-        &format!("/v1/apps/{app}/usage?from=2026-02-30"),
-        Some(&owner),
-    )
-    .await
-    .expect_field("from");
-    env.get(&format!("/v1/apps/{app}/usage?format=xml"), Some(&owner))
-        .await
-        .expect_field("format");
+    env.usage(&app, &other, november).await.expect(404);
+    for (query, field) in [("from=2026-02-30", "from"), ("format=xml", "format")] {
+        env.usage(&app, &owner, query).await.expect_field(field);
+    }
     let bad = json!({"report_id": "r3", "relay_id": "r1", "records": [
         {"app_id": app, "day": "yesterday", "mode": "auto", "quality": null,
          "seconds": 1, "bytes": 1, "peak_concurrency": 1}]});
@@ -265,12 +184,11 @@ async fn usage_reports_once(env: Env) {
         .await
         .expect_field("records[0].day");
     // Nothing of the refused report was written.
-    let u = env.get(&path, Some(&owner)).await.expect(200);
+    let u = env.usage(&app, &owner, november).await.expect(200);
     assert_eq!(u["days"][0]["seconds"], 180);
 }
 
 async fn heartbeats_and_proxies(env: Env) {
-    let k = Some(RELAY_KEY);
     for (id, ip, cap) in [
         ("dyn-a", "198.51.100.1", 1000),
         ("dyn-b", "198.51.100.2", 1000),
@@ -278,21 +196,11 @@ async fn heartbeats_and_proxies(env: Env) {
         ("dyn-d", "198.51.100.4", 1000),
     ] {
         // The relay key registers only inside the CIDRs the operator gave the edge.
-        env.put(
-            &format!("/v1/edges/{id}/cidrs"),
-            Some(OPERATOR_KEY),
-            json!({"cidrs": ["198.51.100.0/29"]}),
-        )
-        .await
-        .expect(200);
-        env.put(
-            &format!("/v1/edges/{id}"),
-            k,
-            json!({"region": "japan", "pool": "dynamic", "capacity_kbps": cap,
-                   "listeners": [{"transport": "tls", "ip": ip, "port": 443}]}),
-        )
-        .await
-        .expect(200);
+        env.put_cidrs(id, OPERATOR_KEY, json!(["198.51.100.0/29"]))
+            .await
+            .expect(200);
+        let body = edge_body("japan", "dynamic", cap, &[("tls", ip, 443)]);
+        env.put_edge(id, RELAY_KEY, body).await.expect(200);
     }
     // No heartbeat yet: nobody is listed.
     let p = env.get("/v1/proxies?region=japan", None).await.expect(200);
@@ -303,23 +211,15 @@ async fn heartbeats_and_proxies(env: Env) {
         ("dyn-c", 500),
         ("dyn-d", 700),
     ] {
-        env.post(
-            &format!("/v1/edges/{id}/heartbeat"),
-            k,
-            json!({"load_kbps": load, "allocations": 3}),
-        )
-        .await
-        .expect(204);
+        env.heartbeat(id, load, 3).await.expect(204);
     }
     // Three at most, least loaded first; public (no key).
     let p = env.get("/v1/proxies?region=japan", None).await.expect(200);
-    let ids: Vec<&str> = p["proxies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["dyn-b", "dyn-c", "dyn-d"], "{p}");
+    assert_eq!(
+        column(&p["proxies"], "id"),
+        ["dyn-b", "dyn-c", "dyn-d"],
+        "{p}"
+    );
     assert_eq!(p["proxies"][0]["listeners"][0]["port"], 443);
     // Dynamic relays are never in the allow-list.
     let a = env.get("/v1/allowlist/japan?format=csv", None).await;
@@ -335,24 +235,11 @@ async fn heartbeats_and_proxies(env: Env) {
         .await
         .expect_field("region");
     env.get("/v1/proxies", None).await.expect_field("region");
-    env.post(
-        "/v1/edges/nope/heartbeat",
-        k,
-        json!({"load_kbps": 1, "allocations": 0}),
-    )
-    .await
-    .expect(404);
-    env.post(
-        "/v1/edges/dyn-a/heartbeat",
-        k,
-        json!({"load_kbps": -1, "allocations": 0}),
-    )
-    .await
-    .expect_field("load_kbps");
-    let e = env
-        .get("/v1/edges/dyn-b", Some(OPERATOR_KEY))
+    env.heartbeat("nope", 1, 0).await.expect(404);
+    env.heartbeat("dyn-a", -1, 0)
         .await
-        .expect(200);
+        .expect_field("load_kbps");
+    let e = env.edge("dyn-b").await.expect(200);
     assert_eq!(e["load_kbps"], 100);
     assert!(e["heartbeat_at"].as_i64().is_some());
 }
