@@ -330,3 +330,107 @@ impl fmt::Display for Report {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(step: u16, verdict: Verdict) -> StepReport {
+        StepReport {
+            step,
+            target_pps: 1000.0,
+            seconds: 2.0,
+            sent: 2000,
+            received: 1998,
+            unsent: 0,
+            sent_pps: 1000.0,
+            received_pps: 999.0,
+            sent_mbps: 1.28,
+            received_mbps: 1.25,
+            loss_percent: 0.1,
+            latency: Some(Latency {
+                p50_ms: 0.25,
+                p99_ms: 1.5,
+                p999_ms: 2.0,
+                max_ms: 3.0,
+                samples: 1998,
+            }),
+            generator_cpu: 0.5,
+            verdict,
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            server: "127.0.0.1:3478".into(),
+            transport: Transport::Udp,
+            mode: "max",
+            payload_bytes: 160,
+            allocations: 2,
+            per_allocation_pps: None,
+            threads: 2,
+            echo_threads: 1,
+            setup: SetupReport {
+                requested: 2,
+                up: 1,
+                failed: 1,
+                not_attempted: 0,
+                seconds: 0.5,
+                rate_per_s: 2.0,
+                time: None,
+                failures: BTreeMap::from([("Allocate: 401 Unauthorized".into(), 1)]),
+            },
+            result: Some(step(0, Verdict::Pass)),
+            steps: vec![step(0, Verdict::Pass), step(1, Verdict::Loss)],
+            churn: Some(ChurnReport {
+                percent_per_minute: 5.0,
+                joined: 3,
+                join_failed: 0,
+                failures: BTreeMap::new(),
+            }),
+            peer_received: 3998,
+            counters: DataCounters {
+                left: 3,
+                ..DataCounters::default()
+            },
+        }
+    }
+
+    /// The JSON report's keys and their order are what `scripts/*.py` and the soak read: the
+    /// run's parameters at the top level, then its outcome.
+    #[test]
+    fn json_keeps_its_flat_shape() {
+        let step = r#"{"step":S,"target_pps":1000.0,"seconds":2.0,"sent":2000,"received":1998,"unsent":0,"sent_pps":1000.0,"received_pps":999.0,"sent_mbps":1.28,"received_mbps":1.25,"loss_percent":0.1,"latency":{"p50_ms":0.25,"p99_ms":1.5,"p999_ms":2.0,"max_ms":3.0,"samples":1998},"generator_cpu":0.5,"verdict":"V"}"#;
+        let step = |n: &str, v: &str| step.replace(":S,", &format!(":{n},")).replace("\"V\"", v);
+        let want = format!(
+            r#"{{"server":"127.0.0.1:3478","transport":"udp","mode":"max","payload_bytes":160,"allocations":2,"per_allocation_pps":null,"threads":2,"echo_threads":1,"setup":{{"requested":2,"up":1,"failed":1,"not_attempted":0,"seconds":0.5,"rate_per_s":2.0,"time":null,"failures":{{"Allocate: 401 Unauthorized":1}}}},"result":{},"steps":[{},{}],"churn":{{"percent_per_minute":5.0,"joined":3,"join_failed":0,"failures":{{}}}},"peer_received":3998,"counters":{{"send_errors":0,"receive_errors":0,"closed":0,"foreign":0,"misrouted":0,"duplicates":0,"refresh_ok":0,"refresh_failed":0,"released":0,"release_failed":0,"left":3}}}}"#,
+            step("0", "\"pass\""),
+            step("0", "\"pass\""),
+            step("1", "\"loss\""),
+        );
+        assert_eq!(serde_json::to_string(&report()).unwrap(), want);
+    }
+
+    #[test]
+    fn text_starts_with_what_was_run() {
+        let text = report().to_string();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("server 127.0.0.1:3478 over udp, 2 allocation(s), 160 B payloads, 2 thread(s) + 1 echo")
+        );
+        assert_eq!(
+            lines.next(),
+            Some("set-up: 1/2 up in 0.500 s = 2 allocations/s")
+        );
+        assert!(text.contains("step  1: target"), "{text}");
+        assert!(
+            text.contains("max rate with loss under the threshold:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("churn: 5% per minute: 3 joined, 3 left"),
+            "{text}"
+        );
+    }
+}
