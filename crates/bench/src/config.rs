@@ -165,6 +165,60 @@ impl Default for Search {
     }
 }
 
+/// Allocation set-up: how many at once, how patiently, and whether the run stops there.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Allocations being set up at once. Default 64.
+    pub concurrency: usize,
+    /// How long one set-up request may go unanswered (UDP retransmits within it). Default 4 s.
+    pub timeout: Duration,
+    /// Only set up the allocations, hold them idle for [`Setup::hold`], and report the
+    /// set-up rate. Default false.
+    pub only: bool,
+    /// How long a [`Setup::only`] run holds its allocations idle (refreshed) before
+    /// releasing them, so the server's memory can be read meanwhile. Default 0.
+    pub hold: Duration,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            timeout: Duration::from_secs(4),
+            only: false,
+            hold: Duration::ZERO,
+        }
+    }
+}
+
+/// The UDP echo peer every channel points at: started by the run, or already running
+/// elsewhere.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Where the echo peer binds. Default: the loopback address of the server's family
+    /// ([`Config::peer_ip`]).
+    pub ip: Option<IpAddr>,
+    /// The echo peer's port. Default 0: any free port.
+    pub port: u16,
+    /// An echo peer already running elsewhere (`cloudproxy bench-echo`, in another network
+    /// namespace or on another host): every channel (or raw flow's forwarder) points at it and
+    /// no peer is started here; [`crate::Report::peer_received`] is then 0. Default none.
+    pub remote: Option<SocketAddr>,
+    /// Echo peer threads (one `SO_REUSEPORT` socket each). Default 1.
+    pub threads: usize,
+}
+
+impl Default for Peer {
+    fn default() -> Self {
+        Self {
+            ip: None,
+            port: 0,
+            remote: None,
+            threads: 1,
+        }
+    }
+}
+
 /// One run of the load generator.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -190,28 +244,12 @@ pub struct Config {
     /// Sending/receiving threads; allocations are dealt to them round-robin. Default: one per
     /// core.
     pub threads: usize,
-    /// Echo peer threads (one `SO_REUSEPORT` socket each). Default 1.
-    pub echo_threads: usize,
-    /// Allocations being set up at once. Default 64.
-    pub setup_concurrency: usize,
-    /// How long one set-up request may go unanswered (UDP retransmits within it). Default 4 s.
-    pub setup_timeout: Duration,
-    /// Only set up the allocations, hold them idle for [`Config::hold`], and report the
-    /// set-up rate.
-    pub setup_only: bool,
-    /// How long a [`Config::setup_only`] run holds its allocations idle (refreshed) before
-    /// releasing them, so the server's memory can be read meanwhile. Default 0.
-    pub hold: Duration,
-    /// Where the echo peer binds. Default: the loopback address of the server's family.
-    pub peer_ip: Option<IpAddr>,
-    /// The echo peer's port. Default 0: any free port.
-    pub peer_port: u16,
-    /// An echo peer already running elsewhere (`cloudproxy bench-echo`, in another network
-    /// namespace or on another host): every channel (or raw flow's forwarder) points at it and
-    /// no peer is started here; [`crate::Report::peer_received`] is then 0. Default none.
-    pub remote_peer: Option<SocketAddr>,
+    /// How the allocations are set up.
+    pub setup: Setup,
+    /// The echo peer the channels point at.
+    pub peer: Peer,
     /// No TURN: `server` is a plain UDP forwarder ([`crate::forward`]) that passes each
-    /// client's datagrams to the echo peer (on [`Config::peer_port`]) and back unchanged.
+    /// client's datagrams to the echo peer (on [`Peer::port`]) and back unchanged.
     /// Every "allocation" is then one connected UDP socket, with no set-up and no refreshes;
     /// this measures the ceiling a relay built on the same system calls could reach.
     /// Default false.
@@ -237,23 +275,17 @@ impl Config {
             duration: Duration::from_secs(10),
             churn_percent_per_minute: 0.0,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            echo_threads: 1,
-            setup_concurrency: 64,
-            setup_timeout: Duration::from_secs(4),
-            setup_only: false,
-            hold: Duration::ZERO,
-            peer_ip: None,
-            peer_port: 0,
-            remote_peer: None,
+            setup: Setup::default(),
+            peer: Peer::default(),
             raw: false,
             socket_buffer: 4 << 20,
             search: Search::default(),
         }
     }
 
-    /// The echo peer's address family follows the server's.
+    /// Where the echo peer binds: [`Peer::ip`], or the loopback address of the server's family.
     pub fn peer_ip(&self) -> IpAddr {
-        self.peer_ip.unwrap_or(match self.server {
+        self.peer.ip.unwrap_or(match self.server {
             SocketAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
         })

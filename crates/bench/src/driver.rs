@@ -14,7 +14,9 @@ use crate::echo::EchoPeer;
 use crate::error::{hint, BenchError, SetupError};
 use crate::histogram::Histogram;
 use crate::phase::Phases;
-use crate::report::{ChurnReport, DataCounters, Event, Latency, Report, SetupReport, Verdict};
+use crate::report::{
+    ChurnReport, DataCounters, Event, Latency, Report, SetupReport, Verdict, Workload,
+};
 use crate::setup::{self, Allocation, Params};
 use crate::sys;
 use crate::worker::Worker;
@@ -23,18 +25,18 @@ use crate::worker::Worker;
 pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, BenchError> {
     sys::raise_fd_limit();
     let slot = (4 + config.size + 3).max(2048);
-    let echo = match config.remote_peer {
+    let echo = match config.peer.remote {
         Some(_) => None,
         None => {
             let ip = config.peer_ip();
-            let at = std::net::SocketAddr::new(ip, config.peer_port);
+            let at = std::net::SocketAddr::new(ip, config.peer.port);
             Some(
-                EchoPeer::start_on(at, config.echo_threads, config.socket_buffer, slot)
+                EchoPeer::start_on(at, config.peer.threads, config.socket_buffer, slot)
                     .map_err(|source| BenchError::EchoPeer { ip, source })?,
             )
         }
     };
-    let peer = match (&echo, config.remote_peer) {
+    let peer = match (&echo, config.peer.remote) {
         (Some(e), _) => e.addr(),
         (None, Some(remote)) => remote,
         (None, None) => unreachable!("a peer is started unless one is given"),
@@ -45,7 +47,7 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
         credentials: config.credentials.clone(),
         realm: config.realm.clone(),
         peer,
-        timeout: config.setup_timeout,
+        timeout: config.setup.timeout,
         buffer: config.socket_buffer,
         tls: (config.transport == crate::Transport::Tls).then(crate::tls::insecure_client_config),
     };
@@ -84,7 +86,7 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
     let lives: Vec<Arc<Live>> = (0..threads).map(|_| Arc::default()).collect();
     // Churn only where allocations are set up (not --raw) and while a fixed rate is sent.
     let churn_every = match config.rate {
-        Rate::PerAllocation(_) if !config.raw && !config.setup_only => churn::interval(
+        Rate::PerAllocation(_) if !config.raw && !config.setup.only => churn::interval(
             shares.iter().map(Vec::len).sum(),
             config.churn_percent_per_minute,
         ),
@@ -156,8 +158,8 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
         config,
         switch.as_deref(),
     );
-    let (mode, mut steps) = if config.setup_only {
-        phases.hold(config.hold, setup.requested);
+    let (mode, mut steps) = if config.setup.only {
+        phases.hold(config.setup.hold, setup.requested);
         ("setup-only", Vec::new())
     } else {
         match config.rate {
@@ -195,7 +197,7 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
         step.latency = latency.get(step.step as usize).and_then(Latency::of);
     }
     let result = match config.rate {
-        _ if config.setup_only => None,
+        _ if config.setup.only => None,
         Rate::PerAllocation(_) => steps.first().cloned(),
         // The highest rate that kept loss under the threshold, even if the generator fell
         // short of that step's target.
@@ -206,17 +208,19 @@ pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, Be
             .cloned(),
     };
     Ok(Report {
-        server: config.server.to_string(),
-        transport: config.transport,
-        mode,
-        payload_bytes: config.size,
-        allocations: config.allocations,
-        per_allocation_pps: match config.rate {
-            Rate::PerAllocation(p) if !config.setup_only => Some(p),
-            _ => None,
+        workload: Workload {
+            server: config.server.to_string(),
+            transport: config.transport,
+            mode,
+            payload_bytes: config.size,
+            allocations: config.allocations,
+            per_allocation_pps: match config.rate {
+                Rate::PerAllocation(p) if !config.setup.only => Some(p),
+                _ => None,
+            },
+            threads,
+            echo_threads: config.peer.threads,
         },
-        threads,
-        echo_threads: config.echo_threads,
         setup,
         result,
         steps,
@@ -281,15 +285,15 @@ fn raw_flows(
     Ok((allocations, report, first))
 }
 
-/// Sets up every allocation, at most `setup_concurrency` at once. Gives up early when the
-/// first round of attempts all failed (a wrong secret fails 10,000 times the same way).
+/// Sets up every allocation, at most [`crate::Setup::concurrency`] at once. Gives up early when
+/// the first round of attempts all failed (a wrong secret fails 10,000 times the same way).
 fn set_up_all(
     config: &Config,
     params: &Params,
     observe: &mut dyn FnMut(Event),
 ) -> Result<(Vec<Allocation>, SetupReport, Option<SetupError>), BenchError> {
     let n = config.allocations;
-    let pool = config.setup_concurrency.clamp(1, n.max(1));
+    let pool = config.setup.concurrency.clamp(1, n.max(1));
     let (next, ok, failed) = (
         AtomicUsize::new(0),
         AtomicUsize::new(0),

@@ -49,7 +49,7 @@ pub enum SetupError {
     Timeout {
         /// The request that went unanswered.
         stage: Stage,
-        /// The set-up timeout it was given ([`crate::Config::setup_timeout`]).
+        /// The set-up timeout it was given ([`crate::Setup::timeout`]).
         timeout: Duration,
     },
     /// A socket error: refused, reset, closed by the server….

@@ -8,7 +8,7 @@
 //! ## What a run does
 //!
 //! 1. Starts its own UDP echo peer ([`echo`]) on the loopback address of the server's family
-//!    (or `peer_ip`): every datagram is sent straight back to its sender.
+//!    (or [`Peer::ip`]): every datagram is sent straight back to its sender.
 //! 2. Sets up N allocations, at most 64 at once ([`setup`]): Allocate, the 401 dance with TURN
 //!    REST or static credentials, ChannelBind to the echo peer. Failures are grouped by cause
 //!    (`Allocate: 401 Unauthorized ×100`); the set-up rate is allocations per second.
@@ -20,7 +20,7 @@
 //!    packets delivered to the wrong allocation are counted apart.
 //! 4. Either one fixed-rate step, or `--rate max` ([`phase`]): an exponential ramp of short
 //!    steps until loss reaches 0.1%, then bisection, reporting each step; or, with
-//!    `setup_only`, holds the allocations idle (refreshed) so the server's memory can be read.
+//!    [`Setup::only`], holds the allocations idle (refreshed) so the server's memory can be read.
 //!    A fixed-rate step may churn ([`churn`]): a share of the allocations per minute leave
 //!    (deleted) and are replaced by new ones, as users come and go.
 //!
@@ -97,8 +97,12 @@ pub mod sys;
 pub mod tls;
 pub mod worker;
 
-pub use config::{Config, Credentials, Preset, Rate, Search, Transport, MAX_SIZE, MIN_SIZE};
+pub use config::{
+    Config, Credentials, Peer, Preset, Rate, Search, Setup, Transport, MAX_SIZE, MIN_SIZE,
+};
 pub use driver::run;
 pub use error::{BenchError, SetupError, Stage};
 pub use report::Event;
-pub use report::{ChurnReport, DataCounters, Latency, Report, SetupReport, StepReport, Verdict};
+pub use report::{
+    ChurnReport, DataCounters, Latency, Report, SetupReport, StepReport, Verdict, Workload,
+};

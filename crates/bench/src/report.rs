@@ -184,9 +184,10 @@ pub struct ChurnReport {
     pub failures: BTreeMap<String, u64>,
 }
 
-/// The whole run.
+/// What the run was asked to do: which server, the load offered it, and the generator's
+/// threads. The first line of the text report.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub struct Workload {
     /// The server measured (a TURN server, or the plain forwarder of a raw run).
     pub server: String,
     /// How the generator reached it.
@@ -203,6 +204,15 @@ pub struct Report {
     pub threads: usize,
     /// Echo peer threads.
     pub echo_threads: usize,
+}
+
+/// The whole run: what it was asked to do, then what happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// What was run. Flattened: its fields are the first keys of the JSON report, as the
+    /// scripts that read it expect.
+    #[serde(flatten)]
+    pub workload: Workload,
     /// How the allocations' set-up went.
     pub setup: SetupReport,
     /// The fixed-rate step, or the best passing step of `--rate max`.
@@ -241,10 +251,9 @@ impl fmt::Display for StepReport {
     }
 }
 
-impl fmt::Display for Report {
+impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.setup;
-        writeln!(
+        write!(
             f,
             "server {} over {}, {} allocation(s), {} B payloads, {} thread(s) + {} echo",
             self.server,
@@ -253,7 +262,15 @@ impl fmt::Display for Report {
             self.payload_bytes,
             self.threads,
             self.echo_threads
-        )?;
+        )
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.setup;
+        let max = self.workload.mode == "max";
+        writeln!(f, "{}", self.workload)?;
         write!(
             f,
             "set-up: {}/{} up in {:.3} s = {:.0} allocations/s",
@@ -269,13 +286,13 @@ impl fmt::Display for Report {
         if s.not_attempted > 0 {
             writeln!(f, "  not attempted: {}", s.not_attempted)?;
         }
-        if self.mode == "max" {
+        if max {
             for step in &self.steps {
                 writeln!(f, "step {:>2}: {step}", step.step)?;
             }
         }
         if let Some(r) = &self.result {
-            let what = if self.mode == "max" {
+            let what = if max {
                 "max rate with loss under the threshold"
             } else {
                 "result"
@@ -299,7 +316,7 @@ impl fmt::Display for Report {
                     l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
                 )?;
             }
-        } else if self.mode == "max" {
+        } else if max {
             writeln!(f, "no step passed")?;
         }
         if let Some(churn) = &self.churn {
@@ -362,14 +379,16 @@ mod tests {
 
     fn report() -> Report {
         Report {
-            server: "127.0.0.1:3478".into(),
-            transport: Transport::Udp,
-            mode: "max",
-            payload_bytes: 160,
-            allocations: 2,
-            per_allocation_pps: None,
-            threads: 2,
-            echo_threads: 1,
+            workload: Workload {
+                server: "127.0.0.1:3478".into(),
+                transport: Transport::Udp,
+                mode: "max",
+                payload_bytes: 160,
+                allocations: 2,
+                per_allocation_pps: None,
+                threads: 2,
+                echo_threads: 1,
+            },
             setup: SetupReport {
                 requested: 2,
                 up: 1,

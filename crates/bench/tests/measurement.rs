@@ -24,7 +24,7 @@ fn config(server: SocketAddr, allocations: usize) -> Config {
     c.duration = Duration::from_millis(1000);
     c.threads = 2;
     c.socket_buffer = 256 << 10;
-    c.setup_timeout = Duration::from_millis(1500);
+    c.setup.timeout = Duration::from_millis(1500);
     c
 }
 
@@ -121,8 +121,8 @@ fn forbidden_peer_is_explained_and_the_allocation_released() {
 fn a_silent_server_times_out_and_the_run_gives_up_early() {
     let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let mut c = config(silent.local_addr().expect("addr"), 200);
-    c.setup_timeout = Duration::from_millis(300);
-    c.setup_concurrency = 8;
+    c.setup.timeout = Duration::from_millis(300);
+    c.setup.concurrency = 8;
     let start = std::time::Instant::now();
     let err = run(&c, &mut no_events).expect_err("nothing answers");
     let msg = err.to_string();
@@ -139,8 +139,8 @@ fn a_silent_server_times_out_and_the_run_gives_up_early() {
 fn setup_only_announces_ready_and_sends_nothing() {
     let fake = FakeTurn::start(Script::default());
     let mut c = config(fake.addr, 4);
-    c.setup_only = true;
-    c.hold = Duration::from_millis(200);
+    c.setup.only = true;
+    c.setup.hold = Duration::from_millis(200);
     let mut ready = None;
     let report = run(&c, &mut |e| {
         if let Event::Ready { up, requested } = e {
@@ -149,7 +149,7 @@ fn setup_only_announces_ready_and_sends_nothing() {
     })
     .expect("the run happens");
     assert_eq!(ready, Some((4, 4)));
-    assert_eq!(report.mode, "setup-only");
+    assert_eq!(report.workload.mode, "setup-only");
     assert!(report.steps.is_empty() && report.result.is_none());
     assert!(report.setup.rate_per_s > 0.0);
     assert_eq!(report.peer_received, 0);

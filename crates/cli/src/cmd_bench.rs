@@ -273,8 +273,8 @@ fn config(args: &BenchArgs) -> Result<Config, Failure> {
     };
     c.allocations = positive("--allocations", args.allocations)?;
     c.threads = positive("--threads", args.threads.unwrap_or(c.threads))?;
-    c.echo_threads = positive("--echo-threads", args.echo_threads)?;
-    c.setup_concurrency = positive("--concurrency", args.concurrency)?;
+    c.peer.threads = positive("--echo-threads", args.echo_threads)?;
+    c.setup.concurrency = positive("--concurrency", args.concurrency)?;
     c.socket_buffer = positive("--socket-buffer", args.socket_buffer)?;
     if args.duration.is_zero() && !args.setup_only && c.rate != Rate::Max {
         return Err(usage("--duration: must be above 0"));
@@ -306,12 +306,12 @@ fn config(args: &BenchArgs) -> Result<Config, Failure> {
     }
     c.churn_percent_per_minute = args.churn;
     c.duration = args.duration;
-    c.setup_timeout = args.setup_timeout;
-    c.setup_only = args.setup_only;
-    c.hold = args.hold;
-    c.peer_ip = args.peer_ip;
-    c.peer_port = args.peer_port;
-    c.remote_peer = args.remote_peer;
+    c.setup.timeout = args.setup_timeout;
+    c.setup.only = args.setup_only;
+    c.setup.hold = args.hold;
+    c.peer.ip = args.peer_ip;
+    c.peer.port = args.peer_port;
+    c.peer.remote = args.remote_peer;
     if args.raw
         && (transport != Transport::Udp || (args.peer_port == 0 && args.remote_peer.is_none()))
     {
@@ -329,7 +329,7 @@ fn config(args: &BenchArgs) -> Result<Config, Failure> {
 pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     let config = config(&args)?;
     let quiet = args.quiet;
-    let hold = config.hold;
+    let hold = config.setup.hold;
     let mut observe = |event: Event| {
         let mut err = std::io::stderr().lock();
         let _ = match event {
