@@ -8,10 +8,10 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{cloudproxy_bin, http, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
-use serde_json::Value;
+use common::control::{start_control_on, Credential};
+use common::{cloudproxy_bin, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const OPERATOR: &str = "operator-key-secrets-0123456789";
@@ -45,31 +45,14 @@ fn modes(dir: &Path) -> Vec<(String, u32)> {
     out
 }
 
-/// Starts `cloudproxy up` on private ports with `data` as its data directory and waits for
-/// `ready` and for the relay's sync cache.
+/// `cloudproxy up` with `data` as its data directory, once it is ready and the relay has
+/// written its sync cache.
 fn start_up(data: &Path) -> ChildGuard {
-    let p = reserve_ports(5, true);
-    let a = |i: usize| format!("127.0.0.1:{}", p[i]);
-    let mut cmd = Command::new(cloudproxy_bin());
-    cmd.arg("up")
-        .args(["--data-dir", data.to_str().unwrap()])
-        .args(["--control", &a(0), "--media", &a(1), "--turn", &a(2)])
-        .args(["--tls", &a(3), "--metrics", &a(4)])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
-    let (guard, lines) = ChildGuard::spawn("cloudproxy up", cmd).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(l) if l == "ready" => break,
-            Ok(_) => {}
-            Err(_) => panic!("cloudproxy up is not ready:\n{}", guard.output.text()),
-        }
-    }
+    let up = common::up::start_up(data, PATIENCE);
     let cache = data.join("relay-sync.json");
-    guard.wait_until(PATIENCE, "no relay-sync.json", || cache.exists());
-    guard
+    up.guard
+        .wait_until(PATIENCE, "no relay-sync.json", || cache.exists());
+    up.guard
 }
 
 const UP_FILES: [&str; 6] = [
@@ -98,12 +81,9 @@ fn up_keeps_every_secret_private() {
     }
     // The demo app's secret is really in the sync cache and the database (what makes them
     // secret-holding).
-    let demo: Value =
-        serde_json::from_str(&std::fs::read_to_string(data.join("demo-app.json")).unwrap())
-            .unwrap();
-    let secret = demo["secret"].as_str().unwrap();
+    let secret = Credential::demo(&data).secret;
     let cache = std::fs::read_to_string(data.join("relay-sync.json")).unwrap();
-    assert!(cache.contains(secret), "the cache holds the app's secret");
+    assert!(cache.contains(&secret), "the cache holds the app's secret");
     println!(
         "up: {:?}",
         found
@@ -143,26 +123,11 @@ fn relay_sync_cache_is_private() {
     let dir = TempDir::new("secrets-relay");
     let control_addr = format!("127.0.0.1:{}", reserve_ports(1, true)[0]);
     let db = dir.0.join("db/control.db");
-    let mut cmd = Command::new(cloudproxy_bin());
-    cmd.args(["control", "--listen", &control_addr])
-        .args(["--database", &format!("sqlite:{}", db.display())])
-        .args(["--operator-key", OPERATOR, "--relay-key", RELAY_KEY])
-        .env("RUST_LOG", "info");
-    let (control, lines) = ChildGuard::spawn("cloudproxy control", cmd).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(l) if l.starts_with("control http://") => break,
-            Ok(_) => {}
-            Err(_) => panic!("control did not start:\n{}", control.output.text()),
-        }
-    }
+    let db_url = format!("sqlite:{}", db.display());
+    let control = start_control_on(control_addr, &db_url, OPERATOR, RELAY_KEY, &[]);
+    let control_addr = control.addr.clone();
     let api = |method: &str, path: &str, body: &str| {
-        let (code, text) = http(&control_addr, method, path, Some(OPERATOR), body);
-        assert!((200..300).contains(&code), "{method} {path}: {code} {text}");
-        let body = text.split_once("\r\n\r\n").unwrap().1;
-        serde_json::from_str::<Value>(body).unwrap()
+        control.ok(method, path, serde_json::from_str(body).unwrap())
     };
     api(
         "PUT",
