@@ -32,10 +32,14 @@ pub(super) fn owners(api: &Api, out: &Out, c: OwnersCommand) -> Result<(), Failu
         OwnersCommand::List => {
             let body = api.call(Method::GET, "/v1/owners", &[], NO_BODY, Auth::Key)?;
             out.emit(&body, |v: &Vec<Owner>| {
-                let mut t = Table::new(&["ID", "NAME", "CREATED"]);
-                for o in v {
-                    t.row(vec![o.id.clone(), o.name.clone(), date(o.created_at)]);
-                }
+                let t = Table::of(
+                    v,
+                    &[
+                        ("ID", |o| o.id.clone()),
+                        ("NAME", |o| o.name.clone()),
+                        ("CREATED", |o| date(o.created_at)),
+                    ],
+                );
                 or_none(&t, "no owners")
             })
         }
@@ -82,17 +86,17 @@ pub(super) fn apps(api: &Api, out: &Out, c: AppsCommand) -> Result<(), Failure> 
         AppsCommand::List => {
             let body = api.call(Method::GET, "/v1/apps", &[], NO_BODY, Auth::Key)?;
             out.emit(&body, |v: &Vec<App>| {
-                let mut t = Table::new(&["ID", "NAME", "OWNER", "STATUS", "KEYS", "CREATED"]);
-                for a in v {
-                    t.row(vec![
-                        a.id.clone(),
-                        a.name.clone(),
-                        opt(&a.owner_id),
-                        a.status.to_string(),
-                        a.keys.len().to_string(),
-                        date(a.created_at),
-                    ]);
-                }
+                let t = Table::of(
+                    v,
+                    &[
+                        ("ID", |a| a.id.clone()),
+                        ("NAME", |a| a.name.clone()),
+                        ("OWNER", |a| opt(&a.owner_id)),
+                        ("STATUS", |a| a.status.to_string()),
+                        ("KEYS", |a| a.keys.len().to_string()),
+                        ("CREATED", |a| date(a.created_at)),
+                    ],
+                );
                 or_none(&t, "no apps")
             })
         }
@@ -150,14 +154,17 @@ fn app_block(a: &App) -> String {
         ("Created", date(a.created_at)),
         ("Updated", date(a.updated_at)),
     ]);
-    let mut t = Table::new(&["KEY ID", "CREATED", "NOT AFTER"]);
-    for k in &a.keys {
-        let not_after = match k.not_after {
-            Some(t) => date(t),
-            None => "- (current)".into(),
-        };
-        t.row(vec![k.key_id.clone(), date(k.created_at), not_after]);
-    }
+    let t = Table::of(
+        &a.keys,
+        &[
+            ("KEY ID", |k| k.key_id.clone()),
+            ("CREATED", |k| date(k.created_at)),
+            ("NOT AFTER", |k| match k.not_after {
+                Some(t) => date(t),
+                None => "- (current)".into(),
+            }),
+        ],
+    );
     if !t.is_empty() {
         s.push('\n');
         s.push_str(&t.render());
@@ -186,23 +193,26 @@ pub(super) fn usage(api: &Api, out: &Out, a: UsageArgs) -> Result<(), Failure> {
     }
     let body = api.call(Method::GET, &path, &query, NO_BODY, Auth::Key)?;
     out.emit(&body, |v: &Usage| {
-        let mut t = Table::new(&["DAY", "MODE", "QUALITY", "MINUTES", "BYTES", "PEAK"]);
-        let (mut minutes, mut bytes) = (0.0, 0u64);
-        for d in &v.days {
-            minutes += d.minutes;
-            bytes += d.bytes;
-            t.row(vec![
-                d.day.clone(),
-                d.mode.to_string(),
-                d.quality.map_or("-".into(), |q| q.to_string()),
-                format!("{:.1}", d.minutes),
-                d.bytes.to_string(),
-                d.peak_concurrency.to_string(),
-            ]);
-        }
-        if t.is_empty() {
+        if v.days.is_empty() {
             return format!("No usage recorded for app {}.\n", v.app_id);
         }
+        let t = Table::of(
+            &v.days,
+            &[
+                ("DAY", |d| d.day.clone()),
+                ("MODE", |d| d.mode.to_string()),
+                ("QUALITY", |d| {
+                    d.quality.map_or("-".into(), |q| q.to_string())
+                }),
+                ("MINUTES", |d| format!("{:.1}", d.minutes)),
+                ("BYTES", |d| d.bytes.to_string()),
+                ("PEAK", |d| d.peak_concurrency.to_string()),
+            ],
+        );
+        let (minutes, bytes) = v
+            .days
+            .iter()
+            .fold((0.0, 0u64), |(m, b), d| (m + d.minutes, b + d.bytes));
         format!("{}Total: {minutes:.1} minutes, {bytes} bytes\n", t.render())
     })
 }

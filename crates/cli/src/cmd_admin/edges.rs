@@ -2,7 +2,8 @@
 
 use anyhow::anyhow;
 use cloudproxy_api::{
-    AllowList, Edge, EdgeCidrs, EdgeCidrsInput, EdgeInput, EdgeUpdate, Listener, RegionSummary, Row,
+    AllowList, Change, ChangeKind, Edge, EdgeCidrs, EdgeCidrsInput, EdgeInput, EdgeUpdate,
+    Listener, RegionSummary, Row,
 };
 use reqwest::Method;
 
@@ -11,28 +12,20 @@ use super::table::{date, fields, Table};
 use super::{or_none, seg, AllowlistArgs, EdgesCommand, Out};
 use crate::failure::Failure;
 
-pub(super) fn regions_table(v: &Vec<RegionSummary>) -> String {
-    let mut t = Table::new(&[
-        "REGION",
-        "NAME",
-        "STATIC",
-        "DYNAMIC",
-        "CAPACITY_KBPS",
-        "RESERVED_KBPS",
-        "AVAILABLE_KBPS",
-    ]);
-    for r in v {
-        t.row(vec![
-            r.region.to_string(),
-            r.name.clone(),
-            r.static_edges.to_string(),
-            r.dynamic_edges.to_string(),
-            r.static_capacity_kbps.to_string(),
-            r.reserved_kbps.to_string(),
-            r.available_kbps.to_string(),
-        ]);
-    }
-    t.render()
+pub(super) fn regions_table(v: &[RegionSummary]) -> String {
+    Table::of(
+        v,
+        &[
+            ("REGION", |r| r.region.to_string()),
+            ("NAME", |r| r.name.clone()),
+            ("STATIC", |r| r.static_edges.to_string()),
+            ("DYNAMIC", |r| r.dynamic_edges.to_string()),
+            ("CAPACITY_KBPS", |r| r.static_capacity_kbps.to_string()),
+            ("RESERVED_KBPS", |r| r.reserved_kbps.to_string()),
+            ("AVAILABLE_KBPS", |r| r.available_kbps.to_string()),
+        ],
+    )
+    .render()
 }
 
 pub(super) fn edges(api: &Api, out: &Out, c: EdgesCommand) -> Result<(), Failure> {
@@ -78,16 +71,16 @@ pub(super) fn edges(api: &Api, out: &Out, c: EdgesCommand) -> Result<(), Failure
                 .collect();
             let body = api.call(Method::GET, "/v1/edges", &query, NO_BODY, Auth::Key)?;
             out.emit(&body, |v: &Vec<Edge>| {
-                let mut t = Table::new(&["ID", "REGION", "POOL", "CAPACITY_KBPS", "LISTENERS"]);
-                for e in v {
-                    t.row(vec![
-                        e.id.clone(),
-                        e.region.to_string(),
-                        e.pool.to_string(),
-                        e.capacity_kbps.to_string(),
-                        listeners_text(&e.listeners),
-                    ]);
-                }
+                let t = Table::of(
+                    v,
+                    &[
+                        ("ID", |e| e.id.clone()),
+                        ("REGION", |e| e.region.to_string()),
+                        ("POOL", |e| e.pool.to_string()),
+                        ("CAPACITY_KBPS", |e| e.capacity_kbps.to_string()),
+                        ("LISTENERS", |e| listeners_text(&e.listeners)),
+                    ],
+                );
                 or_none(&t, "no edges")
             })
         }
@@ -193,7 +186,7 @@ pub(super) fn allowlist(api: &Api, out: &Out, a: AllowlistArgs) -> Result<(), Fa
         }
         let path = format!("/v1/allowlist/{}/history", region.as_str());
         let body = api.call(Method::GET, &path, &[], NO_BODY, Auth::Public)?;
-        return out.emit(&body, history_table);
+        return out.emit(&body, |v: &Vec<AllowList>| history_table(v));
     }
     let path = format!("/v1/allowlist/{}", region.as_str());
     if export {
@@ -209,49 +202,74 @@ pub(super) fn allowlist(api: &Api, out: &Out, a: AllowlistArgs) -> Result<(), Fa
     })
 }
 
-/// A row's cells: service, protocol, ports and addresses.
-fn row_cells(row: &Row) -> [String; 4] {
-    let ports: Vec<String> = row.ports.iter().map(u16::to_string).collect();
-    [
-        row.service.as_str().to_owned(),
-        row.protocol.as_str().to_owned(),
-        ports.join(" "),
-        row.ips.join(" "),
-    ]
+/// One allow-list row as a table shows it: the version it stands in and, in a history, how
+/// that version changed it (`None` in the current table, which has no CHANGE column).
+struct Line<'a> {
+    list: &'a AllowList,
+    kind: Option<ChangeKind>,
+    row: &'a Row,
 }
+
+impl<'a> Line<'a> {
+    /// The rows in force in `list`.
+    fn current(list: &'a AllowList) -> impl Iterator<Item = Line<'a>> {
+        let line = move |row| Line {
+            list,
+            kind: None,
+            row,
+        };
+        list.rows.iter().map(line)
+    }
+
+    /// The rows `list` added or removed.
+    fn changes(list: &'a AllowList) -> impl Iterator<Item = Line<'a>> {
+        let line = move |c: &'a Change| Line {
+            list,
+            kind: Some(c.kind),
+            row: &c.row,
+        };
+        list.changes.iter().map(line)
+    }
+}
+
+/// A column of the allow-list tables, for a [`Line`] of any lifetime.
+type LineColumn = (&'static str, for<'a> fn(&Line<'a>) -> String);
+
+// The allow-list tables' columns; each table picks its own.
+const REGION: LineColumn = ("REGION", |l| l.list.region.to_string());
+const VERSION: LineColumn = ("VERSION", |l| l.list.version.to_string());
+const EFFECTIVE: LineColumn = ("EFFECTIVE", |l| l.list.effective_date.clone());
+const CHANGE: LineColumn = ("CHANGE", |l| {
+    l.kind.map_or("", ChangeKind::as_str).to_owned()
+});
+const SERVICE: LineColumn = ("SERVICE", |l| l.row.service.as_str().to_owned());
+const PROTOCOL: LineColumn = ("PROTOCOL", |l| l.row.protocol.as_str().to_owned());
+const PORTS: LineColumn = ("PORTS", |l| {
+    let ports: Vec<String> = l.row.ports.iter().map(u16::to_string).collect();
+    ports.join(" ")
+});
+const ADDRESSES: LineColumn = ("ADDRESSES", |l| l.row.ips.join(" "));
 
 /// One table for several regions' current versions; regions with nothing published are
 /// listed after it.
 fn allowlist_table(lists: &[AllowList]) -> String {
-    let mut t = Table::new(&[
-        "REGION",
-        "VERSION",
-        "EFFECTIVE",
-        "SERVICE",
-        "PROTOCOL",
-        "PORTS",
-        "ADDRESSES",
-    ]);
-    let mut empty = Vec::new();
-    for list in lists {
-        if list.rows.is_empty() {
-            empty.push(list.region.as_str());
-        }
-        for row in &list.rows {
-            let mut cells = vec![
-                list.region.to_string(),
-                list.version.to_string(),
-                list.effective_date.clone(),
-            ];
-            cells.extend(row_cells(row));
-            t.row(cells);
-        }
-    }
+    let lines: Vec<Line> = lists.iter().flat_map(Line::current).collect();
+    let t = Table::of(
+        &lines,
+        &[
+            REGION, VERSION, EFFECTIVE, SERVICE, PROTOCOL, PORTS, ADDRESSES,
+        ],
+    );
     let mut s = if t.is_empty() {
         String::new()
     } else {
         t.render()
     };
+    let empty: Vec<&str> = lists
+        .iter()
+        .filter(|list| list.rows.is_empty())
+        .map(|list| list.region.as_str())
+        .collect();
     if !empty.is_empty() {
         s.push_str(&format!("Nothing published for: {}\n", empty.join(", ")));
     }
@@ -259,27 +277,14 @@ fn allowlist_table(lists: &[AllowList]) -> String {
 }
 
 /// Each version's changes against the one before it, newest first.
-fn history_table(v: &Vec<AllowList>) -> String {
-    let mut t = Table::new(&[
-        "VERSION",
-        "EFFECTIVE",
-        "CHANGE",
-        "SERVICE",
-        "PROTOCOL",
-        "PORTS",
-        "ADDRESSES",
-    ]);
-    for list in v {
-        for c in &list.changes {
-            let mut cells = vec![
-                list.version.to_string(),
-                list.effective_date.clone(),
-                c.kind.as_str().to_owned(),
-            ];
-            cells.extend(row_cells(&c.row));
-            t.row(cells);
-        }
-    }
+fn history_table(v: &[AllowList]) -> String {
+    let lines: Vec<Line> = v.iter().flat_map(Line::changes).collect();
+    let t = Table::of(
+        &lines,
+        &[
+            VERSION, EFFECTIVE, CHANGE, SERVICE, PROTOCOL, PORTS, ADDRESSES,
+        ],
+    );
     or_none(&t, "no versions published")
 }
 

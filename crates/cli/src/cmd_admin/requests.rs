@@ -37,25 +37,22 @@ pub(super) fn requests(api: &Api, out: &Out, c: RequestsCommand) -> Result<(), F
             };
             let body = api.call(Method::GET, &path, &[], NO_BODY, Auth::Key)?;
             out.emit(&body, |v: &Vec<EnablementRequest>| {
-                let mut t = Table::new(&[
-                    "ID", "APP", "REGION", "SDK", "MODE", "QUALITY", "CHANNELS", "USERS", "PROXY",
-                    "KBPS", "STATE",
-                ]);
-                for r in v {
-                    t.row(vec![
-                        r.id.clone(),
-                        r.app_id.clone(),
-                        r.region.to_string(),
-                        r.sdk.to_string(),
-                        r.mode.to_string(),
-                        r.quality.to_string(),
-                        r.max_concurrent_channels.to_string(),
-                        r.max_users_per_channel.to_string(),
-                        r.max_proxy_users_per_channel.to_string(),
-                        r.estimated_kbps.to_string(),
-                        r.state.to_string(),
-                    ]);
-                }
+                let t = Table::of(
+                    v,
+                    &[
+                        ("ID", |r| r.id.clone()),
+                        ("APP", |r| r.app_id.clone()),
+                        ("REGION", |r| r.region.to_string()),
+                        ("SDK", |r| r.sdk.to_string()),
+                        ("MODE", |r| r.mode.to_string()),
+                        ("QUALITY", |r| r.quality.to_string()),
+                        ("CHANNELS", |r| r.max_concurrent_channels.to_string()),
+                        ("USERS", |r| r.max_users_per_channel.to_string()),
+                        ("PROXY", |r| r.max_proxy_users_per_channel.to_string()),
+                        ("KBPS", |r| r.estimated_kbps.to_string()),
+                        ("STATE", |r| r.state.to_string()),
+                    ],
+                );
                 or_none(&t, "no requests")
             })
         }

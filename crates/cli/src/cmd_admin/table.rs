@@ -37,6 +37,10 @@ fn width(s: &str) -> usize {
     s.width()
 }
 
+/// One column of a [`Table`]: its header and how a row's cell is read from the row, declared
+/// together so that a header cannot lose its value.
+pub(super) type Column<T> = (&'static str, fn(&T) -> String);
+
 /// Columns separated by two spaces, each as wide as its widest cell; no trailing spaces.
 pub(super) struct Table {
     headers: Vec<&'static str>,
@@ -44,20 +48,19 @@ pub(super) struct Table {
 }
 
 impl Table {
-    pub(super) fn new(headers: &[&'static str]) -> Table {
-        Table {
-            headers: headers.to_vec(),
-            rows: Vec::new(),
-        }
-    }
-
-    pub(super) fn row(&mut self, cells: Vec<String>) {
-        debug_assert_eq!(cells.len(), self.headers.len());
-        let cells = cells
-            .into_iter()
-            .map(|c| terminal_safe(&c, false).into_owned())
+    /// One line per item of `rows`, one cell per column.
+    pub(super) fn of<T>(rows: &[T], columns: &[Column<T>]) -> Table {
+        let rows = rows
+            .iter()
+            .map(|row| {
+                let cell = |(_, cell): &Column<T>| terminal_safe(&cell(row), false).into_owned();
+                columns.iter().map(cell).collect()
+            })
             .collect();
-        self.rows.push(cells);
+        Table {
+            headers: columns.iter().map(|&(header, _)| header).collect(),
+            rows,
+        }
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -120,11 +123,15 @@ mod tests {
 
     /// An ID/NAME/STATUS table of `rows`, rendered.
     fn id_name_status(rows: &[[&str; 3]]) -> String {
-        let mut t = Table::new(&["ID", "NAME", "STATUS"]);
-        for row in rows {
-            t.row(row.iter().map(|c| c.to_string()).collect());
-        }
-        t.render()
+        Table::of(
+            rows,
+            &[
+                ("ID", |r| r[0].to_string()),
+                ("NAME", |r| r[1].to_string()),
+                ("STATUS", |r| r[2].to_string()),
+            ],
+        )
+        .render()
     }
 
     #[test]
@@ -155,9 +162,11 @@ mod tests {
     #[test]
     fn control_characters_are_shown_not_obeyed() {
         let evil = "x\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}1m\u{202e}txt.exe\nnext";
-        let mut t = Table::new(&["ID", "NAME"]);
-        t.row(vec!["a1".into(), evil.into()]);
-        let out = t.render();
+        let out = Table::of(
+            &[evil],
+            &[("ID", |_| "a1".into()), ("NAME", |e| e.to_string())],
+        )
+        .render();
         assert_eq!(
             out,
             "ID  NAME\n\
