@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::store::PoolStats;
 
@@ -44,46 +44,58 @@ pub(crate) struct ApiMetrics {
     pool_max: Gauge,
 }
 
+/// Registers metrics and hands back each one's handle, so a metric is named once where it is
+/// made; the registry keeps a clone, which shares the value.
+struct Registrar<'r>(&'r mut Registry);
+
+impl Registrar<'_> {
+    /// A counter, gauge or family that starts at zero (a family: with no series); which one is
+    /// inferred from the [`ApiMetrics`] field it ends up in.
+    fn metric<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+        self.register(name, help, M::default())
+    }
+
+    /// A family of latency histograms over [`BUCKETS`], one per request label set.
+    fn latencies(&mut self, name: &str, help: &str) -> Family<RequestLabels, Histogram> {
+        let family =
+            Family::new_with_constructor((|| Histogram::new(BUCKETS)) as fn() -> Histogram);
+        self.register(name, help, family)
+    }
+
+    /// Registers `metric` and returns it.
+    fn register<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+}
+
 impl ApiMetrics {
     pub(crate) fn new() -> ApiMetrics {
         let mut registry = Registry::with_prefix("cloudproxy_control");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let mut r = Registrar(&mut registry);
+        let requests = r.metric(
             "http_requests",
             "HTTP requests answered, by method, route template and status",
-            requests.clone(),
         );
-        let latency = Family::<RequestLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(BUCKETS)) as fn() -> Histogram,
-        );
-        registry.register(
+        let latency = r.latencies(
             "http_request_duration_seconds",
             "Time to answer an HTTP request, by method, route template and status",
-            latency.clone(),
         );
-        let syncs = Counter::default();
-        registry.register(
+        let syncs = r.metric(
             "relay_syncs",
             "Relay syncs served (GET /v1/sync/apps answered 200)",
-            syncs.clone(),
         );
-        let leases = Gauge::default();
-        registry.register(
+        let leases = r.metric(
             "leases",
             "Admission leases live now (Force-mode proxy users across every relay)",
-            leases.clone(),
         );
-        let pool = Family::<PoolLabels, Gauge>::default();
-        registry.register(
+        let pool = r.metric(
             "db_pool_connections",
             "Database connections open, by state (idle, in_use)",
-            pool.clone(),
         );
-        let pool_max = Gauge::default();
-        registry.register(
+        let pool_max = r.metric(
             "db_pool_max_connections",
             "The most database connections the pool opens",
-            pool_max.clone(),
         );
         ApiMetrics {
             registry,

@@ -23,7 +23,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// Content type of the OpenMetrics text exposition that [`Metrics::encode`] produces.
 pub const CONTENT_TYPE_OPENMETRICS: &str =
@@ -202,6 +202,37 @@ pub const EVENT_LOOP_STALL: std::time::Duration = std::time::Duration::from_mill
 /// An event loop that has not beaten for this long is stalled (`/healthz` answers 503).
 const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Registers metrics and hands back each one's handle, so a metric is named once where it is
+/// made. The registry keeps a clone, which shares the value (every metric type here is an `Arc`
+/// inside).
+struct Registrar<'r>(&'r mut Registry);
+
+impl Registrar<'_> {
+    /// A counter, gauge or family that starts at zero (a family: with no series); which one is
+    /// inferred from the [`Metrics`] field it ends up in.
+    fn metric<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+        self.register(name, help, M::default())
+    }
+
+    /// A gauge that starts at `value` rather than zero.
+    fn gauge_at(&mut self, name: &str, help: &str, value: i64) -> Gauge {
+        let gauge: Gauge = self.metric(name, help);
+        gauge.set(value);
+        gauge
+    }
+
+    /// A histogram with these bucket bounds.
+    fn histogram(&mut self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        self.register(name, help, Histogram::new(buckets.iter().copied()))
+    }
+
+    /// Registers `metric` and returns it.
+    fn register<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -212,66 +243,49 @@ impl Metrics {
     /// Every metric at zero, registered for the `/metrics` text exposition.
     pub fn new() -> Self {
         let mut registry = Registry::default();
+        let mut r = Registrar(&mut registry);
 
-        let allocations = Gauge::default();
-        registry.register(
-            "cloudproxy_allocations",
-            "Allocations currently held",
-            allocations.clone(),
-        );
-        let allocations_created = Counter::default();
-        registry.register(
-            "cloudproxy_allocations_created",
-            "Allocations created",
-            allocations_created.clone(),
-        );
-        let stream_connections = Gauge::default();
-        registry.register(
+        let allocations = r.metric("cloudproxy_allocations", "Allocations currently held");
+        let allocations_created = r.metric("cloudproxy_allocations_created", "Allocations created");
+        let stream_connections = r.metric(
             "cloudproxy_stream_connections",
             "TCP and TLS client connections currently open",
-            stream_connections.clone(),
         );
-        let draining = Gauge::default();
-        registry.register(
+        let draining = r.metric(
             "cloudproxy_draining",
             "1 while the relay is draining (refusing new allocations), else 0",
-            draining.clone(),
         );
 
-        let control_sync_age = Gauge::default();
-        control_sync_age.set(-1);
-        registry.register(
+        let control_sync_age = r.gauge_at(
             "cloudproxy_control_sync_age_seconds",
             "Seconds since the last successful control-plane sync (-1: none yet)",
-            control_sync_age.clone(),
+            -1,
         );
-        let control_sync_failures = Counter::default();
-        registry.register(
+        let control_sync_failures = r.metric(
             "cloudproxy_control_sync_failures",
             "Control-plane sync attempts that failed",
-            control_sync_failures.clone(),
         );
-        let control_unchecked_admissions = Counter::default();
-        registry.register(
+        let control_unchecked_admissions = r.metric(
             "cloudproxy_control_unchecked_admissions",
             "Force-mode allocations admitted without the central quota check (control plane unreachable)",
-            control_unchecked_admissions.clone(),
         );
-        let usage_reports_pending = Gauge::default();
-        registry.register(
+        let usage_reports_pending = r.metric(
             "cloudproxy_usage_reports_pending",
             "Usage reports not yet acknowledged by the control plane",
-            usage_reports_pending.clone(),
         );
-        let send_dropped = Counter::default();
-        registry.register(
+        let send_dropped = r.metric(
             "cloudproxy_send_dropped",
             "Relayed datagrams dropped because the kernel refused to send them",
-            send_dropped.clone(),
         );
 
-        let packets = Family::<TrafficLabels, Counter>::default();
-        let bytes = Family::<TrafficLabels, Counter>::default();
+        let packets: Family<TrafficLabels, Counter> = r.metric(
+            "cloudproxy_packets",
+            "Relayed packets, by direction and client transport",
+        );
+        let bytes: Family<TrafficLabels, Counter> = r.metric(
+            "cloudproxy_bytes",
+            "Relayed payload bytes, by direction and client transport",
+        );
         let traffic = std::array::from_fn(|i| {
             let labels = TrafficLabels {
                 direction: DIRECTIONS[i / TRANSPORTS.len()].as_str(),
@@ -282,100 +296,65 @@ impl Metrics {
                 bytes: bytes.get_or_create(&labels).clone(),
             }
         });
-        registry.register(
-            "cloudproxy_packets",
-            "Relayed packets, by direction and client transport",
-            packets,
-        );
-        registry.register(
-            "cloudproxy_bytes",
-            "Relayed payload bytes, by direction and client transport",
-            bytes,
-        );
 
-        let auth_failures = Counter::default();
-        registry.register(
+        let auth_failures = r.metric(
             "cloudproxy_auth_failures",
             "Requests refused for bad credentials (wrong password, expired or unknown username)",
-            auth_failures.clone(),
         );
-        let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        let errors = r.metric(
             "cloudproxy_errors",
             "STUN error responses sent, by error code",
-            errors.clone(),
         );
 
-        let malformed_dropped = Counter::default();
-        registry.register(
+        let malformed_dropped = r.metric(
             "cloudproxy_malformed_dropped",
             "Malformed STUN messages dropped without an answer",
-            malformed_dropped.clone(),
         );
-        let reflection_suppressed = Counter::default();
-        registry.register(
+        let reflection_suppressed = r.metric(
             "cloudproxy_reflection_suppressed",
             "Answers to unauthenticated requests not sent because they would exceed 4x the request",
-            reflection_suppressed.clone(),
         );
-        let stream_refused = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        let stream_refused = r.metric(
             "cloudproxy_stream_refused",
             "TCP/TLS connections refused at accept, by reason: total_limit or per_source_limit",
-            stream_refused.clone(),
         );
-        let stream_timeouts = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        let stream_timeouts = r.metric(
             "cloudproxy_stream_timeouts",
             "TCP/TLS connections closed by a deadline, by reason: handshake, allocate or frame",
-            stream_timeouts.clone(),
         );
-        let reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register(
+        let reloads = r.metric(
             "cloudproxy_config_reloads",
             "Configuration reloads (SIGHUP), by outcome: ok, or error (the old one stays in force)",
-            reloads.clone(),
         );
-        let config_last_reload_successful = Gauge::default();
-        config_last_reload_successful.set(1);
-        registry.register(
+        let config_last_reload_successful = r.gauge_at(
             "cloudproxy_config_last_reload_successful",
             "1 if the last configuration reload took effect (or none was tried), else 0",
-            config_last_reload_successful.clone(),
+            1,
         );
 
-        let event_loop_lag = Histogram::new([
-            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
-        ]);
-        registry.register(
+        let event_loop_lag = r.histogram(
             "cloudproxy_event_loop_lag_seconds",
             "How late the event loops' 10 ms ticks ran (all shards)",
-            event_loop_lag.clone(),
+            &[
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
+            ],
         );
-        let event_loop_stalls = Counter::default();
-        registry.register(
+        let event_loop_stalls = r.metric(
             "cloudproxy_event_loop_stalls",
             "Event-loop ticks later than 100 ms (the shard read none of its sockets meanwhile)",
-            event_loop_stalls.clone(),
         );
 
-        let fastpath_entries = Gauge::default();
-        registry.register(
+        let fastpath_entries = r.metric(
             "cloudproxy_fastpath_entries",
             "Channel bindings forwarded in the kernel (XDP) now",
-            fastpath_entries.clone(),
         );
-        let fastpath_packets = Family::<DirectionLabels, Counter>::default();
-        registry.register(
+        let fastpath_packets = r.metric(
             "cloudproxy_fastpath_packets",
             "ChannelData packets forwarded in the kernel (XDP), by direction (read every 5 s and when a binding ends)",
-            fastpath_packets.clone(),
         );
-        let fastpath_bytes = Family::<DirectionLabels, Counter>::default();
-        registry.register(
+        let fastpath_bytes = r.metric(
             "cloudproxy_fastpath_bytes",
             "Payload bytes forwarded in the kernel (XDP), by direction",
-            fastpath_bytes.clone(),
         );
 
         Self {
@@ -602,31 +581,15 @@ mod tests {
             .record(20);
         m.traffic(Direction::PeerToClient, Transport::Tls).record(7);
         let text = m.encode();
-        assert!(
-            text.contains(
-                r#"cloudproxy_packets_total{direction="client_to_peer",transport="udp"} 2"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"cloudproxy_bytes_total{direction="client_to_peer",transport="udp"} 120"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"cloudproxy_bytes_total{direction="peer_to_client",transport="tls"} 7"#
-            ),
-            "{text}"
-        );
-        // All six combinations exist from the start, at zero.
-        assert!(
-            text.contains(
-                r#"cloudproxy_packets_total{direction="peer_to_client",transport="tcp"} 0"#
-            ),
-            "{text}"
-        );
+        for series in [
+            r#"cloudproxy_packets_total{direction="client_to_peer",transport="udp"} 2"#,
+            r#"cloudproxy_bytes_total{direction="client_to_peer",transport="udp"} 120"#,
+            r#"cloudproxy_bytes_total{direction="peer_to_client",transport="tls"} 7"#,
+            // All six combinations exist from the start, at zero.
+            r#"cloudproxy_packets_total{direction="peer_to_client",transport="tcp"} 0"#,
+        ] {
+            assert!(text.contains(series), "no {series} in:\n{text}");
+        }
         let mut seen = std::collections::HashSet::new();
         for d in DIRECTIONS {
             for t in TRANSPORTS {
