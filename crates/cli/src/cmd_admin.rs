@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use self::http::{Api, Auth, NO_BODY};
 pub(crate) use self::parse::WireParser;
 use self::parse::{parse_day, parse_listener};
-use self::table::Table;
+use self::table::{Column, Table};
 use crate::failure::Failure;
 
 const GLOBAL: &str = "Control plane";
@@ -318,6 +318,19 @@ struct Out {
 }
 
 impl Out {
+    /// Prints a list endpoint's answer: `body` (`--json`), or its rows as a table of
+    /// `columns` (`empty` when there are none).
+    fn list<T: DeserializeOwned>(
+        &self,
+        body: &str,
+        columns: &[Column<T>],
+        empty: &str,
+    ) -> Result<(), Failure> {
+        self.emit(body, |rows: &Vec<T>| {
+            or_none(&Table::of(rows, columns), empty)
+        })
+    }
+
     /// Prints `body` (`--json`) or `human` of it read as the API's type `T`.
     fn emit<T: DeserializeOwned>(
         &self,

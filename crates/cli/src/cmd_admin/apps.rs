@@ -7,8 +7,8 @@ use cloudproxy_api::{
 use reqwest::Method;
 
 use super::http::{Api, Auth, NO_BODY};
-use super::table::{date, fields, opt, Table};
-use super::{app_path, or_none, seg, AppsCommand, Out, OwnersCommand, UsageArgs};
+use super::table::{date, fields, opt, Column, Table};
+use super::{app_path, seg, AppsCommand, Out, OwnersCommand, UsageArgs};
 use crate::failure::Failure;
 
 pub(super) fn owners(api: &Api, out: &Out, c: OwnersCommand) -> Result<(), Failure> {
@@ -31,17 +31,12 @@ pub(super) fn owners(api: &Api, out: &Out, c: OwnersCommand) -> Result<(), Failu
         }
         OwnersCommand::List => {
             let body = api.call(Method::GET, "/v1/owners", &[], NO_BODY, Auth::Key)?;
-            out.emit(&body, |v: &Vec<Owner>| {
-                let t = Table::of(
-                    v,
-                    &[
-                        ("ID", |o| o.id.clone()),
-                        ("NAME", |o| o.name.clone()),
-                        ("CREATED", |o| date(o.created_at)),
-                    ],
-                );
-                or_none(&t, "no owners")
-            })
+            let columns: &[Column<Owner>] = &[
+                ("ID", |o| o.id.clone()),
+                ("NAME", |o| o.name.clone()),
+                ("CREATED", |o| date(o.created_at)),
+            ];
+            out.list(&body, columns, "no owners")
         }
         OwnersCommand::Key { owner_id } => {
             let path = format!("/v1/owners/{}/keys", seg(&owner_id));
@@ -85,20 +80,15 @@ pub(super) fn apps(api: &Api, out: &Out, c: AppsCommand) -> Result<(), Failure> 
         }
         AppsCommand::List => {
             let body = api.call(Method::GET, "/v1/apps", &[], NO_BODY, Auth::Key)?;
-            out.emit(&body, |v: &Vec<App>| {
-                let t = Table::of(
-                    v,
-                    &[
-                        ("ID", |a| a.id.clone()),
-                        ("NAME", |a| a.name.clone()),
-                        ("OWNER", |a| opt(&a.owner_id)),
-                        ("STATUS", |a| a.status.to_string()),
-                        ("KEYS", |a| a.keys.len().to_string()),
-                        ("CREATED", |a| date(a.created_at)),
-                    ],
-                );
-                or_none(&t, "no apps")
-            })
+            let columns: &[Column<App>] = &[
+                ("ID", |a| a.id.clone()),
+                ("NAME", |a| a.name.clone()),
+                ("OWNER", |a| opt(&a.owner_id)),
+                ("STATUS", |a| a.status.to_string()),
+                ("KEYS", |a| a.keys.len().to_string()),
+                ("CREATED", |a| date(a.created_at)),
+            ];
+            out.list(&body, columns, "no apps")
         }
         AppsCommand::Show { id } => {
             let body = api.call(Method::GET, &app_path(&id, ""), &[], NO_BODY, Auth::Key)?;

@@ -8,7 +8,7 @@ use cloudproxy_api::{
 use reqwest::Method;
 
 use super::http::{Api, Auth, NO_BODY};
-use super::table::{date, fields, Table};
+use super::table::{date, fields, Column, Table};
 use super::{or_none, seg, AllowlistArgs, EdgesCommand, Out};
 use crate::failure::Failure;
 
@@ -70,19 +70,14 @@ pub(super) fn edges(api: &Api, out: &Out, c: EdgesCommand) -> Result<(), Failure
                 .into_iter()
                 .collect();
             let body = api.call(Method::GET, "/v1/edges", &query, NO_BODY, Auth::Key)?;
-            out.emit(&body, |v: &Vec<Edge>| {
-                let t = Table::of(
-                    v,
-                    &[
-                        ("ID", |e| e.id.clone()),
-                        ("REGION", |e| e.region.to_string()),
-                        ("POOL", |e| e.pool.to_string()),
-                        ("CAPACITY_KBPS", |e| e.capacity_kbps.to_string()),
-                        ("LISTENERS", |e| listeners_text(&e.listeners)),
-                    ],
-                );
-                or_none(&t, "no edges")
-            })
+            let columns: &[Column<Edge>] = &[
+                ("ID", |e| e.id.clone()),
+                ("REGION", |e| e.region.to_string()),
+                ("POOL", |e| e.pool.to_string()),
+                ("CAPACITY_KBPS", |e| e.capacity_kbps.to_string()),
+                ("LISTENERS", |e| listeners_text(&e.listeners)),
+            ];
+            out.list(&body, columns, "no edges")
         }
         EdgesCommand::Show { id } => {
             let path = format!("/v1/edges/{}", seg(&id));

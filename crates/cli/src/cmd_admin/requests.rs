@@ -4,8 +4,8 @@ use cloudproxy_api::{ApproveInput, EnablementInput, EnablementRequest, RejectInp
 use reqwest::Method;
 
 use super::http::{Api, Auth, NO_BODY};
-use super::table::{date, fields, opt, Table};
-use super::{app_path, or_none, seg, Out, RequestsCommand};
+use super::table::{date, fields, opt, Column};
+use super::{app_path, seg, Out, RequestsCommand};
 use crate::failure::Failure;
 
 pub(super) fn requests(api: &Api, out: &Out, c: RequestsCommand) -> Result<(), Failure> {
@@ -36,25 +36,20 @@ pub(super) fn requests(api: &Api, out: &Out, c: RequestsCommand) -> Result<(), F
                 None => "/v1/requests".into(),
             };
             let body = api.call(Method::GET, &path, &[], NO_BODY, Auth::Key)?;
-            out.emit(&body, |v: &Vec<EnablementRequest>| {
-                let t = Table::of(
-                    v,
-                    &[
-                        ("ID", |r| r.id.clone()),
-                        ("APP", |r| r.app_id.clone()),
-                        ("REGION", |r| r.region.to_string()),
-                        ("SDK", |r| r.sdk.to_string()),
-                        ("MODE", |r| r.mode.to_string()),
-                        ("QUALITY", |r| r.quality.to_string()),
-                        ("CHANNELS", |r| r.max_concurrent_channels.to_string()),
-                        ("USERS", |r| r.max_users_per_channel.to_string()),
-                        ("PROXY", |r| r.max_proxy_users_per_channel.to_string()),
-                        ("KBPS", |r| r.estimated_kbps.to_string()),
-                        ("STATE", |r| r.state.to_string()),
-                    ],
-                );
-                or_none(&t, "no requests")
-            })
+            let columns: &[Column<EnablementRequest>] = &[
+                ("ID", |r| r.id.clone()),
+                ("APP", |r| r.app_id.clone()),
+                ("REGION", |r| r.region.to_string()),
+                ("SDK", |r| r.sdk.to_string()),
+                ("MODE", |r| r.mode.to_string()),
+                ("QUALITY", |r| r.quality.to_string()),
+                ("CHANNELS", |r| r.max_concurrent_channels.to_string()),
+                ("USERS", |r| r.max_users_per_channel.to_string()),
+                ("PROXY", |r| r.max_proxy_users_per_channel.to_string()),
+                ("KBPS", |r| r.estimated_kbps.to_string()),
+                ("STATE", |r| r.state.to_string()),
+            ];
+            out.list(&body, columns, "no requests")
         }
         RequestsCommand::Show { id } => {
             let path = format!("/v1/requests/{}", seg(&id));
