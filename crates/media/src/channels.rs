@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::server::{Endpoint, MemberKey};
+use crate::endpoint::{Endpoint, MemberKey};
 
 #[derive(Debug)]
 struct Channel {
