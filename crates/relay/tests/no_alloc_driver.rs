@@ -23,13 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloudproxy_proto::client::{Attr, ALLOCATE, CHANNEL_BIND};
 use cloudproxy_proto::policy::{PeerPolicy, PeerRule};
 use cloudproxy_proto::{AuthConfig, ServerConfig};
 use cloudproxy_relay::{Relay, RelayConfig};
 use cloudproxy_testkit::alloc::{count_on_threads_named, serial, CountingAllocator};
 use cloudproxy_testkit::echo::EchoPeer;
-use cloudproxy_testkit::turn::{Conn, TurnClient};
+use cloudproxy_testkit::turn::{client_with_channel, Conn, CHANNEL};
 
 // ---------------------------------------------------------------------------------------------
 // The counting allocator (the workspace's test kit), on the relay's event-loop threads
@@ -49,7 +48,6 @@ fn count_allocations<T>(f: impl FnOnce() -> T) -> (u64, T) {
 // Relay, echo peer, client
 
 const SECRET: &str = "no-alloc-secret";
-const CHANNEL: u16 = 0x4000;
 /// Round trips counted.
 const PACKETS: u64 = 100_000;
 const WARM_UP: u64 = 5_000;
@@ -153,14 +151,7 @@ struct Run {
 
 impl Client {
     fn new(conn: Conn, peer: SocketAddr) -> Self {
-        let mut c = TurnClient::with_secret(conn, SECRET);
-        let r = c.transact(ALLOCATE, &[Attr::RequestedTransportUdp]);
-        assert!(r.success, "allocate: {:?}", r.error);
-        let r = c.transact(
-            CHANNEL_BIND,
-            &[Attr::ChannelNumber(CHANNEL), Attr::PeerAddress(peer)],
-        );
-        assert!(r.success, "channel bind: {:?}", r.error);
+        let c = client_with_channel(conn, SECRET, peer);
         let wire = match c.conn {
             Conn::Udp(socket, server) => {
                 socket.set_read_timeout(Some(RECV_TIMEOUT)).unwrap();
