@@ -242,12 +242,7 @@ fn expired_bindings_leave_the_kernel_and_the_number_rebinds_to_a_new_peer() {
     };
     let (c2p, p2c) = relay_maps();
     let _echo = Echo::start(&w, &[9000, 9001]);
-    let mut c = turn_client(&w);
-    let r = c.transact(
-        cloudproxy_proto::client::ALLOCATE,
-        &[Attr::RequestedTransportUdp],
-    );
-    assert!(r.success, "allocate: {:?}", r.error);
+    let mut c = allocated_client(&w);
     bind(&mut c, 0x4000, 9000);
     expect_entries(c2p, 1, "after ChannelBind");
     expect_entries(p2c, 1, "after ChannelBind");
@@ -403,6 +398,17 @@ fn turn_client(w: &World) -> TurnClient {
     TurnClient::with_secret(Conn::Udp(s, published_udp()), STATIC_SECRET)
 }
 
+/// [`turn_client`] with a UDP allocation.
+fn allocated_client(w: &World) -> TurnClient {
+    let mut c = turn_client(w);
+    let r = c.transact(
+        cloudproxy_proto::client::ALLOCATE,
+        &[Attr::RequestedTransportUdp],
+    );
+    assert!(r.success, "allocate: {:?}", r.error);
+    c
+}
+
 fn bind(c: &mut TurnClient, number: u16, peer_port: u16) {
     let r = c.transact(
         CHANNEL_BIND,
@@ -432,12 +438,7 @@ fn kernel_entries_follow_bindings() {
     let (c2p, p2c) = relay_maps();
     assert_eq!((dump(c2p).len(), dump(p2c).len()), (0, 0));
     let _echo = Echo::start(&w, &[9000, 9001]);
-    let mut c = turn_client(&w);
-    let r = c.transact(
-        cloudproxy_proto::client::ALLOCATE,
-        &[Attr::RequestedTransportUdp],
-    );
-    assert!(r.success, "allocate: {:?}", r.error);
+    let mut c = allocated_client(&w);
 
     bind(&mut c, 0x4000, 9000);
     let e = expect_entries(c2p, 1, "after ChannelBind")[0].clone();
@@ -475,12 +476,7 @@ fn kernel_entries_follow_bindings() {
 
     // Drain: a live session keeps flowing in the kernel; when it ends the relay exits, and
     // its program and maps go with it.
-    let mut c = turn_client(&w);
-    let r = c.transact(
-        cloudproxy_proto::client::ALLOCATE,
-        &[Attr::RequestedTransportUdp],
-    );
-    assert!(r.success, "allocate: {:?}", r.error);
+    let mut c = allocated_client(&w);
     bind(&mut c, 0x4000, 9000);
     expect_entries(c2p, 1, "before the drain");
     let relay = &w.relays[0].1;
