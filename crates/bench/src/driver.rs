@@ -25,21 +25,17 @@ use crate::worker::Worker;
 pub fn run(config: &Config, observe: &mut dyn FnMut(Event)) -> Result<Report, BenchError> {
     sys::raise_fd_limit();
     let slot = (4 + config.size + 3).max(2048);
-    let echo = match config.peer.remote {
-        Some(_) => None,
+    // An echo peer here, unless the channels point at one already running elsewhere.
+    let (echo, peer) = match config.peer.remote {
+        Some(remote) => (None, remote),
         None => {
             let ip = config.peer_ip();
             let at = std::net::SocketAddr::new(ip, config.peer.port);
-            Some(
-                EchoPeer::start_on(at, config.peer.threads, config.socket_buffer, slot)
-                    .map_err(|source| BenchError::EchoPeer { ip, source })?,
-            )
+            let echo = EchoPeer::start_on(at, config.peer.threads, config.socket_buffer, slot)
+                .map_err(|source| BenchError::EchoPeer { ip, source })?;
+            let addr = echo.addr();
+            (Some(echo), addr)
         }
-    };
-    let peer = match (&echo, config.peer.remote) {
-        (Some(e), _) => e.addr(),
-        (None, Some(remote)) => remote,
-        (None, None) => unreachable!("a peer is started unless one is given"),
     };
     let params = Params {
         server: config.server,

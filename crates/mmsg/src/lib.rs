@@ -67,11 +67,6 @@ impl Headers {
         }
     }
 
-    /// How many headers there are.
-    pub fn capacity(&self) -> usize {
-        self.hdr.len()
-    }
-
     /// Points header `j` at `len` bytes at `buf` to receive into, with room for the sender's
     /// address and the control space.
     pub fn set_recv(&mut self, j: usize, buf: *mut u8, len: usize) {
@@ -265,7 +260,7 @@ pub fn size_buffers(s: &socket2::Socket, bytes: usize) -> io::Result<usize> {
 }
 
 /// Writes `addr` as a C socket address; returns its length.
-pub fn to_sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+fn to_sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
@@ -300,7 +295,7 @@ pub fn to_sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc:
 }
 
 /// Reads a C socket address the kernel wrote.
-pub fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match s.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.

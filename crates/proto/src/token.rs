@@ -373,6 +373,28 @@ mod tests {
     }
 
     #[test]
+    fn verify_encoded_splits_then_verifies() {
+        let a = auth();
+        let t = Token::mint("app1", "k2", b"new", "room-1", 42, 2_000).unwrap();
+        let encoded = t.encode();
+        assert_eq!(verify_encoded(&a, &encoded, 1_500), Ok(t.claims().unwrap()));
+        let expired = verify_encoded(&a, &encoded, 2_001).unwrap_err();
+        assert_eq!(expired.app_id, Some("app1"));
+        assert_eq!(expired.reason, VerifyReason::Expired);
+        assert_eq!(
+            verify_encoded(&a, "a#b#c", 1_500),
+            Err(VerifyError {
+                app_id: None,
+                reason: VerifyReason::Malformed(TokenError::Shape),
+            })
+        );
+        let forged = encoded.replace("room-1", "room-2");
+        let e = verify_encoded(&a, &forged, 1_500).unwrap_err();
+        assert_eq!(e.app_id, Some("app1"));
+        assert_ne!(e.reason, VerifyReason::Expired);
+    }
+
+    #[test]
     fn mint_names_the_bad_part() {
         let long = "x".repeat(65);
         for (app, key_id, secret, channel, err) in [

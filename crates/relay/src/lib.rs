@@ -27,7 +27,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use cloudproxy_proto::Shared;
+use cloudproxy_proto::{Shared, Transport};
 use config::ServerReload;
 use event_loop::ShardControl;
 use socket2::{Protocol, Type};
@@ -176,16 +176,15 @@ impl Relay {
                 per_shard.push(s);
             }
         }
-        let mut tcp: Vec<Vec<(TcpListener, cloudproxy_proto::Transport)>> =
-            (0..shards).map(|_| Vec::new()).collect();
+        let mut tcp: Vec<Vec<(TcpListener, Transport)>> = (0..shards).map(|_| Vec::new()).collect();
         let plain = config.tcp.iter().map(|a| (*a, false));
         let secure = config.tls.iter().map(|a| (*a, true));
         for (want, is_tls) in plain.chain(secure) {
             let what = if is_tls { "TLS" } else { "TCP" };
             let transport = if is_tls {
-                cloudproxy_proto::Transport::Tls
+                Transport::Tls
             } else {
-                cloudproxy_proto::Transport::Tcp
+                Transport::Tcp
             };
             let mut addr = want;
             for (i, per_shard) in tcp.iter_mut().enumerate() {
@@ -259,7 +258,6 @@ impl Relay {
         let (link, mut shard_links) = match config.control.clone() {
             Some(c) => {
                 metrics.set_governed();
-                use cloudproxy_api::Transport;
                 let listeners = (addrs.udp.iter().map(|a| (Transport::Udp, *a)))
                     .chain(addrs.tcp.iter().map(|a| (Transport::Tcp, *a)))
                     .chain(addrs.tls.iter().map(|a| (Transport::Tls, *a)))

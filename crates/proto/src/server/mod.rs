@@ -816,7 +816,6 @@ impl Server {
     }
 }
 
-/// The relayed address of the allocation in the peer's family.
 /// Writes a Data indication header in front of `buf[HEADROOM..HEADROOM + len]` and pads the
 /// DATA attribute; returns the range of the whole message.
 fn write_data_indication(
