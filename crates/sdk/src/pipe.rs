@@ -311,8 +311,10 @@ impl Pipe {
     async fn read_raw(&mut self, out: &mut Vec<u8>) -> io::Result<usize> {
         match &mut self.link {
             Link::Udp(s) => {
-                out.resize(65_536, 0);
-                s.recv(out).await
+                // Into spare capacity: kept across calls, never zero-filled per datagram.
+                out.clear();
+                out.reserve(65_536);
+                s.recv_buf(out).await
             }
             Link::Stream { io, buf, filled } => loop {
                 match stream_frame_len(&buf[..*filled]) {
