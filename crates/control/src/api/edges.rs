@@ -17,7 +17,6 @@ use crate::model::{Region, Wire};
 use crate::state::AppState;
 use crate::store::{
     Edge, EdgeCidrs, EdgeCidrsInput, EdgeInput, EdgeUpdate, RegionSummary, Registrar,
-    MAX_EDGE_CIDRS,
 };
 use crate::time::now_unix;
 
@@ -107,12 +106,7 @@ pub(super) async fn put_edge_cidrs(
     JsonBody(input): JsonBody<EdgeCidrsInput>,
 ) -> ApiResult<EdgeCidrs> {
     check_edge_id(&id)?;
-    if input.cidrs.len() > MAX_EDGE_CIDRS {
-        return Err(ApiError::field(
-            "cidrs",
-            format!("at most {MAX_EDGE_CIDRS} blocks"),
-        ));
-    }
+    check_fields(input.validate())?;
     Ok(Json(
         api.store()
             .set_edge_cidrs(&id, &input.cidrs, now_unix())
@@ -159,8 +153,7 @@ pub(super) async fn delete_edge(
 ) -> ApiResult<EdgeUpdate> {
     let effective_at = params.int::<i64>("effective_at")?;
     if let Some(t) = effective_at {
-        limits::check("effective_at", t, 0, limits::MAX_UNIX_SECONDS)
-            .map_err(|e| ApiError::fields(vec![e]))?;
+        limits::check("effective_at", t, 0, limits::MAX_UNIX_SECONDS)?;
     }
     Ok(Json(
         api.store()

@@ -12,6 +12,7 @@ use crate::caller::Operator;
 use crate::enablement::{EnablementInput, EnablementRequest, Step};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_fields, check_text, Api, JsonBody, OptionalJsonBody, PathId};
+use crate::limits;
 use crate::state::AppState;
 use crate::time::now_unix;
 use cloudproxy_api::{ApproveInput, RejectInput};
@@ -88,10 +89,7 @@ pub(super) async fn approve_request(
     // The body is optional: an empty one approves as of now.
     OptionalJsonBody(input): OptionalJsonBody<ApproveInput>,
 ) -> ApiResult<EnablementRequest> {
-    if let Some(t) = input.effective_at {
-        crate::limits::check("effective_at", t, 0, crate::limits::MAX_UNIX_SECONDS)
-            .map_err(|e| ApiError::fields(vec![e]))?;
-    }
+    check_fields(input.validate())?;
     Ok(Json(
         api.store()
             .approve_request(&id, input.effective_at, now_unix())
@@ -107,7 +105,7 @@ pub(super) async fn reject_request(
     PathId(id): PathId,
     JsonBody(input): JsonBody<RejectInput>,
 ) -> ApiResult<EnablementRequest> {
-    let reason = check_text("reason", &input.reason, 500)?;
+    let reason = check_text("reason", &input.reason, limits::MAX_REASON_CHARS)?;
     Ok(Json(
         api.store().reject_request(&id, &reason, now_unix()).await?,
     ))
