@@ -13,6 +13,7 @@ use crate::enablement::{EnablementInput, EnablementRequest, Step};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_fields, check_text, Api, JsonBody, OptionalJsonBody, PathId};
 use crate::limits;
+use crate::model::Wire;
 use crate::state::AppState;
 use crate::time::now_unix;
 use cloudproxy_api::{ApproveInput, RejectInput};
@@ -148,10 +149,6 @@ impl<S: Send + Sync> FromRequestParts<S> for PathStep {
         let Path((_, step)) = Path::<(String, String)>::from_request_parts(parts, state)
             .await
             .map_err(|_| no_such_path())?;
-        Step::ALL
-            .iter()
-            .find(|s| s.name() == step)
-            .map(|&s| PathStep(s))
-            .ok_or_else(no_such_path)
+        Step::parse(&step).map(PathStep).ok_or_else(no_such_path)
     }
 }

@@ -6,7 +6,7 @@ use super::{found, parse_wire, random_hex, with_pool, with_tx, Store};
 use crate::capacity::{self, Decision, RegionLoad};
 use crate::enablement::{EnablementInput, EnablementRequest, Step, SyncEnablement};
 use crate::error::StoreError;
-use crate::model::{Mode, Region, RequestState};
+use crate::model::{Mode, Region, RequestState, Wire};
 
 #[derive(sqlx::FromRow)]
 struct RequestRow {
@@ -299,7 +299,7 @@ impl Store {
                 return Err(StoreError::Conflict(format!(
                     "request '{id}' is {}; it cannot {}",
                     req.state,
-                    step.name()
+                    step.as_str()
                 )));
             };
             let reserved = if next.reserves() {
