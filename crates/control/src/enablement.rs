@@ -54,6 +54,12 @@ impl Wire for Step {
 }
 
 impl Step {
+    /// Whether only the operator may take this step: owners take `activate` on their own
+    /// requests; suspending, resuming and revoking are the operator's.
+    pub fn needs_operator(self) -> bool {
+        self != Step::Activate
+    }
+
     /// The state this step leads to from `from`, if it is allowed.
     pub fn next(self, from: RequestState) -> Option<RequestState> {
         use RequestState::*;

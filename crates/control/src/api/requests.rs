@@ -128,7 +128,7 @@ pub(super) async fn step_request(
     PathId(id): PathId,
     PathStep(step): PathStep,
 ) -> ApiResult<EnablementRequest> {
-    if step != Step::Activate {
+    if step.needs_operator() {
         api.caller.require_operator()?;
     }
     Ok(Json(

@@ -245,7 +245,7 @@ async fn activate(post: FormPost) -> Response {
 
 /// A lifecycle step with the API's rules: owners may only activate their own requests.
 async fn step(post: FormPost, step: Step) -> Response {
-    if step != Step::Activate {
+    if step.needs_operator() {
         if let Err(r) = post.require_operator() {
             return r;
         }
