@@ -8,7 +8,8 @@
 use super::allowlist::republish;
 use super::edge_cidrs::{check_within, parse_cidrs, Registrar};
 use super::{
-    parse_wire, with_pool, with_tx, Edge, EdgeInput, EdgeUpdate, Heartbeat, RegionSummary, Store,
+    found, parse_wire, touched, with_pool, with_tx, Edge, EdgeInput, EdgeUpdate, Heartbeat,
+    RegionSummary, Store,
 };
 use crate::capacity::{saturating_sum, RegionLoad};
 use crate::error::StoreError;
@@ -145,9 +146,7 @@ impl Store {
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            let Some((region,)) = old else {
-                return Err(StoreError::not_found("edge", id));
-            };
+            let (region,) = found(old, "edge", id)?;
             let region: Region = parse_wire("region", &region)?;
             republish!(tx, pg, region, effective_at, now)
         });
@@ -164,8 +163,7 @@ impl Store {
             .bind(id)
             .fetch_optional(pool)
             .await?);
-        row.ok_or_else(|| StoreError::not_found("edge", id))?
-            .try_into()
+        found(row, "edge", id)?.try_into()
     }
 
     /// Relays, optionally of one region, by id.
@@ -194,10 +192,7 @@ impl Store {
             .execute(pool)
             .await?
             .rows_affected());
-        if n == 0 {
-            return Err(StoreError::not_found("edge", id));
-        }
-        Ok(())
+        touched(n, "edge", id)
     }
 
     /// Relays of `region` and `pool` that sent a heartbeat at or after `since`, least loaded

@@ -86,7 +86,7 @@ macro_rules! fetch_request {
             .bind($owner)
             .fetch_optional(&mut *$tx)
             .await?;
-        EnablementRequest::try_from(row.ok_or_else(|| StoreError::not_found("request", $id))?)?
+        EnablementRequest::try_from(found(row, "request", $id)?)?
     }};
 }
 
@@ -207,8 +207,7 @@ impl Store {
             .bind(owner)
             .fetch_optional(pool)
             .await?);
-        row.ok_or_else(|| StoreError::not_found("request", id))?
-            .try_into()
+        found(row, "request", id)?.try_into()
     }
 
     /// Requests `owner` may see, optionally of one app, oldest first.
