@@ -15,9 +15,7 @@ use crate::extract::{check_fields, Api, JsonBody, Params, PathId};
 use crate::limits;
 use crate::model::{Region, Wire};
 use crate::state::AppState;
-use crate::store::{
-    Edge, EdgeCidrs, EdgeCidrsInput, EdgeInput, EdgeUpdate, RegionSummary, Registrar,
-};
+use crate::store::{Edge, EdgeCidrs, EdgeCidrsInput, EdgeInput, EdgeUpdate, RegionSummary};
 use crate::time::now_unix;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -87,12 +85,10 @@ pub(super) async fn put_edge(
 ) -> ApiResult<EdgeUpdate> {
     check_edge_id(&id)?;
     check_fields(input.validate())?;
-    let by = match api.caller {
-        RelayCaller::Operator => Registrar::Operator,
-        RelayCaller::Relay => Registrar::RelayKey,
-    };
     Ok(Json(
-        api.store().put_edge(&id, &input, by, now_unix()).await?,
+        api.store()
+            .put_edge(&id, &input, api.caller, now_unix())
+            .await?,
     ))
 }
 

@@ -6,11 +6,12 @@
 //! effective date (see [`crate::allowlist`]).
 
 use super::allowlist::republish;
-use super::edge_cidrs::{check_within, parse_cidrs, Registrar};
+use super::edge_cidrs::{check_within, parse_cidrs};
 use super::{
     found, parse_wire, touched, with_pool, with_tx, Edge, EdgeInput, EdgeUpdate, Heartbeat,
     RegionSummary, Store,
 };
+use crate::caller::RelayCaller;
 use crate::capacity::{saturating_sum, RegionLoad};
 use crate::error::StoreError;
 use crate::model::{Pool, Region, Wire};
@@ -70,14 +71,14 @@ impl Store {
         &self,
         id: &str,
         input: &EdgeInput,
-        by: Registrar,
+        by: RelayCaller,
         now: i64,
     ) -> Result<EdgeUpdate, StoreError> {
         let listeners = serde_json::to_string(&input.listeners).expect("plain data serializes");
         let capacity = i64::try_from(input.capacity_kbps)
             .map_err(|_| StoreError::invalid("capacity_kbps", "too large"))?;
         let published = with_tx!(self, |tx, pg| {
-            if by == Registrar::RelayKey {
+            if by == RelayCaller::Relay {
                 let row: Option<(String,)> =
                     sqlx::query_as("SELECT cidrs FROM edge_cidrs WHERE edge_id = $1")
                         .bind(id)
