@@ -181,9 +181,6 @@ pub struct Published {
     pub effective_at: i64,
 }
 
-/// The most CIDRs one edge may have.
-pub const MAX_EDGE_CIDRS: usize = 64;
-
 /// `PUT /v1/edges/{id}/cidrs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -193,6 +190,20 @@ pub struct EdgeCidrsInput {
     /// zero. At most 64; empty: the relay key may not register this edge.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, example = json!(["203.0.113.0/28"])))]
     pub cidrs: Vec<Cidr>,
+}
+
+impl EdgeCidrsInput {
+    /// Every field problem at once.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let max = limits::MAX_EDGE_CIDRS;
+        if self.cidrs.len() > max {
+            return vec![FieldError {
+                field: "cidrs".into(),
+                message: format!("at most {max} blocks"),
+            }];
+        }
+        Vec::new()
+    }
 }
 
 /// An edge's CIDRs.

@@ -37,10 +37,11 @@ pub use apps::{
 pub use cidr::{Cidr, CidrError};
 pub use edges::{
     Edge, EdgeCidrs, EdgeCidrsInput, EdgeInput, EdgeUpdate, Heartbeat, Listener, Published,
-    RegionSummary, MAX_EDGE_CIDRS,
+    RegionSummary,
 };
 pub use error::{ErrorBody, ErrorDetail, FieldError};
 pub use ice_servers::{IceServer, IceServersRequest, IceServersResponse, ProxyMode};
+pub use limits::MAX_EDGE_CIDRS;
 pub use relay::{
     Changed, Lease, LeaseInput, Proxy, ProxyList, Release, Renewal, Usage, UsageAck, UsageDay,
     UsageRecord, UsageReport,

@@ -43,6 +43,16 @@ pub const MAX_RECORD_SECONDS: u64 = MAX_ALLOCATIONS * RECORD_PERIOD_SECS;
 pub const MAX_RECORD_BYTES: u64 = 100_000_000_000 / 8 * RECORD_PERIOD_SECS;
 /// The latest timestamp accepted: 9999-12-31T23:59:59Z.
 pub const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+/// The most characters in an owner's or an application's name.
+pub const MAX_NAME_CHARS: usize = 100;
+/// The most characters in a rejection's reason.
+pub const MAX_REASON_CHARS: usize = 500;
+/// The most CIDRs one edge may have.
+pub const MAX_EDGE_CIDRS: usize = 64;
+/// How long the current keys keep working after a rotation when no grace is given: a day.
+pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
+/// The longest rotation grace period: 30 days.
+pub const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
 
 /// `Err` naming `field` and its range when `value` is outside `min..=max`.
 pub fn check<T>(field: impl Into<String>, value: T, min: T, max: T) -> Result<(), FieldError>

@@ -169,3 +169,14 @@ pub struct ApproveInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_at: Option<i64>,
 }
+
+impl ApproveInput {
+    /// Every field problem at once.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if let Some(t) = self.effective_at {
+            limits::check_into(&mut errors, "effective_at", t, 0, limits::MAX_UNIX_SECONDS);
+        }
+        errors
+    }
+}

@@ -9,7 +9,7 @@
 //! capacity ([`crate::capacity`]); the store makes approval atomic (`store::requests`).
 
 use crate::capacity;
-use crate::model::RequestState;
+use crate::model::{RequestState, Wire};
 
 pub use cloudproxy_api::requests::{
     EnablementInput, EnablementRequest, SyncEnablement, MAX_CHANNELS, MAX_USERS_PER_CHANNEL,
@@ -38,9 +38,27 @@ pub enum Step {
     Revoke,
 }
 
-impl Step {
+impl Wire for Step {
     /// Every step, in lifecycle order.
-    pub const ALL: &'static [Step] = &[Step::Activate, Step::Suspend, Step::Resume, Step::Revoke];
+    const ALL: &'static [Step] = &[Step::Activate, Step::Suspend, Step::Resume, Step::Revoke];
+
+    /// The step as the API's paths spell it (`/v1/requests/{id}/activate`).
+    fn as_str(self) -> &'static str {
+        match self {
+            Step::Activate => "activate",
+            Step::Suspend => "suspend",
+            Step::Resume => "resume",
+            Step::Revoke => "revoke",
+        }
+    }
+}
+
+impl Step {
+    /// Whether only the operator may take this step: owners take `activate` on their own
+    /// requests; suspending, resuming and revoking are the operator's.
+    pub fn needs_operator(self) -> bool {
+        self != Step::Activate
+    }
 
     /// The state this step leads to from `from`, if it is allowed.
     pub fn next(self, from: RequestState) -> Option<RequestState> {
@@ -53,16 +71,6 @@ impl Step {
             (Step::Resume, Suspended) => Some(Active),
             (Step::Revoke, Approved | Active | Suspended) => Some(Revoked),
             _ => None,
-        }
-    }
-
-    /// The step as the API's paths spell it (`/v1/requests/{id}/activate`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Step::Activate => "activate",
-            Step::Suspend => "suspend",
-            Step::Resume => "resume",
-            Step::Revoke => "revoke",
         }
     }
 }
@@ -118,6 +126,15 @@ mod tests {
                 "max_proxy_users_per_channel"
             ]
         );
+    }
+
+    #[test]
+    fn steps_are_spelled_as_their_paths() {
+        for s in Step::ALL {
+            assert_eq!(Step::parse(s.as_str()), Some(*s));
+        }
+        assert_eq!(Step::parse("suspend"), Some(Step::Suspend));
+        assert_eq!(Step::parse("approve"), None);
     }
 
     #[test]

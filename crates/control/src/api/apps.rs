@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use crate::caller::{Caller, Operator, RelayCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_text, Api, JsonBody, OptionalJsonBody, Params, PathId};
+use crate::limits;
 use crate::model::AppStatus;
 use crate::state::AppState;
 use crate::store::{App, CreatedApp, Owner};
@@ -17,10 +18,6 @@ use crate::time::now_unix;
 use cloudproxy_api::{
     AppInput, CreatedOwner, OwnerInput, OwnerKey, RotateInput, Rotated, SyncResponse,
 };
-
-/// Default and longest rotation grace period.
-pub(super) const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
-pub(super) const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -41,7 +38,7 @@ pub(super) async fn create_owner(
     api: Api<Operator>,
     JsonBody(input): JsonBody<OwnerInput>,
 ) -> Result<(StatusCode, Json<CreatedOwner>), ApiError> {
-    let name = check_text("name", &input.name, 100)?;
+    let name = check_text("name", &input.name, limits::MAX_NAME_CHARS)?;
     let (owner, api_key) = api.store().create_owner(&name, now_unix()).await?;
     Ok((StatusCode::CREATED, Json(CreatedOwner { owner, api_key })))
 }
@@ -80,7 +77,7 @@ pub(super) async fn create_app(
     api: Api,
     JsonBody(input): JsonBody<AppInput>,
 ) -> Result<(StatusCode, Json<CreatedApp>), ApiError> {
-    let name = check_text("name", &input.name, 100)?;
+    let name = check_text("name", &input.name, limits::MAX_NAME_CHARS)?;
     let owner = match (&api.caller, input.owner_id.as_deref()) {
         (Caller::Operator, owner) => owner,
         (Caller::Owner(me), None) => Some(me.as_str()),
@@ -139,13 +136,8 @@ pub(super) async fn rotate_secret(
     // The body is optional: an empty one means the default grace period.
     OptionalJsonBody(input): OptionalJsonBody<RotateInput>,
 ) -> ApiResult<Rotated> {
-    let grace = input.grace_seconds.unwrap_or(DEFAULT_GRACE_SECS);
-    if !(0..=MAX_GRACE_SECS).contains(&grace) {
-        return Err(ApiError::field(
-            "grace_seconds",
-            format!("must be between 0 and {MAX_GRACE_SECS}"),
-        ));
-    }
+    let grace = input.grace_seconds.unwrap_or(limits::DEFAULT_GRACE_SECS);
+    limits::check("grace_seconds", grace, 0, limits::MAX_GRACE_SECS)?;
     let (credentials, retiring) = api
         .store()
         .rotate_secret(&id, api.scope(), grace, now_unix())

@@ -15,10 +15,7 @@ use crate::extract::{check_fields, Api, JsonBody, Params, PathId};
 use crate::limits;
 use crate::model::{Region, Wire};
 use crate::state::AppState;
-use crate::store::{
-    Edge, EdgeCidrs, EdgeCidrsInput, EdgeInput, EdgeUpdate, RegionSummary, Registrar,
-    MAX_EDGE_CIDRS,
-};
+use crate::store::{Edge, EdgeCidrs, EdgeCidrsInput, EdgeInput, EdgeUpdate, RegionSummary};
 use crate::time::now_unix;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -88,12 +85,10 @@ pub(super) async fn put_edge(
 ) -> ApiResult<EdgeUpdate> {
     check_edge_id(&id)?;
     check_fields(input.validate())?;
-    let by = match api.caller {
-        RelayCaller::Operator => Registrar::Operator,
-        RelayCaller::Relay => Registrar::RelayKey,
-    };
     Ok(Json(
-        api.store().put_edge(&id, &input, by, now_unix()).await?,
+        api.store()
+            .put_edge(&id, &input, api.caller, now_unix())
+            .await?,
     ))
 }
 
@@ -107,12 +102,7 @@ pub(super) async fn put_edge_cidrs(
     JsonBody(input): JsonBody<EdgeCidrsInput>,
 ) -> ApiResult<EdgeCidrs> {
     check_edge_id(&id)?;
-    if input.cidrs.len() > MAX_EDGE_CIDRS {
-        return Err(ApiError::field(
-            "cidrs",
-            format!("at most {MAX_EDGE_CIDRS} blocks"),
-        ));
-    }
+    check_fields(input.validate())?;
     Ok(Json(
         api.store()
             .set_edge_cidrs(&id, &input.cidrs, now_unix())
@@ -159,8 +149,7 @@ pub(super) async fn delete_edge(
 ) -> ApiResult<EdgeUpdate> {
     let effective_at = params.int::<i64>("effective_at")?;
     if let Some(t) = effective_at {
-        limits::check("effective_at", t, 0, limits::MAX_UNIX_SECONDS)
-            .map_err(|e| ApiError::fields(vec![e]))?;
+        limits::check("effective_at", t, 0, limits::MAX_UNIX_SECONDS)?;
     }
     Ok(Json(
         api.store()

@@ -12,6 +12,8 @@ use crate::caller::Operator;
 use crate::enablement::{EnablementInput, EnablementRequest, Step};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{check_fields, check_text, Api, JsonBody, OptionalJsonBody, PathId};
+use crate::limits;
+use crate::model::Wire;
 use crate::state::AppState;
 use crate::time::now_unix;
 use cloudproxy_api::{ApproveInput, RejectInput};
@@ -88,10 +90,7 @@ pub(super) async fn approve_request(
     // The body is optional: an empty one approves as of now.
     OptionalJsonBody(input): OptionalJsonBody<ApproveInput>,
 ) -> ApiResult<EnablementRequest> {
-    if let Some(t) = input.effective_at {
-        crate::limits::check("effective_at", t, 0, crate::limits::MAX_UNIX_SECONDS)
-            .map_err(|e| ApiError::fields(vec![e]))?;
-    }
+    check_fields(input.validate())?;
     Ok(Json(
         api.store()
             .approve_request(&id, input.effective_at, now_unix())
@@ -107,7 +106,7 @@ pub(super) async fn reject_request(
     PathId(id): PathId,
     JsonBody(input): JsonBody<RejectInput>,
 ) -> ApiResult<EnablementRequest> {
-    let reason = check_text("reason", &input.reason, 500)?;
+    let reason = check_text("reason", &input.reason, limits::MAX_REASON_CHARS)?;
     Ok(Json(
         api.store().reject_request(&id, &reason, now_unix()).await?,
     ))
@@ -129,7 +128,7 @@ pub(super) async fn step_request(
     PathId(id): PathId,
     PathStep(step): PathStep,
 ) -> ApiResult<EnablementRequest> {
-    if step != Step::Activate {
+    if step.needs_operator() {
         api.caller.require_operator()?;
     }
     Ok(Json(
@@ -150,10 +149,6 @@ impl<S: Send + Sync> FromRequestParts<S> for PathStep {
         let Path((_, step)) = Path::<(String, String)>::from_request_parts(parts, state)
             .await
             .map_err(|_| no_such_path())?;
-        Step::ALL
-            .iter()
-            .find(|s| s.name() == step)
-            .map(|&s| PathStep(s))
-            .ok_or_else(no_such_path)
+        Step::parse(&step).map(PathStep).ok_or_else(no_such_path)
     }
 }

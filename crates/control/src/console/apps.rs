@@ -13,14 +13,11 @@ use super::i18n;
 use super::page::{field, when, Ctx, FormPost, SignedForm, SignedIn};
 use crate::caller::Caller;
 use crate::extract::{check_text, PathId};
+use crate::limits;
 use crate::model::AppStatus;
 use crate::state::AppState;
 use crate::store::{App, NewSecret};
 use crate::time::now_unix;
-
-/// Default and longest rotation grace period, as in the API.
-const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
-const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -89,7 +86,7 @@ async fn create(
     State(state): State<AppState>,
     SignedForm { ctx, form, caller }: SignedForm,
 ) -> Response {
-    let name = match check_text("name", field(&form, "name"), 100) {
+    let name = match check_text("name", field(&form, "name"), limits::MAX_NAME_CHARS) {
         Ok(n) => n,
         Err(e) => return ctx.api_error(e),
     };
@@ -158,7 +155,7 @@ async fn show(
                 (ctx.csrf_field())
                 label for="grace" { (t.grace_seconds) }
                 input #grace type="number" name="grace_seconds" min="0"
-                    max=(MAX_GRACE_SECS) value=(DEFAULT_GRACE_SECS);
+                    max=(limits::MAX_GRACE_SECS) value=(limits::DEFAULT_GRACE_SECS);
                 button type="submit" { (t.rotate) }
             }
             @if operator {
@@ -203,19 +200,13 @@ async fn rotate(post: FormPost) -> Response {
         caller,
     } = post;
     let grace = match field(&form, "grace_seconds").trim() {
-        "" => Ok(DEFAULT_GRACE_SECS),
-        g => g
-            .parse::<i64>()
-            .ok()
-            .filter(|g| (0..=MAX_GRACE_SECS).contains(g))
-            .ok_or(()),
+        "" => limits::DEFAULT_GRACE_SECS,
+        // Text that is no number gets the range's message, as a number outside it does.
+        g => g.parse().unwrap_or(-1),
     };
-    let Ok(grace) = grace else {
-        return ctx.api_error(crate::ApiError::field(
-            "grace_seconds",
-            format!("must be between 0 and {MAX_GRACE_SECS}"),
-        ));
-    };
+    if let Err(e) = limits::check("grace_seconds", grace, 0, limits::MAX_GRACE_SECS) {
+        return ctx.api_error(e);
+    }
     let scope = caller.scope();
     let rotated = state
         .store()

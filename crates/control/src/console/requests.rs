@@ -17,6 +17,7 @@ use crate::caller::Caller;
 use crate::enablement::{EnablementInput, Step};
 use crate::error::ApiError;
 use crate::extract::{check_fields, check_text};
+use crate::limits;
 use crate::model::{Mode, QualityTier, Region, RequestState, Sdk, Wire};
 use crate::state::AppState;
 use crate::time::now_unix;
@@ -221,7 +222,11 @@ async fn reject(post: FormPost) -> Response {
     if let Err(r) = post.require_operator() {
         return r;
     }
-    let reason = match check_text("reason", field(&post.form, "reason"), 500) {
+    let reason = match check_text(
+        "reason",
+        field(&post.form, "reason"),
+        limits::MAX_REASON_CHARS,
+    ) {
         Ok(r) => r,
         Err(e) => return post.ctx.api_error(e),
     };
@@ -240,7 +245,7 @@ async fn activate(post: FormPost) -> Response {
 
 /// A lifecycle step with the API's rules: owners may only activate their own requests.
 async fn step(post: FormPost, step: Step) -> Response {
-    if step != Step::Activate {
+    if step.needs_operator() {
         if let Err(r) = post.require_operator() {
             return r;
         }

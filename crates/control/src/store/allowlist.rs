@@ -1,7 +1,7 @@
 //! The versioned allow-list table in the database: appending a version when a region's table
 //! changed ([`republish!`], run inside an edge change's transaction) and reading versions.
 
-use super::{parse_wire, with_pool, Store};
+use super::{found, parse_wire, with_pool, Store};
 use crate::allowlist::AllowList;
 use crate::error::StoreError;
 use crate::model::Region;
@@ -158,10 +158,7 @@ impl Store {
         let q = select_versions!("WHERE region = $1 AND version = $2");
         let v = i64::try_from(version).unwrap_or(i64::MAX);
         let row = self.one_version(q, region, v).await?;
-        row.ok_or_else(|| {
-            StoreError::not_found("allow-list version", format!("{region}/{version}"))
-        })?
-        .try_into()
+        found(row, "allow-list version", &format!("{region}/{version}"))?.try_into()
     }
 
     /// Every version of `region`'s allow-list, newest first, future ones included.

@@ -126,8 +126,7 @@ impl Store {
             let keys = sqlx::query_as(q_keys).bind(id).fetch_all(pool).await?;
             (row, keys)
         });
-        row.ok_or_else(|| StoreError::not_found("app", id))?
-            .into_app(keys)
+        found(row, "app", id)?.into_app(keys)
     }
 
     /// The apps `owner` may see, oldest first.

@@ -15,15 +15,6 @@ use crate::allowlist::Listener;
 use crate::cidr::Cidr;
 use crate::error::StoreError;
 
-/// Who registers an edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Registrar {
-    /// The operator's key: any address.
-    Operator,
-    /// The relay key: only addresses inside the edge's CIDRs.
-    RelayKey,
-}
-
 /// The stored JSON of an edge's CIDRs (a missing row is none).
 pub(crate) fn parse_cidrs(id: &str, row: Option<(String,)>) -> Result<Vec<Cidr>, StoreError> {
     match row {

@@ -6,10 +6,12 @@
 //! effective date (see [`crate::allowlist`]).
 
 use super::allowlist::republish;
-use super::edge_cidrs::{check_within, parse_cidrs, Registrar};
+use super::edge_cidrs::{check_within, parse_cidrs};
 use super::{
-    parse_wire, with_pool, with_tx, Edge, EdgeInput, EdgeUpdate, Heartbeat, RegionSummary, Store,
+    found, parse_wire, touched, with_pool, with_tx, Edge, EdgeInput, EdgeUpdate, Heartbeat,
+    RegionSummary, Store,
 };
+use crate::caller::RelayCaller;
 use crate::capacity::{saturating_sum, RegionLoad};
 use crate::error::StoreError;
 use crate::model::{Pool, Region, Wire};
@@ -69,14 +71,14 @@ impl Store {
         &self,
         id: &str,
         input: &EdgeInput,
-        by: Registrar,
+        by: RelayCaller,
         now: i64,
     ) -> Result<EdgeUpdate, StoreError> {
         let listeners = serde_json::to_string(&input.listeners).expect("plain data serializes");
         let capacity = i64::try_from(input.capacity_kbps)
             .map_err(|_| StoreError::invalid("capacity_kbps", "too large"))?;
         let published = with_tx!(self, |tx, pg| {
-            if by == Registrar::RelayKey {
+            if by == RelayCaller::Relay {
                 let row: Option<(String,)> =
                     sqlx::query_as("SELECT cidrs FROM edge_cidrs WHERE edge_id = $1")
                         .bind(id)
@@ -145,9 +147,7 @@ impl Store {
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            let Some((region,)) = old else {
-                return Err(StoreError::not_found("edge", id));
-            };
+            let (region,) = found(old, "edge", id)?;
             let region: Region = parse_wire("region", &region)?;
             republish!(tx, pg, region, effective_at, now)
         });
@@ -164,8 +164,7 @@ impl Store {
             .bind(id)
             .fetch_optional(pool)
             .await?);
-        row.ok_or_else(|| StoreError::not_found("edge", id))?
-            .try_into()
+        found(row, "edge", id)?.try_into()
     }
 
     /// Relays, optionally of one region, by id.
@@ -194,10 +193,7 @@ impl Store {
             .execute(pool)
             .await?
             .rows_affected());
-        if n == 0 {
-            return Err(StoreError::not_found("edge", id));
-        }
-        Ok(())
+        touched(n, "edge", id)
     }
 
     /// Relays of `region` and `pool` that sent a heartbeat at or after `since`, least loaded

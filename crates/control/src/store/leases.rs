@@ -13,7 +13,7 @@
 //! are counted together whichever Force mode each uses. The limits applied are those of the
 //! enablement (app, region, mode) the new lease is for.
 
-use super::{parse_wire, with_pool, with_tx, Lease, LeaseInput, Store};
+use super::{found, parse_wire, with_pool, with_tx, Lease, LeaseInput, Store};
 use crate::error::StoreError;
 use crate::model::{AppStatus, QualityTier, UsageMode};
 
@@ -52,9 +52,7 @@ impl Store {
                 .bind(&l.app_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some((status,)) = status else {
-                return Err(StoreError::not_found("app", &l.app_id));
-            };
+            let (status,) = found(status, "app", &l.app_id)?;
             if parse_wire::<AppStatus>("app status", &status)? != AppStatus::Active {
                 return Err(StoreError::Forbidden(format!(
                     "app '{}' is suspended",

@@ -44,7 +44,6 @@ pub use cloudproxy_api::{
     Lease, LeaseInput, NewSecret, Owner, Published, RegionSummary, RetiringKey, SyncApp, SyncKey,
     UsageDay, UsageRecord, UsageReport, MAX_EDGE_CIDRS,
 };
-pub use edge_cidrs::Registrar;
 
 use crate::error::{ControlError, StoreError};
 

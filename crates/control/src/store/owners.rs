@@ -1,7 +1,7 @@
 //! App owners and their bearer API keys. Only the SHA-256 of a key is stored; the key itself
 //! is returned once, when it is made.
 
-use super::{hash_key, random_hex, with_pool, with_tx, Owner, Store};
+use super::{found, hash_key, random_hex, with_pool, with_tx, Owner, Store};
 use crate::error::StoreError;
 
 impl Store {
@@ -36,11 +36,11 @@ impl Store {
     pub async fn add_owner_key(&self, owner_id: &str, now: i64) -> Result<String, StoreError> {
         let key = format!("cpk_{}", random_hex(32));
         with_tx!(self, |tx, pg| {
-            let found: Option<(String,)> = sqlx::query_as("SELECT id FROM owners WHERE id = $1")
+            let owner: Option<(String,)> = sqlx::query_as("SELECT id FROM owners WHERE id = $1")
                 .bind(owner_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            super::found(found, "owner", owner_id)?;
+            found(owner, "owner", owner_id)?;
             sqlx::query(
                 "INSERT INTO api_keys (key_hash, owner_id, created_at) VALUES ($1, $2, $3)",
             )
@@ -68,7 +68,7 @@ impl Store {
             .bind(id)
             .fetch_optional(pool)
             .await?);
-        owner.ok_or_else(|| StoreError::not_found("owner", id))
+        found(owner, "owner", id)
     }
 
     /// The owner an API key belongs to, if it is one.

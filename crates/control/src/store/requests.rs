@@ -6,7 +6,7 @@ use super::{found, parse_wire, random_hex, with_pool, with_tx, Store};
 use crate::capacity::{self, Decision, RegionLoad};
 use crate::enablement::{EnablementInput, EnablementRequest, Step, SyncEnablement};
 use crate::error::StoreError;
-use crate::model::{Mode, Region, RequestState};
+use crate::model::{Mode, Region, RequestState, Wire};
 
 #[derive(sqlx::FromRow)]
 struct RequestRow {
@@ -86,7 +86,7 @@ macro_rules! fetch_request {
             .bind($owner)
             .fetch_optional(&mut *$tx)
             .await?;
-        EnablementRequest::try_from(row.ok_or_else(|| StoreError::not_found("request", $id))?)?
+        EnablementRequest::try_from(found(row, "request", $id)?)?
     }};
 }
 
@@ -207,8 +207,7 @@ impl Store {
             .bind(owner)
             .fetch_optional(pool)
             .await?);
-        row.ok_or_else(|| StoreError::not_found("request", id))?
-            .try_into()
+        found(row, "request", id)?.try_into()
     }
 
     /// Requests `owner` may see, optionally of one app, oldest first.
@@ -299,7 +298,7 @@ impl Store {
                 return Err(StoreError::Conflict(format!(
                     "request '{id}' is {}; it cannot {}",
                     req.state,
-                    step.name()
+                    step.as_str()
                 )));
             };
             let reserved = if next.reserves() {

@@ -9,7 +9,8 @@ use crate::on_both_backends;
 on_both_backends!(
     keys_and_roles,
     owners_cannot_see_each_other,
-    errors_and_openapi
+    errors_and_openapi,
+    operator_only_refuses_owners_before_reading_the_body
 );
 
 async fn keys_and_roles(env: Env) {
@@ -239,6 +240,52 @@ async fn errors_and_openapi(env: Env) {
         );
     }
     assert!(doc["paths"]["/allowlist"]["get"]["responses"]["4XX"].is_null());
+}
+
+/// An operator-only endpoint (`Api<Operator>`) refuses an owner's key before it reads the
+/// body: an owner sending an invalid body gets 403, not the 400 the operator gets for the
+/// same body (which would tell the owner what the body lacks).
+async fn operator_only_refuses_owners_before_reading_the_body(env: Env) {
+    let (_, owner_key) = env.owner("Acme").await;
+    let app = env.app_id(&owner_key, "acme app").await;
+    let form = crate::requests::form("japan", 1, 2, 1);
+    let rid = env.file_request(&app, &owner_key, form).await;
+    let reject = format!("/v1/requests/{rid}/reject");
+    let approve = format!("/v1/requests/{rid}/approve");
+    for (path, body) in [
+        ("/v1/owners", json!({})),
+        ("/v1/owners", json!({"name": 7})),
+        (reject.as_str(), json!({})),
+        (reject.as_str(), json!({"reason": ["no"]})),
+        (approve.as_str(), json!({"effective_at": "soon"})),
+    ] {
+        let r = env.post(path, Some(&owner_key), body.clone()).await;
+        let r = r.expect(403);
+        assert_eq!(r["error"]["code"], "forbidden", "{path} {body}");
+        env.post(path, Some(OPERATOR_KEY), body).await.expect(400);
+    }
+    for path in ["/v1/owners", reject.as_str()] {
+        let broken = "{\"name\": ";
+        let owner = post_raw(&env.http, &env.base, path, &owner_key, broken).await;
+        assert_eq!(owner.status().as_u16(), 403, "{path}");
+        let operator = post_raw(&env.http, &env.base, path, OPERATOR_KEY, broken).await;
+        assert_eq!(operator.status().as_u16(), 400, "{path}");
+    }
+    // None of it touched the request.
+    let path = format!("/v1/requests/{rid}");
+    let req = env.get(&path, Some(&owner_key)).await.expect(200);
+    assert_eq!(req["state"], "submitted");
+
+    // A lifecycle step is a POST: GET on a step's path, known step or not, is 405.
+    for step in ["activate", "revoke", "frobnicate"] {
+        let path = format!("/v1/requests/{rid}/{step}");
+        let r = env.call(Method::GET, &path, Some(OPERATOR_KEY), None).await;
+        assert_eq!(
+            r.expect(405)["error"]["code"],
+            "method_not_allowed",
+            "{path}"
+        );
+    }
 }
 
 on_both_backends!(smaller_gaps);
