@@ -250,16 +250,17 @@ impl MediaServer {
         self.members.contains_key(&MemberKey::Web(id))
     }
 
-    /// The browser sessions in `id`'s channel other than `id`, in the channel's member order.
-    pub fn web_peers(&self, id: SessionId) -> impl Iterator<Item = SessionId> + '_ {
+    /// The browser sessions of `id`'s channel, `id` included, in the channel's member order;
+    /// none if `id` is not a member.
+    pub fn web_members(&self, id: SessionId) -> impl Iterator<Item = SessionId> + '_ {
         let channel = self.members.get(&MemberKey::Web(id)).map(|m| m.channel);
         channel
             .map(|c| self.channels.members(c))
             .unwrap_or(&[])
             .iter()
-            .filter_map(move |e| match *e {
-                Endpoint::Web(s) if s != id => Some(s),
-                _ => None,
+            .filter_map(|e| match *e {
+                Endpoint::Web(s) => Some(s),
+                Endpoint::Udp { .. } => None,
             })
     }
 

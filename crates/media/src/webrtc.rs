@@ -460,7 +460,7 @@ impl Sessions {
                     }
                 }
             }
-            Event::MediaData(data) => self.forward_media(server, id, &data),
+            Event::MediaData(data) => self.forward_media(server, id, data),
             Event::KeyframeRequest(req) => self.forward_keyframe_request(server, id, req),
             _ => {}
         }
@@ -501,28 +501,53 @@ impl Sessions {
         }
     }
 
-    /// The browser `to` receives media from `source(to)`: the first other browser of its
-    /// channel.
+    /// The browser `to` receives media from its *source*: the first other browser of its
+    /// channel. With the channel's browsers `w0, w1, ...` in member order, `w0`'s source is
+    /// `w1` and every other's is `w0`.
     fn source_of(server: &MediaServer, to: SessionId) -> Option<SessionId> {
-        server.web_peers(to).next()
+        let mut web = server.web_members(to);
+        match web.next()? {
+            w0 if w0 == to => web.next(),
+            w0 => Some(w0),
+        }
     }
 
-    fn forward_media(&mut self, server: &MediaServer, from: SessionId, data: &MediaData) {
+    /// Writes `from`'s frame on the receivers whose source `from` is (see
+    /// [`source_of`](Self::source_of)): from `w0`, every other browser; from `w1`, `w0`; from
+    /// the rest, none. One walk of the channel; the payload moves into the last receiver.
+    fn forward_media(&mut self, server: &MediaServer, from: SessionId, mut data: MediaData) {
         let Some(kind) = self.kind_of(from, data.mid) else {
             return;
         };
-        for to in server.web_peers(from) {
-            if Self::source_of(server, to) != Some(from) {
-                continue;
-            }
+        let mut web = server.web_members(from);
+        let (Some(w0), Some(w1)) = (web.next(), web.next()) else {
+            return;
+        };
+        let (first, rest) = if from == w0 {
+            (w1, Some(web))
+        } else if from == w1 {
+            (w0, None)
+        } else {
+            return;
+        };
+        let mut receivers = std::iter::once(first)
+            .chain(rest.into_iter().flatten())
+            .peekable();
+        while let Some(to) = receivers.next() {
+            let last = receivers.peek().is_none();
             let Some(writer) = self.writer(to, kind) else {
                 continue;
             };
             let Some(pt) = writer.match_params(data.params) else {
                 continue;
             };
+            let payload = if last {
+                std::mem::take(&mut data.data)
+            } else {
+                data.data.clone()
+            };
             if writer
-                .write(pt, data.network_time, data.time, data.data.clone())
+                .write(pt, data.network_time, data.time, payload)
                 .is_ok()
             {
                 self.stats.media_forwarded += 1;
