@@ -335,15 +335,10 @@ impl Sessions {
         }
     }
 
-    /// Ends the sessions whose member is gone (timed out, or its seat taken by a UDP JOIN).
-    pub(crate) fn sweep(&mut self, server: &mut MediaServer) {
-        let gone: Vec<SessionId> = self
-            .by_id
-            .keys()
-            .filter(|id| !server.is_web_member(**id))
-            .copied()
-            .collect();
-        for id in gone {
+    /// Ends the sessions whose member the core removed (timed out, or its seat taken by a
+    /// UDP JOIN): call after [`MediaServer::handle`] and [`MediaServer::handle_timeout`].
+    pub(crate) fn end_removed(&mut self, server: &mut MediaServer) {
+        while let Some(id) = server.next_removed_web() {
             self.end(server, id, "no longer a member");
         }
     }
