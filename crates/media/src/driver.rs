@@ -226,7 +226,7 @@ impl MediaService {
                         source,
                     }
                 })?;
-                let sessions = Sessions::new(udp, udp_local, advertised, max_sessions);
+                let sessions = Sessions::new(udp, advertised, max_sessions);
                 let (tx, rx) = tokio::sync::mpsc::channel(64);
                 (http_addr, webrtc_addr) = (Some(http_local), Some(udp_local));
                 commands = Some(tx.clone());

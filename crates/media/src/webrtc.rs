@@ -112,8 +112,10 @@ struct Session {
 /// The browser sessions of one event loop.
 pub(crate) struct Sessions {
     socket: UdpSocket,
-    local: SocketAddr,
-    /// The host candidate put in every answer.
+    /// The host candidate put in every answer, and the destination every datagram is given
+    /// to str0m with: its ICE agent drops a check whose destination is none of its candidates,
+    /// and the socket's own address is not one when it is unspecified (loopback advertised)
+    /// or behind a NAT (`webrtc_public`).
     advertised: SocketAddr,
     max_sessions: usize,
     crypto: Arc<CryptoProvider>,
@@ -131,15 +133,9 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
-    pub(crate) fn new(
-        socket: UdpSocket,
-        local: SocketAddr,
-        advertised: SocketAddr,
-        max_sessions: usize,
-    ) -> Self {
+    pub(crate) fn new(socket: UdpSocket, advertised: SocketAddr, max_sessions: usize) -> Self {
         Self {
             socket,
-            local,
             advertised,
             max_sessions,
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
@@ -297,7 +293,7 @@ impl Sessions {
             Receive {
                 proto: Protocol::Udp,
                 source: from,
-                destination: self.local,
+                destination: self.advertised,
                 contents,
             },
         );
