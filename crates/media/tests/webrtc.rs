@@ -448,6 +448,48 @@ fn a_udp_join_with_the_same_identity_takes_a_browsers_seat() {
 }
 
 #[test]
+fn an_unspecified_webrtc_address_advertises_loopback() {
+    let _serial = serial();
+    // Bound to 0.0.0.0 with no public address: once a start-up error, now loopback (with a
+    // warning), which serves this machine's browsers.
+    let service = common::service(MediaConfig {
+        web: Some(WebConfig {
+            webrtc: Some("0.0.0.0:0".parse().unwrap()),
+            ..WebConfig::on("127.0.0.1:0".parse().unwrap())
+        }),
+        ..MediaConfig::default()
+    });
+    let bound = service.webrtc_addr().unwrap();
+    assert!(bound.ip().is_unspecified(), "{bound}");
+    let (status, _, answer) = offer_with(service.http_addr().unwrap(), &APP.token("lo", 1, 600));
+    assert_eq!(status, 201, "{answer}");
+    let hosts: Vec<SocketAddr> = answer
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a="))
+        .filter(|l| l.starts_with("candidate:"))
+        .map(|l| {
+            Candidate::from_sdp_string(l)
+                .expect("the candidate parses")
+                .addr()
+        })
+        .collect();
+    assert_eq!(
+        hosts,
+        ["127.0.0.1".parse().unwrap()].map(|ip| SocketAddr::new(ip, bound.port()))
+    );
+    // And a peer on this machine connects to it.
+    let mut web = WebPeer::post(
+        service.http_addr().unwrap(),
+        &APP.token("lo", 2, 600),
+        false,
+        false,
+    )
+    .expect("201");
+    let (uid, _, seen) = web.joined();
+    assert_eq!((uid, seen), (2, web.local));
+}
+
+#[test]
 fn a_seat_taken_by_a_live_member_is_409_and_limits_are_503() {
     let _serial = serial();
     let service = service_with(2);
