@@ -44,6 +44,11 @@ use crate::wire::HEADROOM;
 /// The data channel a browser opens in its offer.
 pub const DATA_CHANNEL_LABEL: &str = "cloudproxy";
 
+/// Remote candidates a session takes by PATCH, in all. The service is ICE-lite (it answers
+/// checks from wherever they come and never checks itself), so the candidates are only kept;
+/// a browser trickles a handful. Beyond: 400 `too_many_candidates`, none of that PATCH's added.
+pub const MAX_REMOTE_CANDIDATES: usize = 32;
+
 /// Why an endpoint request failed: an HTTP status and a JSON error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -101,6 +106,8 @@ struct Session {
     ufrag: String,
     /// Source addresses mapped to this session (removed with it).
     addrs: Vec<SocketAddr>,
+    /// Remote candidates added by PATCH (at most [`MAX_REMOTE_CANDIDATES`]).
+    remote_candidates: usize,
     channel: Option<ChannelId>,
     /// Where the Rtc last sent: after ICE, the selected pair's remote address.
     last_destination: Option<SocketAddr>,
@@ -221,6 +228,7 @@ impl Sessions {
                 rtc,
                 ufrag,
                 addrs: Vec::new(),
+                remote_candidates: 0,
                 channel: None,
                 last_destination: None,
                 deadline: None,
@@ -241,12 +249,24 @@ impl Sessions {
         let mut parsed = Vec::new();
         for line in frag.lines().map(str::trim) {
             if let Some(c) = line.strip_prefix("a=candidate:") {
+                if s.remote_candidates + parsed.len() == MAX_REMOTE_CANDIDATES {
+                    return Err(ApiError::new(
+                        400,
+                        "too_many_candidates",
+                        format!(
+                            "session {id} takes at most {MAX_REMOTE_CANDIDATES} trickled \
+                             candidates (it has {}); none of this PATCH's were added",
+                            s.remote_candidates
+                        ),
+                    ));
+                }
                 let c = Candidate::from_sdp_string(&format!("candidate:{c}")).map_err(|e| {
                     ApiError::new(400, "malformed_candidate", format!("{line}: {e}"))
                 })?;
                 parsed.push(c);
             }
         }
+        s.remote_candidates += parsed.len();
         for c in parsed {
             s.rtc.add_remote_candidate(c);
         }
