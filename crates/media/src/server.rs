@@ -687,7 +687,6 @@ impl MediaServer {
         members
     }
 
-    /// The cookie for `source` and `token` in time slot `slot`.
     /// The claims of an encoded `token`, its expiry checked against the anchored wall clock
     /// `since_start` after the anchor.
     fn verify<'t>(
@@ -708,6 +707,7 @@ impl MediaServer {
         self.token_rate.allow(&[self.key.as_bytes(), &uid], now_us)
     }
 
+    /// The cookie for `source` and `token` in time slot `slot`.
     fn cookie(&self, slot: u64, source: &[u8], token: &str) -> Cookie {
         let tag = self.cookie_tag(slot, source, token).finalize().into_bytes();
         let mut c = [0u8; wire::COOKIE_LEN];
