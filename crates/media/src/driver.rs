@@ -226,7 +226,7 @@ impl MediaService {
                         source,
                     }
                 })?;
-                let sessions = Sessions::new(udp, udp_local, advertised, max_sessions);
+                let sessions = Sessions::new(udp, advertised, max_sessions);
                 let (tx, rx) = tokio::sync::mpsc::channel(64);
                 (http_addr, webrtc_addr) = (Some(http_local), Some(udp_local));
                 commands = Some(tx.clone());
@@ -368,7 +368,6 @@ async fn serve(
     let mut sleep = pin!(tokio::time::sleep_until(far_future()));
     let mut armed: Option<Instant> = None;
     let mut first = 0usize;
-    let (mut replaced, mut timeouts) = (0u64, 0u64);
     loop {
         let web_deadline = sessions.as_ref().and_then(|(s, _)| s.next_deadline());
         let deadline = match (server.poll_timeout(), web_deadline) {
@@ -392,13 +391,7 @@ async fn serve(
                 let now = Instant::now();
                 server.handle_timeout(now);
                 if let Some((s, _)) = sessions.as_mut() {
-                    // Only a member timeout can end a session here: sweep (a pass over the
-                    // sessions) only then, not at each Rtc deadline.
-                    let t = server.stats().timeouts;
-                    if t != timeouts {
-                        timeouts = t;
-                        s.sweep(&mut server);
-                    }
+                    s.end_removed(&mut server);
                     s.handle_timeout(now);
                     s.run(&mut server, &listeners, &mut buf, now);
                 }
@@ -486,11 +479,7 @@ async fn serve(
         if let Some(s) = web {
             // Browsers written to above send now.
             s.run(&mut server, &listeners, &mut web_buf, now);
-            let r = server.stats().replaced;
-            if r != replaced {
-                replaced = r;
-                s.sweep(&mut server);
-            }
+            s.end_removed(&mut server);
         }
     }
     if let Some((mut s, http_stop)) = sessions.take() {

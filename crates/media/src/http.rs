@@ -4,7 +4,9 @@
 //!
 //! * `POST /v1/whip?echo=0|1` — `Authorization: Bearer <token>`, `Content-Type:
 //!   application/sdp`, the offer → `201`, `Location: /v1/whip/<session>`, the answer.
-//! * `PATCH /v1/whip/<session>` — `application/trickle-ice-sdpfrag` → `204`.
+//! * `PATCH /v1/whip/<session>` — `application/trickle-ice-sdpfrag` → `204`; `400
+//!   too_many_candidates` past [`MAX_REMOTE_CANDIDATES`](crate::webrtc::MAX_REMOTE_CANDIDATES)
+//!   in all.
 //! * `DELETE /v1/whip/<session>` → `204`, `404` for an unknown session.
 //! * Errors are `{"error": code, "message": sentence}`. Bodies above [`MAX_BODY`] get 413; a
 //!   connection lives at most [`CONNECTION_DEADLINE`] (a client sending one byte at a time is

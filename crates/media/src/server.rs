@@ -174,6 +174,10 @@ pub struct MediaServer {
     limited_since_warning: u64,
     timers: BinaryHeap<Reverse<(Instant, u64, MemberKey)>>,
     next_generation: u64,
+    /// Browser members the core removed on its own (timed out, seat taken by a UDP JOIN),
+    /// whose sessions the WebRTC side is yet to end: see
+    /// [`next_removed_web`](Self::next_removed_web). Kept, so no allocation once warmed.
+    removed_web: Vec<SessionId>,
     /// Reused for every reply, error text and channel-key lookup.
     reply: Vec<u8>,
     text: String,
@@ -214,6 +218,7 @@ impl MediaServer {
             limited_since_warning: 0,
             timers: BinaryHeap::new(),
             next_generation: 0,
+            removed_web: Vec::new(),
             reply: Vec::with_capacity(256),
             text: String::with_capacity(128),
             key: String::with_capacity(130),
@@ -250,16 +255,17 @@ impl MediaServer {
         self.members.contains_key(&MemberKey::Web(id))
     }
 
-    /// The browser sessions in `id`'s channel other than `id`, in the channel's member order.
-    pub fn web_peers(&self, id: SessionId) -> impl Iterator<Item = SessionId> + '_ {
+    /// The browser sessions of `id`'s channel, `id` included, in the channel's member order;
+    /// none if `id` is not a member.
+    pub fn web_members(&self, id: SessionId) -> impl Iterator<Item = SessionId> + '_ {
         let channel = self.members.get(&MemberKey::Web(id)).map(|m| m.channel);
         channel
             .map(|c| self.channels.members(c))
             .unwrap_or(&[])
             .iter()
-            .filter_map(move |e| match *e {
-                Endpoint::Web(s) if s != id => Some(s),
-                _ => None,
+            .filter_map(|e| match *e {
+                Endpoint::Web(s) => Some(s),
+                Endpoint::Udp { .. } => None,
             })
     }
 
@@ -291,6 +297,7 @@ impl MediaServer {
             let due = m.last_seen + self.limits.member_timeout;
             if due <= now {
                 self.remove_member(remote);
+                self.removed_by_core(remote);
                 self.stats.timeouts += 1;
                 tracing::debug!(?remote, "member timed out");
             } else {
@@ -360,6 +367,14 @@ impl MediaServer {
                 self.send_error(reply_to, ErrorCode::MALFORMED, false, "", len, out);
             }
         }
+    }
+
+    /// A browser session whose member [`handle`](Self::handle) or
+    /// [`handle_timeout`](Self::handle_timeout) removed (a UDP JOIN took its seat, or it timed
+    /// out), taken off the list: the caller ends the session, then asks again until `None`.
+    /// A browser's own leaving (LEAVE, [`leave_web`](Self::leave_web)) is not listed.
+    pub fn next_removed_web(&mut self) -> Option<SessionId> {
+        self.removed_web.pop()
     }
 
     /// Admits browser session `id` (the WebRTC endpoint's POST) with `token`: it becomes a
@@ -672,7 +687,6 @@ impl MediaServer {
         members
     }
 
-    /// The cookie for `source` and `token` in time slot `slot`.
     /// The claims of an encoded `token`, its expiry checked against the anchored wall clock
     /// `since_start` after the anchor.
     fn verify<'t>(
@@ -693,6 +707,7 @@ impl MediaServer {
         self.token_rate.allow(&[self.key.as_bytes(), &uid], now_us)
     }
 
+    /// The cookie for `source` and `token` in time slot `slot`.
     fn cookie(&self, slot: u64, source: &[u8], token: &str) -> Cookie {
         let tag = self.cookie_tag(slot, source, token).finalize().into_bytes();
         let mut c = [0u8; wire::COOKIE_LEN];
@@ -717,8 +732,15 @@ impl MediaServer {
 
     fn replace(&mut self, old: MemberKey) {
         self.remove_member(old);
+        self.removed_by_core(old);
         self.stats.replaced += 1;
         tracing::debug!(?old, key = %self.key, "membership replaced by a join from elsewhere");
+    }
+
+    fn removed_by_core(&mut self, member: MemberKey) {
+        if let MemberKey::Web(id) = member {
+            self.removed_web.push(id);
+        }
     }
 
     fn rate_limited(&mut self, remote: MemberKey, limit: &'static str, now: Instant) {

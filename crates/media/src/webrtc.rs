@@ -44,6 +44,11 @@ use crate::wire::HEADROOM;
 /// The data channel a browser opens in its offer.
 pub const DATA_CHANNEL_LABEL: &str = "cloudproxy";
 
+/// Remote candidates a session takes by PATCH, in all. The service is ICE-lite (it answers
+/// checks from wherever they come and never checks itself), so the candidates are only kept;
+/// a browser trickles a handful. Beyond: 400 `too_many_candidates`, none of that PATCH's added.
+pub const MAX_REMOTE_CANDIDATES: usize = 32;
+
 /// Why an endpoint request failed: an HTTP status and a JSON error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -101,6 +106,8 @@ struct Session {
     ufrag: String,
     /// Source addresses mapped to this session (removed with it).
     addrs: Vec<SocketAddr>,
+    /// Remote candidates added by PATCH (at most [`MAX_REMOTE_CANDIDATES`]).
+    remote_candidates: usize,
     channel: Option<ChannelId>,
     /// Where the Rtc last sent: after ICE, the selected pair's remote address.
     last_destination: Option<SocketAddr>,
@@ -112,8 +119,10 @@ struct Session {
 /// The browser sessions of one event loop.
 pub(crate) struct Sessions {
     socket: UdpSocket,
-    local: SocketAddr,
-    /// The host candidate put in every answer.
+    /// The host candidate put in every answer, and the destination every datagram is given
+    /// to str0m with: its ICE agent drops a check whose destination is none of its candidates,
+    /// and the socket's own address is not one when it is unspecified (loopback advertised)
+    /// or behind a NAT (`webrtc_public`).
     advertised: SocketAddr,
     max_sessions: usize,
     crypto: Arc<CryptoProvider>,
@@ -131,15 +140,9 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
-    pub(crate) fn new(
-        socket: UdpSocket,
-        local: SocketAddr,
-        advertised: SocketAddr,
-        max_sessions: usize,
-    ) -> Self {
+    pub(crate) fn new(socket: UdpSocket, advertised: SocketAddr, max_sessions: usize) -> Self {
         Self {
             socket,
-            local,
             advertised,
             max_sessions,
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
@@ -225,6 +228,7 @@ impl Sessions {
                 rtc,
                 ufrag,
                 addrs: Vec::new(),
+                remote_candidates: 0,
                 channel: None,
                 last_destination: None,
                 deadline: None,
@@ -245,12 +249,24 @@ impl Sessions {
         let mut parsed = Vec::new();
         for line in frag.lines().map(str::trim) {
             if let Some(c) = line.strip_prefix("a=candidate:") {
+                if s.remote_candidates + parsed.len() == MAX_REMOTE_CANDIDATES {
+                    return Err(ApiError::new(
+                        400,
+                        "too_many_candidates",
+                        format!(
+                            "session {id} takes at most {MAX_REMOTE_CANDIDATES} trickled \
+                             candidates (it has {}); none of this PATCH's were added",
+                            s.remote_candidates
+                        ),
+                    ));
+                }
                 let c = Candidate::from_sdp_string(&format!("candidate:{c}")).map_err(|e| {
                     ApiError::new(400, "malformed_candidate", format!("{line}: {e}"))
                 })?;
                 parsed.push(c);
             }
         }
+        s.remote_candidates += parsed.len();
         for c in parsed {
             s.rtc.add_remote_candidate(c);
         }
@@ -297,7 +313,7 @@ impl Sessions {
             Receive {
                 proto: Protocol::Udp,
                 source: from,
-                destination: self.local,
+                destination: self.advertised,
                 contents,
             },
         );
@@ -335,15 +351,10 @@ impl Sessions {
         }
     }
 
-    /// Ends the sessions whose member is gone (timed out, or its seat taken by a UDP JOIN).
-    pub(crate) fn sweep(&mut self, server: &mut MediaServer) {
-        let gone: Vec<SessionId> = self
-            .by_id
-            .keys()
-            .filter(|id| !server.is_web_member(**id))
-            .copied()
-            .collect();
-        for id in gone {
+    /// Ends the sessions whose member the core removed (timed out, or its seat taken by a
+    /// UDP JOIN): call after [`MediaServer::handle`] and [`MediaServer::handle_timeout`].
+    pub(crate) fn end_removed(&mut self, server: &mut MediaServer) {
+        while let Some(id) = server.next_removed_web() {
             self.end(server, id, "no longer a member");
         }
     }
@@ -460,7 +471,7 @@ impl Sessions {
                     }
                 }
             }
-            Event::MediaData(data) => self.forward_media(server, id, &data),
+            Event::MediaData(data) => self.forward_media(server, id, data),
             Event::KeyframeRequest(req) => self.forward_keyframe_request(server, id, req),
             _ => {}
         }
@@ -501,28 +512,53 @@ impl Sessions {
         }
     }
 
-    /// The browser `to` receives media from `source(to)`: the first other browser of its
-    /// channel.
+    /// The browser `to` receives media from its *source*: the first other browser of its
+    /// channel. With the channel's browsers `w0, w1, ...` in member order, `w0`'s source is
+    /// `w1` and every other's is `w0`.
     fn source_of(server: &MediaServer, to: SessionId) -> Option<SessionId> {
-        server.web_peers(to).next()
+        let mut web = server.web_members(to);
+        match web.next()? {
+            w0 if w0 == to => web.next(),
+            w0 => Some(w0),
+        }
     }
 
-    fn forward_media(&mut self, server: &MediaServer, from: SessionId, data: &MediaData) {
+    /// Writes `from`'s frame on the receivers whose source `from` is (see
+    /// [`source_of`](Self::source_of)): from `w0`, every other browser; from `w1`, `w0`; from
+    /// the rest, none. One walk of the channel; the payload moves into the last receiver.
+    fn forward_media(&mut self, server: &MediaServer, from: SessionId, mut data: MediaData) {
         let Some(kind) = self.kind_of(from, data.mid) else {
             return;
         };
-        for to in server.web_peers(from) {
-            if Self::source_of(server, to) != Some(from) {
-                continue;
-            }
+        let mut web = server.web_members(from);
+        let (Some(w0), Some(w1)) = (web.next(), web.next()) else {
+            return;
+        };
+        let (first, rest) = if from == w0 {
+            (w1, Some(web))
+        } else if from == w1 {
+            (w0, None)
+        } else {
+            return;
+        };
+        let mut receivers = std::iter::once(first)
+            .chain(rest.into_iter().flatten())
+            .peekable();
+        while let Some(to) = receivers.next() {
+            let last = receivers.peek().is_none();
             let Some(writer) = self.writer(to, kind) else {
                 continue;
             };
             let Some(pt) = writer.match_params(data.params) else {
                 continue;
             };
+            let payload = if last {
+                std::mem::take(&mut data.data)
+            } else {
+                data.data.clone()
+            };
             if writer
-                .write(pt, data.network_time, data.time, data.data.clone())
+                .write(pt, data.network_time, data.time, payload)
                 .is_ok()
             {
                 self.stats.media_forwarded += 1;

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use cloudproxy_media::blocking::{Client, Reply};
+use cloudproxy_media::webrtc::MAX_REMOTE_CANDIDATES;
 use cloudproxy_media::wire::{self, Packet};
 use cloudproxy_media::{Limits, MediaConfig, MediaService, WebConfig};
 use cloudproxy_testkit::apps::App;
@@ -445,6 +446,105 @@ fn a_udp_join_with_the_same_identity_takes_a_browsers_seat() {
     let (stats, core) = service.web_stats().unwrap();
     assert_eq!((stats.sessions, core.members, core.replaced), (0, 1, 1));
     assert_eq!(web.delete(), 404);
+}
+
+#[test]
+fn an_unspecified_webrtc_address_advertises_loopback() {
+    let _serial = serial();
+    // Bound to 0.0.0.0 with no public address: once a start-up error, now loopback (with a
+    // warning), which serves this machine's browsers.
+    let service = common::service(MediaConfig {
+        web: Some(WebConfig {
+            webrtc: Some("0.0.0.0:0".parse().unwrap()),
+            ..WebConfig::on("127.0.0.1:0".parse().unwrap())
+        }),
+        ..MediaConfig::default()
+    });
+    let bound = service.webrtc_addr().unwrap();
+    assert!(bound.ip().is_unspecified(), "{bound}");
+    let (status, _, answer) = offer_with(service.http_addr().unwrap(), &APP.token("lo", 1, 600));
+    assert_eq!(status, 201, "{answer}");
+    let hosts: Vec<SocketAddr> = answer
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a="))
+        .filter(|l| l.starts_with("candidate:"))
+        .map(|l| {
+            Candidate::from_sdp_string(l)
+                .expect("the candidate parses")
+                .addr()
+        })
+        .collect();
+    assert_eq!(
+        hosts,
+        ["127.0.0.1".parse().unwrap()].map(|ip| SocketAddr::new(ip, bound.port()))
+    );
+    // And a peer on this machine connects to it.
+    let mut web = WebPeer::post(
+        service.http_addr().unwrap(),
+        &APP.token("lo", 2, 600),
+        false,
+        false,
+    )
+    .expect("201");
+    let (uid, _, seen) = web.joined();
+    assert_eq!((uid, seen), (2, web.local));
+}
+
+#[test]
+fn trickled_candidates_past_the_cap_are_refused_and_the_session_goes_on() {
+    let _serial = serial();
+    let service = service();
+    let http_addr = service.http_addr().unwrap();
+    let mut web = WebPeer::post(http_addr, &APP.token("cap", 1, 600), false, false).expect("201");
+    web.joined();
+    let patch = |ports: std::ops::Range<u16>| {
+        let mut frag = String::from("a=ice-ufrag:x\r\na=mid:0\r\n");
+        for port in ports {
+            let c = Candidate::host(SocketAddr::from(([127, 0, 0, 1], port)), "udp").unwrap();
+            frag.push_str(&format!("a={}\r\n", c.to_sdp_string()));
+        }
+        http(
+            http_addr,
+            "PATCH",
+            &web.location,
+            &[("Content-Type", "application/trickle-ice-sdpfrag")],
+            frag.as_bytes(),
+        )
+    };
+    let refused = |(status, head, body): Response, what: &str| {
+        assert_eq!(status, 400, "{what}: {body}");
+        assert_eq!(header(&head, "content-type"), Some("application/json"));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "too_many_candidates", "{what}: {body}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains("32")),
+            "{body}"
+        );
+    };
+    let cap = u16::try_from(MAX_REMOTE_CANDIDATES).unwrap();
+    assert_eq!(cap, 32, "docs/webrtc.md states the cap");
+    // One PATCH over the cap adds none of its candidates: the cap's worth still fits after.
+    refused(patch(20_000..20_000 + cap + 1), "one PATCH over the cap");
+    assert_eq!(patch(20_000..20_000 + cap - 1).0, 204);
+    assert_eq!(patch(30_000..30_001).0, 204, "the last one that fits");
+    refused(patch(30_001..30_002), "one past the cap");
+    // A PATCH without candidates still passes; the session still answers and leaves cleanly.
+    let (status, _, body) = http(
+        http_addr,
+        "PATCH",
+        &web.location,
+        &[("Content-Type", "application/trickle-ice-sdpfrag")],
+        b"a=end-of-candidates\r\n",
+    );
+    assert_eq!(status, 204, "{body}");
+    web.send(Packet::Ping(3));
+    assert_eq!(web.recv(), Reply::Pong(3));
+    assert_eq!(web.delete(), 204);
+    let (stats, core) = service.web_stats().unwrap();
+    assert_eq!(
+        (stats.sessions, stats.addresses, core.members, core.channels),
+        (0, 0, 0, 0)
+    );
 }
 
 #[test]
