@@ -382,20 +382,7 @@ fn app_enabled_synced_used_metered_and_suspended() {
         |c| c == 0,
         "allocation after resume",
     );
-    let usage_bytes = |c: &ControlProc| {
-        let (_, u) = c.api(
-            "GET",
-            &format!("/v1/apps/{}/usage", app.app_id),
-            OPERATOR,
-            Value::Null,
-        );
-        u["days"].as_array().map_or(0, |d| {
-            d.iter()
-                .filter(|d| d["mode"] == "force_tcp")
-                .map(|d| d["bytes"].as_u64().unwrap_or(0))
-                .sum::<u64>()
-        })
-    };
+    let usage_bytes = |c: &ControlProc| c.usage(&app.app_id, "force_tcp").bytes;
     assert_eq!(
         usage_bytes(&control),
         relayed,

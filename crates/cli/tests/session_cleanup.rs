@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::control::{ControlProc, Credential, GovernedRelay, RelaySpec};
+use common::control::{ControlProc, Credential, GovernedRelay, RelaySpec, Usage};
 use common::{cloudproxy_bin, in_ci, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
 use serde_json::{json, Value};
 
@@ -58,21 +58,6 @@ fn enable(c: &Control, app: &Credential, mode: &str) {
         "max_proxy_users_per_channel": 1, "quality": "720p", "mode": mode});
     let request = c.enable(&app.app_id, form);
     assert_eq!(request["state"], "active", "{request}");
-}
-
-/// (allocation-seconds, bytes) metered so far for `app` in `mode`.
-fn usage(c: &Control, app: &Credential, mode: &str) -> (u64, u64) {
-    let path = format!("/v1/apps/{}/usage", app.app_id);
-    let (_, u) = c.api("GET", &path, OPERATOR, Value::Null);
-    let sum = |field: &str| {
-        u["days"].as_array().map_or(0, |d| {
-            d.iter()
-                .filter(|d| d["mode"] == mode)
-                .map(|d| d[field].as_u64().unwrap_or(0))
-                .sum()
-        })
-    };
-    (sum("seconds"), sum("bytes"))
 }
 
 type RelayProc = GovernedRelay;
@@ -664,7 +649,7 @@ fn a_two_second_session_is_metered_under_five_allocation_seconds() {
     // The relay reports every second. Once the session's bytes are in (they come with the
     // allocation's end), its seconds are too; two more reports must add nothing.
     let deadline = Instant::now() + PATIENCE;
-    while usage(&control, &app, "force_udp").1 < 2 * 100 * 160 {
+    while control.usage(&app.app_id, "force_udp").bytes < 2 * 100 * 160 {
         assert!(
             Instant::now() < deadline,
             "the session's usage did not arrive"
@@ -672,7 +657,7 @@ fn a_two_second_session_is_metered_under_five_allocation_seconds() {
         std::thread::sleep(Duration::from_millis(300));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let (seconds, bytes) = usage(&control, &app, "force_udp");
+    let Usage { seconds, bytes, .. } = control.usage(&app.app_id, "force_udp");
     // Sub-second remainders carry over to the app's next usage, so a session of just under
     // 2 s may show as 1 s until more comes.
     eprintln!(

@@ -96,6 +96,32 @@ impl ControlProc {
         }
         approved
     }
+
+    /// `app`'s metered usage in `mode` (`force_udp`, `force_tcp`...) summed over every day.
+    #[track_caller]
+    pub(crate) fn usage(&self, app: &str, mode: &str) -> Usage {
+        let u = self.ok("GET", &format!("/v1/apps/{app}/usage"), Value::Null);
+        let days = u["days"].as_array().cloned().unwrap_or_default();
+        let field = |d: &Value, f: &str| d[f].as_u64().unwrap_or(0);
+        days.iter()
+            .filter(|d| d["mode"] == mode)
+            .fold(Usage::default(), |t, d| Usage {
+                bytes: t.bytes + field(d, "bytes"),
+                seconds: t.seconds + field(d, "seconds"),
+                peak: t.peak.max(field(d, "peak_concurrency")),
+            })
+    }
+}
+
+/// An app's metered totals in one mode ([`ControlProc::usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    /// Relayed payload bytes.
+    pub bytes: u64,
+    /// Allocation-seconds.
+    pub seconds: u64,
+    /// The highest concurrency of any day.
+    pub peak: u64,
 }
 
 /// What differs between the relays the tests start under a control plane.
