@@ -3,10 +3,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cloudproxy_proto::token::Token;
 use serde_json::{json, Value};
+
+#[allow(unused_imports)] // each test binary uses a different subset
+pub(crate) use cloudproxy_testkit::apps::unix_now;
 
 use super::{cloudproxy_bin, http, reserve_ports, wait_for_listeners, ChildGuard};
 
@@ -267,12 +270,4 @@ impl Credential {
     pub(crate) fn joined(&self) -> String {
         format!("{}:{}:{}", self.app_id, self.key_id, self.secret)
     }
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
