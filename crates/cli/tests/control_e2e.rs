@@ -36,10 +36,8 @@ fn start_control_on(addr: String, database: &str, extra: &[&str]) -> ControlProc
     common::control::start_control_on(addr, database, OPERATOR, RELAY_KEY, extra)
 }
 
-type RelayProc = GovernedRelay;
-
 /// A static-pool relay in Japan with 1-second sync, heartbeat, renewal and usage intervals.
-fn start_relay(control: &ControlProc, edge: &str, tls: &str, dir: &TempDir) -> RelayProc {
+fn start_relay(control: &ControlProc, edge: &str, tls: &str, dir: &TempDir) -> GovernedRelay {
     start_relay_with(control, edge, tls, dir, &[])
 }
 
@@ -50,7 +48,7 @@ fn start_relay_with(
     tls: &str,
     dir: &TempDir,
     extra: &[&str],
-) -> RelayProc {
+) -> GovernedRelay {
     let spec = RelaySpec {
         edge,
         tls: Some(tls),
@@ -154,7 +152,7 @@ fn https_get(addr: SocketAddr, alpn: Option<&[u8]>, name: &str, path: &str) -> S
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn metric(relay: &RelayProc, name: &str) -> i64 {
+fn metric(relay: &GovernedRelay, name: &str) -> i64 {
     common::metric_i64(relay.metrics, name)
 }
 

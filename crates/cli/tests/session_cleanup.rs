@@ -41,9 +41,7 @@ const CYCLES: u32 = 200;
 // ------------------------------------------------------------------------------------------
 // The control plane, the relays, the media service
 
-type Control = ControlProc;
-
-fn start_control(dir: &TempDir) -> Control {
+fn start_control(dir: &TempDir) -> ControlProc {
     let addr = format!("127.0.0.1:{}", reserve_ports(1, true)[0]);
     let db = format!("sqlite:{}", dir.0.join("control.db").display());
     // The default lease TTL (30 s): a lease that outlived its allocation would refuse the
@@ -52,7 +50,7 @@ fn start_control(dir: &TempDir) -> Control {
 }
 
 /// Submits, approves and activates `mode` in Japan with one proxy user per channel.
-fn enable(c: &Control, app: &Credential, mode: &str) {
+fn enable(c: &ControlProc, app: &Credential, mode: &str) {
     let form = json!({"region": "japan", "sdk": "native", "use_case": "1:1 call",
         "max_concurrent_channels": 4, "max_users_per_channel": 2,
         "max_proxy_users_per_channel": 1, "quality": "720p", "mode": mode});
@@ -60,12 +58,10 @@ fn enable(c: &Control, app: &Credential, mode: &str) {
     assert_eq!(request["state"], "active", "{request}");
 }
 
-type RelayProc = GovernedRelay;
-
-impl RelayProc {
+impl GovernedRelay {
     /// A relay in Japan with 1-second sync, renewal and usage intervals, relaying from
     /// `relay_ip`.
-    fn start(control: &Control, dir: &TempDir, edge: &str, pool: &str, relay_ip: &str) -> Self {
+    fn start(control: &ControlProc, dir: &TempDir, edge: &str, pool: &str, relay_ip: &str) -> Self {
         let spec = RelaySpec {
             edge,
             pool,
@@ -102,7 +98,7 @@ impl RelayProc {
     }
 
     /// Registered and synced: an app's Allocate would be judged by the current table.
-    fn wait_ready(&self, control: &Control) {
+    fn wait_ready(&self, control: &ControlProc) {
         let deadline = Instant::now() + PATIENCE;
         while self.metric("cloudproxy_control_sync_age_seconds") > 2
             || !registered(control, &self.edge)
@@ -117,7 +113,7 @@ impl RelayProc {
     }
 }
 
-fn registered(control: &Control, edge: &str) -> bool {
+fn registered(control: &ControlProc, edge: &str) -> bool {
     let edges = control.ok("GET", "/v1/edges", Value::Null);
     edges.to_string().contains(&format!("\"{edge}\""))
 }
@@ -277,7 +273,7 @@ impl Join<'_> {
 
 /// Joins until the relay has synced the app's enablement (a join before that is refused);
 /// not one of the counted cycles.
-fn warm_up(join: &Join<'_>, relay: &RelayProc) {
+fn warm_up(join: &Join<'_>, relay: &GovernedRelay) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let (mut guard, lines) = ChildGuard::spawn("cloudproxy join", join.command()).unwrap();
@@ -313,8 +309,8 @@ fn summary(lines: &mpsc::Receiver<String>, wait: Duration) -> Option<Value> {
 /// A lease for another user of `channel`, asked for as a relay would: granted only when the
 /// channel's one proxy user has gone at the control plane too. Released again at once.
 fn lease_free(
-    control: &Control,
-    relay: &RelayProc,
+    control: &ControlProc,
+    relay: &GovernedRelay,
     app: &Credential,
     mode: &str,
     channel: &str,
@@ -367,8 +363,8 @@ struct Mode<'a> {
 
 /// `CYCLES` join/leave cycles of new users in one channel.
 fn cycles(
-    control: &Control,
-    relay: &RelayProc,
+    control: &ControlProc,
+    relay: &GovernedRelay,
     app: &Credential,
     media: SocketAddr,
     m: Mode<'_>,
@@ -435,9 +431,9 @@ fn two_hundred_join_leave_cycles_per_mode_release_everything() {
     let dir = TempDir::new("cleanup-cycles");
     let control = start_control(&dir);
     let app = control.create_app("cleanup");
-    let published = RelayProc::start(&control, &dir, "jp-static", "static", "127.0.0.1");
+    let published = GovernedRelay::start(&control, &dir, "jp-static", "static", "127.0.0.1");
     // The Auto relay relays from an address of its own, which the firewall tells apart.
-    let pool = RelayProc::start(&control, &dir, "jp-dynamic", "dynamic", "127.0.0.77");
+    let pool = GovernedRelay::start(&control, &dir, "jp-dynamic", "dynamic", "127.0.0.77");
     let (_media, media) = start_media("127.0.0.88", &app);
     published.wait_ready(&control);
     pool.wait_ready(&control);
@@ -519,7 +515,7 @@ fn auto_on_an_open_network_leaves_no_allocation_behind() {
     let dir = TempDir::new("cleanup-auto");
     let control = start_control(&dir);
     let app = control.create_app("cleanup");
-    let pool = RelayProc::start(&control, &dir, "jp-dyn-open", "dynamic", "127.0.0.78");
+    let pool = GovernedRelay::start(&control, &dir, "jp-dyn-open", "dynamic", "127.0.0.78");
     let (_media, media) = start_media("127.0.0.89", &app);
     pool.wait_ready(&control);
     let join = |uid: u32| Join {
@@ -615,7 +611,7 @@ fn a_two_second_session_is_metered_under_five_allocation_seconds() {
     let dir = TempDir::new("cleanup-usage");
     let control = start_control(&dir);
     let app = control.create_app("cleanup");
-    let relay = RelayProc::start(&control, &dir, "jp-usage", "static", "127.0.0.1");
+    let relay = GovernedRelay::start(&control, &dir, "jp-usage", "static", "127.0.0.1");
     let (_media, media) = start_media("127.0.0.1", &app);
     relay.wait_ready(&control);
     enable(&control, &app, "force_udp");
@@ -676,7 +672,7 @@ fn join_leaves_on_sigterm_and_sigint() {
     let dir = TempDir::new("cleanup-signal");
     let control = start_control(&dir);
     let app = control.create_app("cleanup");
-    let relay = RelayProc::start(&control, &dir, "jp-signal", "static", "127.0.0.1");
+    let relay = GovernedRelay::start(&control, &dir, "jp-signal", "static", "127.0.0.1");
     let (_media, media) = start_media("127.0.0.1", &app);
     relay.wait_ready(&control);
     enable(&control, &app, "force_udp");
