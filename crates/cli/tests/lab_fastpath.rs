@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use cloudproxy_lab::{Profile, Role, MEDIA_ADDR, RELAY_ADDR};
 use cloudproxy_proto::client::{Attr, CHANNEL_BIND, REFRESH};
-use cloudproxy_testkit::turn::{Conn, TurnClient};
+use cloudproxy_testkit::turn::{echo_on, Conn, TurnClient};
 use common::xdp_maps::{dump, expect_entries, relay_maps};
 use common::TempDir;
 use labworld::*;
@@ -418,12 +418,6 @@ fn bind(c: &mut TurnClient, number: u16, peer_port: u16) {
         ],
     );
     assert!(r.success, "channel bind: {:?}", r.error);
-}
-
-fn echo_on(c: &mut TurnClient, number: u16, payload: &[u8]) {
-    let msg = cloudproxy_proto::client::channel_data(number, payload, false);
-    c.conn.send(&msg);
-    assert_eq!(c.conn.recv(), msg, "echoed through the relay");
 }
 
 /// The kernel's entries follow the server's bindings: a bind installs both directions, a
