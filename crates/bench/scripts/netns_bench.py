@@ -202,20 +202,27 @@ def pin_end():
     os.sched_setaffinity(0, ALL_CPUS)
 
 
+def jiffies(pid):
+    """utime + stime of `pid` in jiffies, or None once it is gone."""
+    try:
+        # The fields after the parenthesised command name, which may hold spaces.
+        st = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(st[11]) + int(st[12])
+    except OSError:
+        return None
+
+
 def user_cpu():
     """utime + stime of every user-space process (kernel threads have no cmdline)."""
     out = {}
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
+    for pid in user_pids():
+        t = jiffies(pid)
         try:
-            if not open(f"/proc/{p}/cmdline", "rb").read():
-                continue
-            st = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
-            comm = open(f"/proc/{p}/comm").read().strip()
-            out[int(p)] = (comm, int(st[11]) + int(st[12]))
+            comm = open(f"/proc/{pid}/comm").read().strip()
         except OSError:
-            pass
+            continue
+        if t is not None:
+            out[pid] = (comm, t)
     return out
 
 
@@ -294,11 +301,7 @@ def server_pid_cpu(p):
     """CPU jiffies of the server process (the child of `ip netns exec`, which execs it)."""
     if p is None:
         return 0
-    try:
-        st = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
-        return int(st[11]) + int(st[12])
-    except OSError:
-        return 0
+    return jiffies(p.pid) or 0
 
 
 def run(name, fixed):
@@ -336,6 +339,19 @@ def run(name, fixed):
         stop_server(p)
 
 
+def run_logged(r, name, what):
+    """`run` for round `r` (`what`: "fixed" or "max"), its report appended to RUNS; None
+    (and the error printed) when it failed."""
+    rep = run(name, fixed=what == "fixed")
+    with open(RUNS, "a") as f:
+        f.write(json.dumps({"round": r + 1, "server": name, "what": what,
+                            "report": rep}) + "\n")
+    if "error" in rep:
+        print(f"round {r+1} {name:9} {what}: ERROR {rep['error']}", flush=True)
+        return None
+    return rep
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -366,12 +382,8 @@ def measure():
         for r in range(ROUNDS):
             order = SERVERS if r % 2 == 0 else SERVERS[::-1]
             for name in order:
-                rep = run(name, fixed=True)
-                with open(RUNS, "a") as f:
-                    f.write(json.dumps({"round": r + 1, "server": name, "what": "fixed",
-                                        "report": rep}) + "\n")
-                if "error" in rep:
-                    print(f"round {r+1} {name:9} fixed: ERROR {rep['error']}", flush=True)
+                rep = run_logged(r, name, "fixed")
+                if rep is None:
                     continue
                 x = rep["result"]
                 rt = max(x["received"], 1)
@@ -391,12 +403,8 @@ def measure():
                       flush=True)
                 if not MAX:
                     continue
-                rep = run(name, fixed=False)
-                with open(RUNS, "a") as f:
-                    f.write(json.dumps({"round": r + 1, "server": name, "what": "max",
-                                        "report": rep}) + "\n")
-                if "error" in rep:
-                    print(f"round {r+1} {name:9} max: ERROR {rep['error']}", flush=True)
+                rep = run_logged(r, name, "max")
+                if rep is None:
                     continue
                 x = rep["result"] or {}
                 maxed[name].append(x.get("received_pps", 0))

@@ -8,6 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use cloudproxy_bench::echo::EchoPeer;
 use cloudproxy_bench::{run, BenchError, Config, Credentials, Event, Rate};
 use fake::{FakeTurn, Script};
 
@@ -153,4 +154,31 @@ fn setup_only_announces_ready_and_sends_nothing() {
     assert!(report.steps.is_empty() && report.result.is_none());
     assert!(report.setup.rate_per_s > 0.0);
     assert_eq!(report.peer_received, 0);
+}
+
+/// `peer.remote`: the channels point at an echo peer already running (here the test's own,
+/// standing in for `cloudproxy bench-echo` elsewhere) and the run starts none.
+#[test]
+fn a_remote_echo_peer_is_used_and_none_is_started() {
+    let fake = FakeTurn::start(Script::default());
+    let echo = EchoPeer::start("127.0.0.1".parse().unwrap(), 1, 256 << 10, 2048)
+        .expect("the test's echo peer starts");
+    let mut c = config(fake.addr, 2);
+    c.peer.remote = Some(echo.addr());
+    let report = run(&c, &mut no_events).expect("the run happens");
+    assert_eq!(report.setup.up, 2, "{report}");
+    assert_eq!(
+        report.peer_received, 0,
+        "no peer of the run's own: {report}"
+    );
+    let r = report.result.as_ref().expect("a fixed-rate result");
+    assert!(
+        r.received > 0,
+        "echoes came back from the remote peer: {report}"
+    );
+    assert!(
+        echo.received() >= r.received,
+        "every echo passed the remote peer ({} there): {report}",
+        echo.received()
+    );
 }

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
-use cloudproxy_api::{Mode, Pool, QualityTier, Region, RegionSummary, Sdk, Transport};
+use cloudproxy_api::{Mode, Pool, QualityTier, Region, Sdk, Transport};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 
@@ -304,7 +304,7 @@ pub(crate) fn run(args: AdminArgs) -> Result<(), Failure> {
         AdminCommand::Requests(c) => requests::requests(&api, &out, c),
         AdminCommand::Regions(RegionsCommand::List) => {
             let body = api.call(Method::GET, "/v1/regions", &[], NO_BODY, Auth::Key)?;
-            out.emit(&body, |v: &Vec<RegionSummary>| edges::regions_table(v))
+            out.list(&body, edges::REGIONS, "no regions")
         }
         AdminCommand::Edges(c) => edges::edges(&api, &out, c),
         AdminCommand::Allowlist(a) => edges::allowlist(&api, &out, a),

@@ -36,10 +36,8 @@ fn start_control_on(addr: String, database: &str, extra: &[&str]) -> ControlProc
     common::control::start_control_on(addr, database, OPERATOR, RELAY_KEY, extra)
 }
 
-type RelayProc = GovernedRelay;
-
 /// A static-pool relay in Japan with 1-second sync, heartbeat, renewal and usage intervals.
-fn start_relay(control: &ControlProc, edge: &str, tls: &str, dir: &TempDir) -> RelayProc {
+fn start_relay(control: &ControlProc, edge: &str, tls: &str, dir: &TempDir) -> GovernedRelay {
     start_relay_with(control, edge, tls, dir, &[])
 }
 
@@ -50,7 +48,7 @@ fn start_relay_with(
     tls: &str,
     dir: &TempDir,
     extra: &[&str],
-) -> RelayProc {
+) -> GovernedRelay {
     let spec = RelaySpec {
         edge,
         tls: Some(tls),
@@ -154,7 +152,7 @@ fn https_get(addr: SocketAddr, alpn: Option<&[u8]>, name: &str, path: &str) -> S
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn metric(relay: &RelayProc, name: &str) -> i64 {
+fn metric(relay: &GovernedRelay, name: &str) -> i64 {
     common::metric_i64(relay.metrics, name)
 }
 
@@ -382,20 +380,7 @@ fn app_enabled_synced_used_metered_and_suspended() {
         |c| c == 0,
         "allocation after resume",
     );
-    let usage_bytes = |c: &ControlProc| {
-        let (_, u) = c.api(
-            "GET",
-            &format!("/v1/apps/{}/usage", app.app_id),
-            OPERATOR,
-            Value::Null,
-        );
-        u["days"].as_array().map_or(0, |d| {
-            d.iter()
-                .filter(|d| d["mode"] == "force_tcp")
-                .map(|d| d["bytes"].as_u64().unwrap_or(0))
-                .sum::<u64>()
-        })
-    };
+    let usage_bytes = |c: &ControlProc| c.usage(&app.app_id, "force_tcp").bytes;
     assert_eq!(
         usage_bytes(&control),
         relayed,

@@ -21,8 +21,9 @@ use std::time::Instant;
 
 use cloudproxy_lab::{Profile, Role, MEDIA_ADDR, RELAY_ADDR};
 use cloudproxy_proto::client::{Attr, CHANNEL_BIND, REFRESH};
-use cloudproxy_testkit::turn::{Conn, TurnClient};
+use cloudproxy_testkit::turn::{echo_on, Conn, TurnClient};
 use common::xdp_maps::{dump, expect_entries, relay_maps};
+use common::TempDir;
 use labworld::*;
 
 /// One XDP relay at a time in this binary, so "the newest maps" are the running relay's.
@@ -220,9 +221,8 @@ fn force_udp_in_the_kernel(w: &World) {
 #[test]
 fn expired_bindings_leave_the_kernel_and_the_number_rebinds_to_a_new_peer() {
     let _one = XDP.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = std::env::temp_dir().join(format!("cpx-xdp-expiry-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("relay.toml");
+    let dir = TempDir::new("xdp-expiry");
+    let config = dir.0.join("relay.toml");
     std::fs::write(
         &config,
         "[lifetimes]\nchannel_secs = 3\npermission_secs = 3\nchannel_cooldown_secs = 2\n",
@@ -236,7 +236,7 @@ fn expired_bindings_leave_the_kernel_and_the_number_rebinds_to_a_new_peer() {
         "generic",
         &["--config", config.to_str().unwrap()],
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     let Some(w) = world else {
         return;
     };
@@ -420,12 +420,6 @@ fn bind(c: &mut TurnClient, number: u16, peer_port: u16) {
     assert!(r.success, "channel bind: {:?}", r.error);
 }
 
-fn echo_on(c: &mut TurnClient, number: u16, payload: &[u8]) {
-    let msg = cloudproxy_proto::client::channel_data(number, payload, false);
-    c.conn.send(&msg);
-    assert_eq!(c.conn.recv(), msg, "echoed through the relay");
-}
-
 /// The kernel's entries follow the server's bindings: a bind installs both directions, a
 /// refresh moves the expiry, a second channel adds its own, deleting the allocation removes
 /// them, and a drained relay leaves nothing behind when it exits.
@@ -521,9 +515,8 @@ fn force_udp_flows_in_the_kernel_in_native_mode() {
     let Some(w) = xdp_world_in("native") else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("cpx-xdp-pass-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (src, obj) = (dir.join("pass.c"), dir.join("pass.o"));
+    let dir = TempDir::new("xdp-pass");
+    let (src, obj) = (dir.0.join("pass.c"), dir.0.join("pass.o"));
     std::fs::write(
         &src,
         "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n\
@@ -560,7 +553,7 @@ fn force_udp_flows_in_the_kernel_in_native_mode() {
         .args(["sec", "xdp"])
         .output()
         .expect("ip");
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     assert!(
         attach.status.success(),
         "pass-through on the router's end: {attach:?}"

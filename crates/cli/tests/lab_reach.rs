@@ -366,7 +366,7 @@ fn force_tcp_fetches_the_allow_list_through_the_http_proxy() {
     let proxy = lab
         .start_http_proxy(PROXY_PORT, None, Duration::from_secs(20))
         .expect("tinyproxy starts");
-    let (_up, app, token) = up_in_relay(&lab, "signal");
+    let up = up_in_relay(&lab, "signal");
     let media = sa(RELAY_ADDR, 7000).to_string();
     let tls = published_tls().to_string();
     let url = proxy.url();
@@ -379,13 +379,13 @@ fn force_tcp_fetches_the_allow_list_through_the_http_proxy() {
                 "--media",
                 &media,
                 "--app-id",
-                &app,
+                &up.app,
                 "--channel",
                 "demo-room",
                 "--uid",
                 "1",
                 "--token",
-                &token,
+                &up.token,
                 "--mode",
                 "tcp",
                 "--proxy",

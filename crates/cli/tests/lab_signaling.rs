@@ -103,8 +103,8 @@ fn force_udp_signals_in_band_through_the_published_udp_port_only() {
     }) else {
         return;
     };
-    let (_up, app, token) = up_in_relay(&lab, "udp");
-    check(&lab, &app, &token, "udp", published_udp());
+    let up = up_in_relay(&lab, "udp");
+    check(&lab, &up.app, &up.token, "udp", published_udp());
 }
 
 #[test]
@@ -114,6 +114,6 @@ fn force_tcp_signals_over_https_on_the_published_tls_port_only() {
     }) else {
         return;
     };
-    let (_up, app, token) = up_in_relay(&lab, "tcp");
-    check(&lab, &app, &token, "tcp", published_tls());
+    let up = up_in_relay(&lab, "tcp");
+    check(&lab, &up.app, &up.token, "tcp", published_tls());
 }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use cloudproxy_lab::{Lab, LabChild, Profile, Role, RELAY_ADDR, RELAY_POOL_ADDR};
 use common::cdp::Browser;
 use common::web::*;
+use common::TempDir;
 use labworld::{published_udp, sa, spawn_up, BIN};
 use serde_json::json;
 
@@ -44,30 +45,25 @@ struct WebLab {
     _pool: LabChild,
     _up: LabChild,
     lab: Lab,
-    /// `up`'s data directory, removed at the end.
-    dir: std::path::PathBuf,
-}
-
-impl Drop for WebLab {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    /// Holds `up`'s data directory; last, so it is removed once `up` and the pool relay are
+    /// gone (fields drop in declaration order).
+    _dir: TempDir,
 }
 
 fn web_lab(profile: Profile, test: &str) -> Option<WebLab> {
     let binary = browser_or_skip(test)?;
     let lab = Lab::start_or_skip(profile)?;
-    let dir = std::env::temp_dir().join(format!("cp-lab-web-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = TempDir::new(&format!("lab-web-{test}"));
+    let data = dir.0.join("data");
     let (control_addr, whip_addr) = (control().to_string(), whip().to_string());
     let up = spawn_up(
         &lab,
-        &dir,
+        &data,
         &["--control", &control_addr, "--media-http", &whip_addr],
     );
     up.wait_for_line(Duration::from_secs(60), |l| l == "ready")
         .expect("cloudproxy up is ready");
-    let key = std::fs::read_to_string(dir.join("operator.key")).unwrap();
+    let key = std::fs::read_to_string(data.join("operator.key")).unwrap();
     let pool_turn = sa(RELAY_POOL_ADDR, 3478).to_string();
     let pool = lab
         .spawn(
@@ -117,7 +113,7 @@ fn web_lab(profile: Profile, test: &str) -> Option<WebLab> {
         _pool: pool,
         _up: up,
         lab,
-        dir,
+        _dir: dir,
     })
 }
 

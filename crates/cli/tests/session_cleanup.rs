@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::control::{ControlProc, Credential, GovernedRelay, RelaySpec};
+use common::control::{ControlProc, Credential, GovernedRelay, RelaySpec, Usage};
 use common::{cloudproxy_bin, in_ci, reserve_ports, wait_for_listeners, ChildGuard, TempDir};
 use serde_json::{json, Value};
 
@@ -41,9 +41,7 @@ const CYCLES: u32 = 200;
 // ------------------------------------------------------------------------------------------
 // The control plane, the relays, the media service
 
-type Control = ControlProc;
-
-fn start_control(dir: &TempDir) -> Control {
+fn start_control(dir: &TempDir) -> ControlProc {
     let addr = format!("127.0.0.1:{}", reserve_ports(1, true)[0]);
     let db = format!("sqlite:{}", dir.0.join("control.db").display());
     // The default lease TTL (30 s): a lease that outlived its allocation would refuse the
@@ -52,7 +50,7 @@ fn start_control(dir: &TempDir) -> Control {
 }
 
 /// Submits, approves and activates `mode` in Japan with one proxy user per channel.
-fn enable(c: &Control, app: &Credential, mode: &str) {
+fn enable(c: &ControlProc, app: &Credential, mode: &str) {
     let form = json!({"region": "japan", "sdk": "native", "use_case": "1:1 call",
         "max_concurrent_channels": 4, "max_users_per_channel": 2,
         "max_proxy_users_per_channel": 1, "quality": "720p", "mode": mode});
@@ -60,27 +58,10 @@ fn enable(c: &Control, app: &Credential, mode: &str) {
     assert_eq!(request["state"], "active", "{request}");
 }
 
-/// (allocation-seconds, bytes) metered so far for `app` in `mode`.
-fn usage(c: &Control, app: &Credential, mode: &str) -> (u64, u64) {
-    let path = format!("/v1/apps/{}/usage", app.app_id);
-    let (_, u) = c.api("GET", &path, OPERATOR, Value::Null);
-    let sum = |field: &str| {
-        u["days"].as_array().map_or(0, |d| {
-            d.iter()
-                .filter(|d| d["mode"] == mode)
-                .map(|d| d[field].as_u64().unwrap_or(0))
-                .sum()
-        })
-    };
-    (sum("seconds"), sum("bytes"))
-}
-
-type RelayProc = GovernedRelay;
-
-impl RelayProc {
+impl GovernedRelay {
     /// A relay in Japan with 1-second sync, renewal and usage intervals, relaying from
     /// `relay_ip`.
-    fn start(control: &Control, dir: &TempDir, edge: &str, pool: &str, relay_ip: &str) -> Self {
+    fn start(control: &ControlProc, dir: &TempDir, edge: &str, pool: &str, relay_ip: &str) -> Self {
         let spec = RelaySpec {
             edge,
             pool,
@@ -117,7 +98,7 @@ impl RelayProc {
     }
 
     /// Registered and synced: an app's Allocate would be judged by the current table.
-    fn wait_ready(&self, control: &Control) {
+    fn wait_ready(&self, control: &ControlProc) {
         let deadline = Instant::now() + PATIENCE;
         while self.metric("cloudproxy_control_sync_age_seconds") > 2
             || !registered(control, &self.edge)
@@ -132,7 +113,7 @@ impl RelayProc {
     }
 }
 
-fn registered(control: &Control, edge: &str) -> bool {
+fn registered(control: &ControlProc, edge: &str) -> bool {
     let edges = control.ok("GET", "/v1/edges", Value::Null);
     edges.to_string().contains(&format!("\"{edge}\""))
 }
@@ -292,7 +273,7 @@ impl Join<'_> {
 
 /// Joins until the relay has synced the app's enablement (a join before that is refused);
 /// not one of the counted cycles.
-fn warm_up(join: &Join<'_>, relay: &RelayProc) {
+fn warm_up(join: &Join<'_>, relay: &GovernedRelay) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let (mut guard, lines) = ChildGuard::spawn("cloudproxy join", join.command()).unwrap();
@@ -328,8 +309,8 @@ fn summary(lines: &mpsc::Receiver<String>, wait: Duration) -> Option<Value> {
 /// A lease for another user of `channel`, asked for as a relay would: granted only when the
 /// channel's one proxy user has gone at the control plane too. Released again at once.
 fn lease_free(
-    control: &Control,
-    relay: &RelayProc,
+    control: &ControlProc,
+    relay: &GovernedRelay,
     app: &Credential,
     mode: &str,
     channel: &str,
@@ -382,8 +363,8 @@ struct Mode<'a> {
 
 /// `CYCLES` join/leave cycles of new users in one channel.
 fn cycles(
-    control: &Control,
-    relay: &RelayProc,
+    control: &ControlProc,
+    relay: &GovernedRelay,
     app: &Credential,
     media: SocketAddr,
     m: Mode<'_>,
@@ -450,9 +431,9 @@ fn two_hundred_join_leave_cycles_per_mode_release_everything() {
     let dir = TempDir::new("cleanup-cycles");
     let control = start_control(&dir);
     let app = control.create_app("cleanup");
-    let published = RelayProc::start(&control, &dir, "jp-static", "static", "127.0.0.1");
+    let published = GovernedRelay::start(&control, &dir, "jp-static", "static", "127.0.0.1");
     // The Auto relay relays from an address of its own, which the firewall tells apart.
-    let pool = RelayProc::start(&control, &dir, "jp-dynamic", "dynamic", "127.0.0.77");
+    let pool = GovernedRelay::start(&control, &dir, "jp-dynamic", "dynamic", "127.0.0.77");
     let (_media, media) = start_media("127.0.0.88", &app);
     published.wait_ready(&control);
     pool.wait_ready(&control);
@@ -534,7 +515,7 @@ fn auto_on_an_open_network_leaves_no_allocation_behind() {
     let dir = TempDir::new("cleanup-auto");
     let control = start_control(&dir);
     let app = control.create_app("cleanup");
-    let pool = RelayProc::start(&control, &dir, "jp-dyn-open", "dynamic", "127.0.0.78");
+    let pool = GovernedRelay::start(&control, &dir, "jp-dyn-open", "dynamic", "127.0.0.78");
     let (_media, media) = start_media("127.0.0.89", &app);
     pool.wait_ready(&control);
     let join = |uid: u32| Join {
@@ -630,7 +611,7 @@ fn a_two_second_session_is_metered_under_five_allocation_seconds() {
     let dir = TempDir::new("cleanup-usage");
     let control = start_control(&dir);
     let app = control.create_app("cleanup");
-    let relay = RelayProc::start(&control, &dir, "jp-usage", "static", "127.0.0.1");
+    let relay = GovernedRelay::start(&control, &dir, "jp-usage", "static", "127.0.0.1");
     let (_media, media) = start_media("127.0.0.1", &app);
     relay.wait_ready(&control);
     enable(&control, &app, "force_udp");
@@ -664,7 +645,7 @@ fn a_two_second_session_is_metered_under_five_allocation_seconds() {
     // The relay reports every second. Once the session's bytes are in (they come with the
     // allocation's end), its seconds are too; two more reports must add nothing.
     let deadline = Instant::now() + PATIENCE;
-    while usage(&control, &app, "force_udp").1 < 2 * 100 * 160 {
+    while control.usage(&app.app_id, "force_udp").bytes < 2 * 100 * 160 {
         assert!(
             Instant::now() < deadline,
             "the session's usage did not arrive"
@@ -672,7 +653,7 @@ fn a_two_second_session_is_metered_under_five_allocation_seconds() {
         std::thread::sleep(Duration::from_millis(300));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let (seconds, bytes) = usage(&control, &app, "force_udp");
+    let Usage { seconds, bytes, .. } = control.usage(&app.app_id, "force_udp");
     // Sub-second remainders carry over to the app's next usage, so a session of just under
     // 2 s may show as 1 s until more comes.
     eprintln!(
@@ -691,7 +672,7 @@ fn join_leaves_on_sigterm_and_sigint() {
     let dir = TempDir::new("cleanup-signal");
     let control = start_control(&dir);
     let app = control.create_app("cleanup");
-    let relay = RelayProc::start(&control, &dir, "jp-signal", "static", "127.0.0.1");
+    let relay = GovernedRelay::start(&control, &dir, "jp-signal", "static", "127.0.0.1");
     let (_media, media) = start_media("127.0.0.1", &app);
     relay.wait_ready(&control);
     enable(&control, &app, "force_udp");

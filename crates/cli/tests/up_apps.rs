@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::control::Credential;
 use common::up::{start_up, Up};
-use common::{cloudproxy_bin, http, reserve_port, run_bounded, ChildGuard, TempDir};
+use common::{cloudproxy_bin, http, join_summary, reserve_port, run_bounded, ChildGuard, TempDir};
 use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -118,11 +118,7 @@ fn an_app_created_with_admin_joins_through_up_within_one_sync() {
         "join through up's relay failed:\n{out}\n{}",
         up.guard.output.tail(40)
     );
-    let summary: Value = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["event"] == "summary")
-        .unwrap_or_else(|| panic!("no summary: {out}"));
+    let summary = join_summary(&out);
     let path = summary["path"].as_str().unwrap_or("").to_ascii_lowercase();
     assert!(
         path.contains("tls"),

@@ -26,8 +26,7 @@ use common::cdp::{screenshot_dir, Browser};
 use common::control::{unix_now, Credential};
 use common::up::{start_up, Up};
 use common::web::*;
-use common::{cloudproxy_bin, run_bounded, TempDir};
-use serde_json::Value;
+use common::{cloudproxy_bin, join_summary, run_bounded, TempDir};
 
 const PATIENCE: Duration = Duration::from_secs(120);
 const MESSAGES: usize = 50;
@@ -202,12 +201,7 @@ fn a_page_and_cloudproxy_join_exchange_messages() {
         .args(["--send", "50", "--interval", "20ms", "--no-echo"]);
     let run = run_bounded("cloudproxy join", cmd, Duration::from_secs(60));
     browser.eval(&page, "clearInterval(window.sender); true");
-    let summary = run
-        .output
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["event"] == "summary")
-        .unwrap_or_else(|| panic!("no summary:\n{}", run.output));
+    let summary = join_summary(&run.output);
     println!("cloudproxy join: {summary}");
     assert_eq!(summary["sent"], 50, "{summary}");
     let from_page = summary["from_others"].as_u64().unwrap();

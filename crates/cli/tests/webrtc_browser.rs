@@ -18,10 +18,11 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cdp::{chromium, Browser, Page};
+use common::cdp::{Browser, Page};
 use common::control::Credential;
 use common::up::{start_up, Up};
-use common::{cloudproxy_bin, in_ci, run_bounded, BoundedRun, TempDir};
+use common::web::browser_or_skip;
+use common::{cloudproxy_bin, join_summary, run_bounded, BoundedRun, TempDir};
 use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -90,12 +91,7 @@ window.framesDecoded = async () => {
 "#;
 
 fn whip_url(up: &Up) -> String {
-    let text = up.guard.output.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix("whip "))
-        .unwrap_or_else(|| panic!("no whip line from cloudproxy up:\n{text}"))
-        .trim()
-        .to_owned()
+    format!("{}/v1/whip", up.media_http)
 }
 
 /// A blank page served from `http://127.0.0.1:PORT/`: a secure context (getUserMedia needs
@@ -153,16 +149,7 @@ fn wait_for(browser: &mut Browser, page: &Page, expr: &str, what: &str) -> Value
 }
 
 fn browser(extra: &[&str]) -> Option<Browser> {
-    let Some(binary) = chromium() else {
-        if in_ci() {
-            panic!("webrtc_browser: chromium is not installed, and CI is set: failing");
-        }
-        eprintln!(
-            "\n!! SKIPPED webrtc_browser: chromium is not installed (apt-get install chromium).\n"
-        );
-        return None;
-    };
-    Some(Browser::launch_with(&binary, extra))
+    browser_or_skip("webrtc_browser").map(|binary| Browser::launch_with(&binary, extra))
 }
 
 /// `cloudproxy join` direct to `up`'s media service, sending 50 DATA and counting what the
@@ -242,12 +229,7 @@ fn exchange(
         }
         let run = rx.recv().unwrap();
         assert!(run.success(), "cloudproxy join:\n{}", run.output);
-        let summary: Value = run
-            .output
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["event"] == "summary")
-            .unwrap_or_else(|| panic!("no summary:\n{}", run.output));
+        let summary = join_summary(&run.output);
         println!("{channel}: cloudproxy join summary: {summary}");
         assert_eq!(summary["sent"], 50);
         assert_eq!(

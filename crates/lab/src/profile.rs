@@ -462,6 +462,37 @@ mod tests {
     }
 
     #[test]
+    fn with_signaling_accepts_its_tcp_addresses_and_publishes_them_with_the_base_set() {
+        let profile = Profile::WithSignaling {
+            base: Box::new(Profile::PublishedUdpOnly {
+                proxies: vec!["10.201.2.2:3478".parse().unwrap()],
+            }),
+            signaling: vec![
+                "10.201.2.2:80".parse().unwrap(),
+                "10.201.2.3:8443".parse().unwrap(),
+            ],
+        };
+        let rules = profile.ruleset().unwrap();
+        let from_client = &rules[rules.find("chain from_client").unwrap()..];
+        assert!(from_client.contains("ip daddr 10.201.2.2 udp dport 3478 accept"));
+        assert!(
+            from_client.contains("ip daddr 10.201.2.2 tcp dport 80 accept comment \"signaling\""),
+            "{rules}"
+        );
+        assert!(
+            from_client.contains("ip daddr 10.201.2.3 tcp dport 8443 accept comment \"signaling\"")
+        );
+        assert_eq!(from_client.matches("comment \"signaling\"").count(), 2);
+        // The base's proxy and the first signaling address are one IP, published once.
+        let ips: Vec<IpAddr> = vec!["10.201.2.2".parse().unwrap(), "10.201.2.3".parse().unwrap()];
+        assert_eq!(profile.published(), ips);
+        assert!(
+            rules.contains("elements = { 10.201.2.2, 10.201.2.3 }"),
+            "{rules}"
+        );
+    }
+
+    #[test]
     fn counters_parse_from_nft_text() {
         let text = "table inet lab {\n\tcounter outside {\n\t\tpackets 3 bytes 180\n\t}\n\
                     \tcounter dropped {\n\t\tpackets 5 bytes 300\n\t}\n\

@@ -185,7 +185,12 @@ pub fn client_with_channel(conn: Conn, secret: &str, peer: SocketAddr) -> TurnCl
 
 /// Sends one ChannelData packet on [`CHANNEL`] and expects it echoed back through the relay.
 pub fn echo(c: &mut TurnClient, payload: &[u8]) {
-    let msg = client::channel_data(CHANNEL, payload, c.conn.is_stream());
+    echo_on(c, CHANNEL, payload);
+}
+
+/// [`echo`] on channel `number` (bound by the caller).
+pub fn echo_on(c: &mut TurnClient, number: u16, payload: &[u8]) {
+    let msg = client::channel_data(number, payload, c.conn.is_stream());
     c.conn.send(&msg);
     let back = c.conn.recv();
     assert_eq!(back, msg, "echo of {:?}", String::from_utf8_lossy(payload));

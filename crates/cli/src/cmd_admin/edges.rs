@@ -12,21 +12,16 @@ use super::table::{date, fields, Column, Table};
 use super::{or_none, seg, AllowlistArgs, EdgesCommand, Out};
 use crate::failure::Failure;
 
-pub(super) fn regions_table(v: &[RegionSummary]) -> String {
-    Table::of(
-        v,
-        &[
-            ("REGION", |r| r.region.to_string()),
-            ("NAME", |r| r.name.clone()),
-            ("STATIC", |r| r.static_edges.to_string()),
-            ("DYNAMIC", |r| r.dynamic_edges.to_string()),
-            ("CAPACITY_KBPS", |r| r.static_capacity_kbps.to_string()),
-            ("RESERVED_KBPS", |r| r.reserved_kbps.to_string()),
-            ("AVAILABLE_KBPS", |r| r.available_kbps.to_string()),
-        ],
-    )
-    .render()
-}
+/// `regions list`'s columns.
+pub(super) const REGIONS: &[Column<RegionSummary>] = &[
+    ("REGION", |r| r.region.to_string()),
+    ("NAME", |r| r.name.clone()),
+    ("STATIC", |r| r.static_edges.to_string()),
+    ("DYNAMIC", |r| r.dynamic_edges.to_string()),
+    ("CAPACITY_KBPS", |r| r.static_capacity_kbps.to_string()),
+    ("RESERVED_KBPS", |r| r.reserved_kbps.to_string()),
+    ("AVAILABLE_KBPS", |r| r.available_kbps.to_string()),
+];
 
 pub(super) fn edges(api: &Api, out: &Out, c: EdgesCommand) -> Result<(), Failure> {
     match c {

@@ -13,10 +13,10 @@ use serde::Serialize;
 
 use crate::failure::Failure;
 
-/// Whether a path needs the bearer key.
 /// The `body` of a call that sends none.
 pub(super) const NO_BODY: Option<&()> = None;
 
+/// Whether a path needs the bearer key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Auth {
     Key,

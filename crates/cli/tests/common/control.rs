@@ -3,10 +3,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cloudproxy_proto::token::Token;
 use serde_json::{json, Value};
+
+#[allow(unused_imports)] // each test binary uses a different subset
+pub(crate) use cloudproxy_testkit::apps::unix_now;
 
 use super::{cloudproxy_bin, http, reserve_ports, wait_for_listeners, ChildGuard};
 
@@ -96,6 +99,32 @@ impl ControlProc {
         }
         approved
     }
+
+    /// `app`'s metered usage in `mode` (`force_udp`, `force_tcp`...) summed over every day.
+    #[track_caller]
+    pub(crate) fn usage(&self, app: &str, mode: &str) -> Usage {
+        let u = self.ok("GET", &format!("/v1/apps/{app}/usage"), Value::Null);
+        let days = u["days"].as_array().cloned().unwrap_or_default();
+        let field = |d: &Value, f: &str| d[f].as_u64().unwrap_or(0);
+        days.iter()
+            .filter(|d| d["mode"] == mode)
+            .fold(Usage::default(), |t, d| Usage {
+                bytes: t.bytes + field(d, "bytes"),
+                seconds: t.seconds + field(d, "seconds"),
+                peak: t.peak.max(field(d, "peak_concurrency")),
+            })
+    }
+}
+
+/// An app's metered totals in one mode ([`ControlProc::usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    /// Relayed payload bytes.
+    pub bytes: u64,
+    /// Allocation-seconds.
+    pub seconds: u64,
+    /// The highest concurrency of any day.
+    pub peak: u64,
 }
 
 /// What differs between the relays the tests start under a control plane.
@@ -241,12 +270,4 @@ impl Credential {
     pub(crate) fn joined(&self) -> String {
         format!("{}:{}:{}", self.app_id, self.key_id, self.secret)
     }
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }

@@ -173,6 +173,16 @@ pub(crate) use cloudproxy_testkit::process::{
     run_bounded, send_signal, wait_exit, BoundedRun, Captured, ChildGuard, TempDir,
 };
 
+/// The `summary` event among `cloudproxy join`'s JSON lines (its totals: sent, from_others,
+/// lost, path...); panics with the whole output when there is none.
+pub(crate) fn join_summary(output: &str) -> serde_json::Value {
+    output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary:\n{output}"))
+}
+
 // ------------------------------------------------------------------------------------------
 // The relay under test
 

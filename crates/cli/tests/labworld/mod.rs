@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use cloudproxy_lab::{Lab, Profile, Role, MEDIA_ADDR, RELAY_ADDR, RELAY_POOL_ADDR};
 use cloudproxy_proto::token::Token;
+use cloudproxy_testkit::process::TempDir;
 use serde_json::Value;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_cloudproxy");
@@ -343,10 +344,9 @@ pub(crate) fn spawn_up(
 /// `cloudproxy up` (control plane, relay, media service on the relay's address, port 7000) in
 /// the relay's namespace, publishing the lab's relay addresses; returns it, once ready, with
 /// its app id and token.
-pub(crate) fn up_in_relay(lab: &Lab, tag: &str) -> (cloudproxy_lab::LabChild, String, String) {
-    let dir = std::env::temp_dir().join(format!("cp-lab-up-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let child = spawn_up(lab, &dir, &[]);
+pub(crate) fn up_in_relay(lab: &Lab, tag: &str) -> UpInRelay {
+    let dir = TempDir::new(&format!("lab-up-{tag}"));
+    let child = spawn_up(lab, &dir.0.join("data"), &[]);
     let wait = Duration::from_secs(60);
     let line = |prefix: &str| {
         let l = child
@@ -359,5 +359,20 @@ pub(crate) fn up_in_relay(lab: &Lab, tag: &str) -> (cloudproxy_lab::LabChild, St
     child
         .wait_for_line(wait, |l| l == "ready")
         .expect("cloudproxy up is ready");
-    (child, app, token)
+    UpInRelay {
+        app,
+        token,
+        _child: child,
+        _dir: dir,
+    }
+}
+
+/// [`up_in_relay`]'s `cloudproxy up`, running until dropped.
+pub(crate) struct UpInRelay {
+    pub app: String,
+    pub token: String,
+    _child: cloudproxy_lab::LabChild,
+    /// Its data directory; after `_child`, so it is removed once `up` is gone (fields drop in
+    /// declaration order).
+    _dir: TempDir,
 }

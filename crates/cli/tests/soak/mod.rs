@@ -307,21 +307,6 @@ fn udp_drops(relay: &RelayProc) -> (u64, u64, u64) {
     drops
 }
 
-/// The app's metered usage in Force UDP over every day: (bytes, seconds, peak).
-fn usage(control: &ControlProc, app: &str) -> (u64, u64, u64) {
-    let u = control.ok("GET", &format!("/v1/apps/{app}/usage"), Value::Null);
-    let days = u["days"].as_array().cloned().unwrap_or_default();
-    days.iter()
-        .filter(|d| d["mode"] == "force_udp")
-        .fold((0, 0, 0), |(b, s, p), d| {
-            (
-                b + d["bytes"].as_u64().unwrap_or(0),
-                s + d["seconds"].as_u64().unwrap_or(0),
-                p.max(d["peak_concurrency"].as_u64().unwrap_or(0)),
-            )
-        })
-}
-
 /// Runs the soak and measures it. Panics only when something could not be run at all; the
 /// figures are for the caller to judge.
 pub(crate) fn run(soak: &Soak) -> SoakReport {
@@ -443,11 +428,11 @@ pub(crate) fn run(soak: &Soak) -> SoakReport {
     // for two report intervals, then until nothing is pending and the figure holds still.
     std::thread::sleep(Duration::from_secs(2 * USAGE_INTERVAL_SECS + 1));
     let deadline = Instant::now() + PATIENCE;
-    let mut metered = usage(&control, &app_id);
+    let mut metered = control.usage(&app_id, "force_udp");
     loop {
         std::thread::sleep(Duration::from_secs(USAGE_INTERVAL_SECS * 2));
         let pending = metric(&relay, "cloudproxy_usage_reports_pending");
-        let again = usage(&control, &app_id);
+        let again = control.usage(&app_id, "force_udp");
         if (pending == 0 && again == metered) || Instant::now() > deadline {
             metered = again;
             break;
@@ -526,9 +511,9 @@ pub(crate) fn run(soak: &Soak) -> SoakReport {
         drops_listener: drops.0.saturating_sub(drops_before.0),
         drops_relayed: drops.1.saturating_sub(drops_before.1),
         drops_other: drops.2.saturating_sub(drops_before.2),
-        metered_bytes: metered.0,
-        metered_seconds: metered.1,
-        metered_peak: metered.2,
+        metered_bytes: metered.bytes,
+        metered_seconds: metered.seconds,
+        metered_peak: metered.peak,
         expected_bytes_low: size * (received + peer),
         expected_bytes_high: size * (sent + peer),
         held_seconds_approx: (soak.allocations as f64 * n("/result/seconds")) as u64,
